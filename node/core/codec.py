@@ -1,0 +1,271 @@
+"""The wire form of signed events: strict JSON, and its canonical encoding.
+
+The wire form is never hashed (the digest is EIP-712, see ``eip712.py``), but it is still
+canonical so that stored and gossiped bytes are stable: UTF-8 JSON, keys sorted, no whitespace,
+hex lowercase with ``0x``. Decoding is strict: unknown, missing or duplicated fields, wrong types,
+out-of-range integers and wrong hex lengths are rejected with :class:`MalformedEvent`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import MalformedEvent, OversizedInput
+from .limits import DEFAULT_LIMITS, Limits
+from .records import (
+    Domain,
+    Event,
+    Inception,
+    KeyRetirement,
+    PublishedKey,
+    Revocation,
+    Rotation,
+    SignedEvent,
+    Update,
+)
+
+_U64_MAX = 2**64 - 1
+_ENVELOPE = ("kind", "chainId", "verifyingContract", "signatures")
+FIELDS: dict[str, frozenset[str]] = {
+    "inception": frozenset(
+        _ENVELOPE
+        + ("timestamp", "controllers", "threshold", "nextCommitment", "governor", "keys", "metadata")
+    ),
+    "update": frozenset(
+        _ENVELOPE
+        + ("subject", "seq", "prev", "timestamp", "publish", "retire", "setMetadata", "metadata")
+    ),
+    "rotation": frozenset(
+        _ENVELOPE
+        + ("subject", "seq", "prev", "timestamp", "controllers", "threshold", "nextCommitment")
+    ),
+    "revocation": frozenset(
+        _ENVELOPE + ("subject", "seq", "prev", "timestamp", "keyId", "effectiveAt", "reason")
+    ),
+}
+_KEY_FIELDS = frozenset(("keyId", "alg", "publicKey", "purposes", "notBefore", "notAfter"))
+_RETIRE_FIELDS = frozenset(("keyId", "notAfter"))
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise MalformedEvent(f"duplicate field {dup!r}")
+    return d
+
+
+def loads_strict(data: bytes | str) -> Any:
+    """json.loads that rejects duplicate keys and reports errors as MalformedEvent."""
+    try:
+        return json.loads(data, object_pairs_hook=_reject_duplicates)
+    except MalformedEvent:
+        raise
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise MalformedEvent(f"not valid JSON: {exc}") from None
+
+
+def dumps_canonical(obj: Any) -> bytes:
+    """Canonical JSON bytes: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _uint(obj: dict[str, Any], name: str, maximum: int = _U64_MAX) -> int:
+    v = obj[name]
+    if type(v) is not int or v < 0 or v > maximum:
+        raise MalformedEvent(f"field {name!r} must be an integer in [0, {maximum}]")
+    return v
+
+
+def _str(obj: dict[str, Any], name: str) -> str:
+    v = obj[name]
+    if type(v) is not str:
+        raise MalformedEvent(f"field {name!r} must be a string")
+    return v
+
+
+def _hex(obj: dict[str, Any], name: str, length: int | None = None) -> bytes:
+    v = obj[name]
+    if type(v) is not str or not v.startswith("0x"):
+        raise MalformedEvent(f"field {name!r} must be a 0x-prefixed hex string")
+    try:
+        b = bytes.fromhex(v[2:])
+    except ValueError:
+        raise MalformedEvent(f"field {name!r} is not valid hex") from None
+    if length is not None and len(b) != length:
+        raise MalformedEvent(f"field {name!r} must be {length} bytes, got {len(b)}")
+    return b
+
+
+def _list(obj: dict[str, Any], name: str, max_len: int) -> list[Any]:
+    v = obj[name]
+    if type(v) is not list:
+        raise MalformedEvent(f"field {name!r} must be a list")
+    if len(v) > max_len:
+        raise OversizedInput(f"field {name!r} has {len(v)} items, limit {max_len}")
+    return v
+
+
+def _check_fields(obj: Any, allowed: frozenset[str], what: str) -> dict[str, Any]:
+    if type(obj) is not dict:
+        raise MalformedEvent(f"{what} must be a JSON object")
+    keys = obj.keys()
+    if keys != allowed:
+        unknown = sorted(set(keys) - allowed)
+        if unknown:
+            raise MalformedEvent(f"unknown field {unknown[0]!r} in {what}")
+        raise MalformedEvent(f"missing field {sorted(allowed - set(keys))[0]!r} in {what}")
+    return obj
+
+
+def _addresses(obj: dict[str, Any], name: str, limits: Limits) -> tuple[bytes, ...]:
+    return tuple(_hex({name: a}, name, 20) for a in _list(obj, name, limits.max_controllers))
+
+
+def _key(obj: Any, limits: Limits) -> PublishedKey:
+    o = _check_fields(obj, _KEY_FIELDS, "published key")
+    purposes = _list(o, "purposes", limits.max_purposes)
+    if any(type(p) is not str for p in purposes):
+        raise MalformedEvent("field 'purposes' must be a list of strings")
+    return PublishedKey(
+        key_id=_str(o, "keyId"),
+        alg=_str(o, "alg"),
+        public_key=_hex(o, "publicKey"),
+        purposes=tuple(purposes),
+        not_before=_uint(o, "notBefore"),
+        not_after=_uint(o, "notAfter"),
+    )
+
+
+def _keys(obj: dict[str, Any], name: str, limits: Limits) -> tuple[PublishedKey, ...]:
+    return tuple(_key(k, limits) for k in _list(obj, name, limits.max_keys_per_event))
+
+
+def event_from_obj(obj: Any, limits: Limits = DEFAULT_LIMITS) -> SignedEvent:
+    """Decode one signed event from its parsed JSON object."""
+    if type(obj) is not dict:
+        raise MalformedEvent("event must be a JSON object")
+    kind = obj.get("kind")
+    if kind not in FIELDS:
+        raise MalformedEvent(f"unknown event kind {kind!r}")
+    o = _check_fields(obj, FIELDS[kind], f"{kind} event")
+    domain = Domain(chain_id=_uint(o, "chainId", 2**256 - 1), verifying_contract=_hex(o, "verifyingContract", 20))
+    sigs = tuple(_hex({"signatures": s}, "signatures", 65) for s in _list(o, "signatures", limits.max_controllers))
+    event: Event
+    if kind == "inception":
+        event = Inception(
+            timestamp=_uint(o, "timestamp"),
+            controllers=_addresses(o, "controllers", limits),
+            threshold=_uint(o, "threshold", 255),
+            next_commitment=_hex(o, "nextCommitment", 32),
+            governor=_hex(o, "governor", 20),
+            keys=_keys(o, "keys", limits),
+            metadata=_str(o, "metadata"),
+        )
+    else:
+        subject = _hex(o, "subject", 32)
+        seq = _uint(o, "seq")
+        prev = _hex(o, "prev", 32)
+        timestamp = _uint(o, "timestamp")
+        if kind == "update":
+            retire = []
+            for r in _list(o, "retire", limits.max_keys_per_event):
+                ro = _check_fields(r, _RETIRE_FIELDS, "key retirement")
+                retire.append(KeyRetirement(key_id=_str(ro, "keyId"), not_after=_uint(ro, "notAfter")))
+            if type(o["setMetadata"]) is not bool:
+                raise MalformedEvent("field 'setMetadata' must be a boolean")
+            event = Update(
+                subject=subject,
+                seq=seq,
+                prev=prev,
+                timestamp=timestamp,
+                publish=_keys(o, "publish", limits),
+                retire=tuple(retire),
+                set_metadata=o["setMetadata"],
+                metadata=_str(o, "metadata"),
+            )
+        elif kind == "rotation":
+            event = Rotation(
+                subject=subject,
+                seq=seq,
+                prev=prev,
+                timestamp=timestamp,
+                controllers=_addresses(o, "controllers", limits),
+                threshold=_uint(o, "threshold", 255),
+                next_commitment=_hex(o, "nextCommitment", 32),
+            )
+        else:
+            event = Revocation(
+                subject=subject,
+                seq=seq,
+                prev=prev,
+                timestamp=timestamp,
+                key_id=_str(o, "keyId"),
+                effective_at=_uint(o, "effectiveAt"),
+                reason=_str(o, "reason"),
+            )
+    return SignedEvent(event=event, signatures=sigs, domain=domain)
+
+
+def decode_event(data: bytes, limits: Limits = DEFAULT_LIMITS) -> SignedEvent:
+    """Decode one signed event from wire bytes (size-capped, strict)."""
+    if len(data) > limits.max_event_bytes:
+        raise OversizedInput(f"event is {len(data)} bytes, limit {limits.max_event_bytes}")
+    return event_from_obj(loads_strict(data), limits)
+
+
+def _key_obj(k: PublishedKey) -> dict[str, Any]:
+    return {
+        "keyId": k.key_id,
+        "alg": k.alg,
+        "publicKey": "0x" + k.public_key.hex(),
+        "purposes": list(k.purposes),
+        "notBefore": k.not_before,
+        "notAfter": k.not_after,
+    }
+
+
+def event_to_obj(signed: SignedEvent) -> dict[str, Any]:
+    """The JSON object of a signed event (the inverse of :func:`event_from_obj`)."""
+    e = signed.event
+    obj: dict[str, Any] = {
+        "kind": e.kind,
+        "chainId": signed.domain.chain_id,
+        "verifyingContract": "0x" + signed.domain.verifying_contract.hex(),
+        "signatures": ["0x" + s.hex() for s in signed.signatures],
+        "timestamp": e.timestamp,
+    }
+    if not isinstance(e, Inception):
+        obj.update(subject="0x" + e.subject.hex(), seq=e.seq, prev="0x" + e.prev.hex())
+    if isinstance(e, Inception):
+        obj.update(
+            controllers=["0x" + c.hex() for c in e.controllers],
+            threshold=e.threshold,
+            nextCommitment="0x" + e.next_commitment.hex(),
+            governor="0x" + e.governor.hex(),
+            keys=[_key_obj(k) for k in e.keys],
+            metadata=e.metadata,
+        )
+    elif isinstance(e, Update):
+        obj.update(
+            publish=[_key_obj(k) for k in e.publish],
+            retire=[{"keyId": r.key_id, "notAfter": r.not_after} for r in e.retire],
+            setMetadata=e.set_metadata,
+            metadata=e.metadata,
+        )
+    elif isinstance(e, Rotation):
+        obj.update(
+            controllers=["0x" + c.hex() for c in e.controllers],
+            threshold=e.threshold,
+            nextCommitment="0x" + e.next_commitment.hex(),
+        )
+    else:
+        obj.update(keyId=e.key_id, effectiveAt=e.effective_at, reason=e.reason)
+    return obj
+
+
+def encode_event(signed: SignedEvent) -> bytes:
+    """Canonical wire bytes of a signed event."""
+    return dumps_canonical(event_to_obj(signed))

@@ -1,0 +1,149 @@
+"""Duplicity (two valid events at one (subject, seq)) and the fork-choice rule that resolves it.
+
+Fork choice between two validly signed events A and B at the same (subject, seq), in order:
+
+1. **Anchored first wins.** If either is anchored (its digest, or a descendant's, recorded by the
+   registry contract with enough confirmations), the one anchored earliest on-chain wins.
+2. **Recovery rule.** Otherwise, if exactly one is a rotation (signed by the pre-committed next
+   controllers), the rotation wins: an attacker holding only the current keys cannot keep a
+   subject by racing the rightful owner.
+3. Otherwise the subject is **disputed** at that seq: verifiers fail closed until an anchor
+   settles it. Both events are always kept as evidence.
+
+:class:`SubjectLog` is the in-memory log of one subject that applies these rules. The SQL store
+uses the same class on its (rare) conflict path, so there is one implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .errors import StaleEvent
+from .limits import DEFAULT_LIMITS, Limits
+from .log import Accepted, SubjectState, apply_event
+from .records import Domain, Rotation, SignedEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicity:
+    """Evidence: two validly signed events at one (subject, seq)."""
+
+    subject: bytes
+    seq: int
+    first: SignedEvent
+    first_digest: bytes
+    second: SignedEvent
+    second_digest: bytes
+
+
+def choose(a: Accepted, b: Accepted, anchored: Mapping[bytes, int]) -> Accepted | None:
+    """Fork choice between two valid events at one seq; None means disputed.
+
+    ``anchored`` maps an anchored digest to its on-chain position (lower = earlier).
+    """
+    pa, pb = anchored.get(a.digest), anchored.get(b.digest)
+    if pa is not None or pb is not None:
+        if pb is None or (pa is not None and pa <= pb):
+            return a
+        return b
+    ra, rb = isinstance(a.signed.event, Rotation), isinstance(b.signed.event, Rotation)
+    if ra != rb:
+        return a if ra else b
+    return None
+
+
+Status = Literal["accepted", "known", "duplicity"]
+
+
+@dataclass
+class AppendResult:
+    """What appending one event did."""
+
+    status: Status
+    accepted: Accepted | None = None  # the event's own validation (also for a losing duplicate)
+    evidence: Duplicity | None = None
+    switched: bool = False  # the new event won fork choice and replaced the branch from its seq
+    dropped: list[Accepted] = field(default_factory=list)  # events removed from the log by a switch
+
+
+class SubjectLog:
+    """One subject's accepted events, with duplicity handling and fork choice."""
+
+    def __init__(self, domain: Domain, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.domain = domain
+        self.limits = limits
+        self.events: list[Accepted] = []
+        self.evidence: list[Duplicity] = []
+        # seq -> the competing events there that fork choice could not order
+        self._open: dict[int, list[Accepted]] = {}
+
+    @property
+    def state(self) -> SubjectState | None:
+        return self.events[-1].state if self.events else None
+
+    @property
+    def disputed(self) -> bool:
+        """True while an unresolved duplicity lies on the current branch."""
+        return any(seq < len(self.events) for seq in self._open)
+
+    def append(
+        self, signed: SignedEvent, anchored: Mapping[bytes, int] | None = None, now: int | None = None
+    ) -> AppendResult:
+        """Validate and append; a valid conflicting event becomes evidence (and may win fork choice)."""
+        anchored = anchored or {}
+        try:
+            acc = apply_event(self.state, signed, self.domain, self.limits, now)
+        except StaleEvent:
+            return self._conflict(signed, anchored, now)
+        self.events.append(acc)
+        return AppendResult("accepted", acc)
+
+    def _conflict(self, signed: SignedEvent, anchored: Mapping[bytes, int], now: int | None) -> AppendResult:
+        seq = signed.event.seq
+        if seq >= len(self.events):  # an inception replay of a log we do not hold
+            raise StaleEvent("event conflicts with nothing held")
+        existing = self.events[seq]
+        before = self.events[seq - 1].state if seq > 0 else None
+        if seq == 0:
+            raise StaleEvent("inception already known")
+        cand = apply_event(before, signed, self.domain, self.limits, now)  # raises if invalid there
+        if cand.digest == existing.digest:
+            return AppendResult("known", existing)
+        known = {existing.digest, *(a.digest for a in self._open.get(seq, []))}
+        if cand.digest in known:
+            return AppendResult("known", cand)
+        evidence = Duplicity(cand.subject, seq, existing.signed, existing.digest, cand.signed, cand.digest)
+        self.evidence.append(evidence)
+        result = AppendResult("duplicity", cand, evidence)
+        competitors = self._open.get(seq, [existing]) + [cand]
+        self._settle(seq, competitors, anchored, result)
+        return result
+
+    def _settle(self, seq: int, competitors: list[Accepted], anchored: Mapping[bytes, int], result: AppendResult) -> None:
+        winner: Accepted | None = competitors[0]
+        for other in competitors[1:]:
+            winner = choose(winner, other, anchored) if winner is not None else None
+            if winner is None:
+                break
+        if winner is None:
+            self._open[seq] = competitors
+            return
+        self._open.pop(seq, None)
+        if winner.digest != self.events[seq].digest:
+            result.dropped = self.events[seq:]
+            self.events = self.events[:seq] + [winner]
+            result.switched = True
+            for s in [s for s in self._open if s > seq]:
+                del self._open[s]
+
+    def resolve(self, anchored: Mapping[bytes, int]) -> list[AppendResult]:
+        """Re-run fork choice on open disputes with new anchor information."""
+        out = []
+        for seq in sorted(self._open):
+            if seq in self._open:
+                result = AppendResult("duplicity")
+                self._settle(seq, self._open[seq], anchored, result)
+                out.append(result)
+        return out

@@ -1,0 +1,26 @@
+"""Protocol limits. Every limit is configurable; the defaults are the safe ones the spec names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size, count and time bounds applied when decoding and validating events."""
+
+    max_event_bytes: int = 64 * 1024
+    max_controllers: int = 16
+    max_keys_per_event: int = 64
+    max_keys_per_subject: int = 1024
+    max_purposes: int = 16
+    max_key_id_chars: int = 64
+    max_purpose_chars: int = 32
+    max_metadata_bytes: int = 4096
+    max_reason_bytes: int = 1024
+    max_public_key_bytes: int = 33
+    # Admission rule only (not part of log validity): reject events stamped this far in the future.
+    max_clock_skew_s: int = 300
+
+
+DEFAULT_LIMITS = Limits()

@@ -1,0 +1,357 @@
+"""The per-subject log state machine: (state, signed event) -> new state, or a specific error.
+
+This is the single implementation of the validity rules (docs/protocol.md section 5). It is pure:
+no I/O, no clock (the admission-time clock-skew check takes ``now`` as an argument).
+
+Invariants of :class:`SubjectState`:
+- ``head`` is the digest of the event at ``seq``; the state is what replaying events 0..seq gives.
+- ``keys`` holds every key id ever published (ids are never reused), with its current not-after
+  and revocation, so key state at any time T is a pure function of the state.
+- once ``revoked_at`` is set (whole-subject revocation) no further event is valid.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Mapping
+
+from .eip712 import controller_commitment, event_digest
+from .errors import (
+    BelowThreshold,
+    ChainBroken,
+    CommitmentMismatch,
+    InvalidTransition,
+    MalformedEvent,
+    OversizedInput,
+    StaleEvent,
+    TimestampViolation,
+    UnauthorizedSigner,
+    UnknownSubject,
+    WrongNetwork,
+)
+from .hashing import recover_address
+from .limits import DEFAULT_LIMITS, Limits
+from .records import (
+    ALGORITHMS,
+    PUBLIC_KEY_LENGTHS,
+    ZERO32,
+    Domain,
+    Event,
+    Inception,
+    PublishedKey,
+    Revocation,
+    Rotation,
+    SignedEvent,
+    Update,
+)
+
+_KEY_ID_RE = re.compile(r"[A-Za-z0-9._:\-]+")
+_PURPOSE_RE = re.compile(r"[a-z0-9._:\-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A published key as the log has left it."""
+
+    key: PublishedKey
+    published_seq: int
+    published_at: int  # timestamp of the publishing event; validity never starts before it
+    not_after: int  # current not-after (0 = none), after any retirement
+    revoked_at: int | None = None  # effective time of a controller revocation
+    revoked_seq: int | None = None
+    revoked_reason: str = ""
+
+    @property
+    def valid_from(self) -> int:
+        """max(not-before, publication time): a key is never valid before it was published."""
+        return max(self.key.not_before, self.published_at)
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectState:
+    """A subject's state after its head event."""
+
+    subject: bytes
+    seq: int
+    head: bytes
+    timestamp: int
+    controllers: tuple[bytes, ...]
+    threshold: int
+    next_commitment: bytes
+    governor: bytes
+    metadata: str
+    keys: Mapping[str, KeyRecord]
+    revoked_at: int | None = None
+    revoked_seq: int | None = None
+    revoked_reason: str = ""
+    last_establishment_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A validated event: its digest, subject, the signers recovered, and the resulting state."""
+
+    signed: SignedEvent
+    digest: bytes
+    subject: bytes
+    signers: tuple[bytes, ...]
+    state: SubjectState = field(repr=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shape rules: everything checkable from the event alone.
+
+
+def _check_controllers(controllers: tuple[bytes, ...], threshold: int, limits: Limits) -> None:
+    if not controllers:
+        raise MalformedEvent("controller set is empty")
+    if len(controllers) > limits.max_controllers:
+        raise OversizedInput(f"{len(controllers)} controllers, limit {limits.max_controllers}")
+    if any(a >= b for a, b in zip(controllers, controllers[1:])):
+        raise MalformedEvent("controllers must be distinct and sorted ascending")
+    if not 1 <= threshold <= len(controllers):
+        raise MalformedEvent(f"threshold {threshold} not in 1..{len(controllers)}")
+
+
+def _check_text(value: str, limit: int, name: str) -> None:
+    if len(value.encode()) > limit:
+        raise OversizedInput(f"{name} is over {limit} bytes")
+
+
+def _check_key(k: PublishedKey, limits: Limits) -> None:
+    if not 0 < len(k.key_id) <= limits.max_key_id_chars or not _KEY_ID_RE.fullmatch(k.key_id):
+        raise MalformedEvent(f"key id {k.key_id[:80]!r} must be 1-{limits.max_key_id_chars} of [A-Za-z0-9._:-]")
+    if k.alg not in ALGORITHMS:
+        raise MalformedEvent(f"key {k.key_id!r}: unsupported algorithm {k.alg[:40]!r} (use one of {', '.join(ALGORITHMS)})")
+    want = PUBLIC_KEY_LENGTHS[k.alg]
+    if len(k.public_key) != want:
+        raise MalformedEvent(f"key {k.key_id!r}: {k.alg} public key must be {want} bytes, got {len(k.public_key)}")
+    if k.alg != "Ed25519" and k.public_key[0] not in (2, 3):
+        raise MalformedEvent(f"key {k.key_id!r}: {k.alg} public key must be SEC1 compressed (02/03 prefix)")
+    if not k.purposes:
+        raise MalformedEvent(f"key {k.key_id!r}: at least one purpose is required")
+    if len(k.purposes) > limits.max_purposes:
+        raise OversizedInput(f"key {k.key_id!r}: {len(k.purposes)} purposes, limit {limits.max_purposes}")
+    for p in k.purposes:
+        if not 0 < len(p) <= limits.max_purpose_chars or not _PURPOSE_RE.fullmatch(p):
+            raise MalformedEvent(f"key {k.key_id!r}: purpose {p[:40]!r} must be 1-{limits.max_purpose_chars} of [a-z0-9._:-]")
+    if len(set(k.purposes)) != len(k.purposes):
+        raise MalformedEvent(f"key {k.key_id!r}: duplicate purpose")
+    if k.not_after and k.not_after <= k.not_before:
+        raise MalformedEvent(f"key {k.key_id!r}: notAfter must be 0 or later than notBefore")
+
+
+def _check_keys(keys: tuple[PublishedKey, ...], limits: Limits) -> None:
+    if len(keys) > limits.max_keys_per_event:
+        raise OversizedInput(f"{len(keys)} keys in one event, limit {limits.max_keys_per_event}")
+    for k in keys:
+        _check_key(k, limits)
+    if len({k.key_id for k in keys}) != len(keys):
+        raise MalformedEvent("duplicate key id within one event")
+
+
+def check_shape(event: Event, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Raise MalformedEvent/OversizedInput for anything wrong with the event on its own."""
+    if isinstance(event, Inception):
+        _check_controllers(event.controllers, event.threshold, limits)
+        _check_keys(event.keys, limits)
+        _check_text(event.metadata, limits.max_metadata_bytes, "metadata")
+        return
+    if event.seq == 0:
+        raise MalformedEvent("only an inception may have seq 0")
+    if isinstance(event, Update):
+        _check_keys(event.publish, limits)
+        if len(event.retire) > limits.max_keys_per_event:
+            raise OversizedInput(f"{len(event.retire)} retirements, limit {limits.max_keys_per_event}")
+        if len({r.key_id for r in event.retire}) != len(event.retire):
+            raise MalformedEvent("duplicate key id in retire")
+        if not event.set_metadata and event.metadata:
+            raise MalformedEvent("metadata must be empty when setMetadata is false")
+        if not (event.publish or event.retire or event.set_metadata):
+            raise MalformedEvent("an update must publish, retire or set metadata")
+        _check_text(event.metadata, limits.max_metadata_bytes, "metadata")
+    elif isinstance(event, Rotation):
+        _check_controllers(event.controllers, event.threshold, limits)
+    elif isinstance(event, Revocation):
+        _check_text(event.reason, limits.max_reason_bytes, "reason")
+        if event.key_id and not _KEY_ID_RE.fullmatch(event.key_id):
+            raise MalformedEvent("revocation keyId must be a key id, or empty to revoke the subject")
+
+
+# ---------------------------------------------------------------------------------------------
+# Signatures
+
+
+def recover_signers(signed: SignedEvent, digest: bytes) -> tuple[bytes, ...]:
+    """Recover every signer; they must be strictly ascending (so none repeats)."""
+    signers = tuple(recover_address(digest, s) for s in signed.signatures)
+    if any(a >= b for a, b in zip(signers, signers[1:])):
+        raise UnauthorizedSigner("signatures must be ordered by ascending signer address, each signer once")
+    return signers
+
+
+def _require_threshold(signers: tuple[bytes, ...], controllers: tuple[bytes, ...], threshold: int) -> None:
+    allowed = set(controllers)
+    for s in signers:
+        if s not in allowed:
+            raise UnauthorizedSigner(f"signer 0x{s.hex()} is not a controller in force")
+    if len(signers) < threshold:
+        raise BelowThreshold(f"{len(signers)} of {threshold} required controller signatures")
+
+
+# ---------------------------------------------------------------------------------------------
+# Transitions
+
+
+def _incept(event: Inception, digest: bytes) -> SubjectState:
+    keys = {k.key_id: KeyRecord(k, 0, event.timestamp, k.not_after) for k in event.keys}
+    return SubjectState(
+        subject=digest,
+        seq=0,
+        head=digest,
+        timestamp=event.timestamp,
+        controllers=event.controllers,
+        threshold=event.threshold,
+        next_commitment=event.next_commitment,
+        governor=event.governor,
+        metadata=event.metadata,
+        keys=MappingProxyType(keys),
+    )
+
+
+def _update(state: SubjectState, event: Update, digest: bytes, limits: Limits) -> SubjectState:
+    keys = dict(state.keys)
+    for k in event.publish:
+        if k.key_id in keys:
+            raise InvalidTransition(f"key id {k.key_id!r} was already published; key ids are never reused")
+        keys[k.key_id] = KeyRecord(k, event.seq, event.timestamp, k.not_after)
+    if len(keys) > limits.max_keys_per_subject:
+        raise OversizedInput(f"subject would hold {len(keys)} keys, limit {limits.max_keys_per_subject}")
+    for r in event.retire:
+        rec = keys.get(r.key_id)
+        if rec is None:
+            raise InvalidTransition(f"cannot retire unknown key {r.key_id!r}")
+        if r.not_after < event.timestamp:
+            raise InvalidTransition(f"retirement of {r.key_id!r} is retroactive; use a revocation")
+        if rec.not_after and r.not_after > rec.not_after:
+            raise InvalidTransition(f"retirement of {r.key_id!r} would extend its validity")
+        keys[r.key_id] = replace(rec, not_after=r.not_after)
+    return replace(
+        state,
+        seq=event.seq,
+        head=digest,
+        timestamp=event.timestamp,
+        metadata=event.metadata if event.set_metadata else state.metadata,
+        keys=MappingProxyType(keys),
+    )
+
+
+def _rotate(state: SubjectState, event: Rotation, digest: bytes) -> SubjectState:
+    return replace(
+        state,
+        seq=event.seq,
+        head=digest,
+        timestamp=event.timestamp,
+        controllers=event.controllers,
+        threshold=event.threshold,
+        next_commitment=event.next_commitment,
+        last_establishment_seq=event.seq,
+    )
+
+
+def _revoke(state: SubjectState, event: Revocation, digest: bytes) -> SubjectState:
+    if not event.key_id:
+        return replace(
+            state,
+            seq=event.seq,
+            head=digest,
+            timestamp=event.timestamp,
+            revoked_at=event.effective_at,
+            revoked_seq=event.seq,
+            revoked_reason=event.reason,
+        )
+    rec = state.keys.get(event.key_id)
+    if rec is None:
+        raise InvalidTransition(f"cannot revoke unknown key {event.key_id!r}")
+    if rec.revoked_at is not None:
+        raise InvalidTransition(f"key {event.key_id!r} is already revoked")
+    keys = dict(state.keys)
+    keys[event.key_id] = replace(rec, revoked_at=event.effective_at, revoked_seq=event.seq, revoked_reason=event.reason)
+    return replace(state, seq=event.seq, head=digest, timestamp=event.timestamp, keys=MappingProxyType(keys))
+
+
+def apply_event(
+    state: SubjectState | None,
+    signed: SignedEvent,
+    domain: Domain,
+    limits: Limits = DEFAULT_LIMITS,
+    now: int | None = None,
+) -> Accepted:
+    """Validate ``signed`` as the next event after ``state`` (None: no event known for it yet).
+
+    ``now`` enables the admission-time clock-skew rule; offline replays pass None.
+    Raises a RuleViolation subclass naming the broken rule.
+    """
+    if signed.domain != domain:
+        raise WrongNetwork(
+            f"event is for chainId {signed.domain.chain_id} contract 0x{signed.domain.verifying_contract.hex()}, "
+            f"this registry is chainId {domain.chain_id} contract 0x{domain.verifying_contract.hex()}"
+        )
+    event = signed.event
+    check_shape(event, limits)
+    if now is not None and event.timestamp > now + limits.max_clock_skew_s:
+        raise TimestampViolation(
+            f"timestamp {event.timestamp} is more than {limits.max_clock_skew_s}s ahead of local time {now}"
+        )
+    digest = event_digest(domain, event)
+    if isinstance(event, Inception):
+        if state is not None:
+            raise StaleEvent("inception already known", subject="0x" + digest.hex())
+        signers = recover_signers(signed, digest)
+        _require_threshold(signers, event.controllers, event.threshold)
+        new_state = _incept(event, digest)
+        return Accepted(signed, digest, digest, signers, new_state)
+
+    if state is None:
+        raise UnknownSubject(f"unknown subject 0x{event.subject.hex()}: its inception must come first")
+    if event.seq <= state.seq:
+        if event.seq == state.seq and digest == state.head:
+            raise StaleEvent(f"event seq {event.seq} is already the head (a replay)")
+        raise StaleEvent(f"event seq {event.seq} is at or below the head seq {state.seq}")
+    if event.seq != state.seq + 1:
+        raise ChainBroken(f"gap: expected seq {state.seq + 1}, got {event.seq}")
+    if event.prev != state.head:
+        raise ChainBroken(f"prev 0x{event.prev.hex()} is not the digest of seq {state.seq}")
+    if state.revoked_seq is not None:
+        raise InvalidTransition("the subject was revoked; no further events are accepted")
+    if event.timestamp < state.timestamp:
+        raise TimestampViolation(f"timestamp {event.timestamp} is before the previous event's {state.timestamp}")
+
+    signers = recover_signers(signed, digest)
+    if isinstance(event, Rotation):
+        if state.next_commitment == ZERO32:
+            raise CommitmentMismatch("the subject committed to no next controller set; it cannot rotate")
+        if controller_commitment(event.controllers, event.threshold) != state.next_commitment:
+            raise CommitmentMismatch("rotation does not reveal the pre-committed controller set")
+        _require_threshold(signers, event.controllers, event.threshold)
+        new_state = _rotate(state, event, digest)
+    else:
+        _require_threshold(signers, state.controllers, state.threshold)
+        if isinstance(event, Update):
+            new_state = _update(state, event, digest, limits)
+        else:
+            new_state = _revoke(state, event, digest)
+    return Accepted(signed, digest, event.subject, signers, new_state)
+
+
+def replay(events: list[SignedEvent], domain: Domain, limits: Limits = DEFAULT_LIMITS) -> list[Accepted]:
+    """Validate a whole log from its inception; returns one Accepted per event."""
+    out: list[Accepted] = []
+    state: SubjectState | None = None
+    for signed in events:
+        acc = apply_event(state, signed, domain, limits)
+        out.append(acc)
+        state = acc.state
+    return out
