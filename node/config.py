@@ -1,0 +1,176 @@
+"""Node configuration: one TOML file in the data directory, every limit with a safe default.
+
+``keyreg init`` writes ``<data_dir>/keyreg.toml``; every field can be overridden by an
+environment variable ``KEYREG_<SECTION>_<FIELD>`` (e.g. ``KEYREG_CHAIN_RPC_URL``). Secrets (the
+keystore password, the admin token) are never stored in this file: they come from env vars or files.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .core.errors import ConfigError
+from .core.limits import Limits
+from .core.records import Domain
+
+# anvil's first account deploying at nonce 0 gets this address: the devnet registry by default.
+DEVNET_REGISTRY = "0x5fbdb2315678afecb367f032d93f642f64180aa3"
+DEVNET_CHAIN_ID = 31337
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    chain_id: int = DEVNET_CHAIN_ID
+    registry: str = DEVNET_REGISTRY  # registry contract address (the EIP-712 verifyingContract)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    url: str = ""  # SQLAlchemy URL; "" = sqlite:///<data_dir>/keyreg.db
+    batch_size: int = 512  # events per ingest transaction
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    host: str = "127.0.0.1"
+    port: int = 8545 + 1000  # 9545
+    admin_host: str = "127.0.0.1"  # the admin/local endpoints are loopback-only, always
+    admin_port: int = 9546
+    max_body_bytes: int = 1024 * 1024
+    rate_limit_per_s: float = 200.0  # per client address, token bucket
+    rate_burst: int = 400
+
+
+@dataclass(frozen=True)
+class P2PConfig:
+    listen: str = "/ip4/127.0.0.1/tcp/0"
+    bootstrap: tuple[str, ...] = ()
+    mdns: bool = False
+    max_connections: int = 64
+    heartbeat_s: float = 1.0
+    max_message_bytes: int = 1024 * 1024
+    max_events_per_message: int = 256
+    publish_interval_s: float = 0.05  # pacing between gossip publishes
+    peer_rate_msgs_per_s: float = 50.0
+    sync_interval_s: float = 30.0
+    sync_frame_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    rpc_url: str = ""  # "" = chain features off (gossip and API still run)
+    confirmations: int = 2
+    poll_interval_s: float = 2.0
+    rpc_timeout_s: float = 10.0
+    anchor_epoch_s: float = 30.0
+    anchor_epoch_events: int = 1000
+    relayer_keystore: str = ""  # path of a V3 keyfile that pays for anchoring; "" = no relaying
+    start_block: int = 0
+
+
+@dataclass(frozen=True)
+class RotationConfig:
+    enabled: bool = False
+    rotation_interval_s: int = 30 * 24 * 3600
+    overlap_s: int = 24 * 3600
+    publish_ahead_s: int = 3600
+    algorithm: str = "Ed25519"
+    purposes: tuple[str, ...] = ("sig",)
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = Path(".keyreg")
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    p2p: P2PConfig = field(default_factory=P2PConfig)
+    chain: ChainConfig = field(default_factory=ChainConfig)
+    rotation: RotationConfig = field(default_factory=RotationConfig)
+    limits: Limits = field(default_factory=Limits)
+    log_level: str = "info"
+
+    @property
+    def domain(self) -> Domain:
+        """The EIP-712 domain every event on this network is signed under."""
+        return Domain(self.network.chain_id, bytes.fromhex(self.network.registry.removeprefix("0x")))
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{(self.data_dir / 'keyreg.db').resolve()}"
+
+    def to_toml(self) -> str:
+        """Render as TOML (only simple scalar/list fields, which is all we have)."""
+        lines = [f'log_level = "{self.log_level}"']
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not is_dataclass(value):
+                continue
+            lines.append(f"\n[{f.name}]")
+            for k, v in asdict(value).items():
+                lines.append(f"{k} = {_toml_value(v)}")
+        return "\n".join(lines) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _coerce(current: Any, raw: Any, where: str) -> Any:
+    try:
+        if isinstance(current, bool):
+            if isinstance(raw, str):
+                return raw.lower() in ("1", "true", "yes", "on")
+            return bool(raw)
+        if isinstance(current, tuple):
+            if isinstance(raw, str):
+                return tuple(x for x in raw.split(",") if x)
+            return tuple(raw)
+        return type(current)(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config {where}: cannot use {raw!r} as {type(current).__name__}") from None
+
+
+def _section(obj: Any, values: dict[str, Any], name: str) -> Any:
+    known = {f.name for f in fields(obj)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"config [{name}]: unknown setting {sorted(unknown)[0]!r}")
+    return replace(obj, **{k: _coerce(getattr(obj, k), v, f"{name}.{k}") for k, v in values.items()})
+
+
+def load_config(data_dir: Path | str, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
+    """Read <data_dir>/keyreg.toml (if present), then KEYREG_* env vars, then explicit overrides."""
+    data_dir = Path(data_dir)
+    cfg = Config(data_dir=data_dir)
+    path = data_dir / "keyreg.toml"
+    raw: dict[str, Any] = {}
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    for f in fields(cfg):
+        section = getattr(cfg, f.name)
+        if not is_dataclass(section):
+            continue
+        values = dict(raw.get(f.name, {}))
+        for sub in fields(section):
+            env = os.environ.get(f"KEYREG_{f.name.upper()}_{sub.name.upper()}")
+            if env is not None:
+                values[sub.name] = env
+        values.update((overrides or {}).get(f.name, {}))
+        cfg = replace(cfg, **{f.name: _section(section, values, f.name)})
+    if "log_level" in raw:
+        cfg = replace(cfg, log_level=str(raw["log_level"]))
+    return cfg

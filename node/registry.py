@@ -1,0 +1,333 @@
+"""The registry: where adapter input becomes a core verdict, then a stored fact, then news.
+
+Data flows one way: bytes from an adapter (API, gossip, sync, CLI) -> :func:`apply_event` ->
+one :meth:`Store.commit` per batch -> in-memory head states and Merkle tree -> listeners (gossip
+out, anchor queue). Reads (state, verdicts, heads) come from memory and never touch the store.
+
+Thread model: ``ingest`` and the other writers take one lock and may block on the store, so trio
+code calls them through ``trio.to_thread.run_sync``; reads are plain dict lookups, safe from any
+thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .core.codec import decode_event, encode_event
+from .core.eip712 import event_digest
+from .core.errors import KeyregError, RuleViolation, StaleEvent
+from .core.fork import Duplicity, SubjectLog
+from .core.hashing import keccak
+from .core.keystate import Verdict, key_verdict, valid_keys
+from .core.limits import DEFAULT_LIMITS, Limits
+from .core.log import Accepted, KeyRecord, SubjectState, apply_event
+from .core.merkle import SparseMerkleTree
+from .core.records import Domain, GovernanceRevocation, Inception, SignedEvent
+from .store.base import AnchorRecord, AuditEntry, Changes, Store
+
+Status = Literal["accepted", "known", "duplicity", "rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """The outcome for one submitted event."""
+
+    status: Status
+    subject: bytes | None = None
+    seq: int | None = None
+    digest: bytes | None = None
+    error: KeyregError | None = None
+    switched: bool = False  # this event won fork choice and replaced a stored branch
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"status": self.status}
+        if self.subject is not None:
+            out["subject"] = "0x" + self.subject.hex()
+        if self.seq is not None:
+            out["seq"] = self.seq
+        if self.digest is not None:
+            out["digest"] = "0x" + self.digest.hex()
+        if self.error is not None:
+            out["error"] = self.error.to_dict()
+        if self.switched:
+            out["switched"] = True
+        return out
+
+
+@dataclass
+class Report:
+    """What one committed batch changed, handed to listeners after the commit."""
+
+    accepted: list[tuple[Accepted, bytes]] = field(default_factory=list)
+    evidence: list[Duplicity] = field(default_factory=list)
+    governance: list[GovernanceRevocation] = field(default_factory=list)
+    anchors: list[AnchorRecord] = field(default_factory=list)
+    source: str = ""
+
+
+Listener = Callable[[Report], None]
+
+
+class Registry:
+    """The node's registry of subjects: validation, storage, and the in-memory read model."""
+
+    def __init__(
+        self,
+        domain: Domain,
+        store: Store,
+        limits: Limits = DEFAULT_LIMITS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.domain = domain
+        self.store = store
+        self.limits = limits
+        self.clock = clock
+        self._lock = threading.Lock()
+        self.states: dict[bytes, SubjectState] = {}
+        self.disputed: set[bytes] = set()
+        self.tree = SparseMerkleTree()
+        self._governance: dict[bytes, list[GovernanceRevocation]] = {}
+        self._anchored: dict[bytes, int] = {}  # digest -> earliest anchor position
+        self.listeners: list[Listener] = []
+        self.counters: dict[str, int] = {"accepted": 0, "known": 0, "duplicity": 0, "rejected": 0}
+        for state, disputed in store.load_states():
+            self.states[state.subject] = state
+            self.tree.set(state.subject, state.seq, state.head)
+            if disputed:
+                self.disputed.add(state.subject)
+        for g in store.governance_revocations():
+            self._governance.setdefault(g.subject, []).append(g)
+        for a in store.anchors():
+            self._anchored.setdefault(a.digest, a.position)
+
+    # ------------------------------------------------------------------ writes
+
+    def ingest(
+        self, items: Sequence[bytes | SignedEvent], source: str = "api", admission: bool = True
+    ) -> list[IngestResult]:
+        """Validate and store a batch of events (wire bytes or decoded) in order; one transaction.
+
+        ``admission`` applies the clock-skew bound (events from the future are refused); backfill
+        of old events passes too, since there is no lower bound.
+        """
+        now = int(self.clock()) if admission else None
+        with self._lock:
+            results: list[IngestResult] = []
+            changes = Changes()
+            work: dict[bytes, SubjectState] = {}
+            for item in items:
+                results.append(self._ingest_one(item, source, now, changes, work))
+            self._commit(changes, source)
+            for r in results:
+                self.counters[r.status] += 1
+            return results
+
+    def _ingest_one(
+        self,
+        item: bytes | SignedEvent,
+        source: str,
+        now: int | None,
+        changes: Changes,
+        work: dict[bytes, SubjectState],
+    ) -> IngestResult:
+        try:
+            signed = item if isinstance(item, SignedEvent) else decode_event(item, self.limits)
+        except RuleViolation as exc:
+            raw_hash = keccak(item) if isinstance(item, bytes) else None
+            changes.audit.append(AuditEntry("reject", None, None, raw_hash, {"source": source, **exc.to_dict()}))
+            return IngestResult("rejected", error=exc)
+        event = signed.event
+        if isinstance(event, Inception):
+            subject = event_digest(self.domain, event) if signed.domain == self.domain else b""
+        else:
+            subject = event.subject
+        state = work.get(subject) or self.states.get(subject)
+        try:
+            acc = apply_event(state, signed, self.domain, self.limits, now)
+        except StaleEvent:
+            return self._stale(signed, subject, source, now, changes, work)
+        except RuleViolation as exc:
+            changes.audit.append(
+                AuditEntry("reject", subject or None, event.seq, None, {"source": source, **exc.to_dict()})
+            )
+            return IngestResult("rejected", subject or None, event.seq, error=exc)
+        changes.appended.append((acc, encode_event(signed)))
+        changes.states[acc.subject] = acc.state
+        work[acc.subject] = acc.state
+        changes.audit.append(AuditEntry("accept", acc.subject, event.seq, acc.digest, {"source": source, "kind": event.kind}))
+        return IngestResult("accepted", acc.subject, event.seq, acc.digest)
+
+    def _stale(
+        self,
+        signed: SignedEvent,
+        subject: bytes,
+        source: str,
+        now: int | None,
+        changes: Changes,
+        work: dict[bytes, SubjectState],
+    ) -> IngestResult:
+        event = signed.event
+        digest = event_digest(self.domain, event)
+        state = work.get(subject) or self.states[subject]
+        pending = {a.digest for a, _ in changes.appended}
+        if digest == state.head or digest in pending or self.store.digest_at(subject, event.seq) == digest:
+            return IngestResult("known", subject, event.seq, digest)
+        # A different event at an occupied seq: the rare conflict path. Commit what we have so
+        # that the store holds the whole branch, then let the core's SubjectLog decide.
+        self._commit(changes, source)
+        changes.__init__()  # type: ignore[misc]
+        work.clear()
+        log = self._load_subject_log(subject)
+        try:
+            outcome = log.append(signed, self._anchored, now)
+        except RuleViolation as exc:
+            changes.audit.append(AuditEntry("reject", subject, event.seq, digest, {"source": source, **exc.to_dict()}))
+            return IngestResult("rejected", subject, event.seq, digest, error=exc)
+        if outcome.status == "known":
+            return IngestResult("known", subject, event.seq, digest)
+        assert outcome.evidence is not None and log.state is not None
+        changes.evidence.append(outcome.evidence)
+        changes.audit.append(
+            AuditEntry(
+                "duplicity",
+                subject,
+                event.seq,
+                digest,
+                {"source": source, "existing": "0x" + outcome.evidence.first_digest.hex(), "switched": outcome.switched},
+            )
+        )
+        if outcome.switched:
+            changes.switched.append((subject, event.seq))
+            winner = log.events[event.seq]
+            changes.appended.append((winner, encode_event(winner.signed)))
+            changes.audit.append(AuditEntry("switch", subject, event.seq, digest, {"dropped": len(outcome.dropped)}))
+        changes.states[subject] = log.state
+        changes.disputed[subject] = log.disputed
+        work[subject] = log.state
+        return IngestResult("duplicity", subject, event.seq, digest, switched=outcome.switched)
+
+    def _load_subject_log(self, subject: bytes) -> SubjectLog:
+        log = SubjectLog(self.domain, self.limits)
+        for signed in self.store.log(subject):
+            log.append(signed)
+        for ev in self.store.evidence(subject):
+            for s in (ev.first, ev.second):
+                try:
+                    log.append(s, self._anchored)
+                except RuleViolation:
+                    pass  # evidence against a branch no longer held: it stays stored as evidence
+        log.evidence.clear()
+        return log
+
+    def _commit(self, changes: Changes, source: str) -> None:
+        if not changes:
+            return
+        self.store.commit(changes)
+        for subject, state in changes.states.items():
+            self.states[subject] = state
+            self.tree.set(subject, state.seq, state.head)
+        for subject, flag in changes.disputed.items():
+            if flag:
+                self.disputed.add(subject)
+            else:
+                self.disputed.discard(subject)
+        for g in changes.governance:
+            self._governance.setdefault(g.subject, []).append(g)
+        for a in changes.anchors:
+            pos = self._anchored.get(a.digest)
+            if pos is None or a.position < pos:
+                self._anchored[a.digest] = a.position
+        report = Report(changes.appended, changes.evidence, changes.governance, changes.anchors, source)
+        for listener in self.listeners:
+            listener(report)
+
+    def add_governance_revocations(self, items: Iterable[GovernanceRevocation]) -> None:
+        """Record revocations executed on-chain by governors (from the chain watcher)."""
+        with self._lock:
+            changes = Changes()
+            for g in items:
+                if g in self._governance.get(g.subject, []):
+                    continue
+                changes.governance.append(g)
+                changes.audit.append(
+                    AuditEntry(
+                        "governance",
+                        g.subject,
+                        None,
+                        None,
+                        {"keyId": g.key_id, "effectiveAt": g.effective_at, "proposalId": str(g.proposal_id)},
+                    )
+                )
+            self._commit(changes, "chain")
+
+    def record_anchors(self, items: Iterable[AnchorRecord]) -> None:
+        """Record confirmed anchors (from the chain watcher) and re-run fork choice where disputed."""
+        with self._lock:
+            changes = Changes()
+            for a in items:
+                changes.anchors.append(a)
+                changes.audit.append(
+                    AuditEntry("anchor", a.subject, a.seq, a.digest, {"mode": a.mode, "block": a.block_number})
+                )
+            self._commit(changes, "chain")
+            for subject in [a.subject for a in changes.anchors if a.subject in self.disputed]:
+                self._resolve(subject)
+
+    def _resolve(self, subject: bytes) -> None:
+        log = self._load_subject_log(subject)
+        results = log.resolve(self._anchored)
+        changes = Changes()
+        for r in results:
+            if r.switched and log.state is not None:
+                seq = r.dropped[0].signed.event.seq
+                changes.switched.append((subject, seq))
+                winner = log.events[seq]
+                changes.appended.append((winner, encode_event(winner.signed)))
+                changes.audit.append(AuditEntry("switch", subject, seq, winner.digest, {"by": "anchor"}))
+        if log.state is not None:
+            changes.states[subject] = log.state
+            changes.disputed[subject] = log.disputed
+        self._commit(changes, "chain")
+
+    # ------------------------------------------------------------------ reads
+
+    def state(self, subject: bytes) -> SubjectState | None:
+        """Head state of a subject, or None."""
+        return self.states.get(subject)
+
+    def governance(self, subject: bytes) -> list[GovernanceRevocation]:
+        """Governance revocations recorded for a subject."""
+        return list(self._governance.get(subject, ()))
+
+    def verdict(self, subject: bytes, key_id: str, at: int | None = None, purpose: str | None = None) -> Verdict:
+        """Is key_id of subject valid for purpose at time ``at`` (default: now)?"""
+        when = int(self.clock()) if at is None else at
+        return key_verdict(
+            self.states.get(subject),
+            subject,
+            key_id,
+            when,
+            purpose,
+            self._governance.get(subject, ()),
+            subject in self.disputed,
+        )
+
+    def valid_keys(self, subject: bytes, at: int | None = None, purpose: str | None = None) -> list[KeyRecord]:
+        """Keys valid now (or at ``at``): the JWKS view. Empty for unknown or disputed subjects."""
+        state = self.states.get(subject)
+        if state is None or subject in self.disputed:
+            return []
+        when = int(self.clock()) if at is None else at
+        return valid_keys(state, when, purpose, self._governance.get(subject, ()))
+
+    def anchored_position(self, digest: bytes) -> int | None:
+        """On-chain position of the earliest anchor of a digest, if any."""
+        return self._anchored.get(digest)
+
+    def events(self, subject: bytes, from_seq: int = 0, limit: int = 1000) -> list[bytes]:
+        """Canonical wire bytes of a subject's events from ``from_seq``."""
+        return self.store.events(subject, from_seq, limit)
