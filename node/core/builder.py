@@ -98,6 +98,8 @@ def rotation(
     return Rotation(subject, seq, prev, timestamp, tuple(sorted(controllers)), threshold, nxt)
 
 
-def revocation(subject: bytes, seq: int, prev: bytes, timestamp: int, key_id: str, effective_at: int, reason: str = "") -> Revocation:
+def revocation(
+    subject: bytes, seq: int, prev: bytes, timestamp: int, key_id: str, effective_at: int, reason: str = ""
+) -> Revocation:
     """Revoke ``key_id`` (or the whole subject with key_id "") from ``effective_at``."""
     return Revocation(subject, seq, prev, timestamp, key_id, effective_at, reason)

@@ -29,19 +29,16 @@ _U64_MAX = 2**64 - 1
 _ENVELOPE = ("kind", "chainId", "verifyingContract", "signatures")
 FIELDS: dict[str, frozenset[str]] = {
     "inception": frozenset(
-        _ENVELOPE
-        + ("timestamp", "controllers", "threshold", "nextCommitment", "governor", "keys", "metadata")
+        (*_ENVELOPE, "timestamp", "controllers", "threshold", "nextCommitment", "governor", "keys", "metadata")
     ),
     "update": frozenset(
-        _ENVELOPE
-        + ("subject", "seq", "prev", "timestamp", "publish", "retire", "setMetadata", "metadata")
+        (*_ENVELOPE, "subject", "seq", "prev", "timestamp", "publish", "retire", "setMetadata", "metadata")
     ),
     "rotation": frozenset(
-        _ENVELOPE
-        + ("subject", "seq", "prev", "timestamp", "controllers", "threshold", "nextCommitment")
+        (*_ENVELOPE, "subject", "seq", "prev", "timestamp", "controllers", "threshold", "nextCommitment")
     ),
     "revocation": frozenset(
-        _ENVELOPE + ("subject", "seq", "prev", "timestamp", "keyId", "effectiveAt", "reason")
+        (*_ENVELOPE, "subject", "seq", "prev", "timestamp", "keyId", "effectiveAt", "reason")
     ),
 }
 _KEY_FIELDS = frozenset(("keyId", "alg", "publicKey", "purposes", "notBefore", "notAfter"))
@@ -94,6 +91,9 @@ def _hex(obj: dict[str, Any], name: str, length: int | None = None) -> bytes:
         b = bytes.fromhex(v[2:])
     except ValueError:
         raise MalformedEvent(f"field {name!r} is not valid hex") from None
+    # fromhex tolerates whitespace and upper case; the wire form is lowercase hex only (canonical).
+    if len(v) != 2 + 2 * len(b) or not v.islower():  # "0x" makes islower() true unless A-F appear
+        raise MalformedEvent(f"field {name!r} must be lowercase hex without whitespace")
     if length is not None and len(b) != length:
         raise MalformedEvent(f"field {name!r} must be {length} bytes, got {len(b)}")
     return b

@@ -117,11 +117,19 @@ class SubjectLog:
         evidence = Duplicity(cand.subject, seq, existing.signed, existing.digest, cand.signed, cand.digest)
         self.evidence.append(evidence)
         result = AppendResult("duplicity", cand, evidence)
-        competitors = self._open.get(seq, [existing]) + [cand]
+        competitors = [*self._open.get(seq, [existing]), cand]
         self._settle(seq, competitors, anchored, result)
         return result
 
-    def _settle(self, seq: int, competitors: list[Accepted], anchored: Mapping[bytes, int], result: AppendResult) -> None:
+    def _settle(
+        self, seq: int, competitors: list[Accepted], anchored: Mapping[bytes, int], result: AppendResult
+    ) -> None:
+        # An anchored descendant anchors its ancestors (each event's prev commits to the branch below
+        # it), so the held branch's event at seq counts as anchored at its earliest anchored descendant.
+        held = self.events[seq].digest
+        positions = [anchored[a.digest] for a in self.events[seq:] if a.digest in anchored]
+        if positions:
+            anchored = {**anchored, held: min(positions)}
         winner: Accepted | None = competitors[0]
         for other in competitors[1:]:
             winner = choose(winner, other, anchored) if winner is not None else None
@@ -133,7 +141,7 @@ class SubjectLog:
         self._open.pop(seq, None)
         if winner.digest != self.events[seq].digest:
             result.dropped = self.events[seq:]
-            self.events = self.events[:seq] + [winner]
+            self.events = [*self.events[:seq], winner]
             result.switched = True
             for s in [s for s in self._open if s > seq]:
                 del self._open[s]

@@ -20,7 +20,8 @@ _HALF_N = SECP256K1_N // 2
 
 def keccak(data: bytes) -> bytes:
     """keccak256 of data (Ethereum's hash, not NIST SHA3-256)."""
-    return _keccak(data).digest()
+    digest: bytes = _keccak(data).digest()
+    return digest
 
 
 def address_of_public_key(public_key: PublicKey) -> bytes:

@@ -102,7 +102,9 @@ def effective_revocation(
     """The earliest-effective revocation that applies to key_id (or the whole subject)."""
     found: list[Revoked] = []
     if state.revoked_at is not None:
-        found.append(Revoked("controller", state.revoked_at, state.revoked_reason, seq=state.revoked_seq, whole_subject=True))
+        found.append(
+            Revoked("controller", state.revoked_at, state.revoked_reason, seq=state.revoked_seq, whole_subject=True)
+        )
     rec = state.keys.get(key_id)
     if rec is not None and rec.revoked_at is not None:
         found.append(Revoked("controller", rec.revoked_at, rec.revoked_reason, seq=rec.revoked_seq))

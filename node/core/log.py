@@ -12,10 +12,11 @@ Invariants of :class:`SubjectState`:
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Mapping
 
 from .eip712 import controller_commitment, event_digest
 from .errors import (
@@ -109,7 +110,7 @@ def _check_controllers(controllers: tuple[bytes, ...], threshold: int, limits: L
         raise MalformedEvent("controller set is empty")
     if len(controllers) > limits.max_controllers:
         raise OversizedInput(f"{len(controllers)} controllers, limit {limits.max_controllers}")
-    if any(a >= b for a, b in zip(controllers, controllers[1:])):
+    if any(a >= b for a, b in itertools.pairwise(controllers)):
         raise MalformedEvent("controllers must be distinct and sorted ascending")
     if not 1 <= threshold <= len(controllers):
         raise MalformedEvent(f"threshold {threshold} not in 1..{len(controllers)}")
@@ -124,7 +125,9 @@ def _check_key(k: PublishedKey, limits: Limits) -> None:
     if not 0 < len(k.key_id) <= limits.max_key_id_chars or not _KEY_ID_RE.fullmatch(k.key_id):
         raise MalformedEvent(f"key id {k.key_id[:80]!r} must be 1-{limits.max_key_id_chars} of [A-Za-z0-9._:-]")
     if k.alg not in ALGORITHMS:
-        raise MalformedEvent(f"key {k.key_id!r}: unsupported algorithm {k.alg[:40]!r} (use one of {', '.join(ALGORITHMS)})")
+        raise MalformedEvent(
+            f"key {k.key_id!r}: unsupported algorithm {k.alg[:40]!r} (use one of {', '.join(ALGORITHMS)})"
+        )
     want = PUBLIC_KEY_LENGTHS[k.alg]
     if len(k.public_key) != want:
         raise MalformedEvent(f"key {k.key_id!r}: {k.alg} public key must be {want} bytes, got {len(k.public_key)}")
@@ -136,7 +139,9 @@ def _check_key(k: PublishedKey, limits: Limits) -> None:
         raise OversizedInput(f"key {k.key_id!r}: {len(k.purposes)} purposes, limit {limits.max_purposes}")
     for p in k.purposes:
         if not 0 < len(p) <= limits.max_purpose_chars or not _PURPOSE_RE.fullmatch(p):
-            raise MalformedEvent(f"key {k.key_id!r}: purpose {p[:40]!r} must be 1-{limits.max_purpose_chars} of [a-z0-9._:-]")
+            raise MalformedEvent(
+                f"key {k.key_id!r}: purpose {p[:40]!r} must be 1-{limits.max_purpose_chars} of [a-z0-9._:-]"
+            )
     if len(set(k.purposes)) != len(k.purposes):
         raise MalformedEvent(f"key {k.key_id!r}: duplicate purpose")
     if k.not_after and k.not_after <= k.not_before:
@@ -187,7 +192,7 @@ def check_shape(event: Event, limits: Limits = DEFAULT_LIMITS) -> None:
 def recover_signers(signed: SignedEvent, digest: bytes) -> tuple[bytes, ...]:
     """Recover every signer; they must be strictly ascending (so none repeats)."""
     signers = tuple(recover_address(digest, s) for s in signed.signatures)
-    if any(a >= b for a, b in zip(signers, signers[1:])):
+    if any(a >= b for a, b in itertools.pairwise(signers)):
         raise UnauthorizedSigner("signatures must be ordered by ascending signer address, each signer once")
     return signers
 
@@ -316,6 +321,8 @@ def apply_event(
 
     if state is None:
         raise UnknownSubject(f"unknown subject 0x{event.subject.hex()}: its inception must come first")
+    if event.subject != state.subject:
+        raise ChainBroken(f"event names subject 0x{event.subject.hex()} but extends subject 0x{state.subject.hex()}")
     if event.seq <= state.seq:
         if event.seq == state.seq and digest == state.head:
             raise StaleEvent(f"event seq {event.seq} is already the head (a replay)")

@@ -47,10 +47,7 @@ def root_from_proof(key: bytes, leaf: bytes, proof: Proof) -> bytes:
     node = leaf
     for depth in range(len(proof.siblings) - 1, -1, -1):
         sib = proof.siblings[depth]
-        if (k >> (DEPTH - 1 - depth)) & 1:
-            node = _node(sib, node)
-        else:
-            node = _node(node, sib)
+        node = _node(sib, node) if k >> DEPTH - 1 - depth & 1 else _node(node, sib)
     return node
 
 

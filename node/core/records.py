@@ -8,7 +8,7 @@ the bytes that are hashed and signed are produced in ``eip712.py`` alone, the wi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 ZERO32 = b"\x00" * 32
 ZERO20 = b"\x00" * 20
@@ -114,7 +114,7 @@ class Revocation:
     kind: Literal["revocation"] = "revocation"
 
 
-Event = Union[Inception, Update, Rotation, Revocation]
+Event = Inception | Update | Rotation | Revocation
 
 
 @dataclass(frozen=True, slots=True)
