@@ -1,0 +1,1 @@
+"""Chain adapter: the registry contract's artifacts, deployment, anchoring and watching (web3 lives here only)."""
