@@ -1,0 +1,176 @@
+"""Benchmark: validate signed key events from wire bytes, fast path vs an eth-account baseline.
+
+    python bench/core_validate.py            # 10,000 events across 1,000 subjects
+    python bench/core_validate.py --quick    # 2,000 events across 200 subjects
+
+The events are generated (and signed) before any timing. The fast path is what the node runs:
+``decode_event`` (strict JSON) + ``apply_event`` (shape rules, EIP-712 digest with precomputed type
+hashes, coincurve recovery, the state machine), subject by subject in seq order but interleaved
+across subjects as gossip delivers them. The baseline runs the *same* decode and state rules with
+the digest computed by eth-account's generic ``encode_typed_data`` over the exported typed-data JSON
+and each signer recovered with ``Account.recover_message``: the difference is only the hashing and
+recovery path. The last stdout line is one JSON object (also written to bench/results/core_validate.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import SignableMessage, encode_typed_data
+from eth_utils import keccak as eth_keccak
+
+import node.core.log as core_log
+from node.core import builder
+from node.core.codec import decode_event, encode_event
+from node.core.eip712 import event_digest, typed_data
+from node.core.hashing import address_of_private_key, keccak
+from node.core.log import SubjectState, apply_event
+from node.core.records import Domain, Event, PublishedKey
+
+DOMAIN = Domain(chain_id=31337, verifying_contract=bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3"))
+T0 = 1_735_689_600
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _service_key(i: int, j: int, at: int) -> PublishedKey:
+    alg = ("Ed25519", "secp256k1", "P-256")[j % 3]
+    raw = keccak(b"bench-key-%d-%d" % (i, j))
+    public_key = raw if alg == "Ed25519" else b"\x02" + raw
+    return PublishedKey(f"key-{j}", alg, public_key, ("sign", "jwt") if j % 2 else ("sign",), at, 0)
+
+
+def make_subject(i: int, events_per_subject: int) -> list[bytes]:
+    """One subject's log as wire bytes: inception, updates (publish / retire / metadata), a rotation."""
+    secrets = [keccak(b"bench-controller-%d-%d" % (i, g)) for g in range(events_per_subject)]
+    gen = 0  # controller generation: rotation reveals generation gen+1
+    addr = [address_of_private_key(s) for s in secrets[:2]]
+    inc = builder.inception(T0, [addr[0]], 1, [addr[1]], 1, keys=[_service_key(i, 0, T0)], metadata="svc-%d" % i)
+    out = [builder.sign_event(DOMAIN, inc, [secrets[0]])]
+    subject = prev = event_digest(DOMAIN, inc)
+    for seq in range(1, events_per_subject):
+        ts = T0 + seq * 60
+        if seq == events_per_subject // 2:  # one rotation per log, revealing the pre-committed next set
+            gen += 1
+            nxt = address_of_private_key(secrets[gen + 1])
+            event: Event = builder.rotation(subject, seq, prev, ts, [address_of_private_key(secrets[gen])], 1, [nxt])
+        elif seq % 3 == 2:
+            event = builder.update(subject, seq, prev, ts, retire=[(f"key-{seq - 1}", ts + 3600)])
+        elif seq % 3 == 0:
+            event = builder.update(subject, seq, prev, ts, metadata="svc-%d-v%d" % (i, seq))
+        else:
+            event = builder.update(subject, seq, prev, ts, publish=[_service_key(i, seq, ts)])
+        out.append(builder.sign_event(DOMAIN, event, [secrets[gen]]))
+        prev = event_digest(DOMAIN, event)
+    return [encode_event(s) for s in out]
+
+
+def make_events(subjects: int, per_subject: int) -> list[bytes]:
+    """All events, interleaved across subjects (round-robin by seq), as gossip would deliver them."""
+    logs = [make_subject(i, per_subject) for i in range(subjects)]
+    return [log[seq] for seq in range(per_subject) for log in logs]
+
+
+def validate_all(wire: list[bytes]) -> int:
+    """decode + apply_event for every event; returns the number accepted."""
+    states: dict[bytes, SubjectState] = {}
+    for data in wire:
+        signed = decode_event(data)
+        event = signed.event
+        acc = apply_event(states.get(event.subject) if event.kind != "inception" else None, signed, DOMAIN)
+        states[acc.subject] = acc.state
+    return len(states) and len(wire)
+
+
+@contextlib.contextmanager
+def eth_account_hashing() -> Iterator[None]:
+    """Swap the core's digest and recovery for eth-account's generic implementation (baseline only)."""
+    signables: dict[bytes, SignableMessage] = {}
+
+    def digest(domain: Domain, event: Event) -> bytes:
+        signable = encode_typed_data(full_message=typed_data(domain, event))
+        d = eth_keccak(b"\x19" + signable.version + signable.header + signable.body)
+        signables[d] = signable
+        return d
+
+    def recover(d: bytes, signature: bytes) -> bytes:
+        return bytes.fromhex(Account.recover_message(signables[d], signature=signature)[2:])
+
+    saved = core_log.event_digest, core_log.recover_address
+    core_log.event_digest, core_log.recover_address = digest, recover  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        core_log.event_digest, core_log.recover_address = saved
+
+
+def timed(wire: list[bytes]) -> float:
+    t = time.perf_counter()
+    n = validate_all(wire)
+    dt = time.perf_counter() - t
+    assert n == len(wire)
+    return dt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2,000 events across 200 subjects")
+    parser.add_argument("--runs", type=int, default=3, help="fast-path runs (the best is reported)")
+    parser.add_argument("--no-save", action="store_true", help="do not write bench/results/core_validate.json")
+    args = parser.parse_args(argv)
+    subjects, per_subject = (200, 10) if args.quick else (1000, 10)
+
+    t = time.perf_counter()
+    wire = make_events(subjects, per_subject)
+    print(f"generated {len(wire):,} signed events across {subjects:,} subjects in {time.perf_counter() - t:.1f}s "
+          f"({sum(map(len, wire)) / len(wire):.0f} bytes each on average)", flush=True)
+
+    validate_all(wire[: len(wire) // 10])  # warm caches (string hashes, domain separator)
+    runs = [timed(wire) for _ in range(max(1, args.runs))]
+    fast = len(wire) / min(runs)
+    print(f"fast path: {fast:,.0f} events/s (best of {len(runs)}; median {len(wire) / statistics.median(runs):,.0f})")
+    with eth_account_hashing():
+        base_dt = timed(wire)
+    baseline = len(wire) / base_dt
+    print(f"eth-account baseline: {baseline:,.0f} events/s")
+    ratio = fast / baseline
+    print(f"ratio: {ratio:.1f}x (target: >= 8,000 events/s and >= 5x)")
+
+    result: dict[str, Any] = {
+        "bench": "core_validate",
+        "events_per_s": round(fast),
+        "baseline_events_per_s": round(baseline),
+        "ratio": round(ratio, 2),
+        "events": len(wire),
+        "subjects": subjects,
+        "signatures_per_event": 1,
+        "runs": len(runs),
+        "quick": args.quick,
+        "meets_target": fast >= 8000 and ratio >= 5,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "timestamp": int(time.time()),
+    }
+    if not args.no_save:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / ("core_validate_quick.json" if args.quick else "core_validate.json")).write_text(
+            json.dumps(result, indent=1) + "\n"
+        )
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
