@@ -14,9 +14,20 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..core.errors import StorageError
 from ..core.fork import Duplicity
 from ..core.log import Accepted, SubjectState
 from ..core.records import GovernanceRevocation, SignedEvent
+
+
+class EventConflict(StorageError):
+    """A commit tried to store a different event at an occupied (subject, seq).
+
+    The registry turns such events into duplicity evidence before they reach the store, so this
+    is a bug guard: the transaction is rolled back and nothing is overwritten.
+    """
+
+    code = "store_conflict"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +39,21 @@ class AuditEntry:
     seq: int | None
     digest: bytes | None
     detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One chained audit record as stored (see node.store.audit for the hash rule)."""
+
+    index: int  # 0, 1, 2... without gaps
+    time: int  # unix milliseconds when the store wrote it
+    action: str
+    subject: bytes | None
+    seq: int | None
+    digest: bytes | None
+    detail: dict[str, Any]
+    prev_hash: bytes  # hash of record index-1 (32 zero bytes for index 0)
+    hash: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +130,14 @@ class Store(Protocol):
 
     def anchors(self, subject: bytes | None = None) -> list[AnchorRecord]:
         """Anchors recorded, for one subject or all, in chain order."""
+        ...
+
+    def append_audit(self, entries: list[AuditEntry]) -> list[AuditRecord]:
+        """Chain and store audit records of local operations (key ops...) in their own transaction."""
+        ...
+
+    def audit_records(self, from_index: int = 0, limit: int = 1000) -> list[AuditRecord]:
+        """Chained audit records with index >= from_index, ascending."""
         ...
 
     def close(self) -> None:

@@ -1,29 +1,38 @@
-"""In-memory store: the test double for the core's unit tests and a reference for the SQL store."""
+"""In-memory store: the test double for the core's unit tests and a reference for the SQL store.
+
+It honours the same contract as the SQL store (tests/store runs one suite over both): a commit is
+atomic, a re-delivered event is a no-op, a different event at a stored (subject, seq) raises
+:class:`EventConflict`, switched branches are archived, and audit records are hash-chained.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from ..core.codec import decode_event
 from ..core.fork import Duplicity
 from ..core.log import SubjectState
 from ..core.records import GovernanceRevocation, SignedEvent
-from .base import AnchorRecord, AuditEntry, Changes
+from .audit import GENESIS, chain
+from .base import AnchorRecord, AuditEntry, AuditRecord, Changes, EventConflict
 
 
 class MemoryStore:
     """Holds everything in dicts; ``commit`` is atomic because it mutates only after building."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
         self._events: dict[bytes, list[bytes]] = {}
-        self._archived: list[tuple[bytes, int, bytes]] = []
+        self._archived: list[tuple[bytes, int, bytes, bytes]] = []  # (subject, seq, digest, raw)
         self._states: dict[bytes, SubjectState] = {}
         self._disputed: dict[bytes, bool] = {}
         self._evidence: list[Duplicity] = []
         self._governance: list[GovernanceRevocation] = []
         self._anchors: list[AnchorRecord] = []
         self._digests: dict[tuple[bytes, int], bytes] = {}
-        self.audit: list[AuditEntry] = []
+        self.audit: list[AuditEntry] = []  # the entries as given (tests read these)
+        self._audit_records: list[AuditRecord] = []
 
     def load_states(self) -> Iterator[tuple[SubjectState, bool]]:
         for subject, state in self._states.items():
@@ -31,28 +40,70 @@ class MemoryStore:
 
     def commit(self, changes: Changes) -> None:
         events = {s: list(v) for s, v in self._events.items() if s in changes.states}
+        digests = dict(self._digests)
+        archived: list[tuple[bytes, int, bytes, bytes]] = []
         for subject, seq in changes.switched:
             log = events.setdefault(subject, list(self._events.get(subject, [])))
-            self._archived.extend((subject, i, raw) for i, raw in enumerate(log[seq:], start=seq))
+            for i, raw in enumerate(log[seq:], start=seq):
+                archived.append((subject, i, digests.pop((subject, i)), raw))
             del log[seq:]
+        known: set[tuple[bytes, int]] = set()
         for acc, raw in changes.appended:
+            seq = acc.signed.event.seq
             log = events.setdefault(acc.subject, list(self._events.get(acc.subject, [])))
-            if acc.signed.event.seq != len(log):
+            stored = digests.get((acc.subject, seq))
+            if stored == acc.digest:
+                known.add((acc.subject, seq))  # re-delivery: a no-op
+                continue
+            if stored is not None:
+                raise EventConflict(
+                    f"a different event is already stored at subject 0x{acc.subject.hex()} seq {seq}",
+                    subject="0x" + acc.subject.hex(),
+                    seq=seq,
+                )
+            if seq != len(log):
                 raise AssertionError("append out of order")  # a registry bug, never input-driven
             log.append(raw)
-        for acc, _ in changes.appended:
-            self._digests[(acc.subject, acc.signed.event.seq)] = acc.digest
-        for subject, seq in changes.switched:
-            for key in [k for k in self._digests if k[0] == subject and k[1] >= seq]:
-                if key not in {(a.subject, a.signed.event.seq) for a, _ in changes.appended}:
-                    del self._digests[key]
-        self._anchors.extend(changes.anchors)
+            digests[(acc.subject, seq)] = acc.digest
+        fresh = {a.subject for a, _ in changes.appended if (a.subject, a.signed.event.seq) not in known}
+        fresh |= {s for s, _ in changes.switched}
+        stale = {s for s, _ in known} - fresh  # every event of theirs was known: keep the stored head
+        audit = [a for a in changes.audit if not (a.action == "accept" and (a.subject, a.seq) in known)]
+        records = chain(audit, *self._audit_head(), self._now_ms())
+        # Nothing above mutated self: from here on the commit cannot fail.
         self._events.update(events)
-        self._states.update(changes.states)
+        self._digests = digests
+        self._archived.extend(archived)
+        self._states.update((s, st) for s, st in changes.states.items() if s not in stale)
         self._disputed.update(changes.disputed)
-        self._evidence.extend(changes.evidence)
-        self._governance.extend(changes.governance)
-        self.audit.extend(changes.audit)
+        self._evidence.extend(e for e in changes.evidence if e not in self._evidence)
+        self._governance.extend(g for g in changes.governance if g not in self._governance)
+        self._anchors.extend(a for a in changes.anchors if a not in self._anchors)
+        self.audit.extend(audit)
+        self._audit_records.extend(records)
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def _audit_head(self) -> tuple[int, bytes]:
+        if not self._audit_records:
+            return 0, GENESIS
+        last = self._audit_records[-1]
+        return last.index + 1, last.hash
+
+    def append_audit(self, entries: list[AuditEntry]) -> list[AuditRecord]:
+        """Chain and keep audit records of local operations (key ops...)."""
+        records = chain(entries, *self._audit_head(), self._now_ms())
+        self.audit.extend(entries)
+        self._audit_records.extend(records)
+        return records
+
+    def audit_records(self, from_index: int = 0, limit: int = 1000) -> list[AuditRecord]:
+        return self._audit_records[from_index : from_index + limit]
+
+    def audit_head(self) -> tuple[int, bytes]:
+        """(next index, hash of the last record)."""
+        return self._audit_head()
 
     def events(self, subject: bytes, from_seq: int = 0, limit: int = 1000) -> list[bytes]:
         return self._events.get(subject, [])[from_seq : from_seq + limit]
@@ -71,6 +122,10 @@ class MemoryStore:
 
     def anchors(self, subject: bytes | None = None) -> list[AnchorRecord]:
         return sorted((a for a in self._anchors if subject is None or a.subject == subject), key=lambda a: a.position)
+
+    def archived(self, subject: bytes | None = None) -> list[tuple[bytes, int, bytes, bytes]]:
+        """Losing-branch events as (subject, seq, digest, raw), in archive order."""
+        return [a for a in self._archived if subject is None or a[0] == subject]
 
     def close(self) -> None:
         pass

@@ -1,0 +1,190 @@
+"""Row and JSON forms of the derived state: the only place the store turns records into columns.
+
+The subject state column holds :func:`state_to_json`: canonical JSON (sorted object keys, no
+whitespace), with the published keys as a *list in the state's own order* (publication order), so
+``state_from_json(state_to_json(s)) == s`` holds exactly, key order included, and equal states
+always give equal bytes.
+
+SQL integer columns are signed 64-bit but protocol times are uint64: query columns of derived
+tables hold ``min(value, I64_MAX)`` (:func:`clamp64`). The JSON column stays exact and is the
+source of truth; ``db check`` compares both against a replay.
+"""
+
+from __future__ import annotations
+
+import json
+from types import MappingProxyType
+from typing import Any
+
+from ..core.codec import dumps_canonical
+from ..core.log import KeyRecord, SubjectState
+from ..core.records import GovernanceRevocation, PublishedKey
+
+I64_MAX = 2**63 - 1
+STATE_FORMAT = 1  # bump (with a migration) if the JSON shape changes
+
+
+def clamp64(value: int | None) -> int | None:
+    """A uint64 as a signed-64 query column: values past I64_MAX read as 'never'."""
+    return None if value is None else min(value, I64_MAX)
+
+
+def _hex(b: bytes) -> str:
+    return "0x" + b.hex()
+
+
+def _unhex(s: str) -> bytes:
+    return bytes.fromhex(s[2:])
+
+
+def _key_obj(rec: KeyRecord) -> dict[str, Any]:
+    k = rec.key
+    return {
+        "keyId": k.key_id,
+        "alg": k.alg,
+        "publicKey": _hex(k.public_key),
+        "purposes": list(k.purposes),
+        "notBefore": k.not_before,
+        "keyNotAfter": k.not_after,
+        "publishedSeq": rec.published_seq,
+        "publishedAt": rec.published_at,
+        "notAfter": rec.not_after,
+        "revokedAt": rec.revoked_at,
+        "revokedSeq": rec.revoked_seq,
+        "revokedReason": rec.revoked_reason,
+    }
+
+
+def _key_rec(o: dict[str, Any]) -> KeyRecord:
+    key = PublishedKey(
+        key_id=o["keyId"],
+        alg=o["alg"],
+        public_key=_unhex(o["publicKey"]),
+        purposes=tuple(o["purposes"]),
+        not_before=o["notBefore"],
+        not_after=o["keyNotAfter"],
+    )
+    return KeyRecord(
+        key=key,
+        published_seq=o["publishedSeq"],
+        published_at=o["publishedAt"],
+        not_after=o["notAfter"],
+        revoked_at=o["revokedAt"],
+        revoked_seq=o["revokedSeq"],
+        revoked_reason=o["revokedReason"],
+    )
+
+
+def state_to_obj(state: SubjectState) -> dict[str, Any]:
+    """The JSON object of a subject state (the inverse of :func:`state_from_obj`)."""
+    return {
+        "format": STATE_FORMAT,
+        "subject": _hex(state.subject),
+        "seq": state.seq,
+        "head": _hex(state.head),
+        "timestamp": state.timestamp,
+        "controllers": [_hex(c) for c in state.controllers],
+        "threshold": state.threshold,
+        "nextCommitment": _hex(state.next_commitment),
+        "governor": _hex(state.governor),
+        "metadata": state.metadata,
+        "keys": [_key_obj(rec) for rec in state.keys.values()],
+        "revokedAt": state.revoked_at,
+        "revokedSeq": state.revoked_seq,
+        "revokedReason": state.revoked_reason,
+        "lastEstablishmentSeq": state.last_establishment_seq,
+    }
+
+
+def state_from_obj(o: dict[str, Any]) -> SubjectState:
+    """Rebuild a SubjectState from :func:`state_to_obj` output."""
+    if o.get("format") != STATE_FORMAT:
+        raise ValueError(f"unknown subject state format {o.get('format')!r}")
+    keys = {k["keyId"]: _key_rec(k) for k in o["keys"]}
+    return SubjectState(
+        subject=_unhex(o["subject"]),
+        seq=o["seq"],
+        head=_unhex(o["head"]),
+        timestamp=o["timestamp"],
+        controllers=tuple(_unhex(c) for c in o["controllers"]),
+        threshold=o["threshold"],
+        next_commitment=_unhex(o["nextCommitment"]),
+        governor=_unhex(o["governor"]),
+        metadata=o["metadata"],
+        keys=MappingProxyType(keys),
+        revoked_at=o["revokedAt"],
+        revoked_seq=o["revokedSeq"],
+        revoked_reason=o["revokedReason"],
+        last_establishment_seq=o["lastEstablishmentSeq"],
+    )
+
+
+def state_to_json(state: SubjectState) -> str:
+    """Deterministic JSON text of a subject state."""
+    return dumps_canonical(state_to_obj(state)).decode()
+
+
+def state_from_json(text: str) -> SubjectState:
+    """Inverse of :func:`state_to_json`."""
+    return state_from_obj(json.loads(text))
+
+
+def key_row(subject: bytes, rec: KeyRecord) -> dict[str, Any]:
+    """The ``keys`` table row of one key record (query columns; see the clamp note above)."""
+    k = rec.key
+    return {
+        "subject": subject,
+        "key_id": k.key_id,
+        "alg": k.alg,
+        "public_key": k.public_key,
+        "purposes": dumps_canonical(list(k.purposes)).decode(),
+        "published_seq": rec.published_seq,
+        "published_at": clamp64(rec.published_at),
+        "valid_from": clamp64(rec.valid_from),
+        "not_after": clamp64(rec.not_after) or None,  # 0 (no expiry) reads as NULL
+        "revoked_at": clamp64(rec.revoked_at),
+        "revoked_seq": rec.revoked_seq,
+        "revoked_reason": rec.revoked_reason,
+    }
+
+
+def subject_row(state: SubjectState) -> dict[str, Any]:
+    """The ``subjects`` table row of a head state (``disputed`` is written separately)."""
+    return {
+        "subject": state.subject,
+        "seq": state.seq,
+        "head": state.head,
+        "revoked_at": clamp64(state.revoked_at),
+        "state": state_to_json(state),
+    }
+
+
+def governance_to_json(g: GovernanceRevocation) -> str:
+    """Exact canonical JSON of a governance revocation (its uint256/uint64 fields stay exact)."""
+    return dumps_canonical(
+        {
+            "subject": _hex(g.subject),
+            "keyId": g.key_id,
+            "effectiveAt": g.effective_at,
+            "reasonHash": _hex(g.reason_hash),
+            "proposalId": str(g.proposal_id),
+            "governor": _hex(g.governor),
+            "blockNumber": g.block_number,
+            "txHash": _hex(g.tx_hash),
+        }
+    ).decode()
+
+
+def governance_from_json(text: str) -> GovernanceRevocation:
+    """Inverse of :func:`governance_to_json`."""
+    o = json.loads(text)
+    return GovernanceRevocation(
+        subject=_unhex(o["subject"]),
+        key_id=o["keyId"],
+        effective_at=o["effectiveAt"],
+        reason_hash=_unhex(o["reasonHash"]),
+        proposal_id=int(o["proposalId"]),
+        governor=_unhex(o["governor"]),
+        block_number=o["blockNumber"],
+        tx_hash=_unhex(o["txHash"]),
+    )
