@@ -1,0 +1,532 @@
+"""The offline verifier: load a bundle, check it against a pinned checkpoint, answer key questions.
+
+Trust: only cryptography and the block hash the caller pins. :meth:`Verifier.from_bundle` checks
+everything once, in one pass, and refuses the whole bundle on the first fault (a specific
+:class:`~node.verify.errors.BundleRefused`):
+
+1. the checkpoint header hashes to the pinned block hash; its state root anchors every proof;
+2. the registry account is proven in that state, and each subject's head slots (seq, digest) and,
+   for subjects that named a governor, each governance-revocation slot are proven in its storage;
+3. batch roots are proven anchored, and each batch head's sparse Merkle proof leads to its root;
+4. every log replays through :func:`node.core.log.apply_event` (one implementation of the rules),
+   duplicity evidence goes through :class:`node.core.fork.SubjectLog` with the proven anchors;
+5. every governance record matches the storage exactly (none missing, none invented).
+
+Afterwards each subject is classified: consistent with its anchors, *disputed* (the log and an
+anchor disagree, or an unresolved duplicity), or *stale view* (an anchor shows a head newer than
+the log: the exporter hid it) — checks of the latter raise :class:`~node.verify.errors.StaleView`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from node.core.errors import RuleViolation
+from node.core.fork import SubjectLog
+from node.core.keystate import Verdict, key_verdict, valid_keys
+from node.core.limits import DEFAULT_LIMITS, Limits
+from node.core.log import KeyRecord, SubjectState, apply_event
+from node.core.merkle import Proof, verify_proof
+from node.core.records import ZERO20, ZERO32, Domain, GovernanceRevocation, Inception, SignedEvent
+
+from . import layout, signatures
+from .bundle import Bundle, SubjectEntry, decode_bundle
+from .errors import (
+    AnchorMismatch,
+    BundleFormatError,
+    BundleStale,
+    CheckpointMismatch,
+    DomainMismatch,
+    EvidenceInvalid,
+    GovernanceInvalid,
+    LogInvalid,
+    ProofInvalid,
+    StaleView,
+)
+from .header import Header, HeaderError, decode_header
+from .mpt import EMPTY_CODE_HASH, NodePool, ProofError, account_at, storage_at
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """A head the chain proves anchored at the checkpoint."""
+
+    seq: int
+    digest: bytes
+    source: str  # "direct" | "batch"
+    root: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectView:
+    """What a verified bundle says about one subject."""
+
+    subject: bytes
+    state: SubjectState
+    digests: tuple[bytes, ...]  # digest of the log's event at each seq
+    governance: tuple[GovernanceRevocation, ...]
+    anchors: tuple[Anchor, ...]
+    disputed: bool
+    disputed_reason: str = ""
+    hidden_head: Anchor | None = None  # an anchored head newer than the log's head
+
+    @property
+    def anchored(self) -> Anchor | None:
+        """The newest anchored head the proofs show."""
+        return max(self.anchors, key=lambda a: a.seq) if self.anchors else None
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureCheck:
+    """The outcome of verifying a signature by a subject's key."""
+
+    valid: bool
+    verdict: Verdict  # the key's own verdict at the signing time
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"signatureValid": self.valid, "reason": self.reason, "verdict": self.verdict.to_dict()}
+
+
+def parse_hash(value: bytes | str, what: str = "block hash") -> bytes:
+    """A 32-byte hash given as bytes or 0x-hex."""
+    if isinstance(value, bytes):
+        b = value
+    else:
+        try:
+            b = bytes.fromhex(value.removeprefix("0x"))
+        except ValueError:
+            raise ValueError(f"{what} {value[:80]!r} is not hex") from None
+    if len(b) != 32:
+        raise ValueError(f"{what} must be 32 bytes, got {len(b)}")
+    return b
+
+
+def _subject_id(subject: bytes | str) -> bytes:
+    return parse_hash(subject, "subject id")
+
+
+def _load(source: bytes | str | Path) -> bytes:
+    if isinstance(source, bytes):
+        return source
+    try:
+        return Path(source).read_bytes()
+    except OSError as exc:
+        raise BundleFormatError(f"cannot read bundle {source}: {exc.strerror}", part="file") from None
+
+
+class Verifier:
+    """A verified bundle, ready to answer key questions offline. Build with :meth:`from_bundle`."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        header: Header,
+        views: dict[bytes, SubjectView],
+        clock: Callable[[], float],
+    ) -> None:
+        self.bundle = bundle
+        self.header = header
+        self.domain = bundle.domain
+        self._views = views
+        self._clock = clock
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_bundle(
+        cls,
+        source: bytes | str | Path,
+        checkpoint: bytes | str,
+        max_staleness: float | None = None,
+        now: float | Callable[[], float] | None = None,
+        domain: Domain | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> Verifier:
+        """Load and fully verify a bundle against the pinned ``checkpoint`` block hash.
+
+        ``max_staleness`` (seconds) refuses a checkpoint older than that; ``now`` is a fixed unix
+        time or a clock (default: the system clock); ``domain`` pins the network expected.
+        """
+        clock: Callable[[], float]
+        if now is None:
+            clock = time.time
+        elif callable(now):
+            clock = now
+        else:
+            fixed = float(now)
+            clock = lambda: fixed  # noqa: E731
+        pinned = parse_hash(checkpoint, "checkpoint")
+        bundle = decode_bundle(_load(source))
+        header = _check_checkpoint(bundle, pinned)
+        age = clock() - header.timestamp
+        if max_staleness is not None and age > max_staleness:
+            raise BundleStale(
+                f"checkpoint block {header.number} is {int(age)}s old, the policy allows {int(max_staleness)}s",
+                part="checkpoint",
+                age=int(age),
+                max_staleness=int(max_staleness),
+            )
+        if domain is not None and domain != bundle.domain:
+            raise DomainMismatch(
+                f"bundle is for chainId {bundle.domain.chain_id} registry 0x{bundle.domain.verifying_contract.hex()}, "
+                f"expected chainId {domain.chain_id} registry 0x{domain.verifying_contract.hex()}",
+                part="domain",
+            )
+        views = _verify_subjects(bundle, header, limits)
+        return cls(bundle, header, views, clock)
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def checkpoint(self) -> Header:
+        """The pinned block (number, timestamp, state root)."""
+        return self.header
+
+    @property
+    def staleness(self) -> float:
+        """Seconds between the checkpoint block's timestamp and now: how old this view is."""
+        return self._clock() - self.header.timestamp
+
+    @property
+    def subjects(self) -> list[bytes]:
+        """Subject ids in the bundle."""
+        return sorted(self._views)
+
+    def view(self, subject: bytes | str) -> SubjectView | None:
+        """Everything verified about one subject, or None if the bundle does not hold it."""
+        return self._views.get(_subject_id(subject))
+
+    # ------------------------------------------------------------------ questions
+
+    def check(self, subject: bytes | str, key_id: str, at: int | None = None, purpose: str | None = None) -> Verdict:
+        """Is ``key_id`` of ``subject`` valid at ``at`` (default now) for ``purpose``?
+
+        Raises :class:`StaleView` if the chain anchors a newer head than the bundle holds.
+        """
+        sid = _subject_id(subject)
+        when = int(self._clock()) if at is None else at
+        view = self._views.get(sid)
+        if view is None:
+            return key_verdict(None, sid, key_id, when, purpose)
+        if view.hidden_head is not None:
+            raise _stale_view(view)
+        verdict = key_verdict(view.state, sid, key_id, when, purpose, view.governance, view.disputed)
+        if verdict.status == "disputed" and view.disputed_reason:
+            verdict = replace(verdict, reason=view.disputed_reason)
+        return verdict
+
+    def verify_signature(
+        self,
+        subject: bytes | str,
+        key_id: str,
+        message: bytes,
+        signature: bytes,
+        at: int | None = None,
+        purpose: str | None = None,
+    ) -> SignatureCheck:
+        """Check that ``key_id`` of ``subject`` was valid at ``at`` and made ``signature`` over ``message``."""
+        verdict = self.check(subject, key_id, at, purpose)
+        if not verdict.ok:
+            return SignatureCheck(False, verdict, f"key is {verdict.status}: {verdict.reason}")
+        assert verdict.key is not None
+        key = verdict.key.key
+        if signatures.verify(key.alg, key.public_key, message, signature):
+            return SignatureCheck(True, verdict, f"valid {key.alg} signature by {key_id}")
+        return SignatureCheck(False, verdict, f"{key.alg} signature does not verify with key {key_id}")
+
+    def valid_keys(self, subject: bytes | str, at: int | None = None, purpose: str | None = None) -> list[KeyRecord]:
+        """Keys of ``subject`` valid at ``at`` (empty if unknown or disputed; StaleView if hidden head)."""
+        view = self._views.get(_subject_id(subject))
+        if view is None:
+            return []
+        if view.hidden_head is not None:
+            raise _stale_view(view)
+        if view.disputed:
+            return []
+        when = int(self._clock()) if at is None else at
+        return valid_keys(view.state, when, purpose, view.governance)
+
+    def jwks(self, subject: bytes | str, at: int | None = None, purpose: str | None = None) -> dict[str, Any]:
+        """RFC 7517 JWK Set of the keys valid at ``at``: hand it to any JWT library."""
+        return {
+            "keys": [
+                signatures.jwk(r.key.key_id, r.key.alg, r.key.public_key) for r in self.valid_keys(subject, at, purpose)
+            ]
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """Machine-readable description of the verified view."""
+        return {
+            "chainId": self.domain.chain_id,
+            "registry": "0x" + self.domain.verifying_contract.hex(),
+            "checkpoint": {
+                "number": self.header.number,
+                "hash": "0x" + self.header.hash.hex(),
+                "timestamp": self.header.timestamp,
+            },
+            "staleness": int(self.staleness),
+            "subjects": len(self._views),
+        }
+
+
+def _stale_view(view: SubjectView) -> StaleView:
+    hidden = view.hidden_head
+    assert hidden is not None
+    return StaleView(
+        f"the registry anchors seq {hidden.seq} (0x{hidden.digest.hex()[:16]}..., {hidden.source}) of subject "
+        f"0x{view.subject.hex()} but the bundle's log ends at seq {view.state.seq}: a newer head is hidden; "
+        "get a fresh bundle",
+        part="subjects",
+        subject="0x" + view.subject.hex(),
+        anchored_seq=hidden.seq,
+        log_seq=view.state.seq,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the one-pass check
+
+
+def _check_checkpoint(bundle: Bundle, pinned: bytes) -> Header:
+    cp = bundle.checkpoint
+    if cp.hash != pinned:
+        raise CheckpointMismatch(
+            f"bundle is for block 0x{cp.hash.hex()}, the pinned checkpoint is 0x{pinned.hex()}", part="checkpoint"
+        )
+    try:
+        header = decode_header(cp.header)
+    except HeaderError as exc:
+        raise CheckpointMismatch(f"checkpoint header: {exc}", part="checkpoint") from None
+    if header.hash != pinned:
+        raise CheckpointMismatch("checkpoint header does not hash to the pinned block hash", part="checkpoint")
+    if header.number != cp.number or header.timestamp != cp.timestamp:
+        raise CheckpointMismatch(
+            f"checkpoint states block {cp.number} at {cp.timestamp}, its header says block {header.number} "
+            f"at {header.timestamp}",
+            part="checkpoint",
+        )
+    return header
+
+
+class _Storage:
+    """The registry's storage at the checkpoint, read through proofs."""
+
+    def __init__(self, pool: NodePool, root: bytes) -> None:
+        self.pool = pool
+        self.root = root
+
+    def __call__(self, slot: int, what: str) -> int:
+        try:
+            return storage_at(self.pool, self.root, slot)
+        except ProofError as exc:
+            raise ProofInvalid(f"storage proof of {what}: {exc}", part="proofNodes") from None
+
+
+def _verify_subjects(bundle: Bundle, header: Header, limits: Limits) -> dict[bytes, SubjectView]:
+    pool = NodePool(bundle.proof_nodes)
+    registry = bundle.domain.verifying_contract
+    try:
+        account = account_at(pool, header.state_root, registry)
+    except ProofError as exc:
+        raise ProofInvalid(f"account proof of the registry: {exc}", part="proofNodes") from None
+    if account is None or account.code_hash == EMPTY_CODE_HASH:
+        raise ProofInvalid(
+            f"no registry contract at 0x{registry.hex()} in block {header.number} (wrong domain or checkpoint?)",
+            part="domain",
+        )
+    storage = _Storage(pool, account.storage_root)
+
+    batch_blocks: dict[bytes, int] = {}
+    for root in bundle.batches:
+        word = storage(layout.batch_slot(root), f"batch root 0x{root.hex()}")
+        if word == 0:
+            raise ProofInvalid(f"batch root 0x{root.hex()} is not anchored at the checkpoint", part="batches")
+        batch_blocks[root] = layout.unpack_batch_block(word)
+
+    views: dict[bytes, SubjectView] = {}
+    for entry in bundle.subjects:
+        if entry.subject in views:
+            raise BundleFormatError(f"subject 0x{entry.subject.hex()} appears twice", part="subjects")
+        views[entry.subject] = _verify_subject(entry, bundle.domain, storage, batch_blocks, limits)
+
+    unused = pool.unused()
+    if unused:
+        raise ProofInvalid(
+            f"{len(unused)} proof node(s) are not on any proven path (first 0x{unused[0].hex()}): tampered or padded",
+            part="proofNodes",
+        )
+    return views
+
+
+def _replay(entry: SubjectEntry, domain: Domain, limits: Limits) -> tuple[SubjectState, list[bytes]]:
+    sid = "0x" + entry.subject.hex()
+    if not entry.events:
+        raise LogInvalid(f"subject {sid}: the log is empty", part="subjects", subject=sid)
+    state: SubjectState | None = None
+    digests: list[bytes] = []
+    for i, signed in enumerate(entry.events):
+        try:
+            acc = apply_event(state, signed, domain, limits)
+        except RuleViolation as exc:
+            raise LogInvalid(
+                f"subject {sid}: event {i} does not replay: {exc.message}", part="subjects", subject=sid, rule=exc.code
+            ) from None
+        if i == 0 and (not isinstance(signed.event, Inception) or acc.digest != entry.subject):
+            raise LogInvalid(f"subject {sid}: the log does not start with this subject's inception", part="subjects")
+        state = acc.state
+        digests.append(acc.digest)
+    assert state is not None
+    return state, digests
+
+
+def _with_evidence(
+    entry: SubjectEntry, domain: Domain, limits: Limits, anchored: dict[bytes, int]
+) -> tuple[SubjectState, list[bytes], bool]:
+    """Replay the log and its duplicity evidence through the core's fork choice."""
+    sid = "0x" + entry.subject.hex()
+    log = SubjectLog(domain, limits)
+    for signed in entry.events:
+        log.append(signed, anchored)  # already replayed once: cannot fail
+    for i, ev in enumerate(entry.evidence):
+        pair: tuple[SignedEvent, SignedEvent] = (ev.first, ev.second)
+        if any(s.event.seq != ev.seq or isinstance(s.event, Inception) for s in pair):
+            raise EvidenceInvalid(f"subject {sid}: evidence {i}: both events must be at seq {ev.seq}", part="subjects")
+        if any(s.event.subject != entry.subject for s in pair):  # type: ignore[union-attr]
+            raise EvidenceInvalid(f"subject {sid}: evidence {i} is about another subject", part="subjects")
+        if ev.first == ev.second:
+            raise EvidenceInvalid(f"subject {sid}: evidence {i} holds the same event twice", part="subjects")
+        for signed in pair:
+            try:
+                result = log.append(signed, anchored)
+            except RuleViolation as exc:
+                raise EvidenceInvalid(
+                    f"subject {sid}: evidence {i}: an event is not valid at seq {ev.seq}: {exc.message}",
+                    part="subjects",
+                    rule=exc.code,
+                ) from None
+            if result.status == "accepted":
+                raise EvidenceInvalid(
+                    f"subject {sid}: evidence {i}: seq {ev.seq} is not occupied in the log", part="subjects"
+                )
+    state = log.state
+    assert state is not None
+    return state, [a.digest for a in log.events], log.disputed
+
+
+def _governance(entry: SubjectEntry, state: SubjectState, storage: _Storage) -> tuple[GovernanceRevocation, ...]:
+    sid = "0x" + entry.subject.hex()
+    records = {g.key_id: g for g in entry.governance}
+    if len(records) != len(entry.governance):
+        raise GovernanceInvalid(f"subject {sid}: two governance records for one key id", part="subjects")
+    if state.governor == ZERO20:
+        if records:
+            raise GovernanceInvalid(
+                f"subject {sid} named no governor, yet the bundle lists governance revocations", part="subjects"
+            )
+        return ()
+    out: list[GovernanceRevocation] = []
+    evidence_events = [s for ev in entry.evidence for s in (ev.first, ev.second)]
+    for kid in layout.governance_key_ids([*entry.events, *evidence_events], records):
+        word = storage(layout.governance_slot(entry.subject, kid), f"governance of {kid!r}")
+        proven = layout.unpack_effective_at(word)
+        g = records.get(kid)
+        if g is None:
+            if proven:
+                raise GovernanceInvalid(
+                    f"subject {sid}: the registry holds a governance revocation of {kid or 'the subject'!r} "
+                    f"from {proven} that the bundle omits",
+                    part="subjects",
+                )
+            continue
+        if g.effective_at != proven:
+            raise GovernanceInvalid(
+                f"subject {sid}: governance record for {kid or 'the subject'!r} says effective {g.effective_at}, "
+                f"the registry holds {proven or 'none'}",
+                part="subjects",
+            )
+        if g.governor != state.governor:
+            raise GovernanceInvalid(
+                f"subject {sid}: governance record names governor 0x{g.governor.hex()}, the subject named "
+                f"0x{state.governor.hex()}",
+                part="subjects",
+            )
+        out.append(
+            GovernanceRevocation(
+                entry.subject, kid, g.effective_at, g.reason_hash, g.proposal_id, g.governor, g.block_number, g.tx_hash
+            )
+        )
+    return tuple(out)
+
+
+def _verify_subject(
+    entry: SubjectEntry, domain: Domain, storage: _Storage, batch_blocks: dict[bytes, int], limits: Limits
+) -> SubjectView:
+    sid = "0x" + entry.subject.hex()
+    state, digests = _replay(entry, domain, limits)
+
+    seq_slot, digest_slot, _ = layout.head_slots(entry.subject)
+    seq = layout.unpack_seq(storage(seq_slot, f"the head seq of {sid}"))
+    digest = storage(digest_slot, f"the head digest of {sid}").to_bytes(32, "big")
+    if (entry.anchor.seq, entry.anchor.digest) != (seq, digest):
+        raise AnchorMismatch(
+            f"subject {sid}: bundle claims anchored head seq {entry.anchor.seq} 0x{entry.anchor.digest.hex()}, "
+            f"the registry holds seq {seq} 0x{digest.hex()}",
+            part="subjects",
+        )
+    anchors: list[Anchor] = []
+    if digest != ZERO32:
+        anchors.append(Anchor(seq, digest, "direct"))
+    if entry.batch is not None:
+        b = entry.batch
+        if b.root not in batch_blocks:
+            raise ProofInvalid(
+                f"subject {sid}: batch root 0x{b.root.hex()} is not in the bundle's batches", part="subjects"
+            )
+        if not verify_proof(b.root, entry.subject, b.seq, b.digest, Proof(b.siblings)):
+            raise ProofInvalid(
+                f"subject {sid}: the batch inclusion proof of seq {b.seq} does not lead to root 0x{b.root.hex()}",
+                part="subjects",
+            )
+        anchors.append(Anchor(b.seq, b.digest, "batch", b.root))
+
+    disputed = False
+    if entry.evidence:
+        positions = {
+            a.digest: 0 if a.source == "direct" else batch_blocks[a.root or b""] * 1_000_000 + 1 for a in anchors
+        }
+        state, digests, disputed = _with_evidence(entry, domain, limits, positions)
+    reason = "two valid events exist at one seq and no anchor resolves them; failing closed" if disputed else ""
+
+    hidden: Anchor | None = None
+    for a in anchors:
+        if a.seq >= len(digests):
+            if hidden is None or a.seq > hidden.seq:
+                hidden = a
+        elif digests[a.seq] != a.digest:
+            disputed = True
+            reason = (
+                f"the {a.source} anchor holds 0x{a.digest.hex()} at seq {a.seq} but the log's event there is "
+                f"0x{digests[a.seq].hex()}; failing closed"
+            )
+    governance = _governance(entry, state, storage)
+    return SubjectView(entry.subject, state, tuple(digests), governance, tuple(anchors), disputed, reason, hidden)
+
+
+def open_bundle(
+    source: bytes | str | Path, checkpoint: bytes | str, max_staleness: float | None = None, **kw: Any
+) -> Verifier:
+    """Shorthand for :meth:`Verifier.from_bundle`."""
+    return Verifier.from_bundle(source, checkpoint, max_staleness, **kw)
+
+
+def iter_views(verifier: Verifier) -> Iterable[SubjectView]:
+    """Every subject view of a verifier, by subject id."""
+    for sid in verifier.subjects:
+        view = verifier.view(sid)
+        assert view is not None
+        yield view
