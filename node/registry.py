@@ -11,6 +11,7 @@ thread.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -158,7 +159,9 @@ class Registry:
         changes.appended.append((acc, encode_event(signed)))
         changes.states[acc.subject] = acc.state
         work[acc.subject] = acc.state
-        changes.audit.append(AuditEntry("accept", acc.subject, event.seq, acc.digest, {"source": source, "kind": event.kind}))
+        changes.audit.append(
+            AuditEntry("accept", acc.subject, event.seq, acc.digest, {"source": source, "kind": event.kind})
+        )
         return IngestResult("accepted", acc.subject, event.seq, acc.digest)
 
     def _stale(
@@ -185,11 +188,14 @@ class Registry:
         try:
             outcome = log.append(signed, self._anchored, now)
         except RuleViolation as exc:
-            changes.audit.append(AuditEntry("reject", subject, event.seq, digest, {"source": source, **exc.to_dict()}))
+            changes.audit.append(
+                AuditEntry("reject", subject, event.seq, digest, {"source": source, **exc.to_dict()})
+            )
             return IngestResult("rejected", subject, event.seq, digest, error=exc)
         if outcome.status == "known":
             return IngestResult("known", subject, event.seq, digest)
-        assert outcome.evidence is not None and log.state is not None
+        assert outcome.evidence is not None
+        assert log.state is not None
         changes.evidence.append(outcome.evidence)
         changes.audit.append(
             AuditEntry(
@@ -197,7 +203,11 @@ class Registry:
                 subject,
                 event.seq,
                 digest,
-                {"source": source, "existing": "0x" + outcome.evidence.first_digest.hex(), "switched": outcome.switched},
+                {
+                    "source": source,
+                    "existing": "0x" + outcome.evidence.first_digest.hex(),
+                    "switched": outcome.switched,
+                },
             )
         )
         if outcome.switched:
@@ -216,10 +226,9 @@ class Registry:
             log.append(signed)
         for ev in self.store.evidence(subject):
             for s in (ev.first, ev.second):
-                try:
+                # Evidence against a branch no longer held raises here; it stays stored as evidence.
+                with contextlib.suppress(RuleViolation):
                     log.append(s, self._anchored)
-                except RuleViolation:
-                    pass  # evidence against a branch no longer held: it stays stored as evidence
         log.evidence.clear()
         return log
 
@@ -250,7 +259,7 @@ class Registry:
         with self._lock:
             changes = Changes()
             for g in items:
-                if g in self._governance.get(g.subject, []):
+                if g in self._governance.get(g.subject, []) or g in changes.governance:
                     continue
                 changes.governance.append(g)
                 changes.audit.append(
