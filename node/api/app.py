@@ -1,0 +1,320 @@
+"""The public HTTP API (Starlette on hypercorn's trio worker).
+
+``create_app(registry, config)`` builds the ASGI app; ``node.app`` serves it. Every error answer is
+JSON ``{"code", "message"}``: ``code`` is stable and machine-readable (the core's error codes plus
+``malformed_id``, ``bad_query``, ``unknown_subject``, ``rate_limited``, ``oversized``, ``not_found``,
+``method_not_allowed``, ``unavailable``), ``message`` is for people.
+
+Threading: registry reads are dict lookups done inline (the hot path); ``Registry.ingest`` and
+store reads block, so they run in a worker thread (``anyio.to_thread``, which is trio's under
+hypercorn and asyncio's under the TestClient).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio.to_thread
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .. import __version__
+from ..config import Config
+from ..core.codec import dumps_canonical, loads_strict
+from ..core.errors import KeyregError, MalformedEvent, RuleViolation, TransportError
+from ..registry import IngestResult, Registry
+from . import views
+from .middleware import MetricsMiddleware, RateLimitMiddleware
+from .openapi import openapi_document
+
+_SUBJECT_RE = re.compile(r"(0x)?([0-9a-fA-F]{64})")
+_KEY_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
+MAX_BATCH = 1000
+
+# HTTP status per error code; rule violations not listed answer 422.
+_STATUS = {
+    "malformed": 400,
+    "oversized": 413,
+    "chain_broken": 409,
+    "stale": 409,
+    "duplicity": 409,
+    "storage": 503,
+    "chain": 503,
+    "network": 503,
+    "config": 500,
+}
+
+StatusProvider = Callable[[], dict[str, Any]]
+
+
+@dataclass
+class ApiContext:
+    """What the handlers need: the registry, the config and the health providers of services."""
+
+    registry: Registry
+    config: Config
+    # Services (p2p, chain, rotation...) register a callable returning a JSON-able status dict;
+    # GET /v1/health shows it under "services".
+    status: dict[str, StatusProvider] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+
+class ApiError(Exception):
+    """Raised inside handlers to answer a JSON error."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message, **extra}, status_code=status)
+
+
+def status_for(exc: KeyregError) -> int:
+    if exc.code in _STATUS:
+        return _STATUS[exc.code]
+    return 422 if isinstance(exc, RuleViolation) else 500
+
+
+def parse_subject(raw: str) -> bytes:
+    m = _SUBJECT_RE.fullmatch(raw)
+    if m is None:
+        raise ApiError(404, "malformed_id", "a subject id is 32 bytes as 64 hex digits (0x-prefixed)")
+    return bytes.fromhex(m.group(2))
+
+
+def _int_query(request: Request, name: str, default: int | None, minimum: int = 0, maximum: int = 2**63) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "bad_query", f"query parameter {name!r} must be an integer") from None
+    if not minimum <= value <= maximum:
+        raise ApiError(400, "bad_query", f"query parameter {name!r} must be in [{minimum}, {maximum}]")
+    return value
+
+
+async def read_body(request: Request, cap: int) -> bytes:
+    """The request body, refusing more than ``cap`` bytes (413) whatever Content-Length says."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise ApiError(413, "oversized", f"request body is {declared} bytes, limit {cap}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise ApiError(413, "oversized", f"request body exceeds the limit of {cap} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class RegistryCollector:
+    """Prometheus view of the registry's ingest counters and size."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Any:
+        c = CounterMetricFamily(
+            "keyreg_ingest_events", "Events submitted to the registry by outcome", labels=["status"]
+        )
+        for status, n in self.registry.counters.items():
+            c.add_metric([status], n)
+        yield c
+        yield GaugeMetricFamily("keyreg_subjects", "Subjects known", value=len(self.registry.states))
+        yield GaugeMetricFamily("keyreg_disputed_subjects", "Subjects disputed", value=len(self.registry.disputed))
+
+
+def create_app(ctx: ApiContext) -> Starlette:
+    """The public API app."""
+    registry, config = ctx.registry, ctx.config
+    chain_id = config.network.chain_id
+    metrics = CollectorRegistry(auto_describe=True)
+    metrics.register(RegistryCollector(registry))  # type: ignore[arg-type]
+
+    def known_state(subject: bytes) -> Any:
+        state = registry.state(subject)
+        if state is None:
+            raise ApiError(404, "unknown_subject", f"no subject 0x{subject.hex()} is known to this node")
+        return state
+
+    # -------------------------------------------------------------- writes
+
+    async def post_events(request: Request) -> Response:
+        body = await read_body(request, config.api.max_body_bytes)
+        try:
+            obj = loads_strict(body)
+        except MalformedEvent as exc:
+            return error_response(400, "malformed", exc.message)
+        batch = isinstance(obj, dict) and "kind" not in obj and "events" in obj
+        if batch:
+            if set(obj) != {"events"} or not isinstance(obj["events"], list):
+                return error_response(400, "malformed", 'a batch is {"events": [event, ...]} and nothing else')
+            items = obj["events"]
+            if not items:
+                return error_response(400, "malformed", "the batch is empty")
+            if len(items) > MAX_BATCH:
+                return error_response(413, "oversized", f"{len(items)} events in one batch, limit {MAX_BATCH}")
+        else:
+            items = [obj]
+        raw = [dumps_canonical(item) for item in items]
+        results: list[IngestResult] = await anyio.to_thread.run_sync(registry.ingest, raw, "api")
+        if batch:
+            counts = {s: sum(r.status == s for r in results) for s in ("accepted", "known", "duplicity", "rejected")}
+            return JSONResponse({"results": [r.to_dict() for r in results], **counts, "errors": counts["rejected"] > 0})
+        r = results[0]
+        if r.status == "rejected":
+            assert r.error is not None
+            return JSONResponse({**r.error.to_dict(), "result": r.to_dict()}, status_code=status_for(r.error))
+        return JSONResponse(r.to_dict(), status_code=202 if r.status == "duplicity" else 200)
+
+    # -------------------------------------------------------------- reads
+
+    async def get_subject(request: Request) -> Response:
+        subject = parse_subject(request.path_params["subject"])
+        state = known_state(subject)
+        at = _int_query(request, "at", None)
+        when = int(registry.clock()) if at is None else at
+        anchors = await anyio.to_thread.run_sync(registry.store.anchors, subject)
+        digest_at = None
+        if anchors:
+            last = max(anchors, key=lambda a: (a.seq, a.position))
+            digest_at = state.head if last.seq == state.seq else registry.store.digest_at(subject, last.seq)
+        anchor = views.anchor_status(state, anchors, digest_at)
+        gov = registry.governance(subject)
+        return JSONResponse(views.subject_view(state, when, subject in registry.disputed, gov, anchor))
+
+    async def get_events(request: Request) -> Response:
+        subject = parse_subject(request.path_params["subject"])
+        known_state(subject)
+        start = _int_query(request, "from", 0) or 0
+        limit = _int_query(request, "limit", 100, 1, 1000) or 100
+        events: list[bytes] = await anyio.to_thread.run_sync(registry.events, subject, start, limit)
+        # Splice the stored canonical bytes: what we serve is exactly what we store and gossip.
+        nxt = start + len(events) if len(events) == limit else None
+        body = b'{"subject":"0x%s","from":%d,"next":%s,"events":[%s]}' % (
+            subject.hex().encode(),
+            start,
+            b"null" if nxt is None else str(nxt).encode(),
+            b",".join(events),
+        )
+        return Response(body, media_type="application/json")
+
+    async def get_key(request: Request) -> Response:
+        subject = parse_subject(request.path_params["subject"])
+        kid = request.path_params["kid"]
+        if not _KEY_ID_RE.fullmatch(kid):
+            raise ApiError(404, "malformed_id", "a key id is 1-64 of [A-Za-z0-9._:-]")
+        at = _int_query(request, "at", None)
+        purpose = request.query_params.get("purpose") or None
+        return JSONResponse(registry.verdict(subject, kid, at, purpose).to_dict())
+
+    async def get_jwks(request: Request) -> Response:
+        subject = parse_subject(request.path_params["subject"])
+        known_state(subject)
+        at = _int_query(request, "at", None)
+        purpose = request.query_params.get("purpose") or None
+        body = views.jwks(registry.valid_keys(subject, at, purpose))
+        if subject in registry.disputed:
+            body["disputed"] = True  # extension member: fail closed, say why the set is empty
+        return JSONResponse(body, headers={"cache-control": "public, max-age=60"})
+
+    async def get_did(request: Request) -> Response:
+        subject = parse_subject(request.path_params["subject"])
+        state = known_state(subject)
+        doc = views.did_document(chain_id, state, registry.valid_keys(subject))
+        return JSONResponse(doc, media_type="application/did+json")
+
+    async def get_duplicity(request: Request) -> Response:
+        subject = parse_subject(request.path_params["subject"])
+        known_state(subject)
+        evidence = await anyio.to_thread.run_sync(registry.store.evidence, subject)
+        return JSONResponse(
+            {
+                "subject": "0x" + subject.hex(),
+                "disputed": subject in registry.disputed,
+                "evidence": [views.evidence_view(e) for e in evidence],
+            }
+        )
+
+    async def health(request: Request) -> Response:
+        services: dict[str, Any] = {}
+        for name, provider in ctx.status.items():
+            try:
+                services[name] = provider()
+            except Exception as exc:  # a broken status provider must not break health
+                services[name] = {"ok": False, "error": type(exc).__name__}
+        states = registry.states
+        return JSONResponse(
+            {
+                "ok": True,
+                "version": __version__,
+                "network": {"chainId": chain_id, "registry": config.network.registry},
+                "subjects": len(states),
+                "events": sum(s.seq + 1 for s in list(states.values())),
+                "disputed": len(registry.disputed),
+                "ingest": dict(registry.counters),
+                "uptime_s": round(time.time() - ctx.started, 3),
+                "services": services,
+            }
+        )
+
+    async def get_metrics(request: Request) -> Response:
+        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+
+    async def get_openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    # -------------------------------------------------------------- errors
+
+    async def on_api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return error_response(exc.status, exc.code, exc.message)
+
+    async def on_keyreg_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, KeyregError)
+        if isinstance(exc, TransportError):
+            return error_response(503, exc.code, exc.message)
+        return error_response(status_for(exc), exc.code, exc.message)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    routes = [
+        Route("/v1/events", post_events, methods=["POST"]),
+        Route("/v1/subjects/{subject}", get_subject),
+        Route("/v1/subjects/{subject}/events", get_events),
+        Route("/v1/subjects/{subject}/keys/{kid}", get_key),
+        Route("/v1/subjects/{subject}/jwks.json", get_jwks),
+        Route("/v1/subjects/{subject}/did.json", get_did),
+        Route("/v1/subjects/{subject}/duplicity", get_duplicity),
+        Route("/v1/health", health),
+        Route("/metrics", get_metrics),
+        Route("/openapi.json", get_openapi),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(MetricsMiddleware, registry=metrics),  # type: ignore[arg-type]
+            Middleware(RateLimitMiddleware, rate=config.api.rate_limit_per_s, burst=config.api.rate_burst),  # type: ignore[arg-type]
+        ],
+        exception_handlers={ApiError: on_api_error, KeyregError: on_keyreg_error, HTTPException: on_http_error},
+    )
+    app.state.metrics = metrics
+    app.state.ctx = ctx
+    return app

@@ -1,0 +1,167 @@
+"""JSON views of registry state: subject state, JWKS (RFC 7517), DID documents, evidence.
+
+Pure functions of core records: the API, the CLI and the demo render the same shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ..core.codec import event_to_obj
+from ..core.fork import Duplicity
+from ..core.keystate import key_verdict
+from ..core.log import KeyRecord, SubjectState
+from ..core.records import GovernanceRevocation
+from ..keys.service_keys import JWS_ALG, public_jwk
+from ..store.base import AnchorRecord
+
+# Purposes that mean "this key signs": a JWK with one of them gets use=sig.
+_SIGNING = {"sig", "sign", "signing", "assert", "assertion", "auth", "authentication", "jwt", "token"}
+_ENCRYPTION = {"enc", "encrypt", "encryption"}
+
+
+def hex0x(b: bytes) -> str:
+    return "0x" + b.hex()
+
+
+def key_jwk(rec: KeyRecord) -> dict[str, Any]:
+    """The public JWK of a published key: kid, alg, use (from purposes) and the key's purposes."""
+    k = rec.key
+    jwk = public_jwk(k.alg, k.public_key, k.key_id)
+    jwk["alg"] = JWS_ALG[k.alg]
+    purposes = set(k.purposes)
+    if purposes & _SIGNING and not purposes & _ENCRYPTION:
+        jwk["use"] = "sig"
+    elif purposes & _ENCRYPTION and not purposes & _SIGNING:
+        jwk["use"] = "enc"
+    else:  # mixed or custom purposes: key_ops instead of use (RFC 7517 4.3: not both)
+        jwk["key_ops"] = ["verify"]
+    jwk["purposes"] = list(k.purposes)  # extension member: the registry's purposes, verbatim
+    if rec.valid_from:
+        jwk["nbf"] = rec.valid_from
+    if rec.not_after:
+        jwk["exp"] = rec.not_after
+    return jwk
+
+
+def jwks(keys: Iterable[KeyRecord]) -> dict[str, Any]:
+    """RFC 7517 JWK Set of the given (valid) keys."""
+    return {"keys": [key_jwk(r) for r in keys]}
+
+
+def key_view(
+    state: SubjectState, rec: KeyRecord, at: int, governance: Iterable[GovernanceRevocation]
+) -> dict[str, Any]:
+    v = key_verdict(state, state.subject, rec.key.key_id, at, None, governance)
+    return {
+        "keyId": rec.key.key_id,
+        "alg": rec.key.alg,
+        "publicKey": hex0x(rec.key.public_key),
+        "purposes": list(rec.key.purposes),
+        "notBefore": rec.key.not_before,
+        "notAfter": rec.not_after,
+        "validFrom": rec.valid_from,
+        "publishedSeq": rec.published_seq,
+        "revokedAt": rec.revoked_at,
+        "status": v.status,
+    }
+
+
+def anchor_status(state: SubjectState, anchors: list[AnchorRecord], digest_at_seq: bytes | None) -> dict[str, Any]:
+    """Where the chain's view of the subject stands relative to ours.
+
+    ``equal``: the chain anchors our head; ``ahead``: we hold newer events than the last anchor;
+    ``behind``: the chain anchors a seq we do not have (we are missing events); ``conflict``: the
+    anchored digest at that seq is not ours; ``unanchored``: no anchor seen (or chain features off).
+    ``digest_at_seq`` is our digest at the anchored seq.
+    """
+    if not anchors:
+        return {"status": "unanchored", "seq": None, "digest": None}
+    last = max(anchors, key=lambda a: (a.seq, a.position))
+    out: dict[str, Any] = {"seq": last.seq, "digest": hex0x(last.digest), "block": last.block_number, "mode": last.mode}
+    if last.seq > state.seq:
+        out["status"] = "behind"
+    elif digest_at_seq != last.digest:
+        out["status"] = "conflict"
+    else:
+        out["status"] = "equal" if last.seq == state.seq else "ahead"
+    return out
+
+
+def subject_view(
+    state: SubjectState,
+    at: int,
+    disputed: bool,
+    governance: list[GovernanceRevocation],
+    anchor: dict[str, Any],
+) -> dict[str, Any]:
+    """GET /v1/subjects/{id}: the head state."""
+    keys = sorted(state.keys.values(), key=lambda r: (r.published_seq, r.key.key_id))
+    return {
+        "subject": hex0x(state.subject),
+        "seq": state.seq,
+        "head": hex0x(state.head),
+        "timestamp": state.timestamp,
+        "controllers": [hex0x(c) for c in state.controllers],
+        "threshold": state.threshold,
+        "nextCommitment": hex0x(state.next_commitment),
+        "governor": hex0x(state.governor) if any(state.governor) else None,
+        "metadata": state.metadata,
+        "disputed": disputed,
+        "revoked": (
+            {"at": state.revoked_at, "seq": state.revoked_seq, "reason": state.revoked_reason}
+            if state.revoked_at is not None
+            else None
+        ),
+        "governanceRevocations": [
+            {"keyId": g.key_id, "effectiveAt": g.effective_at, "proposalId": str(g.proposal_id)} for g in governance
+        ],
+        "keys": [key_view(state, r, at, governance) for r in keys],
+        "anchor": anchor,
+        "at": at,
+    }
+
+
+def did_of(chain_id: int, subject: bytes) -> str:
+    """did:keyreg:<chainId>:0x<subject hex>."""
+    return f"did:keyreg:{chain_id}:{hex0x(subject)}"
+
+
+def did_document(chain_id: int, state: SubjectState, valid: list[KeyRecord]) -> dict[str, Any]:
+    """A W3C DID document: one JsonWebKey2020 verification method per key valid now.
+
+    Relationships by purpose: ``auth``/``authentication`` -> authentication; ``assert``/
+    ``assertion`` -> assertionMethod; ``sig`` -> both.
+    """
+    did = did_of(chain_id, state.subject)
+    methods, authn, assertion = [], [], []
+    for rec in valid:
+        vm_id = f"{did}#{rec.key.key_id}"
+        jwk = public_jwk(rec.key.alg, rec.key.public_key)
+        methods.append({"id": vm_id, "type": "JsonWebKey2020", "controller": did, "publicKeyJwk": jwk})
+        p = set(rec.key.purposes)
+        if p & {"sig", "auth", "authentication"}:
+            authn.append(vm_id)
+        if p & {"sig", "assert", "assertion", "assertionmethod"}:
+            assertion.append(vm_id)
+    doc: dict[str, Any] = {
+        "@context": ["https://www.w3.org/ns/did/v1", "https://w3id.org/security/suites/jws-2020/v1"],
+        "id": did,
+        "controller": did,
+        "verificationMethod": methods,
+        "authentication": authn,
+        "assertionMethod": assertion,
+    }
+    if state.revoked_at is not None:
+        doc["deactivated"] = True
+    return doc
+
+
+def evidence_view(ev: Duplicity) -> dict[str, Any]:
+    return {
+        "subject": hex0x(ev.subject),
+        "seq": ev.seq,
+        "first": {"digest": hex0x(ev.first_digest), "event": event_to_obj(ev.first)},
+        "second": {"digest": hex0x(ev.second_digest), "event": event_to_obj(ev.second)},
+    }

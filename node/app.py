@@ -1,0 +1,243 @@
+"""The node process: one trio nursery running the API servers and every service.
+
+``open_node(config)`` opens the store and the registry, starts the public API, the loopback admin
+API, the rotation scheduler and the optional services, and yields a :class:`Node`;
+``run_node(config)`` runs one until SIGINT/SIGTERM.
+
+Plugging a service in (p2p, chain, ...): add a module with an async starter and name it in
+:data:`OPTIONAL_SERVICES`::
+
+    async def start_p2p(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        ...                                   # set up; may read node.config / node.registry
+        node.register_status("p2p", lambda: {"ok": True, "peers": 3})   # shown in /v1/health
+        task_status.started()                 # the node waits for this before serving
+        await trio.sleep_forever()            # run until the node's nursery is cancelled
+
+A starter whose module does not exist yet is skipped; a starter that decides it is disabled by
+config calls ``task_status.started()`` and returns. Starters run in list order, after the store
+and registry are open and before the API servers start listening.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from .api import views
+from .api.admin import check_admin_host, create_admin_app
+from .api.app import ApiContext, StatusProvider, create_app
+from .config import Config
+from .core.errors import KeyregError
+from .keys.keystore import Keystore, KeystoreError, Password
+from .keys.service_keys import ServiceKey
+from .registry import Registry
+from .store.base import Store
+
+log = logging.getLogger("keyreg.node")
+
+# (name, module, starter function): looked up at start, skipped if the module does not exist.
+OPTIONAL_SERVICES: list[tuple[str, str, str]] = [
+    ("p2p", "node.p2p.service", "start_p2p"),
+    ("chain", "node.chain.service", "start_chain"),
+]
+
+Starter = Callable[..., Awaitable[None]]
+
+
+@dataclass
+class Node:
+    """A running node: what services get handed."""
+
+    config: Config
+    registry: Registry
+    api: ApiContext
+    nursery: trio.Nursery
+    keystore: Keystore | None = None
+    api_url: str = ""
+    admin_url: str = ""
+    services: list[str] = field(default_factory=list)
+
+    def register_status(self, name: str, provider: StatusProvider) -> None:
+        """Show ``provider()`` under ``services.<name>`` in GET /v1/health."""
+        self.api.status[name] = provider
+
+    def current_signing_key(self) -> tuple[ServiceKey, list[dict[str, Any]]]:
+        """(the key the service signs with now, public JWKs verifiers accept now).
+
+        The current key is our newest-activated key among the subject's valid keys; during an
+        overlap the older one is still in the accepted list.
+        """
+        ks = self.keystore
+        if ks is None or not ks.unlocked:
+            raise KeystoreError("the node runs without its keystore password; restart it with KEYREG_PASSWORD set")
+        ks.reload()
+        subject = ks.subject
+        if subject is None:
+            raise KeystoreError("this node's keystore has no subject yet: run `keyreg subject create`")
+        valid = self.registry.valid_keys(subject)
+        mine = [r for r in valid if ks.has_service_key(r.key.key_id)]
+        if not mine:
+            raise KeystoreError("no service key of this subject is valid now: publish one with `keyreg keys add`")
+        current = max(mine, key=lambda r: (r.valid_from, r.published_seq))
+        return ks.service_key(current.key.key_id), [views.key_jwk(r) for r in valid]
+
+
+def open_store(config: Config) -> Store:
+    """The SQL store for config.store_url, or the in-memory store until the SQL store exists."""
+    if importlib.util.find_spec("node.store.sql") is not None:
+        from .store.sql import SqlStore  # type: ignore[import-not-found,unused-ignore]
+
+        store: Store = SqlStore(config.store_url)
+        return store
+    from .store.memory import MemoryStore
+
+    log.warning("node.store.sql is not available: using the in-memory store (nothing survives a restart)")
+    return MemoryStore()
+
+
+def _bind(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _hypercorn_config(host: str, port: int, config: Config) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = [_bind(host, port)]
+    hc.accesslog = None
+    hc.loglevel = "WARNING"
+    hc.keep_alive_timeout = 30
+    hc.graceful_timeout = 2
+    hc.h11_max_incomplete_size = 64 * 1024
+    return hc
+
+
+def read_admin_token(data_dir: Path) -> str | None:
+    path = data_dir / "admin.token"
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _load_starter(module: str, attr: str) -> Starter | None:
+    try:
+        spec = importlib.util.find_spec(module)
+    except ModuleNotFoundError:  # the parent package does not exist yet
+        return None
+    if spec is None:
+        return None
+    starter = getattr(importlib.import_module(module), attr, None)
+    if starter is None:  # the module is there but not plugged in yet
+        log.warning("%s has no %s(node, task_status) starter: service not started", module, attr)
+    return starter  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def open_node(
+    config: Config,
+    password: Password | None = None,
+    store: Store | None = None,
+    services: list[tuple[str, str, str]] | None = None,
+) -> AsyncIterator[Node]:
+    """Start a node; leaving the block stops every service and closes the store."""
+    check_admin_host(config.api.admin_host)
+    store = store if store is not None else await trio.to_thread.run_sync(open_store, config)
+    try:
+        registry = await trio.to_thread.run_sync(lambda: Registry(config.domain, store, config.limits))
+        keystore = None
+        ks_path = config.data_dir / "keystore"
+        if (ks_path / "keystore.json").exists():
+            keystore = Keystore.open(ks_path)
+            if password is not None:
+                await trio.to_thread.run_sync(keystore.unlock, password)
+        ctx = ApiContext(registry, config)
+        async with trio.open_nursery() as nursery:
+            node = Node(config, registry, ctx, nursery, keystore)
+            for name, module, attr in OPTIONAL_SERVICES if services is None else services:
+                starter = _load_starter(module, attr)
+                if starter is not None:
+                    await nursery.start(starter, node)
+                    node.services.append(name)
+            if config.rotation.enabled:
+                from .keys.rotation import run_rotation_scheduler
+
+                await nursery.start(run_rotation_scheduler, node)
+                node.services.append("rotation")
+            binds = await nursery.start(
+                serve, create_app(ctx), _hypercorn_config(config.api.host, config.api.port, config)
+            )
+            node.api_url = binds[0]
+            token = read_admin_token(config.data_dir)
+            if token is not None:
+                admin = create_admin_app(token, node.current_signing_key)
+                cfg = _hypercorn_config(config.api.admin_host, config.api.admin_port, config)
+                node.admin_url = (await nursery.start(serve, admin, cfg))[0]
+            else:
+                log.warning("no %s: the admin endpoint is off (run `keyreg init`)", config.data_dir / "admin.token")
+            _write_runfile(config.data_dir, node)
+            try:
+                yield node
+            finally:
+                nursery.cancel_scope.cancel()
+                with suppress(OSError):
+                    (config.data_dir / "node.json").unlink()
+    finally:
+        await trio.to_thread.run_sync(store.close)
+
+
+def _write_runfile(data_dir: Path, node: Node) -> None:
+    """<data_dir>/node.json: where this node listens (lets tools find ports chosen by the OS)."""
+    if not data_dir.is_dir():
+        return
+    info = {"pid": os.getpid(), "api": node.api_url, "admin": node.admin_url, "services": node.services}
+    tmp = data_dir / ".node.json.tmp"
+    tmp.write_text(json.dumps(info))
+    tmp.replace(data_dir / "node.json")
+
+
+async def _serve_until_signal(config: Config, password: Password | None) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_node(config, password) as node:
+            log.info(
+                "keyreg node up: api %s, admin %s, services %s, %d subjects",
+                node.api_url,
+                node.admin_url or "off",
+                ", ".join(node.services) or "none",
+                len(node.registry.states),
+            )
+            async for signum in signals:
+                log.info("received %s: shutting down", signal.Signals(signum).name)
+                break
+    log.info("keyreg node stopped")
+
+
+def run_node(config: Config, password: Password | None = None) -> None:
+    """Run a node in this process until SIGINT or SIGTERM."""
+    try:
+        trio.run(_serve_until_signal, config, password)
+    except BaseExceptionGroup as group:
+        # A service failing at start-up surfaces through the nursery: re-raise a lone keyreg error
+        # plainly so the CLI prints its code and message instead of a traceback.
+        leaves = _leaves(group)
+        if len(leaves) == 1 and isinstance(leaves[0], KeyregError):
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:  # type: ignore[type-arg]
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out

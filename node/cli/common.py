@@ -1,0 +1,186 @@
+"""Shared pieces of the CLI topic modules: options, error handling, output, the node client.
+
+Every command is wrapped by :func:`handles_errors`: a :class:`KeyregError` prints
+``error [code]: message`` (or a JSON object with ``--json``) on stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import httpx
+import typer
+from rich.console import Console
+
+from ..config import Config, load_config
+from ..core.errors import ConfigError, KeyregError, NetworkError
+
+err_console = Console(stderr=True)
+out_console = Console()
+
+DataDirOpt = Annotated[
+    Path,
+    typer.Option("--data-dir", "-d", envvar="KEYREG_DATA_DIR", help="Node data directory.", show_default=True),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+PasswordFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--password-file",
+        help="File holding the keystore password (else KEYREG_PASSWORD, else a prompt).",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+NodeOpt = Annotated[
+    str | None,
+    typer.Option("--node", envvar="KEYREG_NODE", help="Node API URL (default: from the data dir's config)."),
+]
+DEFAULT_DATA_DIR = Path(".keyreg")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class RemoteError(KeyregError):
+    """The node refused a request; ``code`` is the node's error code."""
+
+    def __init__(self, code: str, message: str, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.code = code
+
+
+def handles_errors(fn: F) -> F:
+    """Catch KeyregError once per command: print code and message, exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except KeyregError as exc:
+            if kwargs.get("as_json"):
+                print(json.dumps({"error": exc.to_dict()}), file=sys.stderr)
+            else:
+                err_console.print(f"[bold red]error[/] [{exc.code}]: {exc.message}", markup=True, highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(data: Any) -> None:
+    """One JSON document on stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def load(data_dir: Path) -> Config:
+    """The config of a data dir (defaults when it has no keyreg.toml)."""
+    return load_config(data_dir)
+
+
+_DURATION_RE = re.compile(r"(\d+)([smhdw]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> int:
+    """'90', '30s', '30m', '24h', '7d', '2w', or combined '1h30m' -> seconds."""
+    text = text.strip().lower()
+    pos, total = 0, 0
+    while pos < len(text):
+        m = _DURATION_RE.match(text, pos)
+        if m is None:
+            raise ConfigError(f"cannot read duration {text!r}: use e.g. 30s, 30m, 24h, 7d")
+        total += int(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if not text:
+        raise ConfigError("empty duration")
+    return total
+
+
+def parse_time(text: str | None, now: int | None = None) -> int | None:
+    """'now', '+1h' / '-30m' (relative), unix seconds, or ISO 8601 -> unix seconds."""
+    if text is None:
+        return None
+    now = int(time.time()) if now is None else now
+    t = text.strip()
+    if t == "now":
+        return now
+    if t[:1] in "+-" and len(t) > 1 and not t[1:].isdigit():
+        d = parse_duration(t[1:])
+        return now + d if t[0] == "+" else now - d
+    if t.lstrip("+").isdigit():
+        return int(t.lstrip("+"))
+    try:
+        return int(datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        raise ConfigError(f"cannot read time {text!r}: use now, +1h, unix seconds or ISO 8601") from None
+
+
+def fmt_time(ts: int | None) -> str:
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+
+
+class NodeClient:
+    """A small HTTP client for one node's API; errors become KeyregErrors with the node's code."""
+
+    def __init__(self, url: str, timeout: float = 15.0) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    @classmethod
+    def for_config(cls, config: Config, override: str | None = None) -> NodeClient:
+        if override:
+            return cls(override)
+        runfile = config.data_dir / "node.json"
+        if runfile.exists():  # a running node that let the OS choose its port says where it is
+            try:
+                api = json.loads(runfile.read_text()).get("api")
+                if api:
+                    return cls(api)
+            except ValueError:
+                pass
+        host = config.api.host if config.api.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
+        return cls(f"http://{host}:{config.api.port}" if ":" not in host else f"http://[{host}]:{config.api.port}")
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            resp = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise NetworkError(
+                f"cannot reach the node at {self.url} ({type(exc).__name__}): start it with `keyreg node run` "
+                "or pass --node URL"
+            ) from None
+        try:
+            body = resp.json()
+        except ValueError:
+            raise NetworkError(f"{self.url}{path} answered {resp.status_code} with a non-JSON body") from None
+        if resp.status_code >= 400:
+            if isinstance(body, dict) and "code" in body:
+                raise RemoteError(str(body["code"]), f"node refused: {body.get('message', '')}")
+            raise NetworkError(f"{self.url}{path} answered {resp.status_code}")
+        return body
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def post_events(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Submit events as one batch; raise on the first rejected one."""
+        body = self.request("POST", "/v1/events", json={"events": events})
+        results: list[dict[str, Any]] = body["results"]
+        for r in results:
+            if r["status"] == "rejected":
+                e = r.get("error", {})
+                raise RemoteError(e.get("code", "rejected"), f"node rejected the event: {e.get('message', '')}")
+        return results
+
+    def close(self) -> None:
+        self._http.close()

@@ -1,0 +1,391 @@
+"""The encrypted keystore: a subject's controller keys and its service keys, at rest.
+
+Layout (directory 0700, every file 0600, written atomically)::
+
+    <data_dir>/keystore/
+        keystore.json                      non-secret metadata: subject id, threshold, generation
+        controllers/gen-0000/ctrl-00.json  Ethereum V3 keyfiles (eth-keyfile), one per controller
+        controllers/gen-0001/...           the *next* set, committed by hash in the subject's log
+        service/<key id>.json              service keys, V3 format too (see below)
+
+Controller generation ``g`` signs today; generation ``g + 1`` is the pre-rotation set whose hash
+the log commits to. A controller rotation reveals ``g + 1``, commits to a fresh ``g + 2`` and
+advances ``generation``.
+
+Service keys (Ed25519, P-256, secp256k1) use the same Ethereum V3 JSON (scrypt, AES-128-CTR,
+keccak MAC, created and opened by eth-keyfile) with the 32-byte private key as the ciphertext; the
+misleading ``address`` field is dropped and a ``keyreg`` object names the key id, algorithm, public
+key and purposes, so a key can be listed without the password.
+
+KDF: scrypt with n = 2**16, r = 8, p = 1 (about 0.25 s per key on a 2-core box). ``KEYREG_KDF_N``
+lowers it for tests and demos (any power of two >= 2); opening a file always uses the parameters
+stored in it.
+
+The password comes from ``--password-file``, ``KEYREG_PASSWORD``, ``KEYREG_PASSWORD_FILE``, or a
+prompt; it is held in a :class:`Password` whose repr hides it, and no error or log names it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_keyfile import create_keyfile_json, decode_keyfile_json
+
+from ..core.builder import controller_set
+from ..core.errors import KeyregError
+from .service_keys import ServiceKey
+
+DEFAULT_KDF_N = 2**16
+KEYSTORE_VERSION = 1
+
+
+class KeystoreError(KeyregError):
+    """The keystore is missing, locked, damaged, or the password is wrong."""
+
+    code = "keystore"
+
+
+class Password:
+    """A keystore password; never shown by repr/str."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str | bytes) -> None:
+        raw = value.encode() if isinstance(value, str) else value
+        if not raw:
+            raise KeystoreError("the keystore password is empty")
+        self._value = raw
+
+    def reveal(self) -> bytes:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Password(***)"
+
+    __str__ = __repr__
+
+
+def kdf_n() -> int:
+    """The scrypt cost for new files: KEYREG_KDF_N or the default."""
+    raw = os.environ.get("KEYREG_KDF_N")
+    if not raw:
+        return DEFAULT_KDF_N
+    try:
+        n = int(raw)
+    except ValueError:
+        raise KeystoreError(f"KEYREG_KDF_N must be a power of two, got {raw!r}") from None
+    if n < 2 or n & (n - 1):
+        raise KeystoreError(f"KEYREG_KDF_N must be a power of two >= 2, got {n}")
+    return n
+
+
+def resolve_password(password_file: Path | None = None, *, prompt: bool = True, confirm: bool = False) -> Password:
+    """The password from a file, the environment, or an interactive prompt (in that order)."""
+    path = password_file or (
+        Path(os.environ["KEYREG_PASSWORD_FILE"]) if os.environ.get("KEYREG_PASSWORD_FILE") else None
+    )
+    if path is not None:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise KeystoreError(f"cannot read password file {path}: {exc.strerror}") from None
+        return Password(text.rstrip("\r\n"))
+    env = os.environ.get("KEYREG_PASSWORD")
+    if env:
+        return Password(env)
+    if prompt and sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("keystore password: ")
+        if confirm and getpass.getpass("repeat password: ") != first:
+            raise KeystoreError("the two passwords differ")
+        return Password(first)
+    raise KeystoreError(
+        "no keystore password: set KEYREG_PASSWORD, pass --password-file, or run in a terminal to be prompted"
+    )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write atomically with mode 0600 (never world-readable, not even briefly)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_private_text(path: Path, text: str) -> None:
+    """Public helper for other secret files (the admin token)."""
+    _write_private(path, text.encode())
+
+
+def _encrypt(secret: bytes, password: Password) -> dict[str, Any]:
+    return dict(create_keyfile_json(secret, password.reveal(), kdf="scrypt", iterations=kdf_n()))
+
+
+def _decrypt(doc: dict[str, Any], password: Password, what: str) -> bytes:
+    try:
+        return bytes(decode_keyfile_json(doc, password.reveal()))
+    except ValueError as exc:
+        if "MAC mismatch" in str(exc):
+            raise KeystoreError(f"wrong keystore password (the MAC check of {what} failed)") from None
+        raise KeystoreError(f"{what} is not a valid V3 keyfile") from None
+    except (KeyError, TypeError):
+        raise KeystoreError(f"{what} is not a valid V3 keyfile") from None
+
+
+@dataclass(frozen=True)
+class ServiceKeyInfo:
+    """What the keystore says about a service key without decrypting it."""
+
+    key_id: str
+    alg: str
+    public_key: bytes
+    purposes: tuple[str, ...]
+    created: int
+
+
+@dataclass
+class Keystore:
+    """A keystore directory. Open it with :meth:`open` or :meth:`create`; :meth:`unlock` to sign."""
+
+    path: Path
+    meta: dict[str, Any]
+    _password: Password | None = field(default=None, repr=False)
+    _cache: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        return f"Keystore(path={str(self.path)!r}, unlocked={self._password is not None})"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def create(
+        cls, path: Path, password: Password, controllers: int = 1, threshold: int = 1, progress: Any = None
+    ) -> Keystore:
+        """A new keystore with ``controllers`` current and as many next (pre-rotation) keys."""
+        if not 1 <= threshold <= controllers <= 16:
+            raise KeystoreError(f"need 1 <= threshold ({threshold}) <= controllers ({controllers}) <= 16")
+        if (path / "keystore.json").exists():
+            raise KeystoreError(f"a keystore already exists at {path}; refusing to overwrite it")
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+        ks = cls(
+            path,
+            {
+                "version": KEYSTORE_VERSION,
+                "subject": None,
+                "threshold": threshold,
+                "generation": 0,
+                "controllers": controllers,
+            },
+        )
+        ks._password = password
+        for gen in (0, 1):
+            ks._make_generation(gen, progress)
+        ks._save_meta()
+        return ks
+
+    @classmethod
+    def open(cls, path: Path) -> Keystore:
+        """Open an existing keystore (still locked)."""
+        meta_path = path / "keystore.json"
+        if not meta_path.exists():
+            raise KeystoreError(f"no keystore at {path}: run `keyreg init` first")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise KeystoreError(f"{meta_path} is unreadable: {exc}") from None
+        if meta.get("version") != KEYSTORE_VERSION:
+            raise KeystoreError(f"{meta_path}: unsupported keystore version {meta.get('version')!r}")
+        return cls(path, meta)
+
+    def unlock(self, password: Password) -> Keystore:
+        """Check the password against the first current controller keyfile and keep it for signing."""
+        first = self._generation_files(self.generation)[0]
+        self._cache[str(first)] = _decrypt(self._read(first), password, first.name)
+        self._password = password
+        return self
+
+    @property
+    def unlocked(self) -> bool:
+        return self._password is not None
+
+    def _require_password(self) -> Password:
+        if self._password is None:
+            raise KeystoreError("the keystore is locked: provide its password")
+        return self._password
+
+    def _save_meta(self) -> None:
+        _write_private(self.path / "keystore.json", json.dumps(self.meta, indent=2).encode())
+
+    def reload(self) -> None:
+        """Re-read metadata written by another process (the CLI while the node runs)."""
+        self.meta = Keystore.open(self.path).meta
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, Any]:
+        try:
+            return dict(json.loads(path.read_text()))
+        except (OSError, ValueError) as exc:
+            raise KeystoreError(f"cannot read {path.name}: {exc}") from None
+
+    # ------------------------------------------------------------------ controllers
+
+    @property
+    def subject(self) -> bytes | None:
+        s = self.meta.get("subject")
+        return bytes.fromhex(s.removeprefix("0x")) if s else None
+
+    def set_subject(self, subject: bytes) -> None:
+        self.meta["subject"] = "0x" + subject.hex()
+        self._save_meta()
+
+    @property
+    def threshold(self) -> int:
+        return int(self.meta["threshold"])
+
+    @property
+    def generation(self) -> int:
+        return int(self.meta["generation"])
+
+    def _gen_dir(self, gen: int) -> Path:
+        return self.path / "controllers" / f"gen-{gen:04d}"
+
+    def _generation_files(self, gen: int) -> list[Path]:
+        files = sorted(self._gen_dir(gen).glob("ctrl-*.json"))
+        if not files:
+            raise KeystoreError(f"controller generation {gen} is missing from {self.path}")
+        return files
+
+    def _make_generation(self, gen: int, progress: Any = None) -> None:
+        password = self._require_password()
+        d = self._gen_dir(gen)
+        if d.exists():  # left over from a controller rotation that was never accepted
+            for f in d.glob("*.json"):
+                f.unlink()
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for i in range(int(self.meta["controllers"])):
+            secret = os.urandom(32)
+            _write_private(d / f"ctrl-{i:02d}.json", json.dumps(_encrypt(secret, password)).encode())
+            self._cache[str(d / f"ctrl-{i:02d}.json")] = secret
+            if progress is not None:
+                progress()
+
+    def controller_addresses(self, gen: int) -> tuple[bytes, ...]:
+        """Addresses of a generation, read from the keyfiles (no password needed)."""
+        out = []
+        for f in self._generation_files(gen):
+            addr = self._read(f).get("address")
+            if not isinstance(addr, str):
+                raise KeystoreError(f"{f.name} has no address")
+            out.append(bytes.fromhex(addr.removeprefix("0x")))
+        return tuple(sorted(out))
+
+    def controller_secrets(self, gen: int | None = None) -> list[bytes]:
+        """Decrypted private keys of a generation (default: the current one)."""
+        password = self._require_password()
+        gen = self.generation if gen is None else gen
+        out = []
+        for f in self._generation_files(gen):
+            key = str(f)
+            if key not in self._cache:
+                self._cache[key] = _decrypt(self._read(f), password, f.name)
+            out.append(self._cache[key])
+        if controller_set(out) != self.controller_addresses(gen):
+            raise KeystoreError(f"controller generation {gen}: keyfile addresses do not match their keys")
+        return out
+
+    def prepare_controller_rotation(self) -> tuple[list[bytes], tuple[bytes, ...]]:
+        """(secrets of the next set, addresses of a fresh set after it): what a rotation needs."""
+        nxt = self.controller_secrets(self.generation + 1)
+        self._make_generation(self.generation + 2)
+        return nxt, self.controller_addresses(self.generation + 2)
+
+    def commit_controller_rotation(self) -> None:
+        """Call after the rotation event was accepted: the next set becomes current."""
+        self.meta["generation"] = self.generation + 1
+        self._save_meta()
+
+    # ------------------------------------------------------------------ service keys
+
+    def _service_path(self, key_id: str) -> Path:
+        return self.path / "service" / f"{key_id}.json"
+
+    def add_service_key(self, key: ServiceKey, purposes: tuple[str, ...]) -> None:
+        """Encrypt and store a service key."""
+        password = self._require_password()
+        doc = _encrypt(key.secret, password)
+        doc.pop("address", None)  # an Ethereum address means nothing for Ed25519/P-256 keys
+        doc["keyreg"] = {
+            "kind": "service-key",
+            "keyId": key.key_id,
+            "alg": key.alg,
+            "publicKey": "0x" + key.public_key.hex(),
+            "purposes": list(purposes),
+            "created": int(time.time()),
+        }
+        doc["id"] = str(uuid.uuid4())
+        path = self._service_path(key.key_id)
+        if path.exists():
+            raise KeystoreError(f"service key {key.key_id!r} already exists")
+        _write_private(path, json.dumps(doc, indent=1).encode())
+        self._cache[str(path)] = key.secret
+
+    def service_key_infos(self) -> list[ServiceKeyInfo]:
+        """Every service key in the keystore (public data only), oldest first."""
+        out = []
+        for f in sorted((self.path / "service").glob("*.json")):
+            meta = self._read(f).get("keyreg") or {}
+            try:
+                out.append(
+                    ServiceKeyInfo(
+                        meta["keyId"],
+                        meta["alg"],
+                        bytes.fromhex(meta["publicKey"].removeprefix("0x")),
+                        tuple(meta["purposes"]),
+                        int(meta["created"]),
+                    )
+                )
+            except (KeyError, TypeError, ValueError):
+                raise KeystoreError(f"{f.name} is not a keyreg service keyfile") from None
+        return sorted(out, key=lambda i: (i.created, i.key_id))
+
+    def service_key(self, key_id: str) -> ServiceKey:
+        """Decrypt one service key."""
+        password = self._require_password()
+        path = self._service_path(key_id)
+        if not path.exists():
+            raise KeystoreError(f"no service key {key_id!r} in the keystore")
+        doc = self._read(path)
+        meta = doc.get("keyreg") or {}
+        if str(path) not in self._cache:
+            self._cache[str(path)] = _decrypt(doc, password, path.name)
+        key = ServiceKey.from_secret(meta.get("alg", ""), self._cache[str(path)], key_id)
+        if "0x" + key.public_key.hex() != meta.get("publicKey"):
+            raise KeystoreError(f"service key {key_id!r}: stored public key does not match the private key")
+        return key
+
+    def has_service_key(self, key_id: str) -> bool:
+        return self._service_path(key_id).exists()
+
+    def iter_service_keys(self) -> Iterator[ServiceKey]:
+        for info in self.service_key_infos():
+            yield self.service_key(info.key_id)
