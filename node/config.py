@@ -70,6 +70,7 @@ class ChainConfig:
     anchor_epoch_events: int = 1000
     relayer_keystore: str = ""  # path of a V3 keyfile that pays for anchoring; "" = no relaying
     start_block: int = 0
+    retry_max_s: float = 30.0  # longest backoff between retries while the RPC endpoint is down
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,373 @@
+"""The anchoring service: batch anchors every epoch, direct anchors on request, retries with backoff.
+
+**Batch anchoring.** Every epoch (``anchor_epoch_s`` seconds, or sooner once
+``anchor_epoch_events`` heads are waiting) the service commits the root of the registry's sparse
+Merkle tree of subject heads with one ``anchorBatch(root, count)`` transaction, whatever the
+number of events, if some head is not anchored yet and that root is not on chain already (another
+node in sync may have anchored the very same root). The watcher later maps the confirmed root
+back to heads (node/chain/batches.py).
+
+**Direct anchoring.** On request (``keyreg anchor SUBJECT --direct``, or :meth:`request_direct`)
+the service reads the subject's anchored head from the contract and submits the subject's signed
+events after it, in order, in ``anchorEvents`` transactions. The contract checks every
+controller signature itself, so the relayer cannot write anything the subject did not sign; the
+service refuses up front when the chain holds a different event than the local log (a conflict).
+
+**Durable queue.** ``<data_dir>/chain/anchoring.json`` holds the direct requests not yet done,
+the transaction in flight, the last batch and the results of recent requests; it is rewritten
+atomically (temp file + rename) after every change. Other processes (the CLI) add requests by
+dropping one file each into ``<data_dir>/chain/requests/`` (atomic rename), which the service
+moves into its queue; so there is a single writer of ``anchoring.json``. The batch work itself
+needs no queue entry: which heads are unanchored is derived from the store (recorded anchors)
+on start-up. A request survives restarts and RPC outages until it is done or refused.
+
+**Failures.** Transport failures (RPC down, timeouts, a dropped transaction) keep the work
+queued and retry after an exponential backoff (``backoff_base_s`` doubling up to
+``backoff_max_s``); the service never holds a lock the registry, gossip or the API needs, and
+all chain I/O runs in worker threads. A contract refusal or a conflict is final for that request
+and is reported in its result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..core.eip712 import event_digest
+from ..core.errors import ChainError, ConfigError
+from ..core.records import ZERO32, Inception, Rotation, SignedEvent
+from ..registry import Registry
+from .batches import BatchTracker
+from .client import ChainClient, ChainUnavailable, NoRelayer, TransactionReverted
+from .deploy import event_input
+
+log = logging.getLogger("keyreg.chain.anchoring")
+
+MAX_EVENTS_PER_TX = 16  # events per anchorEvents transaction (gas stays far below block limits)
+MAX_RESULTS = 50
+
+
+class AnchorRefused(ChainError):
+    """A direct anchor that cannot be made: unknown subject, or the chain holds a different event."""
+
+    code = "anchor_refused"
+
+
+# ---------------------------------------------------------------------------------------------
+# The durable queue
+
+
+@dataclass
+class DirectRequest:
+    """A request to anchor a subject's head directly."""
+
+    id: str
+    subject: str  # 0x-hex
+    requested_at: float
+
+
+@dataclass
+class QueueState:
+    """Everything in anchoring.json."""
+
+    direct: list[DirectRequest] = field(default_factory=list)
+    inflight: dict[str, Any] | None = None
+    last_batch: dict[str, Any] | None = None
+    last_batch_at: float = 0.0
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+
+def chain_dir(data_dir: Path) -> Path:
+    """Where the chain services keep their files."""
+    return Path(data_dir) / "chain"
+
+
+def enqueue_direct(data_dir: Path, subject: bytes, clock: Callable[[], float] = time.time) -> str:
+    """Ask the node's anchoring service (possibly in another process) to anchor ``subject``; returns the request id."""
+    req = DirectRequest(id=secrets.token_hex(8), subject="0x" + subject.hex(), requested_at=clock())
+    folder = chain_dir(data_dir) / "requests"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{req.id}.tmp"
+    tmp.write_text(json.dumps(asdict(req)))
+    os.replace(tmp, folder / f"{req.id}.json")
+    return req.id
+
+
+def read_queue(data_dir: Path) -> QueueState:
+    """The queue as last saved (for the CLI; the service keeps its own copy in memory)."""
+    return AnchorQueue(data_dir).state
+
+
+class AnchorQueue:
+    """anchoring.json plus the requests folder; one writer (the service)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = chain_dir(data_dir)
+        self.path = self.dir / "anchoring.json"
+        self.requests_dir = self.dir / "requests"
+        self.state = QueueState()
+        if self.path.exists():
+            try:
+                raw = json.loads(self.path.read_text())
+                self.state = QueueState(
+                    direct=[DirectRequest(**r) for r in raw.get("direct", [])],
+                    inflight=raw.get("inflight"),
+                    last_batch=raw.get("last_batch"),
+                    last_batch_at=float(raw.get("last_batch_at", 0.0)),
+                    results=list(raw.get("results", [])),
+                )
+            except (OSError, ValueError, TypeError) as exc:
+                raise ConfigError(f"{self.path} is unreadable ({exc}); move it aside to reset the queue") from None
+
+    def save(self) -> None:
+        """Rewrite anchoring.json atomically."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self.state), indent=1))
+        os.replace(tmp, self.path)
+
+    def pick_up_requests(self) -> int:
+        """Move request files dropped by other processes into the queue; returns how many."""
+        if not self.requests_dir.is_dir():
+            return 0
+        files = sorted(self.requests_dir.glob("*.json"))
+        if not files:
+            return 0
+        known = {r.id for r in self.state.direct}
+        for f in files:
+            try:
+                req = DirectRequest(**json.loads(f.read_text()))
+            except (OSError, ValueError, TypeError):
+                log.warning("dropping malformed anchor request %s", f.name)
+                req = None
+            if req is not None and req.id not in known:
+                self.state.direct.append(req)
+        self.save()  # durable in the queue before the request files go
+        for f in files:
+            f.unlink(missing_ok=True)
+        return len(files)
+
+    def add_result(self, result: dict[str, Any]) -> None:
+        self.state.results = [*self.state.results[-(MAX_RESULTS - 1) :], result]
+
+
+# ---------------------------------------------------------------------------------------------
+# Direct anchoring: signed events -> EventInput tuples
+
+
+def direct_inputs(domain_events: Sequence[SignedEvent], start: int) -> list[tuple[Any, ...]]:
+    """EventInput tuples for events[start:] of one subject's log (held from seq 0).
+
+    Updates and revocations need the controller set in force before them; walking the log from
+    the inception gives it (only inceptions and rotations change it).
+    """
+    controllers: tuple[bytes, ...] = ()
+    threshold = 0
+    out = []
+    for i, signed in enumerate(domain_events):
+        e = signed.event
+        if i >= start:
+            out.append(event_input(signed, controllers, threshold))
+        if isinstance(e, Inception | Rotation):
+            controllers, threshold = e.controllers, e.threshold
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The service
+
+
+class AnchoringService:
+    """Runs in the node's nursery; all chain calls go through :class:`ChainClient`."""
+
+    def __init__(
+        self,
+        client: ChainClient,
+        registry: Registry,
+        tracker: BatchTracker,
+        queue: AnchorQueue,
+        *,
+        epoch_s: float = 30.0,
+        epoch_events: int = 1000,
+        poll_interval_s: float = 2.0,
+        backoff_base_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        receipt_timeout_s: float = 60.0,
+        status: dict[str, Any] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.registry = registry
+        self.tracker = tracker
+        self.queue = queue
+        self.epoch_s = epoch_s
+        self.epoch_events = max(1, epoch_events)
+        self.poll_interval_s = poll_interval_s
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.receipt_timeout_s = receipt_timeout_s
+        self.status = status if status is not None else {}
+        self.clock = clock
+        self.failures = 0
+        self._wake = trio.Event()
+        self.can_write = client.relayer_address is not None
+
+    # ------------------------------------------------------------------ public
+
+    def request_direct(self, subject: bytes) -> str:
+        """Queue a direct anchor of ``subject`` (durable); returns the request id."""
+        req = DirectRequest(id=secrets.token_hex(8), subject="0x" + subject.hex(), requested_at=self.clock())
+        self.queue.state.direct.append(req)
+        self.queue.save()
+        self._wake.set()
+        return req.id
+
+    def depth(self) -> int:
+        """Work this node still has to do: direct requests, a transaction in flight, unanchored heads."""
+        pending_heads = self.tracker.pending() if self.can_write else 0
+        return len(self.queue.state.direct) + (1 if self.queue.state.inflight else 0) + pending_heads
+
+    def batch_due(self) -> bool:
+        """True when the epoch has passed (or enough heads wait) and some head is unanchored."""
+        pending = self.tracker.pending()
+        if pending == 0:
+            return False
+        return pending >= self.epoch_events or self.clock() - self.queue.state.last_batch_at >= self.epoch_s
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Loop forever: pick up requests, do due work, back off on transport failures."""
+        task_status.started()
+        while True:
+            try:
+                self.queue.pick_up_requests()
+                did = await self.step()
+                self.failures = 0
+                self.status.pop("anchor_retry_in_s", None)
+                self.status["anchor_error"] = None
+                delay = 0.0 if did else self._idle_delay()
+            except NoRelayer:
+                delay = self.poll_interval_s
+            except ChainError as exc:  # transport trouble: keep the work, retry later
+                self.failures += 1
+                delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** (self.failures - 1))
+                self.status["anchor_error"] = exc.message
+                self.status["anchor_retry_in_s"] = delay
+                if isinstance(exc, ChainUnavailable):
+                    self.status["rpc"] = "down"
+                log.warning("anchoring: %s (retrying in %.1fs)", exc.message, delay)
+            self.status["queue_depth"] = self.depth()
+            if delay > 0:
+                with trio.move_on_after(delay):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+
+    def _idle_delay(self) -> float:
+        until_epoch = self.queue.state.last_batch_at + self.epoch_s - self.clock()
+        return max(0.05, min(self.poll_interval_s, until_epoch if self.tracker.pending() else self.poll_interval_s))
+
+    async def step(self) -> bool:
+        """Do one unit of due work; True if something was done (so the loop continues at once)."""
+        if not self.can_write:
+            return False
+        if self.queue.state.direct:
+            await self._direct_one(self.queue.state.direct[0])
+            return True
+        if self.batch_due():
+            return await self.anchor_batch()
+        return False
+
+    # ------------------------------------------------------------------ batch
+
+    async def anchor_batch(self) -> bool:
+        """Anchor the current tree root unless it is on chain already; True if a transaction was sent."""
+        root, count = self.tracker.latest()
+        now = self.clock()
+        if await self.client.batch_of(root):
+            self.queue.state.last_batch_at = now  # someone (maybe another node) anchored this root
+            self.queue.save()
+            return False
+        self.queue.state.inflight = {"kind": "batch", "root": "0x" + root.hex(), "count": count, "since": now}
+        self.queue.save()
+        try:
+            tx = await self.client.anchor_batch(root, count)
+            self.queue.state.inflight["tx"] = "0x" + tx.hex()
+            self.queue.save()
+            receipt = await self.client.wait_receipt(tx, self.poll_interval_s / 4, self.receipt_timeout_s)
+        except TransactionReverted as exc:
+            if exc.details.get("error") != "BatchExists":
+                raise
+            receipt = None  # a node in sync anchored the same root first: fine
+        self.queue.state.inflight = None
+        self.queue.state.last_batch_at = now
+        if receipt is not None:
+            self.queue.state.last_batch = {
+                "root": "0x" + root.hex(),
+                "count": count,
+                "tx": "0x" + bytes(receipt["transactionHash"]).hex(),
+                "block": int(receipt["blockNumber"]),
+                "gas": int(receipt["gasUsed"]),
+                "at": now,
+            }
+            self.status["last_batch"] = self.queue.state.last_batch
+            log.info("anchored batch root 0x%s over %d heads in block %d", root.hex(), count, receipt["blockNumber"])
+        self.queue.save()
+        return receipt is not None
+
+    # ------------------------------------------------------------------ direct
+
+    async def _direct_one(self, req: DirectRequest) -> None:
+        try:
+            result = await self.anchor_direct(bytes.fromhex(req.subject.removeprefix("0x")))
+        except (AnchorRefused, TransactionReverted) as exc:  # final for this request
+            result = {"status": "refused", "error": exc.to_dict()}
+            log.warning("direct anchor of %s refused: %s", req.subject, exc.message)
+        finally:
+            self.queue.state.inflight = None
+        self.queue.state.direct = [r for r in self.queue.state.direct if r.id != req.id]
+        self.queue.add_result({"id": req.id, "subject": req.subject, "at": self.clock(), **result})
+        self.status["last_direct"] = self.queue.state.results[-1]
+        self.queue.save()
+
+    async def anchor_direct(self, subject: bytes) -> dict[str, Any]:
+        """Bring the contract's head of ``subject`` up to the local head; returns a result dict."""
+        state = self.registry.state(subject)
+        if state is None:
+            raise AnchorRefused(f"unknown subject 0x{subject.hex()}: this node holds no log for it")
+        events = await trio.to_thread.run_sync(self.registry.store.log, subject)
+        chain_seq, chain_digest = await self.client.head_of(subject)
+        start = 0
+        if chain_digest != ZERO32:
+            if chain_seq >= len(events):
+                return {"status": "behind", "chain_seq": chain_seq, "local_seq": len(events) - 1}
+            local = event_digest(self.registry.domain, events[chain_seq].event)
+            if local != chain_digest:
+                raise AnchorRefused(
+                    f"conflict: the chain holds 0x{chain_digest.hex()} at seq {chain_seq}, "
+                    f"the local log 0x{local.hex()}; fork choice follows the chain",
+                    seq=chain_seq,
+                )
+            start = chain_seq + 1
+        if start >= len(events):
+            return {"status": "already", "seq": chain_seq, "digest": "0x" + chain_digest.hex()}
+        inputs = direct_inputs(events, 0)[start:]
+        txs = []
+        for i in range(0, len(inputs), MAX_EVENTS_PER_TX):
+            chunk = inputs[i : i + MAX_EVENTS_PER_TX]
+            self.queue.state.inflight = {"kind": "direct", "subject": "0x" + subject.hex(), "since": self.clock()}
+            tx = await self.client.anchor_events(chunk)
+            self.queue.state.inflight["tx"] = "0x" + tx.hex()
+            self.queue.save()
+            await self.client.wait_receipt(tx, self.poll_interval_s / 4, self.receipt_timeout_s)
+            txs.append("0x" + tx.hex())
+        head = event_digest(self.registry.domain, events[-1].event)
+        log.info("anchored subject 0x%s directly up to seq %d", subject.hex(), len(events) - 1)
+        return {"status": "anchored", "seq": len(events) - 1, "digest": "0x" + head.hex(), "txs": txs}

@@ -1,0 +1,220 @@
+"""The anchoring service against a real anvil: batch roots every epoch, direct anchors on request,
+a durable queue, and retries while the RPC endpoint is down."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+from node_chain import RELAYER_KEY, Subject, deploy, domain_for, node_registry, private_anvil, wait_for
+
+from node.chain.anchoring import AnchorQueue, direct_inputs, enqueue_direct
+from node.chain.client import ChainClient
+from node.chain.deploy import AnvilProcess, start_anvil
+from node.chain.service import ChainService
+from node.config import ChainConfig, Config, NetworkConfig
+from node.core.merkle import verify_proof
+
+pytestmark = [pytest.mark.anvil, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def anvil() -> Iterator[AnvilProcess]:
+    with private_anvil() as a:
+        yield a
+
+
+def make_config(tmp_path: Path, rpc_url: str, address: str, **chain: object) -> Config:
+    defaults: dict[str, object] = {
+        "rpc_url": rpc_url,
+        "confirmations": 1,
+        "poll_interval_s": 0.1,
+        "rpc_timeout_s": 2.0,
+        "anchor_epoch_s": 0.3,
+        "anchor_epoch_events": 1000,
+        "retry_max_s": 0.5,
+    }
+    defaults.update(chain)
+    return Config(
+        data_dir=tmp_path,
+        network=NetworkConfig(chain_id=31337, registry=address),
+        chain=ChainConfig(**defaults),  # type: ignore[arg-type]
+    )
+
+
+def mine(anvil: AnvilProcess) -> bool:
+    """Mine one block so that anchors reach their confirmation; returns False for use in wait_for."""
+    anvil.rpc("evm_mine")
+    return False
+
+
+def anchors_of(registry, subject: bytes, mode: str) -> list:  # type: ignore[no-untyped-def]
+    return [a for a in registry.store.anchors(subject) if a.mode == mode]
+
+
+def test_batch_then_direct(anvil: AnvilProcess, tmp_path: Path) -> None:
+    address = deploy(anvil)
+    registry = node_registry(address)
+    now = int(time.time())
+    s = Subject(domain_for(address))
+    events = [s.incept(1, now), s.update(now, "k1"), s.rotate(now)]
+    assert all(r.status == "accepted" for r in registry.ingest(events))
+    service = ChainService(registry, make_config(tmp_path, anvil.url, address), RELAYER_KEY)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            # one batch root covers the new heads; the watcher maps it back to them
+            await wait_for(
+                lambda: bool(anchors_of(registry, s.id, "batch")) or mine(anvil), what="a batch anchor of the head"
+            )
+            batch = anchors_of(registry, s.id, "batch")[0]
+            assert (batch.seq, batch.digest) == (2, s.head)
+            assert batch.root is not None
+            last = service.anchoring.queue.state.last_batch
+            assert last is not None
+            assert last["root"] == "0x" + batch.root.hex()
+            # the node's tree still has that root (no new events), so its proof checks against it
+            assert verify_proof(batch.root, s.id, 2, s.head, registry.tree.prove(s.id))
+            # a direct anchor relays all three signed events; the contract checks the signatures
+            service.anchoring.request_direct(s.id)
+            await wait_for(
+                lambda: bool(anchors_of(registry, s.id, "direct")) or mine(anvil), what="direct anchors"
+            )
+            await wait_for(lambda: len(anchors_of(registry, s.id, "direct")) == 3 or mine(anvil), what="3 heads")
+            assert await service.client.head_of(s.id) == (2, s.head)
+            assert service.anchoring.queue.state.results[-1]["status"] == "anchored"
+            assert service.status()["queue_depth"] == 0
+            # asking again is a no-op
+            service.anchoring.request_direct(s.id)
+            await wait_for(lambda: service.anchoring.queue.state.results[-1]["status"] == "already")
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_requests_from_another_process_survive_restart(anvil: AnvilProcess, tmp_path: Path) -> None:
+    """A CLI drops a request file; the queue persists it; a new service instance finishes it."""
+    address = deploy(anvil)
+    registry = node_registry(address)
+    now = int(time.time())
+    s = Subject(domain_for(address))
+    registry.ingest([s.incept(2, now), s.update(now, "k1")])
+    config = make_config(tmp_path, anvil.url, address, anchor_epoch_s=3600.0)
+    request_id = enqueue_direct(tmp_path, s.id)
+    queue = AnchorQueue(tmp_path)
+    assert queue.pick_up_requests() == 1
+    assert [r.id for r in AnchorQueue(tmp_path).state.direct] == [request_id]  # durable before done
+    service = ChainService(registry, config, RELAYER_KEY)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            await wait_for(lambda: not service.anchoring.queue.state.direct, what="the queued request to finish")
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    saved = json.loads((tmp_path / "chain" / "anchoring.json").read_text())
+    assert saved["direct"] == []
+    assert saved["results"][-1]["id"] == request_id
+    assert saved["results"][-1]["status"] == "anchored"
+
+
+def test_conflict_and_forgery_are_refused(anvil: AnvilProcess, tmp_path: Path) -> None:
+    """The chain holds another event at a seq: the relayer refuses. A forged event reverts on-chain."""
+    address = deploy(anvil)
+    now = int(time.time())
+    s = Subject(domain_for(address))
+    inc, upd = s.incept(3, now), s.update(now, "k1")
+    client = ChainClient(anvil.url, address, relayer_key=RELAYER_KEY, timeout_s=5)
+    # somebody anchored seq 1 = a different (but validly signed) update
+    fork = Subject(domain_for(address), secrets=s.secrets, events=[inc])
+    other = fork.update(now, "k-other")
+
+    async def main() -> None:
+        tx = await client.anchor_events(direct_inputs([inc, other], 0))
+        await client.wait_receipt(tx, 0.05, 10)
+        registry = node_registry(address)
+        registry.ingest([inc, upd])
+        service = ChainService(registry, make_config(tmp_path, anvil.url, address, anchor_epoch_s=3600.0), RELAYER_KEY)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            service.anchoring.request_direct(s.id)
+            await wait_for(lambda: bool(service.anchoring.queue.state.results), what="the request result")
+            result = service.anchoring.queue.state.results[-1]
+            assert result["status"] == "refused"
+            assert result["error"]["code"] == "anchor_refused"
+            assert "conflict" in result["error"]["message"]
+            nursery.cancel_scope.cancel()
+        # a cheating relayer forges seq 2 (timestamp changed after signing): the contract refuses
+        forged_event = s.update(now, "k2")
+        tampered = type(forged_event)(
+            event=type(forged_event.event)(**{**_fields(forged_event.event), "timestamp": now + 1}),
+            signatures=forged_event.signatures,
+            domain=forged_event.domain,
+        )
+        from node.chain.client import TransactionReverted
+
+        with pytest.raises(TransactionReverted) as err:
+            await client.anchor_events(direct_inputs([inc, other, tampered], 2))
+        assert err.value.details["error"] in ("NotAController", "WrongPrev")
+        # sent anyway with a fixed gas limit, it is mined and reverts
+        tx = await client.anchor_events(direct_inputs([inc, other, tampered], 2), gas=500_000)
+        with pytest.raises(TransactionReverted):
+            await client.wait_receipt(tx, 0.05, 10)
+
+    trio.run(main)
+
+
+def _fields(event: object) -> dict[str, object]:
+    return {name: getattr(event, name) for name in event.__slots__ if name != "kind"}  # type: ignore[attr-defined]
+
+
+def test_rpc_down_keeps_work_and_recovers(tmp_path: Path) -> None:
+    """anvil killed: status says down, the queue keeps the work; restarted from its state file: drained."""
+    state_file = tmp_path / "anvil-state.json"
+    with private_anvil("--state", str(state_file), "--state-interval", "1") as first:
+        port = first.port
+        address = deploy(first)
+        registry = node_registry(address)
+        now = int(time.time())
+        s = Subject(domain_for(address))
+        registry.ingest([s.incept(4, now)])
+        config = make_config(tmp_path / "node", first.url, address, confirmations=0, anchor_epoch_s=0.2)
+        service = ChainService(registry, config, RELAYER_KEY)
+        anvil_ref: list[AnvilProcess] = [first]
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(service.run)
+                await wait_for(lambda: bool(anchors_of(registry, s.id, "batch")), what="the first batch")
+                # let the state file catch up with the deployment and the batch, then kill anvil
+                await wait_for(lambda: state_file.exists() and state_file.stat().st_size > 0, what="state file")
+                await trio.sleep(1.2)  # --state-interval 1: one more dump after the batch block
+                first.stop()
+                registry.ingest([s.update(now, "k1")])
+                service.anchoring.request_direct(s.id)
+                await wait_for(lambda: service.status()["rpc"] == "down", what="rpc down in status")
+                st = service.status()
+                assert st["queue_depth"] >= 2
+                assert st["last_error"]
+                second = start_anvil(port=port, extra_args=["--state", str(state_file), "--state-interval", "1"])
+                anvil_ref.append(second)
+                await wait_for(
+                    lambda: service.status()["rpc"] == "ok" and service.status()["queue_depth"] == 0,
+                    timeout=30,
+                    what="recovery and a drained queue",
+                )
+                assert service.anchoring.queue.state.results[-1]["status"] == "anchored"
+                assert len(anchors_of(registry, s.id, "direct")) >= 2
+                nursery.cancel_scope.cancel()
+
+        try:
+            trio.run(main)
+        finally:
+            for a in anvil_ref[1:]:
+                a.stop()
