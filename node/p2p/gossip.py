@@ -1,0 +1,307 @@
+"""Gossip of key events: the topic validator (wired to the registry's verdicts) and the publisher.
+
+Inbound: gossipsub calls :meth:`Gossip.validate` for every message before it forwards it. The
+validator rate-limits the forwarder, decodes the batch, and ingests it through one ingest task
+(which coalesces concurrent batches into one ``Registry.ingest`` call and keeps arrival order).
+The message is *valid* (forwarded) if at least one event was accepted, already known, or evidence;
+*invalid* (dropped, forwarder penalised by the score function) if it is malformed, oversized, over
+the peer's rate, or holds only events that break the rules. Events that cannot be applied yet (a
+gap in a subject's log, an unknown subject) make the message invalid too, since we cannot check
+them, but also schedule a targeted sync with the forwarder, which repairs the gap.
+
+Outbound: a registry listener queues events accepted from any source but gossip and sync (gossip
+already forwards what it validated; sync only repairs), and every duplicity evidence. The
+publisher sends one batch per ``publish_interval_s`` at most, up to ``max_events_per_message``
+events or ``max_message_bytes``: py-libp2p drops silently beyond 32 queued messages per peer, so
+pacing, not hope, keeps batches from being lost.
+
+Invariant: memory is bounded: the outbox holds at most ``OUTBOX_MAX`` events (overflow is counted
+as ``dropped`` and later repaired by sync), per-peer state at most ``MAX_TRACKED_PEERS`` entries.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from libp2p.peer.id import ID
+from libp2p.pubsub.pb import rpc_pb2
+
+from ..config import P2PConfig
+from ..core.errors import ChainBroken, RuleViolation, StaleEvent, UnknownSubject
+from ..core.records import SignedEvent
+from ..registry import IngestResult, Registry, Report
+from .wire import DUPLICITY, decode_message, encode_batch, encode_duplicity
+
+log = logging.getLogger(__name__)
+
+OUTBOX_MAX = 50_000
+MAX_TRACKED_PEERS = 4096
+INGEST_COALESCE = 1024  # events per Registry.ingest call from gossip
+MESSAGE_OVERHEAD = 16 * 1024  # pubsub envelope (signature, key, sender record) under the RPC cap
+
+GapHandler = Callable[[ID, dict[bytes, int]], None]
+
+
+class TokenBucket:
+    """Per-peer message rate limit (tokens refill at ``rate`` per second up to ``burst``)."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass
+class GossipStats:
+    """Counters for /v1/health and the benchmarks."""
+
+    messages_in: int = 0
+    messages_valid: int = 0
+    messages_invalid: int = 0
+    messages_gap: int = 0
+    rate_limited: int = 0
+    messages_out: int = 0
+    events_out: int = 0
+    evidence_out: int = 0
+    events_in_accepted: int = 0
+    dropped: int = 0
+    invalid_by_peer: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d.pop("invalid_by_peer")
+        return d
+
+
+@dataclass
+class _Job:
+    events: list[SignedEvent]
+    done: trio.Event = field(default_factory=trio.Event)
+    results: list[IngestResult] = field(default_factory=list)
+
+
+def is_gap(result: IngestResult) -> bool:
+    """A rejection that means "cannot apply yet" rather than "breaks the rules"."""
+    err = result.error
+    return isinstance(err, (ChainBroken, UnknownSubject)) and not isinstance(err, StaleEvent)
+
+
+class Gossip:
+    """Validator, ingest task, listener and publisher for one topic."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        config: P2PConfig,
+        pubsub: Any,
+        topic: str,
+        on_gap: GapHandler | None = None,
+    ) -> None:
+        self.registry = registry
+        self.config = config
+        self.pubsub = pubsub
+        self.topic = topic
+        self.on_gap = on_gap
+        self.stats = GossipStats()
+        self._my_id: ID = pubsub.my_id
+        self._buckets: collections.OrderedDict[ID, TokenBucket] = collections.OrderedDict()
+        # Thread-safe handoff from the registry's worker thread: deque appends are atomic.
+        self._outbox: collections.deque[bytes] = collections.deque()
+        self._evidence: collections.deque[bytes] = collections.deque(maxlen=1024)
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._bell_send, self._bell_recv = trio.open_memory_channel[None](1)
+        self._jobs_send, self._jobs_recv = trio.open_memory_channel[_Job](64)
+        self._budget = max(4096, config.max_message_bytes - MESSAGE_OVERHEAD)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Subscribe, register the validator and listener, and run until cancelled."""
+        self._token = trio.lowlevel.current_trio_token()
+        self.pubsub.set_topic_validator(self.topic, self.validate, True)
+        subscription = await self.pubsub.subscribe(self.topic)
+        self.registry.listeners.append(self.on_report)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._drain, subscription)
+                nursery.start_soon(self._ingest_loop)
+                nursery.start_soon(self._publisher)
+                task_status.started()
+        finally:
+            self.registry.listeners.remove(self.on_report)
+
+    async def _drain(self, subscription: Any) -> None:
+        # Ingestion happens in the validator; the subscription must still be read continuously,
+        # or py-libp2p's 32-message buffer fills and it logs a warning per message.
+        async for _ in subscription:
+            pass
+
+    # ------------------------------------------------------------------ inbound
+
+    def _bucket(self, peer: ID) -> TokenBucket:
+        bucket = self._buckets.get(peer)
+        if bucket is None:
+            rate = self.config.peer_rate_msgs_per_s
+            bucket = TokenBucket(rate, max(2.0, 2 * rate))
+            self._buckets[peer] = bucket
+            if len(self._buckets) > MAX_TRACKED_PEERS:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(peer)
+        return bucket
+
+    def _invalid(self, peer: ID) -> bool:
+        self.stats.messages_invalid += 1
+        key = str(peer)
+        by_peer = self.stats.invalid_by_peer
+        by_peer[key] = by_peer.get(key, 0) + 1
+        if len(by_peer) > MAX_TRACKED_PEERS:
+            by_peer.pop(next(iter(by_peer)))
+        return False
+
+    async def validate(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
+        """Gossipsub topic validator: True forwards the message, False drops it and penalises."""
+        if forwarder == self._my_id:
+            return True  # our own publish: its events are already in the registry
+        self.stats.messages_in += 1
+        if not self._bucket(forwarder).take():
+            self.stats.rate_limited += 1
+            return self._invalid(forwarder)
+        try:
+            decoded = decode_message(
+                msg.data, self.config.max_message_bytes, self.config.max_events_per_message, self.registry.limits
+            )
+        except RuleViolation:
+            return self._invalid(forwarder)
+        if not decoded.events:
+            return self._invalid(forwarder)
+        job = _Job(decoded.events)
+        await self._jobs_send.send(job)
+        await job.done.wait()
+        good = bad = 0
+        gaps: dict[bytes, int] = {}
+        for r in job.results:
+            if r.status == "rejected":
+                if is_gap(r) and r.subject is not None:
+                    state = self.registry.states.get(r.subject)
+                    gaps[r.subject] = 0 if state is None else state.seq + 1
+                else:
+                    bad += 1
+            else:
+                good += 1
+                if r.status == "accepted":
+                    self.stats.events_in_accepted += 1
+        if gaps and self.on_gap is not None:
+            self.on_gap(forwarder, gaps)
+        ok = bad == 0 and not gaps if decoded.kind == DUPLICITY else good > 0
+        if ok:
+            self.stats.messages_valid += 1
+            return True
+        if gaps and not bad and not decoded.malformed:
+            self.stats.messages_gap += 1
+        return self._invalid(forwarder)
+
+    async def _ingest_loop(self) -> None:
+        """One ingest at a time, in arrival order; concurrent batches coalesce into one call."""
+        while True:
+            jobs = [await self._jobs_recv.receive()]
+            total = len(jobs[0].events)
+            while total < INGEST_COALESCE:
+                try:
+                    job = self._jobs_recv.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                jobs.append(job)
+                total += len(job.events)
+            items = [e for j in jobs for e in j.events]
+            try:
+                results = await trio.to_thread.run_sync(self.registry.ingest, items, "gossip", True)
+            except Exception:
+                log.exception("gossip ingest failed; the batch is dropped and sync will retry it")
+                results = []
+            pos = 0
+            for j in jobs:
+                n = len(j.events)
+                j.results = results[pos : pos + n]
+                pos += n
+                j.done.set()
+
+    # ------------------------------------------------------------------ outbound
+
+    def on_report(self, report: Report) -> None:
+        """Registry listener (runs in the ingesting thread): queue what to gossip."""
+        queued = False
+        for ev in report.evidence:
+            self._evidence.append(encode_duplicity(ev))
+            queued = True
+        if report.source not in ("gossip", "sync"):
+            room = OUTBOX_MAX - len(self._outbox)
+            accepted = report.accepted
+            if len(accepted) > room:
+                self.stats.dropped += len(accepted) - max(room, 0)
+                accepted = accepted[: max(room, 0)]
+            self._outbox.extend(raw for _, raw in accepted)
+            queued = queued or bool(accepted)
+        if queued and self._token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                self._token.run_sync_soon(self._ring)
+
+    def _ring(self) -> None:
+        with contextlib.suppress(trio.WouldBlock):
+            self._bell_send.send_nowait(None)
+
+    def _take_batch(self) -> list[bytes]:
+        batch: list[bytes] = []
+        size = 32
+        limit = self.config.max_events_per_message
+        while self._outbox and len(batch) < limit:
+            raw = self._outbox[0]
+            if batch and size + len(raw) + 1 > self._budget:
+                break
+            batch.append(self._outbox.popleft())
+            size += len(raw) + 1
+        return batch
+
+    async def _publisher(self) -> None:
+        interval = self.config.publish_interval_s
+        last = -float("inf")
+        while True:
+            if not self._outbox and not self._evidence:
+                await self._bell_recv.receive()
+                continue
+            wait = last + interval - trio.current_time()
+            if wait > 0:
+                await trio.sleep(wait)
+            last = trio.current_time()
+            if self._evidence:
+                data = self._evidence.popleft()
+                self.stats.evidence_out += 1
+            else:
+                batch = self._take_batch()
+                if not batch:
+                    continue
+                data = encode_batch(batch)
+                self.stats.events_out += len(batch)
+            self.stats.messages_out += 1
+            await self.pubsub.publish(self.topic, data)
+
+    def status(self) -> dict[str, Any]:
+        """Counters and queue depths."""
+        return {**self.stats.to_dict(), "outbox": len(self._outbox)}

@@ -1,0 +1,216 @@
+"""Test and benchmark helpers for the p2p layer: signed event streams, generated once and cached.
+
+Signing costs ~0.4 ms an event, so the benchmarks and multi-process tests pre-generate their
+events (in a process pool) and cache them in a file keyed by the parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ..core import builder
+from ..core.codec import encode_event
+from ..core.eip712 import event_digest
+from ..core.records import Domain, PublishedKey, SignedEvent
+
+
+def subject_log(domain: Domain, secret: bytes, updates: int, timestamp: int, tag: str = "") -> list[SignedEvent]:
+    """An inception then ``updates`` metadata updates for one controller secret."""
+    ctrl = builder.controller_set([secret])
+    inc = builder.inception(timestamp, ctrl, 1, metadata=f"subject {tag}")
+    signed = builder.sign_event(domain, inc, [secret])
+    out = [signed]
+    subject = prev = event_digest(domain, inc)
+    for seq in range(1, updates + 1):
+        up = builder.update(subject, seq, prev, timestamp, metadata=f"m{seq}")
+        signed = builder.sign_event(domain, up, [secret])
+        prev = event_digest(domain, up)
+        out.append(signed)
+    return out
+
+
+def conflicting_update(domain: Domain, secret: bytes, head: SignedEvent, tag: str) -> SignedEvent:
+    """Another valid update at the seq after ``head`` (an equivocation when two are made)."""
+    subject = head.event.subject if head.event.kind != "inception" else event_digest(domain, head.event)
+    prev = event_digest(domain, head.event)
+    key = PublishedKey(f"k-{tag}", "Ed25519", hashlib.sha256(tag.encode()).digest(), ("sig",), 0, 0)
+    up = builder.update(subject, head.event.seq + 1, prev, head.event.timestamp, publish=[key])
+    return builder.sign_event(domain, up, [secret])
+
+
+def _gen(args: tuple[int, bytes, int, int, int, int]) -> list[bytes]:
+    chain_id, contract, start, count, updates, timestamp = args
+    domain = Domain(chain_id, contract)
+    out: list[bytes] = []
+    for i in range(start, start + count):
+        secret = hashlib.sha256(b"keyreg-p2p-test-%d" % i).digest()
+        out.extend(encode_event(s) for s in subject_log(domain, secret, updates, timestamp, str(i)))
+    return out
+
+
+def generate(
+    domain: Domain, subjects: int, updates: int = 0, cache_dir: Path | None = None, workers: int | None = None
+) -> list[bytes]:
+    """Wire bytes of ``subjects`` logs of 1 + ``updates`` events each, subject by subject.
+
+    Deterministic secrets; timestamps are fixed per cache file so cached events stay valid.
+    """
+    key = f"{domain.chain_id}-{domain.verifying_contract.hex()}-{subjects}-{updates}"
+    path = Path(cache_dir) / f"events-{key}.jsonl" if cache_dir else None
+    if path is not None and path.exists():
+        return [line.encode() for line in path.read_text().splitlines()]
+    timestamp = int(time.time()) - 60
+    workers = workers or max(1, min(os.cpu_count() or 1, 4))
+    step = max(1, subjects // (workers * 4))
+    jobs = [
+        (domain.chain_id, domain.verifying_contract, s, min(step, subjects - s), updates, timestamp)
+        for s in range(0, subjects, step)
+    ]
+    out: list[bytes] = []
+    if workers == 1 or subjects < 64:
+        for j in jobs:
+            out.extend(_gen(j))
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            for part in pool.map(_gen, jobs):
+                out.extend(part)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(e.decode() + "\n" for e in out))
+        tmp.replace(path)
+    return out
+
+
+def interleave(events: list[bytes], per_subject: int) -> list[bytes]:
+    """Reorder subject-by-subject logs round-robin (seq 0 of all, then seq 1 ...): gossip-like load."""
+    logs = [events[i : i + per_subject] for i in range(0, len(events), per_subject)]
+    return [log[k] for k in range(per_subject) for log in logs if k < len(log)]
+
+
+def digest_hex(domain: Domain, raw: bytes) -> str:
+    """0x digest of a wire event (test bookkeeping)."""
+    from ..core.codec import decode_event
+
+    return "0x" + event_digest(domain, decode_event(raw).event).hex()
+
+
+def dumps(obj: object) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------- node processes
+
+
+class NodeProcess:
+    """One ``python -m node.p2p.testnode`` OS process and a client for its control socket."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        bootstrap: list[str] | None = None,
+        settings: dict[str, object] | None = None,
+        record_times: bool = False,
+        log_path: Path | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.bootstrap = list(bootstrap or [])
+        self.settings = dict(settings or {})
+        self.record_times = record_times
+        self.log_path = log_path or self.data_dir / "node.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.sock: socket.socket | None = None
+        self._buf = b""
+        self.addr = ""
+        self.peer_id = ""
+
+    def start(self, timeout: float = 30.0) -> NodeProcess:
+        import sys
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        port_file = self.data_dir / "control.port"
+        port_file.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "node.p2p.testnode", "--data-dir", str(self.data_dir)]
+        for b in self.bootstrap:
+            cmd += ["--bootstrap", b]
+        for k, v in self.settings.items():
+            cmd += ["--set", f"p2p.{k}={v}"]
+        if self.record_times:
+            cmd.append("--record-times")
+        log = open(self.log_path, "ab")  # noqa: SIM115  # handed to the child, closed in stop()
+        self._log = log
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.monotonic() + timeout
+        while not port_file.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node exited with {self.proc.returncode}; see {self.log_path}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise TimeoutError(f"node did not start in {timeout}s; see {self.log_path}")
+            time.sleep(0.02)
+        self.sock = socket.create_connection(("127.0.0.1", int(port_file.read_text())), timeout=120)
+        self._buf = b""
+        st = self.call("status")
+        self.addr = st["addrs"][0]
+        self.peer_id = st["peer_id"]
+        return self
+
+    def call(self, op: str, **kw: object) -> Any:
+        assert self.sock is not None, "node not started"
+        self.sock.sendall(json.dumps({"op": op, **kw}).encode() + b"\n")
+        while b"\n" not in self._buf:
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError(f"node closed the control socket; see {self.log_path}")
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        out = json.loads(line)
+        if not out["ok"]:
+            raise RuntimeError(out["error"])
+        return out["result"]
+
+    def submit(self, events: list[bytes]) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.call("submit", events=[e.decode() for e in events])
+        return result
+
+    def count(self) -> int:
+        return int(self.call("state")["count"])
+
+    def stop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+            self._log = None
+
+    kill = stop
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> float:
+    """Poll ``predicate`` until true; returns the seconds it took, raises TimeoutError naming ``what``."""
+    start = time.monotonic()
+    while True:
+        if predicate():
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

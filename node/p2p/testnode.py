@@ -1,0 +1,149 @@
+"""A minimal node process for the p2p end-to-end tests and benchmarks.
+
+    python -m node.p2p.testnode --data-dir D [--bootstrap MULTIADDR ...] [--set p2p.FIELD=VALUE ...]
+
+Runs a Registry (in-memory store) + ``run_p2p`` and a JSON-lines control socket on 127.0.0.1
+(port written to ``<data_dir>/control.port``). Each request line is an object with an ``op``:
+``submit`` {events: [wire-json-str]} -> results; ``state`` -> root, count, disputed;
+``subject`` {subject} -> seq, head, disputed, evidence; ``status`` -> p2p status;
+``times`` {digests} -> unix time each digest was applied here (bench latency; needs --record-times);
+``connect`` {addr}; ``publish_raw`` {data} (abuse tests: gossip arbitrary bytes on the topic).
+
+Once ``keyreg node run`` exists, tests should prefer it; this entry stays for the benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from collections import OrderedDict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..config import load_config
+from ..registry import Registry, Report
+from ..store.memory import MemoryStore
+from .service import P2PService, run_p2p
+
+MAX_LINE = 64 * 1024 * 1024
+MAX_TIMES = 2_000_000
+
+
+class Node:
+    def __init__(self, registry: Registry, record_times: bool) -> None:
+        self.registry = registry
+        self.service: P2PService | None = None
+        self.times: OrderedDict[bytes, float] = OrderedDict()
+        if record_times:
+            registry.listeners.append(self._record)
+
+    def _record(self, report: Report) -> None:
+        now = time.time()
+        for acc, _ in report.accepted:
+            self.times[acc.digest] = now
+        while len(self.times) > MAX_TIMES:
+            self.times.popitem(last=False)
+
+    async def handle(self, req: dict[str, Any]) -> Any:
+        op = req.get("op")
+        reg = self.registry
+        svc = self.service
+        assert svc is not None
+        if op == "submit":
+            raws = [e.encode() for e in req["events"]]
+            results = await trio.to_thread.run_sync(reg.ingest, raws, "api", True)
+            return [r.to_dict() for r in results]
+        if op == "state":
+            root, count = await svc.sync.tree.root()
+            return {"root": "0x" + root.hex(), "count": count, "disputed": len(reg.disputed)}
+        if op == "subject":
+            subject = bytes.fromhex(req["subject"].removeprefix("0x"))
+            st = reg.states.get(subject)
+            ev = await trio.to_thread.run_sync(reg.store.evidence, subject)
+            return {
+                "seq": None if st is None else st.seq,
+                "head": None if st is None else "0x" + st.head.hex(),
+                "disputed": subject in reg.disputed,
+                "evidence": len(ev),
+            }
+        if op == "status":
+            return svc.status()
+        if op == "times":
+            return [self.times.get(bytes.fromhex(d.removeprefix("0x"))) for d in req["digests"]]
+        if op == "connect":
+            return str(await svc.connect(req["addr"]))
+        if op == "publish_raw":
+            await svc.pubsub.publish(svc.topic, bytes.fromhex(req["data"]))
+            return True
+        raise ValueError(f"unknown op {op!r}")
+
+    async def serve_client(self, stream: trio.SocketStream) -> None:
+        buf = bytearray()
+        try:
+            while True:
+                chunk = await stream.receive_some(1 << 20)
+                if not chunk:
+                    return
+                buf += chunk
+                if len(buf) > MAX_LINE:
+                    return
+                while b"\n" in buf:
+                    line, _, rest = bytes(buf).partition(b"\n")
+                    buf = bytearray(rest)
+                    try:
+                        out = {"ok": True, "result": await self.handle(json.loads(line))}
+                    except Exception as exc:  # report any failure to the test driver
+                        out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                    await stream.send_all(json.dumps(out).encode() + b"\n")
+        except trio.BrokenResourceError:
+            return
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    p2p: dict[str, Any] = {"bootstrap": ",".join(args.bootstrap)}
+    for item in args.set:
+        k, _, v = item.partition("=")
+        section, _, name = k.partition(".")
+        if section != "p2p":
+            raise SystemExit(f"--set only supports p2p.* (got {k})")
+        p2p[name] = v
+    config = load_config(data_dir, {"p2p": p2p})
+    registry = Registry(config.domain, MemoryStore(), config.limits)
+    node = Node(registry, args.record_times)
+    async with trio.open_nursery() as nursery:
+        node.service = await nursery.start(run_p2p, registry, config)
+        listeners = await nursery.start(partial(trio.serve_tcp, node.serve_client, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        tmp = data_dir / "control.port.tmp"
+        tmp.write_text(str(port))
+        tmp.replace(data_dir / "control.port")
+        print(json.dumps({"peer_id": node.service.peer_id, "addrs": node.service.addrs, "control": port}), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--bootstrap", action="append", default=[])
+    ap.add_argument("--set", action="append", default=[], help="p2p.FIELD=VALUE config override")
+    ap.add_argument("--record-times", action="store_true")
+    ap.add_argument("--log-level", default=os.environ.get("KEYREG_P2P_LOG", "WARNING"))
+    args = ap.parse_args()
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    # py-libp2p logs expected churn (closed streams, rejected messages) as warnings/errors.
+    logging.getLogger("libp2p").setLevel(logging.CRITICAL)
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(main_async, args)
+
+
+if __name__ == "__main__":
+    main()

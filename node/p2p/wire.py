@@ -1,0 +1,170 @@
+"""Wire formats of the p2p layer (normative text: docs/p2p.md).
+
+Gossip messages (topic ``/keyreg/1/<chainId>/<registry>/events``) are canonical JSON objects:
+
+- ``{"events":[<event>,...],"type":"events"}``: a batch of signed events in the core's wire form;
+- ``{"events":[<first>,<second>],"seq":n,"subject":"0x..","type":"duplicity"}``: evidence, the two
+  events sorted by their wire bytes so every node that gossips it produces identical bytes (and the
+  content-addressed message id dedups them).
+
+Sync frames (``/keyreg/sync/1``) are a 4-byte big-endian length then a canonical JSON object.
+
+Stored events are already canonical JSON bytes, so batches are spliced from them without
+re-encoding; sorted keys make ``{"events":[...],"type":...}`` canonical as written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from ..core.codec import dumps_canonical, encode_event, event_from_obj, loads_strict
+from ..core.errors import MalformedEvent, OversizedInput, RuleViolation
+from ..core.fork import Duplicity
+from ..core.limits import Limits
+from ..core.records import SignedEvent
+
+EVENTS = "events"
+DUPLICITY = "duplicity"
+FRAME_HEADER = 4
+
+
+def topic_name(chain_id: int, registry: str) -> str:
+    """The gossip topic of one network (chain id + registry contract)."""
+    return f"/keyreg/1/{chain_id}/{registry.lower()}/events"
+
+
+def encode_batch(raw_events: Sequence[bytes]) -> bytes:
+    """A gossip/sync events batch from canonical event bytes."""
+    return b'{"events":[' + b",".join(raw_events) + b'],"type":"events"}'
+
+
+def encode_duplicity(ev: Duplicity) -> bytes:
+    """The evidence message for one duplicity (deterministic bytes)."""
+    a, b = sorted((encode_event(ev.first), encode_event(ev.second)))
+    subject = dumps_canonical("0x" + ev.subject.hex())
+    seq = str(ev.seq).encode()
+    return b'{"events":[' + a + b"," + b + b'],"seq":' + seq + b',"subject":' + subject + b',"type":"duplicity"}'
+
+
+@dataclass
+class Decoded:
+    """A decoded gossip message: its kind, the events that decoded, and how many did not."""
+
+    kind: str
+    events: list[SignedEvent]
+    malformed: int
+
+
+def decode_message(data: bytes, max_bytes: int, max_events: int, limits: Limits) -> Decoded:
+    """Decode a gossip message; raises MalformedEvent when the message as a whole is unusable."""
+    if len(data) > max_bytes:
+        raise OversizedInput(f"message is {len(data)} bytes, limit {max_bytes}")
+    obj = loads_strict(data)
+    if type(obj) is not dict:
+        raise MalformedEvent("message must be a JSON object")
+    kind = obj.get("type")
+    events = obj.get("events")
+    if kind == EVENTS:
+        if set(obj) != {"type", "events"}:
+            raise MalformedEvent("events message has unknown fields")
+        if type(events) is not list or not 0 < len(events) <= max_events:
+            raise MalformedEvent(f"events must be a list of 1..{max_events} events")
+    elif kind == DUPLICITY:
+        if set(obj) != {"type", "events", "subject", "seq"}:
+            raise MalformedEvent("duplicity message has unknown or missing fields")
+        if type(events) is not list or len(events) != 2:
+            raise MalformedEvent("duplicity evidence carries exactly two events")
+    else:
+        raise MalformedEvent(f"unknown message type {kind!r}")
+    out: list[SignedEvent] = []
+    bad = 0
+    for e in events:
+        try:
+            out.append(event_from_obj(e, limits))
+        except RuleViolation:
+            bad += 1
+    if kind == DUPLICITY and bad:
+        raise MalformedEvent("duplicity evidence holds a malformed event")
+    return Decoded(kind, out, bad)
+
+
+# ---------------------------------------------------------------- sync frames
+
+
+class FrameError(Exception):
+    """The peer broke the sync framing (oversized, truncated, not JSON)."""
+
+
+def frame(obj: Any) -> bytes:
+    """A length-prefixed canonical JSON frame."""
+    body = dumps_canonical(obj)
+    return len(body).to_bytes(FRAME_HEADER, "big") + body
+
+
+def frame_raw(body: bytes) -> bytes:
+    """A length-prefixed frame from already canonical bytes."""
+    return len(body).to_bytes(FRAME_HEADER, "big") + body
+
+
+class FrameReader:
+    """Reads length-prefixed frames from a libp2p stream, buffering reads (each read has a timeout)."""
+
+    def __init__(self, stream: Any, max_frame: int, timeout_s: float) -> None:
+        self._stream = stream
+        self._max = max_frame
+        self._timeout = timeout_s
+        self._buf = bytearray()
+
+    async def _fill(self, n: int) -> None:
+        while len(self._buf) < n:
+            with trio.fail_after(self._timeout):
+                chunk = await self._stream.read(max(65536, n - len(self._buf)))
+            if not chunk:
+                raise FrameError("stream closed mid-frame")
+            self._buf += chunk
+
+    async def read_body(self) -> bytes:
+        """The next frame's body bytes."""
+        await self._fill(FRAME_HEADER)
+        size = int.from_bytes(self._buf[:FRAME_HEADER], "big")
+        if size > self._max:
+            raise FrameError(f"frame of {size} bytes exceeds the {self._max}-byte limit")
+        await self._fill(FRAME_HEADER + size)
+        body = bytes(self._buf[FRAME_HEADER : FRAME_HEADER + size])
+        del self._buf[: FRAME_HEADER + size]
+        return body
+
+    async def read(self) -> dict[str, Any]:
+        """The next frame as a JSON object."""
+        body = await self.read_body()
+        try:
+            obj = loads_strict(body)
+        except MalformedEvent as exc:
+            raise FrameError(str(exc)) from None
+        if type(obj) is not dict or not isinstance(obj.get("type"), str):
+            raise FrameError("frame must be a JSON object with a type")
+        return obj
+
+
+class FrameWriter:
+    """Coalesces frames into writes of about ``chunk`` bytes (small writes are slow in py-libp2p)."""
+
+    def __init__(self, stream: Any, chunk: int = 64 * 1024) -> None:
+        self._stream = stream
+        self._chunk = chunk
+        self._buf = bytearray()
+
+    async def send(self, data: bytes, flush: bool = False) -> None:
+        self._buf += data
+        if flush or len(self._buf) >= self._chunk:
+            await self.flush()
+
+    async def flush(self) -> None:
+        while self._buf:
+            piece = bytes(self._buf[: self._chunk])
+            del self._buf[: self._chunk]
+            await self._stream.write(piece)
