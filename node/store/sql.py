@@ -123,9 +123,7 @@ def open_engine(url: str) -> Engine:
 class SqlStore:
     """The durable store (see the module docstring for transactions and durability)."""
 
-    def __init__(
-        self, url: str, clock: Callable[[], float] = time.time, limits: Limits = DEFAULT_LIMITS
-    ) -> None:
+    def __init__(self, url: str, clock: Callable[[], float] = time.time, limits: Limits = DEFAULT_LIMITS) -> None:
         self.url = url
         self.clock = clock
         self.limits = limits

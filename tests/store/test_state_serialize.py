@@ -1,0 +1,81 @@
+"""SubjectState <-> JSON column: an exact, deterministic round trip (property tests)."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from node.core.log import KeyRecord, SubjectState
+from node.core.records import ALGORITHMS, PublishedKey
+from node.store.serialize import I64_MAX, key_row, state_from_json, state_to_json
+
+u64 = st.integers(0, 2**64 - 1)
+b32 = st.binary(min_size=32, max_size=32)
+b20 = st.binary(min_size=20, max_size=20)
+text = st.text(max_size=40)  # any unicode: JSON must carry it exactly
+opt_u64 = st.none() | u64
+
+
+@st.composite
+def key_records(draw: st.DrawFn, key_id: str) -> KeyRecord:
+    key = PublishedKey(
+        key_id=key_id,
+        alg=draw(st.sampled_from(ALGORITHMS)),
+        public_key=draw(st.binary(min_size=32, max_size=33)),
+        purposes=tuple(draw(st.lists(st.text(min_size=1, max_size=8), max_size=4, unique=True))),
+        not_before=draw(u64),
+        not_after=draw(u64),
+    )
+    return KeyRecord(
+        key=key,
+        published_seq=draw(u64),
+        published_at=draw(u64),
+        not_after=draw(u64),
+        revoked_at=draw(opt_u64),
+        revoked_seq=draw(opt_u64),
+        revoked_reason=draw(text),
+    )
+
+
+@st.composite
+def states(draw: st.DrawFn) -> SubjectState:
+    ids = draw(st.lists(st.text(min_size=1, max_size=12), max_size=6, unique=True))
+    keys = {kid: draw(key_records(kid)) for kid in ids}  # insertion order is part of the state
+    return SubjectState(
+        subject=draw(b32),
+        seq=draw(u64),
+        head=draw(b32),
+        timestamp=draw(u64),
+        controllers=tuple(draw(st.lists(b20, min_size=1, max_size=4))),
+        threshold=draw(st.integers(1, 255)),
+        next_commitment=draw(b32),
+        governor=draw(b20),
+        metadata=draw(text),
+        keys=MappingProxyType(keys),
+        revoked_at=draw(opt_u64),
+        revoked_seq=draw(opt_u64),
+        revoked_reason=draw(text),
+        last_establishment_seq=draw(u64),
+    )
+
+
+@settings(max_examples=120, deadline=None)
+@given(states())
+def test_state_roundtrips_exactly(state: SubjectState) -> None:
+    text_form = state_to_json(state)
+    back = state_from_json(text_form)
+    assert back == state
+    assert list(back.keys) == list(state.keys)  # publication order survives
+    assert isinstance(back.keys, MappingProxyType)
+    assert state_to_json(back) == text_form  # deterministic: equal states, equal bytes
+
+
+@settings(max_examples=30, deadline=None)
+@given(states())
+def test_key_rows_fit_signed_64_bit_columns(state: SubjectState) -> None:
+    for rec in state.keys.values():
+        row = key_row(state.subject, rec)
+        for col in ("published_at", "valid_from", "not_after", "revoked_at", "published_seq", "revoked_seq"):
+            assert row[col] is None or row[col] <= I64_MAX or col.endswith("seq")
