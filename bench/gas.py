@@ -261,7 +261,8 @@ def main() -> int:
     samples = args.samples or (1 if args.quick else 10)
 
     started = time.perf_counter()
-    with running_anvil() as anvil:
+    # Each ERC-1056 sample needs three fresh identities (unlocked anvil accounts) plus the relayer.
+    with running_anvil(extra_args=["--accounts", str(max(10, 3 * samples + 1))]) as anvil:
         hardfork = anvil.rpc("anvil_nodeInfo").get("hardFork", "unknown")
         bench = Bench(connect(anvil.url))
         r = measure(bench, samples)
