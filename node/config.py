@@ -47,6 +47,7 @@ class ApiConfig:
 
 @dataclass(frozen=True)
 class P2PConfig:
+    enabled: bool = True  # False: the node runs without the p2p service (API/chain only)
     listen: str = "/ip4/127.0.0.1/tcp/0"
     bootstrap: tuple[str, ...] = ()
     mdns: bool = False

@@ -251,3 +251,15 @@ async def run_p2p(
             nursery.start_soon(service._score_watchdog)
             log.info("p2p listening on %s, topic %s", ", ".join(addrs), topic)
             task_status.started(service)
+
+
+async def start_p2p(node: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """The node-process hook (node.app.OPTIONAL_SERVICES): run p2p, show its status in /v1/health."""
+    if not node.config.p2p.enabled:
+        task_status.started()
+        return
+    async with trio.open_nursery() as nursery:
+        service: P2PService = await nursery.start(run_p2p, node.registry, node.config)
+        node.register_status("p2p", service.status)
+        node.p2p = service  # for tests and other services that need the peer id or the host
+        task_status.started()
