@@ -278,14 +278,22 @@ class ChainClient:
         return await self._read(fetch, "eth_getTransactionReceipt")
 
     async def is_pending(self, tx_hash: bytes) -> bool:
-        """True if the node still knows the transaction (mined or in its pool)."""
+        """True if the transaction can still be mined: known to the node and not stuck behind a nonce gap.
+
+        A gap appears when the chain loses transactions we sent before this one (a reorg, an RPC
+        node restarted from an older state): the account's pending nonce is then below this
+        transaction's nonce, and it would wait in the pool forever.
+        """
 
         def fetch() -> bool:
             try:
-                self.w3.eth.get_transaction(tx_hash)
+                tx = self.w3.eth.get_transaction(tx_hash)
             except w3x.TransactionNotFound:
                 return False
-            return True
+            if tx.get("blockNumber") is not None:
+                return True
+            sender = tx["from"]
+            return int(tx["nonce"]) <= int(self.w3.eth.get_transaction_count(sender, "pending"))
 
         return await self._read(fetch, "eth_getTransactionByHash")
 
@@ -339,7 +347,9 @@ class ChainClient:
                 return receipt
             if not await self.is_pending(tx_hash):
                 self.reset_nonce()
-                raise TransactionDropped(f"transaction 0x{tx_hash.hex()} is no longer known to {self.endpoint}")
+                raise TransactionDropped(
+                    f"transaction 0x{tx_hash.hex()} can no longer be mined (lost, or stuck behind a nonce gap)"
+                )
             if clock() > deadline:
                 self.reset_nonce()
                 raise TransactionDropped(f"transaction 0x{tx_hash.hex()} not mined within {timeout_s:.0f}s")

@@ -22,7 +22,7 @@ from node.chain.deploy import (
 )
 from node.core import builder
 from node.core.eip712 import event_digest
-from node.core.records import Domain, PublishedKey, SignedEvent
+from node.core.records import ZERO20, Domain, PublishedKey, SignedEvent
 from node.registry import Registry
 from node.store.memory import MemoryStore
 
@@ -73,7 +73,7 @@ class Subject:
     def head(self) -> bytes:
         return event_digest(self.domain, self.events[-1].event)
 
-    def incept(self, seed: int, now: int) -> SignedEvent:
+    def incept(self, seed: int, now: int, governor: bytes = ZERO20) -> SignedEvent:
         self.secrets = [[(seed * 1000 + g + 1).to_bytes(32, "big")] for g in range(64)]
         key = PublishedKey("k0", "Ed25519", bytes(32), ("sig",), now, 0)
         ev = builder.inception(
@@ -83,6 +83,7 @@ class Subject:
             builder.controller_set(self.secrets[1]),
             1,
             keys=[key],
+            governor=governor,
         )
         signed = builder.sign_event(self.domain, ev, self.secrets[0])
         self.events.append(signed)

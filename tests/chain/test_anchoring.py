@@ -82,9 +82,7 @@ def test_batch_then_direct(anvil: AnvilProcess, tmp_path: Path) -> None:
             assert verify_proof(batch.root, s.id, 2, s.head, registry.tree.prove(s.id))
             # a direct anchor relays all three signed events; the contract checks the signatures
             service.anchoring.request_direct(s.id)
-            await wait_for(
-                lambda: bool(anchors_of(registry, s.id, "direct")) or mine(anvil), what="direct anchors"
-            )
+            await wait_for(lambda: bool(anchors_of(registry, s.id, "direct")) or mine(anvil), what="direct anchors")
             await wait_for(lambda: len(anchors_of(registry, s.id, "direct")) == 3 or mine(anvil), what="3 heads")
             assert await service.client.head_of(s.id) == (2, s.head)
             assert service.anchoring.queue.state.results[-1]["status"] == "anchored"
