@@ -482,6 +482,10 @@ def test_only_the_named_governor_can_revoke(registry: Registry) -> None:
     }
     f = registry.contract.functions
     assert f.governanceRevokedAt(actor.subject, keccak(b"k1")).call() == T0 + 100
+    # Storage slot as documented in docs/contracts.md section 3 (provable with eth_getProof).
+    inner = keccak(actor.subject + (3).to_bytes(32, "big"))
+    slot = keccak(keccak(b"k1") + inner)
+    assert int.from_bytes(registry.w3.eth.get_storage_at(registry.contract.address, slot), "big") == T0 + 100
     assert registry.error_of("revokeByGovernance", args, sender=governor) == "AlreadyRevokedEarlier"
     registry.ok("revokeByGovernance", [actor.subject, "k1", T0 + 50, reason, 43], sender=governor)
     registry.ok("revokeByGovernance", [actor.subject, "", T0 + 60, reason, 44], sender=governor)  # whole subject
@@ -509,6 +513,12 @@ def test_batch_root_is_stored_once(registry: Registry) -> None:
     f = registry.contract.functions
     assert f.batchOf(root).call() == [receipt["blockNumber"], block["timestamp"], submitter]
     assert f.batchCount().call() == 1
+    word = int.from_bytes(
+        registry.w3.eth.get_storage_at(registry.contract.address, keccak(root + (1).to_bytes(32, "big"))), "big"
+    )
+    assert (word & (2**48 - 1), (word >> 48) & (2**48 - 1), word >> 96) == (
+        receipt["blockNumber"], block["timestamp"], int(submitter, 16)
+    )
     # A verifier checks a head against the anchored root off-chain.
     subject = keccak(b"s7")
     assert verify_proof(root, subject, 2, keccak(b"h7"), tree.prove(subject))
