@@ -28,12 +28,12 @@ class ProofError(ValueError):
     """A trie proof does not check out against its root (missing, malformed or inconsistent node)."""
 
 
+_NIBBLE_TABLE = bytes.maketrans(b"0123456789abcdef", bytes(range(16)))
+
+
 def _nibbles(key: bytes) -> bytes:
-    out = bytearray()
-    for b in key:
-        out.append(b >> 4)
-        out.append(b & 15)
-    return bytes(out)
+    """One byte per 4-bit nibble, most significant first."""
+    return key.hex().encode().translate(_NIBBLE_TABLE)
 
 
 def _hex_prefix_decode(path: bytes) -> tuple[bytes, bool]:
