@@ -17,6 +17,7 @@ def _register() -> None:
     # One import per topic module; each module adds its commands/sub-apps to ``app``.
     from . import event  # noqa: F401
     from . import init, keys, node, subject  # noqa: F401
+    from . import verify  # noqa: F401
 
 
 def main() -> None:
