@@ -16,7 +16,7 @@ app = typer.Typer(
 def _register() -> None:
     # One import per topic module; each module adds its commands/sub-apps to ``app``.
     from . import event  # noqa: F401
-    from . import init, keys, node, subject  # noqa: F401
+    from . import demo, init, keys, node, subject  # noqa: F401
     from . import verify  # noqa: F401
 
 

@@ -184,3 +184,49 @@ class NodeClient:
 
     def close(self) -> None:
         self._http.close()
+
+
+class Session:
+    """What a signing command needs: config, the unlocked keystore, and a client of the node."""
+
+    def __init__(self, data_dir: Path, password_file: Path | None, node: str | None, unlock: bool = True) -> None:
+        from ..keys.keystore import Keystore, resolve_password
+
+        self.config = load(data_dir)
+        self.keystore = Keystore.open(data_dir / "keystore")
+        if unlock:
+            password = resolve_password(password_file)
+            with err_console.status("unlocking the keystore", spinner="dots"):
+                self.keystore.unlock(password)
+        self.client = NodeClient.for_config(self.config, node)
+
+    @property
+    def subject(self) -> bytes:
+        s = self.keystore.subject
+        if s is None:
+            raise ConfigError("this keystore has no subject yet: run `keyreg subject create` first")
+        return s
+
+    def state(self, subject: bytes | None = None) -> dict[str, Any]:
+        subject = subject or self.subject
+        result: dict[str, Any] = self.client.get(f"/v1/subjects/0x{subject.hex()}")
+        return result
+
+    def head(self) -> Any:
+        from ..keys.operations import Head
+
+        st = self.state()
+        return Head(self.subject, st["seq"], bytes.fromhex(st["head"][2:]), st["timestamp"])
+
+
+def subject_arg(value: str | None, session_subject: Callable[[], bytes]) -> bytes:
+    """A subject id given on the command line (0x + 64 hex), or the keystore's own subject."""
+    if value is None:
+        return session_subject()
+    v = value.removeprefix("0x")
+    if len(v) != 64:
+        raise ConfigError(f"a subject id is 0x + 64 hex digits, got {value!r}")
+    try:
+        return bytes.fromhex(v)
+    except ValueError:
+        raise ConfigError(f"a subject id is 0x + 64 hex digits, got {value!r}") from None

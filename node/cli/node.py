@@ -59,3 +59,7 @@ def run(
         password = resolve_password(password_file, prompt=sys.stdin.isatty())
     os.environ.pop("KEYREG_PASSWORD", None)  # the child services have no use for it
     run_node(config, password)
+
+
+if __name__ == "__main__":  # `python -m node.cli.node run ...`: the node alone, without other CLI topics
+    root()

@@ -13,11 +13,15 @@ the log commits to. A controller rotation reveals ``g + 1``, commits to a fresh 
 advances ``generation``.
 
 Service keys (Ed25519, P-256, secp256k1) use the same Ethereum V3 JSON (scrypt, AES-128-CTR,
-keccak MAC, created and opened by eth-keyfile) with the 32-byte private key as the ciphertext; the
-misleading ``address`` field is dropped and a ``keyreg`` object names the key id, algorithm, public
-key and purposes, so a key can be listed without the password.
+keccak MAC) with the 32-byte private key as the ciphertext; they carry no ``address`` and a
+``keyreg`` object names the key id, algorithm, public key and purposes, so a key can be listed
+without the password.
 
-KDF: scrypt with n = 2**16, r = 8, p = 1 (about 0.25 s per key on a 2-core box). ``KEYREG_KDF_N``
+The V3 code here is ours (hashlib's OpenSSL scrypt, cryptography's AES-CTR, keccak): importing
+eth-keyfile costs ~2 s per process (it pulls py_ecc), which every CLI command would pay. The tests
+prove the files interoperate with eth-keyfile both ways (each opens what the other writes).
+
+KDF: scrypt with n = 2**15, r = 8, p = 1 (about 0.15 s per key on a 2-core box, 32 MiB). ``KEYREG_KDF_N``
 lowers it for tests and demos (any power of two >= 2); opening a file always uses the parameters
 stored in it.
 
@@ -28,6 +32,8 @@ prompt; it is held in a :class:`Password` whose repr hides it, and no error or l
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import sys
@@ -38,13 +44,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eth_keyfile import create_keyfile_json, decode_keyfile_json
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ..core.builder import controller_set
 from ..core.errors import KeyregError
+from ..core.hashing import address_of_private_key, keccak
 from .service_keys import ServiceKey
 
-DEFAULT_KDF_N = 2**16
+DEFAULT_KDF_N = 2**15
 KEYSTORE_VERSION = 1
 
 
@@ -136,19 +143,65 @@ def write_private_text(path: Path, text: str) -> None:
     _write_private(path, text.encode())
 
 
-def _encrypt(secret: bytes, password: Password) -> dict[str, Any]:
-    return dict(create_keyfile_json(secret, password.reveal(), kdf="scrypt", iterations=kdf_n()))
+_MAX_SCRYPT_N = 2**20  # refuse files that would make us allocate > 1 GiB
+
+
+def _scrypt(password: bytes, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
+    return hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, dklen=dklen, maxmem=128 * r * n + 2**20)
+
+
+def _aes_ctr(key: bytes, iv: bytes, data: bytes) -> bytes:
+    ctx = Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor()
+    return ctx.update(data) + ctx.finalize()
+
+
+def _encrypt(secret: bytes, password: Password, with_address: bool = True) -> dict[str, Any]:
+    """An Ethereum V3 keyfile (scrypt, AES-128-CTR, keccak MAC) holding ``secret``."""
+    salt, iv, n = os.urandom(32), os.urandom(16), kdf_n()
+    derived = _scrypt(password.reveal(), salt, n, 8, 1, 32)
+    ciphertext = _aes_ctr(derived[:16], iv, secret)
+    doc: dict[str, Any] = {
+        "crypto": {
+            "cipher": "aes-128-ctr",
+            "cipherparams": {"iv": iv.hex()},
+            "ciphertext": ciphertext.hex(),
+            "kdf": "scrypt",
+            "kdfparams": {"dklen": 32, "n": n, "r": 8, "p": 1, "salt": salt.hex()},
+            "mac": keccak(derived[16:32] + ciphertext).hex(),
+        },
+        "id": str(uuid.uuid4()),
+        "version": 3,
+    }
+    if with_address:
+        doc["address"] = address_of_private_key(secret).hex()
+    return doc
 
 
 def _decrypt(doc: dict[str, Any], password: Password, what: str) -> bytes:
+    """Open a V3 keyfile (scrypt or pbkdf2-hmac-sha256, AES-128-CTR), checking its MAC."""
     try:
-        return bytes(decode_keyfile_json(doc, password.reveal()))
-    except ValueError as exc:
-        if "MAC mismatch" in str(exc):
-            raise KeystoreError(f"wrong keystore password (the MAC check of {what} failed)") from None
+        crypto = doc.get("crypto") or doc["Crypto"]
+        params = crypto["kdfparams"]
+        salt = bytes.fromhex(params["salt"])
+        if crypto["kdf"] == "scrypt":
+            n, r, p = int(params["n"]), int(params["r"]), int(params["p"])
+            if not 2 <= n <= _MAX_SCRYPT_N or n & (n - 1) or not 1 <= r <= 32 or not 1 <= p <= 16:
+                raise KeystoreError(f"{what}: scrypt parameters out of range")
+            derived = _scrypt(password.reveal(), salt, n, r, p, int(params["dklen"]))
+        elif crypto["kdf"] == "pbkdf2" and params.get("prf") == "hmac-sha256":
+            derived = hashlib.pbkdf2_hmac("sha256", password.reveal(), salt, int(params["c"]), int(params["dklen"]))
+        else:
+            raise KeystoreError(f"{what}: unsupported KDF {crypto['kdf']!r}")
+        if crypto["cipher"] != "aes-128-ctr":
+            raise KeystoreError(f"{what}: unsupported cipher {crypto['cipher']!r}")
+        ciphertext = bytes.fromhex(crypto["ciphertext"])
+        mac = bytes.fromhex(crypto["mac"])
+        iv = bytes.fromhex(crypto["cipherparams"]["iv"])
+    except (KeyError, TypeError, ValueError):
         raise KeystoreError(f"{what} is not a valid V3 keyfile") from None
-    except (KeyError, TypeError):
-        raise KeystoreError(f"{what} is not a valid V3 keyfile") from None
+    if not hmac.compare_digest(keccak(derived[16:32] + ciphertext), mac):
+        raise KeystoreError(f"wrong keystore password (the MAC check of {what} failed)")
+    return _aes_ctr(derived[:16], iv, ciphertext)
 
 
 @dataclass(frozen=True)
@@ -332,8 +385,7 @@ class Keystore:
     def add_service_key(self, key: ServiceKey, purposes: tuple[str, ...]) -> None:
         """Encrypt and store a service key."""
         password = self._require_password()
-        doc = _encrypt(key.secret, password)
-        doc.pop("address", None)  # an Ethereum address means nothing for Ed25519/P-256 keys
+        doc = _encrypt(key.secret, password, with_address=False)  # an address means nothing for Ed25519/P-256
         doc["keyreg"] = {
             "kind": "service-key",
             "keyId": key.key_id,
@@ -342,7 +394,6 @@ class Keystore:
             "purposes": list(purposes),
             "created": int(time.time()),
         }
-        doc["id"] = str(uuid.uuid4())
         path = self._service_path(key.key_id)
         if path.exists():
             raise KeystoreError(f"service key {key.key_id!r} already exists")
