@@ -64,6 +64,9 @@ class P2PService:
     ban_log: list[dict[str, Any]] = field(default_factory=list)
     _targeted: dict[ID, set[bytes]] = field(default_factory=dict)
     _targeted_bell: Any = None
+    # Refreshed by _root_loop; the health endpoint must not take the registry lock itself.
+    tree_root: str = ""
+    tree_count: int = 0
 
     # ------------------------------------------------------------------ peers
 
@@ -182,6 +185,12 @@ class P2PService:
 
     # ------------------------------------------------------------------ health
 
+    async def _root_loop(self) -> None:
+        while True:
+            root, count = await self.sync.tree.root()
+            self.tree_root, self.tree_count = "0x" + root.hex(), count
+            await trio.sleep(0.25)
+
     def peer_scores(self) -> dict[str, float]:
         scorer = getattr(self.pubsub.router, "scorer", None)
         if scorer is None:
@@ -195,6 +204,8 @@ class P2PService:
             "peer_id": self.peer_id,
             "addrs": self.addrs,
             "topic": self.topic,
+            "root": self.tree_root,
+            "subjects": self.tree_count,
             "peers": len(self.connected_peers()),
             "peer_scores": self.peer_scores(),
             "banned": [{"peer": str(p)} for p in self.bans],
@@ -249,6 +260,7 @@ async def run_p2p(
             nursery.start_soon(service._periodic_loop)
             nursery.start_soon(service._targeted_loop, bell_recv)
             nursery.start_soon(service._score_watchdog)
+            nursery.start_soon(service._root_loop)
             log.info("p2p listening on %s, topic %s", ", ".join(addrs), topic)
             task_status.started(service)
 

@@ -214,3 +214,117 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interva
         if time.monotonic() - start > timeout:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+class KeyregNode:
+    """A real node process (``keyreg node run``: SQL store, HTTP API, p2p) for end-to-end tests.
+
+    p2p settings reach it through ``KEYREG_P2P_*`` environment variables; the API port is chosen
+    by the OS and read from ``<data_dir>/node.json``.
+    """
+
+    def __init__(
+        self, data_dir: Path, bootstrap: list[str] | None = None, settings: dict[str, object] | None = None
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.bootstrap = list(bootstrap or [])
+        self.settings = dict(settings or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.api = ""
+        self.addr = ""
+        self.peer_id = ""
+        self._log: Any = None
+
+    def start(self, timeout: float = 40.0) -> KeyregNode:
+        import sys
+
+        import httpx
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        runfile = self.data_dir / "node.json"
+        runfile.unlink(missing_ok=True)
+        env = dict(os.environ)
+        env["KEYREG_P2P_BOOTSTRAP"] = ",".join(self.bootstrap)
+        for k, v in self.settings.items():
+            env[f"KEYREG_P2P_{k.upper()}"] = str(v)
+        env.setdefault("KEYREG_CHAIN_RPC_URL", "")
+        # `keyreg node run`, registering only the node sub-command (fast, and independent of the others).
+        launcher = "import sys; from node.cli import app; import node.cli.node; sys.argv[0] = 'keyreg'; app()"
+        cmd = [sys.executable, "-c", launcher, "node", "run", "--data-dir", str(self.data_dir)]
+        cmd += ["--port", "0", "--admin-port", "0", "--no-keystore", "--log-level", "warning"]
+        self._log = open(self.data_dir / "node.log", "ab")  # noqa: SIM115  # closed in stop()
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=self._log, env=env)
+        deadline = time.monotonic() + timeout
+        while not runfile.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node exited with {self.proc.returncode}; see {self.data_dir / 'node.log'}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"node did not start in {timeout}s; see {self.data_dir / 'node.log'}")
+            time.sleep(0.05)
+        self.api = json.loads(runfile.read_text())["api"]
+        self.http = httpx.Client(base_url=self.api, timeout=60)
+        p2p = self.p2p()
+        self.addr, self.peer_id = p2p["addrs"][0], p2p["peer_id"]
+        return self
+
+    def health(self) -> dict[str, Any]:
+        r = self.http.get("/v1/health")
+        r.raise_for_status()
+        out: dict[str, Any] = r.json()
+        return out
+
+    def p2p(self) -> dict[str, Any]:
+        out: dict[str, Any] = self.health()["services"]["p2p"]
+        return out
+
+    def submit(self, events: list[bytes]) -> dict[str, Any]:
+        """POST /v1/events as batches of at most 1,000 (the API's cap); merged counts."""
+        totals: dict[str, Any] = {"accepted": 0, "known": 0, "duplicity": 0, "rejected": 0, "results": []}
+        for i in range(0, len(events), 1000):
+            body = b'{"events":[' + b",".join(events[i : i + 1000]) + b"]}"
+            r = self.http.post("/v1/events", content=body, headers={"content-type": "application/json"})
+            r.raise_for_status()
+            out = r.json()
+            for k in ("accepted", "known", "duplicity", "rejected"):
+                totals[k] += out[k]
+            totals["results"].extend(out["results"])
+        return totals
+
+    def subject(self, subject: str) -> dict[str, Any] | None:
+        r = self.http.get(f"/v1/subjects/{subject}")
+        if r.status_code == 404:
+            return None
+        r.raise_for_status()
+        out: dict[str, Any] = r.json()
+        return out
+
+    def duplicity(self, subject: str) -> dict[str, Any] | None:
+        r = self.http.get(f"/v1/subjects/{subject}/duplicity")
+        if r.status_code == 404:
+            return None
+        r.raise_for_status()
+        out: dict[str, Any] = r.json()
+        return out
+
+    def count(self) -> int:
+        return int(self.health()["subjects"])
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if getattr(self, "http", None) is not None:
+            self.http.close()
+            self.http = None  # type: ignore[assignment]
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)

@@ -1,0 +1,161 @@
+"""Wire formats, framing and the persistent peer key: fast, no network."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import trio
+
+from node.config import Config
+from node.core.codec import dumps_canonical, encode_event, loads_strict
+from node.core.errors import MalformedEvent, OversizedInput
+from node.core.fork import Duplicity
+from node.core.limits import DEFAULT_LIMITS
+from node.p2p.host import load_or_create_key
+from node.p2p.testing import conflicting_update, subject_log
+from node.p2p.wire import (
+    DUPLICITY,
+    EVENTS,
+    FrameError,
+    FrameReader,
+    FrameWriter,
+    decode_message,
+    encode_batch,
+    encode_duplicity,
+    frame,
+    topic_name,
+)
+
+DOMAIN = Config().domain
+SECRET = b"\x11" * 32
+
+
+@pytest.fixture(scope="module")
+def log3() -> list:
+    return subject_log(DOMAIN, SECRET, 2, 1_700_000_000)
+
+
+def test_topic_names_the_network() -> None:
+    assert topic_name(31337, "0xABCD") == "/keyreg/1/31337/0xabcd/events"
+
+
+def test_batch_is_canonical_json_and_round_trips(log3: list) -> None:
+    raws = [encode_event(s) for s in log3]
+    data = encode_batch(raws)
+    assert dumps_canonical(loads_strict(data)) == data
+    decoded = decode_message(data, 1 << 20, 256, DEFAULT_LIMITS)
+    assert decoded.kind == EVENTS
+    assert decoded.events == log3
+    assert decoded.malformed == 0
+
+
+def test_duplicity_message_is_deterministic(log3: list) -> None:
+    a = conflicting_update(DOMAIN, SECRET, log3[1], "a")
+    b = conflicting_update(DOMAIN, SECRET, log3[1], "b")
+    ev1 = Duplicity(b"\x01" * 32, 2, a, b"a" * 32, b, b"b" * 32)
+    ev2 = Duplicity(b"\x01" * 32, 2, b, b"b" * 32, a, b"a" * 32)
+    data = encode_duplicity(ev1)
+    assert data == encode_duplicity(ev2)
+    assert dumps_canonical(loads_strict(data)) == data
+    decoded = decode_message(data, 1 << 20, 256, DEFAULT_LIMITS)
+    assert decoded.kind == DUPLICITY
+    assert {id(e) for e in decoded.events} and len(decoded.events) == 2
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"not json",
+        b"[]",
+        b'{"type":"events"}',
+        b'{"type":"events","events":[]}',
+        b'{"type":"other","events":[1]}',
+        b'{"type":"events","events":[1],"extra":1}',
+        b'{"type":"duplicity","events":[1,2]}',
+    ],
+)
+def test_malformed_messages_are_rejected(data: bytes) -> None:
+    with pytest.raises(MalformedEvent):
+        decode_message(data, 1 << 20, 256, DEFAULT_LIMITS)
+
+
+def test_limits_on_size_and_count(log3: list) -> None:
+    data = encode_batch([encode_event(s) for s in log3])
+    with pytest.raises(OversizedInput):
+        decode_message(data, len(data) - 1, 256, DEFAULT_LIMITS)
+    with pytest.raises(MalformedEvent):
+        decode_message(data, 1 << 20, 2, DEFAULT_LIMITS)
+
+
+def test_bad_events_inside_a_batch_are_counted_not_fatal(log3: list) -> None:
+    data = b'{"events":[' + encode_event(log3[0]) + b',{"kind":"nope"}],"type":"events"}'
+    decoded = decode_message(data, 1 << 20, 256, DEFAULT_LIMITS)
+    assert len(decoded.events) == 1 and decoded.malformed == 1
+
+
+class _Pipe:
+    """A fake stream: writes go to a buffer that reads drain in small pieces."""
+
+    def __init__(self, data: bytes = b"", piece: int = 7) -> None:
+        self.data = bytearray(data)
+        self.piece = piece
+
+    async def write(self, data: bytes) -> None:
+        self.data += data
+
+    async def read(self, n: int) -> bytes:
+        out = bytes(self.data[: min(n, self.piece)])
+        del self.data[: len(out)]
+        return out
+
+
+def test_frames_round_trip_through_coalesced_writes() -> None:
+    async def main() -> None:
+        pipe = _Pipe()
+        writer = FrameWriter(pipe, chunk=16)
+        for i in range(5):
+            await writer.send(frame({"type": "x", "i": i}))
+        await writer.flush()
+        reader = FrameReader(pipe, 1024, 1.0)
+        assert [(await reader.read())["i"] for _ in range(5)] == list(range(5))
+
+    trio.run(main)
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        ((10_000).to_bytes(4, "big") + b"{}", "exceeds"),
+        ((10).to_bytes(4, "big") + b"{}", "closed"),
+        ((2).to_bytes(4, "big") + b"[]", "type"),
+    ],
+)
+def test_frame_reader_enforces_limits(data: bytes, why: str) -> None:
+    async def main() -> None:
+        with pytest.raises(FrameError, match=why):
+            await FrameReader(_Pipe(data), 1024, 1.0).read()
+
+    trio.run(main)
+
+
+def test_frame_reader_times_out() -> None:
+    class Silent:
+        async def read(self, n: int) -> bytes:
+            await trio.sleep_forever()
+            return b""  # pragma: no cover
+
+    async def main() -> None:
+        with pytest.raises(trio.TooSlowError):
+            await FrameReader(Silent(), 1024, 0.05).read()
+
+    trio.run(main)
+
+
+def test_peer_key_is_persistent_and_private(tmp_path: os.PathLike[str]) -> None:
+    a = load_or_create_key(tmp_path)  # type: ignore[arg-type]
+    b = load_or_create_key(tmp_path)  # type: ignore[arg-type]
+    assert a.public_key.to_bytes() == b.public_key.to_bytes()
+    mode = stat.S_IMODE(os.stat(os.path.join(tmp_path, "p2p.key")).st_mode)
+    assert mode == 0o600
