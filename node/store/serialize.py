@@ -77,23 +77,9 @@ def _key_rec(o: dict[str, Any]) -> KeyRecord:
 
 def state_to_obj(state: SubjectState) -> dict[str, Any]:
     """The JSON object of a subject state (the inverse of :func:`state_from_obj`)."""
-    return {
-        "format": STATE_FORMAT,
-        "subject": _hex(state.subject),
-        "seq": state.seq,
-        "head": _hex(state.head),
-        "timestamp": state.timestamp,
-        "controllers": [_hex(c) for c in state.controllers],
-        "threshold": state.threshold,
-        "nextCommitment": _hex(state.next_commitment),
-        "governor": _hex(state.governor),
-        "metadata": state.metadata,
-        "keys": [_key_obj(rec) for rec in state.keys.values()],
-        "revokedAt": state.revoked_at,
-        "revokedSeq": state.revoked_seq,
-        "revokedReason": state.revoked_reason,
-        "lastEstablishmentSeq": state.last_establishment_seq,
-    }
+    obj = state_to_obj_without_keys(state)
+    obj["keys"] = [_key_obj(rec) for rec in state.keys.values()]
+    return obj
 
 
 def state_from_obj(o: dict[str, Any]) -> SubjectState:
@@ -124,6 +110,61 @@ def state_to_json(state: SubjectState) -> str:
     return dumps_canonical(state_to_obj(state)).decode()
 
 
+class StateEncoder:
+    """:func:`state_to_json` with each key record's JSON cached: same bytes, a fraction of the work.
+
+    Successive states of a subject share their unchanged KeyRecord objects, so only new or changed
+    records are encoded. The cache holds a reference to each record, so an ``id`` is never reused
+    while cached; it is cleared when it reaches ``max_entries``.
+    """
+
+    _PLACEHOLDER = "@@keyreg-keys@@"
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self.max_entries = max_entries
+        self._cache: dict[int, tuple[KeyRecord, str]] = {}
+
+    def _key_json(self, rec: KeyRecord) -> str:
+        hit = self._cache.get(id(rec))
+        if hit is not None and hit[0] is rec:
+            return hit[1]
+        if len(self._cache) >= self.max_entries:
+            self._cache.clear()
+        text = dumps_canonical(_key_obj(rec)).decode()
+        self._cache[id(rec)] = (rec, text)
+        return text
+
+    def encode(self, state: SubjectState) -> str:
+        """Exactly ``state_to_json(state)``."""
+        obj = state_to_obj_without_keys(state)
+        obj["keys"] = self._PLACEHOLDER
+        text = dumps_canonical(obj).decode()
+        # The token cannot occur inside a JSON string value (its quotes would be escaped) and
+        # "keys" sorts before "metadata", so the first occurrence is the one we put there.
+        keys = "[" + ",".join(self._key_json(rec) for rec in state.keys.values()) + "]"
+        return text.replace(f'"keys":"{self._PLACEHOLDER}"', f'"keys":{keys}', 1)
+
+
+def state_to_obj_without_keys(state: SubjectState) -> dict[str, Any]:
+    """:func:`state_to_obj` minus the ``keys`` member."""
+    return {
+        "format": STATE_FORMAT,
+        "subject": _hex(state.subject),
+        "seq": state.seq,
+        "head": _hex(state.head),
+        "timestamp": state.timestamp,
+        "controllers": [_hex(c) for c in state.controllers],
+        "threshold": state.threshold,
+        "nextCommitment": _hex(state.next_commitment),
+        "governor": _hex(state.governor),
+        "metadata": state.metadata,
+        "revokedAt": state.revoked_at,
+        "revokedSeq": state.revoked_seq,
+        "revokedReason": state.revoked_reason,
+        "lastEstablishmentSeq": state.last_establishment_seq,
+    }
+
+
 def state_from_json(text: str) -> SubjectState:
     """Inverse of :func:`state_to_json`."""
     return state_from_obj(json.loads(text))
@@ -148,14 +189,14 @@ def key_row(subject: bytes, rec: KeyRecord) -> dict[str, Any]:
     }
 
 
-def subject_row(state: SubjectState) -> dict[str, Any]:
+def subject_row(state: SubjectState, encoder: StateEncoder | None = None) -> dict[str, Any]:
     """The ``subjects`` table row of a head state (``disputed`` is written separately)."""
     return {
         "subject": state.subject,
         "seq": state.seq,
         "head": state.head,
         "revoked_at": clamp64(state.revoked_at),
-        "state": state_to_json(state),
+        "state": encoder.encode(state) if encoder else state_to_json(state),
     }
 
 

@@ -44,9 +44,33 @@ from ..core.records import GovernanceRevocation, SignedEvent
 from . import schema as t
 from .audit import chain
 from .base import AnchorRecord, AuditEntry, AuditRecord, Changes, EventConflict
-from .serialize import clamp64, governance_from_json, governance_to_json, key_row, state_from_json, subject_row
+from .serialize import (
+    StateEncoder,
+    clamp64,
+    governance_from_json,
+    governance_to_json,
+    key_row,
+    state_from_json,
+    subject_row,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_EVENT_COLS = ("subject", "seq", "digest", "kind", "raw", "received_at")
+_AUDIT_COLS = ("idx", "time", "action", "subject", "seq", "digest", "detail", "prev_hash", "hash")
+_SUBJECT_COLS = ("subject", "seq", "head", "disputed", "revoked_at", "state")
+_KEY_COLS = tuple(c.name for c in t.keys.columns)
+
+
+def _insert_sql(table: str, cols: tuple[str, ...], placeholder: str) -> str:
+    # Only our own constant table and column names are interpolated; values are always bound.
+    return f'INSERT INTO "{table}" ({", ".join(cols)}) VALUES ({", ".join([placeholder] * len(cols))})'  # noqa: S608
+
+
+def _on_conflict(key: tuple[str, ...], update_cols: tuple[str, ...]) -> str:
+    sets = ", ".join(f"{c} = excluded.{c}" for c in update_cols)
+    return f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
+
+
 _SYNC_MODES = ("full", "normal", "extra")
 
 
@@ -135,18 +159,16 @@ class SqlStore:
             self.engine.dispose()
             raise StorageError(f"cannot open the store: {exc.__class__.__name__}: {exc}") from exc
         ins = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        self._insert_event = t.events.insert()
-        self._insert_audit = t.audit.insert()
-        up = ins(t.subjects)
-        self._upsert_subject = up.on_conflict_do_update(
-            index_elements=["subject"],
-            set_={c: up.excluded[c] for c in ("seq", "head", "revoked_at", "state")},
+        # The per-event statements are plain SQL run with the driver's executemany: SQLAlchemy's
+        # per-row parameter processing cost more than SQLite itself (see docs/storage.md).
+        ph = "?" if self.dialect == "sqlite" else "%s"
+        self._sql_event = _insert_sql("events", _EVENT_COLS, ph)
+        self._sql_audit = _insert_sql("audit", _AUDIT_COLS, ph)
+        self._sql_subject = _insert_sql("subjects", _SUBJECT_COLS, ph) + _on_conflict(
+            ("subject",), ("seq", "head", "revoked_at", "state")
         )
-        kup = ins(t.keys)
-        self._upsert_key = kup.on_conflict_do_update(
-            index_elements=["subject", "key_id"],
-            set_={c.name: kup.excluded[c.name] for c in t.keys.columns if c.name not in ("subject", "key_id")},
-        )
+        self._sql_key = _insert_sql("keys", _KEY_COLS, ph) + _on_conflict(("subject", "key_id"), _KEY_COLS[2:])
+        self._encoder = StateEncoder()
         self._insert_evidence = ins(t.evidence).on_conflict_do_nothing()
         self._insert_governance = ins(t.governance).on_conflict_do_nothing()
         self._insert_anchor = ins(t.anchors).on_conflict_do_nothing()
@@ -186,17 +208,10 @@ class SqlStore:
             for subject, seq in changes.switched:
                 self._archive(conn, subject, seq, now)
             if changes.appended:
-                conn.execute(
-                    self._insert_event,
+                conn.exec_driver_sql(
+                    self._sql_event,
                     [
-                        {
-                            "subject": acc.subject,
-                            "seq": acc.signed.event.seq,
-                            "digest": acc.digest,
-                            "kind": acc.signed.event.kind,
-                            "raw": raw,
-                            "received_at": now,
-                        }
+                        (acc.subject, acc.signed.event.seq, acc.digest, acc.signed.event.kind, raw, now)
                         for acc, raw in changes.appended
                     ],
                 )
@@ -204,17 +219,27 @@ class SqlStore:
                 rows = []
                 key_rows = []
                 for subject, state in changes.states.items():
-                    row = subject_row(state)
-                    row["disputed"] = changes.disputed.get(subject, False)
-                    rows.append(row)
+                    r = subject_row(state, self._encoder)
+                    rows.append(
+                        (
+                            subject,
+                            r["seq"],
+                            r["head"],
+                            changes.disputed.get(subject, False),
+                            r["revoked_at"],
+                            r["state"],
+                        )
+                    )
                     old: Mapping[str, KeyRecord] = {} if subject in switched else self._written_keys.get(subject, {})
                     for kid, rec in state.keys.items():
-                        if old.get(kid) != rec:
-                            key_rows.append(key_row(subject, rec))
+                        was = old.get(kid)
+                        if was is not rec and was != rec:
+                            k = key_row(subject, rec)
+                            key_rows.append(tuple(k[c] for c in _KEY_COLS))
                     written[subject] = state.keys
-                conn.execute(self._upsert_subject, rows)
+                conn.exec_driver_sql(self._sql_subject, rows)
                 if key_rows:
-                    conn.execute(self._upsert_key, key_rows)
+                    conn.exec_driver_sql(self._sql_key, key_rows)
             if changes.disputed:
                 conn.execute(self._set_disputed, [{"s": s, "d": d} for s, d in changes.disputed.items()])
             if changes.evidence:
@@ -336,20 +361,20 @@ class SqlStore:
             q = q.with_for_update()
         next_index, last_hash = conn.execute(q).one()
         records = chain(entries, next_index, bytes(last_hash), now)
-        conn.execute(
-            self._insert_audit,
+        conn.exec_driver_sql(
+            self._sql_audit,
             [
-                {
-                    "idx": r.index,
-                    "time": r.time,
-                    "action": r.action,
-                    "subject": r.subject,
-                    "seq": r.seq,
-                    "digest": r.digest,
-                    "detail": dumps_canonical(r.detail).decode(),
-                    "prev_hash": r.prev_hash,
-                    "hash": r.hash,
-                }
+                (
+                    r.index,
+                    r.time,
+                    r.action,
+                    r.subject,
+                    r.seq,
+                    r.digest,
+                    dumps_canonical(r.detail).decode(),
+                    r.prev_hash,
+                    r.hash,
+                )
                 for r in records
             ],
         )

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from node.core.log import KeyRecord, SubjectState
 from node.core.records import ALGORITHMS, PublishedKey
-from node.store.serialize import I64_MAX, key_row, state_from_json, state_to_json
+from node.store.serialize import I64_MAX, StateEncoder, key_row, state_from_json, state_to_json
 
 u64 = st.integers(0, 2**64 - 1)
 b32 = st.binary(min_size=32, max_size=32)
@@ -70,6 +70,19 @@ def test_state_roundtrips_exactly(state: SubjectState) -> None:
     assert list(back.keys) == list(state.keys)  # publication order survives
     assert isinstance(back.keys, MappingProxyType)
     assert state_to_json(back) == text_form  # deterministic: equal states, equal bytes
+    encoder = StateEncoder()
+    assert encoder.encode(state) == text_form  # the store's cached encoder: the same bytes
+    assert encoder.encode(back) == text_form
+
+
+def test_cached_encoder_with_hostile_metadata() -> None:
+    rec = KeyRecord(PublishedKey("k", "Ed25519", b"\x01" * 32, ("sig",), 0, 0), 0, 0, 0)
+    for meta in ('"keys":"@@keyreg-keys@@"', "@@keyreg-keys@@", '","keys":"@@keyreg-keys@@'):
+        state = SubjectState(
+            b"\x01" * 32, 0, b"\x02" * 32, 0, (b"\x03" * 20,), 1, b"\x00" * 32, b"\x00" * 20, meta, {"k": rec}
+        )
+        assert StateEncoder().encode(state) == state_to_json(state)
+        assert state_from_json(StateEncoder().encode(state)) == state
 
 
 @settings(max_examples=30, deadline=None)
