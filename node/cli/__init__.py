@@ -18,6 +18,7 @@ def _register() -> None:
     from . import event  # noqa: F401
     from . import demo, init, keys, node, subject  # noqa: F401
     from . import verify  # noqa: F401
+    from . import chain, devnet  # noqa: F401
 
 
 def main() -> None:
