@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from ..core.errors import ConfigError, KeyregError
 from . import app
@@ -95,7 +96,10 @@ def _fail(exc: KeyregError, as_json: bool) -> typer.Exit:
         sys.stdout.write(json.dumps({"status": status, "exitCode": code, "error": exc.to_dict()}) + "\n")
     else:
         label = {"bundle-refused": "bundle refused", "bundle-stale": "bundle too old", "stale-view": "stale view"}
-        err_console.print(f"[bold red]{label.get(status, 'error')}[/] [{exc.code}]: {exc.message}", highlight=False)
+        err_console.print(
+            f"[bold red]{label.get(status, 'error')}[/] {escape(f'[{exc.code}]')}: {escape(exc.message)}",
+            highlight=False,
+        )
     return typer.Exit(code)
 
 
@@ -146,10 +150,10 @@ def verify_command(
         )
     else:
         color = "green" if verdict.ok else "red"
-        out_console.print(f"[bold {color}]{verdict.status}[/]: {verdict.reason}", highlight=False)
+        out_console.print(f"[bold {color}]{verdict.status}[/]: {escape(verdict.reason)}", highlight=False)
         out_console.print(
-            f"  subject {subject}  key {key_id}  at {fmt_time(verdict.at)}"
-            + (f"  purpose {purpose}" if purpose else ""),
+            f"  subject {escape(subject)}  key {escape(key_id)}  at {fmt_time(verdict.at)}"
+            + (f"  purpose {escape(purpose)}" if purpose else ""),
             highlight=False,
         )
         _print_view(verifier)
@@ -208,7 +212,7 @@ def verify_signature_command(
         )
     else:
         color = "green" if result.valid else "red"
-        out_console.print(f"[bold {color}]{status}[/]: {result.reason}", highlight=False)
+        out_console.print(f"[bold {color}]{status}[/]: {escape(result.reason)}", highlight=False)
         _print_view(verifier)
     raise typer.Exit(code)
 
@@ -249,7 +253,7 @@ def export_command(
         if as_json:
             sys.stdout.write(json.dumps({"error": exc.to_dict()}) + "\n")
         else:
-            err_console.print(f"[bold red]error[/] [{exc.code}]: {exc.message}", highlight=False)
+            err_console.print(f"[bold red]error[/] {escape(f'[{exc.code}]')}: {escape(exc.message)}", highlight=False)
         raise typer.Exit(2) from None
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")

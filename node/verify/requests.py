@@ -61,6 +61,7 @@ HEADERS = (H_SUBJECT, H_KEY_ID, H_TIMESTAMP, H_NONCE, H_DIGEST, H_SIGNATURE)
 _NONCE_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
 _SUBJECT_RE = re.compile(r"0x[0-9a-f]{64}")
 _DIGEST_RE = re.compile(r"sha-256=[0-9a-f]{64}")
+_B64URL_RE = re.compile(r"[A-Za-z0-9_-]{16,512}")
 
 
 class RequestRejected(RuleViolation):
@@ -277,8 +278,10 @@ class RequestVerifier:
             raise RequestRejected("malformed-header", f"{H_NONCE} must be 16-128 characters of [A-Za-z0-9_-]")
         if not _DIGEST_RE.fullmatch(digest):
             raise RequestRejected("malformed-header", f"{H_DIGEST} must be sha-256=<64 lowercase hex>")
+        sig = h[H_SIGNATURE]
+        if not _B64URL_RE.fullmatch(sig):
+            raise RequestRejected("malformed-header", f"{H_SIGNATURE} is not base64url")
         try:
-            sig = h[H_SIGNATURE]
             signature = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
         except (binascii.Error, ValueError):
             raise RequestRejected("malformed-header", f"{H_SIGNATURE} is not base64url") from None

@@ -47,7 +47,9 @@ def test_controller_revocation(scenario: Scenario, verifier: Verifier) -> None:
     assert verifier.check(sid, "k1", at=T0 + 499).status == "valid"
     v = verifier.check(sid, "k1", at=T0 + 500)
     assert v.status == "revoked"
-    assert v.revoked is not None and v.revoked.by == "controller" and v.revoked.since == T0 + 500
+    assert v.revoked is not None
+    assert v.revoked.by == "controller"
+    assert v.revoked.since == T0 + 500
     assert verifier.check(sid, "k2", at=T0 + 500).status == "valid"
 
 
@@ -56,7 +58,9 @@ def test_governance_revocation(scenario: Scenario, verifier: Verifier) -> None:
     assert verifier.check(sid, "k1", at=T0 + 699).status == "valid"
     v = verifier.check(sid, "k1", at=T0 + 700)
     assert v.status == "revoked"
-    assert v.revoked is not None and v.revoked.by == "governance" and v.revoked.proposal_id == 42
+    assert v.revoked is not None
+    assert v.revoked.by == "governance"
+    assert v.revoked.proposal_id == 42
     assert verifier.check(sid, "k2", at=T0 + 700).status == "valid"
 
 
@@ -75,10 +79,13 @@ def test_anchor_conflict_is_disputed(scenario: Scenario, verifier: Verifier) -> 
 def test_hidden_head_is_detected(scenario: Scenario, verifier: Verifier) -> None:
     sid = scenario.sid("erin")
     view = verifier.view(sid)
-    assert view is not None and view.hidden_head is not None and view.hidden_head.seq == 2
+    assert view is not None
+    assert view.hidden_head is not None
+    assert view.hidden_head.seq == 2
     with pytest.raises(StaleView) as exc:
         verifier.check(sid, "k1", at=T0 + 100)
-    assert exc.value.details["anchored_seq"] == 2 and exc.value.details["log_seq"] == 1
+    assert exc.value.details["anchored_seq"] == 2
+    assert exc.value.details["log_seq"] == 1
     with pytest.raises(StaleView):
         verifier.jwks(sid)
 
@@ -87,7 +94,8 @@ def test_anchors_are_reported(scenario: Scenario, verifier: Verifier) -> None:
     view = verifier.view(scenario.sid("alice"))
     assert view is not None
     assert {a.source for a in view.anchors} == {"direct", "batch"}
-    assert view.anchored is not None and view.anchored.seq == 1
+    assert view.anchored is not None
+    assert view.anchored.seq == 1
 
 
 def test_staleness_is_reported_and_enforced(scenario: Scenario) -> None:
@@ -110,7 +118,8 @@ def test_gzip_and_roundtrip_are_deterministic(scenario: Scenario) -> None:
     raw = encode_bundle(bundle)
     assert encode_bundle(decode_bundle(raw)) == raw
     gz = encode_bundle(bundle, compress=True)
-    assert gz == encode_bundle(bundle, compress=True) and gz[:2] == b"\x1f\x8b"
+    assert gz == encode_bundle(bundle, compress=True)
+    assert gz[:2] == b"\x1f\x8b"
     v = Verifier.from_bundle(gz, scenario.block_hash, now=NOW)
     assert v.check(scenario.sid("alice"), "k1", at=T0 + 1000).ok
 
