@@ -54,10 +54,25 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return d
 
 
+# One decoder instance: json.loads(..., object_pairs_hook=...) would build a new JSONDecoder per call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates)
+# scan_once (the C scanner) is set in JSONDecoder.__init__ but missing from typeshed.
+_scan_once = _DECODER.scan_once  # type: ignore[attr-defined]
+
+
 def loads_strict(data: bytes | str) -> Any:
-    """json.loads that rejects duplicate keys and reports errors as MalformedEvent."""
+    """Parse UTF-8 JSON, rejecting duplicate keys; every failure is a MalformedEvent."""
     try:
-        return json.loads(data, object_pairs_hook=_reject_duplicates)
+        text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
+        # Fast path: the C scanner directly, for a text that is exactly one JSON value (the canonical
+        # form); surrounding whitespace and every error go through decode() for its exact message.
+        try:
+            obj, end = _scan_once(text, 0)
+        except StopIteration:
+            end = -1
+        if end != len(text):
+            obj = _DECODER.decode(text)
+        return obj
     except MalformedEvent:
         raise
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -69,23 +84,23 @@ def dumps_canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _uint(obj: dict[str, Any], name: str, maximum: int = _U64_MAX) -> int:
-    v = obj[name]
+# Field converters take the value itself (the decoder is the node's hottest path after recovery).
+
+
+def _uint(v: Any, name: str, maximum: int = _U64_MAX) -> int:
     if type(v) is not int or v < 0 or v > maximum:
         raise MalformedEvent(f"field {name!r} must be an integer in [0, {maximum}]")
     return v
 
 
-def _str(obj: dict[str, Any], name: str) -> str:
-    v = obj[name]
+def _str(v: Any, name: str) -> str:
     if type(v) is not str:
         raise MalformedEvent(f"field {name!r} must be a string")
     return v
 
 
-def _hex(obj: dict[str, Any], name: str, length: int | None = None) -> bytes:
-    v = obj[name]
-    if type(v) is not str or not v.startswith("0x"):
+def _hex(v: Any, name: str, length: int = -1) -> bytes:
+    if type(v) is not str or v[:2] != "0x":
         raise MalformedEvent(f"field {name!r} must be a 0x-prefixed hex string")
     try:
         b = bytes.fromhex(v[2:])
@@ -94,13 +109,12 @@ def _hex(obj: dict[str, Any], name: str, length: int | None = None) -> bytes:
     # fromhex tolerates whitespace and upper case; the wire form is lowercase hex only (canonical).
     if len(v) != 2 + 2 * len(b) or not v.islower():  # "0x" makes islower() true unless A-F appear
         raise MalformedEvent(f"field {name!r} must be lowercase hex without whitespace")
-    if length is not None and len(b) != length:
+    if length >= 0 and len(b) != length:
         raise MalformedEvent(f"field {name!r} must be {length} bytes, got {len(b)}")
     return b
 
 
-def _list(obj: dict[str, Any], name: str, max_len: int) -> list[Any]:
-    v = obj[name]
+def _list(v: Any, name: str, max_len: int) -> list[Any]:
     if type(v) is not list:
         raise MalformedEvent(f"field {name!r} must be a list")
     if len(v) > max_len:
@@ -120,27 +134,34 @@ def _check_fields(obj: Any, allowed: frozenset[str], what: str) -> dict[str, Any
     return obj
 
 
-def _addresses(obj: dict[str, Any], name: str, limits: Limits) -> tuple[bytes, ...]:
-    return tuple(_hex({name: a}, name, 20) for a in _list(obj, name, limits.max_controllers))
+def _addresses(v: Any, name: str, limits: Limits) -> tuple[bytes, ...]:
+    return tuple([_hex(a, name, 20) for a in _list(v, name, limits.max_controllers)])
 
 
 def _key(obj: Any, limits: Limits) -> PublishedKey:
     o = _check_fields(obj, _KEY_FIELDS, "published key")
-    purposes = _list(o, "purposes", limits.max_purposes)
-    if any(type(p) is not str for p in purposes):
-        raise MalformedEvent("field 'purposes' must be a list of strings")
+    purposes = _list(o["purposes"], "purposes", limits.max_purposes)
+    for p in purposes:
+        if type(p) is not str:
+            raise MalformedEvent("field 'purposes' must be a list of strings")
     return PublishedKey(
-        key_id=_str(o, "keyId"),
-        alg=_str(o, "alg"),
-        public_key=_hex(o, "publicKey"),
-        purposes=tuple(purposes),
-        not_before=_uint(o, "notBefore"),
-        not_after=_uint(o, "notAfter"),
+        _str(o["keyId"], "keyId"),
+        _str(o["alg"], "alg"),
+        _hex(o["publicKey"], "publicKey"),
+        tuple(purposes),
+        _uint(o["notBefore"], "notBefore"),
+        _uint(o["notAfter"], "notAfter"),
     )
 
 
-def _keys(obj: dict[str, Any], name: str, limits: Limits) -> tuple[PublishedKey, ...]:
-    return tuple(_key(k, limits) for k in _list(obj, name, limits.max_keys_per_event))
+def _keys(v: Any, name: str, limits: Limits) -> tuple[PublishedKey, ...]:
+    return tuple([_key(k, limits) for k in _list(v, name, limits.max_keys_per_event)])
+
+
+_U256_MAX = 2**256 - 1
+# (chainId, verifyingContract as sent) -> Domain: skips re-parsing the domain of every event and lets
+# apply_event compare domains by identity.
+_domains: dict[tuple[int, str], Domain] = {}
 
 
 def event_from_obj(obj: Any, limits: Limits = DEFAULT_LIMITS) -> SignedEvent:
@@ -149,64 +170,70 @@ def event_from_obj(obj: Any, limits: Limits = DEFAULT_LIMITS) -> SignedEvent:
         raise MalformedEvent("event must be a JSON object")
     kind = obj.get("kind")
     if kind not in FIELDS:
-        raise MalformedEvent(f"unknown event kind {kind!r}")
+        raise MalformedEvent(f"unknown event kind {str(kind)[:40]!r}")
     o = _check_fields(obj, FIELDS[kind], f"{kind} event")
-    domain = Domain(chain_id=_uint(o, "chainId", 2**256 - 1), verifying_contract=_hex(o, "verifyingContract", 20))
-    sigs = tuple(_hex({"signatures": s}, "signatures", 65) for s in _list(o, "signatures", limits.max_controllers))
+    chain_id, contract = o["chainId"], o["verifyingContract"]
+    domain = _domains.get((chain_id, contract)) if type(chain_id) is int and type(contract) is str else None
+    if domain is None:
+        domain = Domain(_uint(chain_id, "chainId", _U256_MAX), _hex(contract, "verifyingContract", 20))
+        if len(_domains) < 64:  # a node sees one or two networks; the bound only stops cache abuse
+            _domains[(chain_id, contract)] = domain
+    sigs = tuple([_hex(s, "signatures", 65) for s in _list(o["signatures"], "signatures", limits.max_controllers)])
     event: Event
     if kind == "inception":
         event = Inception(
-            timestamp=_uint(o, "timestamp"),
-            controllers=_addresses(o, "controllers", limits),
-            threshold=_uint(o, "threshold", 255),
-            next_commitment=_hex(o, "nextCommitment", 32),
-            governor=_hex(o, "governor", 20),
-            keys=_keys(o, "keys", limits),
-            metadata=_str(o, "metadata"),
+            _uint(o["timestamp"], "timestamp"),
+            _addresses(o["controllers"], "controllers", limits),
+            _uint(o["threshold"], "threshold", 255),
+            _hex(o["nextCommitment"], "nextCommitment", 32),
+            _hex(o["governor"], "governor", 20),
+            _keys(o["keys"], "keys", limits),
+            _str(o["metadata"], "metadata"),
+        )
+        return SignedEvent(event, sigs, domain)
+    subject = _hex(o["subject"], "subject", 32)
+    seq = _uint(o["seq"], "seq")
+    prev = _hex(o["prev"], "prev", 32)
+    timestamp = _uint(o["timestamp"], "timestamp")
+    if kind == "update":
+        retire = []
+        for r in _list(o["retire"], "retire", limits.max_keys_per_event):
+            ro = _check_fields(r, _RETIRE_FIELDS, "key retirement")
+            retire.append(KeyRetirement(_str(ro["keyId"], "keyId"), _uint(ro["notAfter"], "notAfter")))
+        set_metadata = o["setMetadata"]
+        if type(set_metadata) is not bool:
+            raise MalformedEvent("field 'setMetadata' must be a boolean")
+        event = Update(
+            subject,
+            seq,
+            prev,
+            timestamp,
+            _keys(o["publish"], "publish", limits),
+            tuple(retire),
+            set_metadata,
+            _str(o["metadata"], "metadata"),
+        )
+    elif kind == "rotation":
+        event = Rotation(
+            subject,
+            seq,
+            prev,
+            timestamp,
+            _addresses(o["controllers"], "controllers", limits),
+            _uint(o["threshold"], "threshold", 255),
+            _hex(o["nextCommitment"], "nextCommitment", 32),
         )
     else:
-        subject = _hex(o, "subject", 32)
-        seq = _uint(o, "seq")
-        prev = _hex(o, "prev", 32)
-        timestamp = _uint(o, "timestamp")
-        if kind == "update":
-            retire = []
-            for r in _list(o, "retire", limits.max_keys_per_event):
-                ro = _check_fields(r, _RETIRE_FIELDS, "key retirement")
-                retire.append(KeyRetirement(key_id=_str(ro, "keyId"), not_after=_uint(ro, "notAfter")))
-            if type(o["setMetadata"]) is not bool:
-                raise MalformedEvent("field 'setMetadata' must be a boolean")
-            event = Update(
-                subject=subject,
-                seq=seq,
-                prev=prev,
-                timestamp=timestamp,
-                publish=_keys(o, "publish", limits),
-                retire=tuple(retire),
-                set_metadata=o["setMetadata"],
-                metadata=_str(o, "metadata"),
-            )
-        elif kind == "rotation":
-            event = Rotation(
-                subject=subject,
-                seq=seq,
-                prev=prev,
-                timestamp=timestamp,
-                controllers=_addresses(o, "controllers", limits),
-                threshold=_uint(o, "threshold", 255),
-                next_commitment=_hex(o, "nextCommitment", 32),
-            )
-        else:
-            event = Revocation(
-                subject=subject,
-                seq=seq,
-                prev=prev,
-                timestamp=timestamp,
-                key_id=_str(o, "keyId"),
-                effective_at=_uint(o, "effectiveAt"),
-                reason=_str(o, "reason"),
-            )
-    return SignedEvent(event=event, signatures=sigs, domain=domain)
+        event = Revocation(
+            subject,
+            seq,
+            prev,
+            timestamp,
+            _str(o["keyId"], "keyId"),
+            _uint(o["effectiveAt"], "effectiveAt"),
+            _str(o["reason"], "reason"),
+        )
+    return SignedEvent(event, sigs, domain)
 
 
 def decode_event(data: bytes, limits: Limits = DEFAULT_LIMITS) -> SignedEvent:

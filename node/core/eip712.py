@@ -9,7 +9,10 @@ Tests prove the fast path equals eth-account's ``encode_typed_data`` on every ve
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import sha3
 
 from .hashing import keccak
 from .records import (
@@ -113,6 +116,14 @@ _REV_TH = TYPE_HASH["Revocation"]
 _ZERO_WORD = b"\x00" * 32
 _ONE_WORD = b"\x00" * 31 + b"\x01"
 _EMPTY_ARRAY = keccak(b"")
+_PAD12 = b"\x00" * 12
+
+
+class _Keccak(Protocol):
+    def digest(self) -> bytes: ...
+
+
+_keccak256: Callable[[bytes], _Keccak] = sha3.keccak_256
 
 # Strings that recur in nearly every event (algorithm names, common purposes, "") are hashed once.
 _string_hash_cache: dict[str, bytes] = {}
@@ -122,7 +133,7 @@ _STRING_CACHE_MAX = 4096
 def _hash_string(s: str) -> bytes:
     h = _string_hash_cache.get(s)
     if h is None:
-        h = keccak(s.encode())
+        h = _keccak256(s.encode()).digest()
         if len(s) <= 32 and len(_string_hash_cache) < _STRING_CACHE_MAX:
             _string_hash_cache[s] = h
     return h
@@ -138,87 +149,105 @@ def _addr(a: bytes) -> bytes:
 
 def hash_address_array(addresses: tuple[bytes, ...]) -> bytes:
     """EIP-712 encoding of address[]: keccak of the 32-byte left-padded addresses."""
-    return keccak(b"".join(b"\x00" * 12 + a for a in addresses))
+    return keccak(b"".join([_PAD12 + a for a in addresses]))
 
 
 def controller_commitment(controllers: tuple[bytes, ...], threshold: int) -> bytes:
     """Pre-rotation commitment to a controller set: keccak256(abi.encodePacked(uint256(threshold), address[]))."""
-    return keccak(_u(threshold) + b"".join(b"\x00" * 12 + a for a in controllers))
+    return keccak(_u(threshold) + b"".join([_PAD12 + a for a in controllers]))
+
+
+# The functions below are the validator's hot path: they call the keccak constructor directly and
+# join one list per struct instead of concatenating bytes pairwise.
 
 
 def hash_published_key(k: PublishedKey) -> bytes:
     """hashStruct(PublishedKey)."""
-    return keccak(
-        _PK_TH
-        + _hash_string(k.key_id)
-        + _hash_string(k.alg)
-        + keccak(k.public_key)
-        + keccak(b"".join(_hash_string(p) for p in k.purposes))
-        + _u(k.not_before)
-        + _u(k.not_after)
-    )
+    hs = _hash_string
+    return _keccak256(
+        b"".join(
+            [
+                _PK_TH,
+                hs(k.key_id),
+                hs(k.alg),
+                _keccak256(k.public_key).digest(),
+                _keccak256(b"".join([hs(p) for p in k.purposes])).digest(),
+                k.not_before.to_bytes(32, "big"),
+                k.not_after.to_bytes(32, "big"),
+            ]
+        )
+    ).digest()
 
 
 def _hash_keys(keys: tuple[PublishedKey, ...]) -> bytes:
     if not keys:
         return _EMPTY_ARRAY
-    return keccak(b"".join(hash_published_key(k) for k in keys))
+    return _keccak256(b"".join([hash_published_key(k) for k in keys])).digest()
 
 
 def _hash_retirements(items: tuple[KeyRetirement, ...]) -> bytes:
     if not items:
         return _EMPTY_ARRAY
-    return keccak(b"".join(keccak(_KR_TH + _hash_string(r.key_id) + _u(r.not_after)) for r in items))
+    return _keccak256(
+        b"".join(
+            [
+                _keccak256(_KR_TH + _hash_string(r.key_id) + r.not_after.to_bytes(32, "big")).digest()
+                for r in items
+            ]
+        )
+    ).digest()
 
 
 def hash_struct(event: Event) -> bytes:
     """hashStruct(event) for any event kind."""
     if isinstance(event, Update):
-        return keccak(
-            _UPD_TH
-            + event.subject
-            + _u(event.seq)
-            + event.prev
-            + _u(event.timestamp)
-            + _hash_keys(event.publish)
-            + _hash_retirements(event.retire)
-            + (_ONE_WORD if event.set_metadata else _ZERO_WORD)
-            + _hash_string(event.metadata)
-        )
-    if isinstance(event, Inception):
-        return keccak(
-            _INC_TH
-            + _u(event.timestamp)
-            + hash_address_array(event.controllers)
-            + _u(event.threshold)
-            + event.next_commitment
-            + _addr(event.governor)
-            + _hash_keys(event.keys)
-            + _hash_string(event.metadata)
-        )
-    if isinstance(event, Rotation):
-        return keccak(
-            _ROT_TH
-            + event.subject
-            + _u(event.seq)
-            + event.prev
-            + _u(event.timestamp)
-            + hash_address_array(event.controllers)
-            + _u(event.threshold)
-            + event.next_commitment
-        )
-    if isinstance(event, Revocation):
-        return keccak(
-            _REV_TH
-            + event.subject
-            + _u(event.seq)
-            + event.prev
-            + _u(event.timestamp)
-            + _hash_string(event.key_id)
-            + _u(event.effective_at)
-            + _hash_string(event.reason)
-        )
-    raise TypeError(f"not an event: {type(event).__name__}")
+        parts = [
+            _UPD_TH,
+            event.subject,
+            event.seq.to_bytes(32, "big"),
+            event.prev,
+            event.timestamp.to_bytes(32, "big"),
+            _hash_keys(event.publish),
+            _hash_retirements(event.retire),
+            _ONE_WORD if event.set_metadata else _ZERO_WORD,
+            _hash_string(event.metadata),
+        ]
+    elif isinstance(event, Inception):
+        parts = [
+            _INC_TH,
+            _u(event.timestamp),
+            hash_address_array(event.controllers),
+            _u(event.threshold),
+            event.next_commitment,
+            _addr(event.governor),
+            _hash_keys(event.keys),
+            _hash_string(event.metadata),
+        ]
+    elif isinstance(event, Rotation):
+        parts = [
+            _ROT_TH,
+            event.subject,
+            _u(event.seq),
+            event.prev,
+            _u(event.timestamp),
+            hash_address_array(event.controllers),
+            _u(event.threshold),
+            event.next_commitment,
+        ]
+    elif isinstance(event, Revocation):
+        parts = [
+            _REV_TH,
+            event.subject,
+            _u(event.seq),
+            event.prev,
+            _u(event.timestamp),
+            _hash_string(event.key_id),
+            _u(event.effective_at),
+            _hash_string(event.reason),
+        ]
+    else:
+        raise TypeError(f"not an event: {type(event).__name__}")
+    return _keccak256(b"".join(parts)).digest()
 
 
 _separator_cache: dict[Domain, bytes] = {}
@@ -241,7 +270,10 @@ def domain_separator(domain: Domain) -> bytes:
 
 def event_digest(domain: Domain, event: Event) -> bytes:
     """The digest controllers sign; also the event's identity in the hash chain."""
-    return keccak(b"\x19\x01" + domain_separator(domain) + hash_struct(event))
+    sep = _separator_cache.get(domain)
+    if sep is None:
+        sep = domain_separator(domain)
+    return _keccak256(b"\x19\x01" + sep + hash_struct(event)).digest()
 
 
 # ---------------------------------------------------------------------------------------------

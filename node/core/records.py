@@ -7,8 +7,9 @@ the bytes that are hashed and signed are produced in ``eip712.py`` alone, the wi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, Literal, TypeVar
 
 ZERO32 = b"\x00" * 32
 ZERO20 = b"\x00" * 20
@@ -17,10 +18,35 @@ ALGORITHMS = ("Ed25519", "secp256k1", "P-256")
 # Raw public key lengths per algorithm: Ed25519 raw 32 bytes; secp256k1 and P-256 compressed SEC1.
 PUBLIC_KEY_LENGTHS = {"Ed25519": 32, "secp256k1": 33, "P-256": 33}
 
+_T = TypeVar("_T")
+
+
+def fast_init(cls: type[_T]) -> type[_T]:
+    """Give a frozen slots dataclass an ``__init__`` that writes its slot descriptors directly.
+
+    Same signature, defaults and immutability (assignment still raises FrozenInstanceError); about
+    twice as fast as the generated one, which calls ``object.__setattr__`` per field. Records are
+    built several times per validated event, so this is a measurable share of the fast path.
+    """
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    defaults = {f.name: f.default for f in fields(cls) if f.default is not MISSING}  # type: ignore[arg-type]
+    params = ", ".join(n + (f"=_default_{n}" if n in defaults else "") for n in names)
+    body = "".join(f"    _set_{n}(self, {n})\n" for n in names)
+    namespace: dict[str, Any] = {f"_set_{n}": cls.__dict__[n].__set__ for n in names}
+    namespace.update({f"_default_{n}": v for n, v in defaults.items()})
+    exec(f"def __init__(self, {params}):\n{body}", namespace)  # noqa: S102  fixed field names, no input
+    init: Callable[..., None] = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__doc__ = cls.__init__.__doc__
+    setattr(cls, "__init__", init)  # noqa: B010  (mypy forbids assigning a method directly)
+    return cls
+
+
 Kind = Literal["inception", "update", "rotation", "revocation"]
 KINDS: tuple[Kind, ...] = ("inception", "update", "rotation", "revocation")
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Domain:
     """The EIP-712 domain: which network and registry contract an event belongs to."""
@@ -31,6 +57,7 @@ class Domain:
     version: str = "1"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PublishedKey:
     """A service key a subject publishes for verifiers."""
@@ -43,6 +70,7 @@ class PublishedKey:
     not_after: int  # 0 = no expiry
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class KeyRetirement:
     """Sets the not-after of an existing key (it can only shorten validity)."""
@@ -51,6 +79,7 @@ class KeyRetirement:
     not_after: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Inception:
     """seq 0 of a subject; the subject id is this event's digest."""
@@ -68,6 +97,7 @@ class Inception:
     prev: bytes = ZERO32
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Update:
     """Publish keys, retire keys, or change metadata."""
@@ -84,6 +114,7 @@ class Update:
     kind: Literal["update"] = "update"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Rotation:
     """Reveals the pre-committed controller set and commits the next one."""
@@ -99,6 +130,7 @@ class Rotation:
     kind: Literal["rotation"] = "rotation"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Revocation:
     """Revokes one key (key_id) or the whole subject (key_id == "") from effective_at."""
@@ -117,6 +149,7 @@ class Revocation:
 Event = Inception | Update | Rotation | Revocation
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SignedEvent:
     """An event with its controller signatures (65-byte r||s||v each, ascending by signer)."""
@@ -126,6 +159,7 @@ class SignedEvent:
     domain: Domain
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class GovernanceRevocation:
     """A revocation executed on-chain by the governor a subject named at inception.
