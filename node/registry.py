@@ -72,6 +72,22 @@ class Report:
 
 Listener = Callable[[Report], None]
 
+_RANK_BAND = 10**15
+
+
+def anchor_rank(a: AnchorRecord) -> int:
+    """Fork-choice rank of an anchor (lower wins), as fed to :func:`node.core.fork.choose`.
+
+    The registry contract holds one head per seq and only lets a recovery rotation replace an
+    anchored non-establishment head, so: a recovery (HeadReplaced) beats everything, the latest
+    recovery first; then direct anchors, earliest first (the contract allows exactly one per seq);
+    then batch anchors, earliest first (anyone may post a root, so a later root cannot displace).
+    """
+    if a.mode == "recovery":
+        return _RANK_BAND - 1 - a.position % _RANK_BAND
+    band = 1 if a.mode == "direct" else 2
+    return band * _RANK_BAND + a.position % _RANK_BAND
+
 
 class Registry:
     """The node's registry of subjects: validation, storage, and the in-memory read model."""
@@ -100,10 +116,11 @@ class Registry:
             self.tree.set(state.subject, state.seq, state.head)
             if disputed:
                 self.disputed.add(state.subject)
+        self._contested: set[bytes] = {d.subject for d in store.evidence()}  # subjects with duplicity evidence
         for g in store.governance_revocations():
             self._governance.setdefault(g.subject, []).append(g)
         for a in store.anchors():
-            self._anchored.setdefault(a.digest, a.position)
+            self._note_anchor(a)
 
     # ------------------------------------------------------------------ writes
 
@@ -244,15 +261,20 @@ class Registry:
                 self.disputed.add(subject)
             else:
                 self.disputed.discard(subject)
+        self._contested.update(d.subject for d in changes.evidence)
         for g in changes.governance:
             self._governance.setdefault(g.subject, []).append(g)
         for a in changes.anchors:
-            pos = self._anchored.get(a.digest)
-            if pos is None or a.position < pos:
-                self._anchored[a.digest] = a.position
+            self._note_anchor(a)
         report = Report(changes.appended, changes.evidence, changes.governance, changes.anchors, source)
         for listener in self.listeners:
             listener(report)
+
+    def _note_anchor(self, a: AnchorRecord) -> None:
+        rank = anchor_rank(a)
+        current = self._anchored.get(a.digest)
+        if current is None or rank < current:
+            self._anchored[a.digest] = rank
 
     def add_governance_revocations(self, items: Iterable[GovernanceRevocation]) -> None:
         """Record revocations executed on-chain by governors (from the chain watcher)."""
@@ -283,20 +305,21 @@ class Registry:
                     AuditEntry("anchor", a.subject, a.seq, a.digest, {"mode": a.mode, "block": a.block_number})
                 )
             self._commit(changes, "chain")
-            for subject in [a.subject for a in changes.anchors if a.subject in self.disputed]:
+            # Only subjects with duplicity evidence can change branch when an anchor arrives.
+            for subject in dict.fromkeys(a.subject for a in changes.anchors if a.subject in self._contested):
                 self._resolve(subject)
 
     def _resolve(self, subject: bytes) -> None:
+        # Loading the log re-runs fork choice over the stored evidence with the anchors known now.
         log = self._load_subject_log(subject)
-        results = log.resolve(self._anchored)
+        log.resolve(self._anchored)
         changes = Changes()
-        for r in results:
-            if r.switched and log.state is not None:
-                seq = r.dropped[0].signed.event.seq
+        for seq, acc in enumerate(log.events):
+            if self.store.digest_at(subject, seq) != acc.digest:
                 changes.switched.append((subject, seq))
-                winner = log.events[seq]
-                changes.appended.append((winner, encode_event(winner.signed)))
-                changes.audit.append(AuditEntry("switch", subject, seq, winner.digest, {"by": "anchor"}))
+                changes.appended.extend((a, encode_event(a.signed)) for a in log.events[seq:])
+                changes.audit.append(AuditEntry("switch", subject, seq, acc.digest, {"by": "anchor"}))
+                break
         if log.state is not None:
             changes.states[subject] = log.state
             changes.disputed[subject] = log.disputed

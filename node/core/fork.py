@@ -2,8 +2,11 @@
 
 Fork choice between two validly signed events A and B at the same (subject, seq), in order:
 
-1. **Anchored first wins.** If either is anchored (its digest, or a descendant's, recorded by the
-   registry contract with enough confirmations), the one anchored earliest on-chain wins.
+1. **The chain decides.** If either is anchored (its digest, or a descendant's, recorded by the
+   registry contract with enough confirmations), the better-ranked anchor wins. The caller ranks
+   anchors (``anchored`` maps digest -> rank, lower wins); the node's ranking
+   (:func:`node.registry.anchor_rank`) is: a recovery rotation that replaced the contract's head
+   (``HeadReplaced``) first, then direct anchors earliest first, then batch roots earliest first.
 2. **Recovery rule.** Otherwise, if exactly one is a rotation (signed by the pre-committed next
    controllers), the rotation wins: an attacker holding only the current keys cannot keep a
    subject by racing the rightful owner.

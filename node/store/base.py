@@ -64,7 +64,7 @@ class AnchorRecord:
     seq: int
     digest: bytes
     position: int  # block_number * 1_000_000 + log_index: lower = anchored earlier
-    mode: str  # "direct" | "batch"
+    mode: str  # "direct" | "batch" | "recovery" (a HeadReplaced: the contract accepted a recovery rotation)
     block_number: int
     tx_hash: bytes
     root: bytes | None = None  # the batch root, for mode == "batch"

@@ -170,3 +170,41 @@ def test_registry_reloads_its_read_model_from_the_store(registry: Registry) -> N
     assert again.state(subject) == registry.state(subject)
     assert again.tree.root == registry.tree.root
     assert again.verdict(subject, "k0", NOW).status == "revoked"
+
+
+def test_anchor_rank_prefers_recovery_then_direct_then_batch() -> None:
+    from node.registry import anchor_rank
+
+    def rec(mode: str, position: int) -> AnchorRecord:
+        return AnchorRecord(b"\x01" * 32, 1, b"\x02" * 32, position, mode, position // 1_000_000, b"")
+
+    ranks = [
+        anchor_rank(rec("recovery", 9_000_001)),
+        anchor_rank(rec("recovery", 8_000_000)),
+        anchor_rank(rec("direct", 1_000_000)),
+        anchor_rank(rec("direct", 2_000_000)),
+        anchor_rank(rec("batch", 500_000)),
+    ]
+    assert ranks == sorted(ranks)
+
+
+def test_recovery_anchor_overrides_an_earlier_direct_anchor(registry: Registry) -> None:
+    subject = registry.ingest([incept()])[0].subject
+    assert subject is not None
+    rogue = b.sign_event(DOMAIN, b.update(subject, 1, subject, NOW - 900, publish=[key("evil")]), [CURRENT])
+    rogue_digest = registry.ingest([rogue])[0].digest
+    assert rogue_digest is not None
+    registry.record_anchors([AnchorRecord(subject, 1, rogue_digest, 3_000_000, "direct", 3, b"")])
+    rot = b.sign_event(
+        DOMAIN,
+        b.rotation(subject, 1, subject, NOW - 850, b.controller_set([NEXT]), 1, None),
+        [NEXT],
+    )
+    result = registry.ingest([rot])[0]
+    assert result.status == "duplicity"
+    assert not result.switched  # the rogue update was anchored first
+    assert result.digest is not None
+    registry.record_anchors([AnchorRecord(subject, 1, result.digest, 4_000_000, "recovery", 4, b"")])
+    state = registry.state(subject)
+    assert state is not None
+    assert state.head == result.digest
