@@ -1,0 +1,150 @@
+"""The real thing: anchor on anvil, export with eth_getProof, verify offline with the network blocked."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from verify_helpers import T0, Actor, make_actor, service_key
+
+from node.core.builder import controller_set
+from node.core.merkle import SparseMerkleTree
+from node.core.records import Domain, GovernanceRevocation
+from node.registry import Registry
+from node.store.memory import MemoryStore
+from node.verify import StaleView, Verifier, encode_bundle
+from node.verify.mpt import NodePool, account_at, storage_at
+
+pytestmark = [pytest.mark.anvil, pytest.mark.slow]
+
+
+@pytest.fixture
+def chain(anvil_process: Any) -> Iterator[tuple[Any, Any, Domain]]:
+    from node.chain.deploy import connect, deploy_registry
+
+    snapshot = anvil_process.rpc("evm_snapshot")
+    try:
+        w3 = connect(anvil_process.url)
+        contract = deploy_registry(w3)
+        yield w3, contract, Domain(w3.eth.chain_id, bytes.fromhex(contract.address[2:]))
+    finally:
+        anvil_process.rpc("evm_revert", snapshot)
+
+
+def _send(w3: Any, contract: Any, name: str, args: list[Any], sender: str | None = None) -> Any:
+    tx = getattr(contract.functions, name)(*args).transact({"from": sender or w3.eth.accounts[0], "gas": 3_000_000})
+    receipt = w3.eth.wait_for_transaction_receipt(tx, timeout=10)
+    assert receipt["status"] == 1, f"{name} reverted"
+    return receipt
+
+
+def _anchor(w3: Any, contract: Any, actor: Actor, index: int) -> None:
+    from node.chain.deploy import call_for
+
+    name, args = call_for(actor.events[index], controller_set(actor.controllers), 1)
+    _send(w3, contract, name, args)
+
+
+def test_mpt_proofs_of_any_storage(chain: tuple[Any, Any, Domain], anvil_process: Any) -> None:
+    """eth_getProof of real storage (batchCount, a batch slot, an absent slot) checks out."""
+    w3, contract, domain = chain
+    _send(w3, contract, "anchorBatch", [b"\x05" * 32, 3])
+    block = w3.eth.get_block("latest")
+    from node.verify import layout
+
+    slots = [2, layout.batch_slot(b"\x05" * 32), 12345]
+    proof = anvil_process.rpc("eth_getProof", contract.address, [f"0x{s:064x}" for s in slots], hex(block["number"]))
+    nodes = [bytes.fromhex(n[2:]) for n in proof["accountProof"]]
+    nodes += [bytes.fromhex(n[2:]) for sp in proof["storageProof"] for n in sp["proof"]]
+    pool = NodePool(nodes)
+    account = account_at(pool, bytes(block["stateRoot"]), domain.verifying_contract)
+    assert account is not None
+    assert account.storage_root == bytes.fromhex(proof["storageHash"][2:])
+    values = [storage_at(pool, account.storage_root, s) for s in slots]
+    assert values == [int(sp["value"], 16) for sp in proof["storageProof"]]
+    assert values[0] == 1
+    assert layout.unpack_batch_block(values[1]) == block["number"]
+    assert values[2] == 0
+
+
+def test_export_then_verify_offline(
+    chain: tuple[Any, Any, Domain], anvil_process: Any, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    from node.export import RpcProofSource, build_bundle
+
+    w3, contract, domain = chain
+    governor = w3.eth.accounts[1]
+    now = int(time.time())
+    alice = make_actor(
+        "int-alice",
+        [service_key("k1", label="ia1"), service_key("k2", alg="P-256", label="ia2")],
+        governor=bytes.fromhex(governor[2:]),
+        domain=domain,
+    )
+    alice.update(T0 + 100, [service_key("k3", alg="secp256k1", label="ia3")])
+    bob = make_actor("int-bob", [service_key("k1", label="ib1")], domain=domain)
+
+    # alice anchored directly (the contract checks the signatures), bob in a batch
+    _anchor(w3, contract, alice, 0)
+    _anchor(w3, contract, alice, 1)
+    tree = SparseMerkleTree()
+    tree.set(bob.subject, *bob.head)
+    tree.set(alice.subject, *alice.head)
+    _send(w3, contract, "anchorBatch", [tree.root, len(tree)])
+    # alice's DAO revokes k1
+    receipt = _send(w3, contract, "revokeByGovernance", [alice.subject, "k1", T0 + 500, b"\x09" * 32, 77], governor)
+
+    store = MemoryStore()
+    registry = Registry(domain, store)
+    results = registry.ingest([*alice.events, *bob.events], source="test", admission=False)
+    assert all(r.status == "accepted" for r in results)
+    registry.add_governance_revocations(
+        [
+            GovernanceRevocation(
+                alice.subject, "k1", T0 + 500, b"\x09" * 32, 77, alice.events[0].event.governor,  # type: ignore[union-attr]
+                receipt["blockNumber"], bytes(receipt["transactionHash"]),
+            )
+        ]
+    )  # fmt: skip
+
+    source = RpcProofSource(anvil_process.url)
+    request.addfinalizer(source.close)
+    bundle = build_bundle(store, source, domain, "latest")
+    data = encode_bundle(bundle, compress=True)
+    pinned = bundle.checkpoint.hash
+    assert pinned == bytes(w3.eth.get_block("latest")["hash"])
+
+    with monkeypatch.context() as m:
+        m.setattr(socket, "socket", lambda *a, **k: pytest.fail("socket opened"))
+        m.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("socket opened"))
+        v = Verifier.from_bundle(data, "0x" + pinned.hex(), max_staleness=3600, now=now)
+        a_view, b_view = v.view(alice.subject), v.view(bob.subject)
+        assert a_view is not None
+        assert b_view is not None
+        assert {a.source for a in a_view.anchors} == {"direct", "batch"}
+        assert [a.source for a in b_view.anchors] == ["batch"]
+        assert v.check(alice.subject, "k1", at=T0 + 499).status == "valid"
+        revoked = v.check(alice.subject, "k1", at=T0 + 500)
+        assert revoked.status == "revoked"
+        assert revoked.revoked is not None
+        assert revoked.revoked.by == "governance"
+        assert revoked.revoked.proposal_id == 77
+        assert v.check(alice.subject, "k3", at=T0 + 200, purpose="sig").status == "valid"
+        assert v.check(bob.subject, "k1", at=T0 + 200).status == "valid"
+        assert 0 <= v.staleness < 3600
+
+    # bob's next event gets anchored on-chain, but this node never saw it: a hidden head
+    nxt = bob.unsigned_update(T0 + 300, [service_key("k2", label="ib2")])
+    bob.events.append(nxt)
+    _anchor(w3, contract, bob, 0)
+    _anchor(w3, contract, bob, 1)
+    bundle2 = build_bundle(store, source, domain, "latest")
+    v2 = Verifier.from_bundle(encode_bundle(bundle2), bundle2.checkpoint.hash, now=now)
+    with pytest.raises(StaleView):
+        v2.check(bob.subject, "k1", at=T0 + 200)
+    # and an older checkpoint (before the anchor) is still verifiable on its own terms
+    v_old = Verifier.from_bundle(data, pinned, now=now)
+    assert v_old.check(bob.subject, "k1", at=T0 + 200).ok
