@@ -19,6 +19,7 @@ def _register() -> None:
     from . import demo, init, keys, node, subject  # noqa: F401
     from . import verify  # noqa: F401
     from . import chain, devnet  # noqa: F401
+    from . import store  # noqa: F401
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ digests do not match its events, and a broken audit chain are reported too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,8 +67,13 @@ def _redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def check_store(store: SqlStore, domain: Domain, limits: Limits = DEFAULT_LIMITS) -> CheckReport:
-    """Check an open SQL store (see the module docstring)."""
+Progress = Callable[[int, int], None]
+
+
+def check_store(
+    store: SqlStore, domain: Domain, limits: Limits = DEFAULT_LIMITS, progress: Progress | None = None
+) -> CheckReport:
+    """Check an open SQL store (see the module docstring); ``progress(done, total)`` per subject."""
     report = CheckReport(_redact(store.url))
     e, s = t.events.c, t.subjects.c
     with store.engine.connect() as conn:
@@ -79,6 +85,8 @@ def check_store(store: SqlStore, domain: Domain, limits: Limits = DEFAULT_LIMITS
         for subject in sorted(set(logged) - set(stored)):
             report.problem(f"subject 0x{subject.hex()}: events are stored but there is no subject row")
         for subject, row in stored.items():
+            if progress is not None:
+                progress(report.subjects, len(stored))
             report.subjects += 1
             rows = conn.execute(select(e.seq, e.digest, e.kind, e.raw).where(e.subject == subject).order_by(e.seq))
             state = _replay_subject(report, domain, limits, subject, rows)
@@ -148,10 +156,12 @@ def _compare_derived(
             report.problem(f"{where} key {kid!r}: key row differs from the replay")
 
 
-def check_database(url: str, domain: Domain, limits: Limits = DEFAULT_LIMITS) -> CheckReport:
+def check_database(
+    url: str, domain: Domain, limits: Limits = DEFAULT_LIMITS, progress: Progress | None = None
+) -> CheckReport:
     """Open the database at ``url`` and check it (see the module docstring)."""
     store = SqlStore(url, limits=limits)
     try:
-        return check_store(store, domain, limits)
+        return check_store(store, domain, limits, progress)
     finally:
         store.close()
