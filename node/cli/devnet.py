@@ -42,6 +42,11 @@ ANVIL_MNEMONIC = "test test test test test test test test test test test junk"  
 DevnetDirOpt = Annotated[Path, typer.Option("--dir", envvar="KEYREG_DEVNET_DIR", help="Devnet directory.")]
 
 
+# Popen objects of the processes this process started: kept so they are reaped (not garbage
+# collected while running) when `down` stops them from the same process (tests, `devnet demo`).
+_STARTED: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def _step(text: str) -> None:
     err_console.print(f"[green]✓[/] {text}", highlight=False)
 
@@ -59,6 +64,9 @@ def _alive(pid: int | None, marker: str) -> bool:
     """True if ``pid`` runs and its command line contains ``marker`` (guards against PID reuse)."""
     if not pid:
         return False
+    proc = _STARTED.get(pid)
+    if proc is not None:  # ours: ask the Popen (right after fork, cmdline is still the parent's)
+        return proc.poll() is None
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
@@ -73,13 +81,18 @@ def _stop_pid(pid: int, marker: str, timeout: float = 15.0) -> bool:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while _alive(pid, marker) and time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+        proc = _STARTED.get(pid)
+        if proc is not None:
+            proc.poll()  # reaps a child that exited (a zombie keeps its /proc entry)
         time.sleep(0.05)  # polling the process table with a deadline
     if _alive(pid, marker):
         os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+    proc = _STARTED.pop(pid, None)
+    if proc is not None:
+        proc.wait(timeout)
+    else:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
     return True
 
 
@@ -115,6 +128,7 @@ def start_anvil_detached(directory: Path, port: int, block_time: float | None) -
         proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+    _STARTED[proc.pid] = proc
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -144,6 +158,7 @@ def _spawn_node(data_dir: Path, password_file: Path, env: dict[str, str]) -> int
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    _STARTED[proc.pid] = proc
     return proc.pid
 
 
@@ -264,6 +279,17 @@ def _address(key: bytes) -> bytes:
     from ..core.hashing import address_of_private_key
 
     return address_of_private_key(key)
+
+
+def restart_anvil(directory: Path, block_time: float | None = 1.0) -> int:
+    """Start the devnet's anvil again on its port from its state file (after a crash); returns the new PID."""
+    info = read_devnet(directory)
+    if _alive(info["anvil"].get("pid"), "anvil"):
+        raise ConfigError(f"anvil still runs (pid {info['anvil']['pid']})")
+    pid = start_anvil_detached(directory, int(info["anvil"]["port"]), block_time)
+    info["anvil"]["pid"] = pid
+    _write_devnet(directory, info)
+    return pid
 
 
 def devnet_down(directory: Path) -> list[str]:
