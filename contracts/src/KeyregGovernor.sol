@@ -1,0 +1,164 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+import {Governor} from "@openzeppelin/contracts/governance/Governor.sol";
+import {GovernorCountingSimple} from "@openzeppelin/contracts/governance/extensions/GovernorCountingSimple.sol";
+import {GovernorSettings} from "@openzeppelin/contracts/governance/extensions/GovernorSettings.sol";
+import {GovernorVotes} from "@openzeppelin/contracts/governance/extensions/GovernorVotes.sol";
+import {GovernorVotesQuorumFraction} from
+    "@openzeppelin/contracts/governance/extensions/GovernorVotesQuorumFraction.sol";
+import {IVotes} from "@openzeppelin/contracts/governance/utils/IVotes.sol";
+
+/// @title KeyregGovernorBase: the rules every keyreg DAO shares, whatever executes its proposals.
+/// @notice A keyreg DAO can do one thing: revoke keys of subjects that named it, through
+/// KeyRegistry.revokeByGovernance. That is enforced twice: the registry accepts the call only from
+/// the governor (or timelock) a subject named at inception, and this governor accepts only proposals
+/// whose every action is revokeByGovernance on its registry with no value. So its settings, its
+/// timelock and `relay` are unreachable: they would need a proposal targeting something else.
+///
+/// Binding of the proposal id: a proposal's id is the hash of its calldata, so the calldata cannot
+/// carry it. Proposals pass 0 as revokeByGovernance's proposalId; the governor writes the real id
+/// into that word when it queues and executes (the same bytes both times, so a timelock's operation
+/// hash matches). Invariant: every GovernanceRevoked event this governor causes names the proposal
+/// that executed it.
+///
+/// Votes of accounts without voting power at the snapshot are refused (NotAMember), rather than
+/// counted as zero, so a stray or forged ballot fails loudly.
+abstract contract KeyregGovernorBase is
+    Governor,
+    GovernorSettings,
+    GovernorCountingSimple,
+    GovernorVotes,
+    GovernorVotesQuorumFraction
+{
+    /// KeyRegistry.revokeByGovernance(bytes32,string,uint64,bytes32,uint256)
+    bytes4 public constant REVOKE_SELECTOR = bytes4(keccak256("revokeByGovernance(bytes32,string,uint64,bytes32,uint256)"));
+    /// Byte offset of the proposalId argument (the fifth static word) in revokeByGovernance calldata.
+    uint256 private constant _PROPOSAL_ID_OFFSET = 4 + 4 * 32;
+
+    /// The KeyRegistry this DAO may revoke in.
+    address public immutable registry;
+
+    error NotARevocation(uint256 index);
+    error ProposalIdNotZero(uint256 index);
+    error NotAMember(address voter);
+
+    constructor(
+        string memory name_,
+        IVotes token_,
+        address registry_,
+        uint48 votingDelay_,
+        uint32 votingPeriod_,
+        uint256 proposalThreshold_,
+        uint256 quorumPercent_
+    )
+        Governor(name_)
+        GovernorSettings(votingDelay_, votingPeriod_, proposalThreshold_)
+        GovernorVotes(token_)
+        GovernorVotesQuorumFraction(quorumPercent_)
+    {
+        registry = registry_;
+    }
+
+    /// Only revocations in `registry` can be proposed (see the contract notes).
+    function propose(
+        address[] memory targets,
+        uint256[] memory values,
+        bytes[] memory calldatas,
+        string memory description
+    ) public virtual override returns (uint256) {
+        uint256 n = targets.length;
+        if (n != values.length || n != calldatas.length) {
+            revert GovernorInvalidProposalLength(n, calldatas.length, values.length);
+        }
+        for (uint256 i = 0; i < n; ++i) {
+            bytes memory data = calldatas[i];
+            if (targets[i] != registry || values[i] != 0 || data.length < _PROPOSAL_ID_OFFSET + 32) {
+                revert NotARevocation(i);
+            }
+            if (bytes4(data) != REVOKE_SELECTOR) revert NotARevocation(i);
+            if (_wordAt(data, _PROPOSAL_ID_OFFSET) != 0) revert ProposalIdNotZero(i);
+        }
+        return super.propose(targets, values, calldatas, description);
+    }
+
+    /// The calldata a proposal's actions run with: each revocation names `proposalId`.
+    function boundCalldatas(uint256 proposalId, bytes[] memory calldatas) public pure returns (bytes[] memory out) {
+        out = new bytes[](calldatas.length);
+        for (uint256 i = 0; i < calldatas.length; ++i) {
+            bytes memory data = bytes.concat(calldatas[i]); // a copy: the caller's array is left as is
+            uint256 offset = _PROPOSAL_ID_OFFSET;
+            if (data.length >= offset + 32 && bytes4(data) == REVOKE_SELECTOR) {
+                assembly ("memory-safe") {
+                    mstore(add(add(data, 32), offset), proposalId)
+                }
+            }
+            out[i] = data;
+        }
+    }
+
+    function _wordAt(bytes memory data, uint256 offset) private pure returns (uint256 word) {
+        assembly ("memory-safe") {
+            word := mload(add(add(data, 32), offset))
+        }
+    }
+
+    function _countVote(uint256 proposalId, address account, uint8 support, uint256 totalWeight, bytes memory params)
+        internal
+        virtual
+        override(Governor, GovernorCountingSimple)
+        returns (uint256)
+    {
+        if (totalWeight == 0) revert NotAMember(account);
+        return super._countVote(proposalId, account, support, totalWeight, params);
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Solidity's required overrides (no behaviour of their own)
+
+    function votingDelay() public view virtual override(Governor, GovernorSettings) returns (uint256) {
+        return super.votingDelay();
+    }
+
+    function votingPeriod() public view virtual override(Governor, GovernorSettings) returns (uint256) {
+        return super.votingPeriod();
+    }
+
+    function proposalThreshold() public view virtual override(Governor, GovernorSettings) returns (uint256) {
+        return super.proposalThreshold();
+    }
+
+    function quorum(uint256 timepoint)
+        public
+        view
+        virtual
+        override(Governor, GovernorVotesQuorumFraction)
+        returns (uint256)
+    {
+        return super.quorum(timepoint);
+    }
+}
+
+/// @title KeyregGovernor: a keyreg DAO that executes its revocations itself.
+/// @notice Subjects name this contract's address as their governor.
+contract KeyregGovernor is KeyregGovernorBase {
+    constructor(
+        string memory name_,
+        IVotes token_,
+        address registry_,
+        uint48 votingDelay_,
+        uint32 votingPeriod_,
+        uint256 proposalThreshold_,
+        uint256 quorumPercent_
+    ) KeyregGovernorBase(name_, token_, registry_, votingDelay_, votingPeriod_, proposalThreshold_, quorumPercent_) {}
+
+    function _executeOperations(
+        uint256 proposalId,
+        address[] memory targets,
+        uint256[] memory values,
+        bytes[] memory calldatas,
+        bytes32 descriptionHash
+    ) internal virtual override {
+        super._executeOperations(proposalId, targets, values, boundCalldatas(proposalId, calldatas), descriptionHash);
+    }
+}
