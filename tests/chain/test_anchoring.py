@@ -172,6 +172,15 @@ def _fields(event: object) -> dict[str, object]:
     return {name: getattr(event, name) for name in event.__slots__ if name != "kind"}  # type: ignore[attr-defined]
 
 
+def dumped_block(state_file: Path) -> int:
+    """The newest block in anvil's --state file (-1 while absent or half written)."""
+    try:
+        best = json.loads(state_file.read_text())["best_block_number"]
+    except (OSError, ValueError, KeyError):
+        return -1
+    return int(best, 16) if isinstance(best, str) else int(best)
+
+
 def test_rpc_down_keeps_work_and_recovers(tmp_path: Path) -> None:
     """anvil killed: status says down, the queue keeps the work; restarted from its state file: drained."""
     state_file = tmp_path / "anvil-state.json"
@@ -190,9 +199,9 @@ def test_rpc_down_keeps_work_and_recovers(tmp_path: Path) -> None:
             async with trio.open_nursery() as nursery:
                 await nursery.start(service.run)
                 await wait_for(lambda: bool(anchors_of(registry, s.id, "batch")), what="the first batch")
-                # let the state file catch up with the deployment and the batch, then kill anvil
-                await wait_for(lambda: state_file.exists() and state_file.stat().st_size > 0, what="state file")
-                await trio.sleep(1.2)  # --state-interval 1: one more dump after the batch block
+                # let the state file (dumped every second) catch up with the batch block, then kill anvil
+                block = anchors_of(registry, s.id, "batch")[0].block_number
+                await wait_for(lambda: dumped_block(state_file) >= block, what="the state file to hold the batch")
                 first.stop()
                 registry.ingest([s.update(now, "k1")])
                 service.anchoring.request_direct(s.id)
@@ -216,3 +225,32 @@ def test_rpc_down_keeps_work_and_recovers(tmp_path: Path) -> None:
         finally:
             for a in anvil_ref[1:]:
                 a.stop()
+
+
+def test_anchor_status_compares_the_chain_with_the_local_log() -> None:
+    """No chain needed: anchors are recorded by hand."""
+    from node.chain.status import anchor_status
+    from node.store.base import AnchorRecord
+
+    address = "0x" + "42" * 20
+    registry = node_registry(address)
+    now = int(time.time())
+    s = Subject(domain_for(address))
+    registry.ingest([s.incept(5, now), s.update(now, "k1")])
+    assert anchor_status(registry, s.id)["status"] == "unanchored"
+
+    def record(seq: int, digest: bytes, block: int, mode: str = "direct") -> None:
+        registry.record_anchors([AnchorRecord(s.id, seq, digest, block * 1_000_000, mode, block, b"\x01" * 32)])
+
+    record(0, s.id, 10)
+    st = anchor_status(registry, s.id)
+    assert (st["status"], st["seq"], st["mode"]) == ("ahead", 0, "direct")
+    record(1, s.head, 11, "batch")
+    st = anchor_status(registry, s.id)
+    assert (st["status"], st["mode"], st["batch"]["seq"], st["direct"]["seq"]) == ("equal", "batch", 1, 0)
+    record(2, b"\x07" * 32, 12)
+    assert anchor_status(registry, s.id)["status"] == "behind"
+    other = node_registry(address)
+    other.ingest([s.events[0], Subject(domain_for(address), secrets=s.secrets, events=[s.events[0]]).update(now, "x")])
+    other.record_anchors([AnchorRecord(s.id, 1, s.head, 11_000_000, "direct", 11, b"\x01" * 32)])
+    assert anchor_status(other, s.id)["status"] == "conflict"
