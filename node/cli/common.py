@@ -19,6 +19,7 @@ from typing import Annotated, Any, TypeVar
 import httpx
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from ..config import Config, load_config
 from ..core.errors import ConfigError, KeyregError, NetworkError
@@ -68,7 +69,9 @@ def handles_errors(fn: F) -> F:
             if kwargs.get("as_json"):
                 print(json.dumps({"error": exc.to_dict()}), file=sys.stderr)
             else:
-                err_console.print(f"[bold red]error[/] [{exc.code}]: {exc.message}", markup=True, highlight=False)
+                err_console.print(
+                    Text.assemble(("error", "bold red"), f" [{exc.code}]: {exc.message}"), highlight=False
+                )
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -134,7 +137,7 @@ class NodeClient:
 
     def __init__(self, url: str, timeout: float = 15.0) -> None:
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self.timeout = timeout
 
     @classmethod
     def for_config(cls, config: Config, override: str | None = None) -> NodeClient:
@@ -153,7 +156,9 @@ class NodeClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            resp = self._http.request(method, path, **kwargs)
+            # One connection per request: a command makes a handful, and nothing is left open.
+            with httpx.Client(base_url=self.url, timeout=self.timeout) as http:
+                resp = http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise NetworkError(
                 f"cannot reach the node at {self.url} ({type(exc).__name__}): start it with `keyreg node run` "
@@ -183,7 +188,7 @@ class NodeClient:
         return results
 
     def close(self) -> None:
-        self._http.close()
+        """Nothing to release (connections are per request); kept for symmetry."""
 
 
 class Session:

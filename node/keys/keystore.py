@@ -121,9 +121,20 @@ def resolve_password(password_file: Path | None = None, *, prompt: bool = True, 
     )
 
 
+def _ensure_private_dir(d: Path) -> None:
+    """mkdir -p where every directory created is 0700 (mkdir's parents= would use the umask)."""
+    missing = []
+    while not d.exists():
+        missing.append(d)
+        d = d.parent
+    for p in reversed(missing):
+        p.mkdir(mode=0o700)
+        os.chmod(p, 0o700)
+
+
 def _write_private(path: Path, data: bytes) -> None:
     """Write atomically with mode 0600 (never world-readable, not even briefly)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _ensure_private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -238,7 +249,7 @@ class Keystore:
             raise KeystoreError(f"need 1 <= threshold ({threshold}) <= controllers ({controllers}) <= 16")
         if (path / "keystore.json").exists():
             raise KeystoreError(f"a keystore already exists at {path}; refusing to overwrite it")
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _ensure_private_dir(path)
         os.chmod(path, 0o700)
         ks = cls(
             path,
@@ -334,7 +345,7 @@ class Keystore:
         if d.exists():  # left over from a controller rotation that was never accepted
             for f in d.glob("*.json"):
                 f.unlink()
-        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _ensure_private_dir(d)
         for i in range(int(self.meta["controllers"])):
             secret = os.urandom(32)
             _write_private(d / f"ctrl-{i:02d}.json", json.dumps(_encrypt(secret, password)).encode())

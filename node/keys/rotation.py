@@ -24,8 +24,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import trio
-
 from ..core.log import SubjectState
 from .keystore import Keystore
 from .operations import Head, sign_update
@@ -166,13 +164,16 @@ def rotate_once(node: Node, policy: RotationPolicy, now: int | None = None) -> t
     return plan.next_check, {"ok": True, "published": key.key_id, "activeFrom": plan.activate_at}
 
 
-async def run_rotation_scheduler(node: Node, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+async def run_rotation_scheduler(node: Node, *, task_status: Any = None) -> None:
     """Node service: keep the subject's service keys rotating per config [rotation]."""
+    import trio  # here, not at module level: the CLI imports this module and need not load trio
+
     rcfg = node.config.rotation
     policy = RotationPolicy(rcfg.rotation_interval_s, rcfg.overlap_s, rcfg.publish_ahead_s)
     status: dict[str, Any] = {"ok": True, "enabled": True}
     node.register_status("rotation", lambda: dict(status))
-    task_status.started()
+    if task_status is not None:
+        task_status.started()
     while True:
         try:
             next_check, info = await trio.to_thread.run_sync(rotate_once, node, policy)

@@ -1,0 +1,64 @@
+"""The admin (local) endpoint: token auth, loopback only, signing key and signing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from api_support import TestClient
+
+from node.api.admin import check_admin_host, create_admin_app
+from node.core.errors import ConfigError
+from node.keys.jwt import verify_jwt
+from node.keys.service_keys import ServiceKey, b64url, b64url_decode, verify_signature
+
+TOKEN = "t" * 43
+KEY = ServiceKey.generate("Ed25519", "svc-1")
+
+
+def provider() -> tuple[ServiceKey, list[dict[str, Any]]]:
+    return KEY, [KEY.public_jwk()]
+
+
+def client(host: str = "127.0.0.1") -> TestClient:
+    return TestClient(create_admin_app(TOKEN, provider), client=(host, 5000))
+
+
+def test_requires_the_token() -> None:
+    c = client()
+    r = c.get("/local/v1/signing-key")
+    assert r.status_code == 401
+    assert r.json()["code"] == "unauthorized"
+    assert c.get("/local/v1/signing-key", headers={"authorization": "Bearer wrong"}).status_code == 401
+    assert c.get("/local/v1/signing-key", headers={"authorization": f"Basic {TOKEN}"}).status_code == 401
+    # the token is never echoed back
+    assert TOKEN not in r.text
+
+
+def test_signing_key_and_sign() -> None:
+    c = client()
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    body = c.get("/local/v1/signing-key", headers=auth).json()
+    assert body["keyId"] == "svc-1"
+    assert body["jwk"]["d"] == b64url(KEY.secret)
+    assert body["accepted"] == [KEY.public_jwk()]
+    jwt = c.post("/local/v1/sign", headers=auth, json={"jwt": {"sub": "x"}}).json()["jwt"]
+    assert verify_jwt(jwt, {"keys": [KEY.public_jwk()]}) == {"sub": "x"}
+    sig = c.post("/local/v1/sign", headers=auth, json={"payload": b64url(b"hello")}).json()["signature"]
+    assert verify_signature("Ed25519", KEY.public_key, b64url_decode(sig), b"hello")
+    assert c.post("/local/v1/sign", headers=auth, json={"other": 1}).status_code == 400
+
+
+def test_loopback_only() -> None:
+    r = client("10.0.0.7").get("/local/v1/signing-key", headers={"authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 403
+    for host in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
+        check_admin_host(host)
+    for host in ("0.0.0.0", "10.0.0.1", "::", "example.com"):  # noqa: S104 (the point: refused)
+        with pytest.raises(ConfigError, match="loopback"):
+            check_admin_host(host)
+
+
+def test_short_token_refused() -> None:
+    with pytest.raises(ConfigError, match="too short"):
+        create_admin_app("short", provider)
