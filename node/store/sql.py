@@ -29,7 +29,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, and_, bindparam, create_engine, event, select, update
+from sqlalchemy import Connection, Engine, Table, and_, bindparam, create_engine, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -59,11 +59,7 @@ _EVENT_COLS = ("subject", "seq", "digest", "kind", "raw", "received_at")
 _AUDIT_COLS = ("idx", "time", "action", "subject", "seq", "digest", "detail", "prev_hash", "hash")
 _SUBJECT_COLS = ("subject", "seq", "head", "disputed", "revoked_at", "state")
 _KEY_COLS = tuple(c.name for c in t.keys.columns)
-
-
-def _insert_sql(table: str, cols: tuple[str, ...], placeholder: str) -> str:
-    # Only our own constant table and column names are interpolated; values are always bound.
-    return f'INSERT INTO "{table}" ({", ".join(cols)}) VALUES ({", ".join([placeholder] * len(cols))})'  # noqa: S608
+_SYNC_MODES = ("full", "normal", "extra")
 
 
 def _on_conflict(key: tuple[str, ...], update_cols: tuple[str, ...]) -> str:
@@ -71,7 +67,33 @@ def _on_conflict(key: tuple[str, ...], update_cols: tuple[str, ...]) -> str:
     return f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
 
 
-_SYNC_MODES = ("full", "normal", "extra")
+class _BulkInsert:
+    """One INSERT (optionally an upsert) of many rows in one statement per call.
+
+    SQLite: one prepared statement run by the driver's executemany (in-process, no round trips).
+    PostgreSQL: ``INSERT ... SELECT * FROM unnest(%b::type[], ...)`` with one binary array per column: a
+    constant query text (prepared once by psycopg) and one round trip whatever the row count,
+    where psycopg's executemany still sends one Bind/Execute per row.
+    Only our own constant table and column names are interpolated; values are always bound.
+    """
+
+    def __init__(self, dialect: str, table: Table, cols: tuple[str, ...], suffix: str = "") -> None:
+        self.sqlite = dialect == "sqlite"
+        names = ", ".join(cols)
+        if self.sqlite:
+            self.sql = f'INSERT INTO "{table.name}" ({names}) VALUES ({", ".join("?" * len(cols))}){suffix}'  # noqa: S608
+        else:
+            pg = postgresql.dialect()
+            arrays = ", ".join(f"%b::{table.c[c].type.compile(dialect=pg)}[]" for c in cols)
+            self.sql = f'INSERT INTO "{table.name}" ({names}) SELECT * FROM unnest({arrays}){suffix}'  # noqa: S608
+
+    def run(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        if self.sqlite:
+            conn.exec_driver_sql(self.sql, rows)
+        else:
+            conn.exec_driver_sql(self.sql, tuple(list(col) for col in zip(*rows, strict=True)))
 
 
 def _alembic_config(connection: Connection) -> AlembicConfig:
@@ -161,13 +183,14 @@ class SqlStore:
         ins = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         # The per-event statements are plain SQL run with the driver's executemany: SQLAlchemy's
         # per-row parameter processing cost more than SQLite itself (see docs/storage.md).
-        ph = "?" if self.dialect == "sqlite" else "%s"
-        self._sql_event = _insert_sql("events", _EVENT_COLS, ph)
-        self._sql_audit = _insert_sql("audit", _AUDIT_COLS, ph)
-        self._sql_subject = _insert_sql("subjects", _SUBJECT_COLS, ph) + _on_conflict(
-            ("subject",), ("seq", "head", "revoked_at", "state")
+        self._bulk_event = _BulkInsert(self.dialect, t.events, _EVENT_COLS)
+        self._bulk_audit = _BulkInsert(self.dialect, t.audit, _AUDIT_COLS)
+        self._bulk_subject = _BulkInsert(
+            self.dialect, t.subjects, _SUBJECT_COLS, _on_conflict(("subject",), ("seq", "head", "revoked_at", "state"))
         )
-        self._sql_key = _insert_sql("keys", _KEY_COLS, ph) + _on_conflict(("subject", "key_id"), _KEY_COLS[2:])
+        self._bulk_key = _BulkInsert(
+            self.dialect, t.keys, _KEY_COLS, _on_conflict(("subject", "key_id"), _KEY_COLS[2:])
+        )
         self._encoder = StateEncoder()
         self._insert_evidence = ins(t.evidence).on_conflict_do_nothing()
         self._insert_governance = ins(t.governance).on_conflict_do_nothing()
@@ -208,8 +231,8 @@ class SqlStore:
             for subject, seq in changes.switched:
                 self._archive(conn, subject, seq, now)
             if changes.appended:
-                conn.exec_driver_sql(
-                    self._sql_event,
+                self._bulk_event.run(
+                    conn,
                     [
                         (acc.subject, acc.signed.event.seq, acc.digest, acc.signed.event.kind, raw, now)
                         for acc, raw in changes.appended
@@ -237,9 +260,8 @@ class SqlStore:
                             k = key_row(subject, rec)
                             key_rows.append(tuple(k[c] for c in _KEY_COLS))
                     written[subject] = state.keys
-                conn.exec_driver_sql(self._sql_subject, rows)
-                if key_rows:
-                    conn.exec_driver_sql(self._sql_key, key_rows)
+                self._bulk_subject.run(conn, rows)
+                self._bulk_key.run(conn, key_rows)
             if changes.disputed:
                 conn.execute(self._set_disputed, [{"s": s, "d": d} for s, d in changes.disputed.items()])
             if changes.evidence:
@@ -361,8 +383,8 @@ class SqlStore:
             q = q.with_for_update()
         next_index, last_hash = conn.execute(q).one()
         records = chain(entries, next_index, bytes(last_hash), now)
-        conn.exec_driver_sql(
-            self._sql_audit,
+        self._bulk_audit.run(
+            conn,
             [
                 (
                     r.index,
