@@ -1,0 +1,174 @@
+"""Duplicity and fork choice: the chain decides, else the recovery rule, else disputed (fail closed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from node.core.errors import StaleEvent, UnauthorizedSigner
+from node.core.fork import SubjectLog, choose
+from node.core.keystate import key_verdict
+from node.core.log import apply_event
+
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
+
+
+def _generator() -> ModuleType:
+    name = "keyreg_vector_generator"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, VECTORS / "generate.py")
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+gen = _generator()
+T0 = gen.T0
+D = gen.DEVNET
+
+
+def _base() -> Any:
+    """Controller 'cur' (compromised in these tests), next set 'nxt' committed at inception."""
+    w = gen.LogWriter(D)
+    w.incept(T0, ["cur"], 1, ["nxt"], keys=[gen.key("k1", "Ed25519", ["sign"], T0)])
+    return w
+
+
+def _log_with(w: Any) -> SubjectLog:
+    log = SubjectLog(D)
+    for e in w.events:
+        assert log.append(e).status == "accepted"
+    return log
+
+
+def test_choose_rules() -> None:
+    w = _base()
+    state = apply_event(None, w.events[0], D).state
+    rogue = apply_event(state, gen.sign(D, w.next_update(T0 + 1, metadata="rogue"), ["cur"]), D)
+    other = apply_event(state, gen.sign(D, w.next_update(T0 + 1, metadata="other"), ["cur"]), D)
+    rotation = apply_event(state, gen.sign(D, w.next_rotation(T0 + 1, ["nxt"], 1, None), ["nxt"]), D)
+    assert choose(rogue, rotation, {}) is rotation  # recovery rule
+    assert choose(rotation, rogue, {}) is rotation
+    assert choose(rogue, other, {}) is None  # disputed
+    assert choose(rogue, rotation, {rogue.digest: 5}) is rogue  # the chain decides first
+    assert choose(rogue, other, {rogue.digest: 5, other.digest: 4}) is other  # lower rank wins
+    assert choose(rogue, other, {rogue.digest: 4, other.digest: 4}) is rogue
+
+
+def test_replay_of_a_held_event_is_known_not_duplicity() -> None:
+    w = _base()
+    w.update(T0 + 1, ["cur"], metadata="m")
+    w.update(T0 + 2, ["cur"], metadata="n")
+    log = _log_with(w)
+    result = log.append(w.events[1])
+    assert result.status == "known"
+    assert not log.evidence
+    with pytest.raises(StaleEvent):
+        log.append(w.events[0])  # the inception again
+
+
+def test_two_updates_at_one_seq_are_evidence_and_disputed() -> None:
+    w = _base()
+    first = w.update(T0 + 1, ["cur"], metadata="first")
+    log = _log_with(w)
+    w.events.pop()
+    w.head = log.events[0].digest
+    second = gen.sign(D, w.next_update(T0 + 1, metadata="second"), ["cur"])
+    result = log.append(second)
+    assert result.status == "duplicity"
+    assert result.evidence is not None
+    assert (result.evidence.seq, result.evidence.first, result.evidence.second) == (1, first, second)
+    assert log.disputed
+    assert log.state is not None
+    assert log.state.metadata == "first"  # nothing switches without a rule to decide
+    verdict = key_verdict(log.state, log.state.subject, "k1", T0 + 5, disputed=log.disputed)
+    assert verdict.status == "disputed"
+    assert log.append(second).status == "known"  # the same evidence twice is not news
+    assert len(log.evidence) == 1
+    # an anchor arrives for the second: fork choice re-runs and switches
+    [res] = log.resolve({log.evidence[0].second_digest: 1})
+    assert res.switched
+    assert not log.disputed
+    assert log.state.metadata == "second"
+
+
+def test_recovery_rotation_supersedes_an_unanchored_rogue_update() -> None:
+    w = _base()
+    rogue = w.update(T0 + 1, ["cur"], publish=[gen.key("evil", "Ed25519", ["sign"], T0 + 1)])
+    log = _log_with(w)
+    w.events.pop()
+    w.head = log.events[0].digest
+    rotation = gen.sign(D, w.next_rotation(T0 + 2, ["nxt"], 1, ["nxt-2"]), ["nxt"])
+    result = log.append(rotation)
+    assert result.status == "duplicity"
+    assert result.switched
+    assert [a.signed for a in result.dropped] == [rogue]
+    assert not log.disputed
+    assert log.state is not None
+    assert log.state.controllers == (gen.address("nxt"),)
+    assert "evil" not in log.state.keys
+
+
+def test_rotation_held_first_is_kept_against_a_later_rogue_update() -> None:
+    w = _base()
+    w.rotate(T0 + 2, ["nxt"], ["nxt"], 1, None)
+    log = _log_with(w)
+    rogue = gen.sign(D, gen.builder.update(w.subject, 1, log.events[0].digest, T0 + 1, metadata="x"), ["cur"])
+    result = log.append(rogue)
+    assert result.status == "duplicity"
+    assert not result.switched
+    assert not log.disputed
+
+
+def test_an_anchored_rogue_update_beats_a_later_rotation() -> None:
+    w = _base()
+    w.update(T0 + 1, ["cur"], metadata="rogue")
+    log = _log_with(w)
+    rogue_digest = log.events[1].digest
+    w.events.pop()
+    w.head = log.events[0].digest
+    rotation = gen.sign(D, w.next_rotation(T0 + 2, ["nxt"], 1, None), ["nxt"])
+    result = log.append(rotation, anchored={rogue_digest: 10})
+    assert result.status == "duplicity"
+    assert not result.switched
+    assert log.events[1].digest == rogue_digest
+
+
+def test_an_anchored_descendant_anchors_its_branch() -> None:
+    """Anchoring seq 2 anchors seq 1 too (prev chains commit to it): the branch wins at seq 1."""
+    w = _base()
+    w.update(T0 + 1, ["cur"], metadata="a")
+    w.update(T0 + 2, ["cur"], metadata="b")
+    log = _log_with(w)
+    head_digest = log.events[2].digest
+    rotation = gen.sign(
+        D, gen.builder.rotation(w.subject, 1, log.events[0].digest, T0 + 3, [gen.address("nxt")], 1, None), ["nxt"]
+    )
+    result = log.append(rotation, anchored={head_digest: 7})
+    assert result.status == "duplicity"
+    assert not result.switched
+    assert log.state is not None
+    assert log.state.head == head_digest
+    # without that anchor the recovery rule would have switched
+    fresh = _log_with(w)
+    assert fresh.append(rotation).switched
+
+
+def test_an_invalid_conflicting_event_is_an_error_not_evidence() -> None:
+    w = _base()
+    w.update(T0 + 1, ["cur"], metadata="a")
+    log = _log_with(w)
+    w.events.pop()
+    w.head = log.events[0].digest
+    forged = gen.sign(D, w.next_update(T0 + 1, metadata="forged"), ["mallory"])
+    with pytest.raises(UnauthorizedSigner):
+        log.append(forged)
+    assert not log.evidence
