@@ -42,21 +42,29 @@ RESULTS = ROOT / "bench" / "results"
 TARGET_SQLITE = 4000
 
 
+CPU_US: dict[str, float] = {}  # this process's CPU time per event (the PostgreSQL server's is not in it)
+
+
 def run(name: str, make_store: Callable[[], Any], wire: list[bytes], batch: int) -> float:
-    """Ingest everything into a fresh store; returns events/s."""
+    """Ingest everything into a fresh store; returns events/s (wall clock)."""
     store = make_store()
     reg = Registry(DOMAIN, store)
     gc.collect()
+    cpu = time.process_time()
     start = time.perf_counter()
     accepted = 0
     for i in range(0, len(wire), batch):
         accepted += sum(r.status == "accepted" for r in reg.ingest(wire[i : i + batch]))
     elapsed = time.perf_counter() - start
+    CPU_US[name] = round((time.process_time() - cpu) / len(wire) * 1e6, 1)
     store.close()
     if accepted != len(wire):
         raise SystemExit(f"{name}: only {accepted} of {len(wire)} events accepted")
     rate = len(wire) / elapsed
-    print(f"{name:>16}: {len(wire)} events in {elapsed:6.2f} s = {rate:8.0f} events/s ({1e6 / rate:5.0f} us/event)")
+    print(
+        f"{name:>14}: {len(wire)} events in {elapsed:6.2f} s = {rate:7.0f} events/s "
+        f"({1e6 / rate:5.0f} us/event wall, {CPU_US[name]:5.0f} us/event CPU in this process)"
+    )
     return rate
 
 
@@ -76,6 +84,8 @@ def main() -> int:
     wire = [encode_event(e.signed) for e in stream]
     print(f"generated {len(wire)} signed events across {subjects} subjects in {time.perf_counter() - t0:.1f} s")
     print(f"batch size {args.batch_size} (one Store.commit per batch); python {platform.python_version()}")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"{os.cpu_count()} CPUs, load average {load} (other work on the machine slows every figure alike)")
 
     tmp = Path(tempfile.mkdtemp(prefix="keyreg-bench-"))
     rates: dict[str, float | None] = {}
@@ -122,6 +132,8 @@ def main() -> int:
         "sqlite_to_memory": round(lite / mem, 3),
         "postgres_to_memory": None if rates["postgres"] is None else round(rates["postgres"] / mem, 3),
         "sqlite_normal_to_full": round((rates["sqlite_normal"] or 0) / lite, 3),
+        "cpu_us_per_event": CPU_US,
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "events": len(wire),
         "subjects": subjects,
         "batch_size": args.batch_size,
