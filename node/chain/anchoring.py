@@ -277,6 +277,21 @@ class AnchoringService:
     async def step(self) -> bool:
         """Do one unit of due work; True if something was done (so the loop continues at once)."""
         if not self.can_write:
+            if self.queue.state.direct:  # nobody here can pay for it: say so instead of waiting forever
+                req = self.queue.state.direct[0]
+                self.queue.state.direct = self.queue.state.direct[1:]
+                error = NoRelayer("this node has no relayer: set [chain] relayer_keystore to anchor directly")
+                self.queue.add_result(
+                    {
+                        "id": req.id,
+                        "subject": req.subject,
+                        "at": self.clock(),
+                        "status": "refused",
+                        "error": error.to_dict(),
+                    }
+                )
+                self.queue.save()
+                return True
             return False
         if self.queue.state.direct:
             await self._direct_one(self.queue.state.direct[0])

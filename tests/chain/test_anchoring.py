@@ -254,3 +254,22 @@ def test_anchor_status_compares_the_chain_with_the_local_log() -> None:
     other.ingest([s.events[0], Subject(domain_for(address), secrets=s.secrets, events=[s.events[0]]).update(now, "x")])
     other.record_anchors([AnchorRecord(s.id, 1, s.head, 11_000_000, "direct", 11, b"\x01" * 32)])
     assert anchor_status(other, s.id)["status"] == "conflict"
+
+
+def test_watch_only_node_refuses_direct_requests(anvil: AnvilProcess, tmp_path: Path) -> None:
+    address = deploy(anvil)
+    registry = node_registry(address)
+    s = Subject(domain_for(address))
+    registry.ingest([s.incept(6, int(time.time()))])
+    service = ChainService(registry, make_config(tmp_path, anvil.url, address), relayer_key=None)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            service.anchoring.request_direct(s.id)
+            await wait_for(lambda: bool(service.anchoring.queue.state.results), what="a refusal")
+            assert service.anchoring.queue.state.results[-1]["error"]["code"] == "chain_no_relayer"
+            assert service.status()["queue_depth"] == 0
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
