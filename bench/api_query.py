@@ -211,8 +211,10 @@ def main() -> None:
                 "duration_s": round(result["elapsed_s"], 2),
                 "subjects": args.subjects,
                 "endpoint": "GET /v1/subjects/{id}/keys/{kid}",
-                "how": "real `keyreg node run` (hypercorn trio, SQLite) + separate-process trio keep-alive HTTP/1.1 client, "
-                "loopback",
+                "how": (
+                    "real `keyreg node run` (hypercorn trio, SQLite) + separate-process trio keep-alive "
+                    "HTTP/1.1 client, loopback"
+                ),
                 "cpus": os.cpu_count(),
             }
         )
