@@ -83,7 +83,7 @@ class _BulkInsert:
         if self.sqlite:
             self.sql = f'INSERT INTO "{table.name}" ({names}) VALUES ({", ".join("?" * len(cols))}){suffix}'  # noqa: S608
         else:
-            pg = postgresql.dialect()
+            pg = postgresql.dialect()  # type: ignore[no-untyped-call]
             arrays = ", ".join(f"%b::{table.c[c].type.compile(dialect=pg)}[]" for c in cols)
             self.sql = f'INSERT INTO "{table.name}" ({names}) SELECT * FROM unnest({arrays}){suffix}'  # noqa: S608
 
@@ -488,7 +488,7 @@ class SqlStore:
     def audit_records(self, from_index: int = 0, limit: int = 1000) -> list[AuditRecord]:
         """Chained audit records with index >= from_index, ascending."""
         a = t.audit.c
-        stmt = select(a).where(a.idx >= from_index).order_by(a.idx).limit(limit)
+        stmt = select(t.audit).where(a.idx >= from_index).order_by(a.idx).limit(limit)
         return [
             AuditRecord(
                 index=r.idx,
