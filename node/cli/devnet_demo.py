@@ -130,14 +130,19 @@ def run_scenario(devnet: dict[str, Any], progress: bool = True, timeout: float =
         )
     _step(progress, "head anchored directly (signatures checked by the contract), confirmed by every node")
 
-    health = httpx.get(nodes[0]["api"] + "/v1/health", timeout=5).json()
-    chain = health.get("services", {}).get("chain", {})
+    # every node with a relayer anchors batches; the first to send a root wins, the others skip it
+    batches = []
+    for n in nodes:
+        chain = httpx.get(n["api"] + "/v1/health", timeout=5).json().get("services", {}).get("chain", {})
+        if chain.get("last_batch"):
+            batches.append({**chain["last_batch"], "by": n["name"]})
+    last_batch = max(batches, key=lambda b: b["block"]) if batches else None
     summary = {
         "subject": sid,
         "registry": devnet.get("registry"),
         "rotation": rotation,
         "nodes": list(rows.values()),
-        "last_batch": chain.get("last_batch"),
+        "last_batch": last_batch,
         "direct": result,
         "elapsed_s": round(time.monotonic() - t_start, 2),
     }
@@ -165,7 +170,10 @@ def print_summary(summary: dict[str, Any]) -> None:
     out_console.print(table)
     b = summary.get("last_batch") or {}
     if b:
-        out_console.print(f"batch: root {b['root'][:18]}… over {b['count']} heads, block {b['block']}, gas {b['gas']}")
+        out_console.print(
+            f"batch: root {b['root'][:18]}… over {b['count']} heads, block {b['block']}, "
+            f"gas {b['gas']} (sent by {b['by']})"
+        )
     d = summary["direct"]
     out_console.print(f"direct: {d['status']} up to seq {d.get('seq')} in {', '.join(d.get('txs', [])) or '-'}")
     verdict = "[bold green]devnet demo OK[/]" if summary["ok"] else "[bold red]devnet demo FAILED[/]"
