@@ -136,3 +136,14 @@ def test_every_command_has_help(env: dict[str, str]) -> None:
         r = keyreg(env, *cmd, "--help")
         assert "Usage" in r.stdout
         assert "--data-dir" in r.stdout
+
+
+@pytest.mark.e2e
+def test_demo_runs_green() -> None:
+    """`keyreg demo` (the README's main command) ends with both keys valid in the overlap, one after."""
+    from node.cli.demo import run_demo
+
+    summary = run_demo(as_json=True)
+    assert summary["ok"], summary
+    during, after = summary["rotation"]
+    assert (during["old"], during["new"], after["old"], after["new"]) == ("valid", "valid", "expired", "valid")
