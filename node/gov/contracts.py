@@ -1,0 +1,618 @@
+"""The DAO contracts from Python: deployment and a sync client for one governor.
+
+Everything here is sync web3 with bounded timeouts (the node calls it through
+``trio.to_thread.run_sync``; the CLI and tests call it directly). Writes estimate gas first, so
+a call the contracts would refuse raises :class:`GovernanceRefused` naming the contract's custom
+error (``NotAMember``, ``NotGovernor``, ``GovernorUnexpectedProposalState`` ...) before anything
+is paid.
+
+Addresses flow: ``deploy_dao`` deploys the membership token (members' votes self-delegated), the
+governor (bound to one KeyRegistry), and optionally a timelock; :attr:`DaoDeployment.executor`
+is the address a subject names as ``governor`` in its inception (the governor itself, or its
+timelock, whichever calls the registry).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+from eth_abi import decode as abi_decode
+from eth_account import Account
+from eth_utils import function_signature_to_4byte_selector
+from web3 import Web3
+from web3 import exceptions as w3x
+
+from ..chain.artifacts import Artifact, load
+from ..chain.client import ChainUnavailable, redact_url
+from ..core.errors import ChainError, KeyregError
+from ..core.hashing import keccak
+from .errors import GovernanceRefused
+
+T = TypeVar("T")
+
+RPC_TIMEOUT_S = 10.0
+RECEIPT_TIMEOUT_S = 30.0
+GOVERNOR = "KeyregGovernor"
+TIMELOCK_GOVERNOR = "KeyregTimelockGovernor"  # its ABI is a superset of KeyregGovernor's
+TOKEN = "KeyregMembershipToken"  # noqa: S105  (a contract name, not a secret)
+TIMELOCK = "KeyregTimelock"
+
+# IGovernor.ProposalState, in enum order.
+STATES = ("Pending", "Active", "Canceled", "Defeated", "Succeeded", "Queued", "Expired", "Executed")
+FINAL_STATES = frozenset({"Canceled", "Defeated", "Expired", "Executed"})
+SUPPORT = {"against": 0, "for": 1, "abstain": 2}
+SUPPORT_NAMES = {v: k for k, v in SUPPORT.items()}
+
+ZERO_ADDRESS = "0x" + "00" * 20
+
+
+def checksum(address: str | bytes) -> str:
+    """Checksummed form of a 20-byte address given as bytes or hex."""
+    if isinstance(address, bytes):
+        address = "0x" + address.hex()
+    return Web3.to_checksum_address(address)
+
+
+def parse_support(value: str | int) -> int:
+    """'for' / 'against' / 'abstain' (or 1 / 0 / 2) -> the GovernorCountingSimple code."""
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        code = int(value)
+        if code in SUPPORT_NAMES:
+            return code
+    elif value.lower() in SUPPORT:
+        return SUPPORT[value.lower()]
+    raise GovernanceRefused(f"a vote is for, against or abstain (got {value!r})", error="BadSupport")
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+@cache
+def _error_decoders() -> dict[bytes, tuple[str, list[str]]]:
+    out: dict[bytes, tuple[str, list[str]]] = {}
+    for name in ("KeyRegistry", TIMELOCK_GOVERNOR, TOKEN, TIMELOCK):
+        for item in load(name).abi:
+            if item.get("type") != "error":
+                continue
+            types = [i["type"] for i in item.get("inputs", [])]
+            out[function_signature_to_4byte_selector(f"{item['name']}({','.join(types)})")] = (item["name"], types)
+    return out
+
+
+def decode_revert(data: str | bytes | None) -> tuple[str, list[Any]]:
+    """(error name, args) of a custom-error revert payload from any of the DAO or registry contracts."""
+    if isinstance(data, str):
+        data = bytes.fromhex(data.removeprefix("0x")) if len(data) >= 10 else b""
+    if not data or len(data) < 4:
+        return "revert", []
+    decoder = _error_decoders().get(data[:4])
+    if decoder is None:
+        return "0x" + data[:4].hex(), []
+    name, types = decoder
+    try:
+        args = list(abi_decode(types, data[4:]))
+    except Exception:  # a malformed payload: keep the name
+        return name, []
+    out: list[Any] = ["0x" + a.hex() if isinstance(a, bytes) else a for a in args]
+    if name == "GovernorUnexpectedProposalState" and len(out) >= 2:
+        out[1] = STATES[out[1]] if 0 <= out[1] < len(STATES) else out[1]
+        out[0] = str(out[0])
+    return name, out
+
+
+_EXPLAIN = {
+    "NotAMember": "the voter has no voting power at the proposal's snapshot: not a member of this DAO",
+    "NotGovernor": "the subject named another governor: this DAO cannot revoke its keys",
+    "NoGovernor": "the subject named no governor at inception: no DAO can revoke its keys",
+    "UnknownSubject": "the registry has no anchored inception for this subject",
+    "GovernorAlreadyCastVote": "this member has already voted on the proposal",
+    "GovernorInvalidSignature": "the ballot signature is not the voter's for this proposal and nonce "
+    "(a replayed or already used ballot)",
+    "GovernorNonexistentProposal": "the governor has no such proposal",
+    "NotARevocation": "a keyreg DAO can only propose revokeByGovernance on its registry",
+    "AlreadyRevokedEarlier": "the key is already revoked by governance from an earlier or equal time",
+    "GovernorInsufficientProposerVotes": "the proposer is not a member (holds no voting power)",
+}
+
+
+def explain(name: str, args: Sequence[Any]) -> str:
+    """A sentence for a contract error, naming what was wrong."""
+    if name == "GovernorUnexpectedProposalState" and len(args) >= 2:
+        return f"the proposal is {args[1]}, which does not allow this (a missed quorum or a lost vote is Defeated)"
+    return _EXPLAIN.get(name, f"the contract reverted with {name}{tuple(args) if args else ''}")
+
+
+def _map_error(exc: BaseException, what: str, endpoint: str) -> KeyregError:
+    if isinstance(exc, KeyregError):
+        return exc
+    if isinstance(exc, requests.ConnectionError | requests.Timeout | w3x.ProviderConnectionError | ConnectionError):
+        return ChainUnavailable(f"{what}: RPC endpoint {endpoint} is unreachable ({type(exc).__name__})")
+    if isinstance(exc, w3x.RequestTimedOut | w3x.TimeExhausted):
+        return ChainUnavailable(f"{what}: RPC endpoint {endpoint} timed out")
+    if isinstance(exc, w3x.ContractCustomError):
+        name, args = decode_revert(exc.data if isinstance(exc.data, str) else None)
+        return GovernanceRefused(f"{what}: {explain(name, args)}", error=name, args=args)
+    if isinstance(exc, w3x.ContractLogicError):
+        return GovernanceRefused(f"{what}: the contract reverted ({exc.message})", error="revert")
+    if isinstance(exc, w3x.Web3RPCError):
+        message = str(exc.rpc_response.get("error", {}).get("message", "")) if exc.rpc_response else str(exc)
+        return ChainError(f"{what}: RPC error from {endpoint}: {message[:200]}")
+    return ChainError(f"{what}: {type(exc).__name__}: {str(exc)[:200]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Connection and transactions
+
+
+def connect(rpc_url: str, timeout_s: float = RPC_TIMEOUT_S) -> Web3:
+    """A sync Web3 over HTTP with bounded request timeouts and no provider-level retries."""
+    provider = Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}, exception_retry_configuration=None)
+    return Web3(provider)
+
+
+def _endpoint(w3: Web3) -> str:
+    return redact_url(str(getattr(w3.provider, "endpoint_uri", "") or "?"))
+
+
+def call(w3: Web3, what: str, fn: Callable[[], T]) -> T:
+    """Run one read, mapping failures onto the error tree."""
+    try:
+        return fn()
+    except Exception as exc:
+        raise _map_error(exc, what, _endpoint(w3)) from None
+
+
+def transact(w3: Web3, private_key: bytes, fn: Any, what: str, gas: int | None = None) -> dict[str, Any]:
+    """Sign and send a contract call from ``private_key``; wait for the receipt.
+
+    Gas is estimated first (so a refused call raises GovernanceRefused with the contract's error
+    before anything is paid); the nonce is read fresh ("pending") and re-read once if another
+    sender on the same account took it meanwhile.
+    """
+    account = Account.from_key(private_key)
+    endpoint = _endpoint(w3)
+    for attempt in range(3):
+        try:
+            params: dict[str, Any] = {
+                "from": account.address,
+                "nonce": w3.eth.get_transaction_count(account.address, "pending"),
+            }
+            if gas is not None:
+                params["gas"] = gas
+            tx = fn.build_transaction(params)
+            signed = account.sign_transaction(tx)
+            tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+            receipt = dict(w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT_S))
+        except w3x.Web3RPCError as exc:
+            message = str(exc.rpc_response.get("error", {}).get("message", "")) if exc.rpc_response else str(exc)
+            if attempt < 2 and ("nonce" in message.lower() or "underpriced" in message.lower()):
+                continue  # the relayer account is shared (e.g. with anchoring): take the next nonce
+            raise _map_error(exc, what, endpoint) from None
+        except Exception as exc:
+            raise _map_error(exc, what, endpoint) from None
+        if int(receipt["status"]) != 1:
+            raise GovernanceRefused(
+                f"{what}: transaction {receipt['transactionHash'].to_0x_hex()} reverted on-chain",
+                error="revert",
+                tx=receipt["transactionHash"].to_0x_hex(),
+            )
+        return receipt
+    raise ChainError(f"{what}: could not get a nonce for {account.address}")  # pragma: no cover
+
+
+def deploy_contract(w3: Web3, private_key: bytes, artifact: Artifact, *args: Any) -> Any:
+    """Deploy an artifact with constructor ``args``; returns the bound contract."""
+    factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+    receipt = transact(w3, private_key, factory.constructor(*args), f"deploy {artifact.name}")
+    return w3.eth.contract(address=receipt["contractAddress"], abi=artifact.abi)
+
+
+# ---------------------------------------------------------------------------------------------
+# Deployment
+
+
+@dataclass(frozen=True)
+class DaoDeployment:
+    """Where a DAO lives; ``executor`` is the address subjects name as their governor."""
+
+    chain_id: int
+    registry: str
+    token: str
+    governor: str
+    timelock: str | None
+    name: str
+    members: list[tuple[str, int]]
+    voting_delay: int
+    voting_period: int
+    quorum_percent: int
+    proposal_threshold: int
+    timelock_delay: int | None = None
+    block: int = 0
+    tx_hashes: list[str] = field(default_factory=list)
+
+    @property
+    def executor(self) -> str:
+        """The address that calls the registry (name it as ``governor`` in an inception)."""
+        return self.timelock or self.governor
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["members"] = [{"address": a, "weight": w} for a, w in self.members]
+        out["executor"] = self.executor
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DaoDeployment:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["members"] = [(m["address"], int(m["weight"])) for m in data.get("members", [])]
+        return cls(**known)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, path: Path) -> DaoDeployment:
+        return cls.from_dict(json.loads(path.read_text()))
+
+
+def deploy_dao(
+    w3: Web3,
+    deployer_key: bytes,
+    registry: str,
+    members: Sequence[tuple[str, int]],
+    *,
+    name: str = "keyreg DAO",
+    symbol: str = "KRDAO",
+    voting_delay: int = 1,
+    voting_period: int = 20,
+    quorum_percent: int = 67,
+    proposal_threshold: int = 1,
+    timelock_delay: int | None = None,
+    progress: Callable[[str], None] = lambda _s: None,
+) -> DaoDeployment:
+    """Deploy a DAO for ``registry``: membership token, governor, and (with a delay) a timelock.
+
+    Delay and period count blocks (the token's clock). ``proposal_threshold`` is in membership
+    units (1 = only members may propose). With a timelock: the governor is its only proposer and
+    canceller, anyone may execute a passed operation, and the deployer renounces the admin role,
+    so nothing but a passed proposal can ever go through it.
+    """
+    if not members:
+        raise GovernanceRefused("a DAO needs at least one member", error="NoMembers")
+    if not 1 <= quorum_percent <= 100:
+        raise GovernanceRefused(f"quorum is a percentage in 1..100 (got {quorum_percent})", error="BadQuorum")
+    addresses = [checksum(a) for a, _ in members]
+    weights = [int(w) for _, w in members]
+    registry = checksum(registry)
+    if len(call(w3, "eth_getCode", lambda: w3.eth.get_code(registry))) == 0:
+        raise GovernanceRefused(f"no contract at {registry}: deploy the KeyRegistry first", error="NoRegistry")
+    txs: list[str] = []
+    token = deploy_contract(w3, deployer_key, load(TOKEN), f"{name} membership", symbol, addresses, weights)
+    progress(f"membership token {token.address} ({len(addresses)} members)")
+    timelock = None
+    if timelock_delay is None:
+        governor = deploy_contract(
+            w3, deployer_key, load(GOVERNOR), name, token.address, registry,
+            voting_delay, voting_period, proposal_threshold, quorum_percent,
+        )  # fmt: skip
+    else:
+        deployer = Account.from_key(deployer_key).address
+        timelock = deploy_contract(w3, deployer_key, load(TIMELOCK), timelock_delay, [], [ZERO_ADDRESS], deployer)
+        progress(f"timelock {timelock.address} (min delay {timelock_delay}s)")
+        governor = deploy_contract(
+            w3, deployer_key, load(TIMELOCK_GOVERNOR), name, token.address, registry, timelock.address,
+            voting_delay, voting_period, proposal_threshold, quorum_percent,
+        )  # fmt: skip
+        tl = timelock.functions
+        for role_fn in (tl.PROPOSER_ROLE, tl.CANCELLER_ROLE):
+            role = call(w3, "role", lambda f=role_fn: f().call())
+            r = transact(w3, deployer_key, tl.grantRole(role, governor.address), "timelock grantRole")
+            txs.append(r["transactionHash"].to_0x_hex())
+        admin = call(w3, "role", lambda: tl.DEFAULT_ADMIN_ROLE().call())
+        r = transact(w3, deployer_key, tl.renounceRole(admin, deployer), "timelock renounceRole")
+        txs.append(r["transactionHash"].to_0x_hex())
+    progress(
+        f"governor {governor.address} (delay {voting_delay}, period {voting_period} blocks, quorum {quorum_percent}%)"
+    )
+    return DaoDeployment(
+        chain_id=int(call(w3, "eth_chainId", lambda: w3.eth.chain_id)),
+        registry=registry,
+        token=token.address,
+        governor=governor.address,
+        timelock=timelock.address if timelock is not None else None,
+        name=name,
+        members=list(zip(addresses, weights, strict=True)),
+        voting_delay=voting_delay,
+        voting_period=voting_period,
+        quorum_percent=quorum_percent,
+        proposal_threshold=proposal_threshold,
+        timelock_delay=timelock_delay,
+        block=int(call(w3, "eth_blockNumber", lambda: w3.eth.block_number)),
+        tx_hashes=txs,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Proposals
+
+
+def revocation_calldata(subject: bytes, key_id: str, effective_at: int, reason_hash: bytes) -> bytes:
+    """KeyRegistry.revokeByGovernance calldata with proposalId 0 (the governor binds the real id)."""
+    registry = Web3().eth.contract(abi=load("KeyRegistry").abi)
+    data = registry.encode_abi("revokeByGovernance", [subject, key_id, effective_at, reason_hash, 0])
+    return bytes.fromhex(data[2:])
+
+
+def decode_revocation(calldata: bytes) -> dict[str, Any] | None:
+    """The revocation a proposal action performs, or None if it is something else."""
+    registry = Web3().eth.contract(abi=load("KeyRegistry").abi)
+    try:
+        fn, args = registry.decode_function_input(calldata)
+    except ValueError:
+        return None
+    if fn.fn_name != "revokeByGovernance":
+        return None
+    return {
+        "subject": "0x" + bytes(args["subject"]).hex(),
+        "keyId": args["keyId"],
+        "effectiveAt": int(args["effectiveAt"]),
+        "reasonHash": "0x" + bytes(args["reasonHash"]).hex(),
+    }
+
+
+def revocation_description(subject: bytes, key_id: str, effective_at: int, reason: str, salt: str = "") -> str:
+    """The human-readable proposal description (its hash is part of the proposal id)."""
+    what = f"key {key_id}" if key_id else "the whole subject"
+    text = f"keyreg: revoke {what} of subject 0x{subject.hex()} from {effective_at}\n\n{reason}".rstrip()
+    return f"{text}\n\nsalt: {salt}" if salt else text
+
+
+@dataclass(frozen=True)
+class ProposalActions:
+    """What ``queue``/``execute`` need (recovered from the ProposalCreated event)."""
+
+    proposal_id: int
+    targets: list[str]
+    values: list[int]
+    calldatas: list[bytes]
+    description: str
+    proposer: str
+    vote_start: int
+    vote_end: int
+    block: int
+
+    @property
+    def description_hash(self) -> bytes:
+        return keccak(self.description.encode())
+
+
+class Governance:
+    """A sync client for one keyreg governor (plain or timelocked)."""
+
+    def __init__(self, w3: Web3, governor: str) -> None:
+        self.w3 = w3
+        self.address = checksum(governor)
+        self.contract = w3.eth.contract(address=self.address, abi=load(TIMELOCK_GOVERNOR).abi)
+        self.f = self.contract.functions
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        return call(self.w3, what, fn)
+
+    # ------------------------------------------------------------------ reads
+
+    def is_governor(self) -> bool:
+        """True if the address holds a keyreg governor (it answers ``registry()`` and ``token()``)."""
+        if len(self._call("eth_getCode", lambda: self.w3.eth.get_code(self.address))) == 0:
+            return False
+        try:
+            self.f.registry().call()
+            self.f.token().call()
+        except Exception:  # not our contract: whatever it answered
+            return False
+        return True
+
+    def name(self) -> str:
+        return str(self._call("name", lambda: self.f.name().call()))
+
+    def registry(self) -> str:
+        return str(self._call("registry", lambda: self.f.registry().call()))
+
+    def token(self) -> str:
+        return str(self._call("token", lambda: self.f.token().call()))
+
+    def timelock(self) -> str | None:
+        """The timelock address, or None for a plain governor."""
+        try:
+            return str(self.f.timelock().call())
+        except (w3x.ContractLogicError, w3x.BadFunctionCallOutput, ValueError):
+            return None
+
+    def executor(self) -> str:
+        """The address that calls the registry (what subjects name)."""
+        return self.timelock() or self.address
+
+    def state(self, proposal_id: int) -> str:
+        return STATES[int(self._call("state", lambda: self.f.state(proposal_id).call()))]
+
+    def votes(self, proposal_id: int) -> dict[str, int]:
+        against, for_, abstain = self._call("proposalVotes", lambda: self.f.proposalVotes(proposal_id).call())
+        return {"for": int(for_), "against": int(against), "abstain": int(abstain)}
+
+    def has_voted(self, proposal_id: int, voter: str) -> bool:
+        return bool(self._call("hasVoted", lambda: self.f.hasVoted(proposal_id, checksum(voter)).call()))
+
+    def nonce(self, voter: str) -> int:
+        return int(self._call("nonces", lambda: self.f.nonces(checksum(voter)).call()))
+
+    def snapshot(self, proposal_id: int) -> int:
+        return int(self._call("proposalSnapshot", lambda: self.f.proposalSnapshot(proposal_id).call()))
+
+    def deadline(self, proposal_id: int) -> int:
+        return int(self._call("proposalDeadline", lambda: self.f.proposalDeadline(proposal_id).call()))
+
+    def eta(self, proposal_id: int) -> int:
+        return int(self._call("proposalEta", lambda: self.f.proposalEta(proposal_id).call()))
+
+    def voting_power(self, voter: str, timepoint: int) -> int:
+        return int(self._call("getVotes", lambda: self.f.getVotes(checksum(voter), timepoint).call()))
+
+    def quorum(self, timepoint: int) -> int:
+        return int(self._call("quorum", lambda: self.f.quorum(timepoint).call()))
+
+    def clock(self) -> int:
+        return int(self._call("clock", lambda: self.f.clock().call()))
+
+    def proposals(self, from_block: int = 0, to_block: int | str = "latest") -> list[ProposalActions]:
+        """Every proposal created on this governor in the block range, oldest first."""
+
+        def fetch() -> list[ProposalActions]:
+            logs = self.contract.events.ProposalCreated().get_logs(from_block=from_block, to_block=to_block)
+            return [
+                ProposalActions(
+                    proposal_id=int(lg["args"]["proposalId"]),
+                    targets=list(lg["args"]["targets"]),
+                    values=[int(v) for v in lg["args"]["values"]],
+                    calldatas=[bytes(c) for c in lg["args"]["calldatas"]],
+                    description=str(lg["args"]["description"]),
+                    proposer=str(lg["args"]["proposer"]),
+                    vote_start=int(lg["args"]["voteStart"]),
+                    vote_end=int(lg["args"]["voteEnd"]),
+                    block=int(lg["blockNumber"]),
+                )
+                for lg in logs
+            ]
+
+        return self._call("ProposalCreated logs", fetch)
+
+    def actions(self, proposal_id: int, from_block: int = 0) -> ProposalActions:
+        """The actions of one proposal (GovernanceRefused if this governor has no such proposal)."""
+        for p in self.proposals(from_block):
+            if p.proposal_id == proposal_id:
+                return p
+        raise GovernanceRefused(f"governor {self.address} has no proposal {proposal_id}", error="UnknownProposal")
+
+    def summary(self, proposal_id: int) -> dict[str, Any]:
+        """State, tallies, quorum and timing of one proposal (JSON-able)."""
+        state = self.state(proposal_id)
+        snapshot = self.snapshot(proposal_id)
+        clock = self.clock()
+        return {
+            "governor": self.address,
+            "proposalId": str(proposal_id),
+            "state": state,
+            "votes": self.votes(proposal_id),
+            "quorum": self.quorum(snapshot) if snapshot < clock else None,
+            "snapshot": snapshot,
+            "deadline": self.deadline(proposal_id),
+            "eta": self.eta(proposal_id) or None,
+            "clock": clock,
+        }
+
+    # ------------------------------------------------------------------ writes
+
+    def propose_revocation(
+        self,
+        proposer_key: bytes,
+        subject: bytes,
+        key_id: str,
+        effective_at: int,
+        reason: str = "",
+        reason_hash: bytes | None = None,
+        salt: str = "",
+        check_subject: bool = True,
+    ) -> tuple[int, dict[str, Any]]:
+        """Propose revoking ``key_id`` ("" = the whole subject) from ``effective_at``; returns (id, receipt).
+
+        ``check_subject`` first asks the registry which governor the subject named and refuses
+        (without paying) if it is not this DAO: such a proposal could pass but never execute.
+        """
+        registry = self.registry()
+        if check_subject:
+            check_named_governor(self.w3, registry, subject, self.executor())
+        reason_hash = reason_hash if reason_hash is not None else keccak(reason.encode())
+        calldata = revocation_calldata(subject, key_id, effective_at, reason_hash)
+        description = revocation_description(subject, key_id, effective_at, reason, salt)
+        fn = self.f.propose([registry], [0], [calldata], description)
+        proposal_id = int(self._call("getProposalId", lambda: self.f.getProposalId(
+            [registry], [0], [calldata], keccak(description.encode())).call()))  # fmt: skip
+        receipt = transact(self.w3, proposer_key, fn, "propose")
+        return proposal_id, receipt
+
+    def cast_vote(self, voter_key: bytes, proposal_id: int, support: int, reason: str = "") -> dict[str, Any]:
+        """Vote directly (the voter pays gas)."""
+        f = self.f
+        fn = f.castVoteWithReason(proposal_id, support, reason) if reason else f.castVote(proposal_id, support)
+        return transact(self.w3, voter_key, fn, "castVote")
+
+    def cast_vote_by_sig(
+        self, relayer_key: bytes, proposal_id: int, support: int, voter: str, signature: bytes
+    ) -> dict[str, Any]:
+        """Submit a member's signed ballot (the relayer pays gas)."""
+        fn = self.f.castVoteBySig(proposal_id, support, checksum(voter), signature)
+        return transact(self.w3, relayer_key, fn, "castVoteBySig")
+
+    def queue(self, sender_key: bytes, proposal_id: int, from_block: int = 0) -> dict[str, Any]:
+        """Queue a succeeded proposal in the timelock (timelocked governors only)."""
+        a = self.actions(proposal_id, from_block)
+        fn = self.f.queue(a.targets, a.values, a.calldatas, a.description_hash)
+        return transact(self.w3, sender_key, fn, "queue")
+
+    def execute(self, sender_key: bytes, proposal_id: int, from_block: int = 0) -> dict[str, Any]:
+        """Execute a succeeded (or queued and ripe) proposal: the registry revocation happens here."""
+        a = self.actions(proposal_id, from_block)
+        fn = self.f.execute(a.targets, a.values, a.calldatas, a.description_hash)
+        return transact(self.w3, sender_key, fn, "execute")
+
+
+def named_governor(w3: Web3, registry: str, subject: bytes) -> str | None:
+    """The governor a subject named at inception according to the registry (None: none named)."""
+    contract = w3.eth.contract(address=checksum(registry), abi=load("KeyRegistry").abi)
+    state = call(w3, "subjectState", lambda: contract.functions.subjectState(subject).call())
+    head, governor = bytes(state[4]), str(state[7])
+    if head == b"\x00" * 32:
+        raise GovernanceRefused(
+            f"the registry has no anchored inception for subject 0x{subject.hex()}: anchor it first",
+            error="UnknownSubject",
+        )
+    return None if int(governor, 16) == 0 else governor
+
+
+def check_named_governor(w3: Web3, registry: str, subject: bytes, executor: str) -> None:
+    """Refuse unless ``subject`` named ``executor`` as its governor (the registry's rule, checked early)."""
+    named = named_governor(w3, registry, subject)
+    if named is None:
+        raise GovernanceRefused(
+            f"subject 0x{subject.hex()} named no governor at inception: no DAO can revoke its keys",
+            error="NoGovernor",
+        )
+    if named.lower() != executor.lower():
+        raise GovernanceRefused(
+            f"subject 0x{subject.hex()} named governor {named}, not this DAO ({executor}): "
+            "its proposal could never execute",
+            error="NotGovernor",
+        )
+
+
+def private_key_of(text: str) -> bytes:
+    """A hex private key (0x optional) -> 32 bytes."""
+    raw = text.strip().removeprefix("0x")
+    try:
+        key = bytes.fromhex(raw)
+    except ValueError:
+        raise GovernanceRefused("a private key is 32 bytes of hex", error="BadKey") from None
+    if len(key) != 32:
+        raise GovernanceRefused("a private key is 32 bytes of hex", error="BadKey")
+    return key
+
+
+def address_of(private_key: bytes) -> str:
+    """The checksummed address of a private key."""
+    return str(Account.from_key(private_key).address)
