@@ -141,7 +141,7 @@ def _load_starter(module: str, attr: str) -> Starter | None:
     starter = getattr(importlib.import_module(module), attr, None)
     if starter is None:  # the module is there but not plugged in yet
         log.warning("%s has no %s(node, task_status) starter: service not started", module, attr)
-    return starter  # type: ignore[no-any-return]
+    return starter
 
 
 @asynccontextmanager
@@ -236,7 +236,7 @@ def run_node(config: Config, password: Password | None = None) -> None:
         raise
 
 
-def _leaves(group: BaseExceptionGroup) -> list[BaseException]:  # type: ignore[type-arg]
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     out: list[BaseException] = []
     for exc in group.exceptions:
         out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])

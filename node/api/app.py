@@ -143,7 +143,7 @@ def create_app(ctx: ApiContext) -> Starlette:
     registry, config = ctx.registry, ctx.config
     chain_id = config.network.chain_id
     metrics = CollectorRegistry(auto_describe=True)
-    metrics.register(RegistryCollector(registry))  # type: ignore[arg-type]
+    metrics.register(RegistryCollector(registry))
 
     def known_state(subject: bytes) -> Any:
         state = registry.state(subject)
@@ -310,8 +310,8 @@ def create_app(ctx: ApiContext) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(MetricsMiddleware, registry=metrics),  # type: ignore[arg-type]
-            Middleware(RateLimitMiddleware, rate=config.api.rate_limit_per_s, burst=config.api.rate_burst),  # type: ignore[arg-type]
+            Middleware(MetricsMiddleware, registry=metrics),
+            Middleware(RateLimitMiddleware, rate=config.api.rate_limit_per_s, burst=config.api.rate_burst),
         ],
         exception_handlers={ApiError: on_api_error, KeyregError: on_keyreg_error, HTTPException: on_http_error},
     )

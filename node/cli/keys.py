@@ -160,7 +160,7 @@ def rotate(
                 sign_revocation(s.keystore, s.config.domain, h, ts, w.key_id, ts, reason or "emergency rotation")
             )
         _submit(s, events)
-        result = {
+        result: dict[str, Any] = {
             "mode": "emergency",
             "newKey": new.key_id,
             "activeFrom": now,
