@@ -108,7 +108,8 @@ class Registry:
         self.disputed: set[bytes] = set()
         self.tree = SparseMerkleTree()
         self._governance: dict[bytes, list[GovernanceRevocation]] = {}
-        self._anchored: dict[bytes, int] = {}  # digest -> earliest anchor position
+        self._anchored: dict[bytes, int] = {}  # digest -> best fork-choice rank (anchor_rank)
+        self._positions: dict[bytes, int] = {}  # digest -> earliest on-chain position
         self.listeners: list[Listener] = []
         self.counters: dict[str, int] = {"accepted": 0, "known": 0, "duplicity": 0, "rejected": 0}
         for state, disputed in store.load_states():
@@ -275,6 +276,9 @@ class Registry:
         current = self._anchored.get(a.digest)
         if current is None or rank < current:
             self._anchored[a.digest] = rank
+        position = self._positions.get(a.digest)
+        if position is None or a.position < position:
+            self._positions[a.digest] = a.position
 
     def add_governance_revocations(self, items: Iterable[GovernanceRevocation]) -> None:
         """Record revocations executed on-chain by governors (from the chain watcher)."""
@@ -358,7 +362,7 @@ class Registry:
 
     def anchored_position(self, digest: bytes) -> int | None:
         """On-chain position of the earliest anchor of a digest, if any."""
-        return self._anchored.get(digest)
+        return self._positions.get(digest)
 
     def events(self, subject: bytes, from_seq: int = 0, limit: int = 1000) -> list[bytes]:
         """Canonical wire bytes of a subject's events from ``from_seq``."""

@@ -229,6 +229,20 @@ class Watcher:
                 )
                 if self.registry.anchored_position(a.digest) != a.position:
                     anchors.append(a)
+            elif lg.name == "HeadReplaced":
+                # A recovery rotation replaced the contract's head at this seq: it outranks the
+                # earlier direct anchor in fork choice (node.registry.anchor_rank).
+                anchors.append(
+                    AnchorRecord(
+                        subject=bytes(lg.args["subject"]),
+                        seq=int(lg.args["seq"]),
+                        digest=bytes(lg.args["digest"]),
+                        position=lg.position,
+                        mode="recovery",
+                        block_number=lg.block_number,
+                        tx_hash=lg.tx_hash,
+                    )
+                )
             elif lg.name == "BatchAnchored":
                 anchors.extend(self._batch_anchors(lg))
             elif lg.name == "GovernanceRevoked":
