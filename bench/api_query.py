@@ -51,14 +51,21 @@ def _worker(url: str, targets: list[str], concurrency: int, duration: float, war
                     raise RuntimeError("server closed the connection")
                 buf += chunk
             head, _, buf = buf.partition(b"\r\n\r\n")
-            length = 0
+            length, close = 0, False
             for line in head.split(b"\r\n")[1:]:
                 name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
+                name = name.strip().lower()
+                if name == b"content-length":
                     length = int(value)
+                elif name == b"connection" and value.strip().lower() == b"close":
+                    close = True
             while len(buf) < length:
                 buf += await stream.receive_some(65536)
             buf = buf[length:]
+            if close:  # the server ends keep-alive: reconnect
+                await stream.aclose()
+                stream = await trio.open_tcp_stream(host, int(port))
+                buf = b""
             dt = time.perf_counter() - t0
             if not head.startswith(b"HTTP/1.1 200"):
                 errors += 1
@@ -96,6 +103,12 @@ def _worker(url: str, targets: list[str], concurrency: int, duration: float, war
 
 
 # ----------------------------------------------------------------------------- driver
+
+
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a process (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _preload(api: str, n: int, domain: object) -> list[str]:
@@ -164,6 +177,7 @@ def main() -> None:
             t1 = time.perf_counter()
             paths = _preload(node.api, args.subjects, load_config(data_dir).domain)
             print(f"pre-loaded {len(paths)} subjects in {time.perf_counter() - t1:.1f}s")
+            cpu_before = _cpu_seconds(node.proc.pid)
             targets = Path(tmp) / "targets.json"
             targets.write_text(json.dumps(paths))
             print(
@@ -192,6 +206,7 @@ def main() -> None:
                 check=True,
             )
             result = json.loads(out.stdout.strip().splitlines()[-1])
+            server_cpu = _cpu_seconds(node.proc.pid) - cpu_before
     rps = result["requests"] / result["elapsed_s"]
     print(f"requests: {result['requests']} ({result['errors']} non-200) in {result['elapsed_s']:.1f}s")
     print(
@@ -199,6 +214,8 @@ def main() -> None:
         f"max {result['max_ms']:.1f} ms"
     )
     print(f"throughput: {rps:.0f} requests/s")
+    cpu_ms = 1000 * server_cpu / max(1, result["requests"])  # includes the warm-up requests: an upper bound
+    print(f"node CPU per request: {cpu_ms:.2f} ms (upper bound; about {1000 / cpu_ms:.0f} requests/s per free core)")
     print(
         json.dumps(
             {
@@ -216,6 +233,7 @@ def main() -> None:
                     "HTTP/1.1 client, loopback"
                 ),
                 "cpus": os.cpu_count(),
+                "node_cpu_ms_per_request": round(cpu_ms, 3),
             }
         )
     )

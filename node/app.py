@@ -52,6 +52,7 @@ log = logging.getLogger("keyreg.node")
 OPTIONAL_SERVICES: list[tuple[str, str, str]] = [
     ("p2p", "node.p2p.service", "start_p2p"),
     ("chain", "node.chain.service", "start_chain"),
+    ("gov", "node.gov.service", "start_gov"),  # after p2p (ballot gossip) and chain
 ]
 
 Starter = Callable[..., Awaitable[None]]
@@ -118,6 +119,7 @@ def _hypercorn_config(host: str, port: int, config: Config) -> HypercornConfig:
     hc.accesslog = None
     hc.loglevel = "WARNING"
     hc.keep_alive_timeout = 30
+    hc.keep_alive_max_requests = 100_000  # hypercorn's default (1000) closes busy verifier connections
     hc.graceful_timeout = 2
     hc.h11_max_incomplete_size = 64 * 1024
     return hc
