@@ -118,7 +118,7 @@ def run_demo(as_json: bool = False, keep: bool = False) -> dict[str, Any]:
         admin = httpx.Client(base_url=node.admin, headers={"authorization": f"Bearer {token}"}, timeout=10)
 
         t0 = int(time.time())
-        old = ServiceKey.generate("Ed25519", "svc-2024-a")
+        old = ServiceKey.generate("Ed25519", "svc-a")
         signed = sign_inception(ks, config.domain, t0, [old.published(("sig",), t0)], "demo service")
         subject = event_digest(config.domain, signed.event)
         client.post_events([event_to_obj(signed)])
@@ -139,7 +139,7 @@ def run_demo(as_json: bool = False, keep: bool = False) -> dict[str, Any]:
         t1 = int(time.time())
         windows = [KeyWindow(k["keyId"], k["validFrom"], k["notAfter"], k["revokedAt"]) for k in state["keys"]]
         plan = plan_manual_rotation(t1, windows, overlap)
-        new = ServiceKey.generate("Ed25519", "svc-2024-b")
+        new = ServiceKey.generate("Ed25519", "svc-b")
         ks.add_service_key(new, ("sig",))
         client.post_events(
             [event_to_obj(sign_update(ks, config.domain, head, t1, [new.published(("sig",), t1)], plan.retire))]
@@ -206,7 +206,7 @@ def run_demo(as_json: bool = False, keep: bool = False) -> dict[str, Any]:
         for r in rows:
             table.add_row(
                 r["when"],
-                fmt_time(r["at"]),
+                time.strftime("%H:%M:%S", time.localtime(r["at"])),
                 r["old"],
                 r["new"],
                 ", ".join(r["jwksKids"]),
