@@ -229,10 +229,13 @@ def build_trie(items: Mapping[bytes, bytes]) -> tuple[bytes, dict[bytes, bytes]]
     return root, nodes
 
 
-def proof_nodes(nodes: Mapping[bytes, bytes], root: bytes, key: bytes) -> list[bytes]:
-    """The hashed nodes on the path of ``key`` from ``root`` (what eth_getProof would return)."""
+def proof_nodes(nodes: Mapping[bytes, bytes], root: bytes, key: bytes, pool: NodePool | None = None) -> list[bytes]:
+    """The hashed nodes on the path of ``key`` from ``root`` (what eth_getProof would return).
+
+    Pass a ``pool`` of the same nodes when proving many keys, so the nodes are hashed once.
+    """
     out: list[bytes] = []
-    pool = NodePool(nodes.values())
+    pool = pool or NodePool(nodes.values())
     path = _nibbles(key)
     pos = 0
     ref: Item = root

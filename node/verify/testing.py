@@ -161,8 +161,9 @@ class SimulatedRegistry:
                 SubjectEntry(sid, tuple(rec.events), tuple(rec.evidence), tuple(rec.governance), anchor, rec.batch)
             )
         slots += [layout.batch_slot(r) for r in roots]
+        pool = mpt.NodePool(storage_nodes.values())
         for slot in slots:
-            nodes.update(mpt.proof_nodes(storage_nodes, storage_root, keccak(slot.to_bytes(32, "big"))))
+            nodes.update(mpt.proof_nodes(storage_nodes, storage_root, keccak(slot.to_bytes(32, "big")), pool))
         checkpoint = Checkpoint(self.number, block_hash, self.timestamp, header)
         bundle = Bundle(self.domain, checkpoint, tuple(sorted(nodes)), tuple(sorted(roots)), tuple(entries))
         return bundle, block_hash

@@ -19,8 +19,10 @@ the log: the exporter hid it) — checks of the latter raise :class:`~node.verif
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,17 @@ from .errors import (
 )
 from .header import Header, HeaderError, decode_header
 from .mpt import EMPTY_CODE_HASH, NodePool, ProofError, account_at, storage_at
+
+_PARALLEL_MIN_SUBJECTS = 512
+
+
+def default_workers() -> int:
+    """Threads used to verify a large bundle: one per CPU this process may use, at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,11 +159,13 @@ class Verifier:
         now: float | Callable[[], float] | None = None,
         domain: Domain | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        workers: int | None = None,
     ) -> Verifier:
         """Load and fully verify a bundle against the pinned ``checkpoint`` block hash.
 
         ``max_staleness`` (seconds) refuses a checkpoint older than that; ``now`` is a fixed unix
-        time or a clock (default: the system clock); ``domain`` pins the network expected.
+        time or a clock (default: the system clock); ``domain`` pins the network expected;
+        ``workers`` threads verify subjects of a large bundle (default: up to 4, one per CPU).
         """
         clock: Callable[[], float]
         if now is None:
@@ -177,7 +192,7 @@ class Verifier:
                 f"expected chainId {domain.chain_id} registry 0x{domain.verifying_contract.hex()}",
                 part="domain",
             )
-        views = _verify_subjects(bundle, header, limits)
+        views = _verify_subjects(bundle, header, limits, default_workers() if workers is None else workers)
         return cls(bundle, header, views, clock)
 
     # ------------------------------------------------------------------ views
@@ -320,14 +335,15 @@ class _Storage:
         self.pool = pool
         self.root = root
 
-    def __call__(self, slot: int, what: str) -> int:
+    def __call__(self, slot: int, what: str, subject: bytes = b"") -> int:
         try:
             return storage_at(self.pool, self.root, slot)
         except ProofError as exc:
-            raise ProofInvalid(f"storage proof of {what}: {exc}", part="proofNodes") from None
+            of = f" of subject 0x{subject.hex()}" if subject else ""
+            raise ProofInvalid(f"storage proof of {what}{of}: {exc}", part="proofNodes") from None
 
 
-def _verify_subjects(bundle: Bundle, header: Header, limits: Limits) -> dict[bytes, SubjectView]:
+def _verify_subjects(bundle: Bundle, header: Header, limits: Limits, workers: int = 1) -> dict[bytes, SubjectView]:
     pool = NodePool(bundle.proof_nodes)
     registry = bundle.domain.verifying_contract
     try:
@@ -348,11 +364,26 @@ def _verify_subjects(bundle: Bundle, header: Header, limits: Limits) -> dict[byt
             raise ProofInvalid(f"batch root 0x{root.hex()} is not anchored at the checkpoint", part="batches")
         batch_blocks[root] = layout.unpack_batch_block(word)
 
-    views: dict[bytes, SubjectView] = {}
+    seen: set[bytes] = set()
     for entry in bundle.subjects:
-        if entry.subject in views:
+        if entry.subject in seen:
             raise BundleFormatError(f"subject 0x{entry.subject.hex()} appears twice", part="subjects")
-        views[entry.subject] = _verify_subject(entry, bundle.domain, storage, batch_blocks, limits)
+        seen.add(entry.subject)
+
+    def verify_chunk(chunk: Sequence[SubjectEntry]) -> list[SubjectView]:
+        return [_verify_subject(e, bundle.domain, storage, batch_blocks, limits) for e in chunk]
+
+    entries = bundle.subjects
+    if workers > 1 and len(entries) >= _PARALLEL_MIN_SUBJECTS:
+        # Threads, not processes: libsecp256k1 (signature recovery, over half the time of a
+        # replay) runs without the GIL, and the rest is short. Chunks are contiguous so the
+        # first fault reported is the one of the earliest subject in its chunk.
+        size = -(-len(entries) // workers)
+        with ThreadPoolExecutor(workers, thread_name_prefix="keyreg-verify") as ex:
+            results = list(ex.map(verify_chunk, [entries[i : i + size] for i in range(0, len(entries), size)]))
+        views = {v.subject: v for chunk in results for v in chunk}
+    else:
+        views = {v.subject: v for v in verify_chunk(entries)}
 
     unused = pool.unused()
     if unused:
@@ -470,8 +501,8 @@ def _verify_subject(
     state, digests = _replay(entry, domain, limits)
 
     seq_slot, digest_slot, _ = layout.head_slots(entry.subject)
-    seq = layout.unpack_seq(storage(seq_slot, f"the head seq of {sid}"))
-    digest = storage(digest_slot, f"the head digest of {sid}").to_bytes(32, "big")
+    seq = layout.unpack_seq(storage(seq_slot, "the head seq", entry.subject))
+    digest = storage(digest_slot, "the head digest", entry.subject).to_bytes(32, "big")
     if (entry.anchor.seq, entry.anchor.digest) != (seq, digest):
         raise AnchorMismatch(
             f"subject {sid}: bundle claims anchored head seq {entry.anchor.seq} 0x{entry.anchor.digest.hex()}, "

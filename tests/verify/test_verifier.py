@@ -7,7 +7,7 @@ from conftest import CHECKPOINT_TIME, NOW, Scenario
 from verify_helpers import DOMAIN, T0
 
 from node.core.records import Domain
-from node.verify import BundleStale, DomainMismatch, StaleView, Verifier, encode_bundle
+from node.verify import BundleStale, DomainMismatch, LogInvalid, StaleView, Verifier, encode_bundle
 from node.verify.bundle import decode_bundle
 
 
@@ -128,3 +128,18 @@ def test_bundle_from_file(scenario: Scenario, tmp_path: pytest.TempPathFactory) 
     path = tmp_path / "b.json"  # type: ignore[operator]
     path.write_bytes(scenario.data())
     assert Verifier.from_bundle(path, scenario.block_hash, now=NOW).subjects
+
+
+def test_parallel_load_gives_the_same_views(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> None:
+    import node.verify.verifier as verifier_module
+
+    monkeypatch.setattr(verifier_module, "_PARALLEL_MIN_SUBJECTS", 1)
+    serial = Verifier.from_bundle(scenario.data(), scenario.block_hash, now=NOW, workers=1)
+    parallel = Verifier.from_bundle(scenario.data(), scenario.block_hash, now=NOW, workers=3)
+    assert serial.subjects == parallel.subjects
+    for sid in serial.subjects:
+        assert serial.view(sid) == parallel.view(sid)
+    obj = scenario.copy()
+    scenario.subject_obj(obj, "frank")["events"][1]["timestamp"] += 1
+    with pytest.raises(LogInvalid):
+        Verifier.from_bundle(scenario.data(obj), scenario.block_hash, now=NOW, workers=3)
