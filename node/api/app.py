@@ -33,7 +33,7 @@ from ..config import Config
 from ..core.codec import dumps_canonical, loads_strict
 from ..core.errors import KeyregError, MalformedEvent, RuleViolation, TransportError
 from ..registry import IngestResult, Registry
-from . import views
+from . import gov_routes, views
 from .middleware import MetricsMiddleware, RateLimitMiddleware
 from .openapi import openapi_document
 
@@ -306,6 +306,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         Route("/v1/health", health),
         Route("/metrics", get_metrics),
         Route("/openapi.json", get_openapi),
+        *gov_routes.routes(ctx),  # node/gov: proposals and ballots
     ]
     app = Starlette(
         routes=routes,

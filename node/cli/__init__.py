@@ -20,6 +20,7 @@ def _register() -> None:
     from . import verify  # noqa: F401
     from . import chain, devnet  # noqa: F401
     from . import store  # noqa: F401
+    from . import gov  # noqa: F401
 
 
 def main() -> None:

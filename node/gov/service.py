@@ -1,0 +1,109 @@
+"""The node's governance service: the proposal indexer, the ballot relay and the ballot topic.
+
+Started by node.app (``OPTIONAL_SERVICES`` entry ``("gov", "node.gov.service", "start_gov")``)
+after p2p and chain; enabled when ``[chain] rpc_url`` is set. It relays with the chain relayer's
+key (``[chain] relayer_keystore``, see node.chain.service); without one it still indexes,
+accepts and gossips ballots, and marks them ``unrelayed``. Status under ``services.gov`` in
+``GET /v1/health``; the HTTP routes are node/api/gov_routes.py.
+
+Like every chain loop here it never blocks the API or gossip: web3 runs in worker threads with
+bounded timeouts, and a down RPC endpoint means backoff and a status saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..config import Config
+from ..core.errors import ChainError, KeyregError
+from ..registry import Registry
+from .contracts import connect
+from .gossip import BallotGossip, ballot_topic
+from .indexer import GovernanceIndexer
+from .relay import BallotRelay
+
+if TYPE_CHECKING:
+    from ..app import Node
+
+log = logging.getLogger("keyreg.gov")
+
+# ApiContext id -> the service serving it (node/api/gov_routes.py looks it up).
+_BY_CONTEXT: dict[int, GovService] = {}
+
+
+def service_for(ctx: object) -> GovService | None:
+    """The governance service attached to an API context, if it runs."""
+    return _BY_CONTEXT.get(id(ctx))
+
+
+class GovService:
+    """Indexer + relay (+ gossip) for one node."""
+
+    def __init__(self, registry: Registry, config: Config, relayer_key: bytes | None) -> None:
+        c = config.chain
+        self.config = config
+        self.w3 = connect(c.rpc_url, c.rpc_timeout_s)
+        self.indexer = GovernanceIndexer(self.w3, registry, start_block=c.start_block)
+        self.relay = BallotRelay(
+            self.w3, config.network.chain_id, relayer_key, gossip_delay_s=max(2.0, 4 * c.poll_interval_s)
+        )
+        self.gossip: BallotGossip | None = None
+        self.last_error: str | None = None
+        self.last_ok_at: float | None = None
+        self.failures = 0
+
+    async def index_forever(self) -> None:
+        """Poll the governors; on failure back off exponentially (capped) and say so in status."""
+        c = self.config.chain
+        while True:
+            try:
+                await trio.to_thread.run_sync(self.indexer.poll, abandon_on_cancel=True)
+                self.last_error, self.failures, self.last_ok_at = None, 0, time.time()
+                delay = c.poll_interval_s
+            except KeyregError as exc:
+                self.failures += 1
+                self.last_error = exc.message
+                delay = min(c.retry_max_s, c.poll_interval_s * 2 ** (self.failures - 1))
+                if not isinstance(exc, ChainError):
+                    log.warning("governance indexer: %s", exc.message)
+            await trio.sleep(delay)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "ok": self.last_error is None,
+            "last_error": self.last_error,
+            "last_ok_at": self.last_ok_at,
+            "indexer": self.indexer.status(),
+            "relay": self.relay.status(),
+            "gossip": None if self.gossip is None else {"topic": self.gossip.topic, **self.gossip.stats},
+        }
+
+
+async def start_gov(node: Node, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """node.app starter: run the governance service if ``[chain] rpc_url`` is set."""
+    config = node.config
+    if not config.chain.rpc_url:
+        task_status.started()
+        return
+    from ..chain.service import load_relayer_key
+
+    relayer_key = await trio.to_thread.run_sync(load_relayer_key, config)
+    service = GovService(node.registry, config, relayer_key)
+    _BY_CONTEXT[id(node.api)] = service
+    node.register_status("gov", service.status)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.relay.run)
+            p2p = getattr(node, "p2p", None)
+            if p2p is not None:
+                topic = ballot_topic(config.network.chain_id, config.network.registry)
+                service.gossip = BallotGossip(p2p.pubsub, topic, service.relay)
+                await nursery.start(service.gossip.run)
+            nursery.start_soon(service.index_forever)
+            task_status.started()
+    finally:
+        _BY_CONTEXT.pop(id(node.api), None)
