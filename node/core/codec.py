@@ -63,7 +63,7 @@ _scan_once = _DECODER.scan_once  # type: ignore[attr-defined]
 def loads_strict(data: bytes | str) -> Any:
     """Parse UTF-8 JSON, rejecting duplicate keys; every failure is a MalformedEvent."""
     try:
-        text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
+        text = data if isinstance(data, str) else data.decode("utf-8")
         # Fast path: the C scanner directly, for a text that is exactly one JSON value (the canonical
         # form); surrounding whitespace and every error go through decode() for its exact message.
         try:
@@ -169,7 +169,7 @@ def event_from_obj(obj: Any, limits: Limits = DEFAULT_LIMITS) -> SignedEvent:
     if type(obj) is not dict:
         raise MalformedEvent("event must be a JSON object")
     kind = obj.get("kind")
-    if kind not in FIELDS:
+    if type(kind) is not str or kind not in FIELDS:  # a list or object here is unhashable: check the type first
         raise MalformedEvent(f"unknown event kind {str(kind)[:40]!r}")
     o = _check_fields(obj, FIELDS[kind], f"{kind} event")
     chain_id, contract = o["chainId"], o["verifyingContract"]

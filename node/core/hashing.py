@@ -6,6 +6,9 @@ secp256k1 from coincurve (libsecp256k1). Both are explicit dependencies.
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import sha3
 from coincurve import PrivateKey, PublicKey
 
@@ -53,17 +56,30 @@ try:
     _recover = _lib.secp256k1_ecdsa_recover
     _serialize = _lib.secp256k1_ec_pubkey_serialize
 
+    # cffi releases the GIL inside C calls, so scratch buffers are per thread.
+    _scratch = threading.local()
+
+    def _buffers() -> tuple[Any, Any, Any, Any]:
+        try:
+            return _scratch.buffers  # type: ignore[no-any-return]
+        except AttributeError:
+            _scratch.buffers = (
+                _ffi.new("secp256k1_ecdsa_recoverable_signature *"),
+                _ffi.new("secp256k1_pubkey *"),
+                _ffi.new("unsigned char[65]"),
+                _ffi.new("size_t *", 65),
+            )
+            return _scratch.buffers  # type: ignore[no-any-return]
+
     def _recover_uncompressed_raw(digest: bytes, signature64: bytes, recid: int) -> bytes:
-        sig = _ffi.new("secp256k1_ecdsa_recoverable_signature *")
+        sig, pub, out, size = _buffers()
         if not _parse(_CTX, sig, signature64, recid):
             raise ValueError("unparseable signature")
-        pub = _ffi.new("secp256k1_pubkey *")
         if not _recover(_CTX, pub, sig, digest):
             raise ValueError("signature does not recover")
-        out = _ffi.new("unsigned char[65]")
-        size = _ffi.new("size_t *", 65)
+        size[0] = 65
         _serialize(_CTX, out, size, pub, _UNCOMPRESSED)
-        return bytes(_ffi.buffer(out, 65))
+        return _ffi.buffer(out, 65)[:]  # type: ignore[no-any-return]
 
     _probe = PrivateKey(b"\x01" * 32).sign_recoverable(b"\x02" * 32, hasher=None)
     if _recover_uncompressed_raw(b"\x02" * 32, _probe[:64], _probe[64]) == _recover_uncompressed(
