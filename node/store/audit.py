@@ -12,6 +12,7 @@ change they describe.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -69,11 +70,34 @@ def record_hash(
 
 def chain(entries: Iterable[AuditEntry], next_index: int, prev_hash: bytes, time: int) -> list[AuditRecord]:
     """Turn entries into chained records continuing from (next_index, prev_hash)."""
-    out: list[AuditRecord] = []
+    return [r for r, _ in chain_with_json(entries, next_index, prev_hash, time)]
+
+
+def _js(v: Any) -> str:
+    return json.dumps(v, ensure_ascii=False)
+
+
+def chain_with_json(
+    entries: Iterable[AuditEntry], next_index: int, prev_hash: bytes, time: int
+) -> list[tuple[AuditRecord, str]]:
+    """:func:`chain`, also returning each record's canonical detail JSON (the store's column).
+
+    The hashed text is assembled around that detail JSON, members in sorted order, so the detail
+    is encoded once; a test holds it equal to :func:`record_hash`.
+    """
+    out: list[tuple[AuditRecord, str]] = []
     for e in entries:
         detail = jsonable(e.detail)
-        h = record_hash(prev_hash, next_index, time, e.action, e.subject, e.seq, e.digest, detail)
-        out.append(AuditRecord(next_index, time, e.action, e.subject, e.seq, e.digest, detail, prev_hash, h))
+        detail_json = dumps_canonical(detail).decode()
+        text = (
+            f'{{"action":{_js(e.action)},"detail":{detail_json},"digest":{_js(_hx(e.digest))},'
+            f'"index":{int(next_index)},"prev_hash":"0x{prev_hash.hex()}","seq":{_js(e.seq)},'
+            f'"subject":{_js(_hx(e.subject))},"time":{int(time)}}}'
+        )
+        h = keccak(text.encode())
+        out.append(
+            (AuditRecord(next_index, time, e.action, e.subject, e.seq, e.digest, detail, prev_hash, h), detail_json)
+        )
         prev_hash = h
         next_index += 1
     return out

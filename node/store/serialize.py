@@ -118,8 +118,6 @@ class StateEncoder:
     while cached; it is cleared when it reaches ``max_entries``.
     """
 
-    _PLACEHOLDER = "@@keyreg-keys@@"
-
     def __init__(self, max_entries: int = 200_000) -> None:
         self.max_entries = max_entries
         self._cache: dict[int, tuple[KeyRecord, str]] = {}
@@ -135,14 +133,27 @@ class StateEncoder:
         return text
 
     def encode(self, state: SubjectState) -> str:
-        """Exactly ``state_to_json(state)``."""
-        obj = state_to_obj_without_keys(state)
-        obj["keys"] = self._PLACEHOLDER
-        text = dumps_canonical(obj).decode()
-        # The token cannot occur inside a JSON string value (its quotes would be escaped) and
-        # "keys" sorts before "metadata", so the first occurrence is the one we put there.
-        keys = "[" + ",".join(self._key_json(rec) for rec in state.keys.values()) + "]"
-        return text.replace(f'"keys":"{self._PLACEHOLDER}"', f'"keys":{keys}', 1)
+        """Exactly ``state_to_json(state)`` (a property test holds the two equal)."""
+        keys = ",".join([self._key_json(rec) for rec in state.keys.values()])
+        controllers = ",".join([f'"0x{c.hex()}"' for c in state.controllers])
+        # Members in sorted order, as canonical JSON has them; strings through json.dumps.
+        return (
+            f'{{"controllers":[{controllers}],"format":{STATE_FORMAT},"governor":"0x{state.governor.hex()}",'
+            f'"head":"0x{state.head.hex()}","keys":[{keys}],'
+            f'"lastEstablishmentSeq":{_int(state.last_establishment_seq)},"metadata":{_str(state.metadata)},'
+            f'"nextCommitment":"0x{state.next_commitment.hex()}","revokedAt":{_int(state.revoked_at)},'
+            f'"revokedReason":{_str(state.revoked_reason)},"revokedSeq":{_int(state.revoked_seq)},'
+            f'"seq":{_int(state.seq)},"subject":"0x{state.subject.hex()}","threshold":{_int(state.threshold)},'
+            f'"timestamp":{_int(state.timestamp)}}}'
+        )
+
+
+def _int(v: int | None) -> str:
+    return "null" if v is None else str(int(v))
+
+
+def _str(v: str) -> str:
+    return json.dumps(v, ensure_ascii=False)
 
 
 def state_to_obj_without_keys(state: SubjectState) -> dict[str, Any]:

@@ -35,14 +35,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from ..core.codec import decode_event, dumps_canonical, encode_event
+from ..core.codec import decode_event, encode_event
 from ..core.errors import ConfigError, StorageError
 from ..core.fork import Duplicity
 from ..core.limits import DEFAULT_LIMITS, Limits
 from ..core.log import KeyRecord, SubjectState
 from ..core.records import GovernanceRevocation, SignedEvent
 from . import schema as t
-from .audit import chain
+from .audit import chain_with_json
 from .base import AnchorRecord, AuditEntry, AuditRecord, Changes, EventConflict
 from .serialize import (
     StateEncoder,
@@ -382,7 +382,8 @@ class SqlStore:
         if self.dialect == "postgresql":
             q = q.with_for_update()
         next_index, last_hash = conn.execute(q).one()
-        records = chain(entries, next_index, bytes(last_hash), now)
+        chained = chain_with_json(entries, next_index, bytes(last_hash), now)
+        records = [r for r, _ in chained]
         self._bulk_audit.run(
             conn,
             [
@@ -393,11 +394,11 @@ class SqlStore:
                     r.subject,
                     r.seq,
                     r.digest,
-                    dumps_canonical(r.detail).decode(),
+                    detail_json,
                     r.prev_hash,
                     r.hash,
                 )
-                for r in records
+                for r, detail_json in chained
             ],
         )
         conn.execute(

@@ -1,0 +1,55 @@
+"""The audit chain format: the store's fast hashing equals the documented rule, and links hold."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from node.store.audit import GENESIS, chain, chain_with_json, jsonable, record_hash, verify_audit
+from node.store.base import AuditEntry
+from node.store.memory import MemoryStore
+
+json_leaf = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=12) | st.binary(max_size=8)
+details = st.dictionaries(
+    st.text(max_size=8),
+    st.recursive(
+        json_leaf,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+        max_leaves=8,
+    ),
+    max_size=4,
+)
+entries = st.builds(
+    AuditEntry,
+    action=st.text(min_size=1, max_size=12),
+    subject=st.none() | st.binary(min_size=32, max_size=32),
+    seq=st.none() | st.integers(0, 2**64 - 1),
+    digest=st.none() | st.binary(min_size=32, max_size=32),
+    detail=details,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(entries, min_size=1, max_size=4), st.integers(0, 2**40), st.integers(0, 2**45))
+def test_fast_chain_hash_equals_the_documented_rule(items: list[AuditEntry], start: int, time: int) -> None:
+    prev = GENESIS
+    for i, (record, _detail_json) in enumerate(chain_with_json(items, start, GENESIS, time)):
+        e = items[i]
+        assert record.prev_hash == prev
+        assert record.index == start + i
+        assert record.detail == jsonable(e.detail)
+        assert record.hash == record_hash(prev, start + i, time, e.action, e.subject, e.seq, e.digest, record.detail)
+        prev = record.hash
+
+
+def test_memory_store_chain_verifies_and_detects_tampering() -> None:
+    store = MemoryStore(clock=lambda: 1.5)
+    store.append_audit([AuditEntry("key-op", None, None, None, {"n": i}) for i in range(5)])
+    assert verify_audit(store, store.audit_head()).ok
+    records = store.audit_records()
+    assert records == chain([AuditEntry("key-op", None, None, None, {"n": i}) for i in range(5)], 0, GENESIS, 1500)
+    forged = records[2].__class__(**{**{f: getattr(records[2], f) for f in records[2].__slots__}, "detail": {"n": 9}})
+    store._audit_records[2] = forged
+    report = verify_audit(store)
+    assert not report.ok
+    assert "record 2" in report.problems[0]
