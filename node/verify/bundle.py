@@ -9,7 +9,6 @@ Nothing here checks proofs or signatures: that is :mod:`node.verify.verifier`'s 
 from __future__ import annotations
 
 import gzip
-import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,10 +25,6 @@ VERSION = 1
 MAX_BUNDLE_BYTES = 1 << 30  # refuse to inflate anything larger (gzip bombs)
 
 T = TypeVar("T")
-_HEX = re.compile(r"[0-9a-f]*")
-# A concatenation of 0x-prefixed, even-length, lowercase hex strings ('x' is not a hex digit, so
-# the split between items is unambiguous): validates a whole list of hex strings in one regex call.
-_HEX_ITEMS = re.compile(r"(?:0x(?:[0-9a-f]{2})*)*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,12 +140,16 @@ def _dec_uint(v: Any, where: str) -> int:
 
 
 def _hex(v: Any, where: str, length: int | None = None) -> bytes:
-    if type(v) is not str or not v.startswith("0x"):
+    if type(v) is not str or v[:2] != "0x":
         raise _fail(where, "must be a 0x-prefixed hex string")
     body = v[2:]
-    if len(body) % 2 or not _HEX.fullmatch(body):
+    try:
+        b = bytes.fromhex(body)
+    except ValueError:
+        b = None
+    # fromhex tolerates upper case and whitespace; round-tripping admits only canonical lowercase hex.
+    if b is None or b.hex() != body:
         raise _fail(where, "must be lowercase hex of whole bytes")
-    b = bytes.fromhex(body)
     if length is not None and len(b) != length:
         raise _fail(where, f"must be {length} bytes, got {len(b)}")
     return b
@@ -165,17 +164,26 @@ def _str(v: Any, where: str) -> str:
 def _list(v: Any, where: str, item: Callable[[Any, str], T]) -> tuple[T, ...]:
     if type(v) is not list:
         raise _fail(where, "must be a list")
-    return tuple(item(x, f"{where}[{i}]") for i, x in enumerate(v))
+    out = []
+    for i, x in enumerate(v):
+        try:
+            out.append(item(x, where))
+        except BundleFormatError as exc:  # name the item only on the error path (keeps loading fast)
+            raise BundleFormatError(exc.message.replace(where, f"{where}[{i}]", 1), **exc.details) from None
+    return tuple(out)
 
 
 def _hex_list(v: Any, where: str, length: int | None = None) -> tuple[bytes, ...]:
-    """A list of hex strings, validated in one pass (the bulk of a bundle: proof nodes, siblings)."""
+    """A list of hex strings, validated in bulk (the bulk of a bundle: proof nodes, siblings)."""
     if type(v) is not list:
         raise _fail(where, "must be a list")
-    if all(type(x) is str for x in v) and _HEX_ITEMS.fullmatch("".join(v)) and all(x[:2] == "0x" for x in v):
-        out = tuple(bytes.fromhex(x[2:]) for x in v)
-        if length is None or all(len(b) == length for b in out):
-            return out
+    try:
+        out = tuple(map(bytes.fromhex, [x[2:] for x in v]))
+        canonical = "".join(v) == "".join(["0x" + b.hex() for b in out])
+    except (TypeError, ValueError):
+        canonical = False
+    if canonical and (length is None or set(map(len, out)) <= {length}):
+        return out
     return _list(v, where, lambda x, w: _hex(x, w, length))  # slow path: names the bad item
 
 

@@ -63,6 +63,19 @@ CASES: list[tuple[str, Callable[[Scenario, Obj], None], type[BundleRefused], str
     ("unknown top field", lambda s, o: o.update(extra=1), BundleFormatError, "unknown field"),
     ("unknown subject field", lambda s, o: _alice(s, o).update(extra=1), BundleFormatError, "unknown field"),
     ("not json", lambda s, o: o.clear(), BundleFormatError, "not a keyreg bundle"),
+    (
+        "uppercase hex",
+        lambda s, o: o["proofNodes"].__setitem__(0, o["proofNodes"][0].upper().replace("0X", "0x")),
+        BundleFormatError,
+        "proofNodes[0]",
+    ),
+    (
+        "odd hex",
+        lambda s, o: o["proofNodes"].__setitem__(1, o["proofNodes"][1] + "0"),
+        BundleFormatError,
+        "proofNodes[1]",
+    ),
+    ("sibling length", lambda s, o: _alice(s, o)["batch"]["siblings"].append("0x00"), BundleFormatError, "32 bytes"),
     # --- checkpoint / header
     ("checkpoint hash", _set(lambda s, o: o["checkpoint"], "hash", _flip_hex), CheckpointMismatch, "pinned"),
     (
