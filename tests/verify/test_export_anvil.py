@@ -148,3 +148,64 @@ def test_export_then_verify_offline(
     # and an older checkpoint (before the anchor) is still verifiable on its own terms
     v_old = Verifier.from_bundle(data, pinned, now=now)
     assert v_old.check(bob.subject, "k1", at=T0 + 200).ok
+
+
+def test_cli_export_from_data_dir_then_verify(
+    chain: tuple[Any, Any, Domain], anvil_process: Any, tmp_path: Any
+) -> None:
+    """keyreg export reads a node's SQLite store and config; keyreg verify checks the file offline."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import node.cli.verify  # noqa: F401  (registers the commands)
+    from node.cli import app
+    from node.store.sql import SqlStore
+
+    w3, contract, domain = chain
+    data_dir = tmp_path / "node"
+    data_dir.mkdir()
+    (data_dir / "keyreg.toml").write_text(
+        f'[network]\nchain_id = {domain.chain_id}\nregistry = "0x{domain.verifying_contract.hex()}"\n'
+    )
+    carl = make_actor("int-carl", [service_key("k1", label="ic1")], domain=domain)
+    _anchor(w3, contract, carl, 0)
+    store = SqlStore(f"sqlite:///{data_dir / 'keyreg.db'}")
+    try:
+        Registry(domain, store).ingest(carl.events, source="test", admission=False)
+    finally:
+        store.close()
+
+    out = tmp_path / "keys.bundle"
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            "--data-dir",
+            str(data_dir),
+            "--rpc",
+            anvil_process.url,
+            "--all",
+            "--out",
+            str(out),
+            "--gzip",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["subjects"] == 1
+    checked = runner.invoke(
+        app,
+        ["verify", "0x" + carl.subject.hex(), "k1", "--bundle", str(out), "--checkpoint", summary["blockHash"],
+         "--at", str(T0 + 10), "--max-staleness", "1h", "--json"],
+    )  # fmt: skip
+    assert checked.exit_code == 0, checked.output
+    assert json.loads(checked.output)["verdict"]["status"] == "valid"
+    missing = runner.invoke(
+        app, ["export", "--data-dir", str(data_dir), "--rpc", anvil_process.url, "--subject", "0x" + "ab" * 32,
+              "--out", str(out)],
+    )  # fmt: skip
+    assert missing.exit_code == 2
+    assert "holds no subject" in missing.output
