@@ -12,7 +12,6 @@ change they describe.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,6 +19,7 @@ from typing import Any, Protocol
 from ..core.codec import dumps_canonical
 from ..core.hashing import keccak
 from .base import AuditEntry, AuditRecord
+from .serialize import canonical_text
 
 GENESIS = b"\x00" * 32
 
@@ -73,8 +73,7 @@ def chain(entries: Iterable[AuditEntry], next_index: int, prev_hash: bytes, time
     return [r for r, _ in chain_with_json(entries, next_index, prev_hash, time)]
 
 
-def _js(v: Any) -> str:
-    return json.dumps(v, ensure_ascii=False)
+_js = canonical_text
 
 
 def chain_with_json(
@@ -88,7 +87,7 @@ def chain_with_json(
     out: list[tuple[AuditRecord, str]] = []
     for e in entries:
         detail = jsonable(e.detail)
-        detail_json = dumps_canonical(detail).decode()
+        detail_json = canonical_text(detail)
         text = (
             f'{{"action":{_js(e.action)},"detail":{detail_json},"digest":{_js(_hx(e.digest))},'
             f'"index":{int(next_index)},"prev_hash":"0x{prev_hash.hex()}","seq":{_js(e.seq)},'

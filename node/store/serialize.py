@@ -21,6 +21,10 @@ from ..core.log import KeyRecord, SubjectState
 from ..core.records import GovernanceRevocation, PublishedKey
 
 I64_MAX = 2**63 - 1
+
+# ``dumps_canonical(obj).decode()`` without building a JSONEncoder per call (json.dumps does that
+# whenever it gets options); the store encodes several small values per event.
+canonical_text = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 STATE_FORMAT = 1  # bump (with a migration) if the JSON shape changes
 
 
@@ -128,7 +132,7 @@ class StateEncoder:
             return hit[1]
         if len(self._cache) >= self.max_entries:
             self._cache.clear()
-        text = dumps_canonical(_key_obj(rec)).decode()
+        text = canonical_text(_key_obj(rec))
         self._cache[id(rec)] = (rec, text)
         return text
 
@@ -136,7 +140,7 @@ class StateEncoder:
         """Exactly ``state_to_json(state)`` (a property test holds the two equal)."""
         keys = ",".join([self._key_json(rec) for rec in state.keys.values()])
         controllers = ",".join([f'"0x{c.hex()}"' for c in state.controllers])
-        # Members in sorted order, as canonical JSON has them; strings through json.dumps.
+        # Members in sorted order, as canonical JSON has them; strings through the JSON encoder.
         return (
             f'{{"controllers":[{controllers}],"format":{STATE_FORMAT},"governor":"0x{state.governor.hex()}",'
             f'"head":"0x{state.head.hex()}","keys":[{keys}],'
@@ -153,7 +157,7 @@ def _int(v: int | None) -> str:
 
 
 def _str(v: str) -> str:
-    return json.dumps(v, ensure_ascii=False)
+    return canonical_text(v)
 
 
 def state_to_obj_without_keys(state: SubjectState) -> dict[str, Any]:
@@ -189,7 +193,7 @@ def key_row(subject: bytes, rec: KeyRecord) -> dict[str, Any]:
         "key_id": k.key_id,
         "alg": k.alg,
         "public_key": k.public_key,
-        "purposes": dumps_canonical(list(k.purposes)).decode(),
+        "purposes": canonical_text(list(k.purposes)),
         "published_seq": rec.published_seq,
         "published_at": clamp64(rec.published_at),
         "valid_from": clamp64(rec.valid_from),
