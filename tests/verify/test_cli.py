@@ -20,13 +20,12 @@ from node.verify.requests import sign_message
 NO_NETWORK = """
 import sys
 def _audit(event, args):
-    if event in ("socket.__new__", "socket.connect", "socket.getaddrinfo", "socket.bind"):
+    if event.startswith("socket."):  # socket.__new__, connect, bind, getaddrinfo, sendto, ...
         raise RuntimeError("network access blocked by the test: " + event)
 sys.addaudithook(_audit)
-import node.cli.verify
-from node.cli import app
+from node.cli import main
 sys.argv = ["keyreg", *sys.argv[1:]]
-app()
+main()
 """
 
 
@@ -65,7 +64,7 @@ def test_verify_with_network_blocked(scenario: Scenario, bundle_file: Path) -> N
     assert out["view"]["checkpoint"]["timestamp"] == CHECKPOINT_TIME
     assert out["view"]["ageSeconds"] > 0
     # the guard itself works: a socket in the same wrapper is refused
-    probe = NO_NETWORK.replace("app()", "import socket; socket.create_connection(('127.0.0.1', 9))")
+    probe = NO_NETWORK.replace("main()", "import socket; socket.create_connection(('127.0.0.1', 9))")
     blocked = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert blocked.returncode != 0
     assert "network access blocked" in blocked.stderr
