@@ -3,8 +3,9 @@
 For every subject: its current-branch events run 0..n without gaps; each stored event decodes,
 re-encodes to the same canonical bytes, has the stored digest and kind, and validates through
 :func:`node.core.log.apply_event` on top of the previous one; the stored head row, derived state
-JSON and ``keys`` rows equal what the replay gives. Events without a subject row, evidence whose
-digests do not match its events, and a broken audit chain are reported too.
+JSON and ``keys`` rows equal what the replay gives. Events without a subject row, archived events
+or evidence whose digests do not match their events, and a broken audit chain are reported too.
+(The disputed flag is fork-choice state, not a function of one branch: it is not re-derived.)
 """
 
 from __future__ import annotations
@@ -92,6 +93,14 @@ def check_store(
             state = _replay_subject(report, domain, limits, subject, rows)
             _compare_derived(report, subject, row, state, stored_keys.get(subject, {}))
         report.archived = conn.execute(select(func.count()).select_from(t.archived_events)).scalar_one()
+    for subject, seq, digest, raw in store.archived():
+        try:
+            signed = decode_event(raw, limits)
+        except KeyregError as exc:
+            report.problem(f"archived event 0x{subject.hex()} seq {seq}: does not decode: {exc.message}")
+            continue
+        if event_digest(domain, signed.event) != digest or signed.event.seq != seq:
+            report.problem(f"archived event 0x{subject.hex()} seq {seq}: digest or seq does not match its event")
     for ev in store.evidence():
         report.evidence += 1
         for signed, digest in ((ev.first, ev.first_digest), (ev.second, ev.second_digest)):

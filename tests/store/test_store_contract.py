@@ -14,6 +14,8 @@ from node.core.records import GovernanceRevocation, Rotation
 from node.registry import Registry
 from node.store.audit import verify_audit
 from node.store.base import AnchorRecord, AuditEntry, Changes, EventConflict
+from node.store.check import check_store
+from node.store.sql import SqlStore
 from tests.store.streams import DOMAIN, interleaved, secret, subject_events
 
 Open = Callable[[], Any]
@@ -146,6 +148,10 @@ def test_fork_choice_switch_archives_the_losing_branch(open_store: Open) -> None
     # The old branch's events, re-delivered now, are evidence or stale: never an overwrite.
     reg2.ingest([encode_event(events[3].signed)])
     assert open_store().log(subject)[2] == rotation
+    if isinstance(reopened, SqlStore):  # derived rows, archive and evidence replay clean
+        report = check_store(reopened, DOMAIN)
+        assert report.ok, report.to_dict()
+        assert (report.archived, report.evidence) == (2, 1)
 
 
 def test_disputed_flag_persists(open_store: Open) -> None:
