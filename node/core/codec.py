@@ -9,7 +9,7 @@ out-of-range integers and wrong hex lengths are rejected with :class:`MalformedE
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import MalformedEvent, OversizedInput
 from .limits import DEFAULT_LIMITS, Limits
@@ -41,6 +41,7 @@ FIELDS: dict[str, frozenset[str]] = {
         (*_ENVELOPE, "subject", "seq", "prev", "timestamp", "keyId", "effectiveAt", "reason")
     ),
 }
+_WHAT = {kind: f"{kind} event" for kind in FIELDS}  # built once: error context for _check_fields
 _KEY_FIELDS = frozenset(("keyId", "alg", "publicKey", "purposes", "notBefore", "notAfter"))
 _RETIRE_FIELDS = frozenset(("keyId", "notAfter"))
 
@@ -99,19 +100,32 @@ def _str(v: Any, name: str) -> str:
     return v
 
 
+_fromhex = bytes.fromhex
+
+
 def _hex(v: Any, name: str, length: int = -1) -> bytes:
+    # Happy path first: this runs ~5 times per event. "0x" makes islower() true unless A-F appear.
+    if type(v) is str and v[:2] == "0x" and v.islower():
+        try:
+            b = _fromhex(v[2:])
+        except ValueError:
+            raise MalformedEvent(f"field {name!r} is not valid hex") from None
+        # fromhex tolerates whitespace; the wire form is exactly two lowercase digits per byte.
+        if len(v) == 2 + 2 * len(b) and (length < 0 or len(b) == length):
+            return b
+    return _hex_error(v, name, length)
+
+
+def _hex_error(v: Any, name: str, length: int) -> NoReturn:
     if type(v) is not str or v[:2] != "0x":
         raise MalformedEvent(f"field {name!r} must be a 0x-prefixed hex string")
     try:
-        b = bytes.fromhex(v[2:])
+        b = _fromhex(v[2:])
     except ValueError:
         raise MalformedEvent(f"field {name!r} is not valid hex") from None
-    # fromhex tolerates whitespace and upper case; the wire form is lowercase hex only (canonical).
-    if len(v) != 2 + 2 * len(b) or not v.islower():  # "0x" makes islower() true unless A-F appear
+    if len(v) != 2 + 2 * len(b) or not v.islower():
         raise MalformedEvent(f"field {name!r} must be lowercase hex without whitespace")
-    if length >= 0 and len(b) != length:
-        raise MalformedEvent(f"field {name!r} must be {length} bytes, got {len(b)}")
-    return b
+    raise MalformedEvent(f"field {name!r} must be {length} bytes, got {len(b)}")
 
 
 def _list(v: Any, name: str, max_len: int) -> list[Any]:
@@ -171,7 +185,7 @@ def event_from_obj(obj: Any, limits: Limits = DEFAULT_LIMITS) -> SignedEvent:
     kind = obj.get("kind")
     if type(kind) is not str or kind not in FIELDS:  # a list or object here is unhashable: check the type first
         raise MalformedEvent(f"unknown event kind {str(kind)[:40]!r}")
-    o = _check_fields(obj, FIELDS[kind], f"{kind} event")
+    o = _check_fields(obj, FIELDS[kind], _WHAT[kind])
     chain_id, contract = o["chainId"], o["verifyingContract"]
     domain = _domains.get((chain_id, contract)) if type(chain_id) is int and type(contract) is str else None
     if domain is None:
