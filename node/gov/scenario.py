@@ -1,0 +1,166 @@
+"""A governance revocation end to end against running nodes: what the devnet demo and the e2e test run.
+
+:func:`run_governance_revocation` deploys a DAO, creates a subject that names it (submitted to the
+first node, anchored directly), proposes revoking the subject's key, has one member vote directly
+and another (holding no ETH) sign a ballot that a *different* node relays, mines through the voting
+period (``anvil_mine``), executes, and waits until every node reports the key revoked by governance
+from the effective time while still valid just before it. Returns a JSON-able summary.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
+from web3 import Web3
+
+from ..chain.artifacts import load
+from ..chain.deploy import call_for
+from ..core import builder
+from ..core.codec import event_to_obj
+from ..core.eip712 import event_digest
+from ..core.errors import NetworkError
+from ..core.hashing import address_of_private_key
+from ..core.records import Domain, PublishedKey
+from .ballots import sign_ballot
+from .contracts import DaoDeployment, Governance, address_of, connect, deploy_dao, transact
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, poll_s: float = 0.1) -> Any:
+    """Poll ``check`` until it returns something truthy; NetworkError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+        except (httpx.HTTPError, ValueError, KeyError):
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise NetworkError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(poll_s)  # polling a condition with a deadline
+
+
+def mine(w3: Web3, blocks: int) -> None:
+    """Advance the chain ``blocks`` blocks (anvil_mine; a real network just has to be waited for)."""
+    w3.provider.make_request("anvil_mine", [hex(blocks)])  # type: ignore[arg-type]
+
+
+def create_governed_subject(
+    w3: Web3, domain: Domain, api: str, governor: str, payer_key: bytes, key_id: str, valid_from: int
+) -> bytes:
+    """A new subject naming ``governor``: submitted to the node at ``api`` and anchored directly."""
+    controller = secrets.token_bytes(32)
+    key = PublishedKey(key_id, "Ed25519", secrets.token_bytes(32), ("sig",), valid_from, 0)
+    event = builder.inception(
+        valid_from, [address_of_private_key(controller)], 1, keys=[key], governor=bytes.fromhex(governor[2:])
+    )
+    signed = builder.sign_event(domain, event, [controller])
+    resp = httpx.post(f"{api}/v1/events", json=event_to_obj(signed), timeout=10)
+    if resp.status_code != 200:
+        raise NetworkError(f"{api} refused the inception: {resp.text[:200]}")
+    registry = w3.eth.contract(address=Web3.to_checksum_address(domain.verifying_contract), abi=load("KeyRegistry").abi)
+    name, args = call_for(signed)
+    transact(w3, payer_key, getattr(registry.functions, name)(*args), "anchor inception")
+    return event_digest(domain, event)
+
+
+def key_verdict(api: str, subject: bytes, key_id: str, at: int) -> dict[str, Any]:
+    resp = httpx.get(f"{api}/v1/subjects/0x{subject.hex()}/keys/{key_id}", params={"at": at}, timeout=5)
+    resp.raise_for_status()
+    return dict(resp.json())
+
+
+def run_governance_revocation(
+    rpc_url: str,
+    registry: str,
+    apis: Sequence[str],
+    *,
+    deployer_key: bytes,
+    member_keys: Sequence[bytes],
+    chain_id: int = 31337,
+    voting_period: int = 20,
+    relay_via: int = 1,
+    timeout: float = 60.0,
+    progress: Callable[[str], None] = lambda _s: None,
+) -> dict[str, Any]:
+    """Run the scenario (module docstring) on running nodes; returns its summary.
+
+    ``member_keys``: at least 2; member 0 votes directly (needs ETH), member 1 signs a ballot
+    (needs nothing). ``apis[relay_via]`` relays the ballot; ``deployer_key`` pays for the DAO, the
+    subject's anchor and the execution.
+    """
+    w3 = connect(rpc_url)
+    domain = Domain(chain_id, bytes.fromhex(registry.removeprefix("0x")))
+    members = [(address_of(k), 1) for k in member_keys]
+    dao: DaoDeployment = deploy_dao(
+        w3, deployer_key, registry, members, name=f"demo DAO {secrets.token_hex(3)}", voting_period=voting_period
+    )
+    progress(f"DAO deployed: governor {dao.governor}, {len(members)} members, quorum {dao.quorum_percent}%")
+    now = int(w3.eth.get_block("latest")["timestamp"])
+    key_id = f"svc-gov-{secrets.token_hex(3)}"
+    subject = create_governed_subject(w3, domain, apis[0], dao.executor, deployer_key, key_id, now - 3600)
+    sid = "0x" + subject.hex()
+    for api in apis:
+        wait_for(lambda api=api: httpx.get(f"{api}/v1/subjects/{sid}", timeout=5).status_code == 200, timeout,
+                 f"{api} to receive the subject by gossip")  # fmt: skip
+    progress(f"subject {sid[:18]}… names the DAO; key {key_id} on every node")
+
+    gov = Governance(w3, dao.governor)
+    effective_at = now - 600
+    pid, _ = gov.propose_revocation(member_keys[0], subject, key_id, effective_at, "key leaked (demo)")
+    mine(w3, dao.voting_delay + 1)
+    vote_receipt = gov.cast_vote(member_keys[0], pid, 1)
+    progress(f"proposal {pid} open; member {members[0][0]} voted for directly")
+
+    voter = member_keys[1]
+    governor = bytes.fromhex(dao.governor[2:])
+    ballot = sign_ballot(voter, chain_id, governor, gov.name(), pid, 1, gov.nonce(address_of(voter)))
+    relay_api = apis[relay_via % len(apis)]
+    resp = httpx.post(f"{relay_api}/v1/gov/ballots", content=ballot.encode(), timeout=10)
+    if resp.status_code != 202:
+        raise NetworkError(f"{relay_api} refused the ballot: {resp.text[:300]}")
+    rid = resp.json()["id"]
+    relayed = wait_for(
+        lambda: (r := httpx.get(f"{relay_api}/v1/gov/ballots/{rid}", timeout=5).json())["status"] != "queued" and r,
+        timeout,
+        "the ballot relay",
+    )
+    if relayed["status"] != "relayed":
+        raise NetworkError(f"the ballot was not relayed: {relayed}")
+    progress(f"member {members[1][0]} (no ETH) signed a ballot; {relay_api} relayed it in {relayed['txHash']}")
+
+    mine(w3, voting_period + 1)
+    state = gov.state(pid)
+    if state != "Succeeded":
+        raise NetworkError(f"proposal {pid} is {state} after the voting period, expected Succeeded")
+    exec_receipt = gov.execute(deployer_key, pid)
+    progress(f"proposal {pid} executed in block {exec_receipt['blockNumber']}")
+
+    nodes = []
+    for api in apis:
+        verdict = wait_for(
+            lambda api=api: (v := key_verdict(api, subject, key_id, now))["status"] == "revoked" and v,
+            timeout,
+            f"{api} to apply the governance revocation",
+        )
+        before = key_verdict(api, subject, key_id, effective_at - 1)
+        nodes.append({"api": api, "now": verdict, "justBefore": before})
+    progress(f"every node reports {key_id} revoked by governance since {effective_at}, valid just before")
+    return {
+        "dao": dao.to_dict(),
+        "subject": sid,
+        "keyId": key_id,
+        "effectiveAt": effective_at,
+        "proposalId": str(pid),
+        "directVote": {"voter": members[0][0], "txHash": vote_receipt["transactionHash"].to_0x_hex()},
+        "ballot": relayed,
+        "ballotRelayedBy": relay_api,
+        "executeTx": exec_receipt["transactionHash"].to_0x_hex(),
+        "executeBlock": int(exec_receipt["blockNumber"]),
+        "nodes": nodes,
+        "ok": all(n["now"]["status"] == "revoked" and n["justBefore"]["status"] == "valid" for n in nodes),
+    }

@@ -1,0 +1,154 @@
+"""Done-when test of governance: anvil, 3 real `keyreg node run` processes (devnet), a 3-member DAO.
+
+A proposal to revoke a key of a subject that named the DAO; one member votes directly, another
+(with no ETH) signs a ballot that a different node relays; the voting period is mined through;
+execute; every node reports the key revoked by governance from the effective time and valid just
+before. Then the refusals a node gives: a replayed ballot (duplicate at the relay and through
+gossip), a non-member's ballot, a ballot for a closed proposal. The contract-level refusals
+(governor not named, no governor, missed quorum) are in test_governor_contract.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from node.chain.deploy import anvil_binary, free_port
+from node.cli.devnet import anvil_account_key, devnet_down, devnet_up
+from node.gov.ballots import sign_ballot
+from node.gov.contracts import Governance, address_of, connect
+from node.gov.scenario import run_governance_revocation, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anvil, pytest.mark.slow]
+
+TIMEOUT = 45.0
+DEPLOYER = anvil_account_key(9)
+MEMBERS = [anvil_account_key(4), bytes.fromhex("22" * 32), anvil_account_key(5)]  # member 1 holds no ETH
+OUTSIDER = anvil_account_key(7)
+
+
+@pytest.fixture(scope="module")
+def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One devnet for the module: each test deploys its own DAO and subject."""
+    if not anvil_binary().exists():
+        pytest.skip(f"anvil binary missing at {anvil_binary()}: run `npm ci --prefix contracts`")
+    directory = tmp_path_factory.mktemp("gov") / "devnet"
+    chain = {"confirmations": 1, "poll_interval_s": 0.3, "anchor_epoch_s": 2.0, "retry_max_s": 1.0}
+    try:
+        yield devnet_up(directory, nodes=3, port=free_port(), block_time=1.0, chain=chain, progress=False)
+    finally:
+        devnet_down(directory)
+
+
+def ballots(api: str) -> list[dict[str, Any]]:
+    return list(httpx.get(f"{api}/v1/gov/ballots", timeout=5).json()["ballots"])
+
+
+def test_dao_revokes_a_key_on_every_node(devnet: dict[str, Any]) -> None:
+    apis = [n["api"] for n in devnet["nodes"]]
+    summary = run_governance_revocation(
+        devnet["rpc"], devnet["registry"], apis, deployer_key=DEPLOYER, member_keys=MEMBERS,
+        voting_period=10, relay_via=1, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert summary["ok"], summary
+    pid, key_id, effective_at = summary["proposalId"], summary["keyId"], summary["effectiveAt"]
+    assert summary["ballotRelayedBy"] == apis[1]
+    assert summary["ballot"]["relayer"].lower() == devnet["nodes"][1]["relayer"].lower()
+    for node in summary["nodes"]:
+        revoked = node["now"]["revoked"]
+        assert revoked["by"] == "governance"
+        assert revoked["proposalId"] == pid
+        assert revoked["since"] == effective_at
+        assert revoked["governor"].lower() == summary["dao"]["governor"].lower()
+        assert node["justBefore"]["status"] == "valid"
+        assert node["now"]["keyId"] == key_id
+
+    # Every node indexed the proposal: executed, two votes for, the revocation applied.
+    for api in apis:
+        p = wait_for(
+            lambda api=api: (
+                items := httpx.get(f"{api}/v1/gov/proposals", params={"subject": summary["subject"]}, timeout=5)
+                .json()["proposals"]
+            ) and items[0]["state"] == "Executed" and items[0]["applied"] and items[0],
+            TIMEOUT,
+            f"{api} to index the executed proposal",
+        )  # fmt: skip
+        assert p["proposalId"] == pid
+        assert p["votes"] == {"for": 2, "against": 0, "abstain": 0}
+        assert len(p["voters"]) == 2
+        assert p["applied"][0]["keyId"] == key_id
+        assert p["applied"][0]["effectiveAt"] == effective_at
+
+    # The ballot was gossiped: the other nodes know it and did not pay for it a second time.
+    ballot_id = summary["ballot"]["id"]
+    for api in (apis[0], apis[2]):
+        mine = wait_for(
+            lambda api=api: next((b for b in ballots(api) if b["id"] == ballot_id and b["status"] != "queued"), None),
+            TIMEOUT,
+            f"{api} to receive the ballot by gossip",
+        )
+        assert mine["source"] == "gossip"
+        assert mine["status"] == "already_voted"
+
+    # Replays of the same signed ballot are refused by every node (dedup), with a clear error.
+    raw = httpx.get(f"{apis[1]}/v1/gov/ballots/{ballot_id}", timeout=5).json()["ballot"]
+    for api in apis:
+        resp = httpx.post(f"{api}/v1/gov/ballots", json=raw, timeout=5)
+        assert resp.status_code == 409, resp.text
+        assert resp.json()["code"] == "ballot_rejected"
+        assert "duplicate ballot" in resp.json()["message"]
+
+
+def test_nodes_refuse_bad_ballots(devnet: dict[str, Any]) -> None:
+    apis = [n["api"] for n in devnet["nodes"]]
+    summary = run_governance_revocation(
+        devnet["rpc"], devnet["registry"], apis, deployer_key=DEPLOYER, member_keys=MEMBERS,
+        voting_period=10, relay_via=2, timeout=TIMEOUT,
+    )  # fmt: skip
+    w3 = connect(devnet["rpc"])
+    gov = Governance(w3, summary["dao"]["governor"])
+    governor = bytes.fromhex(gov.address[2:])
+    pid = int(summary["proposalId"])
+
+    def relayed(api: str, ballot_id: str) -> dict[str, Any]:
+        return dict(
+            wait_for(
+                lambda: (
+                    (r := httpx.get(f"{api}/v1/gov/ballots/{ballot_id}", timeout=5).json())["status"] != "queued" and r
+                ),
+                TIMEOUT,
+                "the relay's verdict",
+            )
+        )
+
+    # A ballot for a proposal that is no longer active: refused before paying, reason given.
+    late = sign_ballot(MEMBERS[2], 31337, governor, gov.name(), pid, 1, gov.nonce(address_of(MEMBERS[2])))
+    resp = httpx.post(f"{apis[0]}/v1/gov/ballots", content=late.encode(), timeout=5)
+    assert resp.status_code == 202
+    result = relayed(apis[0], resp.json()["id"])
+    assert result["status"] == "refused"
+    assert result["error"]["error"] == "GovernorUnexpectedProposalState"
+    assert "Executed" in result["error"]["message"]
+
+    # A non-member's ballot on an active proposal: refused (NotAMember), nothing paid.
+    subject = bytes.fromhex(summary["subject"][2:])
+    pid2, _ = gov.propose_revocation(MEMBERS[0], subject, summary["keyId"], summary["effectiveAt"] - 100, "again")
+    w3.provider.make_request("anvil_mine", ["0x2"])  # type: ignore[arg-type]
+    outsider = sign_ballot(OUTSIDER, 31337, governor, gov.name(), pid2, 1, 0)
+    resp = httpx.post(f"{apis[0]}/v1/gov/ballots", content=outsider.encode(), timeout=5)
+    assert resp.status_code == 202
+    result = relayed(apis[0], resp.json()["id"])
+    assert result["status"] == "refused"
+    assert result["error"]["error"] == "NotAMember"
+    assert not gov.has_voted(pid2, address_of(OUTSIDER))
+
+    # A tampered ballot (support flipped after signing) is rejected outright.
+    obj = sign_ballot(MEMBERS[2], 31337, governor, gov.name(), pid2, 0, gov.nonce(address_of(MEMBERS[2]))).to_obj()
+    obj["support"] = 1
+    resp = httpx.post(f"{apis[1]}/v1/gov/ballots", json=obj, timeout=5)
+    assert resp.status_code == 400
+    assert resp.json()["code"] == "ballot_rejected"
+    assert "not the voter's" in resp.json()["message"]
