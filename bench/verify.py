@@ -9,6 +9,7 @@ proofs against a header the verifier pins. Human-readable lines, last line JSON.
 
     .venv/bin/python bench/verify.py            # 10,000 subjects (target: load <= 5 s, check <= 50 us median)
     .venv/bin/python bench/verify.py --quick    # 1,000 subjects
+Figures are written to bench/results/verify.json (verify_quick.json for --quick) unless --no-save.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from node.verify.bundle import GovernanceEntry
 from node.verify.testing import SimulatedRegistry
 from node.verify.verifier import default_workers
 
+RESULTS = Path(__file__).resolve().parent / "results"
 GOVERNOR = bytes.fromhex("00000000000000000000000000000000000000aa")
 
 
@@ -66,6 +68,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1,000 subjects instead of 10,000")
     ap.add_argument("--subjects", type=int, default=None)
     ap.add_argument("--checks", type=int, default=20_000)
+    ap.add_argument("--no-save", action="store_true", help="do not write bench/results/verify*.json")
     ap.add_argument("--workers", type=int, default=None, help="verification threads (default: one per CPU, max 4)")
     args = ap.parse_args()
     n = args.subjects or (1_000 if args.quick else 10_000)
@@ -109,30 +112,32 @@ def main() -> None:
     ok_check = median_us <= 50
     met = {True: "met", False: "MISSED"}
     print(f"targets: load <= 5 s per 10,000 subjects: {met[ok_load]}; check median <= 50 us: {met[ok_check]}")
-    print(
-        json.dumps(
-            {
-                "bench": "verify",
-                "subjects": n,
-                "events": 3 * n,
-                "bundle_bytes": len(data),
-                "load_s": round(load_s, 3),
-                "load_cpu_s": round(load_cpu_s, 3),
-                "workers": workers,
-                "cpus": os.cpu_count(),
-                "load_average": load_avg,
-                "check_median_us": round(median_us, 2),
-                "check_p99_us": round(p99_us, 2),
-                "checks": len(samples),
-                "quick": args.quick,
-                "python": platform.python_version(),
-                "machine": platform.machine(),
-                "how": "bundle built in-process on node.verify.testing.SimulatedRegistry (real MPT + SMT proofs, "
-                "3 events per subject), then timed Verifier.from_bundle(bytes) and Verifier.check; "
-                + ("--quick" if args.quick else "full"),
-            }
-        )
-    )
+    result = {
+        "bench": "verify",
+        "subjects": n,
+        "events": 3 * n,
+        "bundle_bytes": len(data),
+        "load_s": round(load_s, 3),
+        "load_cpu_s": round(load_cpu_s, 3),
+        "workers": workers,
+        "cpus": os.cpu_count(),
+        "load_average": load_avg,
+        "check_median_us": round(median_us, 2),
+        "check_p99_us": round(p99_us, 2),
+        "checks": len(samples),
+        "quick": args.quick,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "how": "bundle built in-process on node.verify.testing.SimulatedRegistry (real MPT + SMT proofs, "
+        "3 events per subject), then timed Verifier.from_bundle(bytes) and Verifier.check; "
+        + ("--quick" if args.quick else "full"),
+    }
+    line = json.dumps(result)
+    if not args.no_save:
+        RESULTS.mkdir(exist_ok=True)
+        name = "verify_quick.json" if args.quick else "verify.json"
+        (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
+    print(line)
 
 
 if __name__ == "__main__":
