@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from node.core.codec import dumps_canonical, event_from_obj, event_to_obj, loads_strict
@@ -259,8 +259,12 @@ def read_bytes(data: bytes) -> bytes:
     return data
 
 
-def decode_bundle(data: bytes) -> Bundle:
-    """Parse (and gunzip if needed) a bundle file; structure only, no proof checks."""
+def decode_envelope(data: bytes) -> tuple[Bundle, list[Any]]:
+    """Everything but the subjects decoded, and the subjects' raw JSON objects.
+
+    The verifier decodes subjects with :func:`decode_subject` in its worker threads, so decoding
+    overlaps the (GIL-free) signature recovery of other subjects.
+    """
     try:
         top = loads_strict(read_bytes(data))
     except MalformedEvent as exc:
@@ -275,7 +279,9 @@ def decode_bundle(data: bytes) -> Bundle:
     o = _obj(top, _TOP, "bundle")
     d = _obj(o["domain"], frozenset(("chainId", "registry")), "domain")
     c = _obj(o["checkpoint"], frozenset(("number", "hash", "timestamp", "header")), "checkpoint")
-    return Bundle(
+    if type(o["subjects"]) is not list:
+        raise _fail("subjects", "must be a list")
+    envelope = Bundle(
         domain=Domain(_uint(d["chainId"], "domain.chainId", 256), _hex(d["registry"], "domain.registry", 20)),
         checkpoint=Checkpoint(
             number=_uint(c["number"], "checkpoint.number"),
@@ -285,10 +291,26 @@ def decode_bundle(data: bytes) -> Bundle:
         ),
         proof_nodes=_hex_list(o["proofNodes"], "proofNodes"),
         batches=_hex_list(o["batches"], "batches", 32),
-        subjects=_list(o["subjects"], "subjects", _subject),
+        subjects=(),
         created_at=_uint(o["createdAt"], "createdAt"),
         generator=_str(o["generator"], "generator"),
     )
+    return envelope, o["subjects"]
+
+
+def decode_subject(obj: Any, index: int) -> SubjectEntry:
+    """Decode the ``index``-th subject object of a bundle."""
+    where = "subjects"
+    try:
+        return _subject(obj, where)
+    except BundleFormatError as exc:
+        raise BundleFormatError(exc.message.replace(where, f"{where}[{index}]", 1), **exc.details) from None
+
+
+def decode_bundle(data: bytes) -> Bundle:
+    """Parse (and gunzip if needed) a bundle file; structure only, no proof checks."""
+    envelope, subjects = decode_envelope(data)
+    return replace(envelope, subjects=tuple(decode_subject(s, i) for i, s in enumerate(subjects)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,7 +36,7 @@ from node.core.merkle import Proof, verify_proof
 from node.core.records import ZERO20, ZERO32, Domain, GovernanceRevocation, Inception, SignedEvent
 
 from . import layout, signatures
-from .bundle import Bundle, SubjectEntry, decode_bundle
+from .bundle import Bundle, SubjectEntry, decode_envelope, decode_subject
 from .errors import (
     AnchorMismatch,
     BundleFormatError,
@@ -176,7 +176,7 @@ class Verifier:
             fixed = float(now)
             clock = lambda: fixed  # noqa: E731
         pinned = parse_hash(checkpoint, "checkpoint")
-        bundle = decode_bundle(_load(source))
+        bundle, raw_subjects = decode_envelope(_load(source))
         header = _check_checkpoint(bundle, pinned)
         age = clock() - header.timestamp
         if max_staleness is not None and age > max_staleness:
@@ -192,8 +192,9 @@ class Verifier:
                 f"expected chainId {domain.chain_id} registry 0x{domain.verifying_contract.hex()}",
                 part="domain",
             )
-        views = _verify_subjects(bundle, header, limits, default_workers() if workers is None else workers)
-        return cls(bundle, header, views, clock)
+        threads = default_workers() if workers is None else workers
+        entries, views = _verify_subjects(bundle, raw_subjects, header, limits, threads)
+        return cls(replace(bundle, subjects=entries), header, views, clock)
 
     # ------------------------------------------------------------------ views
 
@@ -343,7 +344,9 @@ class _Storage:
             raise ProofInvalid(f"storage proof of {what}{of}: {exc}", part="proofNodes") from None
 
 
-def _verify_subjects(bundle: Bundle, header: Header, limits: Limits, workers: int = 1) -> dict[bytes, SubjectView]:
+def _verify_subjects(
+    bundle: Bundle, raw_subjects: list[Any], header: Header, limits: Limits, workers: int = 1
+) -> tuple[tuple[SubjectEntry, ...], dict[bytes, SubjectView]]:
     pool = NodePool(bundle.proof_nodes)
     registry = bundle.domain.verifying_contract
     try:
@@ -364,26 +367,32 @@ def _verify_subjects(bundle: Bundle, header: Header, limits: Limits, workers: in
             raise ProofInvalid(f"batch root 0x{root.hex()} is not anchored at the checkpoint", part="batches")
         batch_blocks[root] = layout.unpack_batch_block(word)
 
-    seen: set[bytes] = set()
-    for entry in bundle.subjects:
-        if entry.subject in seen:
-            raise BundleFormatError(f"subject 0x{entry.subject.hex()} appears twice", part="subjects")
-        seen.add(entry.subject)
+    def verify_chunk(start: int, stop: int) -> list[tuple[SubjectEntry, SubjectView]]:
+        out = []
+        for i in range(start, stop):
+            entry = decode_subject(raw_subjects[i], i)
+            out.append((entry, _verify_subject(entry, bundle.domain, storage, batch_blocks, limits)))
+        return out
 
-    def verify_chunk(chunk: Sequence[SubjectEntry]) -> list[SubjectView]:
-        return [_verify_subject(e, bundle.domain, storage, batch_blocks, limits) for e in chunk]
-
-    entries = bundle.subjects
-    if workers > 1 and len(entries) >= _PARALLEL_MIN_SUBJECTS:
-        # Threads, not processes: libsecp256k1 (signature recovery, over half the time of a
-        # replay) runs without the GIL, and the rest is short. Chunks are contiguous so the
-        # first fault reported is the one of the earliest subject in its chunk.
-        size = -(-len(entries) // workers)
+    n = len(raw_subjects)
+    if workers > 1 and n >= _PARALLEL_MIN_SUBJECTS:
+        # Threads, not processes: libsecp256k1 (signature recovery, about half of a replay) runs
+        # without the GIL, so one thread's recovery overlaps another's decoding and hashing.
+        # Chunks are contiguous; the fault reported is the earliest of the first failing chunk.
+        size = -(-n // workers)
+        bounds = [(i, min(i + size, n)) for i in range(0, n, size)]
         with ThreadPoolExecutor(workers, thread_name_prefix="keyreg-verify") as ex:
-            results = list(ex.map(verify_chunk, [entries[i : i + size] for i in range(0, len(entries), size)]))
-        views = {v.subject: v for chunk in results for v in chunk}
+            futures = [ex.submit(verify_chunk, a, b) for a, b in bounds]
+            results = [pair for f in futures for pair in f.result()]
     else:
-        views = {v.subject: v for v in verify_chunk(entries)}
+        results = verify_chunk(0, n)
+
+    views: dict[bytes, SubjectView] = {}
+    for entry, view in results:
+        if entry.subject in views:
+            raise BundleFormatError(f"subject 0x{entry.subject.hex()} appears twice", part="subjects")
+        views[entry.subject] = view
+    entries = tuple(entry for entry, _ in results)
 
     unused = pool.unused()
     if unused:
@@ -391,7 +400,7 @@ def _verify_subjects(bundle: Bundle, header: Header, limits: Limits, workers: in
             f"{len(unused)} proof node(s) are not on any proven path (first 0x{unused[0].hex()}): tampered or padded",
             part="proofNodes",
         )
-    return views
+    return entries, views
 
 
 def _replay(entry: SubjectEntry, domain: Domain, limits: Limits) -> tuple[SubjectState, list[bytes]]:
