@@ -36,6 +36,7 @@ import binascii
 import hashlib
 import re
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -209,6 +210,7 @@ class NonceCache:
         self.ttl_s = ttl_s
         self._clock = clock
         self._entries: OrderedDict[tuple[str, str, str], float] = OrderedDict()
+        self._lock = threading.Lock()  # a service verifies requests from many threads
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -222,15 +224,22 @@ class NonceCache:
             del self._entries[key]
 
     def seen(self, key: tuple[str, str, str]) -> bool:
-        self._purge()
-        return key in self._entries
+        with self._lock:
+            self._purge()
+            return key in self._entries
 
     def add(self, key: tuple[str, str, str]) -> None:
-        """Remember a nonce; RequestRejected("nonce-cache-full") if every slot holds a live nonce."""
-        self._purge()
-        if len(self._entries) >= self.capacity:
-            raise RequestRejected("nonce-cache-full", "too many recent requests to remember their nonces; retry later")
-        self._entries[key] = self._clock() + self.ttl_s
+        """Remember a new nonce, atomically: RequestRejected("replay") if it is already there,
+        ("nonce-cache-full") if every slot holds a live nonce."""
+        with self._lock:
+            self._purge()
+            if key in self._entries:
+                raise RequestRejected("replay", "this nonce was already used: replayed request")
+            if len(self._entries) >= self.capacity:
+                raise RequestRejected(
+                    "nonce-cache-full", "too many recent requests to remember their nonces; retry later"
+                )
+            self._entries[key] = self._clock() + self.ttl_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +307,7 @@ class RequestVerifier:
         if body_digest(body) != digest:
             raise RequestRejected("body-digest", "the body does not match Keyreg-Digest (tampered body)")
         cache_key = (subject, key_id, nonce)
-        if self.nonces.seen(cache_key):
+        if self.nonces.seen(cache_key):  # fast path; add() below re-checks atomically
             raise RequestRejected("replay", "this nonce was already used: replayed request")
         message = string_to_sign(method, self.authority, path, subject, key_id, ts, nonce, digest)
         try:

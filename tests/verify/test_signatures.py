@@ -193,3 +193,22 @@ def test_sdk_imports_core_only() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_concurrent_replays_accept_exactly_one(scenario: Scenario, verifier: Verifier) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    signer, service, clock = _setup(scenario, verifier)
+    headers = signer.sign("POST", "api.example.com", "/pay", b"1", now=int(clock()))
+
+    def attempt(_: int) -> str:
+        try:
+            service.verify("POST", "/pay", headers, b"1")
+        except RequestRejected as exc:
+            return exc.reason
+        return "accepted"
+
+    with ThreadPoolExecutor(8) as ex:
+        outcomes = list(ex.map(attempt, range(32)))
+    assert outcomes.count("accepted") == 1
+    assert set(outcomes) == {"accepted", "replay"}
