@@ -66,6 +66,9 @@ class SparseMerkleTree:
         self._leaves: dict[int, bytes] = {}
         self._heads: dict[int, tuple[int, bytes]] = {}
         self._cache: dict[tuple[int, int], bytes] = {}
+        # Invariant: no cache entry is deeper than this, so an update invalidates only depths
+        # 0..max (about log2(n) + a few for random subject ids) instead of all 257 levels.
+        self._max_cached_depth = 0
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -77,9 +80,9 @@ class SparseMerkleTree:
             insort(self._keys, k)
         self._leaves[k] = leaf_hash(subject, seq, head)
         self._heads[k] = (seq, head)
-        cache = self._cache
-        for depth in range(DEPTH + 1):
-            cache.pop((depth, k >> (DEPTH - depth)), None)
+        pop = self._cache.pop
+        for depth in range(self._max_cached_depth + 1):
+            pop((depth, k >> (DEPTH - depth)), None)
 
     def get(self, subject: bytes) -> tuple[int, bytes] | None:
         """(seq, head) of a subject, or None."""
@@ -104,6 +107,8 @@ class SparseMerkleTree:
         else:
             h = _node(self.node_hash(depth + 1, prefix << 1), self.node_hash(depth + 1, (prefix << 1) | 1))
         self._cache[(depth, prefix)] = h
+        if depth > self._max_cached_depth:
+            self._max_cached_depth = depth
         return h
 
     def count(self, depth: int, prefix: int) -> int:
