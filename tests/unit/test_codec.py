@@ -114,7 +114,10 @@ def test_purposes_must_be_strings() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"[]", b"null", b'"x"', b"{", b"\xff\xfe", b'{"kind":"update"} trailing', b"NaN", b'{"kind":[]}', b'{"kind":{}}'],
+    [
+        b"", b"[]", b"null", b'"x"', b"{", b"\xff\xfe", b'{"kind":"update"} trailing', b"NaN",
+        b'{"kind":[]}', b'{"kind":{}}',
+    ],
 )
 def test_not_an_event_object(data: bytes) -> None:
     with pytest.raises(MalformedEvent):
