@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "verify"))
 
+from coincurve import PrivateKey, PublicKey
 from verify_helpers import DOMAIN, T0, make_actor, service_key
 
 from node.core.merkle import SparseMerkleTree
@@ -63,12 +64,27 @@ def build(n: int) -> tuple[bytes, bytes, list[bytes]]:
     return encode_bundle(bundle), block_hash, sids
 
 
+def _recovery_reference_us(count: int = 3000) -> float:
+    """Median-of-3 CPU microseconds of one bare coincurve key recovery (the floor per event)."""
+    key = PrivateKey(b"\x07" * 32)
+    digest = b"\x42" * 32
+    sig = key.sign_recoverable(digest, hasher=None)
+    times = []
+    for _ in range(3):
+        cpu = time.process_time()
+        for _ in range(count):
+            PublicKey.from_signature_and_message(sig, digest, hasher=None)
+        times.append((time.process_time() - cpu) / count * 1e6)
+    return statistics.median(times)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1,000 subjects instead of 10,000")
     ap.add_argument("--subjects", type=int, default=None)
     ap.add_argument("--checks", type=int, default=20_000)
     ap.add_argument("--no-save", action="store_true", help="do not write bench/results/verify*.json")
+    ap.add_argument("--runs", type=int, default=1, help="time the load N times and keep the best")
     ap.add_argument("--workers", type=int, default=None, help="verification threads (default: one per CPU, max 4)")
     args = ap.parse_args()
     n = args.subjects or (1_000 if args.quick else 10_000)
@@ -80,13 +96,23 @@ def main() -> None:
     )
 
     workers = default_workers() if args.workers is None else args.workers
-    gc.collect()
-    cpu, t = time.process_time(), time.perf_counter()
-    verifier = Verifier.from_bundle(data, block_hash, max_staleness=None, now=T0 + 20_000, workers=workers)
-    load_s, load_cpu_s = time.perf_counter() - t, time.process_time() - cpu
+    best: tuple[float, float] | None = None
+    for _ in range(args.runs):
+        gc.collect()
+        cpu, t = time.process_time(), time.perf_counter()
+        verifier = Verifier.from_bundle(data, block_hash, max_staleness=None, now=T0 + 20_000, workers=workers)
+        run = (time.perf_counter() - t, time.process_time() - cpu)
+        best = run if best is None or run[0] < best[0] else best
+    assert best is not None
+    load_s, load_cpu_s = best
     print(
-        f"load + verify: {load_s:.2f} s wall, {load_cpu_s:.2f} s CPU, {workers} thread(s) "
+        f"load + verify: {load_s:.2f} s wall, {load_cpu_s:.2f} s CPU, {workers} thread(s), best of {args.runs} "
         f"({n / load_s:,.0f} subjects/s, {3 * n / load_s:,.0f} events/s)"
+    )
+    recover_us = _recovery_reference_us()
+    print(
+        f"reference: bare secp256k1 recovery {recover_us:.0f} us in this run; the load used "
+        f"{load_cpu_s * 1e6 / (3 * n):.0f} us CPU per event ({load_cpu_s * 1e6 / (3 * n) / recover_us:.1f} recoveries)"
     )
     try:
         load_avg = round(os.getloadavg()[0], 2)
@@ -119,6 +145,8 @@ def main() -> None:
         "bundle_bytes": len(data),
         "load_s": round(load_s, 3),
         "load_cpu_s": round(load_cpu_s, 3),
+        "runs": args.runs,
+        "recover_reference_us": round(recover_us, 1),
         "workers": workers,
         "cpus": os.cpu_count(),
         "load_average": load_avg,
@@ -128,6 +156,7 @@ def main() -> None:
         "quick": args.quick,
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "time": int(time.time()),
         "how": "bundle built in-process on node.verify.testing.SimulatedRegistry (real MPT + SMT proofs, "
         "3 events per subject), then timed Verifier.from_bundle(bytes) and Verifier.check; "
         + ("--quick" if args.quick else "full"),
