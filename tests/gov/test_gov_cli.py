@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MEMBERS, OUTSIDER, RELAYER, GovChain
+from gov_fixture import MEMBERS, OUTSIDER, RELAYER, GovChain
 from typer.testing import CliRunner
 from web3 import Web3
 

@@ -4,7 +4,7 @@ execution into KeyRegistry.revokeByGovernance, the timelock option, and every re
 from __future__ import annotations
 
 import pytest
-from conftest import DEPLOYER, MEMBERS, OUTSIDER, RELAYER, VOTING_DELAY, VOTING_PERIOD, GovChain
+from gov_fixture import DEPLOYER, MEMBERS, OUTSIDER, RELAYER, VOTING_DELAY, VOTING_PERIOD, GovChain
 from web3 import Web3
 from web3.logs import DISCARD
 
