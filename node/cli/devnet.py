@@ -5,8 +5,8 @@ killed anvil restarts where it was), deploys the registry, initialises N data di
 node its own funded anvil account as relayer (a V3 keyfile), starts N ``keyreg node run``
 processes on loopback that bootstrap from node 1, and writes ``<dir>/devnet.json`` with the
 addresses, URLs and PIDs. ``down`` stops them by PID; ``status`` shows what runs; ``demo`` runs
-the anchoring scenario end to end (creating a throwaway devnet unless one is up) and prints a
-summary table. Every secret here is a throwaway devnet secret (anvil's public test accounts).
+the scenario end to end (anchoring, then a DAO's revocation; creating a throwaway devnet unless
+one is up) and prints summary tables. Every secret here is a throwaway devnet secret (anvil's public test accounts).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -48,7 +49,9 @@ _STARTED: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def _step(text: str) -> None:
-    err_console.print(f"[green]✓[/] {text}", highlight=False)
+    from .devnet_demo import report_console
+
+    report_console(stderr=True).print(f"[green]✓[/] {text}", highlight=False)
 
 
 def anvil_account_key(index: int) -> bytes:
@@ -411,6 +414,52 @@ def _print_status(out: dict[str, Any]) -> None:
     out_console.print(table)
 
 
+def stop_started() -> list[int]:
+    """Stop every process this process started and has not stopped yet (by PID); returns the PIDs."""
+    stopped = []
+    for pid in list(_STARTED):
+        proc = _STARTED[pid]
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+            stopped.append(pid)
+        _STARTED.pop(pid, None)
+    return stopped
+
+
+def _log_tails(where: Path, lines: int = 12) -> str:
+    """The last lines of each node's log and anvil's, for a failure report."""
+    parts = []
+    for log in [*sorted(where.glob("node*/node.log")), where / "anvil.log"]:
+        if log.exists():
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {log} (last {len(tail)} lines)\n" + "\n".join(tail))
+    return "\n".join(parts)
+
+
+class _Terminated(Exception):
+    """SIGTERM/SIGHUP during the demo: unwinds like Ctrl-C so the devnet is torn down."""
+
+
+def _raise_terminated(signum: int, _frame: Any) -> None:
+    raise _Terminated(signal.Signals(signum).name)
+
+
+_DEMO_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _set_handlers(handlers: dict[signal.Signals, Any]) -> dict[signal.Signals, Any]:
+    """Install signal handlers (main thread only; elsewhere a no-op); returns the previous ones."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+
+
 @devnet_app.command("demo")
 @handles_errors
 def demo(
@@ -419,26 +468,59 @@ def demo(
     ] = None,
     nodes: Annotated[int, typer.Option("--nodes", "-n", help="Nodes of the throwaway devnet.", min=2)] = 3,
     keep: Annotated[bool, typer.Option(help="Leave the throwaway devnet running.")] = False,
+    governance: Annotated[
+        bool, typer.Option(help="Include the DAO revocation step (deploy a DAO, vote, execute).")
+    ] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds each step may take before the demo fails.", min=1)] = 60.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """The anchoring scenario end to end: create a subject, rotate with overlap, gossip, anchor, summary."""
+    """The scenario end to end: a subject, a rotation with overlap, gossip, batch + direct anchors,
+    a DAO's revocation voted (directly and by a relayed signature) and applied by every node; summary.
+
+    Exit status 0 when every check passed, 1 when a check failed, 2 on an error (a step timed out,
+    anvil or a node did not start); the devnet it started is torn down on any exit, Ctrl-C included.
+    """
     from .devnet_demo import print_summary, run_scenario
 
     own = directory is None
     where = Path(tempfile.mkdtemp(prefix="keyreg-devnet-")) if directory is None else directory
+    previous = _set_handlers({signal.SIGTERM: _raise_terminated, signal.SIGHUP: _raise_terminated})
+    keep_logs = False  # on a failure (not on Ctrl-C) the devnet directory stays, for its logs
     try:
         if own:
             from ..chain.deploy import free_port
 
             devnet_up(where, nodes, free_port(), 1.0, {"anchor_epoch_s": 3.0}, progress=not as_json)
-        summary = run_scenario(read_devnet(where), progress=not as_json)
+        summary = run_scenario(read_devnet(where), progress=not as_json, timeout=timeout, governance=governance)
+        keep_logs = not summary["ok"]
+    except _Terminated as exc:
+        err_console.print(f"devnet demo: {exc}, stopping")
+        raise typer.Exit(130) from None
+    except KeyboardInterrupt:
+        err_console.print("devnet demo: interrupted, stopping")
+        raise typer.Exit(130) from None
+    except KeyregError:
+        keep_logs = True
+        if own:
+            err_console.print("devnet demo failed; the logs end with:", highlight=False)
+            err_console.print(_log_tails(where), markup=False, highlight=False, soft_wrap=True)
+        raise
     finally:
-        if own and not keep:
-            with contextlib.suppress(KeyregError):
-                devnet_down(where)
-            shutil.rmtree(where, ignore_errors=True)
-        elif own:
-            err_console.print(f"devnet kept in {where}: `keyreg devnet down --dir {where} --clean` to stop it")
+        # a second Ctrl-C (or a SIGTERM) must not cut the clean-up short
+        during = _set_handlers(dict.fromkeys(_DEMO_SIGNALS, signal.SIG_IGN))
+        try:
+            if own and not keep:
+                with contextlib.suppress(KeyregError):
+                    devnet_down(where)
+                stop_started()  # anything started before devnet.json recorded it
+                if keep_logs:
+                    err_console.print(f"devnet demo: logs left in {where}")
+                else:
+                    shutil.rmtree(where, ignore_errors=True)
+            elif own:
+                err_console.print(f"devnet kept in {where}: `keyreg devnet down --dir {where} --clean` to stop it")
+        finally:
+            _set_handlers({**during, **previous})
     if as_json:
         print_json(summary)
     else:

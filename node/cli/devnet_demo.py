@@ -1,14 +1,22 @@
 """The devnet scenario: a subject created on node 1, a key rotation with overlap, gossip to every
-node, a batch anchor and a direct anchor, each confirmed by every node's API; then a summary."""
+node, a batch anchor and a direct anchor, each confirmed by every node's API; then a governance
+revocation (a DAO the second subject named votes, one ballot gasless and relayed by another node,
+executes, and every node applies it); then a summary.
+
+The governance step's accounts are fresh throwaway keys funded with ``anvil_setBalance``, so they
+never share a nonce with the nodes' relayers (anvil accounts 1..N) whatever the number of nodes.
+"""
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+from rich.console import Console
 from rich.table import Table
 
 from ..config import load_config
@@ -17,11 +25,18 @@ from ..core.errors import NetworkError
 from .common import NodeClient, err_console, out_console
 
 OVERLAP_S = 3600
+REPORT_WIDTH = 120  # when stdout/stderr is not a terminal (a pipe, a CI log), rich would default to 80
+
+
+def report_console(stderr: bool = False) -> Console:
+    """The CLI's console on a terminal; a fixed-width one otherwise, so tables are not squeezed."""
+    console = err_console if stderr else out_console
+    return console if console.is_terminal else Console(stderr=stderr, width=REPORT_WIDTH)
 
 
 def _step(progress: bool, text: str) -> None:
     if progress:
-        err_console.print(f"[green]✓[/] {text}", highlight=False)
+        report_console(stderr=True).print(f"[green]✓[/] {text}", highlight=False)
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -77,8 +92,14 @@ def create_and_rotate(data_dir: Path, password: str, api: str) -> tuple[str, dic
     return sid, {"old_key": key_a.key_id, "new_key": key_b.key_id, "rotated_at": t1, "overlap_s": OVERLAP_S}
 
 
-def run_scenario(devnet: dict[str, Any], progress: bool = True, timeout: float = 90.0) -> dict[str, Any]:
-    """Run the scenario against a running devnet (devnet.json content); returns the summary."""
+def run_scenario(
+    devnet: dict[str, Any], progress: bool = True, timeout: float = 60.0, governance: bool = True
+) -> dict[str, Any]:
+    """Run the scenario against a running devnet (devnet.json content); returns the summary.
+
+    ``timeout`` bounds each wait (NetworkError naming what did not happen); ``governance`` adds the
+    DAO revocation step (:func:`run_governance`).
+    """
     from ..chain.anchoring import enqueue_direct, read_queue
 
     nodes = devnet["nodes"]
@@ -147,15 +168,97 @@ def run_scenario(devnet: dict[str, Any], progress: bool = True, timeout: float =
         "elapsed_s": round(time.monotonic() - t_start, 2),
     }
     summary["ok"] = all(r.get("status") == "equal" and r.get("head") == head["head"] for r in rows.values())
+    if governance:
+        summary["governance"] = run_governance(devnet, progress, timeout)
+        summary["ok"] = summary["ok"] and summary["governance"]["ok"]
+    summary["elapsed_s"] = round(time.monotonic() - t_start, 2)
     return summary
 
 
+def _funded_key(rpc_url: str, wei: int) -> bytes:
+    """A fresh throwaway private key holding ``wei`` on the devnet's anvil (``anvil_setBalance``)."""
+    from ..chain.deploy import _rpc
+    from ..core.hashing import address_of_private_key
+
+    key = secrets.token_bytes(32)
+    if wei:
+        _rpc(rpc_url, "anvil_setBalance", ["0x" + address_of_private_key(key).hex(), hex(wei)], timeout=5)
+    return key
+
+
+def _proposal_on(api: str, subject: str) -> dict[str, Any] | None:
+    """The node's indexed proposal about ``subject`` once executed and applied, else None."""
+    resp = httpx.get(f"{api}/v1/gov/proposals", params={"subject": subject}, timeout=5)
+    items = resp.json()["proposals"] if resp.status_code == 200 else []
+    done = [p for p in items if p.get("state") == "Executed" and p.get("applied")]
+    return done[0] if done else None
+
+
+def run_governance(devnet: dict[str, Any], progress: bool = True, timeout: float = 60.0) -> dict[str, Any]:
+    """The governance step: :func:`node.gov.scenario.run_governance_revocation` on the devnet, then
+    every node's indexed proposal (state, tally, voters); returns the step's summary."""
+    from ..gov.scenario import run_governance_revocation
+
+    nodes = devnet["nodes"]
+    apis = [n["api"] for n in nodes]
+    if len(apis) < 2:
+        raise NetworkError("the governance step needs at least 2 nodes (a ballot is relayed by another node)")
+    rpc = devnet["rpc"]
+    eth = 10**18
+    deployer = _funded_key(rpc, 100 * eth)
+    # member 0 votes directly (pays gas), member 1 holds no ETH and signs a ballot, member 2 abstains
+    members = [_funded_key(rpc, eth), _funded_key(rpc, 0), _funded_key(rpc, 0)]
+    result = run_governance_revocation(
+        rpc, devnet["registry"], apis, deployer_key=deployer, member_keys=members,
+        chain_id=int(devnet.get("chainId", 31337)), voting_period=10, relay_via=1, timeout=timeout,
+        progress=lambda text: _step(progress, text),
+    )  # fmt: skip
+    by_api = {n["api"]: n["name"] for n in nodes}
+    rows = []
+    for n, verdicts in zip(nodes, result["nodes"], strict=True):
+        proposal = wait_until(
+            lambda n=n: _proposal_on(n["api"], result["subject"]),
+            timeout,
+            f"{n['name']} to index the executed proposal",
+        )
+        now, before = verdicts["now"], verdicts["justBefore"]
+        revoked = now.get("revoked") or {}
+        rows.append(
+            {
+                "node": n["name"],
+                "api": n["api"],
+                "proposalState": proposal["state"],
+                "votes": proposal["votes"],
+                "voters": len(proposal.get("voters", [])),
+                "status": now["status"],
+                "revokedBy": revoked.get("by"),
+                "revokedProposal": revoked.get("proposalId"),
+                "since": revoked.get("since"),
+                "statusBefore": before["status"],
+            }
+        )
+    _step(progress, f"every node indexed proposal {result['proposalId'][:12]}… as Executed and applied it")
+    result["ballotRelayedBy"] = by_api.get(result["ballotRelayedBy"], result["ballotRelayedBy"])
+    result["nodeViews"] = rows
+    result["ok"] = bool(result["ok"]) and all(
+        r["status"] == "revoked"
+        and r["revokedBy"] == "governance"
+        and r["revokedProposal"] == result["proposalId"]
+        and r["since"] == result["effectiveAt"]
+        and r["statusBefore"] == "valid"
+        and r["votes"].get("for") == 2
+        for r in rows
+    )
+    return result
+
+
 def print_summary(summary: dict[str, Any]) -> None:
-    """The demo's summary table."""
+    """The demo's summary tables (fixed width when stdout is not a terminal)."""
+    out = report_console()
     r = summary["rotation"]
     table = Table(title=f"subject {summary['subject'][:18]}…: rotation {r['old_key']} -> {r['new_key']}, anchored")
     for col in ("node", "api", "seq", "gossip (s)", "batch block", "direct block", "anchor", "done (s)"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=True)
     for n in summary["nodes"]:
         table.add_row(
             n["node"],
@@ -167,14 +270,77 @@ def print_summary(summary: dict[str, Any]) -> None:
             str(n.get("status")),
             str(n.get("direct_s")),
         )
-    out_console.print(table)
+    out.print(table)
     b = summary.get("last_batch") or {}
     if b:
-        out_console.print(
+        out.print(
             f"batch: root {b['root'][:18]}… over {b['count']} heads, block {b['block']}, "
             f"gas {b['gas']} (sent by {b['by']})"
         )
     d = summary["direct"]
-    out_console.print(f"direct: {d['status']} up to seq {d.get('seq')} in {', '.join(d.get('txs', [])) or '-'}")
+    out.print(f"direct: {d['status']} up to seq {d.get('seq')} in {', '.join(d.get('txs', [])) or '-'}")
+    g = summary.get("governance")
+    if g:
+        _print_governance(out, g)
     verdict = "[bold green]devnet demo OK[/]" if summary["ok"] else "[bold red]devnet demo FAILED[/]"
-    out_console.print(f"{verdict}: every node serves the rotated head, anchored in a batch and directly.")
+    what = "every node serves the rotated head, anchored in a batch and directly"
+    if g:
+        what += ", and applies the DAO's revocation"
+    out.print(f"{verdict}: {what} ({summary['elapsed_s']} s).")
+
+
+def _print_governance(out: Console, g: dict[str, Any]) -> None:
+    out.print()
+    table = Table(
+        title=f"governance: DAO {g['dao']['governor'][:12]}… revokes {g['keyId']} of subject {g['subject'][:18]}…"
+    )
+    for col in (
+        "node",
+        "proposal",
+        "votes for/against/abstain",
+        f"{g['keyId']} now",
+        "at T-1",
+    ):
+        table.add_column(col, no_wrap=True)
+    for n in g["nodeViews"]:
+        v = n["votes"]
+        now = n["status"]
+        if n["status"] == "revoked":
+            now = (
+                f"revoked by {n['revokedBy']} since T"
+                if n["since"] == g["effectiveAt"]
+                else f"revoked since {n['since']}"
+            )
+        table.add_row(
+            n["node"],
+            n["proposalState"],
+            f"{v.get('for')}/{v.get('against')}/{v.get('abstain')}",
+            now,
+            n["statusBefore"],
+        )
+    out.print(table)
+    ballot = g["ballot"]
+    voter = ballot.get("ballot", {}).get("voter", "?")
+    steps = Table.grid(padding=(0, 2))
+    for _ in range(3):
+        steps.add_column(no_wrap=True)
+    steps.add_row("proposal", g["proposalId"], "")
+    steps.add_row("revoke", f"{g['keyId']} from T = {g['effectiveAt']} ({_utc(g['effectiveAt'])})", "")
+    steps.add_row(
+        "vote 1", f"direct, by {g['directVote']['voter']} (pays gas)", f"tx {_short(g['directVote']['txHash'])}"
+    )
+    steps.add_row(
+        "vote 2",
+        f"by signature, by {voter} (holds no ETH), relayed by {g['ballotRelayedBy']}",
+        f"tx {_short(ballot.get('txHash'))}",
+    )
+    steps.add_row("executed", f"block {g['executeBlock']}", f"tx {_short(g['executeTx'])}")
+    out.print(steps)
+
+
+def _short(tx: str | None) -> str:
+    return f"{tx[:18]}…" if tx else "-"
+
+
+def _utc(t: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t))
