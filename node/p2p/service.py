@@ -253,16 +253,32 @@ async def run_p2p(
         sync.ban = service.ban
         sync.is_banned = service.is_banned
         sync.register()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(gossip.run)
-            write_addr_file(config.data_dir, addrs)
-            nursery.start_soon(service._bootstrap_loop)
-            nursery.start_soon(service._periodic_loop)
-            nursery.start_soon(service._targeted_loop, bell_recv)
-            nursery.start_soon(service._score_watchdog)
-            nursery.start_soon(service._root_loop)
-            log.info("p2p listening on %s, topic %s", ", ".join(addrs), topic)
-            task_status.started(service)
+        try:
+            async with trio.open_nursery() as nursery:
+                await _start_tasks(nursery, service, bell_recv, task_status)
+        finally:
+            # Close connections explicitly: when py-libp2p's services are merely cancelled, dialed
+            # sockets can stay open (ResourceWarning) and peers see no orderly close.
+            with trio.CancelScope(shield=True), trio.move_on_after(3):
+                await host.close()
+
+
+async def _start_tasks(
+    nursery: trio.Nursery,
+    service: P2PService,
+    bell_recv: trio.MemoryReceiveChannel[None],
+    task_status: trio.TaskStatus[P2PService],
+) -> None:
+    config, addrs, topic = service.config, service.addrs, service.topic
+    await nursery.start(service.gossip.run)
+    write_addr_file(config.data_dir, addrs)
+    nursery.start_soon(service._bootstrap_loop)
+    nursery.start_soon(service._periodic_loop)
+    nursery.start_soon(service._targeted_loop, bell_recv)
+    nursery.start_soon(service._score_watchdog)
+    nursery.start_soon(service._root_loop)
+    log.info("p2p listening on %s, topic %s", ", ".join(addrs), topic)
+    task_status.started(service)
 
 
 async def start_p2p(node: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -61,7 +61,8 @@ def test_duplicity_message_is_deterministic(log3: list) -> None:
     assert dumps_canonical(loads_strict(data)) == data
     decoded = decode_message(data, 1 << 20, 256, DEFAULT_LIMITS)
     assert decoded.kind == DUPLICITY
-    assert {id(e) for e in decoded.events} and len(decoded.events) == 2
+    assert {id(e) for e in decoded.events}
+    assert len(decoded.events) == 2
 
 
 @pytest.mark.parametrize(
@@ -92,7 +93,8 @@ def test_limits_on_size_and_count(log3: list) -> None:
 def test_bad_events_inside_a_batch_are_counted_not_fatal(log3: list) -> None:
     data = b'{"events":[' + encode_event(log3[0]) + b',{"kind":"nope"}],"type":"events"}'
     decoded = decode_message(data, 1 << 20, 256, DEFAULT_LIMITS)
-    assert len(decoded.events) == 1 and decoded.malformed == 1
+    assert len(decoded.events) == 1
+    assert decoded.malformed == 1
 
 
 class _Pipe:
