@@ -33,7 +33,7 @@ from rich.table import Table
 from ..config import load_config
 from ..core.errors import ConfigError, KeyregError, NetworkError
 from . import app as root
-from .common import JsonOpt, err_console, handles_errors, out_console, print_json
+from .common import JsonOpt, err_console, handles_errors, print_json
 
 devnet_app = typer.Typer(help="A local network: anvil + the registry contract + N nodes.", no_args_is_help=True)
 root.add_typer(devnet_app, name="devnet")
@@ -391,8 +391,11 @@ def status(directory: DevnetDirOpt = DEFAULT_DIR, as_json: JsonOpt = False) -> N
 
 
 def _print_status(out: dict[str, Any]) -> None:
+    from .devnet_demo import report_console
+
+    console = report_console()
     a = out["anvil"]
-    out_console.print(
+    console.print(
         f"anvil {'running' if a['running'] else 'DOWN'} (pid {a['pid']}) block {a['block']}, "
         f"registry {out['registry']}, rpc {out['rpc']}"
     )
@@ -411,7 +414,7 @@ def _print_status(out: dict[str, Any]) -> None:
             str(n.get("block", "-")),
             str(n.get("queue", "-")),
         )
-    out_console.print(table)
+    console.print(table)
 
 
 def stop_started() -> list[int]:
@@ -474,11 +477,11 @@ def demo(
     timeout: Annotated[float, typer.Option(help="Seconds each step may take before the demo fails.", min=1)] = 60.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """The scenario end to end: a subject, a rotation with overlap, gossip, batch + direct anchors,
-    a DAO's revocation voted (directly and by a relayed signature) and applied by every node; summary.
+    """The scenario end to end: rotation, gossip, batch + direct anchors, a DAO's revocation; summary.
 
-    Exit status 0 when every check passed, 1 when a check failed, 2 on an error (a step timed out,
-    anvil or a node did not start); the devnet it started is torn down on any exit, Ctrl-C included.
+    Exit 0: every check passed; 1: a check failed; 2: an error (a step timed out, a process did not start).
+
+    The devnet it started is torn down on any exit, Ctrl-C included (kept with --keep, or for its logs on a failure).
     """
     from .devnet_demo import print_summary, run_scenario
 
