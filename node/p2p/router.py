@@ -12,11 +12,14 @@ py-libp2p 0.8 defaults that we override (docs/p2p.md, "Gossipsub parameters"):
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+from typing import Any
 
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 
 from ..config import P2PConfig
@@ -65,6 +68,32 @@ class KeyregGossipSub(GossipSub):
                 self.scorer.penalize_equivocation(ID(msg.from_id), 100.0)
             return False
         return True
+
+
+log = logging.getLogger(__name__)
+
+
+class KeyregPubsub(Pubsub):
+    """Pubsub whose per-peer read loop cannot take the node down.
+
+    Upstream lets a protobuf ``DecodeError`` (any peer can send one) escape the stream handler,
+    which cancels the swarm and with it every connection. Here a broken inbound stream costs only
+    that peer: it is penalised and its stream reset.
+    """
+
+    async def continuously_read_stream(self, stream: Any) -> None:
+        try:
+            await super().continuously_read_stream(stream)
+        except Exception as exc:  # DecodeError and any other parse failure
+            peer = stream.muxed_conn.peer_id
+            log.info("dropping pubsub stream from %s: %s: %s", peer, type(exc).__name__, exc)
+            scorer = getattr(self.router, "scorer", None)
+            if scorer is not None:
+                scorer.penalize_behavior(peer, 10.0)
+            try:
+                await stream.reset()
+            except Exception:  # already closed
+                log.debug("reset failed", exc_info=True)
 
 
 def build_router(config: P2PConfig, degree: int = 4) -> GossipSub:
