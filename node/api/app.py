@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,15 @@ from ..core.codec import dumps_canonical, loads_strict
 from ..core.errors import KeyregError, MalformedEvent, RuleViolation, TransportError
 from ..registry import IngestResult, Registry
 from . import gov_routes, views
-from .middleware import MetricsMiddleware, RateLimitMiddleware
+from .middleware import (
+    HotRoute,
+    HotRoutes,
+    MetricsMiddleware,
+    RateLimitMiddleware,
+    TokenBuckets,
+    json_bytes,
+    latency_histogram,
+)
 from .openapi import openapi_document
 
 _SUBJECT_RE = re.compile(r"(0x)?([0-9a-fA-F]{64})")
@@ -94,8 +102,10 @@ def parse_subject(raw: str) -> bytes:
     return bytes.fromhex(m.group(2))
 
 
-def _int_query(request: Request, name: str, default: int | None, minimum: int = 0, maximum: int = 2**63) -> int | None:
-    raw = request.query_params.get(name)
+def _int_query(
+    params: Mapping[str, str], name: str, default: int | None, minimum: int = 0, maximum: int = 2**63
+) -> int | None:
+    raw = params.get(name)
     if raw is None or raw == "":
         return default
     try:
@@ -186,7 +196,7 @@ def create_app(ctx: ApiContext) -> Starlette:
     async def get_subject(request: Request) -> Response:
         subject = parse_subject(request.path_params["subject"])
         state = known_state(subject)
-        at = _int_query(request, "at", None)
+        at = _int_query(request.query_params, "at", None)
         when = int(registry.clock()) if at is None else at
         anchors = await anyio.to_thread.run_sync(registry.store.anchors, subject)
         digest_at = None
@@ -200,8 +210,8 @@ def create_app(ctx: ApiContext) -> Starlette:
     async def get_events(request: Request) -> Response:
         subject = parse_subject(request.path_params["subject"])
         known_state(subject)
-        start = _int_query(request, "from", 0) or 0
-        limit = _int_query(request, "limit", 100, 1, 1000) or 100
+        start = _int_query(request.query_params, "from", 0) or 0
+        limit = _int_query(request.query_params, "limit", 100, 1, 1000) or 100
         events: list[bytes] = await anyio.to_thread.run_sync(registry.events, subject, start, limit)
         # Splice the stored canonical bytes: what we serve is exactly what we store and gossip.
         nxt = start + len(events) if len(events) == limit else None
@@ -213,19 +223,33 @@ def create_app(ctx: ApiContext) -> Starlette:
         )
         return Response(body, media_type="application/json")
 
-    async def get_key(request: Request) -> Response:
-        subject = parse_subject(request.path_params["subject"])
-        kid = request.path_params["kid"]
+    def key_verdict(raw_subject: str, kid: str, params: Mapping[str, str]) -> dict[str, Any]:
+        subject = parse_subject(raw_subject)
         if not _KEY_ID_RE.fullmatch(kid):
             raise ApiError(404, "malformed_id", "a key id is 1-64 of [A-Za-z0-9._:-]")
-        at = _int_query(request, "at", None)
-        purpose = request.query_params.get("purpose") or None
-        return JSONResponse(registry.verdict(subject, kid, at, purpose).to_dict())
+        at = _int_query(params, "at", None)
+        purpose = params.get("purpose") or None
+        return registry.verdict(subject, kid, at, purpose).to_dict()
+
+    async def get_key(request: Request) -> Response:
+        # HEAD (and GET under a server that bypasses HotRoutes) land here; GET is served by hot_key.
+        p = request.path_params
+        return JSONResponse(key_verdict(p["subject"], p["kid"], request.query_params))
+
+    def hot_key(m: re.Match[str], params: dict[str, str]) -> tuple[int, bytes]:
+        """GET /v1/subjects/{subject}/keys/{kid} for HotRoutes: same body and errors as get_key."""
+        try:
+            return 200, json_bytes(key_verdict(m.group(1), m.group(2), params))
+        except ApiError as exc:
+            return exc.status, json_bytes({"code": exc.code, "message": exc.message})
+        except KeyregError as exc:
+            status = 503 if isinstance(exc, TransportError) else status_for(exc)
+            return status, json_bytes({"code": exc.code, "message": exc.message})
 
     async def get_jwks(request: Request) -> Response:
         subject = parse_subject(request.path_params["subject"])
         known_state(subject)
-        at = _int_query(request, "at", None)
+        at = _int_query(request.query_params, "at", None)
         purpose = request.query_params.get("purpose") or None
         body = views.jwks(registry.valid_keys(subject, at, purpose))
         if subject in registry.disputed:
@@ -308,11 +332,17 @@ def create_app(ctx: ApiContext) -> Starlette:
         Route("/openapi.json", get_openapi),
         *gov_routes.routes(ctx),  # node/gov: proposals and ballots
     ]
+    rate = config.api.rate_limit_per_s
+    buckets = TokenBuckets(rate, config.api.rate_burst) if rate > 0 else None
+    latency = latency_histogram(metrics)
+    hot = [HotRoute(r"/v1/subjects/([^/]+)/keys/([^/]+)", "/v1/subjects/{subject}/keys/{kid}", hot_key)]
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(MetricsMiddleware, registry=metrics),
-            Middleware(RateLimitMiddleware, rate=config.api.rate_limit_per_s, burst=config.api.rate_burst),
+            # Outermost: the hot key-verdict GET is answered here, sharing the buckets and histogram.
+            Middleware(HotRoutes, routes=hot, latency=latency, buckets=buckets),
+            Middleware(MetricsMiddleware, latency=latency),
+            Middleware(RateLimitMiddleware, buckets=buckets),
         ],
         exception_handlers={ApiError: on_api_error, KeyregError: on_keyreg_error, HTTPException: on_http_error},
     )

@@ -1,16 +1,20 @@
-"""Pure-ASGI middleware for the public API: per-client rate limiting and request metrics.
+"""Pure-ASGI middleware for the public API: per-client rate limiting, request metrics, hot routes.
 
 Pure ASGI (not BaseHTTPMiddleware) because the key-verdict path is hot: each layer adds a few
-microseconds, not a task and a queue.
+microseconds, not a task and a queue. :class:`HotRoutes` goes further for the hottest reads: it
+answers them before Starlette's routing, with the same rate-limit buckets, the same latency
+histogram (same route template label) and the same JSON bodies, so the answer is identical.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 from prometheus_client import CollectorRegistry, Histogram
 
@@ -27,7 +31,11 @@ _EXEMPT = ("/v1/health", "/metrics")
 async def send_json(
     send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    data = json.dumps(body, separators=(",", ":")).encode()
+    await send_bytes(send, status, json_bytes(body), headers)
+
+
+async def send_bytes(send: Send, status: int, data: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """A complete JSON response from pre-serialised bytes: one start message, one body message."""
     await send(
         {
             "type": "http.response.start",
@@ -70,12 +78,25 @@ class TokenBuckets:
         return wait
 
 
+def json_bytes(body: Any) -> bytes:
+    """JSON as Starlette's JSONResponse renders it (compact, UTF-8, no NaN)."""
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
+
+
+def rate_limited(wait: float) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """The 429 answer: status, JSON body, extra headers (Retry-After)."""
+    body = {"code": "rate_limited", "message": f"too many requests from this client; retry in {wait:.2f}s"}
+    return 429, json_bytes(body), [(b"retry-after", str(max(1, round(wait + 0.5))).encode())]
+
+
 class RateLimitMiddleware:
     """Answer 429 (code ``rate_limited``, with Retry-After) when a client exceeds its bucket."""
 
-    def __init__(self, app: ASGIApp, rate: float, burst: float) -> None:
+    def __init__(
+        self, app: ASGIApp, rate: float = 0.0, burst: float = 0.0, buckets: TokenBuckets | None = None
+    ) -> None:
         self.app = app
-        self.buckets = TokenBuckets(rate, burst) if rate > 0 else None
+        self.buckets = buckets if buckets is not None else TokenBuckets(rate, burst) if rate > 0 else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.buckets is None or scope["type"] != "http" or scope["path"] in _EXEMPT:
@@ -84,28 +105,34 @@ class RateLimitMiddleware:
         client = scope.get("client")
         wait = self.buckets.take(client[0] if client else "?")
         if wait > 0:
-            await send_json(
-                send,
-                429,
-                {"code": "rate_limited", "message": f"too many requests from this client; retry in {wait:.2f}s"},
-                [(b"retry-after", str(max(1, round(wait + 0.5))).encode())],
-            )
+            status, data, extra = rate_limited(wait)
+            await send_bytes(send, status, data, extra)
             return
         await self.app(scope, receive, send)
+
+
+def latency_histogram(registry: CollectorRegistry) -> Histogram:
+    """keyreg_http_request_seconds{method, route, status}."""
+    return Histogram(
+        "keyreg_http_request_seconds",
+        "HTTP request latency by route and status",
+        ["method", "route", "status"],
+        registry=registry,
+        buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    )
 
 
 class MetricsMiddleware:
     """Observe request latency per route template and status."""
 
-    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, app: ASGIApp, registry: CollectorRegistry | None = None, latency: Histogram | None = None
+    ) -> None:
         self.app = app
-        self.latency = Histogram(
-            "keyreg_http_request_seconds",
-            "HTTP request latency by route and status",
-            ["method", "route", "status"],
-            registry=registry,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-        )
+        if latency is None:
+            assert registry is not None, "MetricsMiddleware needs a registry or a histogram"
+            latency = latency_histogram(registry)
+        self.latency = latency
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -126,3 +153,66 @@ class MetricsMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             self.latency.labels(scope["method"], template, str(status)).observe(time.perf_counter() - start)
+
+
+# A hot handler: (path match, query parameters) -> (status, JSON body bytes). It must not block.
+HotHandler = Callable[[re.Match[str], dict[str, str]], tuple[int, bytes]]
+
+
+class HotRoute:
+    """A GET route answered by :class:`HotRoutes`: a full-match path regex, its template, a handler."""
+
+    def __init__(self, pattern: str, template: str, handler: HotHandler) -> None:
+        self.regex = re.compile(pattern)
+        self.template = template
+        self.handler = handler
+
+
+class HotRoutes:
+    """Answer hot GET routes before Starlette: rate limit, handler, pre-serialised body, metrics.
+
+    Any other request (another method or path) goes to the wrapped app unchanged. Handlers are
+    synchronous and non-blocking (registry dict lookups); an exception they raise propagates like
+    one from a Starlette endpoint (a 500 from the server-error layer outside).
+    """
+
+    def __init__(
+        self, app: ASGIApp, routes: list[HotRoute], latency: Histogram, buckets: TokenBuckets | None = None
+    ) -> None:
+        self.app = app
+        self.routes = routes
+        self.latency = latency
+        self.buckets = buckets
+        self._children: dict[tuple[str, int], Any] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            path = scope["path"]
+            for route in self.routes:
+                m = route.regex.fullmatch(path)
+                if m is not None:
+                    await self._answer(route, m, scope, send)
+                    return
+        await self.app(scope, receive, send)
+
+    async def _answer(self, route: HotRoute, m: re.Match[str], scope: Scope, send: Send) -> None:
+        start = time.perf_counter()
+        extra: list[tuple[bytes, bytes]] | None = None
+        wait = 0.0
+        if self.buckets is not None:
+            client = scope.get("client")
+            wait = self.buckets.take(client[0] if client else "?")
+        if wait > 0:
+            status, body, extra = rate_limited(wait)
+            template = "unmatched"  # as under the Starlette stack: refused before routing
+        else:
+            qs = scope.get("query_string", b"")
+            params = dict(parse_qsl(qs.decode("latin-1"), keep_blank_values=True)) if qs else {}
+            status, body = route.handler(m, params)
+            template = route.template
+        await send_bytes(send, status, body, extra)
+        key = (template, status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.latency.labels("GET", template, str(status))
+        child.observe(time.perf_counter() - start)

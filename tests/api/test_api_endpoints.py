@@ -223,3 +223,29 @@ def test_metrics(api: tuple[TestClient, Registry, Subject]) -> None:
     )
     assert "keyreg_subjects 1.0" in text
     json.dumps(client.get("/v1/health").json())
+
+
+def test_hot_key_route_matches_starlette_route(api: tuple[TestClient, Registry, Subject]) -> None:
+    """GET is answered by HotRoutes, HEAD by the Starlette route: same status, headers, body."""
+    client, _, s = api
+    for path in (
+        f"/v1/subjects/{s.id}/keys/k1?at={NOW}&purpose=sig",
+        f"/v1/subjects/{s.id}/keys/k1?at=x",
+        "/v1/subjects/0x12/keys/k1",
+        f"/v1/subjects/{s.id}/keys/" + "x" * 65,
+    ):
+        got, head = client.get(path), client.head(path)
+        assert got.status_code == head.status_code
+        assert got.headers["content-type"] == head.headers["content-type"] == "application/json"
+        assert got.headers["content-length"] == head.headers["content-length"] == str(len(got.content))
+    assert client.get(f"/v1/subjects/{s.id}/keys/k1?at={NOW}&at={NOW - 1}").json()["status"] == "not-yet-valid"
+
+
+def test_rate_limit_shared_by_hot_and_starlette_routes() -> None:
+    client, _, _, _ = make_api(rate_limit_per_s=0.001, rate_burst=2)
+    assert client.get("/v1/subjects/0x" + "ab" * 32 + "/keys/k1").status_code == 200
+    assert client.get("/v1/subjects/0x" + "ab" * 32).status_code == 404  # unknown subject, counted
+    r = client.get("/v1/subjects/0x" + "ab" * 32 + "/keys/k1")
+    assert r.status_code == 429
+    assert r.json()["code"] == "rate_limited"
+    assert client.get("/v1/subjects/0x" + "ab" * 32).status_code == 429
