@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from ..core.codec import dumps_canonical
 from ..core.hashing import keccak
 from .base import AuditEntry, AuditRecord
-from .serialize import canonical_text
+from .serialize import canonical_scalar, canonical_text, flat_json
 
 GENESIS = b"\x00" * 32
 
@@ -73,7 +73,7 @@ def chain(entries: Iterable[AuditEntry], next_index: int, prev_hash: bytes, time
     return [r for r, _ in chain_with_json(entries, next_index, prev_hash, time)]
 
 
-_js = canonical_text
+_js = canonical_scalar
 
 
 def chain_with_json(
@@ -86,8 +86,12 @@ def chain_with_json(
     """
     out: list[tuple[AuditRecord, str]] = []
     for e in entries:
-        detail = jsonable(e.detail)
-        detail_json = canonical_text(detail)
+        detail_json = flat_json(e.detail) if type(e.detail) is dict else None
+        if detail_json is not None:
+            detail = dict(e.detail)  # already plain JSON (the registry's details); jsonable() would copy it too
+        else:
+            detail = jsonable(e.detail)
+            detail_json = canonical_text(detail)
         text = (
             f'{{"action":{_js(e.action)},"detail":{detail_json},"digest":{_js(_hx(e.digest))},'
             f'"index":{int(next_index)},"prev_hash":"0x{prev_hash.hex()}","seq":{_js(e.seq)},'

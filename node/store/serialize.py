@@ -13,6 +13,7 @@ source of truth; ``db check`` compares both against a replay.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
@@ -25,6 +26,61 @@ I64_MAX = 2**63 - 1
 # ``dumps_canonical(obj).decode()`` without building a JSONEncoder per call (json.dumps does that
 # whenever it gets options); the store encodes several small values per event.
 canonical_text = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+# The C string escaper canonical_text uses for str (ensure_ascii=False).
+_quote = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
+def canonical_scalar(v: Any) -> str:
+    """``canonical_text(v)`` for None, bool, int, str without the encoder's per-call set-up.
+
+    ``JSONEncoder.encode`` builds a new C encoder for every non-str value; for the store's many
+    small values (audit seq and details, key purposes) that set-up was most of the cost.
+    """
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    t = type(v)
+    if t is str:
+        return _quote(v)  # type: ignore[no-any-return]
+    if t is int:
+        return int.__repr__(v)
+    return canonical_text(v)
+
+
+_SCALAR: dict[type, Callable[[Any], str]] = {
+    str: _quote,
+    int: int.__repr__,
+    bool: lambda v: "true" if v else "false",
+    type(None): lambda _v: "null",
+}
+
+
+def flat_json(obj: dict[str, Any]) -> str | None:
+    """``canonical_text(obj)`` for a dict of str keys to exactly None/bool/int/str; None otherwise."""
+    try:
+        return "{" + ",".join([_quote(k) + ":" + _SCALAR[type(v)](v) for k, v in sorted(obj.items())]) + "}"
+    except (KeyError, TypeError):
+        return None
+
+
+def canonical_flat(obj: Any) -> str:
+    """``canonical_text(obj)``, fast for a flat dict (see :func:`flat_json`) or a list of str.
+
+    Anything else (nested values, floats, subclasses) goes through canonical_text; a property
+    test holds both equal.
+    """
+    t = type(obj)
+    if t is dict:
+        text = flat_json(obj)
+        return canonical_text(obj) if text is None else text
+    if (t is list or t is tuple) and all(type(v) is str for v in obj):
+        return "[" + ",".join([_quote(v) for v in obj]) + "]"
+    return canonical_scalar(obj)
+
+
 STATE_FORMAT = 1  # bump (with a migration) if the JSON shape changes
 
 
@@ -132,7 +188,15 @@ class StateEncoder:
             return hit[1]
         if len(self._cache) >= self.max_entries:
             self._cache.clear()
-        text = canonical_text(_key_obj(rec))
+        k = rec.key
+        # _key_obj's members in sorted order (canonical JSON), as canonical_text would write them.
+        text = (
+            f'{{"alg":{_quote(k.alg)},"keyId":{_quote(k.key_id)},"keyNotAfter":{_int(k.not_after)},'
+            f'"notAfter":{_int(rec.not_after)},"notBefore":{_int(k.not_before)},"publicKey":"0x{k.public_key.hex()}",'
+            f'"publishedAt":{_int(rec.published_at)},"publishedSeq":{_int(rec.published_seq)},'
+            f'"purposes":{canonical_flat(k.purposes)},"revokedAt":{_int(rec.revoked_at)},'
+            f'"revokedReason":{_quote(rec.revoked_reason)},"revokedSeq":{_int(rec.revoked_seq)}}}'
+        )
         self._cache[id(rec)] = (rec, text)
         return text
 
@@ -193,7 +257,7 @@ def key_row(subject: bytes, rec: KeyRecord) -> dict[str, Any]:
         "key_id": k.key_id,
         "alg": k.alg,
         "public_key": k.public_key,
-        "purposes": canonical_text(list(k.purposes)),
+        "purposes": canonical_flat(k.purposes),
         "published_seq": rec.published_seq,
         "published_at": clamp64(rec.published_at),
         "valid_from": clamp64(rec.valid_from),

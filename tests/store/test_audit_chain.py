@@ -53,3 +53,20 @@ def test_memory_store_chain_verifies_and_detects_tampering() -> None:
     report = verify_audit(store)
     assert not report.ok
     assert "record 2" in report.problems[0]
+
+
+flat_leaf = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(st.text(max_size=8), flat_leaf | st.floats(allow_nan=False) | st.lists(flat_leaf, max_size=2))
+    | st.lists(st.text(max_size=6), max_size=4)
+    | st.tuples(st.text(max_size=6), st.text(max_size=6))
+    | st.lists(flat_leaf, max_size=3)
+    | flat_leaf
+)
+def test_fast_canonical_json_equals_the_encoder(value: object) -> None:
+    from node.store.serialize import canonical_flat, canonical_text
+
+    assert canonical_flat(value) == canonical_text(value)
