@@ -286,7 +286,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     what = "every node serves the rotated head, anchored in a batch and directly"
     if g:
         what += ", and applies the DAO's revocation"
-    out.print(f"{verdict}: {what} ({summary['elapsed_s']} s).")
+    out.print(f"{verdict} ({summary['elapsed_s']} s): {what}.", soft_wrap=True)
 
 
 def _print_governance(out: Console, g: dict[str, Any]) -> None:
@@ -321,21 +321,18 @@ def _print_governance(out: Console, g: dict[str, Any]) -> None:
     out.print(table)
     ballot = g["ballot"]
     voter = ballot.get("ballot", {}).get("voter", "?")
-    steps = Table.grid(padding=(0, 2))
-    for _ in range(3):
-        steps.add_column(no_wrap=True)
-    steps.add_row("proposal", g["proposalId"], "")
-    steps.add_row("revoke", f"{g['keyId']} from T = {g['effectiveAt']} ({_utc(g['effectiveAt'])})", "")
-    steps.add_row(
-        "vote 1", f"direct, by {g['directVote']['voter']} (pays gas)", f"tx {_short(g['directVote']['txHash'])}"
-    )
-    steps.add_row(
-        "vote 2",
-        f"by signature, by {voter} (holds no ETH), relayed by {g['ballotRelayedBy']}",
-        f"tx {_short(ballot.get('txHash'))}",
-    )
-    steps.add_row("executed", f"block {g['executeBlock']}", f"tx {_short(g['executeTx'])}")
-    out.print(steps)
+    lines = [
+        ("proposal", g["proposalId"]),
+        ("revoke", f"{g['keyId']} from T = {g['effectiveAt']} ({_utc(g['effectiveAt'])})"),
+        ("vote 1", f"direct: {g['directVote']['voter']} (pays gas), tx {_short(g['directVote']['txHash'])}"),
+        (
+            "vote 2",
+            f"by signature: {voter} (no ETH), relayed by {g['ballotRelayedBy']}, tx {_short(ballot.get('txHash'))}",
+        ),
+        ("executed", f"block {g['executeBlock']}, tx {_short(g['executeTx'])}"),
+    ]
+    for label, text in lines:
+        out.print(f"{label:<9} {text}", highlight=False, soft_wrap=True)
 
 
 def _short(tx: str | None) -> str:
