@@ -12,9 +12,11 @@ thread.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -25,7 +27,7 @@ from .core.fork import Duplicity, SubjectLog
 from .core.hashing import keccak
 from .core.keystate import Verdict, key_verdict, valid_keys
 from .core.limits import DEFAULT_LIMITS, Limits
-from .core.log import Accepted, KeyRecord, SubjectState, apply_event
+from .core.log import Accepted, KeyRecord, SubjectState, apply_event, recover_signers
 from .core.merkle import SparseMerkleTree
 from .core.records import Domain, GovernanceRevocation, Inception, SignedEvent
 from .store.base import AnchorRecord, AuditEntry, Changes, Store
@@ -72,6 +74,33 @@ class Report:
 
 Listener = Callable[[Report], None]
 
+# Signature recovery (libsecp256k1 through cffi, which releases the GIL) is ~half of validation.
+# Batches of at least _PARALLEL_MIN events recover their signatures on a worker thread, in chunks
+# of _RECOVER_CHUNK, while this thread decodes and validates; apply_event then receives
+# (digest, signers) instead of recomputing them. While a batch runs, the interpreter's switch
+# interval is shortened (_SWITCH_S, restored after) so the worker gets the GIL back promptly after
+# each C call instead of waiting out the default 5 ms.
+_PARALLEL_MIN = 64
+_RECOVER_CHUNK = 32
+_SWITCH_S = 0.0002
+
+Prepared = tuple[SignedEvent | RuleViolation, bytes | None]  # (decoded or decode error, digest)
+
+
+def _recover_chunk(chunk: list[Prepared]) -> list[tuple[bytes, ...] | None]:
+    """Signers per event, or None where there is nothing to recover or recovery failed.
+
+    (apply_event then recomputes, and raises any error itself, in rule order.)
+    """
+    out: list[tuple[bytes, ...] | None] = []
+    for signed, digest in chunk:
+        try:
+            out.append(None if digest is None else recover_signers(signed, digest))  # type: ignore[arg-type]
+        except Exception:  # apply_event re-raises it, in rule order
+            out.append(None)
+    return out
+
+
 _RANK_BAND = 10**15
 
 
@@ -112,6 +141,7 @@ class Registry:
         self._positions: dict[bytes, int] = {}  # digest -> earliest on-chain position
         self.listeners: list[Listener] = []
         self.counters: dict[str, int] = {"accepted": 0, "known": 0, "duplicity": 0, "rejected": 0}
+        self._recoverer: ThreadPoolExecutor | None = None  # started by the first large batch
         for state, disputed in store.load_states():
             self.states[state.subject] = state
             self.tree.set(state.subject, state.seq, state.head)
@@ -138,35 +168,99 @@ class Registry:
             results: list[IngestResult] = []
             changes = Changes()
             work: dict[bytes, SubjectState] = {}
-            for item in items:
-                results.append(self._ingest_one(item, source, now, changes, work))
+            parallel = len(items) >= _PARALLEL_MIN
+            switch = sys.getswitchinterval()
+            if parallel:
+                sys.setswitchinterval(min(switch, _SWITCH_S))
+            try:
+                prepared, signers = self._prepare(items, parallel)
+                chunk: list[tuple[bytes, ...] | None] = []
+                for i, item in enumerate(items):
+                    if i % _RECOVER_CHUNK == 0:
+                        chunk = signers[i // _RECOVER_CHUNK].result() if signers else []
+                    found = chunk[i % _RECOVER_CHUNK] if chunk else None
+                    results.append(self._ingest_one(item, prepared[i], found, source, now, changes, work))
+            finally:
+                if parallel:
+                    sys.setswitchinterval(switch)
             self._commit(changes, source)
             for r in results:
                 self.counters[r.status] += 1
             return results
 
+    def _prepare(
+        self, items: Sequence[bytes | SignedEvent], parallel: bool
+    ) -> tuple[list[Prepared], list[Future[list[tuple[bytes, ...] | None]]]]:
+        """Decode every item and hash it; when ``parallel``, start recovering signatures meanwhile.
+
+        Returns one (signed or decode error, digest or None) per item, and one future per
+        _RECOVER_CHUNK items holding the signers (or None) of each (an empty list if not parallel).
+        """
+        prepared: list[Prepared] = []
+        futures: list[Future[list[tuple[bytes, ...] | None]]] = []
+        pending: list[Prepared] = []
+        if parallel and self._recoverer is None:
+            self._recoverer = ThreadPoolExecutor(1, thread_name_prefix="keyreg-recover")
+        for item in items:
+            digest: bytes | None = None
+            try:
+                signed = item if isinstance(item, SignedEvent) else decode_event(item, self.limits)
+            except RuleViolation as exc:
+                prepared.append((exc, None))
+            else:
+                if signed.domain == self.domain:
+                    # Shape rules run later (apply_event); hashing an event that breaks them may
+                    # fail, and then apply_event reports the rule as usual.
+                    with contextlib.suppress(Exception):
+                        digest = event_digest(self.domain, signed.event)
+                prepared.append((signed, digest))
+            if parallel:
+                pending.append(prepared[-1])
+                if len(pending) == _RECOVER_CHUNK:
+                    assert self._recoverer is not None
+                    futures.append(self._recoverer.submit(_recover_chunk, pending))
+                    pending = []
+        if parallel and pending:
+            assert self._recoverer is not None
+            futures.append(self._recoverer.submit(_recover_chunk, pending))
+        return prepared, futures
+
     def _ingest_one(
         self,
         item: bytes | SignedEvent,
+        prepared: Prepared,
+        signers: tuple[bytes, ...] | None,
         source: str,
         now: int | None,
         changes: Changes,
         work: dict[bytes, SubjectState],
     ) -> IngestResult:
-        try:
-            signed = item if isinstance(item, SignedEvent) else decode_event(item, self.limits)
-        except RuleViolation as exc:
+        signed, digest = prepared
+        if isinstance(signed, RuleViolation):
+            exc = signed
             raw_hash = keccak(item) if isinstance(item, bytes) else None
             changes.audit.append(AuditEntry("reject", None, None, raw_hash, {"source": source, **exc.to_dict()}))
             return IngestResult("rejected", error=exc)
         event = signed.event
         if isinstance(event, Inception):
-            subject = event_digest(self.domain, event) if signed.domain == self.domain else b""
+            if signed.domain != self.domain:
+                subject = b""
+            else:
+                subject = digest if digest is not None else event_digest(self.domain, event)
         else:
             subject = event.subject
         state = work.get(subject) or self.states.get(subject)
         try:
-            acc = apply_event(state, signed, self.domain, self.limits, now)
+            # signers came from recover_signers(signed, digest) on the worker (None: not computed
+            # or failed, so apply_event recomputes and raises the exact error).
+            acc = apply_event(
+                state,
+                signed,
+                self.domain,
+                self.limits,
+                now,
+                precomputed=None if signers is None or digest is None else (digest, signers),
+            )
         except StaleEvent:
             return self._stale(signed, subject, source, now, changes, work)
         except RuleViolation as exc:
@@ -206,9 +300,7 @@ class Registry:
         try:
             outcome = log.append(signed, self._anchored, now)
         except RuleViolation as exc:
-            changes.audit.append(
-                AuditEntry("reject", subject, event.seq, digest, {"source": source, **exc.to_dict()})
-            )
+            changes.audit.append(AuditEntry("reject", subject, event.seq, digest, {"source": source, **exc.to_dict()}))
             return IngestResult("rejected", subject, event.seq, digest, error=exc)
         if outcome.status == "known":
             return IngestResult("known", subject, event.seq, digest)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from node.core import builder as b
@@ -208,3 +210,33 @@ def test_recovery_anchor_overrides_an_earlier_direct_anchor(registry: Registry) 
     state = registry.state(subject)
     assert state is not None
     assert state.head == result.digest
+
+
+def test_large_batch_recovering_on_a_worker_matches_one_by_one_ingest() -> None:
+    """Batches >= _PARALLEL_MIN recover signatures on a worker thread: same results, same errors."""
+    from node import registry as registry_module
+    from tests.store.streams import DOMAIN as STREAM_DOMAIN
+    from tests.store.streams import interleaved
+
+    signed = [e.signed for e in interleaved(7, 20, 6)]
+    items: list[bytes] = []
+    for i, s in enumerate(signed):
+        raw = encode_event(s)
+        if i % 17 == 3:  # first the event signed by someone else, then with an unusable signature
+            sig = s.signatures[0]
+            for forged in (bytes([sig[0] ^ 1]) + sig[1:], sig[:64] + b"\x1d"):
+                items.append(encode_event(dataclasses.replace(s, signatures=(forged,))))
+        items.append(raw)
+        if i % 29 == 5:
+            items.append(b"{not json")
+        if i % 31 == 7:
+            items.append(raw)  # a replay: known
+    assert len(items) >= 2 * registry_module._PARALLEL_MIN
+    clock = lambda: 1_800_000_000  # noqa: E731
+    batched = Registry(STREAM_DOMAIN, MemoryStore(), clock=clock).ingest(items)
+    one_by_one = Registry(STREAM_DOMAIN, MemoryStore(), clock=clock)
+    expected = [one_by_one.ingest([item])[0] for item in items]
+    assert [r.to_dict() for r in batched] == [r.to_dict() for r in expected]
+    assert {r.status for r in batched} >= {"accepted", "rejected", "known"}
+    codes = {r.error.code for r in batched if r.error is not None}
+    assert {"malformed", "unauthorized_signer", "bad_signature"} <= codes, codes
