@@ -4,11 +4,14 @@ One cluster serves the whole module (starting a node costs seconds of CPU); the 
 order and each uses its own subjects. Everything waits on conditions with deadlines.
 
 (a) an event submitted to one node is applied by all;
-(e) an equivocation is detected (evidence stored, subject disputed) by every node;
-(d) a peer spraying invalid and replayed gossip does not stop the others, and is penalised;
 (c) two nodes stopped while 10,000 events are published catch up after restart, and all five end
     with the same Merkle root of subject heads;
-(b) a node started after those 10,000 events were published backfills all of them.
+(b) a node started after those 10,000 events were published backfills all of them;
+(e) an equivocation is detected (evidence stored, subject disputed) by every node;
+(d) a peer spraying invalid and replayed gossip does not stop the others, and is penalised.
+
+(e) runs after the root comparisons on purpose: while a subject is disputed, each node keeps the
+branch it saw first, so roots differ until an anchor resolves it (fork choice has no tie-break).
 """
 
 from __future__ import annotations
@@ -72,6 +75,10 @@ def applied_everywhere(nodes: list[KeyregNode], subject: str, seq: int) -> bool:
     return True
 
 
+def _roots(nodes: list[KeyregNode]) -> set[str]:
+    return {n.p2p()["root"] for n in nodes}
+
+
 def test_a_event_submitted_to_one_node_is_applied_by_all(cluster: list[KeyregNode]) -> None:
     log = subject_log(DOMAIN, hashlib.sha256(b"e2e-a").digest(), 1, 1_700_000_000)
     subject = "0x" + log[1].event.subject.hex()
@@ -79,6 +86,44 @@ def test_a_event_submitted_to_one_node_is_applied_by_all(cluster: list[KeyregNod
     wait_until(lambda: applied_everywhere(cluster, subject, 0), 20, "the inception on all nodes")
     assert cluster[4].submit([encode_event(log[1])])["accepted"] == 1
     wait_until(lambda: applied_everywhere(cluster, subject, 1), 20, "the update on all nodes")
+
+
+def test_c_stopped_nodes_catch_up_and_roots_converge(cluster: list[KeyregNode], events_10k: list[bytes]) -> None:
+    base = cluster[0].count()
+    chunks = [events_10k[i : i + 1000] for i in range(0, len(events_10k), 1000)]
+    for i, chunk in enumerate(chunks):
+        if i == 3:
+            cluster[3].kill()  # SIGKILL: no orderly shutdown
+            cluster[4].stop()  # SIGTERM
+        cluster[i % 3].submit(chunk)
+    cluster[3].start()
+    cluster[4].start()
+    expected = base + 2000
+
+    seen: list[object] = []
+
+    def converged() -> bool:
+        states = [(n.p2p()["subjects"], n.p2p()["root"][:10], n.p2p()["peers"]) for n in cluster]
+        seen[:] = [states, [n.p2p()["last_sync"] for n in cluster]]
+        return all(n.count() == expected for n in cluster) and len(_roots(cluster)) == 1
+
+    try:
+        wait_until(converged, 120, "all five nodes at the same Merkle root", interval=0.5)
+    except TimeoutError:
+        pytest.fail(f"no convergence to {expected} subjects: {seen}")
+    events = {n.health()["events"] for n in cluster}
+    assert len(events) == 1
+
+
+def test_b_new_node_backfills_everything(cluster: list[KeyregNode], tmp_path: Path) -> None:
+    target = cluster[0].health()
+    late = KeyregNode(tmp_path / "late", [cluster[1].addr, cluster[2].addr], settings=SETTINGS).start()
+    try:
+        wait_until(lambda: late.count() == target["subjects"], 120, "backfill of every subject", interval=0.5)
+        wait_until(lambda: late.p2p()["root"] == cluster[0].p2p()["root"], 30, "the same root")
+        assert late.health()["events"] == target["events"] >= 10_000
+    finally:
+        late.stop()
 
 
 def test_e_equivocation_is_detected_by_every_node(cluster: list[KeyregNode]) -> None:
@@ -154,45 +199,3 @@ def test_d_spraying_peer_does_not_stop_honest_nodes(cluster: list[KeyregNode], t
     later = subject_log(DOMAIN, hashlib.sha256(b"e2e-d-after").digest(), 0, 1_700_000_000)[0]
     cluster[3].submit([encode_event(later)])
     wait_until(lambda: applied_everywhere(cluster, subject_hex(later), 0), 30, "an honest event after the attack")
-
-
-def _roots(nodes: list[KeyregNode]) -> set[str]:
-    return {n.p2p()["root"] for n in nodes}
-
-
-def test_c_stopped_nodes_catch_up_and_roots_converge(cluster: list[KeyregNode], events_10k: list[bytes]) -> None:
-    base = cluster[0].count()
-    chunks = [events_10k[i : i + 1000] for i in range(0, len(events_10k), 1000)]
-    for i, chunk in enumerate(chunks):
-        if i == 3:
-            cluster[3].kill()  # SIGKILL: no orderly shutdown
-            cluster[4].stop()  # SIGTERM
-        cluster[i % 3].submit(chunk)
-    cluster[3].start()
-    cluster[4].start()
-    expected = base + 2000
-
-    seen: list[object] = []
-
-    def converged() -> bool:
-        states = [(n.p2p()["subjects"], n.p2p()["root"][:10], n.p2p()["peers"]) for n in cluster]
-        seen[:] = [states, [n.p2p()["last_sync"] for n in cluster]]
-        return all(n.count() == expected for n in cluster) and len(_roots(cluster)) == 1
-
-    try:
-        wait_until(converged, 120, "all five nodes at the same Merkle root", interval=0.5)
-    except TimeoutError:
-        pytest.fail(f"no convergence to {expected} subjects: {seen}")
-    events = {n.health()["events"] for n in cluster}
-    assert len(events) == 1
-
-
-def test_b_new_node_backfills_everything(cluster: list[KeyregNode], tmp_path: Path) -> None:
-    target = cluster[0].health()
-    late = KeyregNode(tmp_path / "late", [cluster[1].addr, cluster[2].addr], settings=SETTINGS).start()
-    try:
-        wait_until(lambda: late.count() == target["subjects"], 120, "backfill of every subject", interval=0.5)
-        wait_until(lambda: late.p2p()["root"] == cluster[0].p2p()["root"], 30, "the same root")
-        assert late.health()["events"] == target["events"] >= 10_000
-    finally:
-        late.stop()

@@ -1,0 +1,139 @@
+"""Gossip benchmark: N node processes on loopback, latency and sustained throughput to all nodes.
+
+    .venv/bin/python bench/gossip.py [--quick] [--nodes 5] [--events 20000]
+
+Nodes are ``python -m node.p2p.testnode`` processes (Registry + in-memory store + run_p2p) that
+record when each event was applied; every node bootstraps from all earlier ones (full mesh).
+Events are signed before timing (cached under the temp dir).
+
+- latency: single events submitted one at a time (round-robin over nodes, paced 150 ms apart so
+  batches do not merge); latency = last node's applied time - submission time; p50/p95.
+- throughput: ``--events`` events submitted in batches of 500 round-robin to all nodes as fast as
+  they accept them; events_per_s = events / (last applied on all nodes - first submission).
+
+The last stdout line is JSON with p50_ms, p95_ms, events_per_s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from node.config import Config
+from node.p2p.testing import NodeProcess, digest_hex, generate, interleave, wait_until
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="3,000 events, 30 latency samples")
+    ap.add_argument("--nodes", type=int, default=5)
+    ap.add_argument("--events", type=int, default=20_000)
+    ap.add_argument("--samples", type=int, default=60)
+    ap.add_argument("--publish-interval", type=float, default=0.05)
+    ap.add_argument("--max-events-per-message", type=int, default=256)
+    ap.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "keyreg-bench-cache"))
+    args = ap.parse_args()
+    if args.quick:
+        args.events, args.samples = 3000, 30
+    domain = Config().domain
+    per_subject = 5
+    t0 = time.monotonic()
+    events = generate(domain, (args.events + args.samples) // per_subject + 1, per_subject - 1, Path(args.cache_dir))
+    events = interleave(events, per_subject)
+    lat_events = events[: args.samples]  # all inceptions (interleaved order): independent subjects
+    thr_events = events[args.samples : args.samples + args.events]
+    print(f"events ready: {len(events)} in {time.monotonic() - t0:.1f}s", flush=True)
+
+    settings = {
+        "publish_interval_s": args.publish_interval,
+        "max_events_per_message": args.max_events_per_message,
+        "sync_interval_s": 30,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        nodes: list[NodeProcess] = []
+        try:
+            first = NodeProcess(Path(tmp) / "n0", settings=settings, record_times=True).start()
+            nodes.append(first)
+            for i in range(1, args.nodes):
+                boot = [n.addr for n in nodes]
+                nodes.append(NodeProcess(Path(tmp) / f"n{i}", boot, settings, record_times=True).start())
+            wait_until(lambda: all(n.call("status")["peers"] >= args.nodes - 1 for n in nodes), 60, "full mesh")
+            wait_until(lambda: all(len(n.call("status")["peer_scores"]) >= args.nodes - 1 for n in nodes), 30, "meshes")
+            time.sleep(2.5)  # let two heartbeats graft the mesh (not waiting on gossip delivery)
+            print(f"{args.nodes} nodes up", flush=True)
+
+            # -------- latency
+            submitted: list[tuple[str, float]] = []
+            for i, raw in enumerate(lat_events):
+                node = nodes[i % len(nodes)]
+                t = time.time()
+                res = node.submit([raw])
+                assert res[0]["status"] == "accepted", res
+                submitted.append((digest_hex(domain, raw), t))
+                time.sleep(0.15)
+            digests = [d for d, _ in submitted]
+            wait_until(lambda: all(all(x is not None for x in n.call("times", digests=digests)) for n in nodes), 60,
+                       "latency events everywhere")  # fmt: skip
+            applied = [n.call("times", digests=digests) for n in nodes]
+            lats = [max(a[k] for a in applied) - t for k, (_, t) in enumerate(submitted)]
+            lats_ms = sorted(x * 1000 for x in lats)
+            p50 = statistics.median(lats_ms)
+            p95 = lats_ms[min(len(lats_ms) - 1, round(0.95 * (len(lats_ms) - 1)))]
+            print(f"latency to all {args.nodes} nodes: p50 {p50:.1f} ms, p95 {p95:.1f} ms (n={len(lats)})", flush=True)
+
+            # -------- throughput
+            batches = [thr_events[i : i + 500] for i in range(0, len(thr_events), 500)]
+            t_start = time.time()
+
+            def feed(k: int) -> None:
+                for j in range(k, len(batches), len(nodes)):
+                    nodes[k].submit(batches[j])
+
+            with ThreadPoolExecutor(len(nodes)) as pool:
+                list(pool.map(feed, range(len(nodes))))
+            t_fed = time.time()
+            thr_digests = [digest_hex(domain, raw) for raw in thr_events]
+            wait_until(lambda: all(n.count() >= len(lat_events) + len(thr_events) // per_subject for n in nodes)
+                       and all(all(x is not None for x in n.call("times", digests=thr_digests[-200:])) for n in nodes),
+                       600, "all events on all nodes", interval=0.2)  # fmt: skip
+            last = 0.0
+            missing = 0
+            for n in nodes:
+                times = n.call("times", digests=thr_digests)
+                missing += sum(x is None for x in times)
+                last = max(last, max(x for x in times if x is not None))
+            elapsed = last - t_start
+            eps = len(thr_events) / elapsed
+            print(
+                f"throughput: {len(thr_events)} events applied on all {args.nodes} nodes in {elapsed:.2f}s "
+                f"= {eps:.0f} events/s (submission took {t_fed - t_start:.2f}s; {missing} applied by sync later)",
+                flush=True,
+            )
+            stats = [n.call("status") for n in nodes]
+            out = {
+                "p50_ms": round(p50, 1),
+                "p95_ms": round(p95, 1),
+                "events_per_s": round(eps, 1),
+                "nodes": args.nodes,
+                "events": len(thr_events),
+                "latency_samples": len(lats),
+                "messages_out": sum(s["messages_out"] for s in stats),
+                "messages_in": sum(s["messages_in"] for s in stats),
+                "dropped": sum(s["dropped"] for s in stats),
+                "publish_interval_s": args.publish_interval,
+                "max_events_per_message": args.max_events_per_message,
+                "quick": args.quick,
+            }
+        finally:
+            for n in nodes:
+                n.stop()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
