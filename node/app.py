@@ -39,6 +39,7 @@ from hypercorn.trio import serve
 from .api import views
 from .api.admin import check_admin_host, create_admin_app
 from .api.app import ApiContext, StatusProvider, create_app
+from .api.server import serve_api
 from .config import Config
 from .core.errors import KeyregError
 from .keys.keystore import Keystore, KeystoreError, Password
@@ -177,8 +178,10 @@ async def open_node(
 
                 await nursery.start(run_rotation_scheduler, node)
                 node.services.append("rotation")
+            # The public API: a lean HTTP/1.1 path for simple GETs, hypercorn for everything else
+            # (node/api/server.py, docs/adr/0006-api-serving.md).
             binds = await nursery.start(
-                serve, create_app(ctx), _hypercorn_config(config.api.host, config.api.port, config)
+                serve_api, create_app(ctx), _hypercorn_config(config.api.host, config.api.port, config)
             )
             node.api_url = binds[0]
             token = read_admin_token(config.data_dir)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,11 +124,12 @@ async def read_body(request: Request, cap: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > cap:
         raise ApiError(413, "oversized", f"request body is {declared} bytes, limit {cap}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            raise ApiError(413, "oversized", f"request body exceeds the limit of {cap} bytes")
-        chunks.append(chunk)
+    async with aclosing(request.stream()) as stream:  # closed now even when we stop early
+        async for chunk in stream:
+            size += len(chunk)
+            if size > cap:
+                raise ApiError(413, "oversized", f"request body exceeds the limit of {cap} bytes")
+            chunks.append(chunk)
     return b"".join(chunks)
 
 
