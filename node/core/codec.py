@@ -37,9 +37,7 @@ FIELDS: dict[str, frozenset[str]] = {
     "rotation": frozenset(
         (*_ENVELOPE, "subject", "seq", "prev", "timestamp", "controllers", "threshold", "nextCommitment")
     ),
-    "revocation": frozenset(
-        (*_ENVELOPE, "subject", "seq", "prev", "timestamp", "keyId", "effectiveAt", "reason")
-    ),
+    "revocation": frozenset((*_ENVELOPE, "subject", "seq", "prev", "timestamp", "keyId", "effectiveAt", "reason")),
 }
 _WHAT = {kind: f"{kind} event" for kind in FIELDS}  # built once: error context for _check_fields
 _KEY_FIELDS = frozenset(("keyId", "alg", "publicKey", "purposes", "notBefore", "notAfter"))
@@ -178,8 +176,8 @@ _U256_MAX = 2**256 - 1
 _domains: dict[tuple[int, str], Domain] = {}
 
 
-def event_from_obj(obj: Any, limits: Limits = DEFAULT_LIMITS) -> SignedEvent:
-    """Decode one signed event from its parsed JSON object."""
+def _reference_event_from_obj(obj: Any, limits: Limits) -> SignedEvent:
+    """The reference decoder: checks every field in order and raises the precise error."""
     if type(obj) is not dict:
         raise MalformedEvent("event must be a JSON object")
     kind = obj.get("kind")
@@ -248,6 +246,160 @@ def event_from_obj(obj: Any, limits: Limits = DEFAULT_LIMITS) -> SignedEvent:
             _str(o["reason"], "reason"),
         )
     return SignedEvent(event, sigs, domain)
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast path. Decoding is the node's hottest step after signature recovery, and the reference
+# decoder above spends most of its time on bookkeeping for error messages it almost never raises.
+# _fast_event only ever *accepts*: it checks the same rules in fewer steps and gives up at the first
+# doubt by raising anything at all (_Doubt, or the KeyError/TypeError/ValueError a malformed value
+# causes). event_from_obj then runs the reference decoder from scratch, so which error an input gets,
+# its code and its message stay defined in one place. tests/unit/test_codec.py checks that both
+# decoders agree and that every valid vector takes the fast path.
+
+
+class _Doubt(Exception):
+    """The fast path does not accept this input; the reference decoder decides."""
+
+
+def _hx(v: Any, length: int) -> bytes:
+    """Bytes of ``v`` if it is exactly "0x" + lowercase hex of ``length`` bytes (-1: any length)."""
+    digits = v[2:]
+    b = _fromhex(digits)  # TypeError unless a str; ValueError on a non-hex character
+    # fromhex also takes uppercase digits and whitespace: only the lowercase form survives the round
+    # trip through hex() (cheaper than str.islower(), which looks up every character's case).
+    if b.hex() == digits and v[:2] == "0x" and (length < 0 or len(b) == length):
+        return b
+    raise _Doubt
+
+
+def _u64(v: Any) -> int:
+    if type(v) is int and 0 <= v <= _U64_MAX:  # type(...) is int: bool is an int subclass
+        return v
+    raise _Doubt
+
+
+def _u8(v: Any) -> int:
+    if type(v) is int and 0 <= v <= 255:
+        return v
+    raise _Doubt
+
+
+def _fast_key(o: Any, max_purposes: int) -> PublishedKey:
+    if type(o) is not dict or o.keys() != _KEY_FIELDS:
+        raise _Doubt
+    key_id, alg, purposes = o["keyId"], o["alg"], o["purposes"]
+    if type(key_id) is not str or type(alg) is not str or type(purposes) is not list or len(purposes) > max_purposes:
+        raise _Doubt
+    for p in purposes:
+        if type(p) is not str:
+            raise _Doubt
+    return PublishedKey(
+        key_id, alg, _hx(o["publicKey"], -1), tuple(purposes), _u64(o["notBefore"]), _u64(o["notAfter"])
+    )
+
+
+def _fast_retirement(o: Any) -> KeyRetirement:
+    if type(o) is not dict or o.keys() != _RETIRE_FIELDS or type(o["keyId"]) is not str:
+        raise _Doubt
+    return KeyRetirement(o["keyId"], _u64(o["notAfter"]))
+
+
+def _fast_event(obj: Any, limits: Limits) -> SignedEvent:
+    if type(obj) is not dict:
+        raise _Doubt
+    kind = obj["kind"]
+    if obj.keys() != FIELDS[kind]:  # unknown or missing fields (FIELDS[kind]: KeyError on an unknown kind)
+        raise _Doubt
+    chain_id, contract = obj["chainId"], obj["verifyingContract"]
+    if type(chain_id) is not int:  # True would hash like 1 in the cache key
+        raise _Doubt
+    domain = _domains.get((chain_id, contract))
+    if domain is None:
+        if not 0 <= chain_id <= _U256_MAX:
+            raise _Doubt
+        domain = Domain(chain_id, _hx(contract, 20))
+        if len(_domains) < 64:
+            _domains[(chain_id, contract)] = domain
+    sigs = obj["signatures"]
+    max_controllers = limits.max_controllers
+    if type(sigs) is not list or len(sigs) > max_controllers:
+        raise _Doubt
+    signatures = tuple([_hx(s, 65) for s in sigs])
+    event: Event
+    if kind == "inception":
+        controllers, keys, metadata = obj["controllers"], obj["keys"], obj["metadata"]
+        if (
+            type(controllers) is not list
+            or len(controllers) > max_controllers
+            or type(keys) is not list
+            or len(keys) > limits.max_keys_per_event
+            or type(metadata) is not str
+        ):
+            raise _Doubt
+        max_purposes = limits.max_purposes
+        event = Inception(
+            _u64(obj["timestamp"]),
+            tuple([_hx(a, 20) for a in controllers]),
+            _u8(obj["threshold"]),
+            _hx(obj["nextCommitment"], 32),
+            _hx(obj["governor"], 20),
+            tuple([_fast_key(k, max_purposes) for k in keys]),
+            metadata,
+        )
+        return SignedEvent(event, signatures, domain)
+    subject, prev = _hx(obj["subject"], 32), _hx(obj["prev"], 32)
+    seq, timestamp = _u64(obj["seq"]), _u64(obj["timestamp"])
+    if kind == "update":
+        publish, retire, set_metadata, metadata = obj["publish"], obj["retire"], obj["setMetadata"], obj["metadata"]
+        max_keys = limits.max_keys_per_event
+        if (
+            type(publish) is not list
+            or len(publish) > max_keys
+            or type(retire) is not list
+            or len(retire) > max_keys
+            or type(set_metadata) is not bool
+            or type(metadata) is not str
+        ):
+            raise _Doubt
+        max_purposes = limits.max_purposes
+        event = Update(
+            subject,
+            seq,
+            prev,
+            timestamp,
+            tuple([_fast_key(k, max_purposes) for k in publish]),
+            tuple([_fast_retirement(r) for r in retire]),
+            set_metadata,
+            metadata,
+        )
+    elif kind == "rotation":
+        controllers = obj["controllers"]
+        if type(controllers) is not list or len(controllers) > max_controllers:
+            raise _Doubt
+        event = Rotation(
+            subject,
+            seq,
+            prev,
+            timestamp,
+            tuple([_hx(a, 20) for a in controllers]),
+            _u8(obj["threshold"]),
+            _hx(obj["nextCommitment"], 32),
+        )
+    else:
+        key_id, reason = obj["keyId"], obj["reason"]
+        if type(key_id) is not str or type(reason) is not str:
+            raise _Doubt
+        event = Revocation(subject, seq, prev, timestamp, key_id, _u64(obj["effectiveAt"]), reason)
+    return SignedEvent(event, signatures, domain)
+
+
+def event_from_obj(obj: Any, limits: Limits = DEFAULT_LIMITS) -> SignedEvent:
+    """Decode one signed event from its parsed JSON object."""
+    try:
+        return _fast_event(obj, limits)
+    except Exception:  # any doubt at all: the reference decoder accepts or raises precisely
+        return _reference_event_from_obj(obj, limits)
 
 
 def decode_event(data: bytes, limits: Limits = DEFAULT_LIMITS) -> SignedEvent:
