@@ -22,7 +22,7 @@ from typing import Literal
 
 from .core.codec import decode_event, encode_event
 from .core.eip712 import event_digest
-from .core.errors import KeyregError, RuleViolation, StaleEvent
+from .core.errors import KeyregError, RuleViolation, StaleEvent, StorageError
 from .core.fork import Duplicity, SubjectLog
 from .core.hashing import keccak
 from .core.keystate import Verdict, key_verdict, valid_keys
@@ -127,6 +127,7 @@ class Registry:
         store: Store,
         limits: Limits = DEFAULT_LIMITS,
         clock: Callable[[], float] = time.time,
+        commit_chunk: int = 128,
     ) -> None:
         self.domain = domain
         self.store = store
@@ -142,6 +143,12 @@ class Registry:
         self.listeners: list[Listener] = []
         self.counters: dict[str, int] = {"accepted": 0, "known": 0, "duplicity": 0, "rejected": 0}
         self._recoverer: ThreadPoolExecutor | None = None  # started by the first large batch
+        # Chunked, pipelined commits of large batches (see ingest), on stores that allow them.
+        self.commit_chunk = commit_chunk
+        self._pipeline_commits = bool(getattr(store, "parallel_commit", False)) and commit_chunk > 0
+        self._writer: ThreadPoolExecutor | None = None
+        self._inflight: list[tuple[Future[None], Changes]] = []
+        self._commit_failed: list[bool] = []
         for state, disputed in store.load_states():
             self.states[state.subject] = state
             self.tree.set(state.subject, state.seq, state.head)
@@ -158,7 +165,15 @@ class Registry:
     def ingest(
         self, items: Sequence[bytes | SignedEvent], source: str = "api", admission: bool = True
     ) -> list[IngestResult]:
-        """Validate and store a batch of events (wire bytes or decoded) in order; one transaction.
+        """Validate and store a batch of events (wire bytes or decoded) in order.
+
+        Returns once every event of the batch is durable (the results are the acknowledgements).
+        Small batches, and any batch on a store without ``parallel_commit``, are one transaction.
+        On a store with ``parallel_commit`` (SQL: the driver releases the GIL while SQLite writes
+        and syncs) a larger batch is committed as consecutive transactions of ``commit_chunk``
+        events on a writer thread, each while the next chunk is validated: in order, and after
+        a failed one none of the later ones is attempted (the error is raised; what committed
+        before it stays committed, and is in memory, as after a crash).
 
         ``admission`` applies the clock-skew bound (events from the future are refused); backfill
         of old events passes too, since there is no lower bound.
@@ -169,6 +184,7 @@ class Registry:
             changes = Changes()
             work: dict[bytes, SubjectState] = {}
             parallel = len(items) >= _PARALLEL_MIN
+            pipelined = self._pipeline_commits and len(items) > self.commit_chunk
             switch = sys.getswitchinterval()
             if parallel:
                 sys.setswitchinterval(min(switch, _SWITCH_S))
@@ -180,13 +196,58 @@ class Registry:
                         chunk = signers[i // _RECOVER_CHUNK].result() if signers else []
                     found = chunk[i % _RECOVER_CHUNK] if chunk else None
                     results.append(self._ingest_one(item, prepared[i], found, source, now, changes, work))
+                    if pipelined and (i + 1) % self.commit_chunk == 0 and i + 1 < len(items) and changes:
+                        self._commit_async(changes)
+                        changes = Changes()
+                if self._inflight:
+                    self._commit_async(changes)
+                    self._flush(source)
+                else:
+                    self._commit(changes, source)
             finally:
+                if self._inflight:  # an error while validating: let what was handed over finish
+                    with contextlib.suppress(Exception):
+                        self._flush(source)
                 if parallel:
                     sys.setswitchinterval(switch)
-            self._commit(changes, source)
             for r in results:
                 self.counters[r.status] += 1
             return results
+
+    def _commit_async(self, changes: Changes) -> None:
+        """Hand a chunk's changes to the writer thread (committed in order; see :meth:`_flush`)."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="keyreg-commit")
+        failed = self._commit_failed
+
+        def run() -> None:
+            if failed:  # an earlier chunk failed: later chunks were validated on top of it
+                raise StorageError("not committed: an earlier chunk of the batch failed to commit")
+            try:
+                self.store.commit(changes)
+            except BaseException:
+                failed.append(True)
+                raise
+
+        self._inflight.append((self._writer.submit(run), changes))
+
+    def _flush(self, source: str) -> None:
+        """Wait for every chunk handed to the writer; apply the committed ones to memory, in order.
+
+        Raises the first commit error (the chunks after it were not committed).
+        """
+        error: BaseException | None = None
+        inflight, self._inflight = self._inflight, []
+        for future, changes in inflight:
+            try:
+                future.result()
+            except BaseException as exc:
+                error = error or exc
+            else:
+                self._applied(changes, source)
+        self._commit_failed = []
+        if error is not None:
+            raise error
 
     def _prepare(
         self, items: Sequence[bytes | SignedEvent], parallel: bool
@@ -289,7 +350,11 @@ class Registry:
         digest = event_digest(self.domain, event)
         state = work.get(subject) or self.states[subject]
         pending = {a.digest for a, _ in changes.appended}
-        if digest == state.head or digest in pending or self.store.digest_at(subject, event.seq) == digest:
+        if digest == state.head or digest in pending:
+            return IngestResult("known", subject, event.seq, digest)
+        if self._inflight:  # earlier chunks of this batch must be in the store before we read it
+            self._flush(source)
+        if self.store.digest_at(subject, event.seq) == digest:
             return IngestResult("known", subject, event.seq, digest)
         # A different event at an occupied seq: the rare conflict path. Commit what we have so
         # that the store holds the whole branch, then let the core's SubjectLog decide.
@@ -346,6 +411,12 @@ class Registry:
         if not changes:
             return
         self.store.commit(changes)
+        self._applied(changes, source)
+
+    def _applied(self, changes: Changes, source: str) -> None:
+        """Bring the read model up to a committed Changes, then tell the listeners."""
+        if not changes:
+            return
         for subject, state in changes.states.items():
             self.states[subject] = state
             self.tree.set(subject, state.seq, state.head)

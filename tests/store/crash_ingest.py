@@ -1,6 +1,6 @@
 """Crash-test worker: ingest a deterministic event stream into a SQLite store, acknowledging batches.
 
-    python tests/store/crash_ingest.py DB_URL [--subjects N] [--per-subject M] [--batch B]
+    python tests/store/crash_ingest.py DB_URL [--subjects N] [--per-subject M] [--batch B] [--commit-chunk C]
                                               [--die-in-commit K] [--die-after-commit K]
 
 One JSON line per batch goes to stdout only AFTER ``Registry.ingest`` has returned (i.e. after the
@@ -47,6 +47,7 @@ def main() -> int:
     p.add_argument("--subjects", type=int, default=40)
     p.add_argument("--per-subject", type=int, default=8)
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--commit-chunk", type=int, default=128, help="Registry commit_chunk (pipelined commits)")
     p.add_argument("--die-in-commit", type=int, default=0)
     p.add_argument("--die-after-commit", type=int, default=0)
     args = p.parse_args()
@@ -63,7 +64,7 @@ def main() -> int:
             if commits["n"] == args.die_in_commit:
                 _die()
 
-    registry = Registry(DOMAIN, store)
+    registry = Registry(DOMAIN, store, commit_chunk=args.commit_chunk)
     totals = {"accepted": 0, "known": 0}
     for i in range(0, len(wire), args.batch):
         results = registry.ingest(wire[i : i + args.batch])
