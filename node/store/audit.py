@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..core.codec import dumps_canonical
-from ..core.hashing import keccak
+from ..core.hashing import _keccak, keccak
 from .base import AuditEntry, AuditRecord
-from .serialize import canonical_scalar, canonical_text, flat_json
+from .serialize import _quote, canonical_scalar, canonical_text, flat_json
 
 GENESIS = b"\x00" * 32
 
@@ -104,6 +104,41 @@ def chain_with_json(
         prev_hash = h
         next_index += 1
     return out
+
+
+AuditRow = tuple[int, int, str, bytes | None, int | None, bytes | None, str, bytes, bytes]
+
+
+def chain_rows(
+    entries: Iterable[AuditEntry], next_index: int, prev_hash: bytes, time: int
+) -> tuple[list[AuditRow], bytes]:
+    """:func:`chain_with_json` as the store's table rows (idx, time, action, subject, seq, digest,
+    detail JSON, prev_hash, hash), plus the last hash; no AuditRecord objects (a test holds the
+    hashes equal). The store writes one of these per event, so this is its audit hot path.
+    """
+    rows: list[AuditRow] = []
+    t = int(time)
+    tail = f',"time":{t}}}'
+    q = _quote
+    for e in entries:
+        detail = e.detail
+        detail_json = flat_json(detail) if type(detail) is dict else None
+        if detail_json is None:
+            detail_json = canonical_text(jsonable(detail))
+        subject, seq, digest = e.subject, e.seq, e.digest
+        text = (
+            '{"action":' + q(e.action) + ',"detail":' + detail_json
+            + (',"digest":null' if digest is None else ',"digest":"0x' + digest.hex() + '"')
+            + f',"index":{next_index},"prev_hash":"0x{prev_hash.hex()}","seq":'
+            + ("null" if seq is None else int.__repr__(seq))
+            + (',"subject":null' if subject is None else ',"subject":"0x' + subject.hex() + '"')
+            + tail
+        )  # fmt: skip
+        h = _keccak(text.encode()).digest()
+        rows.append((next_index, t, e.action, subject, seq, digest, detail_json, prev_hash, h))
+        prev_hash = h
+        next_index += 1
+    return rows, prev_hash
 
 
 class AuditSource(Protocol):

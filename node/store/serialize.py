@@ -27,7 +27,7 @@ I64_MAX = 2**63 - 1
 # whenever it gets options); the store encodes several small values per event.
 canonical_text = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 # The C string escaper canonical_text uses for str (ensure_ascii=False).
-_quote = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_quote = json.encoder.encode_basestring
 
 
 def canonical_scalar(v: Any) -> str:
@@ -44,7 +44,7 @@ def canonical_scalar(v: Any) -> str:
         return "false"
     t = type(v)
     if t is str:
-        return _quote(v)  # type: ignore[no-any-return]
+        return _quote(v)
     if t is int:
         return int.__repr__(v)
     return canonical_text(v)

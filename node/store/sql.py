@@ -42,7 +42,7 @@ from ..core.limits import DEFAULT_LIMITS, Limits
 from ..core.log import KeyRecord, SubjectState
 from ..core.records import GovernanceRevocation, SignedEvent
 from . import schema as t
-from .audit import chain_with_json
+from .audit import chain_rows, jsonable
 from .base import AnchorRecord, AuditEntry, AuditRecord, Changes, EventConflict
 from .serialize import (
     StateEncoder,
@@ -381,35 +381,23 @@ class SqlStore:
         )
         return out if out else None
 
-    def _append_audit(self, conn: Connection, entries: list[AuditEntry], now: int) -> list[AuditRecord]:
+    def _append_audit(
+        self, conn: Connection, entries: list[AuditEntry], now: int, want_records: bool = False
+    ) -> list[AuditRecord]:
         h = t.audit_head.c
         q = select(h.next_index, h.last_hash).where(h.id == 1)
         if self.dialect == "postgresql":
             q = q.with_for_update()
         next_index, last_hash = conn.execute(q).one()
-        chained = chain_with_json(entries, next_index, bytes(last_hash), now)
-        records = [r for r, _ in chained]
-        self._bulk_audit.run(
-            conn,
-            [
-                (
-                    r.index,
-                    r.time,
-                    r.action,
-                    r.subject,
-                    r.seq,
-                    r.digest,
-                    detail_json,
-                    r.prev_hash,
-                    r.hash,
-                )
-                for r, detail_json in chained
-            ],
-        )
-        conn.execute(
-            update(t.audit_head).where(h.id == 1).values(next_index=records[-1].index + 1, last_hash=records[-1].hash)
-        )
-        return records
+        rows, last = chain_rows(entries, next_index, bytes(last_hash), now)
+        self._bulk_audit.run(conn, rows)
+        conn.execute(update(t.audit_head).where(h.id == 1).values(next_index=rows[-1][0] + 1, last_hash=last))
+        if not want_records:
+            return []
+        return [
+            AuditRecord(r[0], r[1], r[2], r[3], r[4], r[5], jsonable(e.detail), r[7], r[8])
+            for r, e in zip(rows, entries, strict=True)
+        ]
 
     def append_audit(self, entries: list[AuditEntry]) -> list[AuditRecord]:
         """Chain and store audit records of local operations, in their own transaction."""
@@ -417,7 +405,7 @@ class SqlStore:
             return []
         try:
             with self._write() as conn, conn.begin():
-                return self._append_audit(conn, list(entries), self._now_ms())
+                return self._append_audit(conn, list(entries), self._now_ms(), want_records=True)
         except SQLAlchemyError as exc:
             raise StorageError(f"audit append failed: {exc.__class__.__name__}: {exc}") from exc
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.store.audit import GENESIS, chain, chain_with_json, jsonable, record_hash, verify_audit
+from node.store.audit import GENESIS, chain, chain_rows, chain_with_json, jsonable, record_hash, verify_audit
 from node.store.base import AuditEntry
 from node.store.memory import MemoryStore
 
@@ -40,6 +40,14 @@ def test_fast_chain_hash_equals_the_documented_rule(items: list[AuditEntry], sta
         assert record.detail == jsonable(e.detail)
         assert record.hash == record_hash(prev, start + i, time, e.action, e.subject, e.seq, e.digest, record.detail)
         prev = record.hash
+
+    rows, last = chain_rows(items, start, GENESIS, time)  # the SQL store's form: same hashes, same details
+    records = chain_with_json(items, start, GENESIS, time)
+    assert [(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows] == [
+        (x.index, x.time, x.action, x.subject, x.seq, x.digest, detail_json, x.prev_hash, x.hash)
+        for x, detail_json in records
+    ]
+    assert last == records[-1][0].hash
 
 
 def test_memory_store_chain_verifies_and_detects_tampering() -> None:
