@@ -60,7 +60,7 @@ _REQUEST_LINE = re.compile(rb"GET (/[\x21-\x7e]*) HTTP/1\.1")
 _HEADER_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[\x21-\x7e\x80-\xff][\x20-\x7e\x80-\xff\t]*)?)")
 # Headers that mean a body, a protocol switch or an interim response: hypercorn's job.
 _HANDOFF = {b"transfer-encoding", b"upgrade", b"expect", b"te"}
-_ASGI = {"version": "3.0", "spec_version": "2.3"}
+_ASGI = {"version": "3.0", "spec_version": "2.1"}  # as hypercorn declares for HTTP
 _FIRST_BODY = {"type": "http.request", "body": b"", "more_body": False}
 _DISCONNECT = {"type": "http.disconnect"}
 _NO_BODY_STATUS = {204, 304}
@@ -201,6 +201,7 @@ class LeanServer:
         client = parse_socket_addr(sock.family, sock.getpeername())
         server = parse_socket_addr(sock.family, sock.getsockname())
         app, date, max_head = self.app, self._date, self.max_head
+        root_path = self.config.root_path
         buf = b""
         served = 0
         while True:
@@ -235,7 +236,7 @@ class LeanServer:
                 "path": unquote(path.decode("ascii")),
                 "raw_path": path,
                 "query_string": query,
-                "root_path": "",
+                "root_path": root_path,
                 "headers": req.headers,
                 "client": client,
                 "server": server,
