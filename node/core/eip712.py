@@ -139,6 +139,20 @@ def _hash_string(s: str) -> bytes:
     return h
 
 
+# The same holds for whole purpose lists (("sign",), ("sign", "jwt"), ...): one keccak saved per key.
+_purposes_hash_cache: dict[tuple[str, ...], bytes] = {}
+_PURPOSES_CACHE_MAX = 1024
+
+
+def _hash_purposes(purposes: tuple[str, ...]) -> bytes:
+    h = _purposes_hash_cache.get(purposes)
+    if h is None:
+        h = _keccak256(b"".join([_hash_string(p) for p in purposes])).digest()
+        if len(_purposes_hash_cache) < _PURPOSES_CACHE_MAX:
+            _purposes_hash_cache[purposes] = h
+    return h
+
+
 def _u(v: int) -> bytes:
     return v.to_bytes(32, "big")
 
@@ -171,7 +185,7 @@ def hash_published_key(k: PublishedKey) -> bytes:
                 hs(k.key_id),
                 hs(k.alg),
                 _keccak256(k.public_key).digest(),
-                _keccak256(b"".join([hs(p) for p in k.purposes])).digest(),
+                _hash_purposes(k.purposes),
                 k.not_before.to_bytes(32, "big"),
                 k.not_after.to_bytes(32, "big"),
             ]
@@ -207,10 +221,10 @@ def hash_struct(event: Event) -> bytes:
             event.seq.to_bytes(32, "big"),
             event.prev,
             event.timestamp.to_bytes(32, "big"),
-            _hash_keys(event.publish),
-            _hash_retirements(event.retire),
+            _hash_keys(event.publish) if event.publish else _EMPTY_ARRAY,
+            _hash_retirements(event.retire) if event.retire else _EMPTY_ARRAY,
             _ONE_WORD if event.set_metadata else _ZERO_WORD,
-            _hash_string(event.metadata),
+            _string_hash_cache.get(event.metadata) or _hash_string(event.metadata),
         ]
     elif isinstance(event, Inception):
         parts = [
@@ -268,12 +282,20 @@ def domain_separator(domain: Domain) -> bytes:
     return sep
 
 
+# (domain, b"\x19\x01" + its separator) for the domain digested last. A node validates against one
+# domain object, and comparing by identity skips Domain's generated __hash__ (a tuple of its fields,
+# hashed) on every event. One tuple, replaced whole, so concurrent threads never see a torn pair.
+_last_prefix: tuple[Domain | None, bytes] = (None, b"")
+
+
 def event_digest(domain: Domain, event: Event) -> bytes:
     """The digest controllers sign; also the event's identity in the hash chain."""
-    sep = _separator_cache.get(domain)
-    if sep is None:
-        sep = domain_separator(domain)
-    return _keccak256(b"\x19\x01" + sep + hash_struct(event)).digest()
+    global _last_prefix
+    last_domain, prefix = _last_prefix
+    if domain is not last_domain:
+        prefix = b"\x19\x01" + domain_separator(domain)
+        _last_prefix = (domain, prefix)
+    return _keccak256(prefix + hash_struct(event)).digest()
 
 
 # ---------------------------------------------------------------------------------------------
