@@ -20,6 +20,7 @@ and registry are open and before the API servers start listening.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import importlib.util
 import json
@@ -159,6 +160,11 @@ async def open_node(
     store = store if store is not None else await trio.to_thread.run_sync(open_store, config)
     try:
         registry = await trio.to_thread.run_sync(lambda: Registry(config.domain, store, config.limits))
+        # The read model (head states, Merkle cache) is large, long-lived and acyclic: keep the cyclic
+        # GC from rescanning it (full collections reached 124 ms with 1,000 subjects loading), and
+        # collect the young generation less often; reference counting frees almost everything here.
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         keystore = None
         ks_path = config.data_dir / "keystore"
         if (ks_path / "keystore.json").exists():
