@@ -50,6 +50,7 @@ def main() -> None:
             nodes.append(fresh)
             target = src.call("state")
             wait_until(lambda: fresh.call("state")["root"] == target["root"], 900, "backfill", interval=0.2)
+            wait_until(lambda: fresh.call("status")["last_sync"] is not None, 60, "the backfill result")
             wall = time.monotonic() - t_start
             last = fresh.call("status")["last_sync"]
             assert last["kind"] == "backfill", last

@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 OUTBOX_MAX = 50_000
 MAX_TRACKED_PEERS = 4096
 INGEST_COALESCE = 1024  # events per Registry.ingest call from gossip
-MESSAGE_OVERHEAD = 16 * 1024  # pubsub envelope (signature, key, sender record) under the RPC cap
+MESSAGE_OVERHEAD = 16 * 1024
+QUEUE_HIGH = 8  # of py-libp2p's 32-RPC per-peer outbound queue
+QUEUE_WAIT_MAX_S = 2.0  # pubsub envelope (signature, key, sender record) under the RPC cap
 
 GapHandler = Callable[[ID, dict[bytes, int]], None]
 
@@ -82,6 +84,7 @@ class GossipStats:
     evidence_out: int = 0
     events_in_accepted: int = 0
     dropped: int = 0
+    backpressure_waits: int = 0
     invalid_by_peer: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -299,8 +302,24 @@ class Gossip:
                     continue
                 data = encode_batch(batch)
                 self.stats.events_out += len(batch)
+            await self._wait_for_queues()
             self.stats.messages_out += 1
             await self.pubsub.publish(self.topic, data)
+
+    async def _wait_for_queues(self) -> None:
+        """Backpressure py-libp2p lacks: hold a publish while any peer's outbound queue is filling.
+
+        Each peer has a 32-RPC queue that drops silently when full; a slow (busy) peer fills it.
+        Waiting until every queue is under QUEUE_HIGH keeps our own publishes from being dropped;
+        the wait is bounded so one stuck peer cannot stall gossip to the others.
+        """
+        queues = getattr(self.pubsub, "peer_queues", None)
+        if not queues:
+            return
+        with trio.move_on_after(QUEUE_WAIT_MAX_S):
+            while any(len(q) >= QUEUE_HIGH for q in list(queues.values())):
+                self.stats.backpressure_waits += 1
+                await trio.sleep(0.005)
 
     def status(self) -> dict[str, Any]:
         """Counters and queue depths."""
