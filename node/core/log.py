@@ -163,6 +163,12 @@ def _check_keys(keys: tuple[PublishedKey, ...], limits: Limits) -> None:
 
 def check_shape(event: Event, limits: Limits = DEFAULT_LIMITS) -> None:
     """Raise MalformedEvent/OversizedInput for anything wrong with the event on its own."""
+    if not _shape_ok(event, limits):
+        _reference_check_shape(event, limits)
+
+
+def _reference_check_shape(event: Event, limits: Limits) -> None:
+    """The shape rules one by one, raising the precise error (the authority behind _shape_ok)."""
     if isinstance(event, Inception):
         _check_controllers(event.controllers, event.threshold, limits)
         _check_keys(event.keys, limits)
@@ -187,6 +193,109 @@ def check_shape(event: Event, limits: Limits = DEFAULT_LIMITS) -> None:
         _check_text(event.reason, limits.max_reason_bytes, "reason")
         if event.key_id and not _KEY_ID_RE.fullmatch(event.key_id):
             raise MalformedEvent("revocation keyId must be a key id, or empty to revoke the subject")
+
+
+# The fast path of check_shape. _shape_ok only ever accepts: it tests the same rules in one pass
+# without building error messages, and on False check_shape runs the reference rules above, which
+# raise the precise error (tests/unit/test_fast_paths.py checks the two agree). Key ids and purpose
+# lists recur across events (and subjects), so the regex part of their checks is remembered; the
+# limit-dependent lengths are still checked on every event, since callers may pass other Limits.
+
+_CACHE_MAX = 4096
+_key_ids_ok: set[str] = set()  # strings that fullmatch _KEY_ID_RE
+_purposes_ok: dict[tuple[str, ...], int] = {}  # distinct, each fullmatches _PURPOSE_RE -> longest length
+
+
+def _key_id_ok(key_id: str) -> bool:
+    """key_id fullmatches _KEY_ID_RE (remembered)."""
+    if key_id in _key_ids_ok:
+        return True
+    if not _KEY_ID_RE.fullmatch(key_id):
+        return False
+    if len(_key_ids_ok) >= _CACHE_MAX:  # bounded: start over rather than grow with hostile input
+        _key_ids_ok.clear()
+    _key_ids_ok.add(key_id)
+    return True
+
+
+def _longest_purpose(purposes: tuple[str, ...]) -> int:
+    """Length of the longest purpose if all fullmatch _PURPOSE_RE and none repeats, else -1."""
+    longest = _purposes_ok.get(purposes)
+    if longest is not None:
+        return longest
+    if len(set(purposes)) != len(purposes) or not all(_PURPOSE_RE.fullmatch(p) for p in purposes):
+        return -1
+    longest = max(map(len, purposes), default=0)
+    if len(_purposes_ok) >= _CACHE_MAX:
+        _purposes_ok.clear()
+    _purposes_ok[purposes] = longest
+    return longest
+
+
+def _text_ok(value: str, limit: int) -> bool:
+    # An ASCII string (a flag CPython keeps on every str) is its own UTF-8: no need to encode it.
+    return len(value) <= limit if value.isascii() else len(value.encode()) <= limit
+
+
+def _keys_ok(keys: tuple[PublishedKey, ...], limits: Limits) -> bool:
+    if len(keys) > limits.max_keys_per_event:
+        return False
+    max_id, max_purposes, max_purpose_chars = limits.max_key_id_chars, limits.max_purposes, limits.max_purpose_chars
+    for k in keys:
+        key_id, alg, public_key, purposes = k.key_id, k.alg, k.public_key, k.purposes
+        if not (
+            0 < len(key_id) <= max_id
+            and _key_id_ok(key_id)
+            and len(public_key) == PUBLIC_KEY_LENGTHS.get(alg)  # None for an unsupported algorithm
+            and (alg == "Ed25519" or public_key[0] == 2 or public_key[0] == 3)
+            and 0 < len(purposes) <= max_purposes
+            and 0 <= _longest_purpose(purposes) <= max_purpose_chars
+            and (not k.not_after or k.not_after > k.not_before)
+        ):
+            return False
+    return len(keys) < 2 or len({k.key_id for k in keys}) == len(keys)
+
+
+def _controllers_ok(controllers: tuple[bytes, ...], threshold: int, limits: Limits) -> bool:
+    n = len(controllers)
+    return (
+        0 < n <= limits.max_controllers
+        and 1 <= threshold <= n
+        and (n == 1 or all(a < b for a, b in itertools.pairwise(controllers)))
+    )
+
+
+def _shape_ok(event: Event, limits: Limits) -> bool:
+    """True if check_shape accepts the event (False: let the reference rules decide)."""
+    if isinstance(event, Update):
+        publish, retire = event.publish, event.retire
+        return (
+            event.seq != 0
+            and (not publish or _keys_ok(publish, limits))
+            and (
+                not retire
+                or (
+                    len(retire) <= limits.max_keys_per_event
+                    and (len(retire) == 1 or len({r.key_id for r in retire}) == len(retire))
+                )
+            )
+            and (event.set_metadata or not event.metadata)
+            and bool(publish or retire or event.set_metadata)
+            and _text_ok(event.metadata, limits.max_metadata_bytes)
+        )
+    if isinstance(event, Inception):
+        return (
+            _controllers_ok(event.controllers, event.threshold, limits)
+            and _keys_ok(event.keys, limits)
+            and _text_ok(event.metadata, limits.max_metadata_bytes)
+        )
+    if isinstance(event, Rotation):
+        return event.seq != 0 and _controllers_ok(event.controllers, event.threshold, limits)
+    return (
+        event.seq != 0
+        and _text_ok(event.reason, limits.max_reason_bytes)
+        and (not event.key_id or _key_id_ok(event.key_id))
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +349,17 @@ def _incept(event: Inception, digest: bytes) -> SubjectState:
 
 
 def _update(state: SubjectState, event: Update, digest: bytes, limits: Limits) -> SubjectState:
-    keys = dict(state.keys)
+    if not event.publish and not event.retire:  # metadata only: share the unchanged read-only key view
+        if len(state.keys) > limits.max_keys_per_subject:
+            raise OversizedInput(f"subject would hold {len(state.keys)} keys, limit {limits.max_keys_per_subject}")
+        s = state
+        return SubjectState(
+            s.subject, event.seq, digest, event.timestamp, s.controllers, s.threshold, s.next_commitment, s.governor,
+            event.metadata if event.set_metadata else s.metadata, s.keys,
+            s.revoked_at, s.revoked_seq, s.revoked_reason, s.last_establishment_seq,
+        )  # fmt: skip
+    # MappingProxyType.copy() copies the dict behind it in C; dict(proxy) goes item by item.
+    keys = state.keys.copy() if type(state.keys) is MappingProxyType else dict(state.keys)
     for k in event.publish:
         if k.key_id in keys:
             raise InvalidTransition(f"key id {k.key_id!r} was already published; key ids are never reused")
@@ -287,7 +406,7 @@ def _revoke(state: SubjectState, event: Revocation, digest: bytes) -> SubjectSta
         raise InvalidTransition(f"cannot revoke unknown key {event.key_id!r}")
     if rec.revoked_at is not None:
         raise InvalidTransition(f"key {event.key_id!r} is already revoked")
-    keys = dict(state.keys)
+    keys = state.keys.copy() if type(state.keys) is MappingProxyType else dict(state.keys)
     keys[event.key_id] = KeyRecord(
         rec.key, rec.published_seq, rec.published_at, rec.not_after, event.effective_at, event.seq, event.reason
     )
@@ -316,13 +435,21 @@ def apply_event(
     it validates). Only pass it when both calls succeeded; on a recovery error pass None, so the
     error is raised here, in rule order, exactly as without precomputation. Every rule is checked.
     """
-    if signed.domain is not domain and signed.domain != domain:
+    sd = signed.domain
+    # Field by field: Domain's generated __eq__ would build and compare two tuples on every event.
+    if sd is not domain and (
+        sd.chain_id != domain.chain_id
+        or sd.verifying_contract != domain.verifying_contract
+        or sd.name != domain.name
+        or sd.version != domain.version
+    ):
         raise WrongNetwork(
             f"event is for chainId {signed.domain.chain_id} contract 0x{signed.domain.verifying_contract.hex()}, "
             f"this registry is chainId {domain.chain_id} contract 0x{domain.verifying_contract.hex()}"
         )
     event = signed.event
-    check_shape(event, limits)
+    if not _shape_ok(event, limits):  # check_shape, inlined
+        _reference_check_shape(event, limits)
     if now is not None and event.timestamp > now + limits.max_clock_skew_s:
         raise TimestampViolation(
             f"timestamp {event.timestamp} is more than {limits.max_clock_skew_s}s ahead of local time {now}"

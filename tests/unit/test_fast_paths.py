@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.core import codec
+from node.core import codec, log
 from node.core.errors import KeyregError
 from node.core.limits import DEFAULT_LIMITS, Limits
 
@@ -103,3 +104,73 @@ def test_decoders_agree_on_extra_fields_and_limits(obj: dict[str, Any]) -> None:
     _both(obj, Limits(max_controllers=0))
     _both(obj, Limits(max_keys_per_event=0))
     _both(obj, Limits(max_purposes=1))
+
+
+# ---------------------------------------------------------------------------------------------
+# check_shape: _shape_ok accepts only what the reference rules accept, and every rejection is the
+# reference's own error.
+
+SIGNED = [codec.event_from_obj(e) for e in WIRE]
+EVENTS = list({(type(s.event).__name__, len(getattr(s.event, "publish", ()))): s.event for s in SIGNED}.values())
+LIMITS = [
+    DEFAULT_LIMITS,
+    Limits(max_controllers=1, max_keys_per_event=1, max_purposes=1, max_key_id_chars=3, max_purpose_chars=3),
+    Limits(max_metadata_bytes=4, max_reason_bytes=4),
+]
+A, B = b"\x11" * 20, b"\x22" * 20
+KEY_VARIANTS: list[dict[str, Any]] = [
+    {"key_id": ""}, {"key_id": "bad id"}, {"key_id": "k" * 65}, {"key_id": "ok:key-1.x"}, {"key_id": "ü"},
+    {"alg": "RSA"}, {"alg": "secp256k1"}, {"alg": "P-256", "public_key": b"\x04" + b"\x01" * 32},
+    {"alg": "Ed25519", "public_key": b"\x01" * 33}, {"public_key": b""},
+    {"purposes": ()}, {"purposes": ("sign", "sign")}, {"purposes": ("Sign",)}, {"purposes": ("",)},
+    {"purposes": ("a" * 33,)}, {"purposes": ("abcd", "x")}, {"purposes": tuple(f"p{i}" for i in range(17))},
+    {"not_after": 1, "not_before": 1}, {"not_after": 1, "not_before": 2}, {"not_after": 3, "not_before": 2},
+]  # fmt: skip
+EVENT_VARIANTS: list[dict[str, Any]] = [
+    {"seq": 0}, {"metadata": "x" * 4097}, {"metadata": "é" * 2049}, {"metadata": "abcd"}, {"metadata": "ab\u00e9"},
+    {"set_metadata": False}, {"set_metadata": False, "metadata": ""}, {"publish": (), "retire": ()},
+    {"controllers": ()}, {"controllers": (B, A)}, {"controllers": (A, A)}, {"controllers": (A, B)},
+    {"controllers": (A,) * 17}, {"threshold": 0}, {"threshold": 2}, {"reason": "x" * 1025}, {"reason": "abcde"},
+    {"key_id": ""}, {"key_id": "bad id"}, {"key_id": "k" * 100},
+]  # fmt: skip
+
+
+def _shape_outcome(fn: Any, event: Any, limits: Limits) -> tuple[str, Any]:
+    try:
+        fn(event, limits)
+    except KeyregError as exc:
+        return type(exc).__name__, str(exc)
+    return "ok", None
+
+
+def _variants() -> list[Any]:
+    out: list[Any] = list(EVENTS)
+    for event in EVENTS:
+        fields = {f for f in event.__dataclass_fields__ if f != "kind"}
+        out += [replace(event, **v) for v in EVENT_VARIANTS if set(v) <= fields]
+        for name in ("keys", "publish"):
+            keys = getattr(event, name, ())
+            if keys:
+                out += [replace(event, **{name: (replace(keys[0], **v),)}) for v in KEY_VARIANTS]
+                out.append(replace(event, **{name: (keys[0], keys[0])}))
+                out.append(replace(event, **{name: (keys[0], replace(keys[0], key_id="other"))}))
+        retire = getattr(event, "retire", ())
+        if retire:
+            out.append(replace(event, retire=(retire[0], retire[0])))
+            out.append(replace(event, retire=(retire[0], replace(retire[0], key_id="other"))))
+    return out
+
+
+@pytest.mark.parametrize("limits", LIMITS)
+def test_shape_fast_path_agrees_with_the_reference_rules(limits: Limits) -> None:
+    variants = _variants()
+    assert len(variants) > 80
+    for event in variants:
+        for _ in range(2):  # the second round runs on remembered key ids and purpose lists
+            assert _shape_outcome(log.check_shape, event, limits) == _shape_outcome(
+                log._reference_check_shape, event, limits
+            ), event
+
+
+def test_every_valid_vector_passes_the_shape_fast_path() -> None:
+    assert all(log._shape_ok(s.event, DEFAULT_LIMITS) for s in SIGNED)
