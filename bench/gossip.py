@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=60)
     ap.add_argument("--publish-interval", type=float, default=0.05)
     ap.add_argument("--max-events-per-message", type=int, default=256)
+    ap.add_argument("--muxer", default="yamux", choices=["yamux", "mplex"])
     ap.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "keyreg-bench-cache"))
     args = ap.parse_args()
     if args.quick:
@@ -52,7 +53,8 @@ def main() -> None:
     thr_events = events[args.samples * per_subject : args.samples * per_subject + args.events]
     print(f"events ready: {len(events)} in {time.monotonic() - t0:.1f}s", flush=True)
 
-    settings = {
+    settings: dict[str, object] = {
+        "muxer": args.muxer,
         "publish_interval_s": args.publish_interval,
         "max_events_per_message": args.max_events_per_message,
         "sync_interval_s": 30,
@@ -128,6 +130,7 @@ def main() -> None:
                 "publish_interval_s": args.publish_interval,
                 "max_events_per_message": args.max_events_per_message,
                 "quick": args.quick,
+                "muxer": args.muxer,
             }
         finally:
             for n in nodes:

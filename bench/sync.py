@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="10,000 events")
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--frame-bytes", type=int, default=1024 * 1024)
+    ap.add_argument("--muxer", default="yamux", choices=["yamux", "mplex"])
     ap.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "keyreg-bench-cache"))
     args = ap.parse_args()
     if args.quick:
@@ -34,7 +35,7 @@ def main() -> None:
     t0 = time.monotonic()
     events = generate(domain, args.events // 5, 4, Path(args.cache_dir))
     print(f"events ready: {len(events)} in {time.monotonic() - t0:.1f}s", flush=True)
-    settings = {"sync_interval_s": 3600, "sync_frame_bytes": args.frame_bytes}
+    settings: dict[str, object] = {"muxer": args.muxer, "sync_interval_s": 3600, "sync_frame_bytes": args.frame_bytes}
     with tempfile.TemporaryDirectory() as tmp:
         nodes: list[NodeProcess] = []
         try:
@@ -69,6 +70,7 @@ def main() -> None:
                 "wall_s_from_process_start": round(wall, 2),
                 "frame_bytes": args.frame_bytes,
                 "quick": args.quick,
+                "muxer": args.muxer,
             }
         finally:
             for n in nodes:

@@ -49,6 +49,7 @@ class ApiConfig:
 class P2PConfig:
     enabled: bool = True  # False: the node runs without the p2p service (API/chain only)
     listen: str = "/ip4/127.0.0.1/tcp/0"
+    muxer: str = "yamux"  # "yamux" (preferred) or "mplex"; both are offered, this one first
     bootstrap: tuple[str, ...] = ()
     mdns: bool = False
     max_connections: int = 64
