@@ -305,10 +305,9 @@ class Registry:
             return IngestResult("rejected", error=exc)
         event = signed.event
         if isinstance(event, Inception):
-            if signed.domain != self.domain:
-                subject = b""
-            else:
-                subject = digest if digest is not None else event_digest(self.domain, event)
+            # An inception's subject is its digest. None (another network, or hashing failed on a
+            # rule violation) leaves it unknown: apply_event names the violation below.
+            subject = digest if digest is not None and signed.domain == self.domain else b""
         else:
             subject = event.subject
         state = work.get(subject) or self.states.get(subject)

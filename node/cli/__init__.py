@@ -15,12 +15,19 @@ app = typer.Typer(
 
 def _register() -> None:
     # One import per topic module; each module adds its commands/sub-apps to ``app``.
-    from . import event  # noqa: F401
-    from . import demo, init, keys, node, subject  # noqa: F401
-    from . import verify  # noqa: F401
-    from . import chain, devnet  # noqa: F401
-    from . import store  # noqa: F401
-    from . import gov  # noqa: F401
+    from . import (  # noqa: F401
+        chain,
+        demo,
+        devnet,
+        event,
+        gov,
+        init,
+        keys,
+        node,
+        store,
+        subject,
+        verify,
+    )
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import sha3
 
+from .errors import MalformedEvent
 from .hashing import keccak
 from .records import (
     ZERO20,
@@ -133,7 +134,11 @@ _STRING_CACHE_MAX = 4096
 def _hash_string(s: str) -> bytes:
     h = _string_hash_cache.get(s)
     if h is None:
-        h = _keccak256(s.encode()).digest()
+        try:
+            encoded = s.encode()
+        except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800"): no UTF-8 bytes to hash
+            raise MalformedEvent("a text field is not valid UTF-8") from None
+        h = _keccak256(encoded).digest()
         if len(s) <= 32 and len(_string_hash_cache) < _STRING_CACHE_MAX:
             _string_hash_cache[s] = h
     return h

@@ -11,7 +11,9 @@ Fork choice between two validly signed events A and B at the same (subject, seq)
    controllers), the rotation wins: an attacker holding only the current keys cannot keep a
    subject by racing the rightful owner.
 3. Otherwise the subject is **disputed** at that seq: verifiers fail closed until an anchor
-   settles it. Both events are always kept as evidence.
+   settles it. Both events are always kept as evidence. Meanwhile every node holds the same
+   branch (the lowest digest among the rotations if any, else among all), so the Merkle roots
+   of subject heads agree across nodes.
 
 :class:`SubjectLog` is the in-memory log of one subject that applies these rules. The SQL store
 uses the same class on its (rare) conflict path, so there is one implementation.
@@ -55,6 +57,15 @@ def choose(a: Accepted, b: Accepted, anchored: Mapping[bytes, int]) -> Accepted 
     if ra != rb:
         return a if ra else b
     return None
+
+
+def _pick(competitors: list[Accepted], anchored: Mapping[bytes, int]) -> Accepted | None:
+    """Fork choice among any number of valid events at one seq (pairwise it equals :func:`choose`)."""
+    ranked = [c for c in competitors if c.digest in anchored]
+    if ranked:
+        return min(ranked, key=lambda c: (anchored[c.digest], c.digest))
+    rotations = [c for c in competitors if isinstance(c.signed.event, Rotation)]
+    return rotations[0] if len(rotations) == 1 else None
 
 
 Status = Literal["accepted", "known", "duplicity"]
@@ -133,21 +144,28 @@ class SubjectLog:
         positions = [anchored[a.digest] for a in self.events[seq:] if a.digest in anchored]
         if positions:
             anchored = {**anchored, held: min(positions)}
-        winner: Accepted | None = competitors[0]
-        for other in competitors[1:]:
-            winner = choose(winner, other, anchored) if winner is not None else None
-            if winner is None:
-                break
+        winner = _pick(competitors, anchored)
         if winner is None:
+            # Disputed: verdicts fail closed whichever branch is held, but every node holds the same
+            # one (lowest digest among the strongest candidates), so Merkle roots of subject heads
+            # still converge across nodes and anti-entropy sync does not re-pull the subject forever.
             self._open[seq] = competitors
+            rotations = [c for c in competitors if isinstance(c.signed.event, Rotation)]
+            held_choice = min(rotations or competitors, key=lambda c: c.digest)
+            self._hold(seq, held_choice, result)
             return
         self._open.pop(seq, None)
-        if winner.digest != self.events[seq].digest:
-            result.dropped = self.events[seq:]
-            self.events = [*self.events[:seq], winner]
-            result.switched = True
-            for s in [s for s in self._open if s > seq]:
-                del self._open[s]
+        self._hold(seq, winner, result)
+
+    def _hold(self, seq: int, chosen: Accepted, result: AppendResult) -> None:
+        """Make ``chosen`` the held event at ``seq`` (dropping the old branch above it if it differs)."""
+        if chosen.digest == self.events[seq].digest:
+            return
+        result.dropped = self.events[seq:]
+        self.events = [*self.events[:seq], chosen]
+        result.switched = True
+        for s in [s for s in self._open if s > seq]:
+            del self._open[s]
 
     def resolve(self, anchored: Mapping[bytes, int]) -> list[AppendResult]:
         """Re-run fork choice on open disputes with new anchor information."""

@@ -121,7 +121,11 @@ def _check_controllers(controllers: tuple[bytes, ...], threshold: int, limits: L
 
 
 def _check_text(value: str, limit: int, name: str) -> None:
-    if len(value.encode()) > limit:
+    try:
+        encoded = value.encode()
+    except UnicodeEncodeError:  # a lone surrogate from a "\ud800" JSON escape: not UTF-8, not hashable
+        raise MalformedEvent(f"{name} is not valid UTF-8 text") from None
+    if len(encoded) > limit:
         raise OversizedInput(f"{name} is over {limit} bytes")
 
 
@@ -234,7 +238,12 @@ def _longest_purpose(purposes: tuple[str, ...]) -> int:
 
 def _text_ok(value: str, limit: int) -> bool:
     # An ASCII string (a flag CPython keeps on every str) is its own UTF-8: no need to encode it.
-    return len(value) <= limit if value.isascii() else len(value.encode()) <= limit
+    if value.isascii():
+        return len(value) <= limit
+    try:
+        return len(value.encode()) <= limit
+    except UnicodeEncodeError:  # a lone surrogate: the reference check_shape reports it
+        return False
 
 
 def _keys_ok(keys: tuple[PublishedKey, ...], limits: Limits) -> bool:

@@ -88,15 +88,19 @@ def test_two_updates_at_one_seq_are_evidence_and_disputed() -> None:
     assert (result.evidence.seq, result.evidence.first, result.evidence.second) == (1, first, second)
     assert log.disputed
     assert log.state is not None
-    assert log.state.metadata == "first"  # nothing switches without a rule to decide
+    # No rule decides, so every node holds the same branch: the lower digest.
+    lower = min((result.evidence.first_digest, "first"), (result.evidence.second_digest, "second"))[1]
+    assert log.state.metadata == lower
+    assert result.switched == (lower == "second")
     verdict = key_verdict(log.state, log.state.subject, "k1", T0 + 5, disputed=log.disputed)
     assert verdict.status == "disputed"
     assert log.append(second).status == "known"  # the same evidence twice is not news
     assert len(log.evidence) == 1
     # an anchor arrives for the second: fork choice re-runs and switches
     [res] = log.resolve({log.evidence[0].second_digest: 1})
-    assert res.switched
+    assert res.switched == (lower == "first")
     assert not log.disputed
+    assert log.state is not None
     assert log.state.metadata == "second"
 
 

@@ -300,3 +300,25 @@ def test_a_failed_chunk_stops_the_later_ones_and_memory_matches_the_store() -> N
     store.fail_at = 0
     results = reg.ingest([encode_event(e.signed) for e in stream])
     assert [r.status for r in results] == ["known"] * 16 + ["accepted"] * 48
+
+
+def test_disputed_subjects_hold_the_same_branch_whatever_the_arrival_order() -> None:
+    heads = []
+    for order in (0, 1):
+        registry = Registry(DOMAIN, MemoryStore(), clock=lambda: NOW)
+        subject = registry.ingest([incept()])[0].subject
+        assert subject is not None
+        a = b.sign_event(DOMAIN, b.update(subject, 1, subject, NOW - 900, publish=[key("ka")]), [CURRENT])
+        c = b.sign_event(DOMAIN, b.update(subject, 1, subject, NOW - 900, publish=[key("kc")]), [CURRENT])
+        registry.ingest([a, c] if order == 0 else [c, a])
+        assert subject in registry.disputed
+        heads.append(registry.tree.root)
+    assert heads[0] == heads[1]
+
+
+def test_lone_surrogate_in_text_is_a_malformed_event_not_a_crash(registry: Registry) -> None:
+    raw = encode_event(incept()).replace(b'"metadata":""', b'"metadata":"\\ud800"')
+    [result] = registry.ingest([raw])
+    assert result.status == "rejected"
+    assert result.error is not None
+    assert result.error.code == "malformed"
