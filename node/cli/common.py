@@ -32,6 +32,10 @@ DataDirOpt = Annotated[
     typer.Option("--data-dir", "-d", envvar="KEYREG_DATA_DIR", help="Node data directory.", show_default=True),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+ServicePurposeOpt = Annotated[
+    list[str] | None, typer.Option("--purpose", "-p", help="Key purpose (repeatable); default: sig.")
+]
+ServiceAlgOpt = Annotated[str, typer.Option("--alg", help="Service key algorithm: Ed25519, P-256 or secp256k1.")]
 PasswordFileOpt = Annotated[
     Path | None,
     typer.Option(

@@ -20,6 +20,8 @@ from .common import (
     JsonOpt,
     NodeOpt,
     PasswordFileOpt,
+    ServiceAlgOpt,
+    ServicePurposeOpt,
     Session,
     err_console,
     fmt_time,
@@ -33,10 +35,6 @@ from .common import (
 keys_app = typer.Typer(help="Publish, rotate, retire and revoke the subject's service keys.", no_args_is_help=True)
 root.add_typer(keys_app, name="keys")
 
-PurposeOpt = Annotated[
-    list[str] | None, typer.Option("--purpose", "-p", help="Key purpose (repeatable); default: sig.")
-]
-AlgOpt = Annotated[str, typer.Option("--alg", help="Algorithm: Ed25519, P-256 or secp256k1.")]
 
 
 def _windows(state: dict[str, Any], key_ids: set[str]) -> list[KeyWindow]:
@@ -59,8 +57,8 @@ def _submit(s: Session, events: list[Any]) -> list[dict[str, Any]]:
 @handles_errors
 def add(
     data_dir: DataDirOpt = DEFAULT_DATA_DIR,
-    alg: AlgOpt = "Ed25519",
-    purpose: PurposeOpt = None,
+    alg: ServiceAlgOpt = "Ed25519",
+    purpose: ServicePurposeOpt = None,
     key_id: Annotated[str | None, typer.Option(help="Key id (default: derived from the key).")] = None,
     not_before: Annotated[str | None, typer.Option(help="Valid from (now, +1h, unix, ISO 8601); default now.")] = None,
     not_after: Annotated[str | None, typer.Option(help="Valid until (default: no end).")] = None,
@@ -120,8 +118,8 @@ def rotate(
         list[str] | None,
         typer.Option("--key", help="Rotate only these key ids (default: all live keys in the keystore)."),
     ] = None,
-    alg: AlgOpt = "Ed25519",
-    purpose: PurposeOpt = None,
+    alg: ServiceAlgOpt = "Ed25519",
+    purpose: ServicePurposeOpt = None,
     data_dir: DataDirOpt = DEFAULT_DATA_DIR,
     node: NodeOpt = None,
     password_file: PasswordFileOpt = None,

@@ -24,6 +24,8 @@ from .common import (
     NodeClient,
     NodeOpt,
     PasswordFileOpt,
+    ServiceAlgOpt,
+    ServicePurposeOpt,
     Session,
     err_console,
     fmt_time,
@@ -38,18 +40,14 @@ from .common import (
 subject_app = typer.Typer(help="Create and inspect subjects (the identities that publish keys).", no_args_is_help=True)
 root.add_typer(subject_app, name="subject")
 
-PurposeOpt = Annotated[
-    list[str] | None, typer.Option("--purpose", "-p", help="Key purpose (repeatable); default: sig.")
-]
-AlgOpt = Annotated[str, typer.Option("--alg", help="Service key algorithm: Ed25519, P-256 or secp256k1.")]
 
 
 @subject_app.command("create")
 @handles_errors
 def create(
     data_dir: DataDirOpt = DEFAULT_DATA_DIR,
-    alg: AlgOpt = "Ed25519",
-    purpose: PurposeOpt = None,
+    alg: ServiceAlgOpt = "Ed25519",
+    purpose: ServicePurposeOpt = None,
     key_id: Annotated[str | None, typer.Option(help="Key id of the first service key (default: derived).")] = None,
     metadata: Annotated[str, typer.Option(help="Free-form metadata stored in the log (e.g. a URL).")] = "",
     governor: Annotated[
