@@ -8,11 +8,8 @@ does) must be accepted by ``apply_event``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -38,23 +35,9 @@ from node.core.records import (
     SignedEvent,
     Update,
 )
+from tests.vectors import generate as gen
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
-
-
-def _generator() -> ModuleType:
-    name = "keyreg_vector_generator"  # the same module object test_vectors.py loads
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, VECTORS / "generate.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-gen = _generator()
 
 
 def reference_digest(domain: Domain, event: Event) -> tuple[bytes, SignableMessage]:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -14,23 +10,8 @@ from node.core.errors import StaleEvent, UnauthorizedSigner
 from node.core.fork import SubjectLog, choose
 from node.core.keystate import key_verdict
 from node.core.log import apply_event
+from tests.vectors import generate as gen
 
-VECTORS = Path(__file__).resolve().parents[1] / "vectors"
-
-
-def _generator() -> ModuleType:
-    name = "keyreg_vector_generator"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, VECTORS / "generate.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-gen = _generator()
 T0 = gen.T0
 D = gen.DEVNET
 

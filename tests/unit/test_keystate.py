@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
 from node.core.keystate import STATUSES, key_verdict, valid_keys
 from node.core.log import SubjectState, replay
 from node.core.records import GovernanceRevocation
+from tests.vectors import generate as gen
 
-VECTORS = Path(__file__).resolve().parents[1] / "vectors"
-
-
-def _generator() -> ModuleType:
-    name = "keyreg_vector_generator"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, VECTORS / "generate.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-gen = _generator()
 T0 = gen.T0
 GOV = gen.address("dao")
 

@@ -5,12 +5,8 @@ Each rejected case must fail with the specific error code the protocol names for
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import sys
 from dataclasses import dataclass, replace
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -21,23 +17,8 @@ from node.core.codec import decode_event, dumps_canonical, encode_event, event_t
 from node.core.errors import KeyregError, RuleViolation
 from node.core.log import SubjectState, apply_event, replay
 from node.core.records import Domain, SignedEvent
+from tests.vectors import generate as gen
 
-VECTORS = Path(__file__).resolve().parents[1] / "vectors"
-
-
-def _generator() -> ModuleType:
-    name = "keyreg_vector_generator"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, VECTORS / "generate.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-gen = _generator()
 POOL = [f"c{i}" for i in range(9)]
 ALGS = ["Ed25519", "secp256k1", "P-256"]
 PURPOSES = ["sign", "jwt", "tls", "encrypt"]
