@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from rich.table import Table
 from ..config import load_config
 from ..core.codec import event_to_obj
 from ..core.errors import NetworkError
+from ..gov.scenario import wait_for as wait_until
 from .common import NodeClient, err_console, out_console
 
 OVERLAP_S = 3600
@@ -37,21 +37,6 @@ def report_console(stderr: bool = False) -> Console:
 def _step(progress: bool, text: str) -> None:
     if progress:
         report_console(stderr=True).print(f"[green]✓[/] {text}", highlight=False)
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``check`` until it returns something truthy; NetworkError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = check()
-        except (httpx.HTTPError, ValueError, KeyError):
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise NetworkError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)  # polling the nodes' APIs with a deadline
 
 
 def subject_view(api: str, sid: str) -> dict[str, Any] | None:
