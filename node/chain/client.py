@@ -31,7 +31,7 @@ from eth_utils import function_signature_to_4byte_selector
 from web3 import Web3
 from web3 import exceptions as w3x
 
-from ..core.errors import ChainError
+from ..core.errors import ChainError, KeyregError
 from .artifacts import key_registry
 
 T = TypeVar("T")
@@ -70,6 +70,42 @@ def redact_url(url: str) -> str:
         return f"{parts.scheme}://{host}{port}"
     except ValueError:
         return "<unparseable rpc url>"
+
+
+Refusal = Callable[[str, list[Any] | None, str | None], KeyregError]
+
+
+def map_web3_error(
+    exc: BaseException,
+    what: str,
+    endpoint: str,
+    decode_revert: Callable[[str | None], tuple[str, list[Any]]],
+    refused: Refusal,
+) -> KeyregError:
+    """The one mapping of web3/requests failures to the error tree, with secret-free messages.
+
+    Transport failures become :class:`ChainUnavailable` (retry may help) or :class:`ChainError`;
+    a contract's refusal is built by ``refused(name, args, detail)``: ``name``/``args`` from the
+    custom error (``detail`` None), or name "revert" with the node's message as ``detail``.
+    """
+    if isinstance(exc, KeyregError):
+        return exc
+    if isinstance(exc, requests.ConnectionError | requests.Timeout | w3x.ProviderConnectionError | ConnectionError):
+        return ChainUnavailable(f"{what}: RPC endpoint {endpoint} is unreachable ({type(exc).__name__})")
+    if isinstance(exc, w3x.RequestTimedOut | w3x.TimeExhausted):
+        return ChainUnavailable(f"{what}: RPC endpoint {endpoint} timed out")
+    if isinstance(exc, requests.HTTPError):
+        status = exc.response.status_code if exc.response is not None else "?"
+        return ChainUnavailable(f"{what}: RPC endpoint {endpoint} answered HTTP {status}")
+    if isinstance(exc, w3x.ContractCustomError):
+        name, args = decode_revert(exc.data if isinstance(exc.data, str) else None)
+        return refused(name, args, None)
+    if isinstance(exc, w3x.ContractLogicError):
+        return refused("revert", None, str(exc.message))
+    if isinstance(exc, w3x.Web3RPCError):
+        message = str(exc.rpc_response.get("error", {}).get("message", "")) if exc.rpc_response else str(exc)
+        return ChainError(f"{what}: RPC error from {endpoint}: {message[:200]}")
+    return ChainError(f"{what}: {type(exc).__name__}: {str(exc)[:200]}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,26 +191,15 @@ class ChainClient:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _map_error(self, exc: BaseException, what: str) -> ChainError:
+    def _map_error(self, exc: BaseException, what: str) -> KeyregError:
         """Turn any web3/requests failure into a ChainError with a clear, secret-free message."""
-        if isinstance(exc, ChainError):
-            return exc
-        if isinstance(exc, (requests.ConnectionError, requests.Timeout, w3x.ProviderConnectionError, ConnectionError)):
-            return ChainUnavailable(f"{what}: RPC endpoint {self.endpoint} is unreachable ({type(exc).__name__})")
-        if isinstance(exc, w3x.RequestTimedOut | w3x.TimeExhausted):
-            return ChainUnavailable(f"{what}: RPC endpoint {self.endpoint} timed out")
-        if isinstance(exc, requests.HTTPError):
-            status = exc.response.status_code if exc.response is not None else "?"
-            return ChainUnavailable(f"{what}: RPC endpoint {self.endpoint} answered HTTP {status}")
-        if isinstance(exc, w3x.ContractCustomError):
-            name, args = self.decode_revert(exc.data if isinstance(exc.data, str) else None)
+
+        def reverted(name: str, args: list[Any] | None, detail: str | None) -> KeyregError:
+            if detail is not None:
+                return TransactionReverted(f"{what}: the registry contract reverted ({detail})", error=name)
             return TransactionReverted(f"{what}: the registry contract reverted with {name}", error=name, args=args)
-        if isinstance(exc, w3x.ContractLogicError):
-            return TransactionReverted(f"{what}: the registry contract reverted ({exc.message})", error="revert")
-        if isinstance(exc, w3x.Web3RPCError):
-            message = str(exc.rpc_response.get("error", {}).get("message", "")) if exc.rpc_response else str(exc)
-            return ChainError(f"{what}: RPC error from {self.endpoint}: {message[:200]}")
-        return ChainError(f"{what}: {type(exc).__name__}: {str(exc)[:200]}")
+
+        return map_web3_error(exc, what, self.endpoint, self.decode_revert, reverted)
 
     def decode_revert(self, data: str | None) -> tuple[str, list[Any]]:
         """Name and arguments of a custom-error revert payload (0x-hex)."""

@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any, TypeVar
 
-import requests
 from eth_abi import decode as abi_decode
 from eth_account import Account
 from eth_utils import function_signature_to_4byte_selector
@@ -19,7 +18,7 @@ from web3 import Web3
 from web3 import exceptions as w3x
 
 from ..chain.artifacts import Artifact, load
-from ..chain.client import ChainUnavailable, redact_url
+from ..chain.client import map_web3_error, redact_url
 from ..core.errors import ChainError, KeyregError
 from .errors import GovernanceRefused
 
@@ -100,21 +99,12 @@ def explain(name: str, args: Sequence[Any]) -> str:
 
 
 def _map_error(exc: BaseException, what: str, endpoint: str) -> KeyregError:
-    if isinstance(exc, KeyregError):
-        return exc
-    if isinstance(exc, requests.ConnectionError | requests.Timeout | w3x.ProviderConnectionError | ConnectionError):
-        return ChainUnavailable(f"{what}: RPC endpoint {endpoint} is unreachable ({type(exc).__name__})")
-    if isinstance(exc, w3x.RequestTimedOut | w3x.TimeExhausted):
-        return ChainUnavailable(f"{what}: RPC endpoint {endpoint} timed out")
-    if isinstance(exc, w3x.ContractCustomError):
-        name, args = decode_revert(exc.data if isinstance(exc.data, str) else None)
-        return GovernanceRefused(f"{what}: {explain(name, args)}", error=name, args=args)
-    if isinstance(exc, w3x.ContractLogicError):
-        return GovernanceRefused(f"{what}: the contract reverted ({exc.message})", error="revert")
-    if isinstance(exc, w3x.Web3RPCError):
-        message = str(exc.rpc_response.get("error", {}).get("message", "")) if exc.rpc_response else str(exc)
-        return ChainError(f"{what}: RPC error from {endpoint}: {message[:200]}")
-    return ChainError(f"{what}: {type(exc).__name__}: {str(exc)[:200]}")
+    def refused(name: str, args: list[Any] | None, detail: str | None) -> KeyregError:
+        if detail is not None:
+            return GovernanceRefused(f"{what}: the contract reverted ({detail})", error=name)
+        return GovernanceRefused(f"{what}: {explain(name, args or [])}", error=name, args=args)
+
+    return map_web3_error(exc, what, endpoint, decode_revert, refused)
 
 
 # ---------------------------------------------------------------------------------------------
