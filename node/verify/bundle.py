@@ -20,6 +20,11 @@ from node.core.records import Domain, SignedEvent
 
 from .errors import BundleFormatError
 
+try:  # optional: a C parser about 2.5x faster than the stdlib's; without it parsing is only slower
+    import orjson
+except ImportError:  # pragma: no cover - the stdlib parser below is complete on its own
+    orjson = None  # type: ignore[assignment]  # the optional module's stand-in
+
 FORMAT = "keyreg-bundle"
 VERSION = 1
 MAX_BUNDLE_BYTES = 1 << 30  # refuse to inflate anything larger (gzip bombs)
@@ -259,16 +264,37 @@ def read_bytes(data: bytes) -> bytes:
     return data
 
 
+def parse_json(text: bytes) -> tuple[Any, bool]:
+    """The JSON value of ``text`` with duplicate keys refused, and whether the fast parser produced it.
+
+    orjson keeps the last of duplicate keys silently (and reads integers past 64 bits as floats),
+    so its result is used only when re-encoding it gives back ``text`` byte for byte: an encoder
+    writes each key of a dict once, so a text equal to its output has no object with a repeated
+    key, and a text that is exactly orjson's output is plain RFC 8259 JSON (integers, standard
+    escapes, no whitespace) that the stdlib reads to the same value. A canonical bundle passes
+    (~0.25 s for 33 MB instead of ~0.5 s); anything else, including every malformed text, goes
+    to :func:`node.core.codec.loads_strict`, which decides exactly as it always did.
+    """
+    if orjson is not None:
+        try:
+            value = orjson.loads(text)
+            if orjson.dumps(value) == text:
+                return value, True
+        except (ValueError, TypeError):  # JSONDecodeError / JSONEncodeError (e.g. nesting past 254)
+            pass
+    try:
+        return loads_strict(text), False
+    except MalformedEvent as exc:
+        raise BundleFormatError(f"bundle is not JSON: {exc.message}", part="file") from None
+
+
 def decode_envelope(data: bytes) -> tuple[Bundle, list[Any]]:
     """Everything but the subjects decoded, and the subjects' raw JSON objects.
 
     The verifier decodes subjects with :func:`decode_subject` in its worker threads, so decoding
     overlaps the (GIL-free) signature recovery of other subjects.
     """
-    try:
-        top = loads_strict(read_bytes(data))
-    except MalformedEvent as exc:
-        raise BundleFormatError(f"bundle is not JSON: {exc.message}", part="file") from None
+    top, _ = parse_json(read_bytes(data))
     if type(top) is not dict or top.get("format") != FORMAT:
         raise BundleFormatError(f"not a keyreg bundle (format must be {FORMAT!r})", part="file")
     if top.get("version") != VERSION:

@@ -1,0 +1,107 @@
+"""Fast paths of loading (orjson plus a round-trip proof, the paused collector) decide like the plain ones."""
+
+from __future__ import annotations
+
+import gc
+import json
+
+import pytest
+from conftest import NOW, Scenario
+from test_tamper import CASES, Obj
+
+from node.core.codec import dumps_canonical
+from node.verify import BundleFormatError, BundleRefused, Verifier
+from node.verify.bundle import parse_json
+
+
+def _canonical(obj: Obj) -> bytes:
+    return dumps_canonical(obj)
+
+
+def test_canonical_bundle_takes_the_fast_path(scenario: Scenario) -> None:
+    data = _canonical(scenario.obj)
+    value, fast = parse_json(data)
+    assert fast
+    assert value == json.loads(data)
+    Verifier.from_bundle(data, scenario.block_hash, now=NOW)
+
+
+def test_other_json_takes_the_strict_path() -> None:
+    assert parse_json(b'{"a": 1}') == ({"a": 1}, False)  # whitespace: not orjson's own output
+    assert parse_json(b'{"a":"\\u0041"}') == ({"a": "A"}, False)  # an escape orjson does not write
+    # orjson reads integers past 64 bits as floats: the strict parser keeps them exact
+    assert parse_json(b'{"n":123456789012345678901234567890}') == ({"n": 123456789012345678901234567890}, False)
+    assert parse_json(b'{"a":1}') == ({"a": 1}, True)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b'{"a":1,"a":1}', b'{"a":[{"b":{"c":1,"c":1}}]}', b'{"a":1,"a":2}', b'[{},{"x":null,"x":null}]'],
+)
+def test_duplicate_keys_are_refused(text: bytes) -> None:
+    with pytest.raises(BundleFormatError, match="duplicate field"):
+        parse_json(text)
+
+
+def _duplicate_first(data: bytes, pair: bytes) -> bytes:
+    """``pair`` (a canonical '"key":value') written twice at its first occurrence."""
+    assert pair in data
+    return data.replace(pair, pair + b"," + pair, 1)
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "top level",
+        "subject",
+        "event",
+        "published key",
+        "batch anchor",
+        "governance record",
+    ],
+)
+def test_duplicate_key_deep_in_a_canonical_bundle_is_refused(scenario: Scenario, where: str) -> None:
+    # The same value twice: a parser that keeps the last would verify this bundle happily.
+    obj = scenario.copy()
+    alice = scenario.subject_obj(obj, "alice")
+    carol = scenario.subject_obj(obj, "carol")
+    pair = {
+        "top level": b'"generator":' + json.dumps(obj["generator"]).encode(),
+        "subject": b'"subject":"' + alice["subject"].encode() + b'"',
+        "event": b'"timestamp":' + str(alice["events"][1]["timestamp"]).encode(),
+        "published key": b'"notAfter":' + str(alice["events"][0]["keys"][0]["notAfter"]).encode(),
+        "batch anchor": b'"root":"' + alice["batch"]["root"].encode() + b'"',
+        "governance record": b'"logIndex":' + str(carol["governance"][0]["logIndex"]).encode(),
+    }[where]
+    data = _duplicate_first(_canonical(obj), pair)
+    with pytest.raises(BundleFormatError, match="duplicate field") as exc:
+        Verifier.from_bundle(data, scenario.block_hash, now=NOW)
+    assert exc.value.details["part"] == "file"
+
+
+@pytest.mark.parametrize(("name", "mutate", "error", "words"), CASES, ids=[c[0] for c in CASES])
+def test_tampered_canonical_bundle_is_refused(
+    scenario: Scenario, name: str, mutate: object, error: type[BundleRefused], words: str
+) -> None:
+    """The tamper cases of test_tamper once more, as canonical text (the fast parser's input)."""
+    obj = scenario.copy()
+    mutate(scenario, obj)  # type: ignore[operator]
+    data = _canonical(obj)
+    with pytest.raises(error) as exc:
+        Verifier.from_bundle(data, scenario.block_hash, now=NOW)
+    assert type(exc.value) is error, f"{name}: got {type(exc.value).__name__}: {exc.value.message}"
+    assert words in exc.value.message, exc.value.message
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_loading_restores_the_collector(scenario: Scenario, enabled: bool) -> None:
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        Verifier.from_bundle(scenario.data(), scenario.block_hash, now=NOW)
+        assert gc.isenabled() is enabled
+        with pytest.raises(BundleFormatError):
+            Verifier.from_bundle(b"{", scenario.block_hash, now=NOW)
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
