@@ -35,7 +35,6 @@ from node.core.fork import SubjectLog
 from node.core.keystate import Verdict, key_verdict, valid_keys
 from node.core.limits import DEFAULT_LIMITS, Limits
 from node.core.log import KeyRecord, SubjectState, apply_event
-from node.core.merkle import Proof, verify_proof
 from node.core.records import ZERO20, ZERO32, Domain, GovernanceRevocation, Inception, SignedEvent
 
 from . import layout, signatures
@@ -53,6 +52,7 @@ from .errors import (
     StaleView,
 )
 from .header import Header, HeaderError, decode_header
+from .inclusion import InclusionChecker
 from .mpt import EMPTY_CODE_HASH, NodePool, ProofError, account_at, storage_at
 
 _PARALLEL_MIN_SUBJECTS = 512
@@ -416,12 +416,13 @@ def _verify_subjects(
         if word == 0:
             raise ProofInvalid(f"batch root 0x{root.hex()} is not anchored at the checkpoint", part="batches")
         batch_blocks[root] = layout.unpack_batch_block(word)
+    inclusion = InclusionChecker()
 
     def verify_chunk(start: int, stop: int) -> list[tuple[SubjectEntry, SubjectView]]:
         out = []
         for i in range(start, stop):
             entry = decode_subject(raw_subjects[i], i)
-            out.append((entry, _verify_subject(entry, bundle.domain, storage, batch_blocks, limits)))
+            out.append((entry, _verify_subject(entry, bundle.domain, storage, batch_blocks, inclusion, limits)))
         return out
 
     n = len(raw_subjects)
@@ -554,7 +555,12 @@ def _governance(entry: SubjectEntry, state: SubjectState, storage: _Storage) -> 
 
 
 def _verify_subject(
-    entry: SubjectEntry, domain: Domain, storage: _Storage, batch_blocks: dict[bytes, int], limits: Limits
+    entry: SubjectEntry,
+    domain: Domain,
+    storage: _Storage,
+    batch_blocks: dict[bytes, int],
+    inclusion: InclusionChecker,
+    limits: Limits,
 ) -> SubjectView:
     sid = "0x" + entry.subject.hex()
     state, digests = _replay(entry, domain, limits)
@@ -577,7 +583,7 @@ def _verify_subject(
             raise ProofInvalid(
                 f"subject {sid}: batch root 0x{b.root.hex()} is not in the bundle's batches", part="subjects"
             )
-        if not verify_proof(b.root, entry.subject, b.seq, b.digest, Proof(b.siblings)):
+        if not inclusion.verify(b.root, entry.subject, b.seq, b.digest, b.siblings):
             raise ProofInvalid(
                 f"subject {sid}: the batch inclusion proof of seq {b.seq} does not lead to root 0x{b.root.hex()}",
                 part="subjects",
