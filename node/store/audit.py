@@ -12,7 +12,7 @@ change they describe.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -106,23 +106,46 @@ def chain_with_json(
     return out
 
 
-AuditRow = tuple[int, int, str, bytes | None, int | None, bytes | None, str, bytes, bytes]
+AuditRow = tuple[int, int, str, Any, int | None, Any, str, Any, Any]  # blobs as bytes or the driver's form
 
 
 def chain_rows(
-    entries: Iterable[AuditEntry], next_index: int, prev_hash: bytes, time: int
+    entries: Iterable[AuditEntry],
+    next_index: int,
+    prev_hash: bytes,
+    time: int,
+    blob: Callable[[bytes], Any] = bytes,
 ) -> tuple[list[AuditRow], bytes]:
     """:func:`chain_with_json` as the store's table rows (idx, time, action, subject, seq, digest,
     detail JSON, prev_hash, hash), plus the last hash; no AuditRecord objects (a test holds the
     hashes equal). The store writes one of these per event, so this is its audit hot path.
+
+    ``blob`` turns the row's bytes values into the driver's cheap form (``node.store.sql._Values``);
+    the returned last hash is always bytes.
     """
     rows: list[AuditRow] = []
     t = int(time)
     tail = f',"time":{t}}}'
     q = _quote
+    details = _DETAIL_JSON
+    prev_blob = blob(prev_hash)
     for e in entries:
         detail = e.detail
-        detail_json = flat_json(detail) if type(detail) is dict else None
+        detail_json = None
+        if type(detail) is dict:
+            items = tuple(detail.items())
+            for k, v in items:
+                if type(k) is not str or type(v) is not str:
+                    detail_json = flat_json(detail)
+                    break
+            else:
+                # All-str details (the registry's {"source", "kind"}) repeat: their JSON is cached by
+                # value. Exact str only: equal items then mean equal JSON (1 == True, 1 == 1.0).
+                detail_json = details.get(items)
+                if detail_json is None:
+                    detail_json = flat_json(detail)
+                    if detail_json is not None and len(details) < 4096:
+                        details[items] = detail_json
         if detail_json is None:
             detail_json = canonical_text(jsonable(detail))
         subject, seq, digest = e.subject, e.seq, e.digest
@@ -135,10 +158,27 @@ def chain_rows(
             + tail
         )  # fmt: skip
         h = _keccak(text.encode()).digest()
-        rows.append((next_index, t, e.action, subject, seq, digest, detail_json, prev_hash, h))
-        prev_hash = h
+        h_blob = blob(h)
+        rows.append(
+            (
+                next_index,
+                t,
+                e.action,
+                None if subject is None else blob(subject),
+                seq,
+                None if digest is None else blob(digest),
+                detail_json,
+                prev_blob,
+                h_blob,
+            )
+        )
+        prev_hash, prev_blob = h, h_blob
         next_index += 1
     return rows, prev_hash
+
+
+# Detail JSON by the detail's items (dicts of str -> str only), for chain_rows.
+_DETAIL_JSON: dict[tuple[tuple[str, str], ...], str] = {}
 
 
 class AuditSource(Protocol):

@@ -170,50 +170,112 @@ def state_to_json(state: SubjectState) -> str:
     return dumps_canonical(state_to_obj(state)).decode()
 
 
-class StateEncoder:
-    """:func:`state_to_json` with each key record's JSON cached: same bytes, a fraction of the work.
+class _SubjectText:
+    """What :class:`StateEncoder` keeps per subject: the text of the parts that rarely change."""
 
-    Successive states of a subject share their unchanged KeyRecord objects, so only new or changed
-    records are encoded. The cache holds a reference to each record, so an ``id`` is never reused
-    while cached; it is cleared when it reaches ``max_entries``.
+    __slots__ = (
+        "controllers",
+        "governor",
+        "head_prefix",
+        "metadata",
+        "middle",
+        "next_commitment",
+        "records",
+        "subject_part",
+        "texts",
+    )  # fmt: skip
+
+    def __init__(self, state: SubjectState) -> None:
+        self.controllers = state.controllers
+        self.governor = state.governor
+        self.next_commitment = state.next_commitment
+        self.metadata = state.metadata
+        controllers = ",".join([f'"0x{c.hex()}"' for c in state.controllers])
+        # Members in sorted order, as canonical JSON has them; strings through the JSON encoder.
+        self.head_prefix = (
+            f'{{"controllers":[{controllers}],"format":{STATE_FORMAT},"governor":"0x{state.governor.hex()}","head":"0x'
+        )
+        self.middle = (
+            f',"metadata":{_str(state.metadata)},"nextCommitment":"0x{state.next_commitment.hex()}","revokedAt":'
+        )
+        self.subject_part = f',"subject":"0x{state.subject.hex()}","threshold":'
+        # The key records last encoded, in the state's order, and their JSON texts.
+        self.records: list[KeyRecord] = []
+        self.texts: list[str] = []
+
+
+class StateEncoder:
+    """:func:`state_to_json`, remembering per subject what it encoded last: same bytes, less work.
+
+    Successive states of a subject share their unchanged objects (controllers, metadata, KeyRecords:
+    the core only replaces what an event changes), so for a subject seen before only the changed
+    key records and the scalar members are encoded. The cache compares by identity and holds a
+    reference to everything it compares, so a reused ``id`` cannot fool it; equal-but-new objects
+    are merely re-encoded. At most ``max_subjects`` subjects are kept (cleared when full).
     """
 
-    def __init__(self, max_entries: int = 200_000) -> None:
-        self.max_entries = max_entries
-        self._cache: dict[int, tuple[KeyRecord, str]] = {}
-
-    def _key_json(self, rec: KeyRecord) -> str:
-        hit = self._cache.get(id(rec))
-        if hit is not None and hit[0] is rec:
-            return hit[1]
-        if len(self._cache) >= self.max_entries:
-            self._cache.clear()
-        k = rec.key
-        # _key_obj's members in sorted order (canonical JSON), as canonical_text would write them.
-        text = (
-            f'{{"alg":{_quote(k.alg)},"keyId":{_quote(k.key_id)},"keyNotAfter":{_int(k.not_after)},'
-            f'"notAfter":{_int(rec.not_after)},"notBefore":{_int(k.not_before)},"publicKey":"0x{k.public_key.hex()}",'
-            f'"publishedAt":{_int(rec.published_at)},"publishedSeq":{_int(rec.published_seq)},'
-            f'"purposes":{canonical_flat(k.purposes)},"revokedAt":{_int(rec.revoked_at)},'
-            f'"revokedReason":{_quote(rec.revoked_reason)},"revokedSeq":{_int(rec.revoked_seq)}}}'
-        )
-        self._cache[id(rec)] = (rec, text)
-        return text
+    def __init__(self, max_subjects: int = 20_000) -> None:
+        self.max_subjects = max_subjects
+        self._subjects: dict[bytes, _SubjectText] = {}
 
     def encode(self, state: SubjectState) -> str:
         """Exactly ``state_to_json(state)`` (a property test holds the two equal)."""
-        keys = ",".join([self._key_json(rec) for rec in state.keys.values()])
-        controllers = ",".join([f'"0x{c.hex()}"' for c in state.controllers])
-        # Members in sorted order, as canonical JSON has them; strings through the JSON encoder.
+        c = self._subjects.get(state.subject)
+        if (
+            c is None
+            or c.controllers is not state.controllers
+            or c.governor is not state.governor
+            or c.next_commitment is not state.next_commitment
+            or c.metadata is not state.metadata
+        ):
+            old = c
+            c = _SubjectText(state)
+            if old is not None:
+                c.records, c.texts = old.records, old.texts
+            elif len(self._subjects) >= self.max_subjects:
+                self._subjects.clear()
+            self._subjects[state.subject] = c
+        records, texts = c.records, c.texts
+        cached = len(records)
+        i = 0
+        for rec in state.keys.values():
+            if i >= cached:
+                texts.append(key_json(rec))
+                records.append(rec)
+            elif records[i] is not rec:
+                texts[i] = key_json(rec)
+                records[i] = rec
+            i += 1
+        if i < cached:
+            del records[i:], texts[i:]
         return (
-            f'{{"controllers":[{controllers}],"format":{STATE_FORMAT},"governor":"0x{state.governor.hex()}",'
-            f'"head":"0x{state.head.hex()}","keys":[{keys}],'
-            f'"lastEstablishmentSeq":{_int(state.last_establishment_seq)},"metadata":{_str(state.metadata)},'
-            f'"nextCommitment":"0x{state.next_commitment.hex()}","revokedAt":{_int(state.revoked_at)},'
+            f'{c.head_prefix}{state.head.hex()}","keys":[{",".join(texts)}],'
+            f'"lastEstablishmentSeq":{state.last_establishment_seq}{c.middle}{_int(state.revoked_at)},'
             f'"revokedReason":{_str(state.revoked_reason)},"revokedSeq":{_int(state.revoked_seq)},'
-            f'"seq":{_int(state.seq)},"subject":"0x{state.subject.hex()}","threshold":{_int(state.threshold)},'
-            f'"timestamp":{_int(state.timestamp)}}}'
+            f'"seq":{state.seq}{c.subject_part}{state.threshold},"timestamp":{state.timestamp}}}'
         )
+
+
+def key_json(rec: KeyRecord) -> str:
+    """Canonical JSON of one key record as :func:`state_to_json` writes it (``_key_obj``'s members)."""
+    k = rec.key
+    purposes = _PURPOSES.get(k.purposes)
+    if purposes is None:
+        purposes = canonical_flat(k.purposes)
+        if len(_PURPOSES) < 1024:  # a handful of distinct purpose lists in practice
+            _PURPOSES[k.purposes] = purposes
+    # Members in sorted order, as canonical_text would write them. Non-optional ints are ints (the
+    # core's records), which an f-string writes as canonical JSON does.
+    return (
+        f'{{"alg":{_quote(k.alg)},"keyId":{_quote(k.key_id)},"keyNotAfter":{k.not_after},'
+        f'"notAfter":{rec.not_after},"notBefore":{k.not_before},"publicKey":"0x{k.public_key.hex()}",'
+        f'"publishedAt":{rec.published_at},"publishedSeq":{rec.published_seq},'
+        f'"purposes":{purposes},"revokedAt":{_int(rec.revoked_at)},'
+        f'"revokedReason":{_quote(rec.revoked_reason)},"revokedSeq":{_int(rec.revoked_seq)}}}'
+    )
+
+
+_PURPOSES: dict[tuple[str, ...], str] = {}  # purpose tuple -> its JSON list (key_json)
 
 
 def _int(v: int | None) -> str:
@@ -221,7 +283,7 @@ def _int(v: int | None) -> str:
 
 
 def _str(v: str) -> str:
-    return canonical_text(v)
+    return _quote(v) if type(v) is str else canonical_text(v)
 
 
 def state_to_obj_without_keys(state: SubjectState) -> dict[str, Any]:
@@ -266,6 +328,37 @@ def key_row(subject: bytes, rec: KeyRecord) -> dict[str, Any]:
         "revoked_seq": rec.revoked_seq,
         "revoked_reason": rec.revoked_reason,
     }
+
+
+def key_values(
+    subject: bytes,
+    rec: KeyRecord,
+    blob: Callable[[bytes], Any] = bytes,
+    null: Any = None,
+) -> tuple[Any, ...]:
+    """:func:`key_row`'s values in ``keys`` column order, blobs through ``blob`` and NULL as ``null``.
+
+    The SQL store's hot path (a test holds it equal to key_row); ``blob``/``null`` are the driver's
+    cheap forms (see ``node.store.sql._Values``).
+    """
+    k = rec.key
+    published_at, not_after, revoked_at = rec.published_at, rec.not_after, rec.revoked_at
+    valid_from = k.not_before if k.not_before > published_at else published_at
+    purposes = _PURPOSES.get(k.purposes) or canonical_flat(k.purposes)
+    return (
+        blob(subject),
+        k.key_id,
+        k.alg,
+        blob(k.public_key),
+        purposes,
+        rec.published_seq,
+        published_at if published_at <= I64_MAX else I64_MAX,
+        valid_from if valid_from <= I64_MAX else I64_MAX,
+        null if not not_after else (not_after if not_after <= I64_MAX else I64_MAX),  # 0 (no expiry): NULL
+        null if revoked_at is None else (revoked_at if revoked_at <= I64_MAX else I64_MAX),
+        null if rec.revoked_seq is None else rec.revoked_seq,
+        rec.revoked_reason,
+    )
 
 
 def subject_row(state: SubjectState, encoder: StateEncoder | None = None) -> dict[str, Any]:

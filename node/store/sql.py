@@ -45,13 +45,13 @@ from . import schema as t
 from .audit import chain_rows, jsonable
 from .base import AnchorRecord, AuditEntry, AuditRecord, Changes, EventConflict
 from .serialize import (
+    I64_MAX,
     StateEncoder,
     clamp64,
     governance_from_json,
     governance_to_json,
-    key_row,
+    key_values,
     state_from_json,
-    subject_row,
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -75,13 +75,17 @@ class _BulkInsert:
     constant query text (prepared once by psycopg) and one round trip whatever the row count,
     where psycopg's executemany still sends one Bind/Execute per row.
     Only our own constant table and column names are interpolated; values are always bound.
+
+    Rows carry their values in the driver's cheap forms (:class:`_Values`): on SQLite a nullable
+    column's placeholder is ``NULLIF(?, x'')`` so that NULL can travel as an empty bytearray.
     """
 
     def __init__(self, dialect: str, table: Table, cols: tuple[str, ...], suffix: str = "") -> None:
         self.sqlite = dialect == "sqlite"
         names = ", ".join(cols)
         if self.sqlite:
-            self.sql = f'INSERT INTO "{table.name}" ({names}) VALUES ({", ".join("?" * len(cols))}){suffix}'  # noqa: S608
+            marks = ", ".join("NULLIF(?, x'')" if table.c[c].nullable else "?" for c in cols)
+            self.sql = f'INSERT INTO "{table.name}" ({names}) VALUES ({marks}){suffix}'  # noqa: S608
         else:
             pg = postgresql.dialect()  # type: ignore[no-untyped-call]
             arrays = ", ".join(f"%b::{table.c[c].type.compile(dialect=pg)}[]" for c in cols)
@@ -94,6 +98,23 @@ class _BulkInsert:
             conn.exec_driver_sql(self.sql, rows)
         else:
             conn.exec_driver_sql(self.sql, tuple(list(col) for col in zip(*rows, strict=True)))
+
+
+class _Values:
+    """How the per-event rows carry blobs, NULLs and booleans to the driver.
+
+    Python's sqlite3 binds int, float, str and bytearray directly but sends every other value
+    (bytes, None, bool) through its adapter-protocol lookup first, which cost ~1 us per value: more
+    than the rest of a row. So on SQLite blobs go as bytearray, NULL as an empty bytearray (turned
+    back into NULL by the ``NULLIF(?, x'')`` placeholder of nullable columns; no nullable column
+    holds an empty blob) and booleans as 0/1. PostgreSQL gets plain bytes, None and bool.
+    """
+
+    def __init__(self, sqlite: bool) -> None:
+        self.blob: Callable[[bytes], bytes | bytearray] = bytearray if sqlite else bytes  # bytes(b) is b
+        self.null: bytearray | None = bytearray() if sqlite else None
+        self.false: bool | int = 0 if sqlite else False
+        self.true: bool | int = 1 if sqlite else True
 
 
 def _alembic_config(connection: Connection) -> AlembicConfig:
@@ -197,6 +218,7 @@ class SqlStore:
             self.dialect, t.keys, _KEY_COLS, _on_conflict(("subject", "key_id"), _KEY_COLS[2:])
         )
         self._encoder = StateEncoder()
+        self._values = _Values(self.dialect == "sqlite")
         self._insert_evidence = ins(t.evidence).on_conflict_do_nothing()
         self._insert_governance = ins(t.governance).on_conflict_do_nothing()
         self._insert_anchor = ins(t.anchors).on_conflict_do_nothing()
@@ -236,37 +258,14 @@ class SqlStore:
             for subject, seq in changes.switched:
                 self._archive(conn, subject, seq, now)
             if changes.appended:
-                self._bulk_event.run(
-                    conn,
-                    [
-                        (acc.subject, acc.signed.event.seq, acc.digest, acc.signed.event.kind, raw, now)
-                        for acc, raw in changes.appended
-                    ],
-                )
-            if changes.states:
+                blob = self._values.blob
                 rows = []
-                key_rows = []
-                for subject, state in changes.states.items():
-                    r = subject_row(state, self._encoder)
-                    rows.append(
-                        (
-                            subject,
-                            r["seq"],
-                            r["head"],
-                            changes.disputed.get(subject, False),
-                            r["revoked_at"],
-                            r["state"],
-                        )
-                    )
-                    old: Mapping[str, KeyRecord] = {} if subject in switched else self._written_keys.get(subject, {})
-                    for kid, rec in state.keys.items():
-                        was = old.get(kid)
-                        if was is not rec and was != rec:
-                            k = key_row(subject, rec)
-                            key_rows.append(tuple(k[c] for c in _KEY_COLS))
-                    written[subject] = state.keys
-                self._bulk_subject.run(conn, rows)
-                self._bulk_key.run(conn, key_rows)
+                for acc, raw in changes.appended:
+                    event = acc.signed.event
+                    rows.append((blob(acc.subject), event.seq, blob(acc.digest), event.kind, blob(raw), now))
+                self._bulk_event.run(conn, rows)
+            if changes.states:
+                self._write_states(conn, changes, switched, written)
             if changes.disputed:
                 conn.execute(self._set_disputed, [{"s": s, "d": d} for s, d in changes.disputed.items()])
             if changes.evidence:
@@ -307,6 +306,38 @@ class SqlStore:
             if changes.audit:
                 self._append_audit(conn, changes.audit, now)
         self._written_keys.update(written)
+
+    def _write_states(
+        self, conn: Connection, changes: Changes, switched: set[bytes], written: dict[bytes, Mapping[str, KeyRecord]]
+    ) -> None:
+        """Upsert the subjects rows of ``changes.states`` and the key rows that changed since written."""
+        v = self._values
+        blob, null, encode = v.blob, v.null, self._encoder.encode
+        disputed = changes.disputed
+        rows = []
+        key_rows = []
+        for subject, state in changes.states.items():
+            revoked_at = state.revoked_at
+            rows.append(
+                (
+                    blob(subject),
+                    state.seq,
+                    blob(state.head),
+                    v.true if disputed.get(subject, False) else v.false,
+                    null if revoked_at is None else min(revoked_at, I64_MAX),
+                    encode(state),
+                )
+            )
+            keys = state.keys
+            old: Mapping[str, KeyRecord] = {} if subject in switched else self._written_keys.get(subject, {})
+            if old is not keys:  # a state whose event changed no key shares its predecessor's mapping
+                for kid, rec in keys.items():
+                    was = old.get(kid)
+                    if was is not rec and was != rec:
+                        key_rows.append(key_values(subject, rec, blob, null))
+            written[subject] = keys
+        self._bulk_subject.run(conn, rows)
+        self._bulk_key.run(conn, key_rows)
 
     def _archive(self, conn: Connection, subject: bytes, seq: int, now: int) -> None:
         """Move the branch from seq on to the archive (never deleted), and drop its derived keys."""
@@ -389,7 +420,9 @@ class SqlStore:
         if self.dialect == "postgresql":
             q = q.with_for_update()
         next_index, last_hash = conn.execute(q).one()
-        rows, last = chain_rows(entries, next_index, bytes(last_hash), now)
+        # Records handed back (local key operations, rare) need bytes; commits take the driver's form.
+        blob = bytes if want_records else self._values.blob
+        rows, last = chain_rows(entries, next_index, bytes(last_hash), now, blob)
         self._bulk_audit.run(conn, rows)
         conn.execute(update(t.audit_head).where(h.id == 1).values(next_index=rows[-1][0] + 1, last_hash=last))
         if not want_records:

@@ -78,3 +78,27 @@ def test_fast_canonical_json_equals_the_encoder(value: object) -> None:
     from node.store.serialize import canonical_flat, canonical_text
 
     assert canonical_flat(value) == canonical_text(value)
+
+
+def test_chain_rows_in_the_sqlite_form_and_cached_details() -> None:
+    """Blobs as bytearray hash the same; the detail JSON cache never mixes up equal-comparing values."""
+    items = [
+        AuditEntry("accept", b"\x01" * 32, 3, b"\x02" * 32, {"source": "api", "kind": "update"}),
+        AuditEntry("accept", b"\x01" * 32, 4, b"\x03" * 32, {"source": "api", "kind": "update"}),
+        AuditEntry("reject", None, None, None, {"source": "api", "code": "bad"}),
+        AuditEntry("key-op", None, None, None, {"n": 1}),
+        AuditEntry("key-op", None, None, None, {"n": True}),
+        AuditEntry("key-op", None, None, None, {"n": 1.0}),
+        AuditEntry("key-op", None, None, None, {"n": "1"}),
+    ]
+    rows, last = chain_rows(items, 7, GENESIS, 1234)
+    fast, fast_last = chain_rows(items, 7, GENESIS, 1234, bytearray)
+    assert fast == rows
+    assert fast_last == last
+    assert type(fast_last) is bytes
+    assert all(type(v) is not bytes for r in fast for v in r)
+    assert [r[6] for r in rows[3:]] == ['{"n":1}', '{"n":true}', '{"n":1.0}', '{"n":"1"}']
+    again, _ = chain_rows(items, 7, GENESIS, 1234)  # now from the cache
+    assert again == rows
+    records = chain_with_json(items, 7, GENESIS, 1234)
+    assert [r[8] for r in rows] == [x.hash for x, _ in records]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import MappingProxyType
 
 from hypothesis import given, settings
@@ -9,7 +10,7 @@ from hypothesis import strategies as st
 
 from node.core.log import KeyRecord, SubjectState
 from node.core.records import ALGORITHMS, PublishedKey
-from node.store.serialize import I64_MAX, StateEncoder, key_row, state_from_json, state_to_json
+from node.store.serialize import I64_MAX, StateEncoder, key_row, key_values, state_from_json, state_to_json
 
 u64 = st.integers(0, 2**64 - 1)
 b32 = st.binary(min_size=32, max_size=32)
@@ -92,3 +93,57 @@ def test_key_rows_fit_signed_64_bit_columns(state: SubjectState) -> None:
         row = key_row(state.subject, rec)
         for col in ("published_at", "valid_from", "not_after", "revoked_at", "published_seq", "revoked_seq"):
             assert row[col] is None or row[col] <= I64_MAX or col.endswith("seq")
+
+
+@settings(max_examples=60, deadline=None)
+@given(states(), st.data())
+def test_encoder_follows_a_subject_through_successive_states(state: SubjectState, data: st.DataObject) -> None:
+    """The per-subject cache: states sharing, replacing, adding and dropping records encode exactly."""
+    encoder = StateEncoder()
+    assert encoder.encode(state) == state_to_json(state)
+    for _ in range(4):
+        keys = dict(state.keys)
+        action = data.draw(st.sampled_from(["add", "replace", "drop", "controllers", "metadata", "same"]))
+        if action == "add":
+            kid = data.draw(st.text(min_size=13, max_size=14))  # longer than states() ids: a new one
+            keys[kid] = data.draw(key_records(kid))
+        elif action == "replace" and keys:
+            kid = data.draw(st.sampled_from(sorted(keys)))
+            keys[kid] = replace(keys[kid], revoked_at=data.draw(opt_u64), revoked_reason=data.draw(text))
+        elif action == "drop" and keys:
+            keys.pop(next(iter(keys)))
+        changes: dict[str, object] = {"keys": MappingProxyType(keys), "seq": data.draw(u64)}
+        if action == "controllers":
+            changes["controllers"] = tuple(data.draw(st.lists(b20, min_size=1, max_size=3)))
+            changes["next_commitment"] = data.draw(b32)
+        if action == "metadata":
+            changes["metadata"] = data.draw(text)
+        state = replace(state, **changes)  # type: ignore[arg-type]
+        assert encoder.encode(state) == state_to_json(state)
+
+
+def test_encoder_cache_is_bounded() -> None:
+    encoder = StateEncoder(max_subjects=2)
+    rec = KeyRecord(PublishedKey("k", "Ed25519", b"\x01" * 32, ("sig",), 0, 0), 0, 0, 0)
+    for i in range(5):
+        state = SubjectState(
+            bytes([i]) * 32, 0, b"\x02" * 32, 0, (b"\x03" * 20,), 1, b"\x00" * 32, b"\x00" * 20, "", {"k": rec}
+        )
+        assert encoder.encode(state) == state_to_json(state)
+    assert len(encoder._subjects) <= 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(states())
+def test_key_values_are_key_row_in_column_order(state: SubjectState) -> None:
+    from node.store.schema import keys as keys_table
+
+    cols = [c.name for c in keys_table.columns]
+    null = bytearray()
+    for rec in state.keys.values():
+        row = key_row(state.subject, rec)
+        assert key_values(state.subject, rec) == tuple(row[c] for c in cols)
+        # the SQLite forms: blobs as bytearray, NULL as an empty bytearray (NULLIF in the statement)
+        sqlite_form = key_values(state.subject, rec, bytearray, null)
+        assert sqlite_form == tuple(null if row[c] is None else row[c] for c in cols)
+        assert not any(type(v) is bytes for v in sqlite_form)
