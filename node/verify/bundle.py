@@ -8,6 +8,7 @@ Nothing here checks proofs or signatures: that is :mod:`node.verify.verifier`'s 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import zlib
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 
 from node.core.codec import dumps_canonical, event_from_obj, event_to_obj, loads_strict
 from node.core.errors import MalformedEvent
-from node.core.records import Domain, SignedEvent
+from node.core.records import Domain, SignedEvent, fast_init
 
 from .errors import BundleFormatError
 
@@ -32,6 +33,7 @@ MAX_BUNDLE_BYTES = 1 << 30  # refuse to inflate anything larger (gzip bombs)
 T = TypeVar("T")
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     """The block every proof is checked against; ``header`` is its RLP (keccak(header) == hash)."""
@@ -42,6 +44,7 @@ class Checkpoint:
     header: bytes
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class GovernanceEntry:
     """A governance revocation as indexed from the chain. ``key_id`` and ``effective_at`` are proven
@@ -57,6 +60,7 @@ class GovernanceEntry:
     log_index: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class EvidenceEntry:
     """Two validly signed events at one seq (duplicity)."""
@@ -66,6 +70,7 @@ class EvidenceEntry:
     second: SignedEvent
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DirectAnchor:
     """What the registry's head slots hold for a subject (seq 0 and digest zero if never anchored)."""
@@ -74,6 +79,7 @@ class DirectAnchor:
     digest: bytes
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class BatchAnchor:
     """A subject head inside an anchored batch root, with its sparse Merkle inclusion proof."""
@@ -84,6 +90,7 @@ class BatchAnchor:
     siblings: tuple[bytes, ...]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SubjectEntry:
     """Everything a bundle carries about one subject."""
@@ -96,6 +103,7 @@ class SubjectEntry:
     batch: BatchAnchor | None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Bundle:
     """A decoded bundle (not yet verified)."""
@@ -118,6 +126,8 @@ def _fail(where: str, what: str) -> BundleFormatError:
 
 
 def _obj(v: Any, fields: frozenset[str], where: str, optional: frozenset[str] = frozenset()) -> dict[str, Any]:
+    if type(v) is dict and v.keys() == fields:  # the common case, one comparison in C
+        return v
     if type(v) is not dict:
         raise _fail(where, "must be an object")
     keys = set(v)
@@ -192,6 +202,25 @@ def _hex_list(v: Any, where: str, length: int | None = None) -> tuple[bytes, ...
     return _list(v, where, lambda x, w: _hex(x, w, length))  # slow path: names the bad item
 
 
+def _hash_list(v: list[Any]) -> tuple[bytes, ...]:
+    """A list of 32-byte hex strings (Merkle siblings, batch roots) in a few C calls; raises on doubt.
+
+    Accepts exactly what ``_hex(x, w, 32)`` accepts item by item: every item is a str of 66
+    characters, so in the concatenation item i is the slice [66i, 66i + 66); each starts with "0x";
+    dropping those prefixes leaves 64n characters (an "0x" inside an item would drop more), which
+    must be lowercase hex (the fromhex/hex round trip, which also rules out whitespace).
+    """
+    n = len(v)
+    joined = "".join(v)  # TypeError unless every item is a str
+    if n and (set(map(len, v)) != {66} or joined[::66] != "0" * n or joined[1::66] != "x" * n):
+        raise _Doubt
+    digits = joined.replace("0x", "")
+    b = bytes.fromhex(digits)
+    if len(digits) != 64 * n or b.hex() != digits:
+        raise _Doubt
+    return tuple([b[i : i + 32] for i in range(0, 32 * n, 32)])
+
+
 def _event(v: Any, where: str) -> SignedEvent:
     try:
         return event_from_obj(v)
@@ -220,6 +249,60 @@ def _evidence(v: Any, where: str) -> EvidenceEntry:
     o = _obj(v, frozenset(("seq", "first", "second")), where)
     return EvidenceEntry(
         _uint(o["seq"], f"{where}.seq"), _event(o["first"], f"{where}.first"), _event(o["second"], f"{where}.second")
+    )
+
+
+class _Doubt(Exception):
+    """The fast subject decoder does not accept this input; the precise one decides."""
+
+
+_SUBJECT = frozenset(("subject", "events", "evidence", "governance", "anchor", "batch"))
+_ANCHOR = frozenset(("seq", "digest"))
+_BATCH = frozenset(("root", "seq", "digest", "siblings"))
+_U64_LIMIT = 1 << 64
+
+
+def _hash(v: Any) -> bytes:
+    digits = v[2:]
+    b = bytes.fromhex(digits)  # TypeError unless a str, ValueError unless hex
+    if len(b) == 32 and v[:2] == "0x" and b.hex() == digits:
+        return b
+    raise _Doubt
+
+
+def _seq(v: Any) -> int:
+    if type(v) is int and 0 <= v < _U64_LIMIT:
+        return v
+    raise _Doubt
+
+
+def _fast_subject(o: Any) -> SubjectEntry:
+    """:func:`_subject` for input it accepts, with fewer calls; raises (anything) on any doubt.
+
+    Checks the same conditions as the precise decoder (exact field sets, types, ranges, canonical
+    hex) so that it accepts the same input and builds the same entry; it names nothing, since every
+    failure is decoded again by :func:`_subject` for its message.
+    """
+    if type(o) is not dict or o.keys() != _SUBJECT:
+        raise _Doubt
+    a, b = o["anchor"], o["batch"]
+    if type(a) is not dict or a.keys() != _ANCHOR:
+        raise _Doubt
+    batch = None
+    if b is not None:
+        if type(b) is not dict or b.keys() != _BATCH or type(b["siblings"]) is not list:
+            raise _Doubt
+        batch = BatchAnchor(_hash(b["root"]), _seq(b["seq"]), _hash(b["digest"]), _hash_list(b["siblings"]))
+    events, evidence, governance = o["events"], o["evidence"], o["governance"]
+    if type(events) is not list or type(evidence) is not list or type(governance) is not list:
+        raise _Doubt
+    return SubjectEntry(
+        subject=_hash(o["subject"]),
+        events=tuple([event_from_obj(e) for e in events]),
+        evidence=_list(evidence, "subjects", _evidence) if evidence else (),
+        governance=_list(governance, "subjects", _governance) if governance else (),
+        anchor=DirectAnchor(_seq(a["seq"]), _hash(a["digest"])),
+        batch=batch,
     )
 
 
@@ -327,6 +410,8 @@ def decode_envelope(data: bytes) -> tuple[Bundle, list[Any]]:
 def decode_subject(obj: Any, index: int) -> SubjectEntry:
     """Decode the ``index``-th subject object of a bundle."""
     where = "subjects"
+    with contextlib.suppress(Exception):  # any doubt at all: the precise decoder accepts the same or names the fault
+        return _fast_subject(obj)
     try:
         return _subject(obj, where)
     except BundleFormatError as exc:

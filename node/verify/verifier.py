@@ -35,7 +35,7 @@ from node.core.fork import SubjectLog
 from node.core.keystate import Verdict, key_verdict, valid_keys
 from node.core.limits import DEFAULT_LIMITS, Limits
 from node.core.log import KeyRecord, SubjectState, apply_event
-from node.core.records import ZERO20, ZERO32, Domain, GovernanceRevocation, Inception, SignedEvent
+from node.core.records import ZERO20, ZERO32, Domain, GovernanceRevocation, Inception, SignedEvent, fast_init
 
 from . import layout, signatures
 from .bundle import Bundle, SubjectEntry, decode_envelope, decode_subject
@@ -100,6 +100,7 @@ def _cyclic_gc_paused() -> Iterator[None]:
                 gc.collect(1)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Anchor:
     """A head the chain proves anchored at the checkpoint."""
@@ -110,6 +111,7 @@ class Anchor:
     root: bytes | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SubjectView:
     """What a verified bundle says about one subject."""

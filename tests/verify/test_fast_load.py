@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
+from typing import Any
 
 import pytest
 from conftest import NOW, Scenario
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_tamper import CASES, Obj
 
 from node.core.codec import dumps_canonical
 from node.verify import BundleFormatError, BundleRefused, Verifier
-from node.verify.bundle import parse_json
+from node.verify.bundle import _fast_subject, _hash_list, _hex, _subject, parse_json
 
 
 def _canonical(obj: Obj) -> bytes:
@@ -105,3 +109,104 @@ def test_loading_restores_the_collector(scenario: Scenario, enabled: bool) -> No
         assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+_ODD_VALUES = st.sampled_from(
+    [
+        None,
+        True,
+        0,
+        -1,
+        1 << 64,
+        (1 << 64) - 1,
+        1.0,
+        "",
+        "0x",
+        "0X" + "ab" * 32,
+        "0x" + "AB" * 32,
+        "0x" + "ab" * 31,
+        "0x" + "ab" * 33,
+        "0x" + "ab" * 31 + "a b",
+        "0x0x" + "ab" * 31,
+        "ab" * 33,
+        [],
+        {},
+        ["0x" + "ab" * 32],
+    ]
+)
+
+
+def _paths(v: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [at]
+    if isinstance(v, dict):
+        for k, x in v.items():
+            out += _paths(x, (*at, k))
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            out += _paths(x, (*at, i))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_fast_subject_decoder_accepts_only_what_the_precise_one_does(scenario: Scenario, data: st.DataObject) -> None:
+    name = data.draw(st.sampled_from(["alice", "carol", "dave"]))
+    obj = copy.deepcopy(scenario.subject_obj(scenario.obj, name))
+    for _ in range(data.draw(st.integers(1, 3))):
+        paths = _paths(obj)[1:]
+        shallow = [p for p in paths if len(p) <= 2 or p[:2] == ("batch", "siblings")]
+        path = data.draw(st.sampled_from(shallow) | st.sampled_from(paths))
+        parent = obj
+        for step in path[:-1]:
+            parent = parent[step]
+        action = data.draw(st.sampled_from(["set", "delete", "add"]))
+        if action == "set":
+            parent[path[-1]] = data.draw(_ODD_VALUES)
+        elif action == "delete":
+            del parent[path[-1]]
+        elif isinstance(parent, dict):
+            parent["extra"] = 1
+        else:
+            parent.append(data.draw(_ODD_VALUES))
+    try:
+        expected: object = _subject(obj, "subjects")
+    except BundleFormatError:
+        expected = BundleFormatError
+    try:
+        got: object = _fast_subject(obj)
+    except Exception:  # any doubt is fine: the precise decoder decides
+        return
+    assert got == expected
+
+
+_H = "0x" + "ab" * 32
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [],
+        [_H],
+        [_H, "0x" + "01" * 32],
+        [_H.upper().replace("0X", "0x")],
+        [_H[:-2]],
+        [_H + "ab"],
+        [_H[:-1] + " "],
+        ["0x" + "ab" * 32 + "0x", "ab" * 32],  # lengths 68 + 64: the prefixes line up, the items do not
+        ["0x0x" + "ab" * 31, _H],
+        ["00" + "ab" * 32],
+        [_H, 7],
+        [_H, ["0x"]],
+        ["0x" + "ab" * 31 + "zz"],
+    ],
+)
+def test_hash_list_accepts_exactly_what_hex_does(items: list[Any]) -> None:
+    try:
+        expected: object = tuple(_hex(x, "w", 32) for x in items)
+    except BundleFormatError:
+        expected = None
+    try:
+        got: object = _hash_list(items)
+    except Exception:  # the precise path decides
+        got = None
+    assert got == expected
