@@ -43,6 +43,13 @@ def _recover_uncompressed(digest: bytes, signature64: bytes, recid: int) -> byte
     return public_key.format(compressed=False)
 
 
+def _recover_signer_public_api(digest: bytes, signature: bytes, recid: int) -> bytes:
+    """Address of the key recovered from r||s (the first 64 bytes of ``signature``) and recid."""
+    return keccak(_recover_uncompressed(digest, signature[:64], recid)[1:])[12:]
+
+
+_recover_signer = _recover_signer_public_api
+
 try:
     # The same libsecp256k1 calls coincurve's PublicKey makes, without its per-call object layers
     # (about 15% of the fast path's time). Falls back to the public API if coincurve's internals move.
@@ -59,35 +66,42 @@ try:
     # cffi releases the GIL inside C calls, so scratch buffers are per thread.
     _scratch = threading.local()
 
-    def _buffers() -> tuple[Any, Any, Any, Any]:
-        try:
-            return _scratch.buffers  # type: ignore[no-any-return]
-        except AttributeError:
-            _scratch.buffers = (
-                _ffi.new("secp256k1_ecdsa_recoverable_signature *"),
-                _ffi.new("secp256k1_pubkey *"),
-                _ffi.new("unsigned char[65]"),
-                _ffi.new("size_t *", 65),
-            )
-            return _scratch.buffers  # type: ignore[no-any-return]
+    def _new_buffers() -> tuple[Any, Any, Any, Any, memoryview]:
+        out = _ffi.new("unsigned char[65]")
+        return (
+            _ffi.new("secp256k1_ecdsa_recoverable_signature *"),
+            _ffi.new("secp256k1_pubkey *"),
+            out,
+            _ffi.new("size_t *", 65),
+            memoryview(_ffi.buffer(out))[1:],  # X||Y of the serialized key, hashed in place
+        )
 
-    def _recover_uncompressed_raw(digest: bytes, signature64: bytes, recid: int) -> bytes:
-        sig, pub, out, size = _buffers()
-        if not _parse(_CTX, sig, signature64, recid):
+    def _recover_signer_raw(digest: bytes, signature: bytes, recid: int) -> bytes:
+        try:
+            sig, pub, out, size, xy = _scratch.buffers
+        except AttributeError:
+            sig, pub, out, size, xy = _scratch.buffers = _new_buffers()
+        # parse_compact reads the first 64 bytes (r||s): no need to slice off v.
+        if not _parse(_CTX, sig, signature, recid):
             raise ValueError("unparseable signature")
         if not _recover(_CTX, pub, sig, digest):
             raise ValueError("signature does not recover")
         size[0] = 65
         _serialize(_CTX, out, size, pub, _UNCOMPRESSED)
-        return _ffi.buffer(out, 65)[:]  # type: ignore[no-any-return]
+        address: bytes = _keccak(xy).digest()[12:]
+        return address
 
     _probe = PrivateKey(b"\x01" * 32).sign_recoverable(b"\x02" * 32, hasher=None)
-    if _recover_uncompressed_raw(b"\x02" * 32, _probe[:64], _probe[64]) == _recover_uncompressed(
-        b"\x02" * 32, _probe[:64], _probe[64]
+    if _recover_signer_raw(b"\x02" * 32, _probe, _probe[64]) == _recover_signer_public_api(
+        b"\x02" * 32, _probe, _probe[64]
     ):
-        _recover_uncompressed = _recover_uncompressed_raw
+        _recover_signer = _recover_signer_raw
 except Exception:  # noqa: S110  any mismatch or missing internal keeps the public-API path
     pass
+
+# s <= N/2 compared as bytes: for big-endian strings of one length, byte order is numeric order.
+_HALF_N_BYTES = _HALF_N.to_bytes(32, "big")
+_ZERO_S = bytes(32)
 
 
 def recover_address(digest: bytes, signature: bytes) -> bytes:
@@ -100,17 +114,17 @@ def recover_address(digest: bytes, signature: bytes) -> bytes:
     v = signature[64]
     if v != 27 and v != 28:
         raise BadSignature(f"signature v must be 27 or 28, got {v}")
-    s = int.from_bytes(signature[32:64], "big")
-    if s == 0 or s > _HALF_N:
+    s = signature[32:64]
+    if type(s) is not bytes:  # a bytearray or memoryview: compare numerically as before
+        s = bytes(s)
+    if s > _HALF_N_BYTES or s == _ZERO_S:
         raise BadSignature("signature s is zero or in the upper half of the curve order (EIP-2)")
     if len(digest) != 32:
         raise BadSignature("digest must be 32 bytes")
     try:
-        public_key = _recover_uncompressed(digest, signature[:64], v - 27)
+        return _recover_signer(digest, signature, v - 27)
     except Exception as exc:  # coincurve raises plain Exception subclasses on bad points
         raise BadSignature("signature does not recover to a public key") from exc
-    digest_: bytes = _keccak(public_key[1:]).digest()
-    return digest_[12:]
 
 
 def sign_digest(secret: bytes, digest: bytes) -> bytes:
