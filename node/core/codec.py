@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any, NoReturn
 
+import orjson
+
 from .errors import MalformedEvent, OversizedInput
 from .limits import DEFAULT_LIMITS, Limits
 from .records import (
@@ -23,6 +25,7 @@ from .records import (
     Rotation,
     SignedEvent,
     Update,
+    constructor,
 )
 
 _U64_MAX = 2**64 - 1
@@ -262,13 +265,31 @@ class _Doubt(Exception):
     """The fast path does not accept this input; the reference decoder decides."""
 
 
+# Positional constructors: a class call's dispatch costs about as much as setting the fields.
+_new_signed = constructor(SignedEvent)
+_new_inception = constructor(Inception)
+_new_update = constructor(Update)
+_new_rotation = constructor(Rotation)
+_new_revocation = constructor(Revocation)
+_new_key = constructor(PublishedKey)
+_new_retirement = constructor(KeyRetirement)
+_new_domain = constructor(Domain)
+
+
 def _hx(v: Any, length: int) -> bytes:
-    """Bytes of ``v`` if it is exactly "0x" + lowercase hex of ``length`` bytes (-1: any length)."""
-    digits = v[2:]
-    b = _fromhex(digits)  # TypeError unless a str; ValueError on a non-hex character
-    # fromhex also takes uppercase digits and whitespace: only the lowercase form survives the round
+    """Bytes of ``v`` if it is exactly "0x" + lowercase hex of ``length`` bytes."""
+    b = _fromhex(v[2:])  # TypeError unless a str; ValueError on a non-hex character
+    # fromhex also takes uppercase digits and whitespace: only the canonical form survives the round
     # trip through hex() (cheaper than str.islower(), which looks up every character's case).
-    if b.hex() == digits and v[:2] == "0x" and (length < 0 or len(b) == length):
+    if len(b) == length and "0x" + b.hex() == v:
+        return b
+    raise _Doubt
+
+
+def _hx_any(v: Any) -> bytes:
+    """_hx for a field of any length (a published key's public key)."""
+    b = _fromhex(v[2:])
+    if "0x" + b.hex() == v:
         return b
     raise _Doubt
 
@@ -285,8 +306,16 @@ def _u8(v: Any) -> int:
     raise _Doubt
 
 
+# Field counts. The fast path checks an object's field set by its size alone: it reads every field
+# of the set (a missing one raises KeyError, a doubt), so with as many keys as fields there is no
+# room for an unknown one. tests/unit/test_fast_paths.py renames each field to prove every one is read.
+_FIELD_COUNT = {kind: len(fields) for kind, fields in FIELDS.items()}
+_KEY_FIELD_COUNT = len(_KEY_FIELDS)
+_RETIRE_FIELD_COUNT = len(_RETIRE_FIELDS)
+
+
 def _fast_key(o: Any, max_purposes: int) -> PublishedKey:
-    if type(o) is not dict or o.keys() != _KEY_FIELDS:
+    if type(o) is not dict or len(o) != _KEY_FIELD_COUNT:
         raise _Doubt
     key_id, alg, purposes = o["keyId"], o["alg"], o["purposes"]
     if type(key_id) is not str or type(alg) is not str or type(purposes) is not list or len(purposes) > max_purposes:
@@ -294,62 +323,54 @@ def _fast_key(o: Any, max_purposes: int) -> PublishedKey:
     for p in purposes:
         if type(p) is not str:
             raise _Doubt
-    return PublishedKey(
-        key_id, alg, _hx(o["publicKey"], -1), tuple(purposes), _u64(o["notBefore"]), _u64(o["notAfter"])
+    return _new_key(
+        key_id, alg, _hx_any(o["publicKey"]), tuple(purposes), _u64(o["notBefore"]), _u64(o["notAfter"])
     )
 
 
 def _fast_retirement(o: Any) -> KeyRetirement:
-    if type(o) is not dict or o.keys() != _RETIRE_FIELDS or type(o["keyId"]) is not str:
+    if type(o) is not dict or len(o) != _RETIRE_FIELD_COUNT or type(o["keyId"]) is not str:
         raise _Doubt
-    return KeyRetirement(o["keyId"], _u64(o["notAfter"]))
+    return _new_retirement(o["keyId"], _u64(o["notAfter"]))
+
+
+# (chainId, verifyingContract as sent, Domain) of the last event: one network per node, so this
+# skips even the _domains lookup (hashing a fresh 42-character string). Replaced whole (thread-safe).
+# The initial chainId None never matches: a match also requires an int.
+_last_domain: tuple[int | None, str, Domain] = (None, "", Domain(0, b""))
+
+
+def _fast_domain(chain_id: Any, contract: Any) -> Domain:
+    global _last_domain
+    last_id, last_contract, domain = _last_domain
+    if chain_id == last_id and contract == last_contract and type(chain_id) is int:  # True == 1: check type
+        return domain
+    if type(chain_id) is not int:  # True would hash like 1 in the cache key
+        raise _Doubt
+    cached = _domains.get((chain_id, contract))
+    if cached is None:
+        if not 0 <= chain_id <= _U256_MAX:
+            raise _Doubt
+        cached = _new_domain(chain_id, _hx(contract, 20))
+        if len(_domains) < 64:
+            _domains[(chain_id, contract)] = cached
+    _last_domain = (chain_id, contract, cached)
+    return cached
 
 
 def _fast_event(obj: Any, limits: Limits) -> SignedEvent:
     if type(obj) is not dict:
         raise _Doubt
     kind = obj["kind"]
-    if obj.keys() != FIELDS[kind]:  # unknown or missing fields (FIELDS[kind]: KeyError on an unknown kind)
+    if len(obj) != _FIELD_COUNT[kind]:  # KeyError on an unknown kind; every field is read below
         raise _Doubt
-    chain_id, contract = obj["chainId"], obj["verifyingContract"]
-    if type(chain_id) is not int:  # True would hash like 1 in the cache key
-        raise _Doubt
-    domain = _domains.get((chain_id, contract))
-    if domain is None:
-        if not 0 <= chain_id <= _U256_MAX:
-            raise _Doubt
-        domain = Domain(chain_id, _hx(contract, 20))
-        if len(_domains) < 64:
-            _domains[(chain_id, contract)] = domain
+    domain = _fast_domain(obj["chainId"], obj["verifyingContract"])
     sigs = obj["signatures"]
     max_controllers = limits.max_controllers
     if type(sigs) is not list or len(sigs) > max_controllers:
         raise _Doubt
-    signatures = tuple([_hx(s, 65) for s in sigs])
+    signatures = (_hx(sigs[0], 65),) if len(sigs) == 1 else tuple([_hx(s, 65) for s in sigs])
     event: Event
-    if kind == "inception":
-        controllers, keys, metadata = obj["controllers"], obj["keys"], obj["metadata"]
-        if (
-            type(controllers) is not list
-            or len(controllers) > max_controllers
-            or type(keys) is not list
-            or len(keys) > limits.max_keys_per_event
-            or type(metadata) is not str
-        ):
-            raise _Doubt
-        max_purposes = limits.max_purposes
-        event = Inception(
-            _u64(obj["timestamp"]),
-            tuple([_hx(a, 20) for a in controllers]),
-            _u8(obj["threshold"]),
-            _hx(obj["nextCommitment"], 32),
-            _hx(obj["governor"], 20),
-            tuple([_fast_key(k, max_purposes) for k in keys]),
-            metadata,
-        )
-        return SignedEvent(event, signatures, domain)
-    subject, prev = _hx(obj["subject"], 32), _hx(obj["prev"], 32)
-    seq, timestamp = _u64(obj["seq"]), _u64(obj["timestamp"])
     if kind == "update":
         publish, retire, set_metadata, metadata = obj["publish"], obj["retire"], obj["setMetadata"], obj["metadata"]
         max_keys = limits.max_keys_per_event
@@ -362,26 +383,45 @@ def _fast_event(obj: Any, limits: Limits) -> SignedEvent:
             or type(metadata) is not str
         ):
             raise _Doubt
-        max_purposes = limits.max_purposes
-        event = Update(
-            subject,
-            seq,
-            prev,
-            timestamp,
-            tuple([_fast_key(k, max_purposes) for k in publish]),
-            tuple([_fast_retirement(r) for r in retire]),
+        event = _new_update(
+            _hx(obj["subject"], 32),
+            _u64(obj["seq"]),
+            _hx(obj["prev"], 32),
+            _u64(obj["timestamp"]),
+            tuple([_fast_key(k, limits.max_purposes) for k in publish]) if publish else (),
+            tuple([_fast_retirement(r) for r in retire]) if retire else (),
             set_metadata,
+            metadata,
+        )
+    elif kind == "inception":
+        controllers, keys, metadata = obj["controllers"], obj["keys"], obj["metadata"]
+        if (
+            type(controllers) is not list
+            or len(controllers) > max_controllers
+            or type(keys) is not list
+            or len(keys) > limits.max_keys_per_event
+            or type(metadata) is not str
+        ):
+            raise _Doubt
+        max_purposes = limits.max_purposes
+        event = _new_inception(
+            _u64(obj["timestamp"]),
+            tuple([_hx(a, 20) for a in controllers]),
+            _u8(obj["threshold"]),
+            _hx(obj["nextCommitment"], 32),
+            _hx(obj["governor"], 20),
+            tuple([_fast_key(k, max_purposes) for k in keys]),
             metadata,
         )
     elif kind == "rotation":
         controllers = obj["controllers"]
         if type(controllers) is not list or len(controllers) > max_controllers:
             raise _Doubt
-        event = Rotation(
-            subject,
-            seq,
-            prev,
-            timestamp,
+        event = _new_rotation(
+            _hx(obj["subject"], 32),
+            _u64(obj["seq"]),
+            _hx(obj["prev"], 32),
+            _u64(obj["timestamp"]),
             tuple([_hx(a, 20) for a in controllers]),
             _u8(obj["threshold"]),
             _hx(obj["nextCommitment"], 32),
@@ -390,8 +430,16 @@ def _fast_event(obj: Any, limits: Limits) -> SignedEvent:
         key_id, reason = obj["keyId"], obj["reason"]
         if type(key_id) is not str or type(reason) is not str:
             raise _Doubt
-        event = Revocation(subject, seq, prev, timestamp, key_id, _u64(obj["effectiveAt"]), reason)
-    return SignedEvent(event, signatures, domain)
+        event = _new_revocation(
+            _hx(obj["subject"], 32),
+            _u64(obj["seq"]),
+            _hx(obj["prev"], 32),
+            _u64(obj["timestamp"]),
+            key_id,
+            _u64(obj["effectiveAt"]),
+            reason,
+        )
+    return _new_signed(event, signatures, domain)
 
 
 def event_from_obj(obj: Any, limits: Limits = DEFAULT_LIMITS) -> SignedEvent:
@@ -402,37 +450,54 @@ def event_from_obj(obj: Any, limits: Limits = DEFAULT_LIMITS) -> SignedEvent:
         return _reference_event_from_obj(obj, limits)
 
 
-# The C scanner of a plain JSONDecoder builds dicts itself; the duplicate-rejecting hook of
-# loads_strict costs a Python call and a pairs list per object (about a quarter of the parse).
-_plain_scan_once = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+# orjson parses the wire bytes about twice as fast as the stdlib C scanner. Its grammar is RFC 8259
+# like json's, and where the two differ orjson is the stricter, so it never accepts what the
+# reference path would reject with the same values: it refuses NaN/Infinity, lone surrogate escapes
+# and overflowing floats, which json accepts (the reference path then decides), and it turns
+# integers beyond 64 bits into floats, which _fast_event refuses (so a 2**256-1 chainId decodes on
+# the reference path). tests/unit/test_codec.py checks these differences one by one.
+_orjson_loads = orjson.loads
 
 
 def _fast_decode(data: bytes, limits: Limits) -> SignedEvent:
-    """decode_event without the duplicate-key hook; raises anything when it cannot prove the result."""
-    text = data.decode("utf-8")
-    obj, end = _plain_scan_once(text, 0)
-    if end != len(text):
-        raise _Doubt
+    """decode_event on the fast parsers; raises anything when it cannot prove the result."""
+    obj = _orjson_loads(data)
     signed = _fast_event(obj, limits)
-    # A plain dict keeps the last of duplicate keys silently, so prove there were none by counting.
-    # Every object key is a string followed by optional whitespace and ":". With no whitespace right
-    # after any '"', each key puts one '":' in the text, and strings add only more, so
-    # count('":') >= keys in the text >= keys in the parsed dicts. _fast_event has checked every dict
-    # in the event (top level, published keys, retirements) to hold exactly its field set, so the
-    # parsed dicts hold `expected` keys; count == expected leaves no room for a duplicate.
-    if (" " in text or "\n" in text or "\t" in text or "\r" in text) and (  # four quick memchr scans
-        '" ' in text or '"\n' in text or '"\t' in text or '"\r' in text
-    ):
-        raise _Doubt
+    # orjson keeps the last of duplicate keys silently, so prove there were none by counting.
+    # _fast_event has checked every object in the event (top level, published keys, retirements)
+    # to hold exactly its field set, so the parsed objects hold `expected` keys. Every key in the
+    # text is followed (after optional whitespace) by its own ':', and strings only add more, so
+    # count(':') >= keys in the text >= expected; equality leaves no room for a duplicate.
     event = signed.event
-    expected = len(FIELDS[event.kind])
-    if type(event) is Inception:
-        expected += len(_KEY_FIELDS) * len(event.keys)
-    elif type(event) is Update:
-        expected += len(_KEY_FIELDS) * len(event.publish) + len(_RETIRE_FIELDS) * len(event.retire)
-    if text.count('":') != expected:
+    expected = _FIELD_COUNT[event.kind]
+    if type(event) is Update:
+        expected += _KEY_FIELD_COUNT * len(event.publish) + _RETIRE_FIELD_COUNT * len(event.retire)
+    elif type(event) is Inception:
+        expected += _KEY_FIELD_COUNT * len(event.keys)
+    if data.count(b":") != expected and _key_count_bound(data) != expected:
         raise _Doubt
     return signed
+
+
+def _key_count_bound(data: bytes) -> int:
+    """A tighter upper bound on the keys in the JSON text ``data`` than count(':'), or -1.
+
+    For texts whose strings hold ':' (key ids like "did:x", JSON in metadata). With no whitespace
+    right after any '"', each key puts one '":' in the text and strings add only more. If moreover
+    no escaped backslash occurs, every backslash starts an escape, so each '":' right after a
+    backslash is an escaped quote inside a string, not a key's end: subtracting those still leaves
+    an upper bound.
+    """
+    if (b" " in data or b"\n" in data or b"\t" in data or b"\r" in data) and (
+        b'" ' in data or b'"\n' in data or b'"\t' in data or b'"\r' in data
+    ):
+        return -1
+    bound = data.count(b'":')
+    if b'\\":' in data:
+        if b"\\\\" in data:
+            return -1
+        bound -= data.count(b'\\":')
+    return bound
 
 
 def decode_event(data: bytes, limits: Limits = DEFAULT_LIMITS) -> SignedEvent:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from node.core import codec, log
 from node.core.errors import KeyregError
 from node.core.limits import DEFAULT_LIMITS, Limits
+from node.core.records import SignedEvent
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 LOGS = json.loads((VECTORS / "valid_logs.json").read_text())["logs"]
@@ -174,3 +175,124 @@ def test_shape_fast_path_agrees_with_the_reference_rules(limits: Limits) -> None
 
 def test_every_valid_vector_passes_the_shape_fast_path() -> None:
     assert all(log._shape_ok(s.event, DEFAULT_LIMITS) for s in SIGNED)
+
+
+# ---------------------------------------------------------------------------------------------
+# decode_event: the orjson fast path agrees with the strict stdlib parser and the reference decoder
+# on wire bytes, including where orjson's grammar differs from json's.
+
+
+def _reference_decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> SignedEvent:
+    return codec._reference_event_from_obj(codec.loads_strict(data), limits)
+
+
+def _both_bytes(data: bytes, limits: Limits = DEFAULT_LIMITS) -> None:
+    assert _outcome(codec.decode_event, data, limits) == _outcome(_reference_decode, data, limits), data
+
+
+CANONICAL = [codec.dumps_canonical(obj) for obj in WIRE]
+
+
+@pytest.mark.parametrize("data", CANONICAL)
+def test_every_valid_vector_takes_the_fast_decode_path(data: bytes) -> None:
+    assert codec._fast_decode(data, DEFAULT_LIMITS) == _reference_decode(data)
+
+
+def test_fast_decode_with_colons_inside_strings() -> None:
+    # Key ids and metadata may hold ':' (more ':' than keys): the '":' count still proves the keys.
+    obj = copy.deepcopy(next(e for e in WIRE if e["kind"] == "update" and e["publish"]))
+    obj["publish"][0]["keyId"] = "did:key:1"
+    data = codec.dumps_canonical(obj)
+    assert codec._fast_decode(data, DEFAULT_LIMITS) == _reference_decode(data)
+
+
+@pytest.mark.parametrize("field", ["chainId", "timestamp", "seq"])
+@pytest.mark.parametrize("value", [2**64 - 1, 2**64, 2**255, 2**256 - 1, 2**256, -(2**63), -(2**63) - 1])
+def test_integers_beyond_64_bits_decode_on_the_reference_path(field: str, value: int) -> None:
+    # orjson turns these into floats, which the fast path refuses; chainId may be any uint256.
+    obj = copy.deepcopy(next(e for e in WIRE if e["kind"] == "update"))
+    obj[field] = value
+    _both_bytes(codec.dumps_canonical(obj))
+    if field == "chainId" and 0 <= value < 2**256:
+        assert codec.decode_event(codec.dumps_canonical(obj)).domain.chain_id == value
+
+
+def _text_variants(data: bytes) -> list[bytes]:
+    """Byte-level changes to a canonical event that the JSON grammars treat differently."""
+    text = data.decode()
+    out = [
+        b" " + data, data + b"\n", data.replace(b'":', b'" :', 1), data.replace(b'":', b'":\t', 1),
+        data.replace(b",", b",\r\n", 2), data.replace(b"{", b"{ ", 1), data[:-1] + b',"kind":"update"}',
+        b'{"kind":"update",' + data[1:], data.replace(b'"kind"', b'"\\u006bind"'),
+        data.replace(b'"timestamp":', b'"timestamp":-0,"x":', 1), data.replace(b"\xef\xbb\xbf", b""),
+        b"\xef\xbb\xbf" + data, data + b"\x00", data.replace(b"}", b",}", 1), data.replace(b"]", b",]", 1),
+    ]  # fmt: skip
+    for name in ("timestamp", "seq", "threshold", "chainId", "notBefore", "notAfter", "effectiveAt"):
+        i = text.find(f'"{name}":')
+        if i < 0:
+            continue
+        j = i + len(name) + 3
+        k = j
+        while k < len(text) and text[k] in "-0123456789":
+            k += 1
+        for value in ("1.0", "-0", "-0.0", "1e0", "1E2", "0.5e1", "NaN", "Infinity", "-Infinity", "1e400", "00",
+                      str(2**64), str(2**256 - 1), "-1", "true", '"1"'):  # fmt: skip
+            out.append((text[:j] + value + text[k:]).encode())
+    for name in ("metadata", "reason", "keyId"):
+        i = text.find(f'"{name}":"')
+        if i < 0:
+            continue
+        j = i + len(name) + 4
+        for insert in ("\\ud800", "\\udc00", "\\ud83d\\ude00", "\\ud800\\u0041", "\\u0000", "\\/", "\\\"", "\\\\",
+                       "é", "\\u00e9", "\x7f", "\x1f", "\\x41", "\u2028", "a:b", '\\":'):  # fmt: skip
+            out.append((text[:j] + insert + text[j:]).encode())
+        out.append(text[:j].encode() + b"\xed\xa0\x80" + text[j:].encode())  # a UTF-8-encoded surrogate
+        out.append(text[:j].encode() + b"\xc0\x80" + text[j:].encode())  # an overlong NUL
+        out.append(text[:j].encode() + b"\xf4\x90\x80\x80" + text[j:].encode())  # beyond U+10FFFF
+        out.append(text[:j].encode() + b"\xef\xbf\xbe" + text[j:].encode())  # U+FFFE, a noncharacter
+    return out
+
+
+@pytest.mark.parametrize("data", [CANONICAL[i] for i in {id(s): i for i, s in enumerate(SHAPES)}.values()])
+def test_decoders_agree_on_grammar_differences(data: bytes) -> None:
+    for variant in _text_variants(data):
+        _both_bytes(variant)
+
+
+@pytest.mark.parametrize("obj", SHAPES)
+def test_decoders_agree_when_any_field_is_renamed(obj: dict[str, Any]) -> None:
+    # The fast path checks field sets by size and reads every field: a renamed field must not pass.
+    for path in _paths(obj):
+        parent = path[:-1]
+        target = obj
+        for k in parent:
+            target = target[k]
+        if isinstance(target, dict):
+            renamed = _set(_set(obj, (*parent, "renamed"), target[path[-1]]), path, ...)
+            _both(renamed)
+            _both_bytes(codec.dumps_canonical(renamed))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(CANONICAL), st.data())
+def test_decoders_agree_on_random_byte_edits(data: bytes, draw: st.DataObject) -> None:
+    pieces = [b" ", b"\n", b":", b'"', b",", b"\\", b"{", b"}", b"[", b"]", b"0", b"-", b"e", b".", b"\\u0000",
+              b'"x":1,', b'":', b"\xff", b"\xc3\xa9"]  # fmt: skip
+    chunk = draw.draw(st.sampled_from(pieces) | st.binary(max_size=4))
+    i = draw.draw(st.integers(0, len(data)))
+    j = draw.draw(st.integers(i, min(len(data), i + 3)))
+    _both_bytes(data[:i] + chunk + data[j:])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(SHAPES), st.data())
+def test_decoders_agree_on_duplicate_keys_anywhere(obj: dict[str, Any], draw: st.DataObject) -> None:
+    # Re-send one key of some object with another value, before or after the original.
+    text = codec.dumps_canonical(obj).decode()
+    starts = [i for i in range(len(text)) if text.startswith('":', i)]
+    i = draw.draw(st.sampled_from(starts))
+    k = text.rfind('"', 0, i) + 1
+    name = text[k:i]
+    value = draw.draw(st.sampled_from(['1', '"x"', "[]", "{}", "null", text[i + 2 : i + 8]]))
+    j = text.rfind("{", 0, k) + 1
+    _both_bytes((text[:j] + f'"{name}":{value},' + text[j:]).encode())
