@@ -139,6 +139,8 @@ class Gossip:
         """Subscribe, register the validator and listener, and run until cancelled."""
         self._token = trio.lowlevel.current_trio_token()
         self.pubsub.set_topic_validator(self.topic, self.validate, True)
+        if hasattr(self.pubsub, "admit"):
+            self.pubsub.admit = self.admit
         subscription = await self.pubsub.subscribe(self.topic)
         self.registry.listeners.append(self.on_report)
         try:
@@ -179,14 +181,23 @@ class Gossip:
             by_peer.pop(next(iter(by_peer)))
         return False
 
+    def admit(self, forwarder: ID) -> bool:
+        """Per-forwarder rate limit, checked before validation (``KeyregPubsub.admit``).
+
+        Apart from validation because pubsub caches a message's verdict by its id: a copy refused
+        for its forwarder's rate must not make the same bytes invalid from an honest forwarder.
+        """
+        if self._bucket(forwarder).take():
+            return True
+        self.stats.messages_in += 1
+        self.stats.rate_limited += 1
+        return self._invalid(forwarder)
+
     async def validate(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
         """Gossipsub topic validator: True forwards the message, False drops it and penalises."""
         if forwarder == self._my_id:
             return True  # our own publish: its events are already in the registry
         self.stats.messages_in += 1
-        if not self._bucket(forwarder).take():
-            self.stats.rate_limited += 1
-            return self._invalid(forwarder)
         try:
             decoded = decode_message(
                 msg.data, self.config.max_message_bytes, self.config.max_events_per_message, self.registry.limits
@@ -323,4 +334,5 @@ class Gossip:
 
     def status(self) -> dict[str, Any]:
         """Counters and queue depths."""
-        return {**self.stats.to_dict(), "outbox": len(self._outbox)}
+        dropped = getattr(self.pubsub, "duplicates_dropped", 0)
+        return {**self.stats.to_dict(), "outbox": len(self._outbox), "duplicates_dropped": dropped}

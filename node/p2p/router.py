@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from libp2p.peer.id import ID
-from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, PROTOCOL_ID_V13, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.score import ScoreParams, TopicScoreParams
@@ -33,6 +34,10 @@ INVALID_DECAY = 0.9
 PUBLISH_THRESHOLD = -20.0  # below: its messages are dropped before validation
 GOSSIP_THRESHOLD = -10.0  # below: no IHAVE/IWANT exchange with it
 GRAYLIST_THRESHOLD = -50.0  # below: disconnected and banned for a while (node.p2p.service)
+# Messages at least this large announce IDONTWANT to the mesh as soon as they arrive (see
+# KeyregPubsub.push_msg); for smaller ones the announcement costs about as much as a duplicate.
+IDONTWANT_MIN_BYTES = 16 * 1024
+MAX_IDONTWANT_PER_PEER = 256  # message ids remembered per peer (upstream: 10), cleared each heartbeat
 
 
 def score_params() -> ScoreParams:
@@ -51,10 +56,33 @@ def score_params() -> ScoreParams:
 
 
 class KeyregGossipSub(GossipSub):
-    """GossipSub that remembers a 32-byte hash per message for its equivocation check.
+    """GossipSub with two changes: a hash per message for equivocation, and IDONTWANT on arrival.
 
-    Upstream keeps up to 1,000 whole messages (up to 1 MB each) for that check; a hash is enough.
+    Upstream keeps up to 1,000 whole messages (up to 1 MB each) for the equivocation check; a hash
+    is enough. Upstream sends IDONTWANT when it forwards a message, i.e. after validation, which
+    in keyreg means after ingesting the batch: by then every mesh peer has validated and forwarded
+    its own copy, so each node still received every large message once per mesh peer (4x the
+    bytes, and each copy parsed). Here the IDONTWANT goes out on arrival, before validation
+    (:meth:`announce_idontwant`, called by :class:`KeyregPubsub`), and none at forwarding time.
     """
+
+    async def _emit_idontwant_for_message(self, msg_id: bytes, topic_ids: Iterable[str]) -> None:
+        return  # sent on arrival instead (announce_idontwant); our own publishes need none
+
+    def announce_idontwant(self, msg_id: bytes, topic_ids: Iterable[str], skip: Iterable[ID]) -> None:
+        """Tell mesh peers (but ``skip``) not to send us ``msg_id``: we have it already."""
+        peers: set[ID] = set()
+        for topic in topic_ids:
+            peers.update(self.mesh.get(topic, ()))
+        peers.difference_update(skip)
+        if not peers:
+            return
+        # No signed peer record in this RPC: the receiver would verify its signature for nothing.
+        rpc = rpc_pb2.RPC()
+        rpc.control.idontwant.add().messageIDs.append(msg_id)
+        for peer in peers:
+            if self.peer_protocol.get(peer) in (PROTOCOL_ID_V12, PROTOCOL_ID_V13):
+                self.send_rpc(peer, rpc, priority=True)
 
     def _check_equivocation(self, msg: rpc_pb2.Message) -> bool:
         key = msg.from_id + msg.seqno
@@ -74,12 +102,50 @@ log = logging.getLogger(__name__)
 
 
 class KeyregPubsub(Pubsub):
-    """Pubsub whose per-peer read loop cannot take the node down.
+    """Pubsub with a read loop that cannot take the node down, per-peer admission, and dedupe.
 
     Upstream lets a protobuf ``DecodeError`` (any peer can send one) escape the stream handler,
     which cancels the swarm and with it every connection. Here a broken inbound stream costs only
     that peer: it is penalised and its stream reset.
+
+    Upstream marks a message seen only after validation, so every copy that arrives while the
+    first is being validated (each mesh peer forwards one) is validated again: a whole batch
+    decoded and ingested once per copy. Here a copy whose id is being validated is dropped: the
+    verdict depends only on the bytes (ids are content hashes), except the forwarder's rate limit,
+    which is therefore checked before (``admit``) and never cached as the message's verdict.
+
+    Invariant: ``_validating`` holds the ids of messages whose push_msg task is running, no more.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._validating: set[bytes] = set()
+        self.admit: Callable[[ID], bool] | None = None  # per-forwarder rate limit (Gossip.admit)
+        self.duplicates_dropped = 0
+
+    async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        if msg_forwarder == self.my_id:
+            await super().push_msg(msg_forwarder, msg)
+            return
+        if self.is_peer_blacklisted(msg_forwarder):
+            return
+        msg_id = self._msg_id_constructor(msg)
+        if msg_id in self._validating or self.seen_messages.has(msg_id):
+            self.duplicates_dropped += 1
+            return
+        if self.admit is not None and not self.admit(msg_forwarder):
+            scorer = getattr(self.router, "scorer", None)
+            if scorer is not None:
+                for topic in msg.topicIDs:
+                    scorer.on_invalid_message(msg_forwarder, topic)
+            return
+        self._validating.add(msg_id)
+        try:
+            if len(msg.data) >= IDONTWANT_MIN_BYTES and isinstance(self.router, KeyregGossipSub):
+                self.router.announce_idontwant(msg_id, msg.topicIDs, (msg_forwarder, ID(msg.from_id)))
+            await super().push_msg(msg_forwarder, msg)
+        finally:
+            self._validating.discard(msg_id)
 
     async def continuously_read_stream(self, stream: Any) -> None:
         try:
@@ -110,6 +176,7 @@ def build_router(config: P2PConfig, degree: int = 4) -> GossipSub:
         heartbeat_interval=config.heartbeat_s,  # type: ignore[arg-type]  # accepts float at runtime
         prune_back_off=10,
         score_params=score_params(),
+        max_idontwant_messages=MAX_IDONTWANT_PER_PEER,
         adaptive_gossip_enabled=False,
         spam_protection_enabled=False,
         eclipse_protection_enabled=False,

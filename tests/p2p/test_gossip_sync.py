@@ -96,13 +96,14 @@ def test_validator_rejects_oversized_messages(logs: list) -> None:
     assert verdicts == [False]
 
 
-def test_validator_rate_limits_each_peer(logs: list) -> None:
-    reg = Registry(DOMAIN, MemoryStore())
-    msgs = [batch([lg[0]]) for lg in logs[:10]]
-    verdicts, gossip, _ = run_validator(reg, P2PConfig(peer_rate_msgs_per_s=0.001), msgs)
+def test_admission_rate_limits_each_peer() -> None:
+    gossip = Gossip(Registry(DOMAIN, MemoryStore()), P2PConfig(peer_rate_msgs_per_s=0.001), StubPubsub(), "t")
+    verdicts = [gossip.admit("peer") for _ in range(10)]  # type: ignore[arg-type]
     assert verdicts[:2] == [True, True]  # the burst
     assert not any(verdicts[2:])
+    assert gossip.admit("other")  # type: ignore[arg-type]  # per forwarder
     assert gossip.stats.rate_limited == 8
+    assert gossip.stats.invalid_by_peer == {"peer": 8}
 
 
 def test_gap_schedules_a_targeted_sync(logs: list) -> None:
