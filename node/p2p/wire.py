@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import trio
 
 from ..core.codec import dumps_canonical, encode_event, event_from_obj, loads_strict
@@ -59,11 +60,46 @@ class Decoded:
     malformed: int
 
 
+def _keys_at_least(obj: Any) -> int:
+    """A lower bound on the keys of a parsed message: its own, its events', their keys' and retirements'."""
+    if type(obj) is not dict:
+        return -1
+    n = len(obj)
+    events = obj.get("events")
+    if type(events) is list:
+        for e in events:
+            if type(e) is dict:
+                n += len(e)
+                for name in ("keys", "publish", "retire"):
+                    items = e.get(name)
+                    if type(items) is list:
+                        n += sum(len(d) for d in items if type(d) is dict)
+    return n
+
+
+def parse_message(data: bytes) -> Any:
+    """Parse a gossip message as strictly as ``loads_strict``, on orjson where that is provably the same.
+
+    orjson is ~4x faster than the stdlib scanner with a duplicate-key hook, but keeps the last of
+    duplicate keys silently. Every key in the text is followed by its own ':' and strings only add
+    more, so count(':') >= keys in the text >= keys parsed >= the lower bound counted here; when the
+    first equals the last, no key was dropped. Otherwise (or if orjson refuses the text: it is the
+    stricter of the two, see node.core.codec) loads_strict decides and names the error.
+    """
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return loads_strict(data)
+    if _keys_at_least(obj) == data.count(b":"):
+        return obj
+    return loads_strict(data)
+
+
 def decode_message(data: bytes, max_bytes: int, max_events: int, limits: Limits) -> Decoded:
     """Decode a gossip message; raises MalformedEvent when the message as a whole is unusable."""
     if len(data) > max_bytes:
         raise OversizedInput(f"message is {len(data)} bytes, limit {max_bytes}")
-    obj = loads_strict(data)
+    obj = parse_message(data)
     if type(obj) is not dict:
         raise MalformedEvent("message must be a JSON object")
     kind = obj.get("type")

@@ -25,6 +25,7 @@ from node.p2p.wire import (
     encode_batch,
     encode_duplicity,
     frame,
+    parse_message,
     topic_name,
 )
 
@@ -95,6 +96,42 @@ def test_bad_events_inside_a_batch_are_counted_not_fatal(log3: list) -> None:
     decoded = decode_message(data, 1 << 20, 256, DEFAULT_LIMITS)
     assert len(decoded.events) == 1
     assert decoded.malformed == 1
+
+
+def _with_duplicate(raw: bytes, field: bytes) -> bytes:
+    """``raw`` with ``field`` repeated once more right after the opening brace (last one wins)."""
+    start = raw.index(b'"' + field + b'":')
+    end = raw.index(b",", start)
+    return b"{" + raw[start:end] + b"," + raw[1:]
+
+
+def test_parse_message_agrees_with_the_strict_parser(log3: list) -> None:
+    raws = [encode_event(s) for s in log3]
+    good = encode_batch(raws)
+    assert parse_message(good) == loads_strict(good)
+    # Strings holding ':' defeat the colon count: the strict parser decides, with the same result.
+    colon = good.replace(b'"type":"events"', b'"type":"events","x":"a:b"')
+    with pytest.raises(MalformedEvent):
+        decode_message(colon, 1 << 20, 256, DEFAULT_LIMITS)
+    assert parse_message(colon) == loads_strict(colon)
+
+
+@pytest.mark.parametrize("where", ["message", "event", "nested"])
+def test_duplicate_keys_anywhere_are_refused(log3: list, where: str) -> None:
+    raws = [encode_event(s) for s in log3]
+    if where == "message":
+        data = b'{"type":"events",' + encode_batch(raws)[1:]
+    elif where == "event":
+        data = encode_batch([raws[0], _with_duplicate(raws[1], b"seq")])
+    else:  # inside a published key, an object nested in an event
+        head = log3[-1]
+        raw = encode_event(conflicting_update(DOMAIN, b"\x01" * 32, head, "dup"))
+        assert raw.count(b'"alg":"Ed25519"') == 1
+        data = encode_batch([raws[0], raw.replace(b'"alg":"Ed25519"', b'"alg":"X","alg":"Ed25519"')])
+    with pytest.raises(MalformedEvent):
+        loads_strict(data)
+    with pytest.raises(MalformedEvent):
+        parse_message(data)
 
 
 class _Pipe:
