@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +31,29 @@ from pathlib import Path
 
 from node.config import Config
 from node.p2p.testing import NodeProcess, digest_hex, generate, wait_until
+
+
+def start_profilers(nodes: list[NodeProcess], directory: str) -> list[subprocess.Popen[bytes]]:
+    """py-spy (collapsed stacks, all threads) on every node process; nothing if no directory."""
+    if not directory:
+        return []
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    out = []
+    for i, n in enumerate(nodes):
+        assert n.proc is not None
+        cmd = [spy, "record", "--pid", str(n.proc.pid), "--format", "raw", "--rate", "50", "--threads", "--gil",
+               "--nonblocking", "-o", str(Path(directory) / f"n{i}.txt")]  # fmt: skip
+        out.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(1.0)  # py-spy attaches
+    return out
+
+
+def stop_profilers(spies: list[subprocess.Popen[bytes]]) -> None:
+    for p in spies:
+        p.send_signal(signal.SIGINT)
+    for p in spies:
+        p.wait(30)
 
 
 def main() -> None:
@@ -38,6 +65,7 @@ def main() -> None:
     ap.add_argument("--publish-interval", type=float, default=0.05)
     ap.add_argument("--max-events-per-message", type=int, default=256)
     ap.add_argument("--muxer", default="yamux", choices=["yamux", "mplex"])
+    ap.add_argument("--profile", default="", help="directory: py-spy samples each node during the throughput run")
     ap.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "keyreg-bench-cache"))
     args = ap.parse_args()
     if args.quick:
@@ -93,7 +121,12 @@ def main() -> None:
 
             # -------- throughput
             batches = [thr_events[i : i + 500] for i in range(0, len(thr_events), 500)]
+            thr_digests = [digest_hex(domain, raw) for raw in thr_events]
+            for n in nodes:
+                n.call("watch", digests=thr_digests)
+            spies = start_profilers(nodes, args.profile)
             t_start = time.time()
+            cpu_start = [n.cpu_seconds() for n in nodes]
 
             rejected = [0] * len(nodes)
 
@@ -105,10 +138,13 @@ def main() -> None:
                 list(pool.map(feed, range(len(nodes))))
             t_fed = time.time()
             assert not any(rejected), f"submissions rejected: {rejected}"
-            thr_digests = [digest_hex(domain, raw) for raw in thr_events]
-            wait_until(lambda: all(None not in n.call("times", digests=thr_digests) for n in nodes), 600,
-                       "all events on all nodes", interval=0.5)  # fmt: skip
-            last = max(max(n.call("times", digests=thr_digests)) for n in nodes)
+            wait_until(lambda: all(n.call("watched")["pending"] == 0 for n in nodes), 600,
+                       "all events on all nodes", interval=0.2)  # fmt: skip
+            last = max(n.call("watched")["last"] for n in nodes)
+            stop_profilers(spies)
+            cpu = [n.cpu_seconds() - c for n, c in zip(nodes, cpu_start, strict=True)]
+            cpu_us = sum(cpu) / len(nodes) / len(thr_events) * 1e6
+            print(f"node CPU: {' '.join(f'{c:.1f}' for c in cpu)} s = {cpu_us:.0f} us per event per node", flush=True)
             elapsed = last - t_start
             eps = len(thr_events) / elapsed
             print(
@@ -121,6 +157,7 @@ def main() -> None:
                 "p50_ms": round(p50, 1),
                 "p95_ms": round(p95, 1),
                 "events_per_s": round(eps, 1),
+                "cpu_us_per_event_per_node": round(cpu_us, 1),
                 "nodes": args.nodes,
                 "events": len(thr_events),
                 "latency_samples": len(lats),

@@ -186,6 +186,16 @@ class NodeProcess:
     def count(self) -> int:
         return int(self.call("state")["count"])
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds the node process has used so far (from /proc; 0 if unknown)."""
+        if self.proc is None:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.sock is not None:
             self.sock.close()

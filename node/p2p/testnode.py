@@ -7,6 +7,7 @@ Runs a Registry (in-memory store) + ``run_p2p`` and a JSON-lines control socket 
 ``submit`` {events: [wire-json-str]} -> results; ``state`` -> root, count, disputed;
 ``subject`` {subject} -> seq, head, disputed, evidence; ``status`` -> p2p status;
 ``times`` {digests} -> unix time each digest was applied here (bench latency; needs --record-times);
+``watch`` {digests} then ``watched`` -> how many are still missing, and when the last one arrived;
 ``connect`` {addr}; ``publish_raw`` {data} (abuse tests: gossip arbitrary bytes on the topic).
 
 Once ``keyreg node run`` exists, tests should prefer it; this entry stays for the benchmarks.
@@ -42,13 +43,20 @@ class Node:
         self.registry = registry
         self.service: P2PService | None = None
         self.times: OrderedDict[bytes, float] = OrderedDict()
+        # Digests the benchmark waits for (``watch``): cheaper to poll than ``times`` for many events.
+        self.watched: set[bytes] = set()
+        self.watched_last = 0.0
         if record_times:
             registry.listeners.append(self._record)
 
     def _record(self, report: Report) -> None:
         now = time.time()
+        watched = self.watched
         for acc, _ in report.accepted:
             self.times[acc.digest] = now
+            if watched and acc.digest in watched:
+                watched.discard(acc.digest)
+                self.watched_last = now
         while len(self.times) > MAX_TIMES:
             self.times.popitem(last=False)
 
@@ -78,6 +86,13 @@ class Node:
             return svc.status()
         if op == "times":
             return [self.times.get(bytes.fromhex(d.removeprefix("0x"))) for d in req["digests"]]
+        if op == "watch":
+            digests = {bytes.fromhex(d.removeprefix("0x")) for d in req["digests"]}
+            self.watched_last = max((self.times[d] for d in digests if d in self.times), default=0.0)
+            self.watched = digests - self.times.keys()
+            return len(self.watched)
+        if op == "watched":
+            return {"pending": len(self.watched), "last": self.watched_last}
         if op == "connect":
             return str(await svc.connect(req["addr"]))
         if op == "publish_raw":
