@@ -3,7 +3,7 @@
 A bundle is canonical JSON (sorted keys, no whitespace, UTF-8, lowercase 0x-hex), optionally
 gzipped (detected by its magic bytes). Decoding is strict like the event codec: unknown, missing
 or duplicated fields and wrong types are refused with :class:`BundleFormatError` naming the field.
-Nothing here checks proofs or signatures: that is :mod:`node.verify.verifier`'s job.
+Nothing here checks proofs or signatures: that is :mod:`node.verify.loading`'s job.
 """
 
 from __future__ import annotations

@@ -131,9 +131,9 @@ def test_bundle_from_file(scenario: Scenario, tmp_path: pytest.TempPathFactory) 
 
 
 def test_parallel_load_gives_the_same_views(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> None:
-    import node.verify.verifier as verifier_module
+    import node.verify.loading as loading_module
 
-    monkeypatch.setattr(verifier_module, "_PARALLEL_MIN_SUBJECTS", 1)
+    monkeypatch.setattr(loading_module, "_PARALLEL_MIN_SUBJECTS", 1)
     serial = Verifier.from_bundle(scenario.data(), scenario.block_hash, now=NOW, workers=1)
     parallel = Verifier.from_bundle(scenario.data(), scenario.block_hash, now=NOW, workers=3)
     assert serial.subjects == parallel.subjects
