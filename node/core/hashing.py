@@ -66,29 +66,44 @@ try:
     # cffi releases the GIL inside C calls, so scratch buffers are per thread.
     _scratch = threading.local()
 
-    def _new_buffers() -> tuple[Any, Any, Any, Any, memoryview]:
+    def _new_buffers() -> tuple[Any, Any, Any, Any, memoryview, memoryview]:
+        pub = _ffi.new("secp256k1_pubkey *")
         out = _ffi.new("unsigned char[65]")
         return (
             _ffi.new("secp256k1_ecdsa_recoverable_signature *"),
-            _ffi.new("secp256k1_pubkey *"),
+            pub,
             out,
             _ffi.new("size_t *", 65),
+            memoryview(_ffi.buffer(pub)),  # the recovered key in libsecp256k1's own 64-byte form
             memoryview(_ffi.buffer(out))[1:],  # X||Y of the serialized key, hashed in place
         )
 
+    # Recovered key (libsecp256k1's opaque 64-byte form) -> address. A controller signs many
+    # events, so most recoveries skip serializing and hashing the key. The form is opaque but
+    # the key is recoverable from it (serialize reads nothing else), so two keys never share one:
+    # the cache can only miss, never answer wrongly. Bounded: cleared when full.
+    _address_cache: dict[bytes, bytes] = {}
+    _ADDRESS_CACHE_MAX = 4096
+
     def _recover_signer_raw(digest: bytes, signature: bytes, recid: int) -> bytes:
         try:
-            sig, pub, out, size, xy = _scratch.buffers
+            sig, pub, out, size, pub_view, xy = _scratch.buffers
         except AttributeError:
-            sig, pub, out, size, xy = _scratch.buffers = _new_buffers()
+            sig, pub, out, size, pub_view, xy = _scratch.buffers = _new_buffers()
         # parse_compact reads the first 64 bytes (r||s): no need to slice off v.
         if not _parse(_CTX, sig, signature, recid):
             raise ValueError("unparseable signature")
         if not _recover(_CTX, pub, sig, digest):
             raise ValueError("signature does not recover")
-        size[0] = 65
-        _serialize(_CTX, out, size, pub, _UNCOMPRESSED)
-        address: bytes = _keccak(xy).digest()[12:]
+        key = bytes(pub_view)
+        address = _address_cache.get(key)
+        if address is None:
+            size[0] = 65
+            _serialize(_CTX, out, size, pub, _UNCOMPRESSED)
+            address = _keccak(xy).digest()[12:]
+            if len(_address_cache) >= _ADDRESS_CACHE_MAX:
+                _address_cache.clear()
+            _address_cache[key] = address
         return address
 
     _probe = PrivateKey(b"\x01" * 32).sign_recoverable(b"\x02" * 32, hasher=None)
