@@ -168,7 +168,9 @@ def _addr(a: bytes) -> bytes:
 
 def hash_address_array(addresses: tuple[bytes, ...]) -> bytes:
     """EIP-712 encoding of address[]: keccak of the 32-byte left-padded addresses."""
-    return keccak(b"".join([_PAD12 + a for a in addresses]))
+    if len(addresses) == 1:  # the common single controller
+        return _keccak256(_PAD12 + addresses[0]).digest()
+    return _keccak256(b"".join([_PAD12 + a for a in addresses])).digest()
 
 
 def controller_commitment(controllers: tuple[bytes, ...], threshold: int) -> bytes:
@@ -182,15 +184,16 @@ def controller_commitment(controllers: tuple[bytes, ...], threshold: int) -> byt
 
 def hash_published_key(k: PublishedKey) -> bytes:
     """hashStruct(PublishedKey)."""
-    hs = _hash_string
+    cached = _string_hash_cache.get  # key ids and algorithm names recur: skip the call on a hit
+    key_id, alg, purposes = k.key_id, k.alg, k.purposes
     return _keccak256(
         b"".join(
             [
                 _PK_TH,
-                hs(k.key_id),
-                hs(k.alg),
+                cached(key_id) or _hash_string(key_id),
+                cached(alg) or _hash_string(alg),
                 _keccak256(k.public_key).digest(),
-                _hash_purposes(k.purposes),
+                _purposes_hash_cache.get(purposes) or _hash_purposes(purposes),
                 k.not_before.to_bytes(32, "big"),
                 k.not_after.to_bytes(32, "big"),
             ]
@@ -234,11 +237,11 @@ def hash_struct(event: Event) -> bytes:
     elif isinstance(event, Inception):
         parts = [
             _INC_TH,
-            _u(event.timestamp),
+            event.timestamp.to_bytes(32, "big"),
             hash_address_array(event.controllers),
-            _u(event.threshold),
+            event.threshold.to_bytes(32, "big"),
             event.next_commitment,
-            _addr(event.governor),
+            _PAD12 + event.governor,
             _hash_keys(event.keys),
             _hash_string(event.metadata),
         ]
@@ -246,22 +249,22 @@ def hash_struct(event: Event) -> bytes:
         parts = [
             _ROT_TH,
             event.subject,
-            _u(event.seq),
+            event.seq.to_bytes(32, "big"),
             event.prev,
-            _u(event.timestamp),
+            event.timestamp.to_bytes(32, "big"),
             hash_address_array(event.controllers),
-            _u(event.threshold),
+            event.threshold.to_bytes(32, "big"),
             event.next_commitment,
         ]
     elif isinstance(event, Revocation):
         parts = [
             _REV_TH,
             event.subject,
-            _u(event.seq),
+            event.seq.to_bytes(32, "big"),
             event.prev,
-            _u(event.timestamp),
+            event.timestamp.to_bytes(32, "big"),
             _hash_string(event.key_id),
-            _u(event.effective_at),
+            event.effective_at.to_bytes(32, "big"),
             _hash_string(event.reason),
         ]
     else:
