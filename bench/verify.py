@@ -9,16 +9,20 @@ proofs against a header the verifier pins. Human-readable lines, last line JSON.
 
     .venv/bin/python bench/verify.py            # 10,000 subjects (target: load <= 5 s, check <= 50 us median)
     .venv/bin/python bench/verify.py --quick    # 1,000 subjects
+    .venv/bin/python bench/verify.py --quick --no-save --profile   # + where the load's CPU goes
 Figures are written to bench/results/verify.json (verify_quick.json for --quick) unless --no-save.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
+import io
 import json
 import os
 import platform
+import pstats
 import random
 import statistics
 import sys
@@ -78,6 +82,19 @@ def _recovery_reference_us(count: int = 3000) -> float:
     return statistics.median(times)
 
 
+def _print_profile(data: bytes, block_hash: bytes, top: int = 30) -> None:
+    """Where one single-threaded load spends its CPU (cProfile adds overhead to every Python call)."""
+    profile = cProfile.Profile(time.process_time)
+    profile.enable()
+    Verifier.from_bundle(data, block_hash, max_staleness=None, now=T0 + 20_000, workers=1)
+    profile.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profile, stream=out)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    print(out.getvalue().replace(str(Path(__file__).resolve().parent.parent) + "/", ""))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1,000 subjects instead of 10,000")
@@ -86,6 +103,7 @@ def main() -> None:
     ap.add_argument("--no-save", action="store_true", help="do not write bench/results/verify*.json")
     ap.add_argument("--runs", type=int, default=1, help="time the load N times and keep the best")
     ap.add_argument("--workers", type=int, default=None, help="verification threads (default: one per CPU, max 4)")
+    ap.add_argument("--profile", action="store_true", help="also profile one single-threaded load (cProfile, untimed)")
     args = ap.parse_args()
     n = args.subjects or (1_000 if args.quick else 10_000)
 
@@ -109,6 +127,8 @@ def main() -> None:
         f"load + verify: {load_s:.2f} s wall, {load_cpu_s:.2f} s CPU, {workers} thread(s), best of {args.runs} "
         f"({n / load_s:,.0f} subjects/s, {3 * n / load_s:,.0f} events/s)"
     )
+    if args.profile:
+        _print_profile(data, block_hash)
     recover_us = _recovery_reference_us()
     print(
         f"reference: bare secp256k1 recovery {recover_us:.0f} us in this run; the load used "
