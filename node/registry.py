@@ -15,12 +15,15 @@ import contextlib
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .core.codec import decode_event, encode_event
+import orjson
+
+from .core.codec import decode_event, encode_event, event_to_obj
 from .core.eip712 import event_digest
 from .core.errors import KeyregError, RuleViolation, StaleEvent, StorageError
 from .core.fork import Duplicity, SubjectLog
@@ -29,12 +32,13 @@ from .core.keystate import Verdict, key_verdict, valid_keys
 from .core.limits import DEFAULT_LIMITS, Limits
 from .core.log import Accepted, KeyRecord, SubjectState, apply_event, recover_signers
 from .core.merkle import SparseMerkleTree
-from .core.records import Domain, GovernanceRevocation, Inception, SignedEvent
+from .core.records import Domain, GovernanceRevocation, Inception, SignedEvent, fast_init
 from .store.base import AnchorRecord, AuditEntry, Changes, Store
 
 Status = Literal["accepted", "known", "duplicity", "rejected"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class IngestResult:
     """The outcome for one submitted event."""
@@ -99,6 +103,26 @@ def _recover_chunk(chunk: list[Prepared]) -> list[tuple[bytes, ...] | None]:
         except Exception:  # apply_event re-raises it, in rule order
             out.append(None)
     return out
+
+
+def wire_bytes(item: bytes | SignedEvent, signed: SignedEvent) -> bytes:
+    """The canonical wire bytes of ``signed`` (decoded from ``item``): ``item`` itself when it is them.
+
+    Callers (API, gossip, sync) nearly always pass canonical bytes, and re-encoding them with
+    :func:`encode_event` (``json.dumps`` with sorted keys) cost ~25 us per event, a tenth of ingest.
+    Comparing the caller's bytes with orjson's sorted compact rendering of the same JSON object
+    (:func:`event_to_obj`) costs a fraction of that. orjson writes exactly what
+    ``dumps_canonical`` writes for these objects (str, int, list, dict with ASCII keys; a
+    property test in tests/registry holds the two equal): so equal bytes are the canonical bytes.
+    Anything else, including ints orjson cannot write (over 64 bits), goes to encode_event.
+    """
+    if type(item) is bytes:
+        try:
+            if orjson.dumps(event_to_obj(signed), option=orjson.OPT_SORT_KEYS) == item:
+                return item
+        except orjson.JSONEncodeError:
+            pass
+    return encode_event(signed)
 
 
 _RANK_BAND = 10**15
@@ -211,8 +235,9 @@ class Registry:
                         self._flush(source)
                 if parallel:
                     sys.setswitchinterval(switch)
-            for r in results:
-                self.counters[r.status] += 1
+            counters = self.counters
+            for status, n in Counter([r.status for r in results]).items():
+                counters[status] += n
             return results
 
     def _commit_async(self, changes: Changes) -> None:
@@ -263,18 +288,21 @@ class Registry:
         pending: list[Prepared] = []
         if parallel and self._recoverer is None:
             self._recoverer = ThreadPoolExecutor(1, thread_name_prefix="keyreg-recover")
+        domain, limits = self.domain, self.limits
         for item in items:
             digest: bytes | None = None
             try:
-                signed = item if isinstance(item, SignedEvent) else decode_event(item, self.limits)
+                signed = item if isinstance(item, SignedEvent) else decode_event(item, limits)
             except RuleViolation as exc:
                 prepared.append((exc, None))
             else:
-                if signed.domain == self.domain:
+                if signed.domain == domain:
                     # Shape rules run later (apply_event); hashing an event that breaks them may
                     # fail, and then apply_event reports the rule as usual.
-                    with contextlib.suppress(Exception):
-                        digest = event_digest(self.domain, signed.event)
+                    try:
+                        digest = event_digest(domain, signed.event)
+                    except Exception:  # apply_event raises the specific error
+                        digest = None
                 prepared.append((signed, digest))
             if parallel:
                 pending.append(prepared[-1])
@@ -329,7 +357,7 @@ class Registry:
                 AuditEntry("reject", subject or None, event.seq, None, {"source": source, **exc.to_dict()})
             )
             return IngestResult("rejected", subject or None, event.seq, error=exc)
-        changes.appended.append((acc, encode_event(signed)))
+        changes.appended.append((acc, wire_bytes(item, signed)))
         changes.states[acc.subject] = acc.state
         work[acc.subject] = acc.state
         changes.audit.append(
