@@ -33,7 +33,7 @@ from node.config import Config
 from node.p2p.testing import NodeProcess, digest_hex, generate, wait_until
 
 
-def start_profilers(nodes: list[NodeProcess], directory: str) -> list[subprocess.Popen[bytes]]:
+def start_profilers(nodes: list[NodeProcess], directory: str, attach_s: float = 1.0) -> list[subprocess.Popen[bytes]]:
     """py-spy (collapsed stacks, all threads) on every node process; nothing if no directory."""
     if not directory:
         return []
@@ -45,7 +45,7 @@ def start_profilers(nodes: list[NodeProcess], directory: str) -> list[subprocess
         cmd = [spy, "record", "--pid", str(n.proc.pid), "--format", "raw", "--rate", "50", "--threads", "--gil",
                "--nonblocking", "-o", str(Path(directory) / f"n{i}.txt")]  # fmt: skip
         out.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    time.sleep(1.0)  # py-spy attaches
+    time.sleep(attach_s)  # py-spy attaches
     return out
 
 

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from node.config import Config
 from node.p2p.testing import NodeProcess, generate, wait_until
+
+sys.path.insert(0, str(Path(__file__).parent))
+from gossip import start_profilers, stop_profilers
 
 
 def main() -> None:
@@ -27,6 +31,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--frame-bytes", type=int, default=1024 * 1024)
     ap.add_argument("--muxer", default="yamux", choices=["yamux", "mplex"])
+    ap.add_argument("--profile", default="", help="directory: py-spy samples both nodes during the backfill")
     ap.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "keyreg-bench-cache"))
     args = ap.parse_args()
     if args.quick:
@@ -46,13 +51,18 @@ def main() -> None:
                 res = src.submit(events[i : i + 5000])
                 assert all(r["status"] == "accepted" for r in res), res[:3]
             print(f"source loaded with {len(events)} events in {time.monotonic() - t1:.1f}s", flush=True)
+            spies = start_profilers([src], args.profile and str(Path(args.profile) / "src"))
+            src_cpu = src.cpu_seconds()
             t_start = time.monotonic()
             fresh = NodeProcess(Path(tmp) / "fresh", [src.addr], settings).start()
             nodes.append(fresh)
+            spies += start_profilers([fresh], args.profile and str(Path(args.profile) / "fresh"), attach_s=0)
             target = src.call("state")
             wait_until(lambda: fresh.call("state")["root"] == target["root"], 900, "backfill", interval=0.2)
             wait_until(lambda: fresh.call("status")["last_sync"] is not None, 60, "the backfill result")
             wall = time.monotonic() - t_start
+            stop_profilers(spies)
+            src_cpu = src.cpu_seconds() - src_cpu
             last = fresh.call("status")["last_sync"]
             assert last["kind"] == "backfill", last
             assert last["ok"], last
@@ -62,11 +72,16 @@ def main() -> None:
                 f"in {last['seconds']:.2f}s = {eps:.0f} events/s; {wall:.1f}s from process start",
                 flush=True,
             )
+            fresh_us = last["cpu_seconds"] / max(1, last["accepted"]) * 1e6
+            src_us = src_cpu / max(1, last["accepted"]) * 1e6
+            print(f"CPU per event: fresh node {fresh_us:.0f} us (during the pull), source {src_us:.0f} us", flush=True)
             out = {
                 "events_per_s": round(eps, 1),
                 "events": last["accepted"],
                 "subjects": last["wants"],
                 "seconds": round(last["seconds"], 3),
+                "fresh_cpu_us_per_event": round(fresh_us, 1),
+                "source_cpu_us_per_event": round(src_us, 1),
                 "wall_s_from_process_start": round(wall, 2),
                 "frame_bytes": args.frame_bytes,
                 "quick": args.quick,

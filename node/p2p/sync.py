@@ -39,7 +39,7 @@ from ..core.errors import RuleViolation
 from ..core.merkle import DEPTH
 from ..registry import Registry
 from .gossip import is_gap
-from .wire import FrameError, FrameReader, FrameWriter, encode_batch, frame, frame_raw
+from .wire import FrameError, FrameReader, FrameWriter, encode_batch, frame, frame_raw, parse_message
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ class SyncResult:
     invalid: int = 0
     rounds: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # this process (all threads) while the pull ran
     at: float = field(default_factory=time.time)
     error: str = ""
 
@@ -292,6 +293,7 @@ class SyncProtocol:
         """Pull from ``peer``: the diff (``subjects`` None) or just those subjects; never raises."""
         result = SyncResult(str(peer), kind)
         started = time.monotonic()
+        cpu_started = time.process_time()
         self.pulls += 1
         stream = None
         try:
@@ -315,6 +317,7 @@ class SyncProtocol:
             result.error = f"{type(exc).__name__}: {exc}"
             await _reset(stream)
         result.seconds = time.monotonic() - started
+        result.cpu_seconds = time.process_time() - cpu_started
         if result.invalid:
             self._strike(peer, f"{result.invalid} invalid events in sync")
         self.last = result
@@ -420,12 +423,18 @@ class SyncProtocol:
                     await trio.to_thread.run_sync(self._ingest_frames, bodies, result)
                     bodies = []
 
+        chunks = [wants[i : i + MAX_WANTS] for i in range(0, len(wants), MAX_WANTS)]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ingest)
             async with send:
-                for i in range(0, len(wants), MAX_WANTS):
-                    chunk = wants[i : i + MAX_WANTS]
-                    await session.send({"type": "events", "wants": [["0x" + s.hex(), f] for s, f in chunk]})
+                # One request ahead: the server starts on the next chunk while we read this one's
+                # frames, so the stream never idles for a round trip. Never more than one: a
+                # request (<= ~75 KB) waiting unread must fit the peer's receive window, or we
+                # would block writing while the server blocks writing to us.
+                await session.send(_events_request(chunks[0]))
+                for i in range(len(chunks)):
+                    if i + 1 < len(chunks):
+                        await session.send(_events_request(chunks[i + 1]))
                     while True:
                         body = await session.reader.read_body()
                         if body.startswith(b'{"count":'):
@@ -439,7 +448,7 @@ class SyncProtocol:
         events = []
         for body in bodies:
             try:
-                obj = loads_strict(body)
+                obj = parse_message(body)
             except RuleViolation:
                 result.invalid += 1
                 continue
@@ -459,6 +468,10 @@ class SyncProtocol:
                     result.accepted += 1
                 elif r.status == "rejected" and not is_gap(r):
                     result.invalid += 1
+
+
+def _events_request(chunk: Sequence[tuple[bytes, int]]) -> dict[str, Any]:
+    return {"type": "events", "wants": [["0x" + s.hex(), f] for s, f in chunk]}
 
 
 class _Session:
