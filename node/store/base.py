@@ -42,6 +42,7 @@ class AuditEntry:
     detail: dict[str, Any]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
     """One chained audit record as stored (see node.store.audit for the hash rule)."""

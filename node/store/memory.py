@@ -39,40 +39,62 @@ class MemoryStore:
             yield state, self._disputed.get(subject, False)
 
     def commit(self, changes: Changes) -> None:
-        events = {s: list(v) for s, v in self._events.items() if s in changes.states}
-        digests = dict(self._digests)
+        # Work on copies of what this commit touches only (the touched subjects' logs, an overlay of
+        # digests): O(size of the change), not of the store.
+        logs: dict[bytes, list[bytes]] = {}
+        added: dict[tuple[bytes, int], bytes] = {}  # digests written by this commit
+        removed: set[tuple[bytes, int]] = set()  # digests archived by this commit
+
+        def log_of(subject: bytes) -> list[bytes]:
+            log = logs.get(subject)
+            if log is None:
+                log = logs[subject] = list(self._events.get(subject, []))
+            return log
+
+        def stored(key: tuple[bytes, int]) -> bytes | None:
+            if key in added:
+                return added[key]
+            return None if key in removed else self._digests.get(key)
+
         archived: list[tuple[bytes, int, bytes, bytes]] = []
         for subject, seq in changes.switched:
-            log = events.setdefault(subject, list(self._events.get(subject, [])))
+            log = log_of(subject)
             for i, raw in enumerate(log[seq:], start=seq):
-                archived.append((subject, i, digests.pop((subject, i)), raw))
+                digest = stored((subject, i))
+                assert digest is not None  # every stored event has its digest
+                archived.append((subject, i, digest, raw))
+                added.pop((subject, i), None)
+                removed.add((subject, i))
             del log[seq:]
         known: set[tuple[bytes, int]] = set()
         for acc, raw in changes.appended:
             seq = acc.signed.event.seq
-            log = events.setdefault(acc.subject, list(self._events.get(acc.subject, [])))
-            stored = digests.get((acc.subject, seq))
-            if stored == acc.digest:
-                known.add((acc.subject, seq))  # re-delivery: a no-op
+            key = (acc.subject, seq)
+            digest = stored(key)
+            if digest == acc.digest:
+                known.add(key)  # re-delivery: a no-op
                 continue
-            if stored is not None:
+            if digest is not None:
                 raise EventConflict(
                     f"a different event is already stored at subject 0x{acc.subject.hex()} seq {seq}",
                     subject="0x" + acc.subject.hex(),
                     seq=seq,
                 )
+            log = log_of(acc.subject)
             if seq != len(log):
                 raise AssertionError("append out of order")  # a registry bug, never input-driven
             log.append(raw)
-            digests[(acc.subject, seq)] = acc.digest
+            added[key] = acc.digest
         fresh = {a.subject for a, _ in changes.appended if (a.subject, a.signed.event.seq) not in known}
         fresh |= {s for s, _ in changes.switched}
         stale = {s for s, _ in known} - fresh  # every event of theirs was known: keep the stored head
         audit = [a for a in changes.audit if not (a.action == "accept" and (a.subject, a.seq) in known)]
         records = chain(audit, *self._audit_head(), self._now_ms())
         # Nothing above mutated self: from here on the commit cannot fail.
-        self._events.update(events)
-        self._digests = digests
+        self._events.update(logs)
+        for key in removed:
+            self._digests.pop(key, None)
+        self._digests.update(added)
         self._archived.extend(archived)
         self._states.update((s, st) for s, st in changes.states.items() if s not in stale)
         self._disputed.update(changes.disputed)
