@@ -369,7 +369,14 @@ def _fast_event(obj: Any, limits: Limits) -> SignedEvent:
     max_controllers = limits.max_controllers
     if type(sigs) is not list or len(sigs) > max_controllers:
         raise _Doubt
-    signatures = (_hx(sigs[0], 65),) if len(sigs) == 1 else tuple([_hx(s, 65) for s in sigs])
+    if len(sigs) == 1:  # one controller: _hx inline
+        sig = sigs[0]
+        sig_b = _fromhex(sig[2:])
+        if len(sig_b) != 65 or "0x" + sig_b.hex() != sig:
+            raise _Doubt
+        signatures: tuple[bytes, ...] = (sig_b,)
+    else:
+        signatures = tuple([_hx(s, 65) for s in sigs])
     event: Event
     if kind == "update":
         publish, retire, set_metadata, metadata = obj["publish"], obj["retire"], obj["setMetadata"], obj["metadata"]
@@ -383,11 +390,25 @@ def _fast_event(obj: Any, limits: Limits) -> SignedEvent:
             or type(metadata) is not str
         ):
             raise _Doubt
+        # The envelope of the most common kind inline (what _hx and _u64 check, without the calls).
+        subject, prev, seq, timestamp = obj["subject"], obj["prev"], obj["seq"], obj["timestamp"]
+        subject_b, prev_b = _fromhex(subject[2:]), _fromhex(prev[2:])
+        if (
+            len(subject_b) != 32
+            or len(prev_b) != 32
+            or "0x" + subject_b.hex() != subject
+            or "0x" + prev_b.hex() != prev
+            or type(seq) is not int
+            or type(timestamp) is not int
+            or not 0 <= seq <= _U64_MAX
+            or not 0 <= timestamp <= _U64_MAX
+        ):
+            raise _Doubt
         event = _new_update(
-            _hx(obj["subject"], 32),
-            _u64(obj["seq"]),
-            _hx(obj["prev"], 32),
-            _u64(obj["timestamp"]),
+            subject_b,
+            seq,
+            prev_b,
+            timestamp,
             tuple([_fast_key(k, limits.max_purposes) for k in publish]) if publish else (),
             tuple([_fast_retirement(r) for r in retire]) if retire else (),
             set_metadata,

@@ -259,13 +259,14 @@ def _keys_ok(keys: tuple[PublishedKey, ...], limits: Limits) -> bool:
     max_id, max_purposes, max_purpose_chars = limits.max_key_id_chars, limits.max_purposes, limits.max_purpose_chars
     for k in keys:
         key_id, alg, public_key, purposes = k.key_id, k.alg, k.public_key, k.purposes
+        longest = _purposes_ok.get(purposes)  # the remembered answer without a call (see _longest_purpose)
         if not (
             0 < len(key_id) <= max_id
-            and _key_id_ok(key_id)
+            and (key_id in _key_ids_ok or _key_id_ok(key_id))
             and len(public_key) == PUBLIC_KEY_LENGTHS.get(alg)  # None for an unsupported algorithm
             and (alg == "Ed25519" or public_key[0] == 2 or public_key[0] == 3)
             and 0 < len(purposes) <= max_purposes
-            and 0 <= _longest_purpose(purposes) <= max_purpose_chars
+            and 0 <= (_longest_purpose(purposes) if longest is None else longest) <= max_purpose_chars
             and (not k.not_after or k.not_after > k.not_before)
         ):
             return False
@@ -426,6 +427,12 @@ def _revoke(state: SubjectState, event: Revocation, digest: bytes) -> SubjectSta
     )  # fmt: skip
 
 
+# The (event domain, registry domain) pair found equal last. Domains are frozen, so a pair once equal
+# stays equal, and the decoder hands out one Domain object per network: apply_event compares fields
+# once per pair instead of once per event. Replaced whole, so threads never see a torn pair.
+_equal_domains: tuple[Domain | None, Domain | None] = (None, None)
+
+
 def apply_event(
     state: SubjectState | None,
     signed: SignedEvent,
@@ -445,18 +452,21 @@ def apply_event(
     it validates). Only pass it when both calls succeeded; on a recovery error pass None, so the
     error is raised here, in rule order, exactly as without precomputation. Every rule is checked.
     """
+    global _equal_domains
     sd = signed.domain
-    # Field by field: Domain's generated __eq__ would build and compare two tuples on every event.
-    if sd is not domain and (
-        sd.chain_id != domain.chain_id
-        or sd.verifying_contract != domain.verifying_contract
-        or sd.name != domain.name
-        or sd.version != domain.version
-    ):
-        raise WrongNetwork(
-            f"event is for chainId {signed.domain.chain_id} contract 0x{signed.domain.verifying_contract.hex()}, "
-            f"this registry is chainId {domain.chain_id} contract 0x{domain.verifying_contract.hex()}"
-        )
+    if sd is not domain and (sd is not _equal_domains[0] or domain is not _equal_domains[1]):
+        # Field by field: Domain's generated __eq__ would build and compare two tuples on every event.
+        if (
+            sd.chain_id != domain.chain_id
+            or sd.verifying_contract != domain.verifying_contract
+            or sd.name != domain.name
+            or sd.version != domain.version
+        ):
+            raise WrongNetwork(
+                f"event is for chainId {signed.domain.chain_id} contract 0x{signed.domain.verifying_contract.hex()}, "
+                f"this registry is chainId {domain.chain_id} contract 0x{domain.verifying_contract.hex()}"
+            )
+        _equal_domains = (sd, domain)
     event = signed.event
     if not _shape_ok(event, limits):  # check_shape, inlined
         _reference_check_shape(event, limits)
