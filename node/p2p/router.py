@@ -133,10 +133,19 @@ class KeyregPubsub(Pubsub):
         if msg_id in self._validating or self.seen_messages.has(msg_id):
             self.duplicates_dropped += 1
             return
+        scorer = getattr(self.router, "scorer", None)
+        topics = list(msg.topicIDs)
+        if scorer is not None and not scorer.allow_publish(msg_forwarder, topics):
+            # Below the publish threshold a peer's messages are dropped unvalidated (as upstream
+            # does), but each one still costs it as an invalid message: a peer that keeps sending
+            # sinks to the graylist threshold and is disconnected (P2PService._score_watchdog)
+            # instead of hovering just under the publish threshold for as long as it likes.
+            for topic in topics:
+                scorer.on_invalid_message(msg_forwarder, topic)
+            return
         if self.admit is not None and not self.admit(msg_forwarder):
-            scorer = getattr(self.router, "scorer", None)
             if scorer is not None:
-                for topic in msg.topicIDs:
+                for topic in topics:
                     scorer.on_invalid_message(msg_forwarder, topic)
             return
         self._validating.add(msg_id)

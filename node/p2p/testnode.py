@@ -8,7 +8,8 @@ Runs a Registry (in-memory store) + ``run_p2p`` and a JSON-lines control socket 
 ``subject`` {subject} -> seq, head, disputed, evidence; ``status`` -> p2p status;
 ``times`` {digests} -> unix time each digest was applied here (bench latency; needs --record-times);
 ``watch`` {digests} then ``watched`` -> how many are still missing, and when the last one arrived;
-``connect`` {addr}; ``publish_raw`` {data} (abuse tests: gossip arbitrary bytes on the topic).
+``connect`` {addr}; ``publish_raw`` {data, direct} (abuse tests: gossip arbitrary bytes on the topic;
+``direct``: to every pubsub peer, not just the mesh); ``pubsub_peers`` -> how many there are.
 
 Once ``keyreg node run`` exists, tests should prefer it; this entry stays for the benchmarks.
 """
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import PUBSUB_SIGNING_PREFIX
 
 from ..config import load_config
 from ..registry import Registry, Report
@@ -36,6 +39,23 @@ from .service import P2PService, run_p2p
 
 MAX_LINE = 64 * 1024 * 1024
 MAX_TIMES = 2_000_000
+
+
+def send_to_every_peer(svc: P2PService, data: bytes) -> int:
+    """Send a signed pubsub message straight to every pubsub peer, as an attacker would.
+
+    A node that publishes through its router reaches only its mesh, which prunes a peer whose
+    score turns negative; an attacker ignores that. Returns how many peers it was sent to.
+    """
+    pubsub = svc.pubsub
+    msg = rpc_pb2.Message(data=data, topicIDs=[svc.topic], from_id=pubsub.my_id.to_bytes(), seqno=pubsub._next_seqno())
+    msg.signature = pubsub.sign_key.sign(PUBSUB_SIGNING_PREFIX.encode() + msg.SerializeToString())
+    msg.key = pubsub.host.get_public_key().serialize()
+    rpc = rpc_pb2.RPC(publish=[msg])
+    peers = list(pubsub.peers)
+    for peer in peers:
+        pubsub.router.send_rpc(peer, rpc)  # type: ignore[attr-defined]
+    return len(peers)
 
 
 class Node:
@@ -96,8 +116,13 @@ class Node:
         if op == "connect":
             return str(await svc.connect(req["addr"]))
         if op == "publish_raw":
-            await svc.pubsub.publish(svc.topic, bytes.fromhex(req["data"]))
-            return True
+            data = bytes.fromhex(req["data"])
+            if not req.get("direct"):
+                await svc.pubsub.publish(svc.topic, data)
+                return True
+            return send_to_every_peer(svc, data)
+        if op == "pubsub_peers":
+            return len(svc.pubsub.peers)
         raise ValueError(f"unknown op {op!r}")
 
     async def serve_client(self, stream: trio.SocketStream) -> None:
