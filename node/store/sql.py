@@ -320,8 +320,10 @@ class SqlStore:
     ) -> None:
         """Upsert the subjects rows of ``changes.states`` and the key rows that changed since written."""
         v = self._values
-        blob, null, encode = v.blob, v.null, self._encoder.encode
+        blob, null, true, false, encode = v.blob, v.null, v.true, v.false, self._encoder.encode
         disputed = changes.disputed
+        written_keys = self._written_keys
+        no_keys: Mapping[str, KeyRecord] = {}
         rows = []
         key_rows = []
         for subject, state in changes.states.items():
@@ -331,13 +333,13 @@ class SqlStore:
                     blob(subject),
                     state.seq,
                     blob(state.head),
-                    v.true if disputed.get(subject, False) else v.false,
+                    true if disputed and disputed.get(subject, False) else false,
                     null if revoked_at is None else min(revoked_at, I64_MAX),
                     encode(state),
                 )
             )
             keys = state.keys
-            old: Mapping[str, KeyRecord] = {} if subject in switched else self._written_keys.get(subject, {})
+            old = no_keys if subject in switched else written_keys.get(subject, no_keys)
             if old is not keys:  # a state whose event changed no key shares its predecessor's mapping
                 for kid, rec in keys.items():
                     was = old.get(kid)
