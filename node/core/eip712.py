@@ -204,20 +204,24 @@ def hash_published_key(k: PublishedKey) -> bytes:
 def _hash_keys(keys: tuple[PublishedKey, ...]) -> bytes:
     if not keys:
         return _EMPTY_ARRAY
+    if len(keys) == 1:  # the usual case: no list to join
+        return _keccak256(hash_published_key(keys[0])).digest()
     return _keccak256(b"".join([hash_published_key(k) for k in keys])).digest()
+
+
+def _hash_retirement(r: KeyRetirement) -> bytes:
+    key_id = r.key_id
+    return _keccak256(
+        _KR_TH + (_string_hash_cache.get(key_id) or _hash_string(key_id)) + r.not_after.to_bytes(32, "big")
+    ).digest()
 
 
 def _hash_retirements(items: tuple[KeyRetirement, ...]) -> bytes:
     if not items:
         return _EMPTY_ARRAY
-    return _keccak256(
-        b"".join(
-            [
-                _keccak256(_KR_TH + _hash_string(r.key_id) + r.not_after.to_bytes(32, "big")).digest()
-                for r in items
-            ]
-        )
-    ).digest()
+    if len(items) == 1:
+        return _keccak256(_hash_retirement(items[0])).digest()
+    return _keccak256(b"".join([_hash_retirement(r) for r in items])).digest()
 
 
 def hash_struct(event: Event) -> bytes:
