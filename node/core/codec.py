@@ -257,8 +257,9 @@ def _reference_event_from_obj(obj: Any, limits: Limits) -> SignedEvent:
 # _fast_event only ever *accepts*: it checks the same rules in fewer steps and gives up at the first
 # doubt by raising anything at all (_Doubt, or the KeyError/TypeError/ValueError a malformed value
 # causes). event_from_obj then runs the reference decoder from scratch, so which error an input gets,
-# its code and its message stay defined in one place. tests/unit/test_codec.py checks that both
-# decoders agree and that every valid vector takes the fast path.
+# its code and its message stay defined in one place (docs/adr/0007-accept-only-fast-paths.md).
+# tests/unit/test_fast_paths.py checks that both decoders agree and that every valid vector takes
+# the fast path.
 
 
 class _Doubt(Exception):
