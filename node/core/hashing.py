@@ -95,7 +95,7 @@ try:
             raise ValueError("unparseable signature")
         if not _recover(_CTX, pub, sig, digest):
             raise ValueError("signature does not recover")
-        key = bytes(pub_view)
+        key = pub_view.tobytes()
         address = _address_cache.get(key)
         if address is None:
             size[0] = 65
