@@ -164,6 +164,7 @@ def main() -> None:
                 "messages_out": sum(s["messages_out"] for s in stats),
                 "messages_in": sum(s["messages_in"] for s in stats),
                 "dropped": sum(s["dropped"] for s in stats),
+                "duplicates_dropped": sum(s["gossip"]["duplicates_dropped"] for s in stats),
                 "publish_interval_s": args.publish_interval,
                 "max_events_per_message": args.max_events_per_message,
                 "quick": args.quick,

@@ -37,7 +37,10 @@ GRAYLIST_THRESHOLD = -50.0  # below: disconnected and banned for a while (node.p
 # Messages at least this large announce IDONTWANT to the mesh as soon as they arrive (see
 # KeyregPubsub.push_msg); for smaller ones the announcement costs about as much as a duplicate.
 IDONTWANT_MIN_BYTES = 16 * 1024
-MAX_IDONTWANT_PER_PEER = 256  # message ids remembered per peer (upstream: 10), cleared each heartbeat
+MAX_IDONTWANT_PER_PEER = 256  # message ids remembered per peer (upstream: 10)
+# Upstream forgets every IDONTWANT at each heartbeat (1 s); validating a large batch under load
+# takes about that long, so the IDONTWANT was often gone when the forward it should stop came.
+IDONTWANT_KEEP_HEARTBEATS = 10
 
 
 def score_params() -> ScoreParams:
@@ -65,6 +68,13 @@ class KeyregGossipSub(GossipSub):
     bytes, and each copy parsed). Here the IDONTWANT goes out on arrival, before validation
     (:meth:`announce_idontwant`, called by :class:`KeyregPubsub`), and none at forwarding time.
     """
+
+    _heartbeats = 0
+
+    def _prune_idontwant_entries(self) -> None:
+        self._heartbeats += 1
+        if self._heartbeats % IDONTWANT_KEEP_HEARTBEATS == 0:
+            super()._prune_idontwant_entries()
 
     async def _emit_idontwant_for_message(self, msg_id: bytes, topic_ids: Iterable[str]) -> None:
         return  # sent on arrival instead (announce_idontwant); our own publishes need none
