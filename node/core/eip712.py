@@ -9,10 +9,7 @@ Tests prove the fast path equals eth-account's ``encode_typed_data`` on every ve
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
-
-import sha3
+from typing import Any
 
 from .errors import MalformedEvent
 from .hashing import keccak
@@ -120,12 +117,6 @@ _EMPTY_ARRAY = keccak(b"")
 _PAD12 = b"\x00" * 12
 
 
-class _Keccak(Protocol):
-    def digest(self) -> bytes: ...
-
-
-_keccak256: Callable[[bytes], _Keccak] = sha3.keccak_256
-
 # Strings that recur in nearly every event (algorithm names, common purposes, "") are hashed once.
 _string_hash_cache: dict[str, bytes] = {}
 _STRING_CACHE_MAX = 4096
@@ -138,7 +129,7 @@ def _hash_string(s: str) -> bytes:
             encoded = s.encode()
         except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800"): no UTF-8 bytes to hash
             raise MalformedEvent("a text field is not valid UTF-8") from None
-        h = _keccak256(encoded).digest()
+        h = keccak(encoded)
         if len(s) <= 32 and len(_string_hash_cache) < _STRING_CACHE_MAX:
             _string_hash_cache[s] = h
     return h
@@ -152,7 +143,7 @@ _PURPOSES_CACHE_MAX = 1024
 def _hash_purposes(purposes: tuple[str, ...]) -> bytes:
     h = _purposes_hash_cache.get(purposes)
     if h is None:
-        h = _keccak256(b"".join([_hash_string(p) for p in purposes])).digest()
+        h = keccak(b"".join([_hash_string(p) for p in purposes]))
         if len(_purposes_hash_cache) < _PURPOSES_CACHE_MAX:
             _purposes_hash_cache[purposes] = h
     return h
@@ -169,8 +160,8 @@ def _addr(a: bytes) -> bytes:
 def hash_address_array(addresses: tuple[bytes, ...]) -> bytes:
     """EIP-712 encoding of address[]: keccak of the 32-byte left-padded addresses."""
     if len(addresses) == 1:  # the common single controller
-        return _keccak256(_PAD12 + addresses[0]).digest()
-    return _keccak256(b"".join([_PAD12 + a for a in addresses])).digest()
+        return keccak(_PAD12 + addresses[0])
+    return keccak(b"".join([_PAD12 + a for a in addresses]))
 
 
 def controller_commitment(controllers: tuple[bytes, ...], threshold: int) -> bytes:
@@ -178,50 +169,51 @@ def controller_commitment(controllers: tuple[bytes, ...], threshold: int) -> byt
     return keccak(_u(threshold) + b"".join([_PAD12 + a for a in controllers]))
 
 
-# The functions below are the validator's hot path: they call the keccak constructor directly and
-# join one list per struct instead of concatenating bytes pairwise.
+# The functions below are the validator's hot path: they hash through hashing.keccak (no constructor
+# argument parsing), skip calls on cache hits and join one list per struct instead of concatenating
+# bytes pairwise.
 
 
 def hash_published_key(k: PublishedKey) -> bytes:
     """hashStruct(PublishedKey)."""
     cached = _string_hash_cache.get  # key ids and algorithm names recur: skip the call on a hit
     key_id, alg, purposes = k.key_id, k.alg, k.purposes
-    return _keccak256(
+    return keccak(
         b"".join(
             [
                 _PK_TH,
                 cached(key_id) or _hash_string(key_id),
                 cached(alg) or _hash_string(alg),
-                _keccak256(k.public_key).digest(),
+                keccak(k.public_key),
                 _purposes_hash_cache.get(purposes) or _hash_purposes(purposes),
                 k.not_before.to_bytes(32, "big"),
                 k.not_after.to_bytes(32, "big"),
             ]
         )
-    ).digest()
+    )
 
 
 def _hash_keys(keys: tuple[PublishedKey, ...]) -> bytes:
     if not keys:
         return _EMPTY_ARRAY
     if len(keys) == 1:  # the usual case: no list to join
-        return _keccak256(hash_published_key(keys[0])).digest()
-    return _keccak256(b"".join([hash_published_key(k) for k in keys])).digest()
+        return keccak(hash_published_key(keys[0]))
+    return keccak(b"".join([hash_published_key(k) for k in keys]))
 
 
 def _hash_retirement(r: KeyRetirement) -> bytes:
     key_id = r.key_id
-    return _keccak256(
+    return keccak(
         _KR_TH + (_string_hash_cache.get(key_id) or _hash_string(key_id)) + r.not_after.to_bytes(32, "big")
-    ).digest()
+    )
 
 
 def _hash_retirements(items: tuple[KeyRetirement, ...]) -> bytes:
     if not items:
         return _EMPTY_ARRAY
     if len(items) == 1:
-        return _keccak256(_hash_retirement(items[0])).digest()
-    return _keccak256(b"".join([_hash_retirement(r) for r in items])).digest()
+        return keccak(_hash_retirement(items[0]))
+    return keccak(b"".join([_hash_retirement(r) for r in items]))
 
 
 def hash_struct(event: Event) -> bytes:
@@ -273,7 +265,7 @@ def hash_struct(event: Event) -> bytes:
         ]
     else:
         raise TypeError(f"not an event: {type(event).__name__}")
-    return _keccak256(b"".join(parts)).digest()
+    return keccak(b"".join(parts))
 
 
 _separator_cache: dict[Domain, bytes] = {}
@@ -307,7 +299,7 @@ def event_digest(domain: Domain, event: Event) -> bytes:
     if domain is not last_domain:
         prefix = b"\x19\x01" + domain_separator(domain)
         _last_prefix = (domain, prefix)
-    return _keccak256(prefix + hash_struct(event)).digest()
+    return keccak(prefix + hash_struct(event))
 
 
 # ---------------------------------------------------------------------------------------------
