@@ -8,7 +8,6 @@ Nothing here checks proofs or signatures: that is :mod:`node.verify.loading`'s j
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import zlib
 from collections.abc import Callable
@@ -409,9 +408,14 @@ def decode_envelope(data: bytes) -> tuple[Bundle, list[Any]]:
 
 def decode_subject(obj: Any, index: int) -> SubjectEntry:
     """Decode the ``index``-th subject object of a bundle."""
-    where = "subjects"
-    with contextlib.suppress(Exception):  # any doubt at all: the precise decoder accepts the same or names the fault
+    try:
         return _fast_subject(obj)
+    except Exception:  # any doubt at all: the precise decoder accepts the same or names the fault
+        return _decode_precisely(obj, index)
+
+
+def _decode_precisely(obj: Any, index: int) -> SubjectEntry:
+    where = "subjects"
     try:
         return _subject(obj, where)
     except BundleFormatError as exc:
