@@ -210,3 +210,14 @@ def test_hash_list_accepts_exactly_what_hex_does(items: list[Any]) -> None:
     except Exception:  # the precise path decides
         got = None
     assert got == expected
+
+
+def test_without_orjson_the_stdlib_parser_decides(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> None:
+    import node.verify.bundle as bundle_module
+
+    monkeypatch.setattr(bundle_module, "orjson", None)  # the SDK needs nothing beyond node.core
+    data = _canonical(scenario.obj)
+    assert parse_json(data) == (json.loads(data), False)
+    Verifier.from_bundle(data, scenario.block_hash, now=NOW)
+    with pytest.raises(BundleFormatError, match="duplicate field"):
+        parse_json(b'{"a":1,"a":1}')
