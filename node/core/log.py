@@ -454,7 +454,8 @@ def apply_event(
     """
     global _equal_domains
     sd = signed.domain
-    if sd is not domain and (sd is not _equal_domains[0] or domain is not _equal_domains[1]):
+    equal = _equal_domains  # read once: another thread may replace it between two reads
+    if sd is not domain and (sd is not equal[0] or domain is not equal[1]):
         # Field by field: Domain's generated __eq__ would build and compare two tuples on every event.
         if (
             sd.chain_id != domain.chain_id
