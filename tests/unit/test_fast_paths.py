@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.core import codec, log
-from node.core.errors import KeyregError
+from node.core.errors import KeyregError, WrongNetwork
 from node.core.limits import DEFAULT_LIMITS, Limits
-from node.core.records import SignedEvent
+from node.core.records import Domain, SignedEvent
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 LOGS = json.loads((VECTORS / "valid_logs.json").read_text())["logs"]
@@ -296,3 +296,19 @@ def test_decoders_agree_on_duplicate_keys_anywhere(obj: dict[str, Any], draw: st
     value = draw.draw(st.sampled_from(['1', '"x"', "[]", "{}", "null", text[i + 2 : i + 8]]))
     j = text.rfind("{", 0, k) + 1
     _both_bytes((text[:j] + f'"{name}":{value},' + text[j:]).encode())
+
+
+def test_remembered_equal_domains_never_admit_another_network() -> None:
+    # apply_event remembers the (event domain, registry domain) pair it found equal last.
+    first = next(e for e in WIRE if e["kind"] == "inception")
+    signed = codec.decode_event(codec.dumps_canonical(first))
+    same = Domain(signed.domain.chain_id, signed.domain.verifying_contract)  # equal, another object
+    other = Domain(signed.domain.chain_id + 1, signed.domain.verifying_contract)
+    for _ in range(2):
+        assert log.apply_event(None, signed, same).subject
+        with pytest.raises(WrongNetwork):
+            log.apply_event(None, signed, other)
+    relabelled = {**first, "chainId": first["chainId"] + 1}
+    foreign = codec.decode_event(codec.dumps_canonical(relabelled))
+    with pytest.raises(WrongNetwork):
+        log.apply_event(None, foreign, same)
