@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--samples", type=int, default=60)
     ap.add_argument("--publish-interval", type=float, default=0.05)
-    ap.add_argument("--max-events-per-message", type=int, default=256)
+    ap.add_argument("--max-events-per-message", type=int, default=2048)
     ap.add_argument("--muxer", default="yamux", choices=["yamux", "mplex"])
     ap.add_argument("--profile", default="", help="directory: py-spy samples each node during the throughput run")
     ap.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "keyreg-bench-cache"))

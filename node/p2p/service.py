@@ -187,9 +187,11 @@ class P2PService:
     # ------------------------------------------------------------------ health
 
     async def _root_loop(self) -> None:
+        # While an ingest runs the shown root may lag; it is refreshed within 250 ms of the ingest.
         while True:
-            root, count = await self.sync.tree.root()
-            self.tree_root, self.tree_count = "0x" + root.hex(), count
+            got = await self.sync.tree.root_if_idle()
+            if got is not None:
+                self.tree_root, self.tree_count = "0x" + got[0].hex(), got[1]
             await trio.sleep(0.25)
 
     def peer_scores(self) -> dict[str, float]:
