@@ -79,13 +79,18 @@ class Report:
 Listener = Callable[[Report], None]
 
 # Signature recovery (libsecp256k1 through cffi, which releases the GIL) is ~half of validation.
-# Batches of at least _PARALLEL_MIN events recover their signatures on a worker thread, in chunks
+# Batches of at least _PARALLEL_MIN events recover their signatures on worker threads, in chunks
 # of _RECOVER_CHUNK, while this thread decodes and validates; apply_event then receives
 # (digest, signers) instead of recomputing them. While a batch runs, the interpreter's switch
-# interval is shortened (_SWITCH_S, restored after) so the worker gets the GIL back promptly after
+# interval is shortened (_SWITCH_S, restored after) so a worker gets the GIL back promptly after
 # each C call instead of waiting out the default 5 ms.
+# Two workers: once decoding and the rules got cheaper, one worker (which waits for the GIL after
+# every recovery) fell behind, and the ingesting thread sat waiting for its chunks (31-110 µs per
+# event in the ingest bench); with two, recovery also uses the ingesting thread's core while that
+# thread waits (waiting ~1 µs per event, same CPU).
 _PARALLEL_MIN = 64
 _RECOVER_CHUNK = 32
+_RECOVER_THREADS = 2
 _SWITCH_S = 0.0002
 
 Prepared = tuple[SignedEvent | RuleViolation, bytes | None]  # (decoded or decode error, digest)
@@ -287,7 +292,7 @@ class Registry:
         futures: list[Future[list[tuple[bytes, ...] | None]]] = []
         pending: list[Prepared] = []
         if parallel and self._recoverer is None:
-            self._recoverer = ThreadPoolExecutor(1, thread_name_prefix="keyreg-recover")
+            self._recoverer = ThreadPoolExecutor(_RECOVER_THREADS, thread_name_prefix="keyreg-recover")
         domain, limits = self.domain, self.limits
         for item in items:
             digest: bytes | None = None
