@@ -95,7 +95,7 @@ class GossipStats:
 
 @dataclass
 class _Job:
-    events: list[SignedEvent]
+    events: list[SignedEvent | bytes]
     done: trio.Event = field(default_factory=trio.Event)
     results: list[IngestResult] = field(default_factory=list)
 
@@ -200,7 +200,11 @@ class Gossip:
         self.stats.messages_in += 1
         try:
             decoded = decode_message(
-                msg.data, self.config.max_message_bytes, self.config.max_events_per_message, self.registry.limits
+                msg.data,
+                self.config.max_message_bytes,
+                self.config.max_events_per_message,
+                self.registry.limits,
+                raw=True,
             )
         except RuleViolation:
             return self._invalid(forwarder)

@@ -34,12 +34,12 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from ..config import P2PConfig
-from ..core.codec import event_from_obj, loads_strict
+from ..core.codec import loads_strict
 from ..core.errors import RuleViolation
 from ..core.merkle import DEPTH
 from ..registry import Registry
 from .gossip import is_gap
-from .wire import FrameError, FrameReader, FrameWriter, encode_batch, frame, frame_raw, parse_message
+from .wire import FrameError, FrameReader, FrameWriter, encode_batch, event_items, frame, frame_raw, parse_message
 
 log = logging.getLogger(__name__)
 
@@ -470,11 +470,9 @@ class SyncProtocol:
             if type(obj) is not dict or obj.get("type") != "events" or not isinstance(obj.get("events"), list):
                 result.invalid += 1
                 continue
-            for e in obj["events"]:
-                try:
-                    events.append(event_from_obj(e, self.registry.limits))
-                except RuleViolation:
-                    result.invalid += 1
+            items, bad = event_items(obj["events"], self.registry.limits)
+            events.extend(items)
+            result.invalid += bad
         for i in range(0, len(events), INGEST_BATCH):
             results = self.registry.ingest(events[i : i + INGEST_BATCH], "sync", False)
             result.events += len(results)

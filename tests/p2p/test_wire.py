@@ -116,6 +116,21 @@ def test_parse_message_agrees_with_the_strict_parser(log3: list) -> None:
     assert parse_message(colon) == loads_strict(colon)
 
 
+def test_raw_items_are_the_canonical_bytes(log3: list) -> None:
+    raws = [encode_event(s) for s in log3]
+    decoded = decode_message(encode_batch(raws), 1 << 20, 256, DEFAULT_LIMITS, raw=True)
+    assert decoded.events == raws  # what the registry stores as it is, without re-encoding
+    # Objects orjson cannot render canonically (ints over 64 bits) are decoded here instead.
+    big = b'{"events":[{"kind":"nope","seq":' + str(2**70).encode() + b'}],"type":"events"}'
+    decoded = decode_message(big, 1 << 20, 256, DEFAULT_LIMITS, raw=True)
+    assert decoded.events == []
+    assert decoded.malformed == 1
+    # An integer beyond 64 bits where one may be valid (chainId is a uint256) keeps its value.
+    huge = raws[0].replace(b'"chainId":31337', b'"chainId":' + str(2**70).encode())
+    decoded = decode_message(encode_batch([huge]), 1 << 20, 256, DEFAULT_LIMITS, raw=True)
+    assert [e.domain.chain_id for e in decoded.events] == [2**70]  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("where", ["message", "event", "nested"])
 def test_duplicate_keys_anywhere_are_refused(log3: list, where: str) -> None:
     raws = [encode_event(s) for s in log3]
