@@ -97,7 +97,8 @@ def main() -> None:
                 nodes.append(NodeProcess(Path(tmp) / f"n{i}", boot, settings, record_times=True).start())
             wait_until(lambda: all(n.call("status")["peers"] >= args.nodes - 1 for n in nodes), 60, "full mesh")
             wait_until(lambda: all(len(n.call("status")["peer_scores"]) >= args.nodes - 1 for n in nodes), 30, "meshes")
-            time.sleep(2.5)  # let two heartbeats graft the mesh (not waiting on gossip delivery)
+            mesh = min(args.nodes - 1, 3)  # D_low: a mesh this full is not grafted further
+            wait_until(lambda: all(n.call("status")["mesh_peers"] >= mesh for n in nodes), 30, "meshes grafted")
             print(f"{args.nodes} nodes up", flush=True)
 
             # -------- latency

@@ -210,6 +210,10 @@ class P2PService:
             "root": self.tree_root,
             "subjects": self.tree_count,
             "peers": len(self.connected_peers()),
+            # Peers known to be subscribed to the topic, and those in our gossipsub mesh (what a
+            # publish reaches; it fills at the first heartbeat after subscriptions are exchanged).
+            "topic_peers": len(self.pubsub.peer_topics.get(self.topic, ())),
+            "mesh_peers": len(getattr(self.pubsub.router, "mesh", {}).get(self.topic, ())),
             "peer_scores": self.peer_scores(),
             "banned": [{"peer": str(p)} for p in self.bans],
             "bans": list(self.ban_log),

@@ -57,6 +57,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[KeyregNod
         for i, n in enumerate(nodes[2:], start=2):
             n.bootstrap = [m.addr for m in nodes[:i]]  # used on restart
         wait_until(lambda: all(n.p2p()["peers"] >= 1 for n in nodes), 30, "every node connected")
+        # A publish reaches only the gossipsub mesh, which fills at the first heartbeat after the
+        # subscriptions are exchanged: before that an event would reach others only by sync.
+        wait_until(lambda: all(n.p2p()["mesh_peers"] >= 1 for n in nodes), 30, "every node in a mesh")
         yield nodes
     finally:
         for n in nodes:
