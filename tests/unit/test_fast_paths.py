@@ -93,13 +93,18 @@ def test_decoders_agree_on_random_strings(obj: dict[str, Any], data: st.DataObje
     _both(_set(obj, path, data.draw(st.text(max_size=6))))
 
 
+def _parent(obj: Any, path: tuple[Any, ...]) -> tuple[tuple[Any, ...], Any]:
+    """The path of the container holding the value at ``path``, and that container."""
+    target = obj
+    for k in path[:-1]:
+        target = target[k]
+    return path[:-1], target
+
+
 @pytest.mark.parametrize("obj", WIRE[:6])
 def test_decoders_agree_on_extra_fields_and_limits(obj: dict[str, Any]) -> None:
     for path in _paths(obj):
-        parent = path[:-1]
-        target = obj
-        for k in parent:
-            target = target[k]
+        parent, target = _parent(obj, path)
         if isinstance(target, dict):
             _both(_set(obj, (*parent, "extra"), 1))
     _both(obj, Limits(max_controllers=0))
@@ -263,10 +268,7 @@ def test_decoders_agree_on_grammar_differences(data: bytes) -> None:
 def test_decoders_agree_when_any_field_is_renamed(obj: dict[str, Any]) -> None:
     # The fast path checks field sets by size and reads every field: a renamed field must not pass.
     for path in _paths(obj):
-        parent = path[:-1]
-        target = obj
-        for k in parent:
-            target = target[k]
+        parent, target = _parent(obj, path)
         if isinstance(target, dict):
             renamed = _set(_set(obj, (*parent, "renamed"), target[path[-1]]), path, ...)
             _both(renamed)
@@ -293,7 +295,7 @@ def test_decoders_agree_on_duplicate_keys_anywhere(obj: dict[str, Any], draw: st
     i = draw.draw(st.sampled_from(starts))
     k = text.rfind('"', 0, i) + 1
     name = text[k:i]
-    value = draw.draw(st.sampled_from(['1', '"x"', "[]", "{}", "null", text[i + 2 : i + 8]]))
+    value = draw.draw(st.sampled_from(["1", '"x"', "[]", "{}", "null", text[i + 2 : i + 8]]))
     j = text.rfind("{", 0, k) + 1
     _both_bytes((text[:j] + f'"{name}":{value},' + text[j:]).encode())
 
