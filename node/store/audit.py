@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..core.codec import dumps_canonical
-from ..core.hashing import _keccak, keccak
+from ..core.hashing import _new_keccak, keccak
 from .base import AuditEntry, AuditRecord
 from .serialize import _quote, canonical_scalar, canonical_text, flat_json
 
 GENESIS = b"\x00" * 32
+_js = canonical_scalar
 
 
 def jsonable(value: Any) -> Any:
@@ -70,40 +71,15 @@ def record_hash(
 
 def chain(entries: Iterable[AuditEntry], next_index: int, prev_hash: bytes, time: int) -> list[AuditRecord]:
     """Turn entries into chained records continuing from (next_index, prev_hash)."""
-    return [r for r, _ in chain_with_json(entries, next_index, prev_hash, time)]
-
-
-_js = canonical_scalar
+    return _chain(entries, next_index, prev_hash, time, bytes, True)[2]
 
 
 def chain_with_json(
     entries: Iterable[AuditEntry], next_index: int, prev_hash: bytes, time: int
 ) -> list[tuple[AuditRecord, str]]:
-    """:func:`chain`, also returning each record's canonical detail JSON (the store's column).
-
-    The hashed text is assembled around that detail JSON, members in sorted order, so the detail
-    is encoded once; a test holds it equal to :func:`record_hash`.
-    """
-    out: list[tuple[AuditRecord, str]] = []
-    for e in entries:
-        detail_json = flat_json(e.detail) if type(e.detail) is dict else None
-        if detail_json is not None:
-            detail = dict(e.detail)  # already plain JSON (the registry's details); jsonable() would copy it too
-        else:
-            detail = jsonable(e.detail)
-            detail_json = canonical_text(detail)
-        text = (
-            f'{{"action":{_js(e.action)},"detail":{detail_json},"digest":{_js(_hx(e.digest))},'
-            f'"index":{int(next_index)},"prev_hash":"0x{prev_hash.hex()}","seq":{_js(e.seq)},'
-            f'"subject":{_js(_hx(e.subject))},"time":{int(time)}}}'
-        )
-        h = keccak(text.encode())
-        out.append(
-            (AuditRecord(next_index, time, e.action, e.subject, e.seq, e.digest, detail, prev_hash, h), detail_json)
-        )
-        prev_hash = h
-        next_index += 1
-    return out
+    """:func:`chain`, also returning each record's canonical detail JSON (the store's column)."""
+    details, _, records = _chain(entries, next_index, prev_hash, time, bytes, True)
+    return list(zip(records, details, strict=True))  # type: ignore[arg-type]
 
 
 AuditRow = tuple[int, int, str, Any, int | None, Any, str, Any, Any]  # blobs as bytes or the driver's form
@@ -116,18 +92,47 @@ def chain_rows(
     time: int,
     blob: Callable[[bytes], Any] = bytes,
 ) -> tuple[list[AuditRow], bytes]:
-    """:func:`chain_with_json` as the store's table rows (idx, time, action, subject, seq, digest,
-    detail JSON, prev_hash, hash), plus the last hash; no AuditRecord objects (a test holds the
-    hashes equal). The store writes one of these per event, so this is its audit hot path.
+    """The chained records as the store's table rows (idx, time, action, subject, seq, digest,
+    detail JSON, prev_hash, hash), plus the last hash; no AuditRecord objects.
 
     ``blob`` turns the row's bytes values into the driver's cheap form (``node.store.sql._Values``);
     the returned last hash is always bytes.
     """
+    rows, last, _ = _chain(entries, next_index, prev_hash, time, blob, False)
+    return rows, last
+
+
+# The hashed text of a record, members in sorted order around the detail's canonical JSON. The
+# second form is the common one (subject, int seq and digest all present: every accept), filled
+# in one %-format; the first takes each member already rendered as JSON. A test holds both equal
+# to record_hash (the verifier's dumps_canonical) and to hashes written by earlier versions.
+_RECORD = '{"action":%s,"detail":%s,"digest":%s,"index":%d,"prev_hash":"0x%s","seq":%s,"subject":%s,"time":%d}'
+_RECORD_FULL = (
+    '{"action":%s,"detail":%s,"digest":"0x%s","index":%d,"prev_hash":"0x%s","seq":%d,"subject":"0x%s","time":%d}'
+)
+
+
+def _chain(
+    entries: Iterable[AuditEntry],
+    next_index: int,
+    prev_hash: bytes,
+    time: int,
+    blob: Callable[[bytes], Any],
+    want_records: bool,
+) -> tuple[list[AuditRow], bytes, list[AuditRecord]]:
+    """Chain entries from (next_index, prev_hash): table rows and the last hash, or (if
+    ``want_records``) each record's detail JSON, the last hash and the AuditRecords.
+
+    The stores write one record per event, so this loop is the audit chain's hot path: each detail
+    is encoded once (all-str details from a cache) and the hashed text is formatted around it.
+    """
     rows: list[AuditRow] = []
+    records: list[AuditRecord] = []
     t = int(time)
-    tail = f',"time":{t}}}'
+    index = int(next_index)
     q = _quote
     details = _DETAIL_JSON
+    new_hash = _new_keccak
     prev_blob = blob(prev_hash)
     for e in entries:
         detail = e.detail
@@ -147,37 +152,52 @@ def chain_rows(
                     if detail_json is not None and len(details) < 4096:
                         details[items] = detail_json
         if detail_json is None:
-            detail_json = canonical_text(jsonable(detail))
-        subject, seq, digest = e.subject, e.seq, e.digest
-        text = (
-            '{"action":' + q(e.action) + ',"detail":' + detail_json
-            + (',"digest":null' if digest is None else ',"digest":"0x' + digest.hex() + '"')
-            + f',"index":{next_index},"prev_hash":"0x{prev_hash.hex()}","seq":'
-            + ("null" if seq is None else int.__repr__(seq))
-            + (',"subject":null' if subject is None else ',"subject":"0x' + subject.hex() + '"')
-            + tail
-        )  # fmt: skip
-        h = _keccak(text.encode()).digest()
-        h_blob = blob(h)
-        rows.append(
-            (
-                next_index,
-                t,
-                e.action,
-                None if subject is None else blob(subject),
-                seq,
-                None if digest is None else blob(digest),
+            detail = jsonable(detail)
+            detail_json = canonical_text(detail)
+        elif want_records:
+            detail = dict(detail)  # already plain JSON; a copy, as jsonable() would make
+        action, subject, seq, digest = e.action, e.subject, e.seq, e.digest
+        if subject is not None and digest is not None and type(seq) is int and type(action) is str:
+            text = _RECORD_FULL % (q(action), detail_json, digest.hex(), index, prev_hash.hex(), seq, subject.hex(), t)
+        else:
+            text = _RECORD % (
+                _js(action),
                 detail_json,
-                prev_blob,
-                h_blob,
+                "null" if digest is None else '"0x' + digest.hex() + '"',
+                index,
+                prev_hash.hex(),
+                _js(seq),
+                "null" if subject is None else '"0x' + subject.hex() + '"',
+                t,
             )
-        )
-        prev_hash, prev_blob = h, h_blob
-        next_index += 1
-    return rows, prev_hash
+        hasher = new_hash()
+        hasher.update(text.encode())
+        h = hasher.digest()
+        if want_records:
+            records.append(AuditRecord(index, t, action, subject, seq, digest, detail, prev_hash, h))
+            rows.append(detail_json)  # type: ignore[arg-type]  # the records' detail JSON, see _chain's doc
+            prev_hash = h
+        else:
+            h_blob = blob(h)
+            rows.append(
+                (
+                    index,
+                    t,
+                    action,
+                    None if subject is None else blob(subject),
+                    seq,
+                    None if digest is None else blob(digest),
+                    detail_json,
+                    prev_blob,
+                    h_blob,
+                )
+            )
+            prev_hash, prev_blob = h, h_blob
+        index += 1
+    return rows, prev_hash, records
 
 
-# Detail JSON by the detail's items (dicts of str -> str only), for chain_rows.
+# Detail JSON by the detail's items (dicts of str -> str only), for _chain.
 _DETAIL_JSON: dict[tuple[tuple[str, str], ...], str] = {}
 
 

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.store.audit import GENESIS, chain, chain_rows, chain_with_json, jsonable, record_hash, verify_audit
-from node.store.base import AuditEntry
+from node.store.base import AuditEntry, AuditRecord
 from node.store.memory import MemoryStore
 
 json_leaf = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=12) | st.binary(max_size=8)
@@ -102,3 +102,69 @@ def test_chain_rows_in_the_sqlite_form_and_cached_details() -> None:
     assert again == rows
     records = chain_with_json(items, 7, GENESIS, 1234)
     assert [r[8] for r in rows] == [x.hash for x, _ in records]
+
+
+# Written by the encoder before the %-formatted one (2026-11-28): chains already stored in
+# databases carry these hashes, so every encoder must reproduce them and verify_audit accept them.
+_GOLDEN_ENTRIES = [
+    AuditEntry("accept", bytes(range(32)), 0, bytes(range(32, 64)), {"source": "gossip", "kind": "inception"}),
+    AuditEntry("accept", bytes(range(32)), 1, bytes(range(64, 96)), {"source": "sync", "kind": "rotation"}),
+    AuditEntry(
+        "reject",
+        None,
+        None,
+        b"\xff" * 32,
+        {"source": "api", "code": "malformed", "message": 'bad "quote" \u00e9\u2028\x01'},
+    ),
+    AuditEntry(
+        "reject",
+        b"\x07" * 32,
+        2**64 - 1,
+        None,
+        {"source": "api", "code": "stale", "n": 2**70, "ok": True, "none": None},
+    ),
+    AuditEntry(
+        "duplicity",
+        b"\x07" * 32,
+        5,
+        b"\x08" * 32,
+        {"first": b"\x01\x02", "second": (b"\x03", 4), "nested": {"b": [1, "x"], "a": 1.5}},
+    ),
+    AuditEntry("switch", b"\x07" * 32, 3, b"\x09" * 32, {"dropped": 2}),
+    AuditEntry("anchor", b"\x07" * 32, 3, b"\x09" * 32, {"mode": "direct", "block": 12345}),
+    AuditEntry("key-op", None, None, None, {}),
+    AuditEntry("key-op", None, None, None, {"\u00fc": "\u65e5\u672c", "z": -1, "a": False}),
+]
+_GOLDEN_HASHES = [
+    "3b11e30499be98f3311299e35159890d4f84f3b1677046e16b3bd317faa1df18",
+    "c70a01455161bb150624cd38ce1af7252ff88e3366891f72513f5885d2679350",
+    "a1cd5c52b06f8faada9eb701a498cb98b9ba808b1dc1eba40fd318344ba67c75",
+    "1f1d39888f76c45855963a618f5e8d16726338b2756071f626b131f36994cdaa",
+    "8c8f9f331299355908733b39bac31f3484550954c6a0814ada620178b5f47cad",
+    "56677dc01904ded77a322fa3bb8ca2f03b124a90d1ca0756d83f51b80c1e43bb",
+    "305d2dd1ccb7ba28e16c6ac2d5e3599200bed1c4d993fae26e88373c6fa1371c",
+    "c32753e76c495b3ddfd0e2a7dbe363142b876a6e223bc84a73095c2771b1abde",
+    "8f0e6bb41aadd7e63a83c6d699cf094221f0b3a82951009b6bc998b76ab472d5",
+]
+
+
+def test_chains_written_by_the_previous_encoder_still_hash_and_verify_the_same() -> None:
+    time = 1_764_000_000_000
+    rows, last = chain_rows(_GOLDEN_ENTRIES, 0, GENESIS, time)
+    assert [r[8].hex() for r in rows] == _GOLDEN_HASHES
+    assert last.hex() == _GOLDEN_HASHES[-1]
+    assert [r.hash.hex() for r in chain(_GOLDEN_ENTRIES, 0, GENESIS, time)] == _GOLDEN_HASHES
+
+    # The records as the previous code stored them (its hashes, above), read back by the verifier.
+    hashes = [bytes.fromhex(h) for h in _GOLDEN_HASHES]
+    written = [
+        AuditRecord(i, time, e.action, e.subject, e.seq, e.digest, jsonable(e.detail), prev, h)
+        for i, (e, h, prev) in enumerate(zip(_GOLDEN_ENTRIES, hashes, [GENESIS, *hashes[:-1]], strict=True))
+    ]
+
+    class Written:
+        def audit_records(self, from_index: int = 0, limit: int = 1000) -> list[AuditRecord]:
+            return written[from_index : from_index + limit]
+
+    report = verify_audit(Written(), (len(written), hashes[-1]))
+    assert report.ok, report.problems
