@@ -55,7 +55,10 @@ class P2PConfig:
     max_connections: int = 64
     heartbeat_s: float = 1.0
     max_message_bytes: int = 1024 * 1024
-    max_events_per_message: int = 256
+    # Up to ~2,000 average events fit in max_message_bytes, which bounds a message either way;
+    # 2,048 cost ~15% less CPU per event than 256 in bench/gossip.py (fewer messages per event).
+    # Receivers reject batches over their own limit: keep it equal across a network.
+    max_events_per_message: int = 2048
     publish_interval_s: float = 0.05  # pacing between gossip publishes
     peer_rate_msgs_per_s: float = 50.0
     sync_interval_s: float = 30.0
