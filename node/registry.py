@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar, overload
 
 import orjson
 
@@ -36,6 +36,7 @@ from .core.records import Domain, GovernanceRevocation, Inception, SignedEvent, 
 from .store.base import AnchorRecord, AuditEntry, Changes, Store
 
 Status = Literal["accepted", "known", "duplicity", "rejected"]
+T = TypeVar("T")
 
 
 @fast_init
@@ -555,6 +556,26 @@ class Registry:
             return []
         when = int(self.clock()) if at is None else at
         return valid_keys(state, when, purpose, self._governance.get(subject, ()))
+
+    @overload
+    def read_tree(self, fn: Callable[[SparseMerkleTree], T], blocking: Literal[True] = True) -> T: ...
+    @overload
+    def read_tree(self, fn: Callable[[SparseMerkleTree], T], blocking: bool) -> T | None: ...
+
+    def read_tree(self, fn: Callable[[SparseMerkleTree], T], blocking: bool = True) -> T | None:
+        """``fn(tree)`` on the Merkle tree of subject heads, holding the registry's lock.
+
+        The tree changes under that lock (ingest and the other writers), and its hash reads fill a
+        cache, so a hash read racing an update could cache a stale hash for good: read hashes only
+        through here. The call blocks while a batch is ingested; ``blocking=False`` returns None
+        at once instead. ``fn`` must be quick and must not call back into the registry.
+        """
+        if not self._lock.acquire(blocking=blocking):
+            return None
+        try:
+            return fn(self.tree)
+        finally:
+            self._lock.release()
 
     def anchored_position(self, digest: bytes) -> int | None:
         """On-chain position of the earliest anchor of a digest, if any."""

@@ -36,7 +36,7 @@ from libp2p.peer.id import ID
 from ..config import P2PConfig
 from ..core.codec import loads_strict
 from ..core.errors import RuleViolation
-from ..core.merkle import DEPTH
+from ..core.merkle import DEPTH, SparseMerkleTree
 from ..registry import Registry
 from .gossip import is_gap
 from .wire import FrameError, FrameReader, FrameWriter, encode_batch, event_items, frame, frame_raw, parse_message
@@ -110,24 +110,17 @@ def _node(item: Any) -> tuple[int, int]:
 
 
 class TreeView:
-    """Reads of the registry's Merkle tree, taken under the registry's write lock.
-
-    ``SparseMerkleTree.node_hash`` fills a cache; a read racing an update in the ingest thread
-    could cache a stale hash for good. So hashes are computed in a worker thread holding the lock.
-    """
+    """Reads of the registry's Merkle tree from trio code: in a worker thread, through
+    :meth:`Registry.read_tree` (which holds the registry's lock; see there why)."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
 
-    def _locked(self, fn: Callable[[], Any]) -> Any:
-        with self.registry._lock:  # see class docstring; the registry exposes no read lock yet
-            return fn()
-
     async def hashes(self, nodes: Sequence[tuple[int, int]]) -> list[tuple[bytes, int]]:
-        tree = self.registry.tree
-        return await trio.to_thread.run_sync(
-            self._locked, lambda: [(tree.node_hash(d, p), tree.count(d, p)) for d, p in nodes]
-        )
+        def read(tree: SparseMerkleTree) -> list[tuple[bytes, int]]:
+            return [(tree.node_hash(d, p), tree.count(d, p)) for d, p in nodes]
+
+        return await trio.to_thread.run_sync(self.registry.read_tree, read)
 
     async def root(self) -> tuple[bytes, int]:
         return (await self.hashes([(0, 0)]))[0]
@@ -135,17 +128,11 @@ class TreeView:
     async def root_if_idle(self) -> tuple[bytes, int] | None:
         """The root, or None when an ingest holds the lock (rehashing the top of the tree after
         every few hundred events costs the ingest itself ~5% during a backfill)."""
-        tree, lock = self.registry.tree, self.registry._lock
+        return await trio.to_thread.run_sync(self.registry.read_tree, _root, False)
 
-        def attempt() -> tuple[bytes, int] | None:
-            if not lock.acquire(blocking=False):
-                return None
-            try:
-                return tree.node_hash(0, 0), tree.count(0, 0)
-            finally:
-                lock.release()
 
-        return await trio.to_thread.run_sync(attempt)
+def _root(tree: SparseMerkleTree) -> tuple[bytes, int]:
+    return tree.node_hash(0, 0), tree.count(0, 0)
 
 
 class SyncProtocol:

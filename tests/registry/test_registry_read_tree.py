@@ -1,0 +1,51 @@
+"""Registry.read_tree: reads of the Merkle tree under the registry's lock, blocking or not."""
+
+from __future__ import annotations
+
+import threading
+
+from node.core.codec import encode_event
+from node.core.merkle import SparseMerkleTree
+from node.registry import Registry
+from node.store.memory import MemoryStore
+from tests.store.streams import DOMAIN, interleaved
+
+STREAM = interleaved(7, 3, 6)
+
+
+def _root(tree: SparseMerkleTree) -> tuple[bytes, int]:
+    return tree.node_hash(0, 0), tree.count(0, 0)
+
+
+def test_read_tree_sees_every_ingested_head() -> None:
+    registry = Registry(DOMAIN, MemoryStore())
+    empty = registry.read_tree(_root)
+    registry.ingest([encode_event(e.signed) for e in STREAM])
+    root, count = registry.read_tree(_root)
+    assert count == len({e.subject for e in STREAM})
+    assert root != empty[0]
+    assert registry.read_tree(_root, blocking=False) == (root, count)  # nobody else holds the lock
+    reference = SparseMerkleTree()
+    for subject, state in registry.states.items():
+        reference.set(subject, state.seq, state.head)
+    assert root == reference.node_hash(0, 0)
+
+
+def test_a_non_blocking_read_gives_way_to_a_writer_holding_the_lock() -> None:
+    registry = Registry(DOMAIN, MemoryStore())
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold(tree: SparseMerkleTree) -> None:
+        inside.set()
+        assert leave.wait(30)
+
+    holder = threading.Thread(target=registry.read_tree, args=(hold,))
+    holder.start()
+    try:
+        assert inside.wait(30)
+        assert registry.read_tree(_root, blocking=False) is None
+    finally:
+        leave.set()
+        holder.join(30)
+    assert not holder.is_alive()
+    assert registry.read_tree(_root, blocking=False) is not None
