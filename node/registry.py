@@ -89,6 +89,10 @@ Listener = Callable[[Report], None]
 # every recovery) fell behind, and the ingesting thread sat waiting for its chunks (31-110 µs per
 # event in the ingest bench); with two, recovery also uses the ingesting thread's core while that
 # thread waits (waiting ~1 µs per event, same CPU).
+# The ingesting thread takes over chunks no worker has started rather than wait (_Recovery): waking
+# a waiting thread for each chunk cost ~8% of a gossip node's CPU. Re-measured with that: chunks of
+# 32/64/128 and switch intervals of 0.2/1/5 ms were within noise of each other (memory store, 8,000
+# events in batches of 2,048); 32 and 0.2 ms kept.
 _PARALLEL_MIN = 64
 _RECOVER_CHUNK = 32
 _RECOVER_THREADS = 2
@@ -109,6 +113,51 @@ def _recover_chunk(chunk: list[Prepared]) -> list[tuple[bytes, ...] | None]:
         except Exception:  # apply_event re-raises it, in rule order
             out.append(None)
     return out
+
+
+class _Recovery:
+    """One batch's signature recovery: chunks on the worker threads, taken in order by the
+    ingesting thread.
+
+    Handing a result from a worker to a *waiting* thread (``Future.set_result`` ->
+    ``Condition.notify`` -> a thread wake-up and a GIL hand-off) cost ~8% of a gossip node's CPU.
+    So the ingesting thread does not wait while there is recovery it can do itself: when the chunk
+    it needs is not finished, it takes over the earliest chunk no worker has started (cancelling
+    its future: a worker then skips it), and waits only when every chunk up to the one it needs is
+    already running. Results and errors are the same whoever recovers a chunk.
+    """
+
+    def __init__(self, executor: ThreadPoolExecutor) -> None:
+        self._executor = executor
+        self._chunks: list[list[Prepared]] = []
+        self._futures: list[Future[list[tuple[bytes, ...] | None]]] = []
+        self._own: dict[int, list[tuple[bytes, ...] | None]] = {}  # chunks this thread recovered
+        self._steal_from = 0  # chunks before this one are taken: running, done or in _own
+
+    def submit(self, chunk: list[Prepared]) -> None:
+        """Queue the next chunk for the workers."""
+        self._chunks.append(chunk)
+        self._futures.append(self._executor.submit(_recover_chunk, chunk))
+
+    def take(self, index: int) -> list[tuple[bytes, ...] | None]:
+        """The signers of chunk ``index`` (chunks are taken in ascending order)."""
+        own = self._own.pop(index, None)
+        if own is not None:
+            return own
+        future = self._futures[index]
+        futures = self._futures
+        while not future.done():
+            k = max(self._steal_from, index)
+            while k < len(futures) and not futures[k].cancel():  # cancel() fails once a worker started it
+                k += 1
+            self._steal_from = k + 1
+            if k >= len(futures):
+                break  # every chunk is running or done: wait for ours
+            recovered = _recover_chunk(self._chunks[k])
+            if k == index:
+                return recovered
+            self._own[k] = recovered
+        return future.result()
 
 
 def wire_bytes(item: bytes | SignedEvent, signed: SignedEvent) -> bytes:
@@ -220,11 +269,11 @@ class Registry:
             if parallel:
                 sys.setswitchinterval(min(switch, _SWITCH_S))
             try:
-                prepared, signers = self._prepare(items, parallel)
+                prepared, recovery = self._prepare(items, parallel)
                 chunk: list[tuple[bytes, ...] | None] = []
                 for i, item in enumerate(items):
                     if i % _RECOVER_CHUNK == 0:
-                        chunk = signers[i // _RECOVER_CHUNK].result() if signers else []
+                        chunk = recovery.take(i // _RECOVER_CHUNK) if recovery is not None else []
                     found = chunk[i % _RECOVER_CHUNK] if chunk else None
                     results.append(self._ingest_one(item, prepared[i], found, source, now, changes, work))
                     if pipelined and (i + 1) % self.commit_chunk == 0 and i + 1 < len(items) and changes:
@@ -281,19 +330,19 @@ class Registry:
         if error is not None:
             raise error
 
-    def _prepare(
-        self, items: Sequence[bytes | SignedEvent], parallel: bool
-    ) -> tuple[list[Prepared], list[Future[list[tuple[bytes, ...] | None]]]]:
+    def _prepare(self, items: Sequence[bytes | SignedEvent], parallel: bool) -> tuple[list[Prepared], _Recovery | None]:
         """Decode every item and hash it; when ``parallel``, start recovering signatures meanwhile.
 
-        Returns one (signed or decode error, digest or None) per item, and one future per
-        _RECOVER_CHUNK items holding the signers (or None) of each (an empty list if not parallel).
+        Returns one (signed or decode error, digest or None) per item, and the batch's
+        :class:`_Recovery` (chunks of _RECOVER_CHUNK items) if parallel.
         """
         prepared: list[Prepared] = []
-        futures: list[Future[list[tuple[bytes, ...] | None]]] = []
-        pending: list[Prepared] = []
-        if parallel and self._recoverer is None:
-            self._recoverer = ThreadPoolExecutor(_RECOVER_THREADS, thread_name_prefix="keyreg-recover")
+        recovery: _Recovery | None = None
+        start = 0
+        if parallel:
+            if self._recoverer is None:
+                self._recoverer = ThreadPoolExecutor(_RECOVER_THREADS, thread_name_prefix="keyreg-recover")
+            recovery = _Recovery(self._recoverer)
         domain, limits = self.domain, self.limits
         for item in items:
             digest: bytes | None = None
@@ -310,16 +359,12 @@ class Registry:
                     except Exception:  # apply_event raises the specific error
                         digest = None
                 prepared.append((signed, digest))
-            if parallel:
-                pending.append(prepared[-1])
-                if len(pending) == _RECOVER_CHUNK:
-                    assert self._recoverer is not None
-                    futures.append(self._recoverer.submit(_recover_chunk, pending))
-                    pending = []
-        if parallel and pending:
-            assert self._recoverer is not None
-            futures.append(self._recoverer.submit(_recover_chunk, pending))
-        return prepared, futures
+            if recovery is not None and len(prepared) - start == _RECOVER_CHUNK:
+                recovery.submit(prepared[start:])
+                start = len(prepared)
+        if recovery is not None and len(prepared) > start:
+            recovery.submit(prepared[start:])
+        return prepared, recovery
 
     def _ingest_one(
         self,
