@@ -45,8 +45,9 @@ TARGET_SQLITE = 4000
 
 
 CPU_US: dict[str, float] = {}  # this process's CPU time per event (the PostgreSQL server's is not in it)
-# CPU time per event of the ingesting thread alone (the signature-recovery worker excluded): the
-# figure to compare across runs on a busy machine, where wall-clock rates swing with the load.
+# CPU time per event of the ingesting thread (the signature-recovery workers excluded, but not the
+# chunks the ingesting thread recovers itself rather than wait for a worker, see node.registry):
+# compare it between runs of the same code on a busy machine; across versions compare CPU_US.
 MAIN_CPU_US: dict[str, float] = {}
 
 
