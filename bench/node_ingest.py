@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))  # the event stream and PostgreSQL helpers live un
 from node.config import StoreConfig  # noqa: E402
 from node.core.codec import encode_event  # noqa: E402
 from node.registry import Registry  # noqa: E402
+from node.runtime import tune_gc  # noqa: E402
 from node.store.memory import MemoryStore  # noqa: E402
 from node.store.sql import SqlStore  # noqa: E402
 from tests.pg import create_database, missing_reason, postgres_server  # noqa: E402
@@ -56,6 +57,7 @@ def run(name: str, make_store: Callable[[], Any], wire: list[bytes], batch: int)
     store = make_store()
     reg = Registry(DOMAIN, store)
     gc.collect()
+    tune_gc()  # as `keyreg node run` does once its read model is loaded (node/runtime.py)
     cpu = time.process_time()
     main_cpu = time.thread_time()
     start = time.perf_counter()

@@ -20,7 +20,6 @@ and registry are open and before the API servers start listening.
 
 from __future__ import annotations
 
-import gc
 import importlib
 import importlib.util
 import json
@@ -46,6 +45,7 @@ from .core.errors import KeyregError
 from .keys.keystore import Keystore, KeystoreError, Password
 from .keys.service_keys import ServiceKey
 from .registry import Registry
+from .runtime import tune_gc
 from .store.base import Store
 
 log = logging.getLogger("keyreg.node")
@@ -160,11 +160,7 @@ async def open_node(
     store = store if store is not None else await trio.to_thread.run_sync(open_store, config)
     try:
         registry = await trio.to_thread.run_sync(lambda: Registry(config.domain, store, config.limits))
-        # The read model (head states, Merkle cache) is large, long-lived and acyclic: keep the cyclic
-        # GC from rescanning it (full collections reached 124 ms with 1,000 subjects loading), and
-        # collect the young generation less often; reference counting frees almost everything here.
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
+        tune_gc()  # the loaded read model out of the cyclic GC's scans; fewer young collections
         keystore = None
         ks_path = config.data_dir / "keystore"
         if (ks_path / "keystore.json").exists():

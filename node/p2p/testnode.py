@@ -34,6 +34,7 @@ from libp2p.pubsub.pubsub import PUBSUB_SIGNING_PREFIX
 
 from ..config import load_config
 from ..registry import Registry, Report
+from ..runtime import tune_gc
 from ..store.memory import MemoryStore
 from .service import P2PService, run_p2p
 
@@ -159,6 +160,7 @@ async def main_async(args: argparse.Namespace) -> None:
         p2p[name] = v
     config = load_config(data_dir, {"p2p": p2p})
     registry = Registry(config.domain, MemoryStore(), config.limits)
+    tune_gc()  # as `keyreg node run` does (node/app.py), so benchmarks measure the real settings
     node = Node(registry, args.record_times)
     async with trio.open_nursery() as nursery:
         node.service = await nursery.start(run_p2p, registry, config)
