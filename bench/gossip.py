@@ -18,7 +18,6 @@ The last stdout line is JSON with p50_ms, p95_ms, events_per_s.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import signal
 import statistics
@@ -28,6 +27,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from _results import finish
 
 from node.config import Config
 from node.p2p.testing import NodeProcess, digest_hex, generate, wait_until
@@ -59,6 +60,7 @@ def stop_profilers(spies: list[subprocess.Popen[bytes]]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3,000 events, 30 latency samples")
+    ap.add_argument("--no-save", action="store_true", help="do not write bench/results/gossip.json")
     ap.add_argument("--nodes", type=int, default=5)
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--samples", type=int, default=60)
@@ -174,7 +176,7 @@ def main() -> None:
         finally:
             for n in nodes:
                 n.stop()
-    print(json.dumps(out))
+    print(finish("gossip", out, save=not args.no_save))
 
 
 if __name__ == "__main__":

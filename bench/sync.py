@@ -12,11 +12,12 @@ fresh node's process start is printed too. The last stdout line is JSON with eve
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _results import finish
 
 from node.config import Config
 from node.p2p.testing import NodeProcess, generate, wait_until
@@ -28,6 +29,7 @@ from gossip import start_profilers, stop_profilers
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="10,000 events")
+    ap.add_argument("--no-save", action="store_true", help="do not write bench/results/sync.json")
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--frame-bytes", type=int, default=1024 * 1024)
     ap.add_argument("--muxer", default="yamux", choices=["yamux", "mplex"])
@@ -93,7 +95,7 @@ def main() -> None:
         finally:
             for n in nodes:
                 n.stop()
-    print(json.dumps(out))
+    print(finish("sync", out, save=not args.no_save))
 
 
 if __name__ == "__main__":
