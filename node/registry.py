@@ -23,7 +23,7 @@ from typing import Literal, TypeVar, overload
 
 import orjson
 
-from .core.codec import decode_event, encode_event, event_to_obj
+from .core.codec import CanonicalEvent, decode_event, encode_event, event_to_obj
 from .core.eip712 import event_digest
 from .core.errors import KeyregError, RuleViolation, StaleEvent, StorageError
 from .core.fork import Duplicity, SubjectLog
@@ -160,7 +160,10 @@ class _Recovery:
         return future.result()
 
 
-def wire_bytes(item: bytes | SignedEvent, signed: SignedEvent) -> bytes:
+Item = bytes | SignedEvent | CanonicalEvent
+
+
+def wire_bytes(item: Item, signed: SignedEvent) -> bytes:
     """The canonical wire bytes of ``signed`` (decoded from ``item``): ``item`` itself when it is them.
 
     Callers (API, gossip, sync) nearly always pass canonical bytes, and re-encoding them with
@@ -171,6 +174,8 @@ def wire_bytes(item: bytes | SignedEvent, signed: SignedEvent) -> bytes:
     property test in tests/registry holds the two equal): so equal bytes are the canonical bytes.
     Anything else, including ints orjson cannot write (over 64 bits), goes to encode_event.
     """
+    if type(item) is CanonicalEvent:  # decoded and rendered together from one parsed object
+        return item.wire
     if type(item) is bytes:
         try:
             if orjson.dumps(event_to_obj(signed), option=orjson.OPT_SORT_KEYS) == item:
@@ -241,9 +246,7 @@ class Registry:
 
     # ------------------------------------------------------------------ writes
 
-    def ingest(
-        self, items: Sequence[bytes | SignedEvent], source: str = "api", admission: bool = True
-    ) -> list[IngestResult]:
+    def ingest(self, items: Sequence[Item], source: str = "api", admission: bool = True) -> list[IngestResult]:
         """Validate and store a batch of events (wire bytes or decoded) in order.
 
         Returns once every event of the batch is durable (the results are the acknowledgements).
@@ -330,7 +333,7 @@ class Registry:
         if error is not None:
             raise error
 
-    def _prepare(self, items: Sequence[bytes | SignedEvent], parallel: bool) -> tuple[list[Prepared], _Recovery | None]:
+    def _prepare(self, items: Sequence[Item], parallel: bool) -> tuple[list[Prepared], _Recovery | None]:
         """Decode every item and hash it; when ``parallel``, start recovering signatures meanwhile.
 
         Returns one (signed or decode error, digest or None) per item, and the batch's
@@ -347,7 +350,12 @@ class Registry:
         for item in items:
             digest: bytes | None = None
             try:
-                signed = item if isinstance(item, SignedEvent) else decode_event(item, limits)
+                if type(item) is CanonicalEvent:
+                    signed = item.signed
+                elif isinstance(item, SignedEvent):
+                    signed = item
+                else:
+                    signed = decode_event(item, limits)
             except RuleViolation as exc:
                 prepared.append((exc, None))
             else:
@@ -368,7 +376,7 @@ class Registry:
 
     def _ingest_one(
         self,
-        item: bytes | SignedEvent,
+        item: Item,
         prepared: Prepared,
         signers: tuple[bytes, ...] | None,
         source: str,

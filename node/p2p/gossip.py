@@ -34,6 +34,7 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 
 from ..config import P2PConfig
+from ..core.codec import CanonicalEvent
 from ..core.errors import ChainBroken, RuleViolation, StaleEvent, UnknownSubject
 from ..core.records import SignedEvent
 from ..registry import IngestResult, Registry, Report
@@ -95,7 +96,7 @@ class GossipStats:
 
 @dataclass
 class _Job:
-    events: list[SignedEvent | bytes]
+    events: list[SignedEvent | CanonicalEvent]
     done: trio.Event = field(default_factory=trio.Event)
     results: list[IngestResult] = field(default_factory=list)
 

@@ -12,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.core.codec import (
+    CanonicalEvent,
+    canonical_from_obj,
     decode_event,
     dumps_canonical,
     encode_event,
@@ -39,6 +41,45 @@ def test_round_trip_is_byte_exact(obj: dict[str, Any]) -> None:
     assert encode_event(signed) == data
     assert event_to_obj(signed) == obj
     assert event_from_obj(obj) == signed
+
+
+@pytest.mark.parametrize("obj", WIRE)
+def test_canonical_from_obj_renders_encode_event(obj: dict[str, Any]) -> None:
+    got = canonical_from_obj(obj)
+    assert isinstance(got, CanonicalEvent)
+    assert got.signed == event_from_obj(obj)
+    assert got.wire == encode_event(got.signed) == dumps_canonical(obj)
+
+
+_TEXT_FIELDS = {"inception": "metadata", "update": "metadata", "revocation": "reason"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([e for e in WIRE if e["kind"] in _TEXT_FIELDS]),
+    st.text(max_size=40),
+    st.integers(min_value=-1, max_value=2**70),
+    st.booleans(),
+)
+def test_canonical_from_obj_wire_is_always_encode_event(
+    obj: dict[str, Any], text: str, n: int, big_chain: bool
+) -> None:
+    # Any text (control characters, non-ASCII, lone surrogates) and any integer: whenever the
+    # strict decoder accepts the object, the bytes rendered beside it are exactly encode_event's.
+    obj = {**obj, _TEXT_FIELDS[obj["kind"]]: text, "timestamp": n}
+    if big_chain:
+        obj["chainId"] = 2**64 + n
+    try:
+        got = canonical_from_obj(obj)
+    except MalformedEvent:
+        with pytest.raises(MalformedEvent):
+            event_from_obj(obj)
+        return
+    if isinstance(got, CanonicalEvent):
+        assert got.wire == encode_event(got.signed)
+        assert decode_event(got.wire) == got.signed
+    else:  # orjson cannot render it (an int over 64 bits, a lone surrogate): the caller encodes
+        assert got == event_from_obj(obj)
 
 
 def test_canonical_bytes_sorted_keys_no_whitespace_utf8() -> None:
@@ -115,8 +156,16 @@ def test_purposes_must_be_strings() -> None:
 @pytest.mark.parametrize(
     "data",
     [
-        b"", b"[]", b"null", b'"x"', b"{", b"\xff\xfe", b'{"kind":"update"} trailing', b"NaN",
-        b'{"kind":[]}', b'{"kind":{}}',
+        b"",
+        b"[]",
+        b"null",
+        b'"x"',
+        b"{",
+        b"\xff\xfe",
+        b'{"kind":"update"} trailing',
+        b"NaN",
+        b'{"kind":[]}',
+        b'{"kind":{}}',
     ],
 )
 def test_not_an_event_object(data: bytes) -> None:
@@ -159,11 +208,13 @@ def test_oversized_is_a_kind_of_malformed() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
-    max_leaves=12,
-))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+        max_leaves=12,
+    )
+)
 def test_arbitrary_json_never_escapes_the_error_tree(value: Any) -> None:
     """Whatever JSON arrives, decoding either succeeds or raises MalformedEvent (never another exception)."""
     for obj in (value, {**BY_KIND["update"], "publish": value}, {**BY_KIND["inception"], "keys": [value]}):
