@@ -15,7 +15,7 @@ re-encoding; sorted keys make ``{"events":[...],"type":...}`` canonical as writt
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,11 +68,17 @@ def event_items(objs: list[Any], limits: Limits) -> tuple[list[SignedEvent | Can
     parses nothing again (before, each event was rendered to bytes here, parsed again by the
     registry and rendered once more to prove the bytes canonical: ~15 us per event per node).
     """
+    return _decode_each(objs, limits, canonical_from_obj)
+
+
+def _decode_each(
+    objs: list[Any], limits: Limits, decode: Callable[[Any, Limits], SignedEvent | CanonicalEvent]
+) -> tuple[list[SignedEvent | CanonicalEvent], int]:
     out: list[SignedEvent | CanonicalEvent] = []
     bad = 0
     for e in objs:
         try:
-            out.append(canonical_from_obj(e, limits))
+            out.append(decode(e, limits))
         except RuleViolation:
             bad += 1
     return out, bad
@@ -149,16 +155,7 @@ def decode_message(data: bytes, max_bytes: int, max_events: int, limits: Limits,
             raise MalformedEvent("duplicity evidence carries exactly two events")
     else:
         raise MalformedEvent(f"unknown message type {kind!r}")
-    if raw:
-        out, bad = event_items(events, limits)
-    else:
-        out = []
-        bad = 0
-        for e in events:
-            try:
-                out.append(event_from_obj(e, limits))
-            except RuleViolation:
-                bad += 1
+    out, bad = _decode_each(events, limits, canonical_from_obj if raw else event_from_obj)
     if kind == DUPLICITY and bad:
         raise MalformedEvent("duplicity evidence holds a malformed event")
     return Decoded(kind, out, bad)

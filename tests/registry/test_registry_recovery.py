@@ -7,7 +7,6 @@ alternate make each path deterministic; all must match ingesting the events one 
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -16,28 +15,15 @@ from typing import Any
 import pytest
 
 from node import registry as registry_module
-from node.core.codec import encode_event
 from node.registry import Registry
 from node.store.memory import MemoryStore
-from tests.store.streams import DOMAIN, interleaved
+from tests.store.streams import DOMAIN, mixed_items
 
 CLOCK = lambda: 1_800_000_000  # noqa: E731
 
 
 def _items() -> list[bytes]:
-    items: list[bytes] = []
-    for i, s in enumerate(e.signed for e in interleaved(11, 24, 6)):
-        raw = encode_event(s)
-        if i % 17 == 3:  # signed by someone else, then an unusable signature
-            sig = s.signatures[0]
-            for forged in (bytes([sig[0] ^ 1]) + sig[1:], sig[:64] + b"\x1d"):
-                items.append(encode_event(dataclasses.replace(s, signatures=(forged,))))
-        items.append(raw)
-        if i % 29 == 5:
-            items.append(b"{not json")
-        if i % 31 == 7:
-            items.append(raw)  # a replay: known
-    return items
+    return mixed_items(11, 24, 6)
 
 
 class _Running(Future[Any]):

@@ -7,9 +7,11 @@ subjects, the realistic and the harder case for the store). Same arguments, same
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from node.core.builder import commitment_for, controller_set, sign_event
+from node.core.codec import encode_event
 from node.core.eip712 import event_digest
 from node.core.hashing import keccak
 from node.core.records import ZERO20, Domain, Event, Inception, PublishedKey, Revocation, Rotation, SignedEvent, Update
@@ -76,3 +78,22 @@ def interleaved(seed: int, subjects: int, per_subject: int, domain: Domain = DOM
     """Events of ``subjects`` subjects, round-robin by seq (every log stays in order)."""
     logs = [subject_events(seed, i, per_subject, domain) for i in range(subjects)]
     return [log[seq] for seq in range(per_subject) for log in logs]
+
+
+def mixed_items(seed: int, subjects: int, per_subject: int) -> list[bytes]:
+    """Wire items for a batch ingest with every outcome: valid events interleaved across subjects,
+    each 17th first signed by someone else and then with an unusable signature, some garbage, and
+    some replays (already known)."""
+    items: list[bytes] = []
+    for i, s in enumerate(e.signed for e in interleaved(seed, subjects, per_subject)):
+        raw = encode_event(s)
+        if i % 17 == 3:
+            sig = s.signatures[0]
+            for forged in (bytes([sig[0] ^ 1]) + sig[1:], sig[:64] + b"\x1d"):
+                items.append(encode_event(dataclasses.replace(s, signatures=(forged,))))
+        items.append(raw)
+        if i % 29 == 5:
+            items.append(b"{not json")
+        if i % 31 == 7:
+            items.append(raw)
+    return items

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from node.core import builder as b
@@ -217,21 +215,9 @@ def test_large_batch_recovering_on_a_worker_matches_one_by_one_ingest() -> None:
     """Batches >= _PARALLEL_MIN recover signatures on a worker thread: same results, same errors."""
     from node import registry as registry_module
     from tests.store.streams import DOMAIN as STREAM_DOMAIN
-    from tests.store.streams import interleaved
+    from tests.store.streams import mixed_items
 
-    signed = [e.signed for e in interleaved(7, 20, 6)]
-    items: list[bytes] = []
-    for i, s in enumerate(signed):
-        raw = encode_event(s)
-        if i % 17 == 3:  # first the event signed by someone else, then with an unusable signature
-            sig = s.signatures[0]
-            for forged in (bytes([sig[0] ^ 1]) + sig[1:], sig[:64] + b"\x1d"):
-                items.append(encode_event(dataclasses.replace(s, signatures=(forged,))))
-        items.append(raw)
-        if i % 29 == 5:
-            items.append(b"{not json")
-        if i % 31 == 7:
-            items.append(raw)  # a replay: known
+    items = mixed_items(7, 20, 6)
     assert len(items) >= 2 * registry_module._PARALLEL_MIN
     clock = lambda: 1_800_000_000  # noqa: E731
     batched = Registry(STREAM_DOMAIN, MemoryStore(), clock=clock).ingest(items)
