@@ -9,7 +9,7 @@ out-of-range integers and wrong hex lengths are rejected with :class:`MalformedE
 from __future__ import annotations
 
 import json
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NoReturn
 
 import orjson
 
@@ -468,31 +468,6 @@ def event_from_obj(obj: Any, limits: Limits = DEFAULT_LIMITS) -> SignedEvent:
         return _fast_event(obj, limits)
     except Exception:  # any doubt at all: the reference decoder accepts or raises precisely
         return _reference_event_from_obj(obj, limits)
-
-
-class CanonicalEvent(NamedTuple):
-    """A decoded event and its canonical wire bytes (``encode_event(signed)``), made together."""
-
-    signed: SignedEvent
-    wire: bytes
-
-
-def canonical_from_obj(obj: Any, limits: Limits = DEFAULT_LIMITS) -> SignedEvent | CanonicalEvent:
-    """Decode a parsed event object and render its canonical bytes from the same object.
-
-    For callers that parsed many events at once (gossip messages, sync frames): one decode, no
-    re-parse. Raises what :func:`event_from_obj` raises. An object the strict decoder accepts holds
-    exactly the canonical values (lowercase fixed-length hex, exact ints, exact field sets), so
-    orjson's sorted compact rendering of it is ``encode_event`` of the decoded event (tests hold
-    the two equal); what orjson cannot render so (ints over 64 bits, lone surrogates) comes back
-    as the SignedEvent alone, to be encoded by the slower reference path.
-    """
-    signed = event_from_obj(obj, limits)
-    try:
-        wire = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError:
-        return signed
-    return CanonicalEvent(signed, wire)
 
 
 # orjson parses the wire bytes about twice as fast as the stdlib C scanner. Its grammar is RFC 8259

@@ -22,7 +22,8 @@ from typing import Any
 import orjson
 import trio
 
-from ..core.codec import CanonicalEvent, canonical_from_obj, dumps_canonical, encode_event, event_from_obj, loads_strict
+from ..core.canonical import CanonicalEvent, canonical_from_obj
+from ..core.codec import dumps_canonical, encode_event, event_from_obj, loads_strict
 from ..core.errors import MalformedEvent, OversizedInput, RuleViolation
 from ..core.fork import Duplicity
 from ..core.limits import Limits
@@ -64,7 +65,7 @@ def event_items(objs: list[Any], limits: Limits) -> tuple[list[SignedEvent | Can
     """Parsed event objects as items for ``Registry.ingest``, and how many were malformed.
 
     Each object is decoded here, once, together with its canonical bytes
-    (:func:`node.core.codec.canonical_from_obj`): the registry stores those bytes as they are and
+    (:func:`node.core.canonical.canonical_from_obj`): the registry stores those bytes as they are and
     parses nothing again (before, each event was rendered to bytes here, parsed again by the
     registry and rendered once more to prove the bytes canonical: ~15 us per event per node).
     """

@@ -11,9 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from node.core.canonical import CanonicalEvent, canonical_from_obj
 from node.core.codec import (
-    CanonicalEvent,
-    canonical_from_obj,
     decode_event,
     dumps_canonical,
     encode_event,
