@@ -433,32 +433,19 @@ def _fast_event(obj: Any, limits: Limits) -> SignedEvent:
             tuple([_fast_key(k, max_purposes) for k in keys]),
             metadata,
         )
-    elif kind == "rotation":
-        controllers = obj["controllers"]
-        if type(controllers) is not list or len(controllers) > max_controllers:
-            raise _Doubt
-        event = _new_rotation(
-            _hx(obj["subject"], 32),
-            _u64(obj["seq"]),
-            _hx(obj["prev"], 32),
-            _u64(obj["timestamp"]),
-            tuple([_hx(a, 20) for a in controllers]),
-            _u8(obj["threshold"]),
-            _hx(obj["nextCommitment"], 32),
-        )
-    else:
-        key_id, reason = obj["keyId"], obj["reason"]
-        if type(key_id) is not str or type(reason) is not str:
-            raise _Doubt
-        event = _new_revocation(
-            _hx(obj["subject"], 32),
-            _u64(obj["seq"]),
-            _hx(obj["prev"], 32),
-            _u64(obj["timestamp"]),
-            key_id,
-            _u64(obj["effectiveAt"]),
-            reason,
-        )
+    else:  # rotation or revocation: the envelope once, then the kind's own fields
+        envelope = (_hx(obj["subject"], 32), _u64(obj["seq"]), _hx(obj["prev"], 32), _u64(obj["timestamp"]))
+        if kind == "rotation":
+            controllers = obj["controllers"]
+            if type(controllers) is not list or len(controllers) > max_controllers:
+                raise _Doubt
+            addresses = tuple([_hx(a, 20) for a in controllers])
+            event = _new_rotation(*envelope, addresses, _u8(obj["threshold"]), _hx(obj["nextCommitment"], 32))
+        else:
+            key_id, reason = obj["keyId"], obj["reason"]
+            if type(key_id) is not str or type(reason) is not str:
+                raise _Doubt
+            event = _new_revocation(*envelope, key_id, _u64(obj["effectiveAt"]), reason)
     return _new_signed(event, signatures, domain)
 
 
