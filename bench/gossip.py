@@ -127,6 +127,7 @@ def main() -> None:
             thr_digests = [digest_hex(domain, raw) for raw in thr_events]
             for n in nodes:
                 n.call("watch", digests=thr_digests)
+            before = [n.call("status") for n in nodes]
             spies = start_profilers(nodes, args.profile)
             t_start = time.time()
             cpu_start = [n.cpu_seconds() for n in nodes]
@@ -156,6 +157,10 @@ def main() -> None:
                 flush=True,
             )
             stats = [n.call("status") for n in nodes]
+
+            def delta(key: str) -> int:  # throughput phase only
+                return sum(s["gossip"][key] - b["gossip"][key] for s, b in zip(stats, before, strict=True))
+
             out = {
                 "p50_ms": round(p50, 1),
                 "p95_ms": round(p95, 1),
@@ -164,10 +169,11 @@ def main() -> None:
                 "nodes": args.nodes,
                 "events": len(thr_events),
                 "latency_samples": len(lats),
-                "messages_out": sum(s["messages_out"] for s in stats),
-                "messages_in": sum(s["messages_in"] for s in stats),
-                "dropped": sum(s["dropped"] for s in stats),
-                "duplicates_dropped": sum(s["gossip"]["duplicates_dropped"] for s in stats),
+                "messages_out": delta("messages_out"),
+                "messages_in": delta("messages_in"),
+                "dropped": delta("dropped"),
+                "duplicates_dropped": delta("duplicates_dropped"),
+                "unwanted_skipped": delta("unwanted_skipped"),
                 "publish_interval_s": args.publish_interval,
                 "max_events_per_message": args.max_events_per_message,
                 "quick": args.quick,

@@ -60,6 +60,9 @@ class P2PConfig:
     # Receivers reject batches over their own limit: keep it equal across a network.
     max_events_per_message: int = 2048
     publish_interval_s: float = 0.05  # pacing between gossip publishes
+    # Our own publishes go to every subscribed peer with an acceptable score, not just the mesh
+    # (go-libp2p's floodPublish, on by default there too): fewer hops, and no duplicate copies.
+    flood_publish: bool = True
     peer_rate_msgs_per_s: float = 50.0
     sync_interval_s: float = 30.0
     sync_frame_bytes: int = 1024 * 1024

@@ -339,5 +339,9 @@ class Gossip:
 
     def status(self) -> dict[str, Any]:
         """Counters and queue depths."""
-        dropped = getattr(self.pubsub, "duplicates_dropped", 0)
-        return {**self.stats.to_dict(), "outbox": len(self._outbox), "duplicates_dropped": dropped}
+        return {
+            **self.stats.to_dict(),
+            "outbox": len(self._outbox),
+            "duplicates_dropped": getattr(self.pubsub, "duplicates_dropped", 0),
+            "unwanted_skipped": getattr(self.pubsub, "unwanted_skipped", 0),
+        }

@@ -22,6 +22,7 @@ from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V1
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.score import ScoreParams, TopicScoreParams
+from libp2p.pubsub.utils import safe_bytes_from_hex
 
 from ..config import P2PConfig
 
@@ -59,7 +60,8 @@ def score_params() -> ScoreParams:
 
 
 class KeyregGossipSub(GossipSub):
-    """GossipSub with two changes: a hash per message for equivocation, and IDONTWANT on arrival.
+    """GossipSub with keyreg's changes: equivocation hashes, IDONTWANT on arrival, flood publish,
+    and no IWANT for a message being validated.
 
     Upstream keeps up to 1,000 whole messages (up to 1 MB each) for the equivocation check; a hash
     is enough. Upstream sends IDONTWANT when it forwards a message, i.e. after validation, which
@@ -67,9 +69,20 @@ class KeyregGossipSub(GossipSub):
     its own copy, so each node still received every large message once per mesh peer (4x the
     bytes, and each copy parsed). Here the IDONTWANT goes out on arrival, before validation
     (:meth:`announce_idontwant`, called by :class:`KeyregPubsub`), and none at forwarding time.
+
+    Flood publish (``flood_publish``, go-libp2p's default): our own messages go to every peer
+    subscribed to the topic whose score allows it, not only to the mesh. A peer outside the
+    publisher's mesh otherwise learns a batch only once mesh peers have validated and forwarded it
+    (several copies, none stopped by IDONTWANT since it had none yet) or from an IHAVE.
+
+    Upstream answers an IHAVE with an IWANT for every id not yet *seen*, and marks a message seen
+    only after validation: each IHAVE that arrived while a large batch was being validated fetched
+    it once more (bench/gossip.py measured ~2.4 extra copies per message per node). A message whose
+    validation is running counts as seen here (go-libp2p marks it seen before validating).
     """
 
     _heartbeats = 0
+    flood_publish = True
 
     def _prune_idontwant_entries(self) -> None:
         self._heartbeats += 1
@@ -79,12 +92,18 @@ class KeyregGossipSub(GossipSub):
     async def _emit_idontwant_for_message(self, msg_id: bytes, topic_ids: Iterable[str]) -> None:
         return  # sent on arrival instead (announce_idontwant); our own publishes need none
 
-    def announce_idontwant(self, msg_id: bytes, topic_ids: Iterable[str], skip: Iterable[ID]) -> None:
-        """Tell mesh peers (but ``skip``) not to send us ``msg_id``: we have it already."""
+    def announce_idontwant(self, msg_id: bytes, topic_ids: Iterable[str], forwarder: ID, origin: ID) -> None:
+        """Tell mesh peers and the origin (not the forwarder) not to send us ``msg_id``.
+
+        The origin is told too: with flood publish its copy to us may still be queued behind
+        others when a forwarder's copy arrives first.
+        """
         peers: set[ID] = set()
         for topic in topic_ids:
             peers.update(self.mesh.get(topic, ()))
-        peers.difference_update(skip)
+        if self.pubsub is not None and origin in self.pubsub.peers:
+            peers.add(origin)
+        peers.discard(forwarder)
         if not peers:
             return
         # No signed peer record in this RPC: the receiver would verify its signature for nothing.
@@ -93,6 +112,28 @@ class KeyregGossipSub(GossipSub):
         for peer in peers:
             if self.peer_protocol.get(peer) in (PROTOCOL_ID_V12, PROTOCOL_ID_V13):
                 self.send_rpc(peer, rpc, priority=True)
+
+    def _get_peers_to_send(
+        self, topic_ids: Iterable[str], msg_forwarder: ID, origin: ID, msg_id: bytes | None = None
+    ) -> Iterable[ID]:
+        pubsub = self.pubsub
+        if not self.flood_publish or pubsub is None or origin != pubsub.my_id or msg_forwarder != origin:
+            yield from super()._get_peers_to_send(topic_ids, msg_forwarder, origin, msg_id)
+            return
+        peers: set[ID] = set(self.direct_peers)
+        for topic in topic_ids:
+            peers.update(pubsub.peer_topics.get(topic, ()))
+        peers.discard(origin)
+        # publish() still drops peers below the publish threshold (score gate) or disconnected.
+        yield from peers
+
+    async def handle_ihave(self, ihave_msg: rpc_pb2.ControlIHave, sender_peer_id: ID) -> None:
+        is_validating = getattr(self.pubsub, "is_validating", None)
+        if is_validating is not None:
+            ids = [m for m in ihave_msg.messageIDs if not is_validating(safe_bytes_from_hex(m))]
+            if len(ids) < len(ihave_msg.messageIDs):
+                ihave_msg = rpc_pb2.ControlIHave(topicID=ihave_msg.topicID, messageIDs=ids)
+        await super().handle_ihave(ihave_msg, sender_peer_id)
 
     def _check_equivocation(self, msg: rpc_pb2.Message) -> bool:
         key = msg.from_id + msg.seqno
@@ -132,6 +173,32 @@ class KeyregPubsub(Pubsub):
         self._validating: set[bytes] = set()
         self.admit: Callable[[ID], bool] | None = None  # per-forwarder rate limit (Gossip.admit)
         self.duplicates_dropped = 0
+        self.unwanted_skipped = 0  # queued publishes not sent: the peer said IDONTWANT meanwhile
+
+    async def write_msg(self, stream: Any, rpc_msg: rpc_pb2.RPC) -> bool:
+        """Drop, at send time, published messages the peer has said it does not want.
+
+        Upstream checks IDONTWANT only when a message is queued; a forwarded batch can wait in a
+        peer's queue behind others while that peer receives it elsewhere and says IDONTWANT.
+        """
+        if rpc_msg.publish:
+            unwanted = getattr(self.router, "dont_send_message_ids", {}).get(stream.muxed_conn.peer_id)
+            if unwanted:
+                keep = [m for m in rpc_msg.publish if self._msg_id_constructor(m) not in unwanted]
+                if len(keep) < len(rpc_msg.publish):
+                    self.unwanted_skipped += len(rpc_msg.publish) - len(keep)
+                    if not keep and not rpc_msg.subscriptions and not rpc_msg.HasField("control"):
+                        return True  # nothing left worth sending (a sender record alone is not)
+                    trimmed = rpc_pb2.RPC()
+                    trimmed.CopyFrom(rpc_msg)
+                    del trimmed.publish[:]
+                    trimmed.publish.extend(keep)
+                    rpc_msg = trimmed
+        return await super().write_msg(stream, rpc_msg)
+
+    def is_validating(self, msg_id: bytes | None) -> bool:
+        """True while a copy of ``msg_id`` is being validated (counts as seen for IHAVE)."""
+        return msg_id in self._validating
 
     async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
         if msg_forwarder == self.my_id:
@@ -161,7 +228,7 @@ class KeyregPubsub(Pubsub):
         self._validating.add(msg_id)
         try:
             if len(msg.data) >= IDONTWANT_MIN_BYTES and isinstance(self.router, KeyregGossipSub):
-                self.router.announce_idontwant(msg_id, msg.topicIDs, (msg_forwarder, ID(msg.from_id)))
+                self.router.announce_idontwant(msg_id, msg.topicIDs, msg_forwarder, ID(msg.from_id))
             await super().push_msg(msg_forwarder, msg)
         finally:
             self._validating.discard(msg_id)
@@ -183,7 +250,7 @@ class KeyregPubsub(Pubsub):
 
 def build_router(config: P2PConfig, degree: int = 4) -> GossipSub:
     """The gossipsub router with keyreg's parameters (1.2 preferred, 1.1/1.0 accepted)."""
-    return KeyregGossipSub(
+    router = KeyregGossipSub(
         protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID],
         degree=degree,
         degree_low=max(1, degree - 1),
@@ -200,6 +267,8 @@ def build_router(config: P2PConfig, degree: int = 4) -> GossipSub:
         spam_protection_enabled=False,
         eclipse_protection_enabled=False,
     )
+    router.flood_publish = config.flood_publish
+    return router
 
 
 def message_id(msg: rpc_pb2.Message) -> bytes:

@@ -1,0 +1,137 @@
+"""keyreg's gossipsub changes, unit-tested on the router with a stand-in pubsub (no network).
+
+The multi-process tests (tests/p2p/test_e2e.py) and bench/gossip.py run the same code over real
+libp2p connections; these pin each rule on its own: flood publish of our own messages, no IWANT
+for a message being validated, IDONTWANT to mesh and origin on arrival, and publishes dropped at
+send time once the peer has said IDONTWANT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import trio
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V12
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+
+from node.config import P2PConfig
+from node.p2p.router import KeyregPubsub, build_router, message_id
+
+TOPIC = "keyreg/test"
+ME, A, B, C, D = (ID(hashlib.sha256(bytes([i])).digest()[:20]) for i in range(5))
+
+
+class FakePubsub:
+    """What the router reads of its pubsub: ids, topic peers, peers, seen and validating sets."""
+
+    def __init__(self) -> None:
+        self.my_id = ME
+        self.peer_topics = {TOPIC: {A, B, C, D}}
+        self.peers = {A: None, B: None, C: None, D: None}
+        self.validating: set[bytes] = set()
+        self.seen: set[bytes] = set()
+        self.seen_messages = self
+        self.sent: list[tuple[ID, rpc_pb2.RPC, bool]] = []
+
+    def has(self, msg_id: bytes) -> bool:  # seen_messages.has
+        return msg_id in self.seen
+
+    def is_validating(self, msg_id: bytes | None) -> bool:
+        return msg_id in self.validating
+
+    def get_message_id(self, msg: rpc_pb2.Message) -> bytes:
+        return message_id(msg)
+
+
+def router_with(flood: bool = True) -> tuple[Any, FakePubsub]:
+    router = build_router(P2PConfig(flood_publish=flood))
+    pubsub = FakePubsub()
+    router.pubsub = pubsub  # type: ignore[assignment]
+    router.mesh[TOPIC] = {A, B}
+    for p in (A, B, C, D):
+        router.peer_protocol[p] = PROTOCOL_ID_V12
+    router.send_rpc = lambda peer, rpc, priority=False: pubsub.sent.append((peer, rpc, priority))  # type: ignore[method-assign]
+    return router, pubsub
+
+
+def test_own_messages_flood_to_every_topic_peer_forwards_use_the_mesh() -> None:
+    router, _ = router_with()
+    own = set(router._get_peers_to_send([TOPIC], ME, ME))
+    assert own == {A, B, C, D}  # C and D are outside our mesh
+    forwarded = set(router._get_peers_to_send([TOPIC], A, C))
+    assert forwarded == {B}  # mesh minus forwarder and origin
+    router.dont_send_message_ids[B] = {b"m"}
+    assert set(router._get_peers_to_send([TOPIC], A, C, b"m")) == set()
+
+
+def test_flood_publish_off_publishes_to_the_mesh_only() -> None:
+    router, _ = router_with(flood=False)
+    assert set(router._get_peers_to_send([TOPIC], ME, ME)) == {A, B}
+
+
+def test_no_iwant_for_a_message_being_validated_or_seen() -> None:
+    router, pubsub = router_with()
+    validating, seen, unknown = (hashlib.sha256(bytes([i])).digest() for i in range(3))  # ids: sha256
+    pubsub.validating.add(validating)
+    pubsub.seen.add(seen)
+    wanted: list[list[bytes]] = []
+
+    async def emit_iwant(ids: list[bytes], peer: ID) -> None:
+        wanted.append(list(ids))
+
+    router.emit_iwant = emit_iwant
+    ihave = rpc_pb2.ControlIHave(topicID=TOPIC, messageIDs=[validating, seen, unknown])
+    trio.run(router.handle_ihave, ihave, C)
+    assert wanted == [[unknown]]
+
+
+def test_idontwant_goes_to_mesh_and_origin_but_not_the_forwarder() -> None:
+    router, pubsub = router_with()
+    router.announce_idontwant(b"id", [TOPIC], A, C)  # from A (mesh), originated by C (not mesh)
+    told = {peer for peer, rpc, priority in pubsub.sent if list(rpc.control.idontwant[0].messageIDs) == [b"id"]}
+    assert told == {B, C}
+    assert all(priority for _, _, priority in pubsub.sent)
+
+
+class Conn:
+    def __init__(self, peer: ID) -> None:
+        self.peer_id = peer
+
+
+class Stream:
+    def __init__(self, peer: ID) -> None:
+        self.muxed_conn = Conn(peer)
+
+
+def test_publishes_the_peer_no_longer_wants_are_dropped_at_send_time(monkeypatch: Any) -> None:
+    written: list[rpc_pb2.RPC] = []
+
+    async def write(self: Any, stream: Any, rpc: rpc_pb2.RPC) -> bool:
+        written.append(rpc)
+        return True
+
+    monkeypatch.setattr(Pubsub, "write_msg", write)
+    router, _ = router_with()
+    pubsub = KeyregPubsub.__new__(KeyregPubsub)  # only the fields write_msg reads
+    pubsub.router = router
+    pubsub._msg_id_constructor = message_id
+    pubsub.unwanted_skipped = 0
+    m1, m2 = rpc_pb2.Message(data=b"one"), rpc_pb2.Message(data=b"two")
+    router.dont_send_message_ids[A] = {message_id(m1)}
+
+    assert trio.run(pubsub.write_msg, Stream(A), rpc_pb2.RPC(publish=[m1, m2]))
+    assert [list(r.publish) for r in written] == [[m2]]
+    assert trio.run(pubsub.write_msg, Stream(A), rpc_pb2.RPC(publish=[m1], senderRecord=b"r"))
+    assert len(written) == 1  # nothing left but the sender record: not sent
+    with_control = rpc_pb2.RPC(publish=[m1])
+    with_control.control.graft.add(topicID=TOPIC)
+    assert trio.run(pubsub.write_msg, Stream(A), with_control)
+    assert len(written) == 2
+    assert not written[1].publish
+    assert written[1].control.graft[0].topicID == TOPIC
+    assert trio.run(pubsub.write_msg, Stream(B), rpc_pb2.RPC(publish=[m1]))  # B never said IDONTWANT
+    assert list(written[2].publish) == [m1]
+    assert pubsub.unwanted_skipped == 3
