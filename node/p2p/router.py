@@ -93,16 +93,20 @@ class KeyregGossipSub(GossipSub):
         return  # sent on arrival instead (announce_idontwant); our own publishes need none
 
     def announce_idontwant(self, msg_id: bytes, topic_ids: Iterable[str], forwarder: ID, origin: ID) -> None:
-        """Tell mesh peers and the origin (not the forwarder) not to send us ``msg_id``.
+        """Tell every peer subscribed to the topic, but the forwarder, not to send us ``msg_id``.
 
-        The origin is told too: with flood publish its copy to us may still be queued behind
-        others when a forwarder's copy arrives first.
+        Not only the mesh: a mesh is not always symmetric (a peer may count us in its mesh while
+        we do not count it in ours), and with flood publish the origin's copy to us may still be
+        queued when a forwarder's copy arrives first. An IDONTWANT is a few dozen bytes.
         """
         peers: set[ID] = set()
-        for topic in topic_ids:
-            peers.update(self.mesh.get(topic, ()))
-        if self.pubsub is not None and origin in self.pubsub.peers:
-            peers.add(origin)
+        pubsub = self.pubsub
+        if pubsub is not None:
+            for topic in topic_ids:
+                peers.update(pubsub.peer_topics.get(topic, ()))
+            peers.intersection_update(pubsub.peers)
+            if origin in pubsub.peers:
+                peers.add(origin)
         peers.discard(forwarder)
         if not peers:
             return

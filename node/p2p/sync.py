@@ -34,12 +34,24 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from ..config import P2PConfig
+from ..core.canonical import CanonicalEvent
 from ..core.codec import loads_strict
 from ..core.errors import RuleViolation
 from ..core.merkle import DEPTH, SparseMerkleTree
+from ..core.records import SignedEvent
 from ..registry import Registry
 from .gossip import is_gap
-from .wire import FrameError, FrameReader, FrameWriter, encode_batch, event_items, frame, frame_raw, parse_message
+from .wire import (
+    FrameError,
+    FrameReader,
+    FrameWriter,
+    canonical_batch,
+    encode_batch,
+    event_items,
+    frame,
+    frame_raw,
+    parse_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -447,8 +459,13 @@ class SyncProtocol:
                         await send.send(body)
 
     def _ingest_frames(self, bodies: list[bytes], result: SyncResult) -> None:
-        events = []
+        events: list[SignedEvent | CanonicalEvent] = []
+        limits = self.registry.limits
         for body in bodies:
+            fast = canonical_batch(body, limits)
+            if fast is not None:
+                events.extend(fast)
+                continue
             try:
                 obj = parse_message(body)
             except RuleViolation:
@@ -457,7 +474,7 @@ class SyncProtocol:
             if type(obj) is not dict or obj.get("type") != "events" or not isinstance(obj.get("events"), list):
                 result.invalid += 1
                 continue
-            items, bad = event_items(obj["events"], self.registry.limits)
+            items, bad = event_items(obj["events"], limits)
             events.extend(items)
             result.invalid += bad
         for i in range(0, len(events), INGEST_BATCH):

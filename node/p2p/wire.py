@@ -131,14 +131,53 @@ def parse_message(data: bytes) -> Any:
     return loads_strict(data)
 
 
+def canonical_batch(data: bytes, limits: Limits, max_events: int | None = None) -> list[CanonicalEvent] | None:
+    """The events of ``data`` if it is a canonical events batch, each decoded once; else None.
+
+    Accept-only (docs/adr/0007): orjson parses ``data``, every event decodes to a CanonicalEvent,
+    and the batch spliced from their canonical bytes (:func:`encode_batch`) equals ``data`` byte
+    for byte. A text equal to the rendering of its own parse holds no duplicate key (a rendering
+    has one occurrence per key of a dict) and no non-canonical form, so this is exactly what the
+    strict path would decode, without counting keys. Every honest node sends canonical batches;
+    anything else (None) takes the general path, which decides and names the error.
+    """
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if type(obj) is not dict or len(obj) != 2 or obj.get("type") != EVENTS:
+        return None
+    events = obj.get("events")
+    if type(events) is not list or not events or (max_events is not None and len(events) > max_events):
+        return None
+    items: list[CanonicalEvent] = []
+    append = items.append
+    for e in events:
+        try:
+            item = canonical_from_obj(e, limits)
+        except RuleViolation:
+            return None
+        if type(item) is not CanonicalEvent:
+            return None
+        append(item)
+    if encode_batch([item.wire for item in items]) != data:
+        return None
+    return items
+
+
 def decode_message(data: bytes, max_bytes: int, max_events: int, limits: Limits, raw: bool = False) -> Decoded:
     """Decode a gossip message; raises MalformedEvent when the message as a whole is unusable.
 
     ``raw``: events as :func:`event_items` gives them (objects as canonical bytes, decoded and
-    judged by the registry), else all decoded here.
+    judged by the registry), else all decoded here. A canonical events batch (what every keyreg
+    node sends) takes :func:`canonical_batch`; the result is the same either way.
     """
     if len(data) > max_bytes:
         raise OversizedInput(f"message is {len(data)} bytes, limit {max_bytes}")
+    if raw:
+        fast = canonical_batch(data, limits, max_events)
+        if fast is not None:
+            return Decoded(EVENTS, list(fast), 0)
     obj = parse_message(data)
     if type(obj) is not dict:
         raise MalformedEvent("message must be a JSON object")

@@ -88,8 +88,9 @@ def test_no_iwant_for_a_message_being_validated_or_seen() -> None:
     assert wanted == [[unknown]]
 
 
-def test_idontwant_goes_to_mesh_and_origin_but_not_the_forwarder() -> None:
+def test_idontwant_goes_to_every_topic_peer_but_the_forwarder() -> None:
     router, pubsub = router_with()
+    del pubsub.peers[D]  # subscribed but no longer connected: not told
     router.announce_idontwant(b"id", [TOPIC], A, C)  # from A (mesh), originated by C (not mesh)
     told = {peer for peer, rpc, priority in pubsub.sent if list(rpc.control.idontwant[0].messageIDs) == [b"id"]}
     assert told == {B, C}

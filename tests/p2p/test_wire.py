@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import stat
 
 import pytest
@@ -21,6 +22,7 @@ from node.p2p.wire import (
     FrameError,
     FrameReader,
     FrameWriter,
+    canonical_batch,
     decode_message,
     encode_batch,
     encode_duplicity,
@@ -149,6 +151,58 @@ def test_duplicate_keys_anywhere_are_refused(log3: list, where: str) -> None:
         loads_strict(data)
     with pytest.raises(MalformedEvent):
         parse_message(data)
+
+
+def _outcome(data: bytes) -> object:
+    """decode_message(raw=True) as a comparable value: its events and malformed count, or the error."""
+    try:
+        d = decode_message(data, 1 << 20, 256, DEFAULT_LIMITS, raw=True)
+    except MalformedEvent as exc:
+        return (type(exc).__name__, str(exc))
+    return (d.kind, [getattr(e, "wire", e) for e in d.events], [getattr(e, "signed", e) for e in d.events], d.malformed)
+
+
+def _general(data: bytes, monkeypatch: pytest.MonkeyPatch) -> object:
+    with monkeypatch.context() as m:
+        m.setattr("node.p2p.wire.canonical_batch", lambda *a, **k: None)
+        return _outcome(data)
+
+
+def test_canonical_batch_accepts_exactly_canonical_batches(log3: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    raws = [encode_event(s) for s in log3]
+    good = encode_batch(raws)
+    items = canonical_batch(good, DEFAULT_LIMITS, 256)
+    assert items is not None
+    assert [i.wire for i in items] == raws
+    assert [i.signed for i in items] == list(log3)
+    assert _outcome(good) == _general(good, monkeypatch)
+    assert canonical_batch(good, DEFAULT_LIMITS, 2) is None  # over the count: the general path refuses
+    nested = encode_event(conflicting_update(DOMAIN, b"\x01" * 32, log3[-1], "dup"))
+    variants = [
+        b'{"type":"events",' + good[1:],  # duplicate key in the message
+        encode_batch([raws[0], _with_duplicate(raws[1], b"seq")]),  # ... in an event
+        encode_batch([raws[0], nested.replace(b'"alg":"Ed25519"', b'"alg":"X","alg":"Ed25519"')]),  # ... nested
+        good.replace(b'{"events":', b'{ "events":'),  # whitespace
+        b'{"type":"events","events":' + good[len(b'{"events":') : -len(b',"type":"events"}')] + b"}",  # key order
+        encode_batch([raws[0], b'{"kind":"update"}']),  # one malformed event
+        encode_batch([raws[0].replace(b'"chainId":31337', b'"chainId":' + str(2**70).encode())]),  # big int
+        encode_batch([raws[0].replace(b'"threshold":1', b'"threshold":1.0')]),  # float
+        good.replace(b'"events"', b'"events"', 1)[:-1] + b',"x":1}',  # unknown field
+    ]
+    for data in variants:
+        assert data != good
+        assert canonical_batch(data, DEFAULT_LIMITS, 256) is None, data[:80]
+        assert _outcome(data) == _general(data, monkeypatch)
+
+
+def test_canonical_batch_agrees_with_the_general_path_on_edits(log3: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    good = encode_batch([encode_event(s) for s in log3])
+    rng = random.Random(4)
+    for _ in range(300):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 3)):
+            data[rng.randrange(len(data))] = rng.choice(b'{}[],:"0123456789abcdefx \\')
+        assert _outcome(bytes(data)) == _general(bytes(data), monkeypatch)
 
 
 class _Pipe:
