@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from ..core.codec import dumps_canonical
 from ..core.hashing import _new_keccak, keccak
+from ..core.records import constructor
 from .base import AuditEntry, AuditRecord
 from .serialize import _quote, canonical_scalar, canonical_text, flat_json
 
@@ -103,13 +104,14 @@ def chain_rows(
 
 
 # The hashed text of a record, members in sorted order around the detail's canonical JSON. The
-# second form is the common one (subject, int seq and digest all present: every accept), filled
-# in one %-format; the first takes each member already rendered as JSON. A test holds both equal
-# to record_hash (the verifier's dumps_canonical) and to hashes written by earlier versions.
+# common form (subject, int seq and digest all present: every accept) is built in _chain by one
+# f-string (about half the cost of the equivalent %-format); the general form takes each member
+# already rendered as JSON. A test holds both equal to record_hash (the verifier's
+# dumps_canonical) and to hashes written by earlier versions.
 _RECORD = '{"action":%s,"detail":%s,"digest":%s,"index":%d,"prev_hash":"0x%s","seq":%s,"subject":%s,"time":%d}'
-_RECORD_FULL = (
-    '{"action":%s,"detail":%s,"digest":"0x%s","index":%d,"prev_hash":"0x%s","seq":%d,"subject":"0x%s","time":%d}'
-)
+
+# AuditRecord(*fields) without the class-call dispatch: ~0.6 us instead of ~1.6 us per record.
+_new_record = constructor(AuditRecord)
 
 
 def _chain(
@@ -133,7 +135,9 @@ def _chain(
     q = _quote
     details = _DETAIL_JSON
     new_hash = _new_keccak
+    new_record = _new_record
     prev_blob = blob(prev_hash)
+    time_tail = f',"time":{t}}}'  # the text's last member, the same for every record of the call
     for e in entries:
         detail = e.detail
         detail_json = None
@@ -155,10 +159,14 @@ def _chain(
             detail = jsonable(detail)
             detail_json = canonical_text(detail)
         elif want_records:
-            detail = dict(detail)  # already plain JSON; a copy, as jsonable() would make
+            detail = detail.copy()  # an exact dict, already plain JSON; a copy, as jsonable() would make
         action, subject, seq, digest = e.action, e.subject, e.seq, e.digest
         if subject is not None and digest is not None and type(seq) is int and type(action) is str:
-            text = _RECORD_FULL % (q(action), detail_json, digest.hex(), index, prev_hash.hex(), seq, subject.hex(), t)
+            # index, seq and t are exact ints, so {} renders them as %d would.
+            text = (
+                f'{{"action":{q(action)},"detail":{detail_json},"digest":"0x{digest.hex()}","index":{index},'
+                f'"prev_hash":"0x{prev_hash.hex()}","seq":{seq},"subject":"0x{subject.hex()}"{time_tail}'
+            )
         else:
             text = _RECORD % (
                 _js(action),
@@ -174,7 +182,7 @@ def _chain(
         hasher.update(text.encode())
         h = hasher.digest()
         if want_records:
-            records.append(AuditRecord(index, t, action, subject, seq, digest, detail, prev_hash, h))
+            records.append(new_record(index, t, action, subject, seq, digest, detail, prev_hash, h))
             rows.append(detail_json)  # type: ignore[arg-type]  # the records' detail JSON, see _chain's doc
             prev_hash = h
         else:
