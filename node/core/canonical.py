@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from .codec import event_from_obj
+from .codec import _fast_event, _reference_event_from_obj
 from .limits import DEFAULT_LIMITS, Limits
 from .records import SignedEvent
 
@@ -20,6 +20,14 @@ class CanonicalEvent(NamedTuple):
 
     signed: SignedEvent
     wire: bytes
+
+
+# Bound once: canonical_from_obj runs once per event of every gossip message and sync frame.
+_dumps = orjson.dumps
+_SORT_KEYS = orjson.OPT_SORT_KEYS
+_EncodeError = orjson.JSONEncodeError
+# CanonicalEvent(signed, wire) runs the namedtuple's Python __new__, which only calls this.
+_new_tuple = tuple.__new__
 
 
 def canonical_from_obj(obj: Any, limits: Limits = DEFAULT_LIMITS) -> SignedEvent | CanonicalEvent:
@@ -32,9 +40,12 @@ def canonical_from_obj(obj: Any, limits: Limits = DEFAULT_LIMITS) -> SignedEvent
     the two equal); what orjson cannot render so (ints over 64 bits, lone surrogates) comes back
     as the SignedEvent alone, to be encoded by the slower reference path.
     """
-    signed = event_from_obj(obj, limits)
+    try:  # event_from_obj, inlined: the fast decoder, and the reference decoder on any doubt
+        signed = _fast_event(obj, limits)
+    except Exception:
+        signed = _reference_event_from_obj(obj, limits)
     try:
-        wire = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError:
+        wire = _dumps(obj, option=_SORT_KEYS)
+    except _EncodeError:
         return signed
-    return CanonicalEvent(signed, wire)
+    return _new_tuple(CanonicalEvent, (signed, wire))
