@@ -13,7 +13,8 @@ Outbound: a registry listener queues events accepted from any source but gossip 
 already forwards what it validated; sync only repairs), and every duplicity evidence. The
 publisher sends one batch per ``publish_interval_s`` at most, up to ``max_events_per_message``
 events or ``max_message_bytes``: py-libp2p drops silently beyond 32 queued messages per peer, so
-pacing, not hope, keeps batches from being lost.
+pacing, not hope, keeps batches from being lost. Batches of ``COMPRESS_MIN_BYTES`` or more go out
+zlib-compressed when ``p2p.compress_gossip`` is on (wire version 1.1, docs/p2p.md).
 
 Invariant: memory is bounded: the outbox holds at most ``OUTBOX_MAX`` events (overflow is counted
 as ``dropped`` and later repaired by sync), per-peer state at most ``MAX_TRACKED_PEERS`` entries.
@@ -38,7 +39,7 @@ from ..core.canonical import CanonicalEvent
 from ..core.errors import ChainBroken, RuleViolation, StaleEvent, UnknownSubject
 from ..core.records import SignedEvent
 from ..registry import IngestResult, Registry, Report
-from .wire import DUPLICITY, decode_message, encode_batch, encode_duplicity
+from .wire import COMPRESS_MIN_BYTES, DUPLICITY, compress_message, decode_message, encode_batch, encode_duplicity
 
 log = logging.getLogger(__name__)
 
@@ -317,6 +318,8 @@ class Gossip:
                 if not batch:
                     continue
                 data = encode_batch(batch)
+                if self.config.compress_gossip and len(data) >= COMPRESS_MIN_BYTES:
+                    data = await trio.to_thread.run_sync(compress_message, data)  # zlib releases the GIL
                 self.stats.events_out += len(batch)
             await self._wait_for_queues()
             self.stats.messages_out += 1

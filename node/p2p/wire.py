@@ -7,6 +7,9 @@ Gossip messages (topic ``/keyreg/1/<chainId>/<registry>/events``) are canonical 
   events sorted by their wire bytes so every node that gossips it produces identical bytes (and the
   content-addressed message id dedups them).
 
+Since wire version 1.1 an events batch may also travel zlib-compressed (:func:`compress_message`):
+a message whose first byte is not ``{`` is a zlib stream of one of the above.
+
 Sync frames (``/keyreg/sync/1``) are a 4-byte big-endian length then a canonical JSON object.
 
 Stored events are already canonical JSON bytes, so batches are spliced from them without
@@ -15,6 +18,7 @@ re-encoding; sorted keys make ``{"events":[...],"type":...}`` canonical as writt
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +36,8 @@ from ..core.records import SignedEvent
 EVENTS = "events"
 DUPLICITY = "duplicity"
 FRAME_HEADER = 4
+COMPRESS_MIN_BYTES = 4096  # smaller events batches are sent as they are (compression gains little)
+ZLIB_LEVEL = 1  # 250 KB batch: 3.74x smaller in ~3 ms; level 6 is 4.0x in ~14 ms
 
 
 def topic_name(chain_id: int, registry: str) -> str:
@@ -50,6 +56,34 @@ def encode_duplicity(ev: Duplicity) -> bytes:
     subject = dumps_canonical("0x" + ev.subject.hex())
     seq = str(ev.seq).encode()
     return b'{"events":[' + a + b"," + b + b'],"seq":' + seq + b',"subject":' + subject + b',"type":"duplicity"}'
+
+
+def compress_message(data: bytes) -> bytes:
+    """The compressed form of a gossip message: a zlib stream (RFC 1950) of its JSON text."""
+    return zlib.compress(data, ZLIB_LEVEL)
+
+
+def expand_message(data: bytes, max_bytes: int) -> bytes:
+    """The JSON text of a gossip message: ``data`` itself if it starts with ``{``, else ``data``
+    inflated as one zlib stream of at most ``max_bytes`` (a bomb stops at ``max_bytes + 1``).
+
+    Raises OversizedInput when it inflates past ``max_bytes``, MalformedEvent when it is not a
+    complete zlib stream (trailing bytes included) or does not inflate to a JSON object's text.
+    """
+    if data[:1] == b"{":
+        return data
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(data, max_bytes + 1)
+    except zlib.error as exc:
+        raise MalformedEvent(f"message is neither a JSON object nor a zlib stream ({exc})") from None
+    if len(text) > max_bytes:
+        raise OversizedInput(f"compressed message inflates past the {max_bytes}-byte limit")
+    if not inflater.eof or inflater.unused_data:
+        raise MalformedEvent("compressed message is truncated or has bytes after its zlib stream")
+    if text[:1] != b"{":
+        raise MalformedEvent("compressed message does not hold a JSON object")
+    return text
 
 
 @dataclass
@@ -174,6 +208,7 @@ def decode_message(data: bytes, max_bytes: int, max_events: int, limits: Limits,
     """
     if len(data) > max_bytes:
         raise OversizedInput(f"message is {len(data)} bytes, limit {max_bytes}")
+    data = expand_message(data, max_bytes)
     if raw:
         fast = canonical_batch(data, limits, max_events)
         if fast is not None:

@@ -21,7 +21,7 @@ from node.core.codec import encode_event
 from node.core.records import SignedEvent
 from node.p2p.gossip import Gossip
 from node.p2p.testing import conflicting_update, subject_log
-from node.p2p.wire import encode_batch, encode_duplicity
+from node.p2p.wire import COMPRESS_MIN_BYTES, compress_message, encode_batch, encode_duplicity
 from node.registry import Registry
 from node.store.memory import MemoryStore
 
@@ -88,6 +88,50 @@ def test_validator_rejects_garbage_and_forgeries(logs: list) -> None:
     assert verdicts == [False] * 4
     assert not reg.states
     assert gossip.stats.invalid_by_peer == {"peer": 4}
+
+
+def test_validator_accepts_compressed_batches(logs: list) -> None:
+    reg = Registry(DOMAIN, MemoryStore())
+    verdicts, gossip, _ = run_validator(reg, P2PConfig(), [compress_message(batch([lg[0] for lg in logs[:5]]))])
+    assert verdicts == [True]
+    assert gossip.stats.events_in_accepted == 5
+
+
+class CapturePubsub(StubPubsub):
+    def __init__(self) -> None:
+        self.published: list[bytes] = []
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        self.published.append(data)
+
+
+def publish_each(config: P2PConfig, batches: list[list[bytes]]) -> list[bytes]:
+    """Run the publisher on each batch in turn (waiting for each); what it published."""
+    pubsub = CapturePubsub()
+    gossip = Gossip(Registry(DOMAIN, MemoryStore()), config, pubsub, "t")
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(gossip._publisher)
+            for n, raws in enumerate(batches, start=1):
+                gossip._outbox.extend(raws)
+                gossip._ring()
+                with trio.fail_after(10):
+                    while len(pubsub.published) < n:
+                        await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    return pubsub.published
+
+
+def test_publisher_compresses_large_batches_only_when_configured(logs: list) -> None:
+    small, large = [encode_event(logs[0][0])], [encode_event(lg[0]) for lg in logs]
+    assert len(encode_batch(small)) < COMPRESS_MIN_BYTES <= len(encode_batch(large))
+    packed = publish_each(P2PConfig(), [small, large])
+    assert packed == [encode_batch(small), compress_message(encode_batch(large))]
+    plain = publish_each(P2PConfig(compress_gossip=False), [small, large])
+    assert plain == [encode_batch(small), encode_batch(large)]
 
 
 def test_validator_rejects_oversized_messages(logs: list) -> None:

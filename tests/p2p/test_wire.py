@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import stat
+import zlib
 
 import pytest
 import trio
@@ -23,9 +24,11 @@ from node.p2p.wire import (
     FrameReader,
     FrameWriter,
     canonical_batch,
+    compress_message,
     decode_message,
     encode_batch,
     encode_duplicity,
+    expand_message,
     frame,
     parse_message,
     topic_name,
@@ -203,6 +206,42 @@ def test_canonical_batch_agrees_with_the_general_path_on_edits(log3: list, monke
         for _ in range(rng.randint(1, 3)):
             data[rng.randrange(len(data))] = rng.choice(b'{}[],:"0123456789abcdefx \\')
         assert _outcome(bytes(data)) == _general(bytes(data), monkeypatch)
+
+
+def test_compressed_batches_decode_like_the_plain_ones(log3: list) -> None:
+    plain = encode_batch([encode_event(s) for s in log3])
+    packed = compress_message(plain)
+    assert packed[:1] != b"{"
+    assert len(packed) < len(plain)
+    assert expand_message(packed, 1 << 20) == plain
+    assert expand_message(plain, 1 << 20) == plain
+    for raw in (False, True):
+        a, b = (
+            decode_message(packed, 1 << 20, 256, DEFAULT_LIMITS, raw),
+            decode_message(plain, 1 << 20, 256, DEFAULT_LIMITS, raw),
+        )
+        assert (a.kind, a.events, a.malformed) == (b.kind, b.events, b.malformed)
+
+
+def test_compressed_garbage_is_refused_with_a_reason(log3: list) -> None:
+    plain = encode_batch([encode_event(s) for s in log3])
+    packed = compress_message(plain)
+    bomb = zlib.compress(b"{" + b" " * (8 << 20), 9)  # 8 MiB of text in ~8 KiB
+    assert len(bomb) < 16 * 1024
+    with pytest.raises(OversizedInput, match="inflates past"):
+        decode_message(bomb, 1 << 20, 256, DEFAULT_LIMITS)
+    with pytest.raises(OversizedInput, match="inflates past"):
+        expand_message(packed, len(plain) - 1)  # the limit applies to the inflated text too
+    cases = {
+        b"\x00garbage": "neither a JSON object nor a zlib stream",
+        packed[:-5]: "truncated",
+        packed + b"tail": "bytes after its zlib stream",
+        compress_message(packed): "does not hold a JSON object",  # compressed twice
+        compress_message(b"[1,2]"): "does not hold a JSON object",
+    }
+    for data, reason in cases.items():
+        with pytest.raises(MalformedEvent, match=reason):
+            decode_message(data, 1 << 20, 256, DEFAULT_LIMITS, raw=True)
 
 
 class _Pipe:
