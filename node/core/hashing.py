@@ -19,6 +19,8 @@ _keccak = sha3.keccak_256
 # arguments by keyword on every call (~0.25 µs per hash; the validator hashes ~4 times per event).
 # The empty object is never fed, so copies of it are the initial state and no lock is involved.
 _new_keccak = sha3.keccak_256().copy
+# For callers that hash in steps or inline keccak() in a hot loop: () -> an empty keccak256 object.
+new_keccak = _new_keccak
 
 # secp256k1 group order; signatures with s > N/2 are rejected (EIP-2 malleability rule).
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
