@@ -209,7 +209,19 @@ async def _pair(tmp: Path, ra: Registry, rb: Registry, body: Any) -> Any:
 # py-libp2p 0.8 can leave one dialed socket unclosed when two in-process hosts shut down; collect
 # it inside this test so the ResourceWarning is attributed here, and ignore only that.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_sync_pulls_exactly_the_difference_and_finds_duplicity(tmp_path: Path, logs: list) -> None:
+@pytest.mark.parametrize("compress", [True, False], ids=["zlib-frames", "plain-frames"])
+def test_sync_pulls_exactly_the_difference_and_finds_duplicity(
+    tmp_path: Path, logs: list, compress: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import node.p2p.sync as sync_mod
+
+    compressed: list[int] = []
+    real_compress, real_request = sync_mod.compress_message, sync_mod._events_request
+    monkeypatch.setattr(sync_mod, "compress_message", lambda b: compressed.append(len(b)) or real_compress(b))
+    if not compress:  # a puller (or server) from before wire 1.1: no "compress" field, plain frames
+        monkeypatch.setattr(
+            sync_mod, "_events_request", lambda c: {k: v for k, v in real_request(c).items() if k != "compress"}
+        )
     ra, rb = Registry(DOMAIN, MemoryStore()), Registry(DOMAIN, MemoryStore())
     # A holds 40 subjects at seq 2; B holds 25 of them, some behind, one on a conflicting branch.
     ra.ingest([e for lg in logs for e in lg], "api")
@@ -238,3 +250,4 @@ def test_sync_pulls_exactly_the_difference_and_finds_duplicity(tmp_path: Path, l
     assert again.ok
     gc.collect()
     assert again.wants <= 1
+    assert bool(compressed) == compress
