@@ -8,6 +8,7 @@ out-of-range integers and wrong hex lengths are rejected with :class:`MalformedE
 
 from __future__ import annotations
 
+import binascii
 import json
 from typing import Any, NoReturn
 
@@ -277,11 +278,17 @@ _new_retirement = constructor(KeyRetirement)
 _new_domain = constructor(Domain)
 
 
+# binascii's a2b_hex parses hex about a third faster than bytes.fromhex (which also skips whitespace);
+# it raises binascii.Error (a ValueError) on an odd length or a non-hex character, ValueError on a
+# non-ASCII str and TypeError on a non-string, and takes bytes too: the round trip below decides.
+_unhex = binascii.a2b_hex
+
+
 def _hx(v: Any, length: int) -> bytes:
     """Bytes of ``v`` if it is exactly "0x" + lowercase hex of ``length`` bytes."""
-    b = _fromhex(v[2:])  # TypeError unless a str; ValueError on a non-hex character
-    # fromhex also takes uppercase digits and whitespace: only the canonical form survives the round
-    # trip through hex() (cheaper than str.islower(), which looks up every character's case).
+    b = _unhex(v[2:])  # raises on anything but an even run of hex digits
+    # a2b_hex also takes uppercase digits, and bytes: only the canonical str survives the round trip
+    # through hex() (cheaper than str.islower(), which looks up every character's case).
     if len(b) == length and "0x" + b.hex() == v:
         return b
     raise _Doubt
@@ -289,7 +296,7 @@ def _hx(v: Any, length: int) -> bytes:
 
 def _hx_any(v: Any) -> bytes:
     """_hx for a field of any length (a published key's public key)."""
-    b = _fromhex(v[2:])
+    b = _unhex(v[2:])
     if "0x" + b.hex() == v:
         return b
     raise _Doubt
@@ -370,7 +377,7 @@ def _fast_event(obj: Any, limits: Limits) -> SignedEvent:
         raise _Doubt
     if len(sigs) == 1:  # one controller: _hx inline
         sig = sigs[0]
-        sig_b = _fromhex(sig[2:])
+        sig_b = _unhex(sig[2:])
         if len(sig_b) != 65 or "0x" + sig_b.hex() != sig:
             raise _Doubt
         signatures: tuple[bytes, ...] = (sig_b,)
@@ -391,7 +398,7 @@ def _fast_event(obj: Any, limits: Limits) -> SignedEvent:
             raise _Doubt
         # The envelope of the most common kind inline (what _hx and _u64 check, without the calls).
         subject, prev, seq, timestamp = obj["subject"], obj["prev"], obj["seq"], obj["timestamp"]
-        subject_b, prev_b = _fromhex(subject[2:]), _fromhex(prev[2:])
+        subject_b, prev_b = _unhex(subject[2:]), _unhex(prev[2:])
         if (
             len(subject_b) != 32
             or len(prev_b) != 32
