@@ -67,28 +67,38 @@ class MemoryStore:
                 removed.add((subject, i))
             del log[seq:]
         known: set[tuple[bytes, int]] = set()
+        # The per-event loop: stored() and log_of() inlined (one event each, ~every event of a batch).
+        digests, events = self._digests, self._events
         for acc, raw in changes.appended:
+            subject = acc.subject
             seq = acc.signed.event.seq
-            key = (acc.subject, seq)
-            digest = stored(key)
+            key = (subject, seq)
+            digest = added.get(key)  # stored(key)
+            if digest is None and key not in removed:
+                digest = digests.get(key)
             if digest == acc.digest:
                 known.add(key)  # re-delivery: a no-op
                 continue
             if digest is not None:
                 raise EventConflict(
-                    f"a different event is already stored at subject 0x{acc.subject.hex()} seq {seq}",
-                    subject="0x" + acc.subject.hex(),
+                    f"a different event is already stored at subject 0x{subject.hex()} seq {seq}",
+                    subject="0x" + subject.hex(),
                     seq=seq,
                 )
-            log = log_of(acc.subject)
+            log = logs.get(subject)  # log_of(subject)
+            if log is None:
+                log = logs[subject] = list(events.get(subject, ()))
             if seq != len(log):
                 raise AssertionError("append out of order")  # a registry bug, never input-driven
             log.append(raw)
             added[key] = acc.digest
-        fresh = {a.subject for a, _ in changes.appended if (a.subject, a.signed.event.seq) not in known}
-        fresh |= {s for s, _ in changes.switched}
-        stale = {s for s, _ in known} - fresh  # every event of theirs was known: keep the stored head
-        audit = [a for a in changes.audit if not (a.action == "accept" and (a.subject, a.seq) in known)]
+        stale: set[bytes] = set()
+        audit = changes.audit  # only read
+        if known:  # (the common case, nothing known already, keeps every state and audit entry)
+            fresh = {a.subject for a, _ in changes.appended if (a.subject, a.signed.event.seq) not in known}
+            fresh |= {s for s, _ in changes.switched}
+            stale = {s for s, _ in known} - fresh  # every event of theirs was known: keep the stored head
+            audit = [a for a in changes.audit if not (a.action == "accept" and (a.subject, a.seq) in known)]
         records = chain(audit, *self._audit_head(), self._now_ms())
         # Nothing above mutated self: from here on the commit cannot fail.
         self._events.update(logs)
@@ -96,7 +106,10 @@ class MemoryStore:
             self._digests.pop(key, None)
         self._digests.update(added)
         self._archived.extend(archived)
-        self._states.update((s, st) for s, st in changes.states.items() if s not in stale)
+        if stale:
+            self._states.update((s, st) for s, st in changes.states.items() if s not in stale)
+        else:
+            self._states.update(changes.states)
         self._disputed.update(changes.disputed)
         self._evidence.extend(e for e in changes.evidence if e not in self._evidence)
         self._governance.extend(g for g in changes.governance if g not in self._governance)
