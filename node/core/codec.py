@@ -370,7 +370,10 @@ def _fast_event(obj: Any, limits: Limits) -> SignedEvent:
     kind = obj["kind"]
     if len(obj) != _FIELD_COUNT[kind]:  # KeyError on an unknown kind; every field is read below
         raise _Doubt
-    domain = _fast_domain(obj["chainId"], obj["verifyingContract"])
+    chain_id, contract = obj["chainId"], obj["verifyingContract"]
+    last_id, last_contract, domain = _last_domain  # _fast_domain's first test, without the call
+    if chain_id != last_id or contract != last_contract or type(chain_id) is not int:
+        domain = _fast_domain(chain_id, contract)
     sigs = obj["signatures"]
     max_controllers = limits.max_controllers
     if type(sigs) is not list or len(sigs) > max_controllers:
