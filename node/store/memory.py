@@ -85,12 +85,12 @@ class MemoryStore:
                     subject="0x" + subject.hex(),
                     seq=seq,
                 )
-            log = logs.get(subject)  # log_of(subject)
-            if log is None:
-                log = logs[subject] = list(events.get(subject, ()))
-            if seq != len(log):
+            held = logs.get(subject)  # log_of(subject)
+            if held is None:
+                held = logs[subject] = list(events.get(subject, ()))
+            if seq != len(held):
                 raise AssertionError("append out of order")  # a registry bug, never input-driven
-            log.append(raw)
+            held.append(raw)
             added[key] = acc.digest
         stale: set[bytes] = set()
         audit = changes.audit  # only read
