@@ -33,7 +33,7 @@ from .core.keystate import Verdict, key_verdict, valid_keys
 from .core.limits import DEFAULT_LIMITS, Limits
 from .core.log import Accepted, KeyRecord, SubjectState, apply_event
 from .core.merkle import SparseMerkleTree
-from .core.records import Domain, GovernanceRevocation, Inception, SignedEvent, fast_init
+from .core.records import Domain, GovernanceRevocation, Inception, SignedEvent, constructor, fast_init
 from .recovery import _PARALLEL_MIN, _RECOVER_CHUNK, _RECOVER_THREADS, _SWITCH_S, Prepared, _Recovery
 from .store.base import AnchorRecord, AuditEntry, Changes, Store
 
@@ -80,6 +80,10 @@ class Report:
 
 
 Listener = Callable[[Report], None]
+
+# Positional constructors for what ingest builds per event (see records.constructor).
+_new_result = constructor(IngestResult)
+_new_entry = constructor(AuditEntry)
 
 Item = bytes | SignedEvent | CanonicalEvent
 
@@ -149,6 +153,10 @@ class Registry:
         self.listeners: list[Listener] = []
         self.counters: dict[str, int] = {"accepted": 0, "known": 0, "duplicity": 0, "rejected": 0}
         self._recoverer: ThreadPoolExecutor | None = None  # started by the first large batch
+        # The last Domain object found equal to ``domain``: the decoder hands out one Domain object per
+        # network, so one generated __eq__ (two tuples built and compared) per network, not per event.
+        # Domains are frozen: once equal, always equal.
+        self._our_domain: Domain = domain
         # Chunked, pipelined commits of large batches (see ingest), on stores that allow them.
         self.commit_chunk = commit_chunk
         self._pipeline_commits = bool(getattr(store, "parallel_commit", False)) and commit_chunk > 0
@@ -281,7 +289,8 @@ class Registry:
             except RuleViolation as exc:
                 prepared.append((exc, None))
             else:
-                if signed.domain == domain:
+                sd = signed.domain
+                if sd is domain or sd is self._our_domain or self._is_ours(sd):
                     # Shape rules run later (apply_event); hashing an event that breaks them may
                     # fail, and then apply_event reports the rule as usual.
                     try:
@@ -295,6 +304,15 @@ class Registry:
         if recovery is not None and len(prepared) > start:
             recovery.submit(prepared[start:])
         return prepared, recovery
+
+    def _is_ours(self, d: Domain) -> bool:
+        """``d == self.domain`` (remembering an equal Domain object, which later is checked by identity)."""
+        if d is self.domain or d is self._our_domain:
+            return True
+        if d == self.domain:
+            self._our_domain = d
+            return True
+        return False
 
     def _ingest_one(
         self,
@@ -316,7 +334,7 @@ class Registry:
         if isinstance(event, Inception):
             # An inception's subject is its digest. None (another network, or hashing failed on a
             # rule violation) leaves it unknown: apply_event names the violation below.
-            subject = digest if digest is not None and signed.domain == self.domain else b""
+            subject = digest if digest is not None and self._is_ours(signed.domain) else b""
         else:
             subject = event.subject
         state = work.get(subject) or self.states.get(subject)
@@ -338,13 +356,14 @@ class Registry:
                 AuditEntry("reject", subject or None, event.seq, None, {"source": source, **exc.to_dict()})
             )
             return IngestResult("rejected", subject or None, event.seq, error=exc)
-        changes.appended.append((acc, wire_bytes(item, signed)))
-        changes.states[acc.subject] = acc.state
-        work[acc.subject] = acc.state
-        changes.audit.append(
-            AuditEntry("accept", acc.subject, event.seq, acc.digest, {"source": source, "kind": event.kind})
-        )
-        return IngestResult("accepted", acc.subject, event.seq, acc.digest)
+        # The accept path runs once per event: records built positionally (_new_entry, _new_result),
+        # and a CanonicalEvent's bytes taken without a call (wire_bytes' first case).
+        subject, seq, new_digest, new_state = acc.subject, event.seq, acc.digest, acc.state
+        changes.appended.append((acc, item.wire if type(item) is CanonicalEvent else wire_bytes(item, signed)))
+        changes.states[subject] = new_state
+        work[subject] = new_state
+        changes.audit.append(_new_entry("accept", subject, seq, new_digest, {"source": source, "kind": event.kind}))
+        return _new_result("accepted", subject, seq, new_digest)
 
     def _stale(
         self,
