@@ -55,3 +55,34 @@ def test_constructor_keeps_defaults(cls: type[Any]) -> None:
     required = [f for f in fields(cls) if f.default is dataclasses.MISSING]
     values = [f.name for f in required]
     assert constructor(cls)(*values) == cls(*values)
+
+
+def _by_descriptors(cls: type[Any], values: list[Any]) -> Any:
+    """An instance built the way the generated __init__ does, slot by slot."""
+    obj = object.__new__(cls)
+    for f, v in zip(fields(cls), values, strict=True):
+        object.__setattr__(obj, f.name, v)
+    return obj
+
+
+@pytest.mark.parametrize("cls", RECORDS, ids=lambda c: c.__name__)
+def test_fast_init_equals_setting_each_slot(cls: type[Any]) -> None:
+    values = _values(cls)
+    got, want = cls(*values), _by_descriptors(cls, values)
+    assert type(got) is cls
+    assert got == want
+    assert [getattr(got, f.name) for f in fields(cls)] == values
+    assert cls(**{f.name: v for f, v in zip(fields(cls), values, strict=True)}) == want
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(got, fields(cls)[0].name, 1)
+    assert dataclasses.replace(got) == want
+
+
+@pytest.mark.parametrize("cls", [c for c in RECORDS if len(fields(c)) >= 5], ids=lambda c: c.__name__)
+def test_fast_init_of_a_subclass_keeps_the_subclass(cls: type[Any]) -> None:
+    sub = type(f"Sub{cls.__name__}", (cls,), {"__slots__": ("extra",)})
+    values = _values(cls)
+    got = sub(*values)
+    assert type(got) is sub
+    assert [getattr(got, f.name) for f in fields(cls)] == values
+    assert cls.__init__.__globals__.get("_builder") is not None  # the builder path, not for sub
