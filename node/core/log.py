@@ -480,7 +480,9 @@ def apply_event(
         if state is not None:
             raise StaleEvent("inception already known", subject="0x" + digest.hex())
         signers = recover_signers(signed, digest) if precomputed is None else precomputed[1]
-        _require_threshold(signers, event.controllers, event.threshold)
+        # _require_threshold, without the call for the common case (one signer, threshold 1, in the set)
+        if not (len(signers) == 1 and event.threshold == 1 and signers[0] in event.controllers):
+            _require_threshold(signers, event.controllers, event.threshold)
         new_state = _incept(event, digest)
         return _new_accepted(signed, digest, digest, signers, new_state)
 
@@ -510,7 +512,8 @@ def apply_event(
         _require_threshold(signers, event.controllers, event.threshold)
         new_state = _rotate(state, event, digest)
     else:
-        _require_threshold(signers, state.controllers, state.threshold)
+        if not (len(signers) == 1 and state.threshold == 1 and signers[0] in state.controllers):  # as above
+            _require_threshold(signers, state.controllers, state.threshold)
         if isinstance(event, Update):
             new_state = _update(state, event, digest, limits)
         else:
