@@ -294,14 +294,6 @@ def _hx(v: Any, length: int) -> bytes:
     raise _Doubt
 
 
-def _hx_any(v: Any) -> bytes:
-    """_hx for a field of any length (a published key's public key)."""
-    b = _unhex(v[2:])
-    if "0x" + b.hex() == v:
-        return b
-    raise _Doubt
-
-
 def _u64(v: Any) -> int:
     if type(v) is int and 0 <= v <= _U64_MAX:  # type(...) is int: bool is an int subclass
         return v
@@ -327,7 +319,7 @@ def _fast_key(o: Any, max_purposes: int) -> PublishedKey:
         raise _Doubt
     key_id, alg, public_key, purposes = o["keyId"], o["alg"], o["publicKey"], o["purposes"]
     not_before, not_after = o["notBefore"], o["notAfter"]
-    # What _hx_any and _u64 check, without the calls (a key is published in most updates that carry one).
+    # What _hx (for any length) and _u64 check, without the calls.
     if (
         type(key_id) is not str
         or type(alg) is not str
