@@ -350,7 +350,7 @@ class Registry:
                 precomputed=None if signers is None or digest is None else (digest, signers),
             )
         except StaleEvent:
-            return self._stale(signed, subject, source, now, changes, work)
+            return self._stale(signed, subject, digest, source, now, changes, work)
         except RuleViolation as exc:
             changes.audit.append(
                 AuditEntry("reject", subject or None, event.seq, None, {"source": source, **exc.to_dict()})
@@ -369,16 +369,23 @@ class Registry:
         self,
         signed: SignedEvent,
         subject: bytes,
+        digest: bytes | None,
         source: str,
         now: int | None,
         changes: Changes,
         work: dict[bytes, SubjectState],
     ) -> IngestResult:
+        """An event at or below its subject's head: known already, or a conflict (fork choice).
+
+        ``digest`` is _prepare's ``event_digest(self.domain, event)`` (None: computed here). Re-delivered
+        events (gossip duplicates) come here often: the head and the batch's own events are checked
+        before the store, without building a set of the batch's digests.
+        """
         event = signed.event
-        digest = event_digest(self.domain, event)
+        if digest is None:
+            digest = event_digest(self.domain, event)
         state = work.get(subject) or self.states[subject]
-        pending = {a.digest for a, _ in changes.appended}
-        if digest == state.head or digest in pending:
+        if digest == state.head or any(a.digest == digest for a, _ in changes.appended):
             return IngestResult("known", subject, event.seq, digest)
         if self._inflight:  # earlier chunks of this batch must be in the store before we read it
             self._flush(source)
