@@ -26,6 +26,7 @@ from .records import (
     Rotation,
     SignedEvent,
     Update,
+    builder_class,
     constructor,
 )
 
@@ -268,14 +269,15 @@ class _Doubt(Exception):
 
 
 # Positional constructors: a class call's dispatch costs about as much as setting the fields.
-_new_signed = constructor(SignedEvent)
 _new_inception = constructor(Inception)
-_new_update = constructor(Update)
 _new_rotation = constructor(Rotation)
 _new_revocation = constructor(Revocation)
 _new_key = constructor(PublishedKey)
 _new_retirement = constructor(KeyRetirement)
 _new_domain = constructor(Domain)
+# The two records of every update, built inline in _fast_event: a call less each (~0.3 us an event).
+_UpdateBuilder = builder_class(Update)
+_SignedEventBuilder = builder_class(SignedEvent)
 
 
 # binascii's a2b_hex parses hex about a third faster than bytes.fromhex (which also skips whitespace);
@@ -419,16 +421,19 @@ def _fast_event(obj: Any, limits: Limits) -> SignedEvent:
             or not 0 <= timestamp <= _U64_MAX
         ):
             raise _Doubt
-        event = _new_update(
-            subject_b,
-            seq,
-            prev_b,
-            timestamp,
-            tuple([_fast_key(k, limits.max_purposes) for k in publish]) if publish else (),
-            tuple([_fast_retirement(r) for r in retire]) if retire else (),
-            set_metadata,
-            metadata,
-        )
+        # records.constructor's statements inline (see builder_class): every field, then the class.
+        update: Any = _UpdateBuilder()
+        update.subject = subject_b
+        update.seq = seq
+        update.prev = prev_b
+        update.timestamp = timestamp
+        update.publish = tuple([_fast_key(k, limits.max_purposes) for k in publish]) if publish else ()
+        update.retire = tuple([_fast_retirement(r) for r in retire]) if retire else ()
+        update.set_metadata = set_metadata
+        update.metadata = metadata
+        update.kind = "update"
+        update.__class__ = Update
+        event = update
     elif kind == "inception":
         controllers, keys, metadata = obj["controllers"], obj["keys"], obj["metadata"]
         if (
@@ -462,7 +467,12 @@ def _fast_event(obj: Any, limits: Limits) -> SignedEvent:
             if type(key_id) is not str or type(reason) is not str:
                 raise _Doubt
             event = _new_revocation(*envelope, key_id, _u64(obj["effectiveAt"]), reason)
-    return _new_signed(event, signatures, domain)
+    signed: Any = _SignedEventBuilder()  # inline, as for Update above
+    signed.event = event
+    signed.signatures = signatures
+    signed.domain = domain
+    signed.__class__ = SignedEvent
+    return signed  # type: ignore[no-any-return]
 
 
 def event_from_obj(obj: Any, limits: Limits = DEFAULT_LIMITS) -> SignedEvent:

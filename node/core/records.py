@@ -54,6 +54,18 @@ def _builder(cls: type[Any]) -> type[Any] | None:
     return builder
 
 
+def builder_class(cls: type[Any]) -> type[Any]:
+    """The builder of ``cls`` (see :func:`_builder`), for a hot path that inlines constructor()'s code.
+
+    Such code must store every field of ``cls`` on a fresh builder instance and then assign
+    ``__class__ = cls``; a field left out would raise AttributeError when read.
+    """
+    builder = _builder(cls)
+    if builder is None:
+        raise TypeError(f"{cls.__name__}: no builder of the same layout")
+    return builder
+
+
 def fast_init(cls: type[_T]) -> type[_T]:
     """Give a frozen slots dataclass a faster ``__init__`` with the same signature and defaults.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import orjson
 import pytest
 
 from node.core.canonical import CanonicalEvent, canonical_from_obj
-from node.core.codec import encode_event, event_from_obj
+from node.core.codec import _reference_event_from_obj, encode_event, event_from_obj
 from node.core.errors import KeyregError
 from node.core.limits import DEFAULT_LIMITS, Limits
 
@@ -83,3 +84,17 @@ def test_canonical_from_obj_agrees_on_every_single_field_change(obj: dict[str, A
     _agree(obj, Limits(max_controllers=0))
     _agree(obj, Limits(max_keys_per_event=0))
     _agree([obj])
+
+
+@pytest.mark.parametrize("obj", WIRE)
+def test_fast_records_have_every_slot_and_the_exact_class(obj: dict[str, Any]) -> None:
+    # _fast_event builds updates and signed events inline (records.builder_class): a slot left out
+    # would only show when read.
+    item = canonical_from_obj(obj)
+    assert isinstance(item, CanonicalEvent)
+    got = item.signed
+    want = _reference_event_from_obj(obj, DEFAULT_LIMITS)
+    for record, reference in ((got, want), (got.event, want.event), (got.domain, want.domain)):
+        assert type(record) is type(reference)
+        for f in dataclasses.fields(record):
+            assert getattr(record, f.name) == getattr(reference, f.name)
