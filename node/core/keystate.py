@@ -169,9 +169,5 @@ def valid_keys(
 ) -> list[KeyRecord]:
     """Every key of the subject valid at ``at`` (the JWKS view), ordered by publication."""
     gov = list(governance)
-    out = [
-        rec
-        for kid, rec in state.keys.items()
-        if key_verdict(state, state.subject, kid, at, purpose, gov).ok
-    ]
+    out = [rec for kid, rec in state.keys.items() if key_verdict(state, state.subject, kid, at, purpose, gov).ok]
     return sorted(out, key=lambda r: (r.published_seq, r.key.key_id))
