@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -15,10 +13,8 @@ from node.core.canonical import CanonicalEvent, canonical_from_obj
 from node.core.codec import _reference_event_from_obj, encode_event, event_from_obj
 from node.core.errors import KeyregError
 from node.core.limits import DEFAULT_LIMITS, Limits
+from tests.unit.event_objects import SHAPES, WIRE, json_paths, with_value
 
-VECTORS = Path(__file__).resolve().parents[1] / "vectors"
-WIRE = [e for log in json.loads((VECTORS / "valid_logs.json").read_text())["logs"] for e in log["events"]]
-SHAPES = list({(e["kind"], bool(e.get("publish")), bool(e.get("retire"))): e for e in WIRE}.values())
 ODD_VALUES: list[Any] = [None, True, 0, -1, 2**64, 2**256, 1.0, "", "0x", "0xAB", "0x" + "ab" * 32, [], {}, "\ud800"]
 
 
@@ -55,32 +51,11 @@ def test_every_valid_vector_is_a_canonical_event(obj: dict[str, Any]) -> None:
     assert got.wire is got[1]
 
 
-def _paths(obj: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out: list[tuple[Any, ...]] = []
-    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else []
-    for k, v in items:
-        out.append((*prefix, k))
-        out.extend(_paths(v, (*prefix, k)))
-    return out
-
-
-def _set(obj: Any, path: tuple[Any, ...], value: Any) -> Any:
-    obj = copy.deepcopy(obj)
-    target = obj
-    for k in path[:-1]:
-        target = target[k]
-    if value is ...:
-        del target[path[-1]]
-    else:
-        target[path[-1]] = value
-    return obj
-
-
 @pytest.mark.parametrize("obj", SHAPES)
 def test_canonical_from_obj_agrees_on_every_single_field_change(obj: dict[str, Any]) -> None:
-    for path in _paths(obj):
+    for path in json_paths(obj):
         for value in [..., *ODD_VALUES]:
-            _agree(_set(obj, path, value))
+            _agree(with_value(obj, path, value))
     _agree(obj, Limits(max_controllers=0))
     _agree(obj, Limits(max_keys_per_event=0))
     _agree([obj])

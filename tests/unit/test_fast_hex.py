@@ -4,8 +4,6 @@ reverse), the fast path accepts only the canonical form and the reference decode
 from __future__ import annotations
 
 import copy
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,10 +11,7 @@ import pytest
 from node.core import codec
 from node.core.errors import KeyregError
 from node.core.limits import DEFAULT_LIMITS
-
-VECTORS = Path(__file__).resolve().parents[1] / "vectors"
-WIRE = [e for log in json.loads((VECTORS / "valid_logs.json").read_text())["logs"] for e in log["events"]]
-SHAPES = list({(e["kind"], bool(e.get("publish")), bool(e.get("retire"))): e for e in WIRE}.values())
+from tests.unit.event_objects import SHAPES, with_value
 
 
 def _hex_paths(obj: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:
@@ -73,22 +68,13 @@ def _has_view(obj: Any) -> bool:
     return False
 
 
-def _set(obj: Any, path: tuple[Any, ...], value: Any) -> Any:
-    obj = copy.deepcopy(obj)
-    target = obj
-    for k in path[:-1]:
-        target = target[k]
-    target[path[-1]] = value
-    return obj
-
-
 @pytest.mark.parametrize("obj", SHAPES)
 def test_fast_and_reference_decoders_agree_on_hex_variants(obj: dict[str, Any]) -> None:
     paths = _hex_paths(obj)
     assert paths
     for path, v in paths:
         for value in _variants(path, v):
-            changed = _set(obj, path, value)
+            changed = with_value(obj, path, value)
             got = _outcome(codec.event_from_obj, changed)
             assert got == _outcome(codec._reference_event_from_obj, changed), (path, value)
             assert got[0] != "ok" or value == v
@@ -101,4 +87,4 @@ def test_fast_path_refuses_every_hex_variant(obj: dict[str, Any]) -> None:
             continue  # a known (chainId, contract) pair may be answered from the domain cache
         for value in _variants(path, v):
             with pytest.raises(Exception):  # noqa: B017, PT011  any exception is the fast path's doubt
-                codec._fast_event(_set(obj, path, value), DEFAULT_LIMITS)
+                codec._fast_event(with_value(obj, path, value), DEFAULT_LIMITS)

@@ -9,9 +9,7 @@ exactly what the reference gives (same record, or same error class and message).
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,10 +20,7 @@ from node.core import codec, log
 from node.core.errors import KeyregError, WrongNetwork
 from node.core.limits import DEFAULT_LIMITS, Limits
 from node.core.records import Domain, SignedEvent
-
-VECTORS = Path(__file__).resolve().parents[1] / "vectors"
-LOGS = json.loads((VECTORS / "valid_logs.json").read_text())["logs"]
-WIRE = [e for log in LOGS for e in log["events"]]
+from tests.unit.event_objects import SHAPES, WIRE, json_paths, with_value
 
 # Values that are wrong in some way for some field: types JSON can carry, bool-vs-int, hex variants.
 ODD_VALUES: list[Any] = [
@@ -53,44 +48,18 @@ def test_every_valid_vector_takes_the_fast_path(obj: dict[str, Any]) -> None:
     assert codec._fast_event(obj, DEFAULT_LIMITS) == codec._reference_event_from_obj(obj, DEFAULT_LIMITS)
 
 
-def _paths(obj: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every path to a value inside a JSON object (dict keys and list indexes)."""
-    out: list[tuple[Any, ...]] = []
-    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else []
-    for k, v in items:
-        out.append((*prefix, k))
-        out.extend(_paths(v, (*prefix, k)))
-    return out
-
-
-def _set(obj: Any, path: tuple[Any, ...], value: Any) -> Any:
-    obj = copy.deepcopy(obj)
-    target = obj
-    for k in path[:-1]:
-        target = target[k]
-    if value is ...:
-        del target[path[-1]]
-    else:
-        target[path[-1]] = value
-    return obj
-
-
-# One event of each shape: inception, update (publish / retire / metadata), rotation, revocation.
-SHAPES = list({(e["kind"], bool(e.get("publish")), bool(e.get("retire"))): e for e in WIRE}.values())
-
-
 @pytest.mark.parametrize("obj", SHAPES)
 def test_decoders_agree_on_every_single_field_change(obj: dict[str, Any]) -> None:
-    for path in _paths(obj):
+    for path in json_paths(obj):
         for value in [..., *ODD_VALUES]:
-            _both(_set(obj, path, value))
+            _both(with_value(obj, path, value))
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.sampled_from(WIRE), st.data())
 def test_decoders_agree_on_random_strings(obj: dict[str, Any], data: st.DataObject) -> None:
-    path = data.draw(st.sampled_from(_paths(obj)))
-    _both(_set(obj, path, data.draw(st.text(max_size=6))))
+    path = data.draw(st.sampled_from(json_paths(obj)))
+    _both(with_value(obj, path, data.draw(st.text(max_size=6))))
 
 
 def _parent(obj: Any, path: tuple[Any, ...]) -> tuple[tuple[Any, ...], Any]:
@@ -103,10 +72,10 @@ def _parent(obj: Any, path: tuple[Any, ...]) -> tuple[tuple[Any, ...], Any]:
 
 @pytest.mark.parametrize("obj", WIRE[:6])
 def test_decoders_agree_on_extra_fields_and_limits(obj: dict[str, Any]) -> None:
-    for path in _paths(obj):
+    for path in json_paths(obj):
         parent, target = _parent(obj, path)
         if isinstance(target, dict):
-            _both(_set(obj, (*parent, "extra"), 1))
+            _both(with_value(obj, (*parent, "extra"), 1))
     _both(obj, Limits(max_controllers=0))
     _both(obj, Limits(max_keys_per_event=0))
     _both(obj, Limits(max_purposes=1))
@@ -267,10 +236,10 @@ def test_decoders_agree_on_grammar_differences(data: bytes) -> None:
 @pytest.mark.parametrize("obj", SHAPES)
 def test_decoders_agree_when_any_field_is_renamed(obj: dict[str, Any]) -> None:
     # The fast path checks field sets by size and reads every field: a renamed field must not pass.
-    for path in _paths(obj):
+    for path in json_paths(obj):
         parent, target = _parent(obj, path)
         if isinstance(target, dict):
-            renamed = _set(_set(obj, (*parent, "renamed"), target[path[-1]]), path, ...)
+            renamed = with_value(with_value(obj, (*parent, "renamed"), target[path[-1]]), path, ...)
             _both(renamed)
             _both_bytes(codec.dumps_canonical(renamed))
 
