@@ -158,8 +158,11 @@ async def open_node(
     """Start a node; leaving the block stops every service and closes the store."""
     check_admin_host(config.api.admin_host)
     store = store if store is not None else await trio.to_thread.run_sync(open_store, config)
+    registry: Registry | None = None
     try:
-        registry = await trio.to_thread.run_sync(lambda: Registry(config.domain, store, config.limits))
+        registry = await trio.to_thread.run_sync(
+            lambda: Registry(config.domain, store, config.limits, recovery=config.ingest.recovery)
+        )
         tune_gc()  # the loaded read model out of the cyclic GC's scans; fewer young collections
         keystore = None
         ks_path = config.data_dir / "keystore"
@@ -201,6 +204,8 @@ async def open_node(
                 with suppress(OSError):
                     (config.data_dir / "node.json").unlink()
     finally:
+        if registry is not None:
+            await trio.to_thread.run_sync(registry.close)
         await trio.to_thread.run_sync(store.close)
 
 

@@ -35,6 +35,14 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class IngestConfig:
+    # Where large batches (sync frames, gossip, API batches of 64+ events) recover signatures:
+    # "process" = a helper process beside the node (its own core and GIL), "threads" = worker
+    # threads in the node, "auto" = process when the machine has 2+ CPUs (docs/adr/0010).
+    recovery: str = "auto"
+
+
+@dataclass(frozen=True)
 class ApiConfig:
     host: str = "127.0.0.1"
     port: int = 8545 + 1000  # 9545
@@ -100,6 +108,7 @@ class Config:
     data_dir: Path = Path(".keyreg")
     network: NetworkConfig = field(default_factory=NetworkConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     p2p: P2PConfig = field(default_factory=P2PConfig)
     chain: ChainConfig = field(default_factory=ChainConfig)
@@ -186,4 +195,6 @@ def load_config(data_dir: Path | str, overrides: dict[str, dict[str, Any]] | Non
         cfg = replace(cfg, **{f.name: _section(section, values, f.name)})
     if "log_level" in raw:
         cfg = replace(cfg, log_level=str(raw["log_level"]))
+    if cfg.ingest.recovery not in ("auto", "process", "threads"):
+        raise ConfigError(f"config ingest.recovery: {cfg.ingest.recovery!r} is not auto, process or threads")
     return cfg

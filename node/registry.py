@@ -12,7 +12,8 @@ thread.
 from __future__ import annotations
 
 import contextlib
-import sys
+import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -34,8 +35,22 @@ from .core.limits import DEFAULT_LIMITS, Limits
 from .core.log import Accepted, KeyRecord, SubjectState, apply_event
 from .core.merkle import SparseMerkleTree
 from .core.records import Domain, GovernanceRevocation, Inception, SignedEvent, constructor, fast_init
-from .recovery import _PARALLEL_MIN, _RECOVER_CHUNK, _RECOVER_THREADS, _SWITCH_S, Prepared, _Recovery
+from .recovery import (
+    _PARALLEL_MIN,
+    _RECOVER_CHUNK,
+    _RECOVER_THREADS,
+    Prepared,
+    RecoveryProcess,
+    _ProcessRecovery,
+    _Recovery,
+    short_switch_interval,
+)
 from .store.base import AnchorRecord, AuditEntry, Changes, Store
+
+log = logging.getLogger("keyreg.registry")
+
+# How large batches recover signatures (node.recovery): "auto" = "process" with 2+ CPUs.
+RECOVERY_MODES = ("auto", "process", "threads")
 
 Status = Literal["accepted", "known", "duplicity", "rejected"]
 T = TypeVar("T")
@@ -88,6 +103,16 @@ _new_entry = constructor(AuditEntry)
 Item = bytes | SignedEvent | CanonicalEvent
 
 
+@dataclass(slots=True)
+class PreparedBatch:
+    """Events decoded and hashed, their signatures (if ``recovery``) being recovered on worker
+    threads: made by :meth:`Registry.prepare`, consumed once by :meth:`Registry.ingest_prepared`."""
+
+    items: Sequence[Item]
+    prepared: list[Prepared]
+    recovery: _Recovery | _ProcessRecovery | None
+
+
 def wire_bytes(item: Item, signed: SignedEvent) -> bytes:
     """The canonical wire bytes of ``signed`` (decoded from ``item``): ``item`` itself when it is them.
 
@@ -138,7 +163,11 @@ class Registry:
         limits: Limits = DEFAULT_LIMITS,
         clock: Callable[[], float] = time.time,
         commit_chunk: int = 0,
+        recovery: str = "threads",
+        recovery_processes: int = 0,
     ) -> None:
+        if recovery not in RECOVERY_MODES:
+            raise ValueError(f"recovery must be one of {', '.join(RECOVERY_MODES)}, not {recovery!r}")
         self.domain = domain
         self.store = store
         self.limits = limits
@@ -152,7 +181,13 @@ class Registry:
         self._positions: dict[bytes, int] = {}  # digest -> earliest on-chain position
         self.listeners: list[Listener] = []
         self.counters: dict[str, int] = {"accepted": 0, "known": 0, "duplicity": 0, "rejected": 0}
-        self._recoverer: ThreadPoolExecutor | None = None  # started by the first large batch
+        # Signature recovery of large batches (node.recovery): the helper process or worker threads,
+        # started by the first large batch.
+        self.recovery = ("process" if (os.cpu_count() or 1) >= 2 else "threads") if recovery == "auto" else recovery
+        self._recoverer: ThreadPoolExecutor | None = None
+        self._helpers: list[RecoveryProcess] = []
+        self.recovery_processes = recovery_processes or max(1, min(2, os.cpu_count() or 1))
+        self._recoverer_lock = threading.Lock()
         # The last Domain object found equal to ``domain``: the decoder hands out one Domain object per
         # network, so one generated __eq__ (two tuples built and compared) per network, not per event.
         # Domains are frozen: once equal, always equal.
@@ -191,27 +226,50 @@ class Registry:
         ``admission`` applies the clock-skew bound (events from the future are refused); backfill
         of old events passes too, since there is no lower bound.
         """
+        if len(items) < _PARALLEL_MIN:
+            return self.ingest_prepared([self.prepare(items)], source, admission)
+        with short_switch_interval():
+            return self.ingest_prepared([self.prepare(items)], source, admission)
+
+    def prepare(self, items: Sequence[Item]) -> PreparedBatch:
+        """Decode and hash ``items`` and, for a large batch, start recovering their signatures.
+
+        Needs no lock and changes no state: a caller with a stream of batches (sync) prepares the
+        next batch while the workers still recover this one's signatures, then hands each to
+        :meth:`ingest_prepared` in order, so recovery never waits for decoding. Hold
+        :func:`short_switch_interval` from here until the batch is ingested, or a worker may wait
+        up to the default 5 ms for the GIL after each signature.
+        """
+        prepared, recovery = self._prepare(items, len(items) >= _PARALLEL_MIN)
+        return PreparedBatch(items, prepared, recovery)
+
+    def ingest_prepared(
+        self, batches: Sequence[PreparedBatch], source: str = "api", admission: bool = True
+    ) -> list[IngestResult]:
+        """:meth:`ingest` for batches made by :meth:`prepare`: the events of all ``batches``, in
+        order, as one batch (one result per event)."""
         now = int(self.clock()) if admission else None
         with self._lock:
             results: list[IngestResult] = []
             changes = Changes()
             work: dict[bytes, SubjectState] = {}
-            parallel = len(items) >= _PARALLEL_MIN
-            pipelined = self._pipeline_commits and len(items) > self.commit_chunk
-            switch = sys.getswitchinterval()
-            if parallel:
-                sys.setswitchinterval(min(switch, _SWITCH_S))
+            total = sum(len(b.items) for b in batches)
+            pipelined = self._pipeline_commits and total > self.commit_chunk
+            done = 0
             try:
-                prepared, recovery = self._prepare(items, parallel)
-                chunk: list[tuple[bytes, ...] | None] = []
-                for i, item in enumerate(items):
-                    if i % _RECOVER_CHUNK == 0:
-                        chunk = recovery.take(i // _RECOVER_CHUNK) if recovery is not None else []
-                    found = chunk[i % _RECOVER_CHUNK] if chunk else None
-                    results.append(self._ingest_one(item, prepared[i], found, source, now, changes, work))
-                    if pipelined and (i + 1) % self.commit_chunk == 0 and i + 1 < len(items) and changes:
-                        self._commit_async(changes)
-                        changes = Changes()
+                for batch in batches:
+                    prepared, recovery = batch.prepared, batch.recovery
+                    chunk: list[tuple[bytes, ...] | None] = []
+                    for i, item in enumerate(batch.items):
+                        if i % _RECOVER_CHUNK == 0:
+                            chunk = recovery.take(i // _RECOVER_CHUNK) if recovery is not None else []
+                        found = chunk[i % _RECOVER_CHUNK] if chunk else None
+                        results.append(self._ingest_one(item, prepared[i], found, source, now, changes, work))
+                        if pipelined:
+                            done += 1
+                            if done % self.commit_chunk == 0 and done < total and changes:
+                                self._commit_async(changes)
+                                changes = Changes()
                 if self._inflight:
                     self._commit_async(changes)
                     self._flush(source)
@@ -221,8 +279,6 @@ class Registry:
                 if self._inflight:  # an error while validating: let what was handed over finish
                     with contextlib.suppress(Exception):
                         self._flush(source)
-                if parallel:
-                    sys.setswitchinterval(switch)
             counters = self.counters
             for status, n in Counter([r.status for r in results]).items():
                 counters[status] += n
@@ -263,19 +319,19 @@ class Registry:
         if error is not None:
             raise error
 
-    def _prepare(self, items: Sequence[Item], parallel: bool) -> tuple[list[Prepared], _Recovery | None]:
+    def _prepare(
+        self, items: Sequence[Item], parallel: bool
+    ) -> tuple[list[Prepared], _Recovery | _ProcessRecovery | None]:
         """Decode every item and hash it; when ``parallel``, start recovering signatures meanwhile.
 
-        Returns one (signed or decode error, digest or None) per item, and the batch's
-        :class:`_Recovery` (chunks of _RECOVER_CHUNK items) if parallel.
+        Returns one (signed or decode error, digest or None) per item, and the batch's recovery
+        (chunks of _RECOVER_CHUNK items) if parallel.
         """
         prepared: list[Prepared] = []
-        recovery: _Recovery | None = None
+        recovery: _Recovery | _ProcessRecovery | None = None
         start = 0
         if parallel:
-            if self._recoverer is None:
-                self._recoverer = ThreadPoolExecutor(_RECOVER_THREADS, thread_name_prefix="keyreg-recover")
-            recovery = _Recovery(self._recoverer)
+            recovery = self._new_recovery()
         domain, limits = self.domain, self.limits
         for item in items:
             digest: bytes | None = None
@@ -304,6 +360,36 @@ class Registry:
         if recovery is not None and len(prepared) > start:
             recovery.submit(prepared[start:])
         return prepared, recovery
+
+    def _new_recovery(self) -> _Recovery | _ProcessRecovery:
+        """A batch's recovery, on the helper process (started now if needed) or worker threads."""
+        with self._recoverer_lock:  # prepare() runs outside the registry lock
+            if self.recovery == "process":
+                helpers = self._helpers
+                if any(h.failed for h in helpers):  # it warned; threads from now on
+                    self.recovery = "threads"
+                else:
+                    try:
+                        while len(helpers) < self.recovery_processes:
+                            helpers.append(RecoveryProcess())
+                    except OSError as exc:
+                        log.warning("cannot start a signature recovery helper (%s); using threads", exc)
+                        self.recovery = "threads"
+                    else:
+                        return _ProcessRecovery(helpers)
+            if self._recoverer is None:
+                self._recoverer = ThreadPoolExecutor(_RECOVER_THREADS, thread_name_prefix="keyreg-recover")
+            return _Recovery(self._recoverer)
+
+    def close(self) -> None:
+        """Stop the recovery helper process and worker threads (the registry stays readable)."""
+        with self._recoverer_lock:
+            helpers, self._helpers = self._helpers, []
+            recoverer, self._recoverer = self._recoverer, None
+        for helper in helpers:
+            helper.close()
+        if recoverer is not None:
+            recoverer.shutdown(wait=False)
 
     def _is_ours(self, d: Domain) -> bool:
         """``d == self.domain`` (remembering an equal Domain object, which later is checked by identity)."""

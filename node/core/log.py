@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -321,7 +321,12 @@ def _shape_ok(event: Event, limits: Limits) -> bool:
 
 def recover_signers(signed: SignedEvent, digest: bytes) -> tuple[bytes, ...]:
     """Recover every signer; they must be strictly ascending (so none repeats)."""
-    sigs = signed.signatures
+    return signers_of(digest, signed.signatures)
+
+
+def signers_of(digest: bytes, sigs: Sequence[bytes]) -> tuple[bytes, ...]:
+    """:func:`recover_signers` from the digest and the signatures alone (the recovery helper
+    process, node.recoverd, gets nothing else)."""
     if len(sigs) == 1:  # the common case: one controller
         return (recover_address(digest, sigs[0]),)
     signers = tuple([recover_address(digest, s) for s in sigs])

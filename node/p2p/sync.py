@@ -39,7 +39,8 @@ from ..core.codec import loads_strict
 from ..core.errors import RuleViolation
 from ..core.merkle import DEPTH, SparseMerkleTree
 from ..core.records import SignedEvent
-from ..registry import Registry
+from ..recovery import short_switch_interval
+from ..registry import PreparedBatch, Registry
 from .gossip import is_gap
 from .wire import (
     FrameError,
@@ -433,20 +434,26 @@ class SyncProtocol:
     async def _fetch(self, session: _Session, wants: list[tuple[bytes, int]], result: SyncResult) -> None:
         send, recv = trio.open_memory_channel[bytes](8)
         max_frame = self.config.sync_frame_bytes + 1024  # as read: an inflated frame gets no more
+        pending: list[PreparedBatch] = []  # prepared, recovering, not yet ingested (see _ingest_frames)
 
         async def ingest() -> None:
-            async with recv:
-                bodies: list[bytes] = []
-                async for body in recv:
-                    bodies.append(body)
-                    # Drain whatever else is ready so one thread hop ingests several frames.
-                    while True:
-                        try:
-                            bodies.append(recv.receive_nowait())
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                    await trio.to_thread.run_sync(self._ingest_frames, bodies, result)
-                    bodies = []
+            try:
+                async with recv:
+                    bodies: list[bytes] = []
+                    async for body in recv:
+                        bodies.append(body)
+                        # Drain whatever else is ready so one thread hop ingests several frames.
+                        while True:
+                            try:
+                                bodies.append(recv.receive_nowait())
+                            except (trio.WouldBlock, trio.EndOfChannel):
+                                break
+                        await trio.to_thread.run_sync(self._ingest_frames, bodies, result, pending)
+                        bodies = []
+            finally:
+                if pending:  # also when the pull fails later: keep the events already received
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(self._ingest_frames, [], result, pending, True)
 
         chunks = [wants[i : i + MAX_WANTS] for i in range(0, len(wants), MAX_WANTS)]
         async with trio.open_nursery() as nursery:
@@ -475,33 +482,49 @@ class SyncProtocol:
                                 continue
                         await send.send(body)
 
-    def _ingest_frames(self, bodies: list[bytes], result: SyncResult) -> None:
-        events: list[SignedEvent | CanonicalEvent] = []
+    def _ingest_frames(
+        self, bodies: list[bytes], result: SyncResult, pending: list[PreparedBatch], last: bool = False
+    ) -> None:
+        """Decode frames and ingest their events, one batch behind: each batch of INGEST_BATCH
+        events is prepared (decoded, hashed, signatures handed to the recovery workers) before the
+        batch before it is ingested, so the workers recover while this thread decodes. The batch
+        prepared last stays in ``pending`` for the next call; ``last`` ingests it."""
         limits = self.registry.limits
-        for body in bodies:
-            fast = canonical_batch(body, limits)
-            if fast is not None:
-                events.extend(fast)
-                continue
-            try:
-                obj = parse_message(body)
-            except RuleViolation:
+        with short_switch_interval():
+            for body in bodies:
+                events: list[SignedEvent | CanonicalEvent] | None = canonical_batch(body, limits)
+                if events is None:
+                    events = self._strict_frame(body, result)
+                for i in range(0, len(events), INGEST_BATCH):
+                    batch = self.registry.prepare(events[i : i + INGEST_BATCH])
+                    if pending:
+                        self._ingest_batch(pending.pop(), result)
+                    pending.append(batch)
+            if last and pending:
+                self._ingest_batch(pending.pop(), result)
+
+    def _strict_frame(self, body: bytes, result: SyncResult) -> list[SignedEvent | CanonicalEvent]:
+        """A frame that is not in canonical form, decoded by the strict parser (its bad events counted)."""
+        try:
+            obj = parse_message(body)
+        except RuleViolation:
+            result.invalid += 1
+            return []
+        if type(obj) is not dict or obj.get("type") != "events" or not isinstance(obj.get("events"), list):
+            result.invalid += 1
+            return []
+        items, bad = event_items(obj["events"], self.registry.limits)
+        result.invalid += bad
+        return items
+
+    def _ingest_batch(self, batch: PreparedBatch, result: SyncResult) -> None:
+        results = self.registry.ingest_prepared([batch], "sync", False)
+        result.events += len(results)
+        for r in results:
+            if r.status == "accepted":
+                result.accepted += 1
+            elif r.status == "rejected" and not is_gap(r):
                 result.invalid += 1
-                continue
-            if type(obj) is not dict or obj.get("type") != "events" or not isinstance(obj.get("events"), list):
-                result.invalid += 1
-                continue
-            items, bad = event_items(obj["events"], limits)
-            events.extend(items)
-            result.invalid += bad
-        for i in range(0, len(events), INGEST_BATCH):
-            results = self.registry.ingest(events[i : i + INGEST_BATCH], "sync", False)
-            result.events += len(results)
-            for r in results:
-                if r.status == "accepted":
-                    result.accepted += 1
-                elif r.status == "rejected" and not is_gap(r):
-                    result.invalid += 1
 
 
 def _events_request(chunk: Sequence[tuple[bytes, int]]) -> dict[str, Any]:
