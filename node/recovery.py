@@ -146,6 +146,16 @@ _HEADER = struct.Struct("<I")
 _PIPE_BYTES = 1024 * 1024  # asked of the kernel for both pipes (Linux's default ceiling for users)
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process, from /proc (0.0 where unknown)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def _pipe_bytes(fd: int) -> int:
     """Grow the pipe behind ``fd`` to _PIPE_BYTES if the kernel allows; its capacity after."""
     if sys.platform != "linux":
@@ -199,6 +209,10 @@ class RecoveryProcess:
     @property
     def pid(self) -> int:
         return self._proc.pid
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the helper has used (from /proc; 0.0 where unknown or once it exited)."""
+        return process_cpu_seconds(self._proc.pid)
 
     def send(self, body: bytes, largest_response: int) -> int | None:
         """Queue a request; its ticket for :meth:`result` (None: the helper has failed)."""

@@ -381,6 +381,10 @@ class Registry:
                 self._recoverer = ThreadPoolExecutor(_RECOVER_THREADS, thread_name_prefix="keyreg-recover")
             return _Recovery(self._recoverer)
 
+    def recovery_cpu_seconds(self) -> float:
+        """CPU seconds used so far by this registry's recovery helper processes (0.0 with threads)."""
+        return sum(h.cpu_seconds() for h in list(self._helpers))
+
     def close(self) -> None:
         """Stop the recovery helper process and worker threads (the registry stays readable)."""
         with self._recoverer_lock:

@@ -94,7 +94,7 @@ class SyncResult:
     invalid: int = 0
     rounds: int = 0
     seconds: float = 0.0
-    cpu_seconds: float = 0.0  # this process (all threads) while the pull ran
+    cpu_seconds: float = 0.0  # this process (all threads) and its recovery helpers while the pull ran
     at: float = field(default_factory=time.time)
     error: str = ""
 
@@ -318,7 +318,7 @@ class SyncProtocol:
         """Pull from ``peer``: the diff (``subjects`` None) or just those subjects; never raises."""
         result = SyncResult(str(peer), kind)
         started = time.monotonic()
-        cpu_started = time.process_time()
+        cpu_started = time.process_time() + self.registry.recovery_cpu_seconds()
         self.pulls += 1
         stream = None
         try:
@@ -342,7 +342,7 @@ class SyncProtocol:
             result.error = f"{type(exc).__name__}: {exc}"
             await _reset(stream)
         result.seconds = time.monotonic() - started
-        result.cpu_seconds = time.process_time() - cpu_started
+        result.cpu_seconds = time.process_time() + self.registry.recovery_cpu_seconds() - cpu_started
         if result.invalid:
             self._strike(peer, f"{result.invalid} invalid events in sync")
         self.last = result

@@ -22,6 +22,7 @@ from ..core import builder
 from ..core.codec import encode_event
 from ..core.eip712 import event_digest
 from ..core.records import Domain, PublishedKey, SignedEvent
+from ..recovery import process_cpu_seconds
 
 
 def subject_log(domain: Domain, secret: bytes, updates: int, timestamp: int, tag: str = "") -> list[SignedEvent]:
@@ -55,6 +56,17 @@ def _gen(args: tuple[int, bytes, int, int, int, int]) -> list[bytes]:
     for i in range(start, start + count):
         secret = hashlib.sha256(b"keyreg-p2p-test-%d" % i).digest()
         out.extend(encode_event(s) for s in subject_log(domain, secret, updates, timestamp, str(i)))
+    return out
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live child processes of ``pid``, whichever of its threads started them (Linux /proc)."""
+    out: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            out += [int(x) for x in children.read_text().split()]
+        except OSError:  # the thread ended
+            continue
     return out
 
 
@@ -187,14 +199,15 @@ class NodeProcess:
         return int(self.call("state")["count"])
 
     def cpu_seconds(self) -> float:
-        """User + system CPU seconds the node process has used so far (from /proc; 0 if unknown)."""
+        """User + system CPU seconds the node process and its live children (the signature
+        recovery helpers) have used so far (from /proc; 0 if unknown)."""
         if self.proc is None:
             return 0.0
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        pid = self.proc.pid
+        total = process_cpu_seconds(pid)
+        for child in child_pids(pid):
+            total += process_cpu_seconds(child)
+        return total
 
     def stop(self) -> None:
         if self.sock is not None:

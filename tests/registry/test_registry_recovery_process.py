@@ -209,3 +209,20 @@ def test_the_recovery_setting_is_read_checked_and_resolved(tmp_path, monkeypatch
     auto = Registry(DOMAIN, MemoryStore(), recovery="auto")
     assert auto.recovery == ("process" if (os.cpu_count() or 1) >= 2 else "threads")
     assert load_config(tmp_path, {"ingest": {"recovery": "process"}}).to_toml().count('recovery = "process"') == 1
+
+
+def test_helpers_started_from_any_thread_are_found_for_cpu_accounting() -> None:
+    """The benches add the helpers' CPU to a node's (NodeProcess.cpu_seconds): a helper started
+    by an ingesting thread is a child of that thread's task in /proc."""
+    from node.p2p.testing import child_pids
+
+    started: list[RecoveryProcess] = []
+    t = threading.Thread(target=lambda: started.append(RecoveryProcess()))
+    t.start()
+    t.join(30)
+    try:
+        assert started[0].pid in child_pids(os.getpid())
+        assert started[0].cpu_seconds() >= 0.0
+    finally:
+        started[0].close()
+    assert started[0].cpu_seconds() == 0.0  # gone: unknown
