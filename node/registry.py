@@ -211,7 +211,9 @@ class Registry:
 
     # ------------------------------------------------------------------ writes
 
-    def ingest(self, items: Sequence[Item], source: str = "api", admission: bool = True) -> list[IngestResult]:
+    def ingest(
+        self, items: Sequence[Item], source: str = "api", admission: bool = True, helpers: bool = True
+    ) -> list[IngestResult]:
         """Validate and store a batch of events (wire bytes or decoded) in order.
 
         Returns once every event of the batch is durable (the results are the acknowledgements).
@@ -225,13 +227,16 @@ class Registry:
 
         ``admission`` applies the clock-skew bound (events from the future are refused); backfill
         of old events passes too, since there is no lower bound.
+
+        ``helpers`` False recovers on worker threads even when :attr:`recovery` is "process"
+        (gossip: see :meth:`prepare`).
         """
         if len(items) < _PARALLEL_MIN:
             return self.ingest_prepared([self.prepare(items)], source, admission)
         with short_switch_interval():
-            return self.ingest_prepared([self.prepare(items)], source, admission)
+            return self.ingest_prepared([self.prepare(items, helpers)], source, admission)
 
-    def prepare(self, items: Sequence[Item]) -> PreparedBatch:
+    def prepare(self, items: Sequence[Item], helpers: bool = True) -> PreparedBatch:
         """Decode and hash ``items`` and, for a large batch, start recovering their signatures.
 
         Needs no lock and changes no state: a caller with a stream of batches (sync) prepares the
@@ -239,8 +244,13 @@ class Registry:
         :meth:`ingest_prepared` in order, so recovery never waits for decoding. Hold
         :func:`short_switch_interval` from here until the batch is ingested, or a worker may wait
         up to the default 5 ms for the GIL after each signature.
+
+        ``helpers`` False keeps this batch on worker threads when :attr:`recovery` is "process".
+        The helpers pay off when the node has a core to spare (a sync backfill: +17%); on a machine
+        whose every core is already busy, the pipes and extra processes cost more CPU than the
+        threads' GIL waits (5 gossip nodes on 2 cores: +8% CPU per event; ADR 0010).
         """
-        prepared, recovery = self._prepare(items, len(items) >= _PARALLEL_MIN)
+        prepared, recovery = self._prepare(items, len(items) >= _PARALLEL_MIN, helpers)
         return PreparedBatch(items, prepared, recovery)
 
     def ingest_prepared(
@@ -320,7 +330,7 @@ class Registry:
             raise error
 
     def _prepare(
-        self, items: Sequence[Item], parallel: bool
+        self, items: Sequence[Item], parallel: bool, helpers: bool = True
     ) -> tuple[list[Prepared], _Recovery | _ProcessRecovery | None]:
         """Decode every item and hash it; when ``parallel``, start recovering signatures meanwhile.
 
@@ -331,7 +341,7 @@ class Registry:
         recovery: _Recovery | _ProcessRecovery | None = None
         start = 0
         if parallel:
-            recovery = self._new_recovery()
+            recovery = self._new_recovery(helpers)
         domain, limits = self.domain, self.limits
         for item in items:
             digest: bytes | None = None
@@ -361,10 +371,10 @@ class Registry:
             recovery.submit(prepared[start:])
         return prepared, recovery
 
-    def _new_recovery(self) -> _Recovery | _ProcessRecovery:
-        """A batch's recovery, on the helper process (started now if needed) or worker threads."""
+    def _new_recovery(self, helpers: bool = True) -> _Recovery | _ProcessRecovery:
+        """A batch's recovery, on the helper processes (started now if needed) or worker threads."""
         with self._recoverer_lock:  # prepare() runs outside the registry lock
-            if self.recovery == "process":
+            if helpers and self.recovery == "process":
                 helpers = self._helpers
                 if any(h.failed for h in helpers):  # it warned; threads from now on
                     self.recovery = "threads"

@@ -226,3 +226,10 @@ def test_helpers_started_from_any_thread_are_found_for_cpu_accounting() -> None:
     finally:
         started[0].close()
     assert started[0].cpu_seconds() == 0.0  # gone: unknown
+
+
+def test_gossip_batches_can_stay_on_threads_in_process_mode(registry: Registry) -> None:
+    items = mixed_items(27, 40, 5)
+    assert [r.to_dict() for r in registry.ingest(items, "gossip", True, helpers=False)] == _one_by_one(items)
+    assert registry._helpers == []  # none started
+    assert registry._recoverer is not None
