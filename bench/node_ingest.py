@@ -9,7 +9,7 @@ subjects. Each store gets a fresh Registry and database; the events go through
 ``Registry.ingest`` in batches of the configured store batch size (one transaction per batch):
 decode, full validation, one ``Store.commit``. Stores: MemoryStore (the reference: validation and
 in-memory bookkeeping only), SQLite in a temp dir with ``synchronous=FULL`` (the default) and
-``NORMAL``, SQLite FULL again in batches of sync's ``INGEST_BATCH`` (2,048: how the node ingests
+``NORMAL``, SQLite FULL again in batches of sync's ``INGEST_BATCH`` (1,024: how the node ingests
 backfill), and PostgreSQL in a throwaway cluster with its default, durable settings (fsync on).
 Besides wall-clock rates it reports CPU per event of the process and of the ingesting thread.
 The last stdout line is one JSON object (also written to bench/results/node_ingest.json).
