@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import struct
 import subprocess
 import sys
@@ -143,7 +144,10 @@ class _Recovery:
 # The helper process
 
 _HEADER = struct.Struct("<I")
-_PIPE_BYTES = 1024 * 1024  # asked of the kernel for both pipes (Linux's default ceiling for users)
+_PIPE_BYTES = 1024 * 1024
+# A helper that neither reads nor answers for this long (stopped, swapped out, wedged) is killed
+# and its batches are recovered in-line. A chunk takes milliseconds.
+HELPER_TIMEOUT_S = 30.0  # asked of the kernel for both pipes (Linux's default ceiling for users)
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -178,22 +182,27 @@ class RecoveryProcess:
     responses are read first). Then the helper always goes back to reading requests, and a write
     of ours can wait only for it to do so.
 
-    If the helper dies or breaks the framing, :attr:`failed` is set, it is killed, and every
+    If the helper dies, breaks the framing, or neither reads nor answers for ``timeout_s``,
+    :attr:`failed` is set, it is killed, and every
     pending or later request answers None ("not recovered": the registry recovers those in-line,
     with the same results); the registry then goes back to threads, with a warning.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, timeout_s: float = HELPER_TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
         self._proc = subprocess.Popen(  # our own interpreter and module
             [sys.executable, "-m", "node.recoverd"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             bufsize=0,
+            # It needs nothing of ours: no KEYREG_* settings (a password file's path, say).
+            env={k: v for k, v in os.environ.items() if not k.startswith("KEYREG_")},
         )
         assert self._proc.stdin is not None
         assert self._proc.stdout is not None
         self._in = self._proc.stdin.fileno()
         self._out = self._proc.stdout.fileno()
+        os.set_blocking(self._in, False)  # a stuck helper cannot block a write past timeout_s
         _pipe_bytes(self._in)
         self._room = _pipe_bytes(self._out)
         self._lock = threading.Lock()
@@ -266,8 +275,13 @@ class RecoveryProcess:
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            n = os.write(self._in, view)
+            try:
+                n = os.write(self._in, view)
+            except BlockingIOError:  # the pipe is full (our end is non-blocking)
+                n = 0
             view = view[n:]
+            if view and not select.select([], [self._in], [], self.timeout_s)[1]:
+                raise TimeoutError(f"the recovery helper read nothing for {self.timeout_s:g} s")
 
     def _read_one(self) -> None:
         """Read the oldest pending response into _results (or drop it if abandoned)."""
@@ -288,6 +302,8 @@ class RecoveryProcess:
                     self._read += 1
                     self._unread -= self._pending.popleft()
                     return
+            if not select.select([self._out], [], [], self.timeout_s)[0]:
+                raise TimeoutError(f"the recovery helper answered nothing for {self.timeout_s:g} s")
             data = os.read(self._out, 1 << 20)
             if not data:
                 raise ValueError("the recovery helper exited")

@@ -233,3 +233,17 @@ def test_gossip_batches_can_stay_on_threads_in_process_mode(registry: Registry) 
     assert [r.to_dict() for r in registry.ingest(items, "gossip", True, helpers=False)] == _one_by_one(items)
     assert registry._helpers == []  # none started
     assert registry._recoverer is not None
+
+
+def test_a_stuck_helper_is_given_up_after_its_timeout(registry: Registry) -> None:
+    items = mixed_items(28, 40, 5)
+    registry.ingest(items[:64])  # starts the helpers
+    for helper in registry._helpers:
+        helper.timeout_s = 0.5
+    os.kill(registry._helpers[0].pid, signal.SIGSTOP)
+    try:
+        got = registry.ingest(items)
+    finally:
+        os.kill(registry._helpers[0].pid, signal.SIGKILL)
+    assert [r.to_dict() for r in got] == _one_by_one(items[:64] + items)[64:]  # the first 64 again: known
+    assert registry._helpers[0].failed
