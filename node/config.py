@@ -36,9 +36,9 @@ class StoreConfig:
 
 @dataclass(frozen=True)
 class IngestConfig:
-    # Where large batches (sync frames, gossip, API batches of 64+ events) recover signatures:
-    # "process" = a helper process beside the node (its own core and GIL), "threads" = worker
-    # threads in the node, "auto" = process when the machine has 2+ CPUs (docs/adr/0010).
+    # Where sync pulls (bulk loads) recover signatures: "process" = helper processes beside the
+    # node (their own cores and GILs), "threads" = worker threads in the node, "auto" = process
+    # when the machine has 2+ CPUs. Gossip and API batches use threads (docs/adr/0010).
     recovery: str = "auto"
 
 

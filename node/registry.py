@@ -212,7 +212,7 @@ class Registry:
     # ------------------------------------------------------------------ writes
 
     def ingest(
-        self, items: Sequence[Item], source: str = "api", admission: bool = True, helpers: bool = True
+        self, items: Sequence[Item], source: str = "api", admission: bool = True, bulk: bool = False
     ) -> list[IngestResult]:
         """Validate and store a batch of events (wire bytes or decoded) in order.
 
@@ -228,15 +228,14 @@ class Registry:
         ``admission`` applies the clock-skew bound (events from the future are refused); backfill
         of old events passes too, since there is no lower bound.
 
-        ``helpers`` False recovers on worker threads even when :attr:`recovery` is "process"
-        (gossip: see :meth:`prepare`).
+        ``bulk`` marks a bulk load (see :meth:`prepare`).
         """
         if len(items) < _PARALLEL_MIN:
             return self.ingest_prepared([self.prepare(items)], source, admission)
         with short_switch_interval():
-            return self.ingest_prepared([self.prepare(items, helpers)], source, admission)
+            return self.ingest_prepared([self.prepare(items, bulk)], source, admission)
 
-    def prepare(self, items: Sequence[Item], helpers: bool = True) -> PreparedBatch:
+    def prepare(self, items: Sequence[Item], bulk: bool = False) -> PreparedBatch:
         """Decode and hash ``items`` and, for a large batch, start recovering their signatures.
 
         Needs no lock and changes no state: a caller with a stream of batches (sync) prepares the
@@ -245,12 +244,13 @@ class Registry:
         :func:`short_switch_interval` from here until the batch is ingested, or a worker may wait
         up to the default 5 ms for the GIL after each signature.
 
-        ``helpers`` False keeps this batch on worker threads when :attr:`recovery` is "process".
-        The helpers pay off when the node has a core to spare (a sync backfill: +17%); on a machine
-        whose every core is already busy, the pipes and extra processes cost more CPU than the
-        threads' GIL waits (5 gossip nodes on 2 cores: +8% CPU per event; ADR 0010).
+        ``bulk`` (a sync pull) recovers on the helper processes when :attr:`recovery` is
+        "process"; everything else recovers on worker threads. The helpers pay off in a bulk load,
+        which has the node's cores to itself (sync backfill: +15-40%). Under a steady stream on a
+        machine whose every core is already busy, their pipes and extra processes cost more CPU
+        than the threads' GIL waits (5 gossip nodes on 2 cores: +8% CPU per event; ADR 0010).
         """
-        prepared, recovery = self._prepare(items, len(items) >= _PARALLEL_MIN, helpers)
+        prepared, recovery = self._prepare(items, len(items) >= _PARALLEL_MIN, bulk)
         return PreparedBatch(items, prepared, recovery)
 
     def ingest_prepared(
@@ -330,7 +330,7 @@ class Registry:
             raise error
 
     def _prepare(
-        self, items: Sequence[Item], parallel: bool, helpers: bool = True
+        self, items: Sequence[Item], parallel: bool, bulk: bool = False
     ) -> tuple[list[Prepared], _Recovery | _ProcessRecovery | None]:
         """Decode every item and hash it; when ``parallel``, start recovering signatures meanwhile.
 
@@ -341,7 +341,7 @@ class Registry:
         recovery: _Recovery | _ProcessRecovery | None = None
         start = 0
         if parallel:
-            recovery = self._new_recovery(helpers)
+            recovery = self._new_recovery(bulk)
         domain, limits = self.domain, self.limits
         for item in items:
             digest: bytes | None = None
@@ -371,10 +371,11 @@ class Registry:
             recovery.submit(prepared[start:])
         return prepared, recovery
 
-    def _new_recovery(self, helpers: bool = True) -> _Recovery | _ProcessRecovery:
-        """A batch's recovery, on the helper processes (started now if needed) or worker threads."""
+    def _new_recovery(self, bulk: bool = False) -> _Recovery | _ProcessRecovery:
+        """A batch's recovery, on the helper processes (a bulk batch; started now if needed) or
+        worker threads."""
         with self._recoverer_lock:  # prepare() runs outside the registry lock
-            if helpers and self.recovery == "process":
+            if bulk and self.recovery == "process":
                 helpers = self._helpers
                 if any(h.failed for h in helpers):  # it warned; threads from now on
                     self.recovery = "threads"

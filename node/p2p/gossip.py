@@ -252,10 +252,7 @@ class Gossip:
                 total += len(job.events)
             items = [e for j in jobs for e in j.events]
             try:
-                # Worker threads, not the recovery helpers: under gossip load every core is busy
-                # with libp2p and validation already, and there the helpers cost ~8% more CPU
-                # per event (5 nodes on 2 cores, ADR 0010).
-                results = await trio.to_thread.run_sync(self.registry.ingest, items, "gossip", True, False)
+                results = await trio.to_thread.run_sync(self.registry.ingest, items, "gossip", True)
             except Exception:
                 log.exception("gossip ingest failed; the batch is dropped and sync will retry it")
                 results = []

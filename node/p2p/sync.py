@@ -508,7 +508,7 @@ class SyncProtocol:
                 if events is None:
                     events = self._strict_frame(body, result)
                 for i in range(0, len(events), INGEST_BATCH):
-                    batch = self.registry.prepare(events[i : i + INGEST_BATCH])
+                    batch = self.registry.prepare(events[i : i + INGEST_BATCH], bulk=True)
                     pending.append(batch)
                     ahead += len(batch.items)
                     while ahead > PREPARED_AHEAD:

@@ -47,7 +47,7 @@ def _kill(helper: RecoveryProcess) -> None:
 
 def test_batches_recovered_by_the_helpers_match_one_by_one_ingest(registry: Registry) -> None:
     items = mixed_items(21, 40, 5)
-    results = [r.to_dict() for r in registry.ingest(items)]
+    results = [r.to_dict() for r in registry.ingest(items, bulk=True)]
     assert results == _one_by_one(items)
     assert len(registry._helpers) == 2
     assert all(h._proc.poll() is None for h in registry._helpers)
@@ -59,12 +59,12 @@ def test_batches_recovered_by_the_helpers_match_one_by_one_ingest(registry: Regi
 def test_prepared_batches_ingested_later_and_together_give_the_same_results(registry: Registry) -> None:
     items = mixed_items(22, 40, 5)
     half = len(items) // 2
-    first, second = registry.prepare(items[:half]), registry.prepare(items[half:])  # both in flight
+    first, second = registry.prepare(items[:half], True), registry.prepare(items[half:], True)  # both in flight
     got = registry.ingest_prepared([first]) + registry.ingest_prepared([second])
     assert [r.to_dict() for r in got] == _one_by_one(items)
     other = Registry(DOMAIN, MemoryStore(), clock=CLOCK, recovery="process", recovery_processes=1)
     try:
-        together = other.ingest_prepared([other.prepare(items[:half]), other.prepare(items[half:])])
+        together = other.ingest_prepared([other.prepare(items[:half], True), other.prepare(items[half:], True)])
         assert [r.to_dict() for r in together] == _one_by_one(items)
     finally:
         other.close()
@@ -75,30 +75,30 @@ def test_a_helper_killed_between_batches_falls_back_to_threads(
 ) -> None:
     items = mixed_items(23, 40, 5)
     half = len(items) // 2
-    registry.ingest(items[:half])
+    registry.ingest(items[:half], bulk=True)
     _kill(registry._helpers[0])
     with caplog.at_level(logging.WARNING, "keyreg.recovery"):
-        rest = registry.ingest(items[half:])  # this batch's requests fail: recovered in-line
+        rest = registry.ingest(items[half:], bulk=True)  # this batch's requests fail: recovered in-line
     assert [r.to_dict() for r in rest] == _one_by_one(items)[half:]
     assert "recovery helper" in caplog.text
     more = mixed_items(24, 20, 4)
-    assert [r.to_dict() for r in registry.ingest(more)] == _one_by_one(more)
+    assert [r.to_dict() for r in registry.ingest(more, bulk=True)] == _one_by_one(more)
     assert registry.recovery == "threads"
 
 
 def test_a_helper_killed_while_its_batch_is_in_flight_loses_nothing(registry: Registry) -> None:
     items = mixed_items(25, 40, 5)
-    batch = registry.prepare(items)
+    batch = registry.prepare(items, bulk=True)
     _kill(registry._helpers[1])
     assert [r.to_dict() for r in registry.ingest_prepared([batch])] == _one_by_one(items)
 
 
 def test_a_dropped_batch_leaves_no_responses_behind(registry: Registry) -> None:
     items = mixed_items(26, 40, 5)
-    dropped = registry.prepare(items)
+    dropped = registry.prepare(items, bulk=True)
     del dropped
     gc.collect()
-    assert [r.to_dict() for r in registry.ingest(items)] == _one_by_one(items)
+    assert [r.to_dict() for r in registry.ingest(items, bulk=True)] == _one_by_one(items)
     for helper in registry._helpers:
         assert helper._results == {}
         assert helper._abandoned == set()
@@ -228,21 +228,21 @@ def test_helpers_started_from_any_thread_are_found_for_cpu_accounting() -> None:
     assert started[0].cpu_seconds() == 0.0  # gone: unknown
 
 
-def test_gossip_batches_can_stay_on_threads_in_process_mode(registry: Registry) -> None:
+def test_only_bulk_batches_go_to_the_helpers(registry: Registry) -> None:
     items = mixed_items(27, 40, 5)
-    assert [r.to_dict() for r in registry.ingest(items, "gossip", True, helpers=False)] == _one_by_one(items)
+    assert [r.to_dict() for r in registry.ingest(items, "gossip", True)] == _one_by_one(items)
     assert registry._helpers == []  # none started
     assert registry._recoverer is not None
 
 
 def test_a_stuck_helper_is_given_up_after_its_timeout(registry: Registry) -> None:
     items = mixed_items(28, 40, 5)
-    registry.ingest(items[:64])  # starts the helpers
+    registry.ingest(items[:64], bulk=True)  # starts the helpers
     for helper in registry._helpers:
         helper.timeout_s = 0.5
     os.kill(registry._helpers[0].pid, signal.SIGSTOP)
     try:
-        got = registry.ingest(items)
+        got = registry.ingest(items, bulk=True)
     finally:
         os.kill(registry._helpers[0].pid, signal.SIGKILL)
     assert [r.to_dict() for r in got] == _one_by_one(items[:64] + items)[64:]  # the first 64 again: known
