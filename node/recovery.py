@@ -213,6 +213,7 @@ class RecoveryProcess:
         self._buf = bytearray()
         self._results: dict[int, bytes] = {}
         self._abandoned: set[int] = set()  # tickets whose batch went away: drop their responses
+        self._dropped: deque[int] = deque()  # abandoned, not yet settled (see abandon)
         self.failed = False
 
     @property
@@ -226,6 +227,7 @@ class RecoveryProcess:
     def send(self, body: bytes, largest_response: int) -> int | None:
         """Queue a request; its ticket for :meth:`result` (None: the helper has failed)."""
         with self._lock:
+            self._settle()
             if self.failed:
                 return None
             try:
@@ -244,6 +246,7 @@ class RecoveryProcess:
     def result(self, ticket: int) -> bytes | None:
         """The response to ``ticket`` (blocking until it is read); None if the helper failed."""
         with self._lock:
+            self._settle()
             try:
                 while ticket >= self._read and not self.failed:
                     self._read_one()
@@ -252,11 +255,20 @@ class RecoveryProcess:
             return self._results.pop(ticket, None)
 
     def abandon(self, tickets: list[int | None]) -> None:
-        """Tickets whose responses nobody will ask for (a batch dropped before it was ingested)."""
-        with self._lock:
-            for t in tickets:
-                if t is not None and self._results.pop(t, None) is None and t >= self._read:
-                    self._abandoned.add(t)
+        """Tickets whose responses nobody will ask for (a batch dropped before it was ingested).
+
+        Called from ``__del__``, which may run inside any allocation, even in a thread that holds
+        our lock: so it takes no lock, and the next send or result settles them (_settle).
+        """
+        self._dropped.extend(t for t in tickets if t is not None)
+
+    def _settle(self) -> None:
+        """Forget abandoned tickets' responses: read ones now, later ones as they arrive (lock held)."""
+        dropped = self._dropped
+        while dropped:
+            t = dropped.popleft()
+            if self._results.pop(t, None) is None and t >= self._read:
+                self._abandoned.add(t)
 
     def close(self) -> None:
         """End the helper (it exits at end of input); killed if it has not within a second."""

@@ -379,6 +379,9 @@ class Registry:
                 helpers = self._helpers
                 if any(h.failed for h in helpers):  # it warned; threads from now on
                     self.recovery = "threads"
+                    self._helpers = []
+                    for h in helpers:
+                        h.close()
                 else:
                     try:
                         while len(helpers) < self.recovery_processes:

@@ -247,3 +247,33 @@ def test_a_stuck_helper_is_given_up_after_its_timeout(registry: Registry) -> Non
         os.kill(registry._helpers[0].pid, signal.SIGKILL)
     assert [r.to_dict() for r in got] == _one_by_one(items[:64] + items)[64:]  # the first 64 again: known
     assert registry._helpers[0].failed
+
+
+def test_abandon_takes_no_lock_so_a_collected_batch_cannot_deadlock_its_helper() -> None:
+    """``_ProcessRecovery.__del__`` may run inside any allocation, even one made while this
+    thread holds the helper's lock; the abandoned tickets are settled by the next call."""
+    helper = RecoveryProcess()
+    try:
+        digest = bytes(32)
+        _, sigs = _signed(1, digest)
+        body = b"\x01" + digest + sigs[0]
+        first, second = helper.send(body, 21), helper.send(body, 21)
+        with helper._lock:
+            helper.abandon([first])  # would deadlock if it took the lock
+        assert helper.result(second) == recover_body(body)  # type: ignore[arg-type]
+        assert helper._results == {}
+        assert helper._abandoned == set()
+    finally:
+        helper.close()
+
+
+def test_failed_helpers_are_ended_when_the_registry_moves_to_threads(registry: Registry) -> None:
+    items = mixed_items(29, 40, 5)
+    registry.ingest(items, bulk=True)
+    helpers = list(registry._helpers)
+    _kill(helpers[0])
+    registry.ingest(items, bulk=True)  # notices the failure (recovered in-line)
+    registry.ingest(items, bulk=True)  # moves to threads and ends the other helper
+    assert registry.recovery == "threads"
+    assert registry._helpers == []
+    assert all(h._proc.poll() is not None for h in helpers)
