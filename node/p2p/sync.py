@@ -504,9 +504,10 @@ class SyncProtocol:
         ahead = sum(len(b.items) for b in pending)
         with short_switch_interval():
             for body in bodies:
-                events: list[SignedEvent | CanonicalEvent] | None = canonical_batch(body, limits)
-                if events is None:
-                    events = self._strict_frame(body, result)
+                fast = canonical_batch(body, limits)
+                events: Sequence[SignedEvent | CanonicalEvent] = (
+                    fast if fast is not None else self._strict_frame(body, result)
+                )
                 for i in range(0, len(events), INGEST_BATCH):
                     batch = self.registry.prepare(events[i : i + INGEST_BATCH], bulk=True)
                     pending.append(batch)
