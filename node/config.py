@@ -16,6 +16,7 @@ from typing import Any
 from .core.errors import ConfigError
 from .core.limits import Limits
 from .core.records import Domain
+from .recovery import RECOVERY_MODES
 
 # anvil's first account deploying at nonce 0 gets this address: the devnet registry by default.
 DEVNET_REGISTRY = "0x5fbdb2315678afecb367f032d93f642f64180aa3"
@@ -195,6 +196,6 @@ def load_config(data_dir: Path | str, overrides: dict[str, dict[str, Any]] | Non
         cfg = replace(cfg, **{f.name: _section(section, values, f.name)})
     if "log_level" in raw:
         cfg = replace(cfg, log_level=str(raw["log_level"]))
-    if cfg.ingest.recovery not in ("auto", "process", "threads"):
-        raise ConfigError(f"config ingest.recovery: {cfg.ingest.recovery!r} is not auto, process or threads")
+    if cfg.ingest.recovery not in RECOVERY_MODES:
+        raise ConfigError(f"config ingest.recovery: {cfg.ingest.recovery!r} is not one of {', '.join(RECOVERY_MODES)}")
     return cfg

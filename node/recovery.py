@@ -398,3 +398,65 @@ class _ProcessRecovery:
             mine = tickets[k :: len(helpers)]
             if any(t is not None for t in mine):
                 helper.abandon(mine)
+
+
+# ---------------------------------------------------------------------------------------------
+# One registry's choice of the two
+
+RECOVERY_MODES = ("auto", "process", "threads")  # [ingest] recovery; "auto" = "process" with 2+ CPUs
+
+
+class RecoveryPool:
+    """How one registry recovers the signatures of large batches: bulk batches (sync pulls) on
+    helper processes when the mode is "process", everything else on worker threads. Both start on
+    first use. Thread-safe: batches are prepared outside the registry's lock.
+
+    A failed helper (it warned) moves the pool to threads for good, and the helpers are ended.
+    """
+
+    def __init__(self, mode: str = "threads", processes: int = 0) -> None:
+        if mode not in RECOVERY_MODES:
+            raise ValueError(f"recovery must be one of {', '.join(RECOVERY_MODES)}, not {mode!r}")
+        cpus = os.cpu_count() or 1
+        self.mode = ("process" if cpus >= 2 else "threads") if mode == "auto" else mode
+        self.processes = processes or max(1, min(2, cpus))
+        self.helpers: list[RecoveryProcess] = []
+        self.executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def batch(self, bulk: bool = False) -> _Recovery | _ProcessRecovery:
+        """A new batch's recovery: on the helpers (a bulk batch, mode "process") or worker threads."""
+        with self._lock:
+            if bulk and self.mode == "process":
+                helpers = self.helpers
+                if any(h.failed for h in helpers):
+                    self.mode = "threads"
+                    self.helpers = []
+                    for h in helpers:
+                        h.close()
+                else:
+                    try:
+                        while len(helpers) < self.processes:
+                            helpers.append(RecoveryProcess())
+                    except OSError as exc:
+                        log.warning("cannot start a signature recovery helper (%s); using threads", exc)
+                        self.mode = "threads"
+                    else:
+                        return _ProcessRecovery(helpers)
+            if self.executor is None:
+                self.executor = ThreadPoolExecutor(_RECOVER_THREADS, thread_name_prefix="keyreg-recover")
+            return _Recovery(self.executor)
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the helper processes have used so far (0.0 with threads)."""
+        return sum(h.cpu_seconds() for h in list(self.helpers))
+
+    def close(self) -> None:
+        """End the helpers and the worker threads (a later batch starts them again)."""
+        with self._lock:
+            helpers, self.helpers = self.helpers, []
+            executor, self.executor = self.executor, None
+        for helper in helpers:
+            helper.close()
+        if executor is not None:
+            executor.shutdown(wait=False)

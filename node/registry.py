@@ -12,8 +12,6 @@ thread.
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 import threading
 import time
 from collections import Counter
@@ -38,19 +36,13 @@ from .core.records import Domain, GovernanceRevocation, Inception, SignedEvent, 
 from .recovery import (
     _PARALLEL_MIN,
     _RECOVER_CHUNK,
-    _RECOVER_THREADS,
     Prepared,
-    RecoveryProcess,
+    RecoveryPool,
     _ProcessRecovery,
     _Recovery,
     short_switch_interval,
 )
 from .store.base import AnchorRecord, AuditEntry, Changes, Store
-
-log = logging.getLogger("keyreg.registry")
-
-# How large batches recover signatures (node.recovery): "auto" = "process" with 2+ CPUs.
-RECOVERY_MODES = ("auto", "process", "threads")
 
 Status = Literal["accepted", "known", "duplicity", "rejected"]
 T = TypeVar("T")
@@ -166,8 +158,6 @@ class Registry:
         recovery: str = "threads",
         recovery_processes: int = 0,
     ) -> None:
-        if recovery not in RECOVERY_MODES:
-            raise ValueError(f"recovery must be one of {', '.join(RECOVERY_MODES)}, not {recovery!r}")
         self.domain = domain
         self.store = store
         self.limits = limits
@@ -181,13 +171,8 @@ class Registry:
         self._positions: dict[bytes, int] = {}  # digest -> earliest on-chain position
         self.listeners: list[Listener] = []
         self.counters: dict[str, int] = {"accepted": 0, "known": 0, "duplicity": 0, "rejected": 0}
-        # Signature recovery of large batches (node.recovery): the helper process or worker threads,
-        # started by the first large batch.
-        self.recovery = ("process" if (os.cpu_count() or 1) >= 2 else "threads") if recovery == "auto" else recovery
-        self._recoverer: ThreadPoolExecutor | None = None
-        self._helpers: list[RecoveryProcess] = []
-        self.recovery_processes = recovery_processes or max(1, min(2, os.cpu_count() or 1))
-        self._recoverer_lock = threading.Lock()
+        # Signature recovery of large batches: helper processes or worker threads (node.recovery).
+        self.recovery = RecoveryPool(recovery, recovery_processes)
         # The last Domain object found equal to ``domain``: the decoder hands out one Domain object per
         # network, so one generated __eq__ (two tuples built and compared) per network, not per event.
         # Domains are frozen: once equal, always equal.
@@ -341,7 +326,7 @@ class Registry:
         recovery: _Recovery | _ProcessRecovery | None = None
         start = 0
         if parallel:
-            recovery = self._new_recovery(bulk)
+            recovery = self.recovery.batch(bulk)
         domain, limits = self.domain, self.limits
         for item in items:
             digest: bytes | None = None
@@ -371,43 +356,13 @@ class Registry:
             recovery.submit(prepared[start:])
         return prepared, recovery
 
-    def _new_recovery(self, bulk: bool = False) -> _Recovery | _ProcessRecovery:
-        """A batch's recovery, on the helper processes (a bulk batch; started now if needed) or
-        worker threads."""
-        with self._recoverer_lock:  # prepare() runs outside the registry lock
-            if bulk and self.recovery == "process":
-                helpers = self._helpers
-                if any(h.failed for h in helpers):  # it warned; threads from now on
-                    self.recovery = "threads"
-                    self._helpers = []
-                    for h in helpers:
-                        h.close()
-                else:
-                    try:
-                        while len(helpers) < self.recovery_processes:
-                            helpers.append(RecoveryProcess())
-                    except OSError as exc:
-                        log.warning("cannot start a signature recovery helper (%s); using threads", exc)
-                        self.recovery = "threads"
-                    else:
-                        return _ProcessRecovery(helpers)
-            if self._recoverer is None:
-                self._recoverer = ThreadPoolExecutor(_RECOVER_THREADS, thread_name_prefix="keyreg-recover")
-            return _Recovery(self._recoverer)
-
     def recovery_cpu_seconds(self) -> float:
         """CPU seconds used so far by this registry's recovery helper processes (0.0 with threads)."""
-        return sum(h.cpu_seconds() for h in list(self._helpers))
+        return self.recovery.cpu_seconds()
 
     def close(self) -> None:
-        """Stop the recovery helper process and worker threads (the registry stays readable)."""
-        with self._recoverer_lock:
-            helpers, self._helpers = self._helpers, []
-            recoverer, self._recoverer = self._recoverer, None
-        for helper in helpers:
-            helper.close()
-        if recoverer is not None:
-            recoverer.shutdown(wait=False)
+        """Stop the recovery helper processes and worker threads (the registry stays readable)."""
+        self.recovery.close()
 
     def _is_ours(self, d: Domain) -> bool:
         """``d == self.domain`` (remembering an equal Domain object, which later is checked by identity)."""

@@ -77,7 +77,7 @@ def test_whoever_recovers_a_chunk_the_results_match_one_by_one_ingest(runs: Call
     assert len(items) >= 4 * registry_module._RECOVER_CHUNK
     batched_registry = Registry(DOMAIN, MemoryStore(), clock=CLOCK)
     executor = _Executor(runs)
-    batched_registry._recoverer = executor  # type: ignore[assignment]
+    batched_registry.recovery.executor = executor  # type: ignore[assignment]
     batched = batched_registry.ingest(items)
     assert executor.submitted == -(-len(items) // registry_module._RECOVER_CHUNK)
     one_by_one = Registry(DOMAIN, MemoryStore(), clock=CLOCK)
@@ -106,7 +106,7 @@ def test_a_recovery_error_outside_the_rules_reaches_the_caller() -> None:
                 future.set_result(fn(*args))
             return future
 
-    registry._recoverer = Failing()  # type: ignore[assignment]
+    registry.recovery.executor = Failing()  # type: ignore[assignment]
     with pytest.raises(MemoryError):
         registry.ingest(items)
     assert registry.store.audit_head()[0] == 0  # nothing committed

@@ -49,11 +49,11 @@ def test_batches_recovered_by_the_helpers_match_one_by_one_ingest(registry: Regi
     items = mixed_items(21, 40, 5)
     results = [r.to_dict() for r in registry.ingest(items, bulk=True)]
     assert results == _one_by_one(items)
-    assert len(registry._helpers) == 2
-    assert all(h._proc.poll() is None for h in registry._helpers)
+    assert len(registry.recovery.helpers) == 2
+    assert all(h._proc.poll() is None for h in registry.recovery.helpers)
     codes = {r["error"]["code"] for r in results if "error" in r}  # type: ignore[index]
     assert {"malformed", "bad_signature", "unauthorized_signer"} <= codes, codes
-    assert registry.recovery == "process"
+    assert registry.recovery.mode == "process"
 
 
 def test_prepared_batches_ingested_later_and_together_give_the_same_results(registry: Registry) -> None:
@@ -76,20 +76,20 @@ def test_a_helper_killed_between_batches_falls_back_to_threads(
     items = mixed_items(23, 40, 5)
     half = len(items) // 2
     registry.ingest(items[:half], bulk=True)
-    _kill(registry._helpers[0])
+    _kill(registry.recovery.helpers[0])
     with caplog.at_level(logging.WARNING, "keyreg.recovery"):
         rest = registry.ingest(items[half:], bulk=True)  # this batch's requests fail: recovered in-line
     assert [r.to_dict() for r in rest] == _one_by_one(items)[half:]
     assert "recovery helper" in caplog.text
     more = mixed_items(24, 20, 4)
     assert [r.to_dict() for r in registry.ingest(more, bulk=True)] == _one_by_one(more)
-    assert registry.recovery == "threads"
+    assert registry.recovery.mode == "threads"
 
 
 def test_a_helper_killed_while_its_batch_is_in_flight_loses_nothing(registry: Registry) -> None:
     items = mixed_items(25, 40, 5)
     batch = registry.prepare(items, bulk=True)
-    _kill(registry._helpers[1])
+    _kill(registry.recovery.helpers[1])
     assert [r.to_dict() for r in registry.ingest_prepared([batch])] == _one_by_one(items)
 
 
@@ -99,7 +99,7 @@ def test_a_dropped_batch_leaves_no_responses_behind(registry: Registry) -> None:
     del dropped
     gc.collect()
     assert [r.to_dict() for r in registry.ingest(items, bulk=True)] == _one_by_one(items)
-    for helper in registry._helpers:
+    for helper in registry.recovery.helpers:
         assert helper._results == {}
         assert helper._abandoned == set()
 
@@ -207,7 +207,7 @@ def test_the_recovery_setting_is_read_checked_and_resolved(tmp_path, monkeypatch
     with pytest.raises(ValueError, match="recovery must be one of"):
         Registry(DOMAIN, MemoryStore(), recovery="gpu")
     auto = Registry(DOMAIN, MemoryStore(), recovery="auto")
-    assert auto.recovery == ("process" if (os.cpu_count() or 1) >= 2 else "threads")
+    assert auto.recovery.mode == ("process" if (os.cpu_count() or 1) >= 2 else "threads")
     assert load_config(tmp_path, {"ingest": {"recovery": "process"}}).to_toml().count('recovery = "process"') == 1
 
 
@@ -231,22 +231,22 @@ def test_helpers_started_from_any_thread_are_found_for_cpu_accounting() -> None:
 def test_only_bulk_batches_go_to_the_helpers(registry: Registry) -> None:
     items = mixed_items(27, 40, 5)
     assert [r.to_dict() for r in registry.ingest(items, "gossip", True)] == _one_by_one(items)
-    assert registry._helpers == []  # none started
-    assert registry._recoverer is not None
+    assert registry.recovery.helpers == []  # none started
+    assert registry.recovery.executor is not None
 
 
 def test_a_stuck_helper_is_given_up_after_its_timeout(registry: Registry) -> None:
     items = mixed_items(28, 40, 5)
     registry.ingest(items[:64], bulk=True)  # starts the helpers
-    for helper in registry._helpers:
+    for helper in registry.recovery.helpers:
         helper.timeout_s = 0.5
-    os.kill(registry._helpers[0].pid, signal.SIGSTOP)
+    os.kill(registry.recovery.helpers[0].pid, signal.SIGSTOP)
     try:
         got = registry.ingest(items, bulk=True)
     finally:
-        os.kill(registry._helpers[0].pid, signal.SIGKILL)
+        os.kill(registry.recovery.helpers[0].pid, signal.SIGKILL)
     assert [r.to_dict() for r in got] == _one_by_one(items[:64] + items)[64:]  # the first 64 again: known
-    assert registry._helpers[0].failed
+    assert registry.recovery.helpers[0].failed
 
 
 def test_abandon_takes_no_lock_so_a_collected_batch_cannot_deadlock_its_helper() -> None:
@@ -270,10 +270,10 @@ def test_abandon_takes_no_lock_so_a_collected_batch_cannot_deadlock_its_helper()
 def test_failed_helpers_are_ended_when_the_registry_moves_to_threads(registry: Registry) -> None:
     items = mixed_items(29, 40, 5)
     registry.ingest(items, bulk=True)
-    helpers = list(registry._helpers)
+    helpers = list(registry.recovery.helpers)
     _kill(helpers[0])
     registry.ingest(items, bulk=True)  # notices the failure (recovered in-line)
     registry.ingest(items, bulk=True)  # moves to threads and ends the other helper
-    assert registry.recovery == "threads"
-    assert registry._helpers == []
+    assert registry.recovery.mode == "threads"
+    assert registry.recovery.helpers == []
     assert all(h._proc.poll() is not None for h in helpers)
