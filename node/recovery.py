@@ -208,7 +208,7 @@ class RecoveryProcess:
         self._lock = threading.Lock()
         self._sent = 0  # tickets issued
         self._read = 0  # responses read (tickets below this have theirs in _results, or dropped)
-        self._pending: deque[int] = deque()  # largest size of each response not yet read, in order
+        self._pending: deque[int] = deque()  # largest framed size of each response not yet read, in order
         self._unread = 0  # sum of _pending
         self._buf = bytearray()
         self._results: dict[int, bytes] = {}
@@ -230,8 +230,9 @@ class RecoveryProcess:
             self._settle()
             if self.failed:
                 return None
+            framed = largest_response + _HEADER.size  # what the helper may write for it
             try:
-                while self._pending and self._unread + largest_response > self._room:
+                while self._pending and self._unread + framed > self._room:
                     self._read_one()
                 self._write(_HEADER.pack(len(body)) + body)
             except (OSError, ValueError) as exc:
@@ -239,8 +240,8 @@ class RecoveryProcess:
                 return None
             ticket = self._sent
             self._sent += 1
-            self._pending.append(largest_response)
-            self._unread += largest_response
+            self._pending.append(framed)
+            self._unread += framed
             return ticket
 
     def result(self, ticket: int) -> bytes | None:
@@ -301,7 +302,7 @@ class RecoveryProcess:
             buf = self._buf
             if len(buf) >= 4:
                 (length,) = _HEADER.unpack_from(buf)
-                expected = self._pending[0]
+                expected = self._pending[0] - _HEADER.size
                 if length > expected:
                     raise ValueError(f"response of {length} bytes where at most {expected} were due")
                 if len(buf) >= 4 + length:
