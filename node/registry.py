@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, TypeVar, overload
 
 import orjson
@@ -25,14 +25,15 @@ import orjson
 from .core.canonical import CanonicalEvent
 from .core.codec import decode_event, encode_event, event_to_obj
 from .core.eip712 import event_digest
-from .core.errors import KeyregError, RuleViolation, StaleEvent, StorageError
-from .core.fork import Duplicity, SubjectLog
+from .core.errors import RuleViolation, StaleEvent, StorageError
+from .core.fork import SubjectLog
 from .core.hashing import keccak
 from .core.keystate import Verdict, key_verdict, valid_keys
 from .core.limits import DEFAULT_LIMITS, Limits
-from .core.log import Accepted, KeyRecord, SubjectState, apply_event
+from .core.log import KeyRecord, SubjectState, apply_event
 from .core.merkle import SparseMerkleTree
-from .core.records import Domain, GovernanceRevocation, Inception, SignedEvent, constructor, fast_init
+from .core.records import Domain, GovernanceRevocation, Inception, SignedEvent, constructor
+from .outcomes import IngestResult, Listener, Report
 from .recovery import (
     _PARALLEL_MIN,
     _RECOVER_CHUNK,
@@ -44,49 +45,7 @@ from .recovery import (
 )
 from .store.base import AnchorRecord, AuditEntry, Changes, Store
 
-Status = Literal["accepted", "known", "duplicity", "rejected"]
 T = TypeVar("T")
-
-
-@fast_init
-@dataclass(frozen=True, slots=True)
-class IngestResult:
-    """The outcome for one submitted event."""
-
-    status: Status
-    subject: bytes | None = None
-    seq: int | None = None
-    digest: bytes | None = None
-    error: KeyregError | None = None
-    switched: bool = False  # this event won fork choice and replaced a stored branch
-
-    def to_dict(self) -> dict[str, object]:
-        out: dict[str, object] = {"status": self.status}
-        if self.subject is not None:
-            out["subject"] = "0x" + self.subject.hex()
-        if self.seq is not None:
-            out["seq"] = self.seq
-        if self.digest is not None:
-            out["digest"] = "0x" + self.digest.hex()
-        if self.error is not None:
-            out["error"] = self.error.to_dict()
-        if self.switched:
-            out["switched"] = True
-        return out
-
-
-@dataclass
-class Report:
-    """What one committed batch changed, handed to listeners after the commit."""
-
-    accepted: list[tuple[Accepted, bytes]] = field(default_factory=list)
-    evidence: list[Duplicity] = field(default_factory=list)
-    governance: list[GovernanceRevocation] = field(default_factory=list)
-    anchors: list[AnchorRecord] = field(default_factory=list)
-    source: str = ""
-
-
-Listener = Callable[[Report], None]
 
 # Positional constructors for what ingest builds per event (see records.constructor).
 _new_result = constructor(IngestResult)
@@ -98,7 +57,8 @@ Item = bytes | SignedEvent | CanonicalEvent
 @dataclass(slots=True)
 class PreparedBatch:
     """Events decoded and hashed, their signatures (if ``recovery``) being recovered on worker
-    threads: made by :meth:`Registry.prepare`, consumed once by :meth:`Registry.ingest_prepared`."""
+    threads or helper processes: made by :meth:`Registry.prepare`, consumed once by
+    :meth:`Registry.ingest_prepared`."""
 
     items: Sequence[Item]
     prepared: list[Prepared]
@@ -215,10 +175,9 @@ class Registry:
 
         ``bulk`` marks a bulk load (see :meth:`prepare`).
         """
-        if len(items) < _PARALLEL_MIN:
-            return self.ingest_prepared([self.prepare(items)], source, admission)
-        with short_switch_interval():
-            return self.ingest_prepared([self.prepare(items, bulk)], source, admission)
+        switch = short_switch_interval() if len(items) >= _PARALLEL_MIN else contextlib.nullcontext()
+        with switch:
+            return self.ingest_prepared(self.prepare(items, bulk), source, admission)
 
     def prepare(self, items: Sequence[Item], bulk: bool = False) -> PreparedBatch:
         """Decode and hash ``items`` and, for a large batch, start recovering their signatures.
@@ -229,7 +188,7 @@ class Registry:
         :func:`short_switch_interval` from here until the batch is ingested, or a worker may wait
         up to the default 5 ms for the GIL after each signature.
 
-        ``bulk`` (a sync pull) recovers on the helper processes when :attr:`recovery` is
+        ``bulk`` (a sync pull) recovers on the helper processes when ``recovery.mode`` is
         "process"; everything else recovers on worker threads. The helpers pay off in a bulk load,
         which has the node's cores to itself (sync backfill: +15-40%). Under a steady stream on a
         machine whose every core is already busy, their pipes and extra processes cost more CPU
@@ -238,33 +197,25 @@ class Registry:
         prepared, recovery = self._prepare(items, len(items) >= _PARALLEL_MIN, bulk)
         return PreparedBatch(items, prepared, recovery)
 
-    def ingest_prepared(
-        self, batches: Sequence[PreparedBatch], source: str = "api", admission: bool = True
-    ) -> list[IngestResult]:
-        """:meth:`ingest` for batches made by :meth:`prepare`: the events of all ``batches``, in
-        order, as one batch (one result per event)."""
+    def ingest_prepared(self, batch: PreparedBatch, source: str = "api", admission: bool = True) -> list[IngestResult]:
+        """:meth:`ingest` for a batch made by :meth:`prepare` (one result per event)."""
         now = int(self.clock()) if admission else None
+        items, prepared, recovery = batch.items, batch.prepared, batch.recovery
         with self._lock:
             results: list[IngestResult] = []
             changes = Changes()
             work: dict[bytes, SubjectState] = {}
-            total = sum(len(b.items) for b in batches)
-            pipelined = self._pipeline_commits and total > self.commit_chunk
-            done = 0
+            pipelined = self._pipeline_commits and len(items) > self.commit_chunk
             try:
-                for batch in batches:
-                    prepared, recovery = batch.prepared, batch.recovery
-                    chunk: list[tuple[bytes, ...] | None] = []
-                    for i, item in enumerate(batch.items):
-                        if i % _RECOVER_CHUNK == 0:
-                            chunk = recovery.take(i // _RECOVER_CHUNK) if recovery is not None else []
-                        found = chunk[i % _RECOVER_CHUNK] if chunk else None
-                        results.append(self._ingest_one(item, prepared[i], found, source, now, changes, work))
-                        if pipelined:
-                            done += 1
-                            if done % self.commit_chunk == 0 and done < total and changes:
-                                self._commit_async(changes)
-                                changes = Changes()
+                chunk: list[tuple[bytes, ...] | None] = []
+                for i, item in enumerate(items):
+                    if i % _RECOVER_CHUNK == 0:
+                        chunk = recovery.take(i // _RECOVER_CHUNK) if recovery is not None else []
+                    found = chunk[i % _RECOVER_CHUNK] if chunk else None
+                    results.append(self._ingest_one(item, prepared[i], found, source, now, changes, work))
+                    if pipelined and (i + 1) % self.commit_chunk == 0 and i + 1 < len(items) and changes:
+                        self._commit_async(changes)
+                        changes = Changes()
                 if self._inflight:
                     self._commit_async(changes)
                     self._flush(source)

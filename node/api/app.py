@@ -33,7 +33,8 @@ from .. import __version__
 from ..config import Config
 from ..core.codec import dumps_canonical, loads_strict
 from ..core.errors import KeyregError, MalformedEvent, RuleViolation, TransportError
-from ..registry import IngestResult, Registry
+from ..outcomes import IngestResult
+from ..registry import Registry
 from . import gov_routes, views
 from .middleware import (
     HotRoute,

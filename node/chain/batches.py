@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..registry import Registry, Report
+    from ..outcomes import Report
+    from ..registry import Registry
 
 
 @dataclass(frozen=True, slots=True)

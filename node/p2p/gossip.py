@@ -38,7 +38,8 @@ from ..config import P2PConfig
 from ..core.canonical import CanonicalEvent
 from ..core.errors import ChainBroken, RuleViolation, StaleEvent, UnknownSubject
 from ..core.records import SignedEvent
-from ..registry import IngestResult, Registry, Report
+from ..outcomes import IngestResult, Report
+from ..registry import Registry
 from .wire import COMPRESS_MIN_BYTES, DUPLICITY, compress_message, decode_message, encode_batch, encode_duplicity
 
 log = logging.getLogger(__name__)

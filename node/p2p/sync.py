@@ -534,7 +534,7 @@ class SyncProtocol:
         return items
 
     def _ingest_batch(self, batch: PreparedBatch, result: SyncResult) -> None:
-        results = self.registry.ingest_prepared([batch], "sync", False)
+        results = self.registry.ingest_prepared(batch, "sync", False)
         result.events += len(results)
         for r in results:
             if r.status == "accepted":

@@ -33,7 +33,8 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import PUBSUB_SIGNING_PREFIX
 
 from ..config import load_config
-from ..registry import Registry, Report
+from ..outcomes import Report
+from ..registry import Registry
 from ..runtime import tune_gc
 from ..store.memory import MemoryStore
 from .service import P2PService, run_p2p

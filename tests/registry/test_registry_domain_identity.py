@@ -13,7 +13,8 @@ import dataclasses
 from node.core.canonical import CanonicalEvent
 from node.core.codec import decode_event, encode_event
 from node.core.records import Domain, SignedEvent
-from node.registry import IngestResult, Registry
+from node.outcomes import IngestResult
+from node.registry import Registry
 from node.store.memory import MemoryStore
 from tests.store.streams import DOMAIN, interleaved, mixed_items
 

@@ -9,7 +9,8 @@ from node.core.codec import encode_event
 from node.core.errors import StorageError
 from node.core.hashing import address_of_private_key, keccak
 from node.core.records import Domain, GovernanceRevocation, PublishedKey
-from node.registry import Registry, Report
+from node.outcomes import Report
+from node.registry import Registry
 from node.store.base import AnchorRecord
 from node.store.memory import MemoryStore
 

@@ -1,0 +1,57 @@
+"""What ingest reports: one :class:`IngestResult` per submitted event, and one :class:`Report`
+per committed batch for the registry's listeners (gossip out, anchor queue)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .core.errors import KeyregError
+from .core.fork import Duplicity
+from .core.log import Accepted
+from .core.records import GovernanceRevocation, fast_init
+from .store.base import AnchorRecord
+
+Status = Literal["accepted", "known", "duplicity", "rejected"]
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """The outcome for one submitted event."""
+
+    status: Status
+    subject: bytes | None = None
+    seq: int | None = None
+    digest: bytes | None = None
+    error: KeyregError | None = None
+    switched: bool = False  # this event won fork choice and replaced a stored branch
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"status": self.status}
+        if self.subject is not None:
+            out["subject"] = "0x" + self.subject.hex()
+        if self.seq is not None:
+            out["seq"] = self.seq
+        if self.digest is not None:
+            out["digest"] = "0x" + self.digest.hex()
+        if self.error is not None:
+            out["error"] = self.error.to_dict()
+        if self.switched:
+            out["switched"] = True
+        return out
+
+
+@dataclass
+class Report:
+    """What one committed batch changed, handed to listeners after the commit."""
+
+    accepted: list[tuple[Accepted, bytes]] = field(default_factory=list)
+    evidence: list[Duplicity] = field(default_factory=list)
+    governance: list[GovernanceRevocation] = field(default_factory=list)
+    anchors: list[AnchorRecord] = field(default_factory=list)
+    source: str = ""
+
+
+Listener = Callable[[Report], None]
