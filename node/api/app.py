@@ -77,6 +77,8 @@ class ApiContext:
     # GET /v1/health shows it under "services".
     status: dict[str, StatusProvider] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    # Extra Prometheus collectors shown at /metrics (the node's service supervisor, node/supervisor.py).
+    collectors: list[Any] = field(default_factory=list)
 
 
 class ApiError(Exception):
@@ -157,6 +159,8 @@ def create_app(ctx: ApiContext) -> Starlette:
     chain_id = config.network.chain_id
     metrics = CollectorRegistry(auto_describe=True)
     metrics.register(RegistryCollector(registry))
+    for collector in ctx.collectors:
+        metrics.register(collector)
 
     def known_state(subject: bytes) -> Any:
         state = registry.state(subject)
