@@ -105,6 +105,16 @@ class RotationConfig:
 
 
 @dataclass(frozen=True)
+class SupervisorConfig:
+    # A node service (p2p, chain, gov, rotation) that fails is restarted after a backoff that
+    # doubles from restart_initial_s per consecutive failure up to restart_max_s; a run that lasted
+    # healthy_after_s or longer starts the count again (node/supervisor.py).
+    restart_initial_s: float = 1.0
+    restart_max_s: float = 60.0
+    healthy_after_s: float = 60.0
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path = Path(".keyreg")
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -114,6 +124,7 @@ class Config:
     p2p: P2PConfig = field(default_factory=P2PConfig)
     chain: ChainConfig = field(default_factory=ChainConfig)
     rotation: RotationConfig = field(default_factory=RotationConfig)
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     limits: Limits = field(default_factory=Limits)
     log_level: str = "info"
 
