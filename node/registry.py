@@ -124,6 +124,9 @@ class Registry:
         self.clock = clock
         self._lock = threading.Lock()
         self.states: dict[bytes, SubjectState] = {}
+        # Invariant: event_count == sum(s.seq + 1 for s in states.values()), kept by _applied, so
+        # /v1/health is O(1) whatever the number of subjects.
+        self.event_count = 0
         self.disputed: set[bytes] = set()
         self.tree = SparseMerkleTree()
         self._governance: dict[bytes, list[GovernanceRevocation]] = {}
@@ -145,6 +148,7 @@ class Registry:
         self._commit_failed: list[bool] = []
         for state, disputed in store.load_states():
             self.states[state.subject] = state
+            self.event_count += state.seq + 1
             self.tree.set(state.subject, state.seq, state.head)
             if disputed:
                 self.disputed.add(state.subject)
@@ -462,8 +466,11 @@ class Registry:
         """Bring the read model up to a committed Changes, then tell the listeners."""
         if not changes:
             return
+        states = self.states
         for subject, state in changes.states.items():
-            self.states[subject] = state
+            old = states.get(subject)
+            self.event_count += state.seq - (old.seq if old is not None else -1)
+            states[subject] = state
             self.tree.set(subject, state.seq, state.head)
         for subject, flag in changes.disputed.items():
             if flag:
