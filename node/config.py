@@ -52,6 +52,10 @@ class ApiConfig:
     max_body_bytes: int = 1024 * 1024
     rate_limit_per_s: float = 200.0  # per client address, token bucket
     rate_burst: int = 400
+    body_timeout_s: float = 30.0  # a request body must arrive in full within this (else 408, closed)
+    max_connections: int = 1024  # open API connections in all; more are refused (503, closed)
+    max_connections_per_client: int = 64  # open API connections per client address
+    max_page_bytes: int = 1024 * 1024  # GET .../events pages end here too (at least one event)
 
 
 @dataclass(frozen=True)
