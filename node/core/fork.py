@@ -7,13 +7,24 @@ Fork choice between two validly signed events A and B at the same (subject, seq)
    anchors (``anchored`` maps digest -> rank, lower wins); the node's ranking
    (:func:`node.registry.anchor_rank`) is: a recovery rotation that replaced the contract's head
    (``HeadReplaced``) first, then direct anchors earliest first, then batch roots earliest first.
-2. **Recovery rule.** Otherwise, if exactly one is a rotation (signed by the pre-committed next
+   The contract never lets a recovery replace a whole-subject revocation (``recoverRotation``
+   reverts ``SubjectIsRevoked``), so an anchored whole-subject revocation is never outranked by one.
+2. **A whole-subject revocation is final** (ADR 0011). Otherwise, a Revocation with an empty key
+   id wins against every unanchored competitor, a recovery rotation included: whoever holds the
+   current keys may destroy the subject, never take it over. Between two of them the earlier
+   effective time wins (fail closed), then the lower digest.
+3. **Recovery rule.** Otherwise, if exactly one is a rotation (signed by the pre-committed next
    controllers), the rotation wins: an attacker holding only the current keys cannot keep a
    subject by racing the rightful owner.
-3. Otherwise the subject is **disputed** at that seq: verifiers fail closed until an anchor
+4. Otherwise the subject is **disputed** at that seq: verifiers fail closed until an anchor
    settles it. Both events are always kept as evidence. Meanwhile every node holds the same
    branch (the lowest digest among the rotations if any, else among all), so the Merkle roots
    of subject heads agree across nodes.
+
+Rule 2 yields to rule 1 on purpose: anchored history is immutable. Were a revocation to beat an
+anchored competitor, a controller key leaked long after it was rotated away could still sign a
+whole-subject revocation at the seq after which it was last in force and destroy the subject
+retroactively.
 
 :class:`SubjectLog` is the in-memory log of one subject that applies these rules. The SQL store
 uses the same class on its (rare) conflict path, so there is one implementation.
@@ -28,7 +39,7 @@ from typing import Literal
 from .errors import StaleEvent
 from .limits import DEFAULT_LIMITS, Limits
 from .log import Accepted, SubjectState, apply_event
-from .records import Domain, Rotation, SignedEvent
+from .records import Domain, Revocation, Rotation, SignedEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +54,19 @@ class Duplicity:
     second_digest: bytes
 
 
+def is_final(acc: Accepted) -> bool:
+    """True for a whole-subject revocation (a Revocation with an empty key id): nothing may follow it."""
+    event = acc.signed.event
+    return isinstance(event, Revocation) and event.key_id == ""
+
+
+def _final_order(acc: Accepted) -> tuple[int, bytes]:
+    """Order among whole-subject revocations at one seq: the earliest effective time (fail closed), then digest."""
+    event = acc.signed.event
+    assert isinstance(event, Revocation)
+    return event.effective_at, acc.digest
+
+
 def choose(a: Accepted, b: Accepted, anchored: Mapping[bytes, int]) -> Accepted | None:
     """Fork choice between two valid events at one seq; None means disputed.
 
@@ -53,6 +77,11 @@ def choose(a: Accepted, b: Accepted, anchored: Mapping[bytes, int]) -> Accepted 
         if pb is None or (pa is not None and pa <= pb):
             return a
         return b
+    fa, fb = is_final(a), is_final(b)
+    if fa and fb:
+        return a if _final_order(a) <= _final_order(b) else b
+    if fa != fb:
+        return a if fa else b
     ra, rb = isinstance(a.signed.event, Rotation), isinstance(b.signed.event, Rotation)
     if ra != rb:
         return a if ra else b
@@ -64,6 +93,9 @@ def _pick(competitors: list[Accepted], anchored: Mapping[bytes, int]) -> Accepte
     ranked = [c for c in competitors if c.digest in anchored]
     if ranked:
         return min(ranked, key=lambda c: (anchored[c.digest], c.digest))
+    finals = [c for c in competitors if is_final(c)]
+    if finals:
+        return min(finals, key=_final_order)
     rotations = [c for c in competitors if isinstance(c.signed.event, Rotation)]
     return rotations[0] if len(rotations) == 1 else None
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node.core.errors import StaleEvent, UnauthorizedSigner
 from node.core.fork import SubjectLog, choose
@@ -157,3 +159,127 @@ def test_an_invalid_conflicting_event_is_an_error_not_evidence() -> None:
     with pytest.raises(UnauthorizedSigner):
         log.append(forged)
     assert not log.evidence
+
+
+# --------------------------------------------------------------------------------------------
+# ADR 0011: a whole-subject revocation is final. It wins against every unanchored competitor at its
+# seq (a recovery rotation included); only an anchor that the chain recorded first outranks it.
+
+
+def _competitors(seed_ts: int = T0 + 1) -> tuple[Any, dict[str, Any]]:
+    """Events at seq 1 of one subject, each validly signed: who holds 'cur' can sign all but the rotation."""
+    w = _base()
+    state = apply_event(None, w.events[0], D).state
+    signed = {
+        "update": gen.sign(D, w.next_update(seed_ts, metadata="rogue"), ["cur"]),
+        "key-revocation": gen.sign(D, w.next_revocation(seed_ts, "k1", seed_ts, "key"), ["cur"]),
+        "subject-revocation": gen.sign(D, w.next_revocation(seed_ts, "", seed_ts + 5, "late"), ["cur"]),
+        "subject-revocation-early": gen.sign(D, w.next_revocation(seed_ts, "", seed_ts, "early"), ["cur"]),
+        "rotation": gen.sign(D, w.next_rotation(seed_ts, ["nxt"], 1, ["nxt-2"]), ["nxt"]),
+    }
+    return w, {name: (s, apply_event(state, s, D)) for name, s in signed.items()}
+
+
+def test_choose_a_whole_subject_revocation_beats_an_unanchored_recovery_rotation() -> None:
+    _, c = _competitors()
+    revocation, rotation = c["subject-revocation"][1], c["rotation"][1]
+    update, key_revocation = c["update"][1], c["key-revocation"][1]
+    assert choose(revocation, rotation, {}) is revocation
+    assert choose(rotation, revocation, {}) is revocation
+    assert choose(update, revocation, {}) is revocation
+    # a key-level revocation stays displaceable by the recovery rule
+    assert choose(key_revocation, rotation, {}) is rotation
+    # between two whole-subject revocations the earlier effective time wins (fail closed)
+    early = c["subject-revocation-early"][1]
+    assert choose(revocation, early, {}) is early
+    assert choose(early, revocation, {}) is early
+    # the chain decides first: an anchored rotation (recorded before any anchor of the revocation)
+    assert choose(revocation, rotation, {rotation.digest: 3}) is rotation
+    assert choose(revocation, rotation, {rotation.digest: 3, revocation.digest: 2}) is revocation
+
+
+def test_a_held_whole_subject_revocation_is_not_displaced_by_a_recovery_rotation() -> None:
+    """The attack of finding 12 replayed on the core: the next keys try to undo a subject revocation."""
+    w, c = _competitors()
+    log = SubjectLog(D)
+    log.append(w.events[0])
+    assert log.append(c["subject-revocation"][0]).status == "accepted"
+    result = log.append(c["rotation"][0])
+    assert result.status == "duplicity"
+    assert not result.switched
+    assert not log.disputed
+    assert log.state is not None
+    assert log.state.revoked_seq == 1
+    verdict = key_verdict(log.state, log.state.subject, "k1", T0 + 10, disputed=log.disputed)
+    assert verdict.status == "revoked"
+    assert verdict.revoked is not None and verdict.revoked.whole_subject
+
+
+def test_a_whole_subject_revocation_displaces_a_held_recovery_rotation_and_its_branch() -> None:
+    w, c = _competitors()
+    log = SubjectLog(D)
+    log.append(w.events[0])
+    log.append(c["rotation"][0])
+    held = log.events[1]
+    later = gen.sign(D, gen.builder.update(w.subject, 2, held.digest, T0 + 3, metadata="after"), ["nxt"])
+    assert log.append(later).status == "accepted"
+    result = log.append(c["subject-revocation"][0])
+    assert result.switched
+    assert [a.signed for a in result.dropped] == [c["rotation"][0], later]
+    assert log.state is not None and log.state.revoked_seq == 1
+    assert not log.disputed
+
+
+def test_a_leaked_old_key_cannot_revoke_over_an_anchored_rotation() -> None:
+    """Anchored history is immutable: a whole-subject revocation signed later with keys that a rotation
+    (anchored) retired at that seq loses, else any old key leak could destroy the subject retroactively."""
+    w, c = _competitors()
+    log = SubjectLog(D)
+    log.append(w.events[0])
+    log.append(c["rotation"][0])
+    rotation_digest = log.events[1].digest
+    result = log.append(c["subject-revocation"][0], anchored={rotation_digest: 1})
+    assert result.status == "duplicity"
+    assert not result.switched
+    assert log.state is not None and log.state.revoked_seq is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["update", "key-revocation", "subject-revocation", "subject-revocation-early", "rotation"]),
+        min_size=1,
+        max_size=5,
+        unique=True,
+    ),
+    st.randoms(use_true_random=False),
+    st.sets(st.sampled_from(["update", "key-revocation", "subject-revocation", "rotation"]), max_size=2),
+)
+def test_fork_choice_property_final_revocation_order_independent(
+    names: list[str], rnd: Any, anchored_names: set[str]
+) -> None:
+    """Whatever arrives in whatever order: every node holds the same event at seq 1; with no anchor among
+    the competitors a whole-subject revocation (the earliest) is held whenever one competes; the best
+    anchor wins otherwise; a whole-subject revocation is held only through one of those two rules."""
+    w, c = _competitors()
+    anchored = {c[n][1].digest: rank for rank, n in enumerate(sorted(anchored_names)) if n in names}
+    held = []
+    for _ in range(3):
+        order = names[:]
+        rnd.shuffle(order)
+        log = SubjectLog(D)
+        log.append(w.events[0])
+        for n in order:
+            log.append(c[n][0], anchored)
+        held.append(log.events[1].digest)
+    assert len(set(held)) == 1
+    by_digest = {c[n][1].digest: n for n in names}
+    winner = by_digest[held[0]]
+    if anchored:
+        assert held[0] == min(anchored, key=lambda d: (anchored[d], d))
+    elif "subject-revocation-early" in names:
+        assert winner == "subject-revocation-early"
+    elif "subject-revocation" in names:
+        assert winner == "subject-revocation"
+    elif "rotation" in names:
+        assert winner == "rotation"
