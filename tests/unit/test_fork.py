@@ -212,7 +212,8 @@ def test_a_held_whole_subject_revocation_is_not_displaced_by_a_recovery_rotation
     assert log.state.revoked_seq == 1
     verdict = key_verdict(log.state, log.state.subject, "k1", T0 + 10, disputed=log.disputed)
     assert verdict.status == "revoked"
-    assert verdict.revoked is not None and verdict.revoked.whole_subject
+    assert verdict.revoked is not None
+    assert verdict.revoked.whole_subject
 
 
 def test_a_whole_subject_revocation_displaces_a_held_recovery_rotation_and_its_branch() -> None:
@@ -226,7 +227,8 @@ def test_a_whole_subject_revocation_displaces_a_held_recovery_rotation_and_its_b
     result = log.append(c["subject-revocation"][0])
     assert result.switched
     assert [a.signed for a in result.dropped] == [c["rotation"][0], later]
-    assert log.state is not None and log.state.revoked_seq == 1
+    assert log.state is not None
+    assert log.state.revoked_seq == 1
     assert not log.disputed
 
 
@@ -241,7 +243,8 @@ def test_a_leaked_old_key_cannot_revoke_over_an_anchored_rotation() -> None:
     result = log.append(c["subject-revocation"][0], anchored={rotation_digest: 1})
     assert result.status == "duplicity"
     assert not result.switched
-    assert log.state is not None and log.state.revoked_seq is None
+    assert log.state is not None
+    assert log.state.revoked_seq is None
 
 
 @settings(max_examples=60, deadline=None)
