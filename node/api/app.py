@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -50,6 +50,9 @@ from .openapi import openapi_document
 _SUBJECT_RE = re.compile(r"(0x)?([0-9a-fA-F]{64})")
 _KEY_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 MAX_BATCH = 1000
+# Status recorded when the client went away before its request was complete (nginx's convention;
+# never seen by a client, only by the metrics: a client disconnect is neither a 4xx nor a 5xx of ours).
+CLIENT_CLOSED = 499
 
 # HTTP status per error code; rule violations not listed answer 422.
 _STATUS = {
@@ -106,19 +109,38 @@ def parse_subject(raw: str) -> bytes:
     return bytes.fromhex(m.group(2))
 
 
-def _int_query(
-    params: Mapping[str, str], name: str, default: int | None, minimum: int = 0, maximum: int = 2**63
-) -> int | None:
+# Real ranges of the integer query parameters: seqs are stored as SQL BIGINT (signed 64-bit), times
+# are the protocol's uint64 seconds.
+MAX_SEQ = 2**63 - 1
+MAX_TIME = 2**64 - 1
+# Plain ASCII decimal, no sign, no spaces, no underscores, no other scripts' digits (which int()
+# would all take), at most 20 digits (enough for 2**64 - 1) so int() never sees a long string.
+_DECIMAL_RE = re.compile(r"[0-9]{1,20}")
+_PURPOSE_RE = re.compile(r"[a-z0-9._:\-]+")
+
+
+def int_query(params: Mapping[str, str], name: str, default: int | None, minimum: int, maximum: int) -> int | None:
+    """An integer query parameter in [minimum, maximum], or ``default`` when absent or empty."""
     raw = params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "bad_query", f"query parameter {name!r} must be an integer") from None
+    if _DECIMAL_RE.fullmatch(raw) is None:
+        raise ApiError(400, "bad_query", f"query parameter {name!r} must be a plain decimal integer")
+    value = int(raw)
     if not minimum <= value <= maximum:
         raise ApiError(400, "bad_query", f"query parameter {name!r} must be in [{minimum}, {maximum}]")
     return value
+
+
+def purpose_query(params: Mapping[str, str], max_chars: int) -> str | None:
+    """The ``purpose`` filter, or None. A purpose no key can have (too long, outside the protocol's
+    alphabet) is a 400 that does not echo it, not an empty answer."""
+    raw = params.get("purpose")
+    if not raw:
+        return None
+    if len(raw) > max_chars or _PURPOSE_RE.fullmatch(raw) is None:
+        raise ApiError(400, "bad_query", f"query parameter 'purpose' must be 1-{max_chars} of [a-z0-9._:-]")
+    return raw
 
 
 async def read_body(request: Request, cap: int) -> bytes:
@@ -127,12 +149,17 @@ async def read_body(request: Request, cap: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > cap:
         raise ApiError(413, "oversized", f"request body is {declared} bytes, limit {cap}")
     chunks, size = [], 0
-    async with aclosing(request.stream()) as stream:  # closed now even when we stop early
-        async for chunk in stream:
-            size += len(chunk)
-            if size > cap:
-                raise ApiError(413, "oversized", f"request body exceeds the limit of {cap} bytes")
-            chunks.append(chunk)
+    try:
+        async with aclosing(request.stream()) as stream:  # closed now even when we stop early
+            async for chunk in stream:
+                size += len(chunk)
+                if size > cap:
+                    raise ApiError(413, "oversized", f"request body exceeds the limit of {cap} bytes")
+                chunks.append(chunk)
+    except ClientDisconnect:
+        # The client left mid-body (under plain hypercorn; the lean server reads bodies before
+        # the app runs). Nobody reads the answer; the status makes the metrics say what happened.
+        raise ApiError(CLIENT_CLOSED, "client_disconnect", "the client closed the connection mid-body") from None
     return b"".join(chunks)
 
 
@@ -157,6 +184,7 @@ def create_app(ctx: ApiContext) -> Starlette:
     """The public API app."""
     registry, config = ctx.registry, ctx.config
     chain_id = config.network.chain_id
+    max_purpose = config.limits.max_purpose_chars
     metrics = CollectorRegistry(auto_describe=True)
     metrics.register(RegistryCollector(registry))
     for collector in ctx.collectors:
@@ -203,7 +231,7 @@ def create_app(ctx: ApiContext) -> Starlette:
     async def get_subject(request: Request) -> Response:
         subject = parse_subject(request.path_params["subject"])
         state = known_state(subject)
-        at = _int_query(request.query_params, "at", None)
+        at = int_query(request.query_params, "at", None, 0, MAX_TIME)
         when = int(registry.clock()) if at is None else at
         anchors = await anyio.to_thread.run_sync(registry.store.anchors, subject)
         digest_at = None
@@ -217,11 +245,20 @@ def create_app(ctx: ApiContext) -> Starlette:
     async def get_events(request: Request) -> Response:
         subject = parse_subject(request.path_params["subject"])
         known_state(subject)
-        start = _int_query(request.query_params, "from", 0) or 0
-        limit = _int_query(request.query_params, "limit", 100, 1, 1000) or 100
+        start = int_query(request.query_params, "from", 0, 0, MAX_SEQ) or 0
+        limit = int_query(request.query_params, "limit", 100, 1, 1000) or 100
         events: list[bytes] = await anyio.to_thread.run_sync(registry.events, subject, start, limit)
+        # A page ends at max_page_bytes too (at least one event): 1,000 events of 64 KiB would
+        # otherwise be a 64 MiB answer held in memory per request.
+        size, cap = 0, config.api.max_page_bytes
+        for i, ev in enumerate(events):
+            size += len(ev) + 1
+            if size > cap and i > 0:
+                del events[i:]
+                break
+        full = len(events) == limit or size > cap
         # Splice the stored canonical bytes: what we serve is exactly what we store and gossip.
-        nxt = start + len(events) if len(events) == limit else None
+        nxt = start + len(events) if full else None
         body = b'{"subject":"0x%s","from":%d,"next":%s,"events":[%s]}' % (
             subject.hex().encode(),
             start,
@@ -234,8 +271,8 @@ def create_app(ctx: ApiContext) -> Starlette:
         subject = parse_subject(raw_subject)
         if not _KEY_ID_RE.fullmatch(kid):
             raise ApiError(404, "malformed_id", "a key id is 1-64 of [A-Za-z0-9._:-]")
-        at = _int_query(params, "at", None)
-        purpose = params.get("purpose") or None
+        at = int_query(params, "at", None, 0, MAX_TIME)
+        purpose = purpose_query(params, max_purpose)
         return registry.verdict(subject, kid, at, purpose).to_dict()
 
     async def get_key(request: Request) -> Response:
@@ -256,8 +293,8 @@ def create_app(ctx: ApiContext) -> Starlette:
     async def get_jwks(request: Request) -> Response:
         subject = parse_subject(request.path_params["subject"])
         known_state(subject)
-        at = _int_query(request.query_params, "at", None)
-        purpose = request.query_params.get("purpose") or None
+        at = int_query(request.query_params, "at", None, 0, MAX_TIME)
+        purpose = purpose_query(request.query_params, max_purpose)
         body = views.jwks(registry.valid_keys(subject, at, purpose))
         if subject in registry.disputed:
             body["disputed"] = True  # extension member: fail closed, say why the set is empty
@@ -288,14 +325,14 @@ def create_app(ctx: ApiContext) -> Starlette:
                 services[name] = provider()
             except Exception as exc:  # a broken status provider must not break health
                 services[name] = {"ok": False, "error": type(exc).__name__}
-        states = registry.states
+        # O(1) in the registry's size: running counters only (this path is not rate limited).
         return JSONResponse(
             {
                 "ok": True,
                 "version": __version__,
                 "network": {"chainId": chain_id, "registry": config.network.registry},
-                "subjects": len(states),
-                "events": sum(s.seq + 1 for s in list(states.values())),
+                "subjects": len(registry.states),
+                "events": registry.event_count,
                 "disputed": len(registry.disputed),
                 "ingest": dict(registry.counters),
                 "uptime_s": round(time.time() - ctx.started, 3),

@@ -14,6 +14,9 @@ Errors use the API's {"code", "message"} shape: ``ballot_rejected`` (400, or 409
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from itertools import islice
 from typing import Any
 
 from starlette.requests import Request
@@ -23,11 +26,20 @@ from starlette.routing import Route
 from ..gov.ballots import MAX_BALLOT_BYTES
 from ..gov.errors import BallotRejected
 from ..gov.service import GovService, service_for
+from ..gov.tx import STATES
+
+# Filters that can match something: anything else is a 400 (never echoed), not an empty list.
+_ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
+_SUBJECT_RE = re.compile(r"0x[0-9a-fA-F]{64}")
+_STATES = {s.lower() for s in STATES}
+_PROPOSAL_ID_RE = re.compile(r"[0-9]{1,78}")  # ASCII only: str.isdigit() takes other scripts' digits
+_BALLOT_ID_RE = re.compile(r"0x[0-9a-f]{40}:[0-9]{1,78}:0x[0-9a-f]{40}")
+_UINT256_MAX = 2**256 - 1
 
 
 def routes(ctx: Any) -> list[Route]:
     """The governance routes for one API context."""
-    from .app import ApiError, read_body  # late: app.py imports this module
+    from .app import ApiError, int_query, read_body  # late: app.py imports this module
 
     def service() -> GovService:
         svc = service_for(ctx)
@@ -36,20 +48,33 @@ def routes(ctx: Any) -> list[Route]:
         return svc
 
     def proposal_id(raw: str) -> int:
-        if not raw.isdigit() or len(raw) > 78:
+        if _PROPOSAL_ID_RE.fullmatch(raw) is None or int(raw) > _UINT256_MAX:
             raise ApiError(404, "malformed_id", "a proposal id is a decimal uint256")
         return int(raw)
 
+    def governor_query(q: Mapping[str, str]) -> str | None:
+        governor = q.get("governor") or None
+        if governor is not None and _ADDRESS_RE.fullmatch(governor) is None:
+            raise ApiError(400, "bad_query", "query parameter 'governor' must be an address (0x + 40 hex digits)")
+        return governor
+
     async def list_proposals(request: Request) -> Response:
-        svc = service()
         q = request.query_params
-        items = svc.indexer.list(q.get("governor") or None, q.get("subject") or None, q.get("state") or None)
+        governor = governor_query(q)
+        subject, state = q.get("subject") or None, q.get("state") or None
+        if subject is not None and _SUBJECT_RE.fullmatch(subject) is None:
+            raise ApiError(400, "bad_query", "query parameter 'subject' must be 0x + 64 hex digits")
+        if state is not None and state.lower() not in _STATES:
+            raise ApiError(400, "bad_query", f"query parameter 'state' must be one of {', '.join(STATES)}")
+        svc = service()
+        items = svc.indexer.list(governor, subject, state)
         return JSONResponse({"proposals": items, "indexer": svc.indexer.status()})
 
     async def get_proposal(request: Request) -> Response:
-        svc = service()
         pid = proposal_id(request.path_params["pid"])
-        item = svc.indexer.get(pid, request.query_params.get("governor") or None)
+        governor = governor_query(request.query_params)
+        svc = service()
+        item = svc.indexer.get(pid, governor)
         if item is None:
             raise ApiError(404, "not_found", f"no proposal {pid} is known to this node")
         return JSONResponse(item)
@@ -65,13 +90,17 @@ def routes(ctx: Any) -> list[Route]:
         return JSONResponse(result.to_dict(), status_code=202)
 
     async def list_ballots(request: Request) -> Response:
+        # Newest first, at most `limit` (the relay keeps up to 10,000 records).
+        limit = int_query(request.query_params, "limit", 100, 1, 1000) or 100
         svc = service()
-        items = [r.to_dict() for r in reversed(list(svc.relay.results.values()))]
+        items = [r.to_dict() for r in islice(reversed(svc.relay.results.values()), limit)]
         return JSONResponse({"ballots": items, "relay": svc.relay.status()})
 
     async def get_ballot(request: Request) -> Response:
-        svc = service()
         rid = request.path_params["rid"].lower()
+        if _BALLOT_ID_RE.fullmatch(rid) is None:
+            raise ApiError(404, "malformed_id", "a ballot id is governor:proposalId:voter (0x addresses)")
+        svc = service()
         result = svc.relay.result(rid)
         if result is None:
             raise ApiError(404, "not_found", f"no ballot {rid} was received by this node")

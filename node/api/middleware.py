@@ -24,8 +24,19 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# Paths that neither count against nor get refused by the rate limiter (probes, scrapers).
+# Paths whose GET neither counts against nor gets refused by the rate limiter (probes, scrapers).
+# Both answers are O(1) in the registry's size (running counters); any other method on them is
+# throttled like every other request.
 _EXEMPT = ("/v1/health", "/metrics")
+
+# Methods the metrics label by name. Any other method (clients may send any token, up to the
+# head size) is labelled OTHER: the label set, and /metrics with it, stays bounded.
+KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"))
+
+
+def method_label(method: str) -> str:
+    """The metrics label of an HTTP method: its name if standard, else ``OTHER``."""
+    return method if method in KNOWN_METHODS else "OTHER"
 
 
 async def send_json(
@@ -99,7 +110,7 @@ class RateLimitMiddleware:
         self.buckets = buckets if buckets is not None else TokenBuckets(rate, burst) if rate > 0 else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.buckets is None or scope["type"] != "http" or scope["path"] in _EXEMPT:
+        if self.buckets is None or scope["type"] != "http" or (scope["method"] == "GET" and scope["path"] in _EXEMPT):
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
@@ -152,7 +163,9 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            self.latency.labels(scope["method"], template, str(status)).observe(time.perf_counter() - start)
+            self.latency.labels(method_label(scope["method"]), template, str(status)).observe(
+                time.perf_counter() - start
+            )
 
 
 # A hot handler: (path match, query parameters) -> (status, JSON body bytes). It must not block.
