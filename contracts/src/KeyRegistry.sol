@@ -222,9 +222,11 @@ contract KeyRegistry {
     }
 
     /// Recovery: a Rotation signed by the pre-committed next set replaces the anchored head when
-    /// that head is an Update or Revocation at the same seq (typically written by someone holding
-    /// the current controller keys). The caller reveals the displaced head's kind, timestamp and
-    /// body so the contract can check it has the same prev as the rotation.
+    /// that head is an Update or a key-level Revocation at the same seq (typically written by
+    /// someone holding the current controller keys). The caller reveals the displaced head's kind,
+    /// timestamp and body so the contract can check it has the same prev as the rotation.
+    /// A whole-subject revocation is final (ADR 0011): it is never displaced (SubjectIsRevoked).
+    /// Whoever holds the current keys may destroy a subject, never take it over.
     function recoverRotation(
         bytes32 subject,
         uint64 seq,
@@ -241,6 +243,7 @@ contract KeyRegistry {
         Subject storage s = _subjects[subject];
         bytes32 displaced = s.head;
         if (displaced == 0) revert UnknownSubject(subject);
+        if (s.revoked) revert SubjectIsRevoked(subject);
         if (s.kind != KIND_UPDATE && s.kind != KIND_REVOCATION) revert NotRecoverable(subject);
         if (seq != s.seq) revert WrongSeq(s.seq, seq);
         if (displacedKind != s.kind) revert DisplacedHeadMismatch();
@@ -251,7 +254,6 @@ contract KeyRegistry {
         }
         bytes32 digest = _rotationDigest(subject, seq, prev, timestamp, controllers, threshold, nextCommitment);
         _rotate(s, controllers, threshold, nextCommitment, digest, signatures);
-        s.revoked = false; // a displaced whole-subject revocation no longer stands
         _setHead(s, subject, seq, timestamp, KIND_ROTATION, digest);
         emit HeadReplaced(subject, seq, displaced, digest);
     }

@@ -440,13 +440,30 @@ def test_recovery_rotation_replaces_an_anchored_rogue_update(registry: Registry)
     assert registry.error_of(*recovery_call(again, rogue)) == "NotRecoverable"
 
 
-def test_recovery_undoes_a_rogue_whole_subject_revocation(registry: Registry) -> None:
+def test_recovery_cannot_undo_a_whole_subject_revocation(registry: Registry) -> None:
+    """ADR 0011: a whole-subject revocation is final; the pre-committed next keys cannot undo it."""
     actor = incept(registry, "recover2")
     prev_head = actor.head
-    rogue = sign(registry, builder.revocation(actor.subject, 1, actor.head, T0, "", T0, "gotcha"), actor.current)
+    revocation = sign(registry, builder.revocation(actor.subject, 1, actor.head, T0, "", T0, "gone"), actor.current)
+    registry.anchor(revocation, actor.controllers, 1)
+    revocation_digest = registry.digest(revocation)
+    rot = sign(registry, rotation_event(actor, seq=1, prev=prev_head), actor.next)
+    assert registry.error_of(*recovery_call(rot, revocation)) == "SubjectIsRevoked"
+    state = registry.contract.functions.subjectState(actor.subject).call()
+    assert state[3] is True  # still revoked
+    assert registry.head(actor.subject) == (1, revocation_digest)
+    assert registry.anchor_error(rot) == "SubjectIsRevoked"  # nor by a plain rotation after it
+
+
+def test_recovery_still_replaces_a_key_level_revocation(registry: Registry) -> None:
+    actor = incept(registry, "recover3")
+    prev_head = actor.head
+    rogue = sign(registry, builder.revocation(actor.subject, 1, actor.head, T0, "k1", T0, "rogue"), actor.current)
     registry.anchor(rogue, actor.controllers, 1)
     rot = sign(registry, rotation_event(actor, seq=1, prev=prev_head), actor.next)
-    registry.ok(*recovery_call(rot, rogue))
+    receipt = registry.ok(*recovery_call(rot, rogue))
+    [replaced] = registry.logs(receipt, "HeadReplaced")
+    assert (replaced["replacedDigest"], replaced["digest"]) == (registry.digest(rogue), registry.digest(rot))
     assert registry.contract.functions.subjectState(actor.subject).call()[3] is False
     rotated(actor, rot, registry)
     do_update(registry, actor)
