@@ -16,6 +16,12 @@ Plugging a service in (p2p, chain, ...): add a module with an async starter and 
 A starter whose module does not exist yet is skipped; a starter that decides it is disabled by
 config calls ``task_status.started()`` and returns. Starters run in list order, after the store
 and registry are open and before the API servers start listening.
+
+Every service runs under the node's :class:`~node.supervisor.Supervisor`: a failure after it first
+started is logged with its cause and the service is started again after a capped exponential
+backoff, while the API keeps serving; its state is under ``services.<name>.supervisor`` in
+``/v1/health`` and in the ``keyreg_service_*`` metrics. A failure before it first started (a bad
+config) stops the node at start-up with the error.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from .keys.service_keys import ServiceKey
 from .registry import Registry
 from .runtime import tune_gc
 from .store.base import Store
+from .supervisor import Supervisor, SupervisorCollector
 
 log = logging.getLogger("keyreg.node")
 
@@ -68,14 +75,23 @@ class Node:
     registry: Registry
     api: ApiContext
     nursery: trio.Nursery
+    supervisor: Supervisor
     keystore: Keystore | None = None
     api_url: str = ""
     admin_url: str = ""
     services: list[str] = field(default_factory=list)
 
     def register_status(self, name: str, provider: StatusProvider) -> None:
-        """Show ``provider()`` under ``services.<name>`` in GET /v1/health."""
-        self.api.status[name] = provider
+        """Show ``provider()`` under ``services.<name>`` in GET /v1/health (with the service's
+        supervision state if it is supervised)."""
+        self.api.status[name] = self.supervisor.wrap_status(name, provider)
+
+    async def supervise(
+        self, name: str, starter: Starter, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run ``starter(self)`` under the supervisor as service ``name``, shown in /v1/health."""
+        self.api.status.setdefault(name, self.supervisor.status_of(name))
+        await self.supervisor.run(name, starter, self, task_status=task_status)
 
     def current_signing_key(self) -> tuple[ServiceKey, list[dict[str, Any]]]:
         """(the key the service signs with now, public JWKs verifiers accept now).
@@ -170,18 +186,20 @@ async def open_node(
             keystore = Keystore.open(ks_path)
             if password is not None:
                 await trio.to_thread.run_sync(keystore.unlock, password)
+        supervisor = Supervisor(config.supervisor)
         ctx = ApiContext(registry, config)
+        ctx.collectors.append(SupervisorCollector(supervisor))
         async with trio.open_nursery() as nursery:
-            node = Node(config, registry, ctx, nursery, keystore)
+            node = Node(config, registry, ctx, nursery, supervisor, keystore)
             for name, module, attr in OPTIONAL_SERVICES if services is None else services:
                 starter = _load_starter(module, attr)
                 if starter is not None:
-                    await nursery.start(starter, node)
+                    await nursery.start(node.supervise, name, starter)
                     node.services.append(name)
             if config.rotation.enabled:
                 from .keys.rotation import run_rotation_scheduler
 
-                await nursery.start(run_rotation_scheduler, node)
+                await nursery.start(node.supervise, "rotation", run_rotation_scheduler)
                 node.services.append("rotation")
             # The public API: a lean HTTP/1.1 path for simple GETs, hypercorn for everything else
             # (node/api/server.py, docs/adr/0006-api-serving.md).
