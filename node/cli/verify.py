@@ -113,12 +113,21 @@ def _view(verifier: Any) -> dict[str, Any]:
     }
 
 
-def _print_view(verifier: Any) -> None:
+def _print_view(verifier: Any, basis: Any = None) -> None:
     h = verifier.checkpoint
     out_console.print(
         f"  view: block {h.number} (0x{h.hash.hex()[:12]}…) at {fmt_time(h.timestamp)}, {_age(verifier.staleness)}",
         highlight=False,
     )
+    if basis is not None:
+        out_console.print(f"  based on: {escape(basis.describe())}", highlight=False)
+        if basis.decisive:
+            out_console.print(
+                f"  [bold yellow]unproven[/]: this verdict rests on event seq {', '.join(map(str, basis.decisive))}, "
+                "which the registry has not anchored directly: an exporter could hide a later revocation; "
+                "ask for a bundle after the subject's direct anchor",
+                highlight=False,
+            )
 
 
 @app.command("verify")
@@ -136,6 +145,7 @@ def verify_command(
     try:
         verifier = _open(bundle, checkpoint, max_staleness)
         verdict = verifier.check(subject, key_id, at=parse_time(at), purpose=purpose)
+        basis = verifier.basis(subject, key_id)
     except KeyregError as exc:
         raise _fail(exc, as_json) from None
     except ValueError as exc:
@@ -144,7 +154,13 @@ def verify_command(
     if as_json:
         sys.stdout.write(
             json.dumps(
-                {"status": verdict.status, "exitCode": code, "verdict": verdict.to_dict(), "view": _view(verifier)}
+                {
+                    "status": verdict.status,
+                    "exitCode": code,
+                    "verdict": verdict.to_dict(),
+                    "view": _view(verifier),
+                    "basedOn": basis.to_dict() if basis is not None else None,
+                }
             )
             + "\n"
         )
@@ -156,7 +172,7 @@ def verify_command(
             + (f"  purpose {escape(purpose)}" if purpose else ""),
             highlight=False,
         )
-        _print_view(verifier)
+        _print_view(verifier, basis)
     raise typer.Exit(code)
 
 
@@ -200,6 +216,7 @@ def verify_signature_command(
         sig = _read_signature(signature)
         verifier = _open(bundle, checkpoint, max_staleness)
         result = verifier.verify_signature(subject, key_id, data, sig, at=parse_time(at), purpose=purpose)
+        basis = verifier.basis(subject, key_id)
     except KeyregError as exc:
         raise _fail(exc, as_json) from None
     except (ValueError, OSError) as exc:
@@ -208,12 +225,21 @@ def verify_signature_command(
     code = EXIT_CODES[status]
     if as_json:
         sys.stdout.write(
-            json.dumps({"status": status, "exitCode": code, **result.to_dict(), "view": _view(verifier)}) + "\n"
+            json.dumps(
+                {
+                    "status": status,
+                    "exitCode": code,
+                    **result.to_dict(),
+                    "view": _view(verifier),
+                    "basedOn": basis.to_dict() if basis is not None else None,
+                }
+            )
+            + "\n"
         )
     else:
         color = "green" if result.valid else "red"
         out_console.print(f"[bold {color}]{status}[/]: {escape(result.reason)}", highlight=False)
-        _print_view(verifier)
+        _print_view(verifier, basis)
     raise typer.Exit(code)
 
 

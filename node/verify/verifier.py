@@ -6,6 +6,14 @@ batch inclusion proofs, log replay, duplicity evidence, governance), and refuses
 on the first fault with a specific :class:`~node.verify.errors.BundleRefused`. Afterwards it
 answers key questions from the verified views; checks of a subject whose anchored head is newer
 than its log (the exporter hid it) raise :class:`~node.verify.errors.StaleView`.
+
+Every answer rests on an anchored head, which :meth:`Verifier.basis` names: the registry's own head
+(a *direct* anchor, read from the contract's storage through the proofs) and any batch root shown.
+Only the direct head proves that nothing newer exists: a batch root proves that an event existed,
+and an exporter can leave a batch root out. So the log's events newer than the direct head are
+*unproven* (an exporter could have hidden a revocation after them), and a verdict that rests on one
+of them says so (:attr:`Basis.decisive`). Subjects that anchor every authority-reducing event
+directly (the CLI's default) leave nothing unproven that could hide a revocation (ADR 0012).
 """
 
 from __future__ import annotations
@@ -16,18 +24,28 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from node.core.eip712 import event_digest
 from node.core.keystate import Verdict, key_verdict, valid_keys
 from node.core.limits import DEFAULT_LIMITS, Limits
 from node.core.log import KeyRecord
-from node.core.records import Domain
+from node.core.records import Domain, Revocation, SignedEvent, Update
 
 from . import signatures
-from .bundle import Bundle, decode_envelope
+from .bundle import Bundle, SubjectEntry, decode_envelope
 from .errors import BundleFormatError, BundleStale, DomainMismatch, StaleView
 from .header import Header
 from .loading import Anchor, SubjectView, check_checkpoint, cyclic_gc_paused, default_workers, verify_subjects
 
-__all__ = ["Anchor", "SignatureCheck", "SubjectView", "Verifier", "default_workers", "iter_views", "open_bundle"]
+__all__ = [
+    "Anchor",
+    "Basis",
+    "SignatureCheck",
+    "SubjectView",
+    "Verifier",
+    "default_workers",
+    "iter_views",
+    "open_bundle",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +58,94 @@ class SignatureCheck:
 
     def to_dict(self) -> dict[str, Any]:
         return {"signatureValid": self.valid, "reason": self.reason, "verdict": self.verdict.to_dict()}
+
+
+@dataclass(frozen=True, slots=True)
+class Basis:
+    """The anchored head an answer about one subject rests on, and what in its log is unproven.
+
+    ``direct`` is the registry's head at the checkpoint (proven by the storage proof; None if the
+    subject was never anchored directly); ``batch`` the batch-root leaf the bundle shows, if any.
+    ``unproven`` are the seqs of the log's events newer than the direct head: they are validly signed
+    but nothing proves the exporter did not hide later events after them (a batch root can be left
+    out of a bundle). ``decisive`` are the unproven seqs the verdict for ``key_id`` depends on (the
+    events that published, retired or revoked that key, or revoked the whole subject).
+    """
+
+    subject: bytes
+    log_seq: int
+    direct: Anchor | None
+    batch: Anchor | None
+    unproven: tuple[int, ...]
+    key_id: str | None = None
+    decisive: tuple[int, ...] = ()
+
+    @property
+    def proven(self) -> bool:
+        """True when the direct head is the log's head: nothing in the answer is unproven."""
+        return not self.unproven
+
+    def describe(self) -> str:
+        """One line for people: which head the answer rests on and what is unproven."""
+        if self.direct is not None:
+            text = f"registry head seq {self.direct.seq} (0x{self.direct.digest.hex()[:16]}..., direct, storage proof)"
+        else:
+            text = "no direct anchor (the registry holds no head for this subject)"
+        if self.batch is not None:
+            text += f"; batch root 0x{(self.batch.root or b'').hex()[:16]}... holds seq {self.batch.seq}"
+        if self.unproven:
+            text += f"; log events seq {_seqs(self.unproven)} are newer than the direct head: unproven"
+        if self.decisive:
+            text += f"; this verdict depends on unproven event seq {_seqs(self.decisive)}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (``keyreg verify --json`` key ``basedOn``)."""
+        return {
+            "logSeq": self.log_seq,
+            "direct": _anchor_dict(self.direct),
+            "batch": _anchor_dict(self.batch),
+            "unproven": list(self.unproven),
+            "decisive": list(self.decisive),
+            "verdictUnproven": bool(self.decisive),
+        }
+
+
+def _anchor_dict(a: Anchor | None) -> dict[str, Any] | None:
+    if a is None:
+        return None
+    out: dict[str, Any] = {"seq": a.seq, "digest": "0x" + a.digest.hex(), "how": a.source}
+    if a.root is not None:
+        out["root"] = "0x" + a.root.hex()
+    return out
+
+
+def _seqs(seqs: tuple[int, ...]) -> str:
+    return str(seqs[0]) if len(seqs) == 1 else ", ".join(str(s) for s in seqs)
+
+
+def _touches(signed: SignedEvent, key_id: str) -> bool:
+    """Does this event decide a verdict about ``key_id``: publish, retire or revoke it, or revoke the subject?"""
+    event = signed.event
+    if isinstance(event, Revocation):
+        return event.key_id in ("", key_id)
+    if isinstance(event, Update):
+        return any(k.key_id == key_id for k in event.publish) or any(r.key_id == key_id for r in event.retire)
+    return False
+
+
+def _held_events(domain: Domain, entry: SubjectEntry, view: SubjectView, start: int) -> dict[int, SignedEvent]:
+    """The held branch's events at seq >= ``start`` (fork choice may hold evidence events, not the listed log)."""
+    if not entry.evidence:  # no fork choice ran: the listed log is the held branch
+        return {s.event.seq: s for s in entry.events[start:]}
+    wanted = {view.digests[seq]: seq for seq in range(start, len(view.digests))}
+    out: dict[int, SignedEvent] = {}
+    for signed in (*entry.events, *(s for ev in entry.evidence for s in (ev.first, ev.second))):
+        if signed.event.seq >= start:
+            seq = wanted.get(event_digest(domain, signed.event))
+            if seq is not None:
+                out[seq] = signed
+    return out
 
 
 def parse_hash(value: bytes | str, what: str = "block hash") -> bytes:
@@ -84,6 +190,7 @@ class Verifier:
         self.domain = bundle.domain
         self._views = views
         self._clock = clock
+        self._entries = {e.subject: e for e in bundle.subjects}
 
     # ------------------------------------------------------------------ loading
 
@@ -167,6 +274,27 @@ class Verifier:
     def view(self, subject: bytes | str) -> SubjectView | None:
         """Everything verified about one subject, or None if the bundle does not hold it."""
         return self._views.get(_subject_id(subject))
+
+    def basis(self, subject: bytes | str, key_id: str | None = None) -> Basis | None:
+        """The anchored head answers about ``subject`` rest on (None if the bundle does not hold it).
+
+        With ``key_id``, :attr:`Basis.decisive` lists the unproven events the verdict on that key
+        depends on.
+        """
+        sid = _subject_id(subject)
+        view = self._views.get(sid)
+        if view is None:
+            return None
+        direct = next((a for a in view.anchors if a.source == "direct"), None)
+        batch = next((a for a in view.anchors if a.source == "batch"), None)
+        start = 0 if direct is None else direct.seq + 1
+        unproven = tuple(range(start, view.state.seq + 1))
+        decisive: tuple[int, ...] = ()
+        if key_id is not None and unproven:
+            entry = self._entries.get(sid)
+            held = _held_events(self.domain, entry, view, start) if entry is not None else {}
+            decisive = tuple(seq for seq in unproven if seq in held and _touches(held[seq], key_id))
+        return Basis(sid, view.state.seq, direct, batch, unproven, key_id, decisive)
 
     # ------------------------------------------------------------------ questions
 
