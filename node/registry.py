@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,14 +25,14 @@ import orjson
 from .core.canonical import CanonicalEvent
 from .core.codec import decode_event, encode_event, event_to_obj
 from .core.eip712 import event_digest
-from .core.errors import RuleViolation, StaleEvent, StorageError
+from .core.errors import RuleViolation, StaleEvent, StorageError, Throttled
 from .core.fork import SubjectLog
 from .core.hashing import keccak
 from .core.keystate import Verdict, key_verdict, valid_keys
 from .core.limits import DEFAULT_LIMITS, Limits
-from .core.log import KeyRecord, SubjectState, apply_event
+from .core.log import KeyRecord, SubjectState, apply_event, check_competitor
 from .core.merkle import SparseMerkleTree
-from .core.records import Domain, GovernanceRevocation, Inception, SignedEvent, constructor
+from .core.records import Domain, GovernanceRevocation, Inception, Rotation, SignedEvent, constructor
 from .outcomes import IngestResult, Listener, Report
 from .recovery import (
     _PARALLEL_MIN,
@@ -88,7 +88,48 @@ def wire_bytes(item: Item, signed: SignedEvent) -> bytes:
     return encode_event(signed)
 
 
+class ConflictBudget:
+    """How many conflicts per subject may reach the expensive path, per time window.
+
+    A conflict (a different event at an occupied seq) that names the right prev and is signed by
+    the signer set in force costs a replay of the subject's log (fork choice needs the whole
+    state); only the subject's controllers, or whoever holds their keys, can make one. This
+    bounds that: ``per_subject`` conflicts per subject per ``window_s`` seconds (a fixed window
+    starting at the first), for at most ``max_subjects`` subjects at once (the least recently
+    charged is forgotten first), so neither the replays nor this table grow with what a peer sends.
+    """
+
+    def __init__(
+        self,
+        per_subject: int = 16,
+        window_s: float = 60.0,
+        max_subjects: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.per_subject = per_subject
+        self.window_s = window_s
+        self.max_subjects = max_subjects
+        self.clock = clock
+        self.refused = 0
+        self._windows: OrderedDict[bytes, tuple[float, int]] = OrderedDict()  # subject -> (start, used)
+
+    def take(self, subject: bytes) -> bool:
+        """Charge one conflict to ``subject``; False (charging nothing) when its budget is spent."""
+        now = self.clock()
+        start, used = self._windows.pop(subject, (now, 0))
+        if now - start >= self.window_s:
+            start, used = now, 0
+        ok = used < self.per_subject
+        self._windows[subject] = (start, used + 1 if ok else used)
+        if len(self._windows) > self.max_subjects:
+            self._windows.popitem(last=False)
+        if not ok:
+            self.refused += 1
+        return ok
+
+
 _RANK_BAND = 10**15
+_SCAN_PAGE = 256  # stored events read per query when looking back for the signer set in force
 
 
 def anchor_rank(a: AnchorRecord) -> int:
@@ -117,6 +158,7 @@ class Registry:
         commit_chunk: int = 0,
         recovery: str = "threads",
         recovery_processes: int = 0,
+        conflicts: ConflictBudget | None = None,
     ) -> None:
         self.domain = domain
         self.store = store
@@ -134,6 +176,7 @@ class Registry:
         self._positions: dict[bytes, int] = {}  # digest -> earliest on-chain position
         self.listeners: list[Listener] = []
         self.counters: dict[str, int] = {"accepted": 0, "known": 0, "duplicity": 0, "rejected": 0}
+        self.conflicts = conflicts or ConflictBudget()
         # Signature recovery of large batches: helper processes or worker threads (node.recovery).
         self.recovery = RecoveryPool(recovery, recovery_processes)
         # The last Domain object found equal to ``domain``: the decoder hands out one Domain object per
@@ -305,11 +348,33 @@ class Registry:
                         digest = None
                 prepared.append((signed, digest))
             if recovery is not None and len(prepared) - start == _RECOVER_CHUNK:
-                recovery.submit(prepared[start:])
+                recovery.submit(self._to_recover(prepared[start:]))
                 start = len(prepared)
         if recovery is not None and len(prepared) > start:
-            recovery.submit(prepared[start:])
+            recovery.submit(self._to_recover(prepared[start:]))
         return prepared, recovery
+
+    def _to_recover(self, chunk: list[Prepared]) -> list[Prepared]:
+        """``chunk`` with no digest (nothing to recover) for events at or below their subject's head.
+
+        Such an event is a re-delivery (known, no recovery needed) or a conflict, whose signatures
+        are recovered only once it has passed the conflict path's cheap checks (:meth:`_stale`):
+        junk below the head costs no recovery however large its batch. The head is read without
+        the lock, so it may be older than at ingest; a head only moves back on a branch switch, and
+        an event left without signers then is recovered by apply_event itself.
+        """
+        states = self.states
+        out = chunk
+        for i, (signed, digest) in enumerate(chunk):
+            if digest is None or isinstance(signed, RuleViolation):
+                continue
+            event = signed.event
+            state = states.get(digest if isinstance(event, Inception) else event.subject)
+            if state is not None and event.seq <= state.seq:
+                if out is chunk:
+                    out = list(chunk)
+                out[i] = (signed, None)
+        return out
 
     def recovery_cpu_seconds(self) -> float:
         """CPU seconds used so far by this registry's recovery helper processes (0.0 with threads)."""
@@ -405,11 +470,29 @@ class Registry:
             self._flush(source)
         if self.store.digest_at(subject, event.seq) == digest:
             return IngestResult("known", subject, event.seq, digest)
-        # A different event at an occupied seq: the rare conflict path. Commit what we have so
-        # that the store holds the whole branch, then let the core's SubjectLog decide.
-        self._commit(changes, source)
-        changes.__init__()  # type: ignore[misc]
-        work.clear()
+        # A different event at an occupied seq: a conflict, and the cheapest thing anyone can
+        # send (any seq below the head, any bytes). Fork choice needs the subject's whole log
+        # replayed, so it runs only for a candidate that first passes the checks that need no
+        # replay: prev against the stored digest at seq - 1, then its signatures (one recovery
+        # each, after every count check) against the signer set in force there; and then only
+        # within the subject's conflict budget. Junk costs no replay and no commit.
+        if subject in work:
+            # This batch extended the subject: the store lacks those events, which the checks
+            # and the replay read. Commit what we have (at most once per subject per batch
+            # unless it is extended again; an outsider cannot extend a subject it has no keys of).
+            self._commit(changes, source)
+            changes.__init__()  # type: ignore[misc]
+            work.clear()
+            state = self.states[subject]
+        try:
+            seq = event.seq
+            prev = self.store.digest_at(subject, seq - 1)
+            check_competitor(signed, digest, prev, lambda: self._signer_set_after(subject, seq - 1, state))
+            if state.last_establishment_seq <= seq - 1:  # else _signer_set_after charged it
+                self._charge_conflict(subject)
+        except (RuleViolation, Throttled) as exc:
+            changes.audit.append(AuditEntry("reject", subject, event.seq, digest, {"source": source, **exc.to_dict()}))
+            return IngestResult("rejected", subject, event.seq, digest, error=exc)
         log = self._load_subject_log(subject)
         try:
             outcome = log.append(signed, self._anchored, now)
@@ -443,6 +526,36 @@ class Registry:
         changes.disputed[subject] = log.disputed
         work[subject] = log.state
         return IngestResult("duplicity", subject, event.seq, digest, switched=outcome.switched)
+
+    def _charge_conflict(self, subject: bytes) -> None:
+        """Charge one conflict to the subject's budget, or raise Throttled when it is spent."""
+        budget = self.conflicts
+        if not budget.take(subject):
+            raise Throttled(
+                f"over {budget.per_subject} conflicts for this subject in {budget.window_s:g} s; retry later",
+                subject="0x" + subject.hex(),
+            )
+
+    def _signer_set_after(self, subject: bytes, seq: int, state: SubjectState) -> tuple[tuple[bytes, ...], int, bytes]:
+        """(controllers, threshold, next commitment) in force after the stored event ``seq``.
+
+        The head state's, unless a rotation came later (``last_establishment_seq`` > ``seq``): then
+        the stored log is read back from ``seq`` to the establishment event in force there, in pages,
+        decoding without any signature recovery (stored events were validated when stored). That is
+        rare (rotations are), and its cost is bounded by the conflict budget, charged first.
+        """
+        if state.last_establishment_seq <= seq:
+            return state.controllers, state.threshold, state.next_commitment
+        self._charge_conflict(subject)
+        hi = seq + 1
+        while hi > 0:
+            lo = max(0, hi - _SCAN_PAGE)
+            for raw in reversed(self.store.events(subject, lo, hi - lo)):
+                ev = decode_event(raw, self.limits).event
+                if isinstance(ev, Inception | Rotation):
+                    return ev.controllers, ev.threshold, ev.next_commitment
+            hi = lo
+        raise StorageError(f"no inception stored for subject 0x{subject.hex()}")
 
     def _load_subject_log(self, subject: bytes) -> SubjectLog:
         log = SubjectLog(self.domain, self.limits)

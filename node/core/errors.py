@@ -21,6 +21,7 @@ will stay wrong) sit apart from transport failures (the world is wrong right now
     │   │                              any event after the subject was revoked
     │   └── DuplicityDetected          a second valid event at an occupied (subject, seq)
     ├── TransportError                 something outside the rules failed; retry may help
+    │   ├── Throttled                  over a budget (e.g. conflicts per subject); retry later
     │   ├── StorageError
     │   ├── ChainError
     │   └── NetworkError
@@ -116,6 +117,12 @@ class DuplicityDetected(RuleViolation):
 
 class TransportError(KeyregError):
     code = "transport"
+
+
+class Throttled(TransportError):
+    """Refused for now: the input is over a budget (retrying later may succeed)."""
+
+    code = "throttled"
 
 
 class StorageError(TransportError):
