@@ -201,10 +201,10 @@ async def open_node(
 
                 await nursery.start(node.supervise, "rotation", run_rotation_scheduler)
                 node.services.append("rotation")
-            # The public API: a lean HTTP/1.1 path for simple GETs, hypercorn for everything else
-            # (node/api/server.py, docs/adr/0006-api-serving.md).
+            # The public API: an HTTP/1.1 front end that frames every request, then the app
+            # (node/api/server.py, docs/adr/0006-api-serving.md, docs/adr/0018-http-front-end.md).
             binds = await nursery.start(
-                serve_api, create_app(ctx), _hypercorn_config(config.api.host, config.api.port, config)
+                serve_api, create_app(ctx), _hypercorn_config(config.api.host, config.api.port, config), config.api
             )
             node.api_url = binds[0]
             token = read_admin_token(config.data_dir)

@@ -1,41 +1,47 @@
-"""Serving the public API: a lean HTTP/1.1 keep-alive path in front of hypercorn's trio worker.
+"""Serving the public API: an HTTP/1.1 front end that owns request framing, then the ASGI app.
 
-Why (docs/adr/0006-api-serving.md): under hypercorn every request costs ~1.5 ms of CPU on the
-2-core dev box (h11 events, a task and a queue per request, a locked and shielded ``send_all``
-per h11 event), which caps the key-verdict endpoint at ~600 requests/s per core. Almost all
-verifier traffic is the simplest HTTP there is: ``GET`` on a keep-alive HTTP/1.1 connection, no
-body. This module answers exactly that case itself and hands everything else to hypercorn.
+Why a server of our own (docs/adr/0006-api-serving.md): under hypercorn every request costs
+~1.5 ms of CPU on the 2-core dev box, which caps the key-verdict endpoint at ~600 requests/s per
+core. Why it frames every request itself (docs/adr/0018-http-front-end.md): one parser decides
+where each request ends, so a request cannot mean one thing here and another further on
+(smuggling), and one place bounds what a client can hold: head size and time, body size and
+time, connections per client and in all.
 
-Per connection, :class:`LeanServer` reads request heads. A head it accepts (all of):
+Per connection, :class:`LeanServer` reads a request head and parses it with
+:func:`node.api.http1.parse_head`; reads its body (``Content-Length`` or chunked, answering
+``Expect: 100-continue``) in full, within ``max_body`` bytes and ``body_timeout`` seconds; then
+calls the ASGI app (the same Starlette app, middleware, rate limiter and metrics as under
+hypercorn) in the connection's own task with the whole body, and sends the response head and
+body in one ``send_all``. Keep-alive and pipelining are HTTP/1.1's; HTTP/1.0 connections close
+after one response.
 
-- request line ``GET <origin-form target of visible ASCII> HTTP/1.1``;
-- well-formed header lines (token name, visible-ASCII/obs-text value, no folding), a ``Host``;
-- no request body and nothing to negotiate: no ``Transfer-Encoding``, ``Content-Length`` other
-  than 0, ``Upgrade`` or ``Expect``;
-- the whole head within ``h11_max_incomplete_size`` bytes;
+What it refuses, it answers itself with ``{"code", "message"}`` and then closes the connection
+(after a framing error nothing that follows on it can be trusted): malformed heads (400
+``bad_request``), both ``Content-Length`` and ``Transfer-Encoding`` (400, RFC 9112 6.1), codings
+other than chunked (501), other expectations (417), heads past ``h11_max_incomplete_size`` (431
+``oversized``), bodies past ``max_body`` (413 ``oversized``, read no further), bodies slower
+than ``body_timeout`` (408 ``body_timeout``), and connections past ``max_connections`` in all or
+``max_connections_per_client`` per address (503 ``busy``). A client that goes away mid-request
+is counted (``client_disconnects``), not logged: the app never sees half a body.
 
-is served in the connection's own task: the ASGI app (the same Starlette app, middleware, rate
-limiter and metrics as under hypercorn) is called in-process and the response head and body go
-out in one ``send_all``. On the first request it does not accept, the connection (with the bytes
-already read, from that request's first byte on) is handed to hypercorn's own per-connection
-server for the rest of its life: POST bodies, chunked uploads, ``Expect: 100-continue``, h2c
-upgrades and HTTP/2 prior knowledge, HTTP/1.0, malformed or oversized heads (hypercorn answers
-those with its usual 4xx) all behave exactly as under plain hypercorn.
+Only HTTP/2 with prior knowledge (``PRI * HTTP/2.0``) is handed, with the bytes already read, to
+hypercorn's own per-connection server. ``Upgrade`` headers are ignored (RFC 9110 7.8 allows it):
+every HTTP/1.x request on every connection goes through the parser above.
 
 Limits kept from the hypercorn config: ``keep_alive_timeout`` (idle time allowed before a request
-head is complete, then the connection is closed), ``keep_alive_max_requests`` (then
-``connection: close``), ``h11_max_incomplete_size`` (head size). Body limits are the app's
-(``max_body_bytes``) and only apply to requests hypercorn serves: the lean path takes no body.
+head is complete, and the longest a response may take to be accepted by the client),
+``keep_alive_max_requests`` (then ``connection: close``), ``h11_max_incomplete_size`` (head
+size, and the chunked trailer section).
 
-``KEYREG_API_SERVER=hypercorn`` serves with plain ``hypercorn.trio.serve`` instead.
+``KEYREG_API_SERVER=hypercorn`` serves with plain ``hypercorn.trio.serve`` instead (without these
+body limits: the app still caps body sizes and answers a client that leaves mid-body with 499).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import unquote
@@ -49,6 +55,14 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import parse_socket_addr, repr_socket_addr
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily
+
+from ..config import ApiConfig
+from .http1 import ChunkedDecoder, Refusal, Request, parse_head
+from .middleware import json_bytes
+
+__all__ = ["LeanServer", "Request", "parse_head", "serve_api"]
 
 log = logging.getLogger("keyreg.api.server")
 
@@ -56,14 +70,24 @@ Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 MAX_RECV = 65536
-_REQUEST_LINE = re.compile(rb"GET (/[\x21-\x7e]*) HTTP/1\.1")
-_HEADER_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[\x21-\x7e\x80-\xff][\x20-\x7e\x80-\xff\t]*)?)")
-# Headers that mean a body, a protocol switch or an interim response: hypercorn's job.
-_HANDOFF = {b"transfer-encoding", b"upgrade", b"expect", b"te"}
 _ASGI = {"version": "3.0", "spec_version": "2.1"}  # as hypercorn declares for HTTP
-_FIRST_BODY = {"type": "http.request", "body": b"", "more_body": False}
 _DISCONNECT = {"type": "http.disconnect"}
 _NO_BODY_STATUS = {204, 304}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# What the front end counts (keyreg_http_connection_events_total{event}).
+EVENTS = (
+    "requests",  # requests handed to the app
+    "refused",  # requests the front end answered itself (4xx/5xx above) and closed
+    "client_disconnects",  # the client closed before its request was complete
+    "body_timeouts",  # 408: a body slower than body_timeout
+    "send_timeouts",  # a response the client did not take within keep_alive_timeout
+    "busy",  # connections refused over max_connections(_per_client)
+    "handoffs",  # HTTP/2 prior-knowledge connections handed to hypercorn
+)
+
+
+class _ClientGone(Exception):
+    """The client closed its side before the request was complete."""
 
 
 def _status_line(status: int) -> bytes:
@@ -92,41 +116,19 @@ class _Date:
         return self.line
 
 
-class Request:
-    """A parsed request head the lean path serves."""
+class ServerCollector:
+    """Prometheus view of a front end's counters."""
 
-    __slots__ = ("close", "headers", "target")
+    def __init__(self, server: LeanServer) -> None:
+        self.server = server
 
-    def __init__(self, target: bytes, headers: list[tuple[bytes, bytes]], close: bool) -> None:
-        self.target, self.headers, self.close = target, headers, close
-
-
-def parse_head(head: bytes) -> Request | None:
-    """A simple GET head (without its final CRLFCRLF), or None: the request is hypercorn's."""
-    lines = head.split(b"\r\n")
-    m = _REQUEST_LINE.fullmatch(lines[0])
-    if m is None:
-        return None
-    headers: list[tuple[bytes, bytes]] = []
-    close = host = False
-    for line in lines[1:]:
-        h = _HEADER_LINE.fullmatch(line)
-        if h is None:
-            return None
-        name = h.group(1).lower()
-        value = h.group(2).rstrip(b" \t")
-        if name in _HANDOFF or (name == b"content-length" and value != b"0"):
-            return None
-        if name == b"host":
-            if host:
-                return None  # two Host headers: h11 decides (400)
-            host = True
-        elif name == b"connection" and b"close" in [t.strip() for t in value.lower().split(b",")]:
-            close = True
-        headers.append((name, value))
-    if not host:
-        return None
-    return Request(m.group(1), headers, close)
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        c = CounterMetricFamily(
+            "keyreg_http_connection_events", "HTTP front-end events (docs/operations.md)", labels=["event"]
+        )
+        for name, n in self.server.counters.items():
+            c.add_metric([name], n)
+        yield c
 
 
 class _Replay(trio.abc.HalfCloseableStream):
@@ -164,17 +166,41 @@ class _Replay(trio.abc.HalfCloseableStream):
 class LeanServer:
     """Serve ``app`` on the hypercorn config's (plain TCP) binds; see the module docstring."""
 
-    def __init__(self, app: ASGIApp, config: HypercornConfig) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: HypercornConfig,
+        *,
+        max_body: int = ApiConfig.max_body_bytes,
+        body_timeout: float = ApiConfig.body_timeout_s,
+        max_connections: int = ApiConfig.max_connections,
+        max_connections_per_client: int = ApiConfig.max_connections_per_client,
+    ) -> None:
         self.app = app
         self.config = config
         self.max_head = int(config.h11_max_incomplete_size)
         self.idle = float(config.keep_alive_timeout)
         self.max_requests = int(config.keep_alive_max_requests)
+        self.max_body = max_body
+        self.body_timeout = body_timeout
+        self.max_connections = max_connections
+        self.max_per_client = max_connections_per_client
         self._wrapped = ASGIWrapper(cast(Any, app))
         self._context = WorkerContext(None)
         self._date = _Date()
-        self.lean_requests = 0  # served here (tests and the bench read these)
-        self.handoffs = 0  # connections handed to hypercorn
+        self.counters = dict.fromkeys(EVENTS, 0)
+        # Open connections, in all and per client address. Invariant: an address is a key only
+        # while it has an open connection, so the table is bounded by max_connections.
+        self.open = 0
+        self._per_client: dict[str, int] = {}
+
+    @property
+    def lean_requests(self) -> int:
+        return self.counters["requests"]
+
+    @property
+    def handoffs(self) -> int:
+        return self.counters["handoffs"]
 
     async def serve(self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
         sockets = self.config.create_sockets()
@@ -187,19 +213,37 @@ class LeanServer:
         await trio.serve_listeners(self._connection, listeners)
 
     async def _connection(self, stream: trio.SocketStream) -> None:
+        address = "?"
+        admitted = False
         try:
-            await self._serve(stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass  # the client went away
+            sock = stream.socket
+            client = parse_socket_addr(sock.family, sock.getpeername())
+            address = client[0] if client else "?"
+            if self.open >= self.max_connections or self._per_client.get(address, 0) >= self.max_per_client:
+                self.counters["busy"] += 1
+                await self._refuse(stream, Refusal(503, "busy", "too many connections; retry later"))
+                return
+            admitted = True
+            self.open += 1
+            self._per_client[address] = self._per_client.get(address, 0) + 1
+            await self._serve(stream, client, parse_socket_addr(sock.family, sock.getsockname()))
+        except (_ClientGone, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            self.counters["client_disconnects"] += 1
+        except trio.TooSlowError:
+            self.counters["send_timeouts"] += 1
         except Exception:  # a bug here must cost one connection, never the node
             log.exception("HTTP connection failed")
         finally:
+            if admitted:
+                self.open -= 1
+                left = self._per_client[address] - 1
+                if left:
+                    self._per_client[address] = left
+                else:
+                    del self._per_client[address]
             await trio.aclose_forcefully(stream)
 
-    async def _serve(self, stream: trio.SocketStream) -> None:
-        sock = stream.socket
-        client = parse_socket_addr(sock.family, sock.getpeername())
-        server = parse_socket_addr(sock.family, sock.getsockname())
+    async def _serve(self, stream: trio.SocketStream, client: Any, server: Any) -> None:
         app, date, max_head = self.app, self._date, self.max_head
         root_path = self.config.root_path
         buf = b""
@@ -211,27 +255,41 @@ class LeanServer:
                     while end < 0 and len(buf) <= max_head:
                         data = await stream.receive_some(MAX_RECV)
                         if not data:
-                            return
+                            if buf:
+                                raise _ClientGone
+                            return  # a clean close between requests
                         searched = max(0, len(buf) - 3)
                         buf += data
                         end = buf.find(b"\r\n\r\n", searched)
                 if end < 0:
-                    if len(buf) > max_head:  # hypercorn (h11) answers the oversized head
-                        await self._handoff(stream, buf)
-                    return  # idle or a head too slow to arrive: close, as hypercorn does
-            if end > max_head or (req := parse_head(buf[:end])) is None:
-                await self._handoff(stream, buf)
+                    if len(buf) > max_head:
+                        await self._refuse(stream, Refusal(431, "oversized", f"request head over {max_head} bytes"))
+                    return  # idle, or a head too slow to arrive: close
+            try:
+                if end > max_head:
+                    raise Refusal(431, "oversized", f"request head over {max_head} bytes")
+                req = parse_head(buf[:end])
+                if req is None:  # HTTP/2 prior knowledge: hypercorn's
+                    self.counters["handoffs"] += 1
+                    await self._handoff(stream, buf)
+                    return
+                buf = buf[end + 4 :]
+                body = b""
+                if req.has_body:
+                    body, buf = await self._read_body(stream, req, buf)
+            except Refusal as refusal:
+                await self._refuse(stream, refusal)
                 return
-            buf = buf[end + 4 :]
             served += 1
             close = req.close or served >= self.max_requests
             target = req.target
             path, _, query = target.partition(b"?")
+            method = req.method.decode("ascii")
             scope = {
                 "type": "http",
                 "asgi": _ASGI,
-                "http_version": "1.1",
-                "method": "GET",
+                "http_version": "1.0" if req.http10 else "1.1",
+                "method": method,
                 "scheme": "http",
                 "path": unquote(path.decode("ascii")),
                 "raw_path": path,
@@ -243,23 +301,81 @@ class LeanServer:
                 "state": {},
                 "extensions": {},
             }
-            response = _Response()
+            response = _Response(body)
             try:
                 await app(scope, response.receive, response.send)
             except Exception:
                 # Starlette's server-error layer has usually answered 500 already, then re-raised.
-                log.exception("ASGI app raised on GET %s", target.decode("ascii"))
+                log.exception("ASGI app raised on %s %s", method[:16], target[:200].decode("ascii"))
                 close = True
-            self.lean_requests += 1
+            self.counters["requests"] += 1
             if not response.done:  # nothing (or half a response) from the app: 500, close
                 if response.start is None:
-                    await stream.send_all(self._simple(500, b"Internal Server Error"))
+                    await self._send(stream, self._simple(500, b"Internal Server Error"))
                 return
-            await stream.send_all(response.render(date(), close))
+            await self._send(stream, response.render(date(), close, method == "HEAD"))
             if close or response.close:
                 with trio.move_on_after(1):
                     await stream.send_eof()
                 return
+
+    async def _read_body(self, stream: trio.SocketStream, req: Request, buf: bytes) -> tuple[bytes, bytes]:
+        """The request's whole body and the bytes after it, within max_body and body_timeout."""
+        if req.length > self.max_body:  # refused before a byte of it is read
+            raise Refusal(413, "oversized", f"request body is {req.length} bytes, limit {self.max_body}")
+        if req.expect_continue and not buf:
+            await self._send(stream, _CONTINUE)
+        deadline = trio.current_time() + self.body_timeout
+        if not req.chunked:
+            need = req.length
+            parts, have = [buf], len(buf)
+            while have < need:
+                data = await self._receive(stream, deadline)
+                parts.append(data)
+                have += len(data)
+            whole = b"".join(parts)
+            return whole[:need], whole[need:]
+        decoder = ChunkedDecoder(self.max_body, self.max_head)
+        while True:
+            used = decoder.feed(buf)
+            buf = buf[used:]
+            if decoder.done:
+                return decoder.body(), buf
+            buf += await self._receive(stream, deadline)
+
+    async def _receive(self, stream: trio.SocketStream, deadline: float) -> bytes:
+        with trio.move_on_at(deadline):
+            data = await stream.receive_some(MAX_RECV)
+            if not data:
+                raise _ClientGone
+            return bytes(data)
+        self.counters["body_timeouts"] += 1
+        raise Refusal(408, "body_timeout", f"the request body did not arrive within {self.body_timeout:g} s")
+
+    async def _send(self, stream: trio.SocketStream, data: bytes) -> None:
+        with trio.fail_after(self.idle):  # a client that does not read holds nothing for long
+            await stream.send_all(data)
+
+    async def _refuse(self, stream: trio.SocketStream, refusal: Refusal) -> None:
+        """Answer a refusal, close our side, and drain what the client still sends for a moment
+        (closing a socket with unread input resets it, which can destroy the answer in flight)."""
+        self.counters["refused"] += 1
+        body = json_bytes({"code": refusal.code, "message": refusal.message})
+        head = (
+            (_STATUS_LINES.get(refusal.status) or _status_line(refusal.status))
+            + b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+            + self._date()
+            + b"server: keyreg\r\nconnection: close\r\n\r\n"
+        )
+        with trio.move_on_after(1):
+            await stream.send_all(head + body)
+            await stream.send_eof()
+            drained = 0
+            while drained < 1 << 20:
+                data = await stream.receive_some(MAX_RECV)
+                if not data:
+                    break
+                drained += len(data)
 
     def _simple(self, status: int, body: bytes) -> bytes:
         return (
@@ -271,17 +387,17 @@ class LeanServer:
         )
 
     async def _handoff(self, stream: trio.SocketStream, pending: bytes) -> None:
-        self.handoffs += 1
         replay = _Replay(stream, pending)
         await TCPServer(self._wrapped, self.config, self._context, ConnectionState({}), cast(Any, replay)).run()
 
 
 class _Response:
-    """Collects one ASGI response (start + body messages)."""
+    """Hands the app its request body, then collects one ASGI response (start + body messages)."""
 
-    __slots__ = ("chunks", "close", "done", "received", "start")
+    __slots__ = ("body", "chunks", "close", "done", "received", "start")
 
-    def __init__(self) -> None:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
         self.start: dict[str, Any] | None = None
         self.chunks: list[bytes] = []
         self.done = False
@@ -291,7 +407,7 @@ class _Response:
     async def receive(self) -> dict[str, Any]:
         if not self.received:
             self.received = True
-            return _FIRST_BODY
+            return {"type": "http.request", "body": self.body, "more_body": False}
         return _DISCONNECT
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -309,7 +425,7 @@ class _Response:
             if not message.get("more_body", False):
                 self.done = True
 
-    def render(self, date: bytes, close: bool) -> bytes:
+    def render(self, date: bytes, close: bool, head_request: bool = False) -> bytes:
         assert self.start is not None
         status = int(self.start["status"])
         body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
@@ -328,6 +444,8 @@ class _Response:
             body = b""
         elif not has_length:
             out.append(b"content-length: %d\r\n" % len(body))
+        if head_request:  # the length of the body a GET would get, and no body
+            body = b""
         out.append(date)
         out.append(b"server: keyreg\r\nconnection: close\r\n\r\n" if close or self.close else b"server: keyreg\r\n\r\n")
         out.append(body)
@@ -335,13 +453,30 @@ class _Response:
 
 
 async def serve_api(
-    app: ASGIApp, config: HypercornConfig, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    app: ASGIApp,
+    config: HypercornConfig,
+    api: ApiConfig | None = None,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the public API: the lean path with hypercorn behind it, or plain hypercorn when
-    ``KEYREG_API_SERVER=hypercorn`` or TLS is configured."""
+    """Serve the public API: the lean front end (with the limits of ``api``), or plain hypercorn
+    when ``KEYREG_API_SERVER=hypercorn`` or TLS is configured. The front end's counters join the
+    app's metrics registry (``app.state.metrics``, set by create_app) when it has one."""
     import os
 
     if os.environ.get("KEYREG_API_SERVER", "lean") == "hypercorn" or config.ssl_enabled:
         await hypercorn_serve(cast(Any, app), config, task_status=task_status)
         return
-    await LeanServer(app, config).serve(task_status=task_status)
+    api = api or ApiConfig()
+    server = LeanServer(
+        app,
+        config,
+        max_body=api.max_body_bytes,
+        body_timeout=api.body_timeout_s,
+        max_connections=api.max_connections,
+        max_connections_per_client=api.max_connections_per_client,
+    )
+    metrics = getattr(getattr(app, "state", None), "metrics", None)
+    if isinstance(metrics, CollectorRegistry):
+        metrics.register(ServerCollector(server))
+    await server.serve(task_status=task_status)

@@ -7,11 +7,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
+import pytest
 import trio
 from api_support import NOW, Clock, Subject, obj
 from hypercorn.config import Config as HypercornConfig
 
 from node.api.app import ApiContext, create_app
+from node.api.http1 import Refusal
 from node.api.server import LeanServer, parse_head
 from node.config import ApiConfig, Config
 from node.registry import Registry
@@ -54,6 +56,18 @@ class Conn:
         body, self.buf = self.buf[:n], self.buf[n:]
         return status, headers, body
 
+    async def response_to_head(self) -> tuple[int, dict[str, str], bytes]:
+        """A response to HEAD: its content-length describes a body that is not sent."""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                raise EOFError(self.buf)
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+        return int(lines[0].split(" ")[1]), headers, b""
+
     async def closed(self) -> bool:
         with trio.move_on_after(5):
             while True:
@@ -77,7 +91,15 @@ def run(
     registry = Registry(config.domain, MemoryStore(), config.limits, clock=Clock())
     s = Subject.make(config)
     assert registry.ingest([json.dumps(obj(s.inception)).encode()], "test")[0].status == "accepted"
-    server = LeanServer(create_app(ApiContext(registry, config)), _hc(**hc))
+    api_config = config.api
+    server = LeanServer(
+        create_app(ApiContext(registry, config)),
+        _hc(**hc),
+        max_body=api_config.max_body_bytes,
+        body_timeout=api_config.body_timeout_s,
+        max_connections=api_config.max_connections,
+        max_connections_per_client=api_config.max_connections_per_client,
+    )
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -102,27 +124,53 @@ def run(
 
 
 def test_parse_head() -> None:
-    assert parse_head(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nAccept: */*") is not None
+    req = parse_head(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nAccept: */*")
+    assert req is not None
+    assert (req.method, req.target, req.has_body, req.close) == (b"GET", b"/a?b=1", False, False)
     req = parse_head(b"GET / HTTP/1.1\r\nhost: x\r\nConnection: keep-alive, Close")
     assert req is not None
     assert req.close
-    for head in (
-        b"POST / HTTP/1.1\r\nhost: x",
-        b"GET / HTTP/1.0\r\nhost: x",
-        b"GET / HTTP/1.1",  # no Host
-        b"GET / HTTP/1.1\r\nhost: x\r\nhost: y",
-        b"GET http://x/ HTTP/1.1\r\nhost: x",
-        b"GET / HTTP/1.1\r\nhost: x\r\ncontent-length: 3",
-        b"GET / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked",
-        b"GET / HTTP/1.1\r\nhost: x\r\nupgrade: h2c\r\nconnection: upgrade",
-        b"GET / HTTP/1.1\r\nhost: x\r\nexpect: 100-continue",
-        b"GET / HTTP/1.1\r\nhost: x\r\n folded",
-        b"GET / HTTP/1.1\r\nhost: x\r\nbad name: v",
-        b"GET / HTTP/1.1\r\nhost: x\r\nx: a\x00b",
-        b"PRI * HTTP/2.0",
+    req = parse_head(b"POST /v1/events HTTP/1.1\r\nhost: x\r\ncontent-length: 12\r\nexpect: 100-Continue")
+    assert req is not None
+    assert (req.length, req.chunked, req.expect_continue) == (12, False, True)
+    req = parse_head(b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: Chunked")
+    assert req is not None
+    assert req.chunked
+    req = parse_head(b"GET / HTTP/1.0")  # HTTP/1.0: no Host needed, never kept alive
+    assert req is not None
+    assert req.http10
+    assert req.close
+    req = parse_head(b"GET / HTTP/1.1\r\nhost: x\r\nupgrade: h2c\r\nconnection: upgrade")
+    assert req is not None  # upgrades are ignored (RFC 9110 7.8): served as HTTP/1.1
+    assert parse_head(b"PRI * HTTP/2.0") is None  # HTTP/2 prior knowledge: handed on
+    for head, status in (
+        (b"GET / HTTP/1.1", 400),  # no Host
+        (b"GET / HTTP/1.1\r\nhost: x\r\nhost: y", 400),
+        (b"GET http://x/ HTTP/1.1\r\nhost: x", 400),
+        (b"GET / HTTP/2.0\r\nhost: x", 400),
+        (b"GET  / HTTP/1.1\r\nhost: x", 400),
+        (b"GET / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ntransfer-encoding: chunked", 400),
+        (b"GET / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\ncontent-length: 0", 400),
+        (b"GET / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ncontent-length: 3", 400),
+        (b"GET / HTTP/1.1\r\nhost: x\r\ncontent-length: +3", 400),
+        (b"GET / HTTP/1.1\r\nhost: x\r\ncontent-length: 3, 3", 400),
+        (b"GET / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip, chunked", 501),
+        (b"GET / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked", 400),
+        (b"GET / HTTP/1.0\r\ntransfer-encoding: chunked", 400),
+        (b"GET / HTTP/1.1\r\nhost: x\r\nexpect: 200-ok", 417),
+        (b"GET / HTTP/1.1\r\nhost: x\r\n folded", 400),
+        (b"GET / HTTP/1.1\r\nhost: x\r\nbad name: v", 400),
+        (b"GET / HTTP/1.1\r\nhost: x\r\ncontent-length : 3", 400),
+        (b"GET / HTTP/1.1\r\nhost: x\r\nx: a\x00b", 400),
+        (b"GET / HTTP/1.1\r\nhost: x\r\nx: a\nb", 400),
+        (b"GET / HTTP/1.1\nhost: x", 400),
     ):
-        assert parse_head(head) is None, head
-    assert parse_head(b"GET / HTTP/1.1\r\nhost: x\r\ncontent-length: 0") is not None
+        with pytest.raises(Refusal) as info:
+            parse_head(head)
+        assert info.value.status == status, head
+    req = parse_head(b"GET / HTTP/1.1\r\nhost: x\r\ncontent-length: 0")
+    assert req is not None
+    assert not req.has_body
 
 
 def test_keep_alive_gets_and_pipelining() -> None:
@@ -150,29 +198,43 @@ def test_keep_alive_gets_and_pipelining() -> None:
     run(t)
 
 
-def test_post_hands_connection_to_hypercorn() -> None:
+def test_posts_are_framed_by_the_front_end() -> None:
     async def t(connect: Any, server: LeanServer, s: Subject, registry: Registry) -> None:
         c = await connect()
         await c.send(get(f"/v1/subjects/{s.id}/keys/k1"))
         assert (await c.response())[0] == 200
         body = json.dumps(obj(s.inception)).encode()
         await c.send(b"POST /v1/events HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n")
-        await c.send(b"content-length: %d\r\n\r\n" % len(body) + body)
+        await c.send(b"content-length: %d\r\n\r\n" % len(body) + body[:10])
+        await c.send(body[10:] + get(f"/v1/subjects/{s.id}/keys/k1"))  # a GET pipelined after the body
         status, headers, answer = await c.response()
         assert status == 200
         assert json.loads(answer)["status"] == "known"
-        assert headers["server"].startswith("hypercorn")
-        await c.send(get(f"/v1/subjects/{s.id}/keys/k1"))  # the connection stays with hypercorn
+        assert headers["server"] == "keyreg"
         status, headers, answer = await c.response()
-        assert status == 200
         assert json.loads(answer)["status"] == "valid"
-        assert server.handoffs == 1
-        assert server.lean_requests == 1
+        # chunked, with Expect: 100-continue, a chunk extension and a trailer
+        await c.send(
+            b"POST /v1/events HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\nexpect: 100-continue\r\n\r\n"
+        )
+        status, _, _ = await c.response()
+        assert status == 100
+        await c.send(b"%x;ext=1\r\n" % 10 + body[:10] + b"\r\n")
+        await c.send(b"%X\r\n" % (len(body) - 10) + body[10:] + b"\r\n0\r\nx-trailer: 1\r\n\r\n")
+        status, _, answer = await c.response()
+        assert (status, json.loads(answer)["status"]) == (200, "known")
+        await c.send(b"HEAD /v1/health HTTP/1.1\r\nhost: t\r\n\r\n" + get("/v1/health"))
+        status, headers, answer = await c.response_to_head()
+        assert (status, answer) == (200, b"")
+        assert int(headers["content-length"]) > 0
+        assert json.loads((await c.response())[2])["ok"] is True
+        assert server.handoffs == 0
+        assert server.lean_requests == 6
 
     run(t)
 
 
-def test_body_cap_and_chunked_upload_via_hypercorn() -> None:
+def test_body_cap_on_chunked_and_declared_bodies() -> None:
     async def t(connect: Any, server: LeanServer, s: Subject, registry: Registry) -> None:
         c = await connect()
         await c.send(b"POST /v1/events HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n")
@@ -182,29 +244,40 @@ def test_body_cap_and_chunked_upload_via_hypercorn() -> None:
         status, _, answer = await c.response()
         assert status == 413
         assert json.loads(answer)["code"] == "oversized"
+        assert await c.closed()
+        c = await connect()  # a declared length over the cap: refused before a byte is read
+        await c.send(b"POST /v1/events HTTP/1.1\r\nhost: t\r\ncontent-length: 2049\r\nexpect: 100-continue\r\n\r\n")
+        status, _, answer = await c.response()
+        assert (status, json.loads(answer)["code"]) == (413, "oversized")
+        assert await c.closed()
         assert registry.counters["accepted"] == 1  # the inception only
+        assert server.counters["refused"] == 2
 
     run(t, api={"rate_limit_per_s": 0, "max_body_bytes": 2048})
 
 
-def test_oversized_or_malformed_heads_get_hypercorns_answer() -> None:
+def test_oversized_or_malformed_heads_are_refused_and_closed() -> None:
     async def t(connect: Any, server: LeanServer, s: Subject, _: Registry) -> None:
-        c = await connect()  # a head past the limit (still incomplete): h11's error answer, closed
-        await c.send(b"GET / HTTP/1.1\r\nhost: t\r\nx-big: " + b"a" * 5000)
-        status, _, _ = await c.response()
-        assert 400 <= status < 500
+        for raw, status in (
+            (b"GET / HTTP/1.1\r\nhost: t\r\nx-big: " + b"a" * 5000, 431),  # incomplete, past the limit
+            (b"GET /v1/health HTTP/1.1\r\nhost: t\r\nx-big: " + b"a" * 5000 + b"\r\n\r\n", 431),
+            (b"GET /v1/health HTTP/1.1\r\n\r\n", 400),  # no Host
+            (b"GET /v1/health HTTP/1.1\r\nhost: t\r\nx: \x01\r\n\r\n", 400),
+        ):
+            c = await connect()
+            await c.send(raw + get("/v1/health"))
+            got, headers, body = await c.response()
+            assert got == status
+            assert headers["connection"] == "close"
+            assert set(json.loads(body)) == {"code", "message"}
+            assert await c.closed()
+        c = await connect()
+        await c.send(b"GET /v1/health HTTP/1.0\r\n\r\n")  # HTTP/1.0 works, then closes
+        status, headers, _ = await c.response()
+        assert (status, headers["connection"]) == (200, "close")
         assert await c.closed()
-        c = await connect()  # a complete head past the limit: hypercorn serves it like any other
-        await c.send(b"GET /v1/health HTTP/1.1\r\nhost: t\r\nx-big: " + b"a" * 5000 + b"\r\n\r\n")
-        assert (await c.response())[0] == 200
-        c = await connect()
-        await c.send(b"GET /v1/health HTTP/1.1\r\n\r\n")  # no Host: h11 refuses
-        assert (await c.response())[0] == 400
-        c = await connect()
-        await c.send(b"GET /v1/health HTTP/1.0\r\n\r\n")  # HTTP/1.0 works, through hypercorn
-        assert (await c.response())[0] == 200
-        assert server.lean_requests == 0
-        assert server.handoffs == 4
+        assert server.lean_requests == 1
+        assert server.handoffs == 0
 
     run(t, h11_max_incomplete_size=4096)
 
