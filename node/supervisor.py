@@ -63,7 +63,9 @@ def describe(exc: BaseException) -> str:
     text = f"{type(first).__name__}: {message}" if message else type(first).__name__
     frames = traceback.extract_tb(first.__traceback__)
     if frames:
-        where = frames[-1]
+        # the innermost frame of our own code says more than a library's internals
+        ours = [f for f in frames if "/node/" in f.filename]
+        where = (ours or frames)[-1]
         text += f" (at {_short_path(where.filename)}:{where.lineno} in {where.name})"
     if len(leaves) > 1:
         text += f" (+{len(leaves) - 1} more)"
