@@ -5,7 +5,7 @@ Pure functions of core records: the API, the CLI and the demo render the same sh
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ..core.codec import event_to_obj
@@ -45,9 +45,28 @@ def key_jwk(rec: KeyRecord) -> dict[str, Any]:
     return jwk
 
 
-def jwks(keys: Iterable[KeyRecord]) -> dict[str, Any]:
-    """RFC 7517 JWK Set of the given (valid) keys."""
-    return {"keys": [key_jwk(r) for r in keys]}
+# Successors offered ahead of their activation (docs/adr/0013-jwks-successor-keys.md): the soonest
+# few, so a subject that pre-published many keys cannot make every JWKS answer large.
+MAX_UPCOMING = 4
+
+
+def upcoming_keys(state: SubjectState, at: int, valid_at: Callable[[str, int], bool]) -> list[KeyRecord]:
+    """Published keys not valid at ``at`` that will be from their activation (successors), soonest
+    first, at most :data:`MAX_UPCOMING`. ``valid_at(kid, t)``: the key's verdict at t is valid."""
+    later = sorted((r for r in state.keys.values() if r.valid_from > at), key=lambda r: (r.valid_from, r.key.key_id))
+    out: list[KeyRecord] = []
+    for r in later:
+        if len(out) == MAX_UPCOMING:
+            break
+        if valid_at(r.key.key_id, r.valid_from):
+            out.append(r)
+    return out
+
+
+def jwks(keys: Iterable[KeyRecord], upcoming: Sequence[KeyRecord] = ()) -> dict[str, Any]:
+    """RFC 7517 JWK Set of the valid keys, then the published successors; every JWK with a window
+    carries it as ``nbf``/``exp`` (NumericDate, non-standard members that JWKS clients ignore)."""
+    return {"keys": [key_jwk(r) for r in keys] + [key_jwk(r) for r in upcoming]}
 
 
 def key_view(
@@ -77,9 +96,14 @@ def anchor_status(state: SubjectState, anchors: list[AnchorRecord], digest_at_se
     ``digest_at_seq`` is our digest at the anchored seq.
     """
     if not anchors:
-        return {"status": "unanchored", "seq": None, "digest": None}
+        return {"status": "unanchored", "seq": None, "digest": None, "direct": None}
     last = max(anchors, key=lambda a: (a.seq, a.position))
     out: dict[str, Any] = {"seq": last.seq, "digest": hex0x(last.digest), "block": last.block_number, "mode": last.mode}
+    # The registry's own head (what offline verifiers read from storage): only it proves nothing newer
+    # was omitted, so the CLI waits on it after authority-reducing events (ADR 0012).
+    directs = [a for a in anchors if a.mode != "batch"]
+    d = max(directs, key=lambda a: (a.seq, a.position)) if directs else None
+    out["direct"] = None if d is None else {"seq": d.seq, "digest": hex0x(d.digest), "block": d.block_number}
     if last.seq > state.seq:
         out["status"] = "behind"
     elif digest_at_seq != last.digest:
@@ -128,18 +152,27 @@ def did_of(chain_id: int, subject: bytes) -> str:
     return f"did:keyreg:{chain_id}:{hex0x(subject)}"
 
 
-def did_document(chain_id: int, state: SubjectState, valid: list[KeyRecord]) -> dict[str, Any]:
-    """A W3C DID document: one JsonWebKey2020 verification method per key valid now.
+def did_document(
+    chain_id: int, state: SubjectState, valid: list[KeyRecord], upcoming: Sequence[KeyRecord] = ()
+) -> dict[str, Any]:
+    """A W3C DID document: one JsonWebKey2020 verification method per key valid now, then one per
+    published successor (as in the JWKS), each with its window as ``validFrom``/``validUntil``
+    (Unix seconds; extension members, docs/adr/0013-jwks-successor-keys.md).
 
     Relationships by purpose: ``auth``/``authentication`` -> authentication; ``assert``/
     ``assertion`` -> assertionMethod; ``sig`` -> both.
     """
     did = did_of(chain_id, state.subject)
     methods, authn, assertion = [], [], []
-    for rec in valid:
+    for rec in [*valid, *upcoming]:
         vm_id = f"{did}#{rec.key.key_id}"
         jwk = public_jwk(rec.key.alg, rec.key.public_key)
-        methods.append({"id": vm_id, "type": "JsonWebKey2020", "controller": did, "publicKeyJwk": jwk})
+        vm: dict[str, Any] = {"id": vm_id, "type": "JsonWebKey2020", "controller": did, "publicKeyJwk": jwk}
+        if rec.valid_from:
+            vm["validFrom"] = rec.valid_from
+        if rec.not_after:
+            vm["validUntil"] = rec.not_after
+        methods.append(vm)
         p = set(rec.key.purposes)
         if p & {"sig", "auth", "authentication"}:
             authn.append(vm_id)

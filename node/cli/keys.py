@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -10,7 +11,7 @@ from rich.table import Table
 
 from ..core.codec import event_to_obj
 from ..core.errors import ConfigError
-from ..keys.operations import Head, sign_revocation, sign_update
+from ..keys.operations import Head, reduces_authority, sign_revocation, sign_update
 from ..keys.rotation import KeyWindow, plan_manual_rotation
 from ..keys.service_keys import ServiceKey, check_alg
 from . import app as root
@@ -31,10 +32,10 @@ from .common import (
     parse_time,
     print_json,
 )
+from .direct_anchor import AnchorModeOpt, AnchorTimeoutOpt, WaitOpt, anchor_reduction, check_mode
 
 keys_app = typer.Typer(help="Publish, rotate, retire and revoke the subject's service keys.", no_args_is_help=True)
 root.add_typer(keys_app, name="keys")
-
 
 
 def _windows(state: dict[str, Any], key_ids: set[str]) -> list[KeyWindow]:
@@ -51,6 +52,14 @@ def _head(state: dict[str, Any]) -> Head:
 
 def _submit(s: Session, events: list[Any]) -> list[dict[str, Any]]:
     return s.client.post_events([event_to_obj(e) for e in events])
+
+
+def _anchor(
+    s: Session, data_dir: Path, results: list[dict[str, Any]], mode: str, wait: bool, timeout: float, what: str
+) -> dict[str, Any]:
+    """Anchor the subject directly up to the last submitted event (it reduces authority: ADR 0012)."""
+    seq = max(int(r["seq"]) for r in results)
+    return anchor_reduction(data_dir, s.client, s.subject, seq, mode=mode, wait=wait, timeout=timeout, what=what)
 
 
 @keys_app.command("add")
@@ -91,20 +100,32 @@ def retire(
     data_dir: DataDirOpt = DEFAULT_DATA_DIR,
     node: NodeOpt = None,
     password_file: PasswordFileOpt = None,
+    anchor_mode: AnchorModeOpt = "direct",
+    wait: WaitOpt = True,
+    anchor_timeout: AnchorTimeoutOpt = 120.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Retire a key: it stays valid until --at, then expires (a planned end; use `revoke` for compromise)."""
+    """Retire a key: it stays valid until --at, then expires (a planned end; use `revoke` for compromise).
+
+    Ending a key earlier reduces authority, so the retirement is anchored directly by default and
+    the command waits for it (--anchor batch / --no-wait to skip, with a warning).
+    """
+    check_mode(anchor_mode)
     s = Session(data_dir, password_file, node)
     now = int(time.time())
     when = parse_time(at, now)
     assert when is not None
     if when < now:
         raise ConfigError("a retirement cannot be in the past; use `keyreg keys revoke --at` for that")
-    _submit(s, [sign_update(s.keystore, s.config.domain, _head(s.state()), now, retire=[(key_id, when)])])
+    state = s.state()
+    signed = sign_update(s.keystore, s.config.domain, _head(state), now, retire=[(key_id, when)])
+    results = _submit(s, [signed])
+    err_console.print(f"[green]retired[/] {key_id}: valid until {fmt_time(when)}")
+    anchor: dict[str, Any] = {"mode": "none", "status": "not needed"}
+    if reduces_authority(signed.event, {k["keyId"]: k["notAfter"] for k in state["keys"]}):
+        anchor = _anchor(s, data_dir, results, anchor_mode, wait, anchor_timeout, "retires")
     if as_json:
-        print_json({"keyId": key_id, "notAfter": when})
-    else:
-        err_console.print(f"[green]retired[/] {key_id}: valid until {fmt_time(when)}")
+        print_json({"keyId": key_id, "notAfter": when, "anchor": anchor})
 
 
 @keys_app.command("rotate")
@@ -123,14 +144,20 @@ def rotate(
     data_dir: DataDirOpt = DEFAULT_DATA_DIR,
     node: NodeOpt = None,
     password_file: PasswordFileOpt = None,
+    anchor_mode: AnchorModeOpt = "direct",
+    wait: WaitOpt = True,
+    anchor_timeout: AnchorTimeoutOpt = 120.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Rotate the service key without downtime.
 
     Normal: publish a new key (active now, or after --activate-in) and retire the old one(s) at
     activation + --overlap, so both are valid during the overlap. --now (emergency): publish the new
-    key and revoke the old one(s) effective immediately (a Revocation event per key).
+    key and revoke the old one(s) effective immediately (a Revocation event per key). Retiring or
+    revoking old keys reduces authority, so the events are anchored directly by default and the
+    command waits for it (--anchor batch / --no-wait to skip, with a warning).
     """
+    check_mode(anchor_mode)
     s = Session(data_dir, password_file, node)
     now = int(time.time())
     state = s.state()
@@ -157,7 +184,7 @@ def rotate(
             events.append(
                 sign_revocation(s.keystore, s.config.domain, h, ts, w.key_id, ts, reason or "emergency rotation")
             )
-        _submit(s, events)
+        results = _submit(s, events)
         result: dict[str, Any] = {
             "mode": "emergency",
             "newKey": new.key_id,
@@ -168,23 +195,18 @@ def rotate(
     else:
         plan = plan_manual_rotation(now, live, parse_duration(overlap), parse_duration(activate_in))
         assert plan.activate_at is not None
-        _submit(
-            s,
-            [
-                sign_update(
-                    s.keystore, s.config.domain, head, now, [new.published(purposes, plan.activate_at)], plan.retire
-                )
-            ],
-        )
+        events = [
+            sign_update(
+                s.keystore, s.config.domain, head, now, [new.published(purposes, plan.activate_at)], plan.retire
+            )
+        ]
+        results = _submit(s, events)
         result = {
             "mode": "overlap",
             "newKey": new.key_id,
             "activeFrom": plan.activate_at,
             "retired": [{"keyId": k, "notAfter": t} for k, t in plan.retire],
         }
-    if as_json:
-        print_json(result)
-        return
     err_console.print(
         f"[green]rotated[/]: new key {new.key_id} ({new.alg}) active from {fmt_time(result['activeFrom'])}"
     )
@@ -194,6 +216,13 @@ def rotate(
     else:
         for r in result["retired"]:
             err_console.print(f"  {r['keyId']} stays valid until {fmt_time(r['notAfter'])} (overlap)")
+    current = {k["keyId"]: k["notAfter"] for k in state["keys"]}
+    result["anchor"] = {"mode": "none", "status": "not needed"}
+    if any(reduces_authority(e.event, current) for e in events):
+        what = "revokes" if now_ else "retires"
+        result["anchor"] = _anchor(s, data_dir, results, anchor_mode, wait, anchor_timeout, what)
+    if as_json:
+        print_json(result)
 
 
 @keys_app.command("revoke")
@@ -205,18 +234,27 @@ def revoke(
     data_dir: DataDirOpt = DEFAULT_DATA_DIR,
     node: NodeOpt = None,
     password_file: PasswordFileOpt = None,
+    anchor_mode: AnchorModeOpt = "direct",
+    wait: WaitOpt = True,
+    anchor_timeout: AnchorTimeoutOpt = 120.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Revoke a key from an effective time (may be in the past: signatures made after it become invalid)."""
+    """Revoke a key from an effective time (may be in the past: signatures made after it become invalid).
+
+    The revocation is anchored directly (the registry contract records it as the subject's head, so
+    no node or bundle can hide it) and the command waits for the anchor to be confirmed; --no-wait or
+    --anchor batch skip that, with a warning.
+    """
+    check_mode(anchor_mode)
     s = Session(data_dir, password_file, node)
     now = int(time.time())
     when = parse_time(at, now)
     assert when is not None
-    _submit(s, [sign_revocation(s.keystore, s.config.domain, _head(s.state()), now, key_id, when, reason)])
+    results = _submit(s, [sign_revocation(s.keystore, s.config.domain, _head(s.state()), now, key_id, when, reason)])
+    err_console.print(f"[red]revoked[/] {key_id} effective {fmt_time(when)}")
+    anchor = _anchor(s, data_dir, results, anchor_mode, wait, anchor_timeout, "revokes")
     if as_json:
-        print_json({"keyId": key_id, "revokedAt": when, "reason": reason})
-    else:
-        err_console.print(f"[red]revoked[/] {key_id} effective {fmt_time(when)}")
+        print_json({"keyId": key_id, "revokedAt": when, "reason": reason, "anchor": anchor})
 
 
 @keys_app.command("list")

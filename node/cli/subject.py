@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -36,10 +36,10 @@ from .common import (
     print_json,
     subject_arg,
 )
+from .direct_anchor import AnchorModeOpt, AnchorTimeoutOpt, WaitOpt, anchor_reduction, check_mode
 
 subject_app = typer.Typer(help="Create and inspect subjects (the identities that publish keys).", no_args_is_help=True)
 root.add_typer(subject_app, name="subject")
-
 
 
 @subject_app.command("create")
@@ -192,26 +192,41 @@ def rotate_controllers(
     data_dir: DataDirOpt = DEFAULT_DATA_DIR,
     node: NodeOpt = None,
     password_file: PasswordFileOpt = None,
+    anchor_mode: AnchorModeOpt = "direct",
+    wait: WaitOpt = True,
+    anchor_timeout: AnchorTimeoutOpt = 120.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Rotate the subject's controller keys (pre-rotation).
 
     Signs a rotation with the pre-committed *next* keys, revealing them, and commits to a freshly
-    generated next set. The old current keys lose all power once the node accepts it.
+    generated next set. The old current keys lose all power once the node accepts it, and for good
+    once the rotation is anchored: it is anchored directly by default and the command waits for it
+    (--anchor batch / --no-wait to skip, with a warning).
     """
+    check_mode(anchor_mode)
     s = Session(data_dir, password_file, node)
     head = s.head()
     signed = sign_controller_rotation(s.keystore, s.config.domain, head, int(time.time()))
     s.client.post_events([event_to_obj(signed)])
     s.keystore.commit_controller_rotation()
-    summary = {
+    summary: dict[str, Any] = {
         "subject": "0x" + head.subject.hex(),
         "seq": head.seq + 1,
         "generation": s.keystore.generation,
         "controllers": ["0x" + a.hex() for a in s.keystore.controller_addresses(s.keystore.generation)],
     }
-    if as_json:
-        print_json(summary)
-        return
     err_console.print(f"[green]controllers rotated[/] (seq {summary['seq']}, generation {summary['generation']})")
     err_console.print(f"  now controlled by {', '.join(summary['controllers'])}")
+    summary["anchor"] = anchor_reduction(
+        data_dir,
+        s.client,
+        head.subject,
+        head.seq + 1,
+        mode=anchor_mode,
+        wait=wait,
+        timeout=anchor_timeout,
+        what="replaces (the old controllers could still sign a competing event)",
+    )
+    if as_json:
+        print_json(summary)

@@ -6,11 +6,11 @@ rotate-controllers``) and by the rotation scheduler, so both sign the same way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..core import builder
-from ..core.records import ZERO20, Domain, PublishedKey, SignedEvent
+from ..core.records import ZERO20, Domain, Event, PublishedKey, Revocation, Rotation, SignedEvent, Update
 from .keystore import Keystore
 
 
@@ -90,3 +90,20 @@ def sign_controller_rotation(ks: Keystore, domain: Domain, head: Head, now: int)
         ks.threshold,
     )
     return builder.sign_event(domain, event, next_secrets)
+
+
+def reduces_authority(event: Event, not_after: Mapping[str, int]) -> bool:
+    """True for an event that takes authority away, which must be anchored directly (ADR 0012).
+
+    Revocations and controller rotations always do; an update does when it retires a key earlier
+    than its current not-after (``not_after`` maps key id -> current not-after, 0 = none; a key
+    missing from it counts as reduced). Publishing keys or metadata only adds.
+    """
+    if isinstance(event, Revocation | Rotation):
+        return True
+    if isinstance(event, Update):
+        for r in event.retire:
+            current = not_after.get(r.key_id)
+            if current is None or current == 0 or r.not_after < current:
+                return True
+    return False
