@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import binascii
 import json
+import re
+from itertools import accumulate
 from typing import Any, NoReturn
 
 import orjson
@@ -64,10 +66,117 @@ _DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates)
 _scan_once = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
-def loads_strict(data: bytes | str) -> Any:
-    """Parse UTF-8 JSON, rejecting duplicate keys; every failure is a MalformedEvent."""
+# ---------------------------------------------------------------------------------------------
+# Nesting depth. The stdlib parser recurses once per nested array or object and relies on the
+# interpreter's recursion limit to stop; py_ecc (imported through web3) raises that limit to
+# 100,000, far past what the C stack holds, so a 200 KB text of brackets segfaults the process.
+# Every JSON text from outside is therefore measured before any parser sees it, by this linear
+# scan in C-speed steps, and refused past the bound. orjson needs no scan: it stops at depth 1,024
+# by itself without recursing in Python (tests/unit/test_codec.py holds it to that).
+
+# A hard ceiling whatever the configuration says: the stdlib parser's C recursion stays far from
+# the end of any thread's stack.
+JSON_DEPTH_CEILING = 512
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)  # a backslash and the byte it escapes
+_STRING = re.compile(rb'"[^"]*"')
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
+_NOT_BRACKET = b'"'
+_ONE_KIND = bytes.maketrans(b"{}", b"[]")
+_STEP = bytes.maketrans(b"[]", b"\x01\xff")  # +1 / -1 as signed bytes
+_CHUNK = 8192  # prefix sums are summed this many at a time, to stop early on a deep text
+_PASSES = 4
+_SMALL_TEXT = 16 * 1024
+
+
+def _brackets(data: bytes | bytearray) -> bytes:
+    """The brackets of the JSON text ``data`` outside its strings, as ``[`` and ``]`` only.
+
+    Up to the first syntax error this reads the text as any JSON parser does: a backslash occurs
+    only in strings, where it starts an escape of the next character, and the quotes left then
+    open and close strings in turn. Past an error, the brackets are whatever they are.
+    """
+    if b"\\" in data:
+        data = _ESCAPE.sub(b"", data)  # left to right, as the parser pairs them
+    data = data.translate(None, _NOT_STRUCTURE)
+    if b'"' in data:
+        # Two adjacent quotes are an empty string or a close and the next open with nothing
+        # between: dropping them keeps the pairing of the rest. Most strings hold no bracket, so
+        # few quotes are left for the regular expression.
+        data = data.replace(b'""', b"")
+        if b'"' in data:
+            data = _STRING.sub(b"", data)
+            data = data.translate(None, _NOT_BRACKET)  # an unclosed string's quote
+    return bytes(data.translate(_ONE_KIND))
+
+
+def _deeper_than(brackets: bytes, limit: int) -> bool:
+    """Whether some prefix of ``brackets`` opens more than ``limit`` than it closes."""
+    level = 0
+    steps = memoryview(brackets.translate(_STEP)).cast("b")
+    for start in range(0, len(steps), _CHUNK):
+        sums = list(accumulate(steps[start : start + _CHUNK], initial=level))
+        if max(sums) > limit:
+            return True
+        level = sums[-1]
+    return False
+
+
+def json_depth(data: bytes | bytearray) -> int:
+    """How deep the JSON text ``data`` nests arrays and objects (for any text: an upper bound on
+    the depth a parser reaches before the first error). Linear; nothing recurses."""
+    steps = memoryview(_brackets(data).translate(_STEP)).cast("b")
+    return max(0, max(accumulate(steps), default=0))
+
+
+def check_json_depth(data: bytes | bytearray, max_depth: int = DEFAULT_LIMITS.max_json_depth) -> None:
+    """Raise MalformedEvent if ``data`` nests arrays and objects deeper than ``max_depth``.
+
+    The one guard every parse of outside JSON goes through before the stdlib parser (directly
+    or via :func:`loads_strict`); linear, about 1 ns per byte, nothing recurses.
+    """
+    limit = min(max_depth, JSON_DEPTH_CEILING)
+    # A text with no more opening brackets than the bound (any single event) cannot nest deeper;
+    # counting is cheaper than the scan, but wasted on large texts, which hold more.
+    if len(data) <= _SMALL_TEXT and data.count(b"[") + data.count(b"{") <= limit:
+        return
+    brackets = _brackets(data)
+    if len(brackets) <= limit:  # too few brackets to open more than `limit`
+        return
+    # Each pass drops every innermost "[]". Prefix sums at the brackets left are unchanged, and a
+    # dropped pair's peak was one above the sum before it, so depth <= depth(rest) + passes, and
+    # depth >= depth(rest). The passes shrink a real document to a few brackets.
+    rest, passes = brackets, 0
+    while passes < _PASSES:
+        shorter = rest.replace(b"[]", b"")
+        if len(shorter) == len(rest):
+            break
+        rest, passes = shorter, passes + 1
+    if not _deeper_than(rest, limit - passes) or (passes and not _deeper_than(brackets, limit)):
+        return
+    raise MalformedEvent(f"not valid JSON: arrays and objects nest deeper than {limit}")
+
+
+# A \uD800-\uDFFF escape. Only texts holding one can parse to a lone surrogate (raw surrogates are
+# not UTF-8); a match may still be a valid pair or an escaped backslash, which the check settles.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(obj: Any) -> None:
     try:
-        text = data if isinstance(data, str) else data.decode("utf-8")
+        json.dumps(obj, ensure_ascii=False).encode()  # depth already bounded: the recursion is short
+    except UnicodeEncodeError:
+        raise MalformedEvent("not valid JSON: a \\u escape encodes a lone surrogate (not Unicode text)") from None
+
+
+def loads_strict(data: bytes | bytearray | str, max_depth: int = DEFAULT_LIMITS.max_json_depth) -> Any:
+    """Parse UTF-8 JSON, rejecting duplicate keys, lone surrogates and nesting past ``max_depth``;
+    every failure is a MalformedEvent."""
+    try:
+        if isinstance(data, str):
+            text, data = data, data.encode()  # a lone surrogate in a str fails here (UnicodeError)
+        else:
+            text = data.decode("utf-8")
+        check_json_depth(data, max_depth)  # before any parser recurses
         # Fast path: the C scanner directly, for a text that is exactly one JSON value (the canonical
         # form); surrounding whitespace and every error go through decode() for its exact message.
         try:
@@ -76,16 +185,24 @@ def loads_strict(data: bytes | str) -> Any:
             end = -1
         if end != len(text):
             obj = _DECODER.decode(text)
-        return obj
     except MalformedEvent:
         raise
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeError is a ValueError
         raise MalformedEvent(f"not valid JSON: {exc}") from None
+    if b"\\u" in data and _SURROGATE_ESCAPE.search(data):
+        _refuse_lone_surrogates(obj)
+    return obj
 
 
 def dumps_canonical(obj: Any) -> bytes:
-    """Canonical JSON bytes: sorted keys, no whitespace, UTF-8."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """Canonical JSON bytes: sorted keys, no whitespace, UTF-8.
+
+    Raises MalformedEvent for text that has no UTF-8 form (a lone surrogate), as the parsers do.
+    """
+    try:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise MalformedEvent("text holds a lone surrogate, which has no UTF-8 form") from None
 
 
 # Field converters take the value itself (the decoder is the node's hottest path after recovery).
@@ -540,7 +657,7 @@ def decode_event(data: bytes, limits: Limits = DEFAULT_LIMITS) -> SignedEvent:
     try:
         return _fast_decode(data, limits)
     except Exception:  # any doubt: the strict parser and the reference decoder decide
-        return event_from_obj(loads_strict(data), limits)
+        return event_from_obj(loads_strict(data, limits.max_json_depth), limits)
 
 
 def _key_obj(k: PublishedKey) -> dict[str, Any]:

@@ -21,6 +21,10 @@ class Limits:
     max_public_key_bytes: int = 33
     # Admission rule only (not part of log validity): reject events stamped this far in the future.
     max_clock_skew_s: int = 300
+    # Nesting of arrays and objects in any JSON text the node parses (events, messages, frames,
+    # bundles, ballots, request bodies). keyreg's own formats nest at most 8 deep; the bound is
+    # checked before parsing (codec.check_json_depth), so the parser never recurses deeper than it.
+    max_json_depth: int = 64
 
 
 DEFAULT_LIMITS = Limits()

@@ -28,7 +28,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.errors import BadSignature
+from ..core.codec import loads_strict
+from ..core.errors import BadSignature, MalformedEvent
 from ..core.hashing import address_of_private_key, keccak, recover_address, sign_digest
 from .errors import BallotRejected
 
@@ -154,8 +155,8 @@ def decode_ballot(data: bytes | dict[str, Any]) -> Ballot:
         if len(data) > MAX_BALLOT_BYTES:
             raise BallotRejected(f"a ballot is at most {MAX_BALLOT_BYTES} bytes (got {len(data)})")
         try:
-            obj = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+            obj = loads_strict(data)  # nesting bounded before parsing; duplicate keys refused
+        except MalformedEvent:
             raise BallotRejected("a ballot is a JSON object") from None
     else:
         obj = data

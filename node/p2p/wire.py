@@ -30,7 +30,7 @@ from ..core.canonical import CanonicalEvent, canonical_from_obj
 from ..core.codec import dumps_canonical, encode_event, event_from_obj, loads_strict
 from ..core.errors import MalformedEvent, OversizedInput, RuleViolation
 from ..core.fork import Duplicity
-from ..core.limits import Limits
+from ..core.limits import DEFAULT_LIMITS, Limits
 from ..core.records import SignedEvent
 
 EVENTS = "events"
@@ -147,7 +147,7 @@ def _keys_at_least(obj: Any) -> int:
     return n
 
 
-def parse_message(data: bytes) -> Any:
+def parse_message(data: bytes, max_depth: int = DEFAULT_LIMITS.max_json_depth) -> Any:
     """Parse a gossip message as strictly as ``loads_strict``, on orjson where that is provably the same.
 
     orjson is ~4x faster than the stdlib scanner with a duplicate-key hook, but keeps the last of
@@ -155,14 +155,17 @@ def parse_message(data: bytes) -> Any:
     more, so count(':') >= keys in the text >= keys parsed >= the lower bound counted here; when the
     first equals the last, no key was dropped. Otherwise (or if orjson refuses the text: it is the
     stricter of the two, see node.core.codec) loads_strict decides and names the error.
+
+    Nesting: orjson stops by itself past depth 1,024 (and its result is only read flat here);
+    loads_strict bounds it to ``max_depth`` before its parser recurses.
     """
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return loads_strict(data)
+        return loads_strict(data, max_depth)
     if _keys_at_least(obj) == data.count(b":"):
         return obj
-    return loads_strict(data)
+    return loads_strict(data, max_depth)
 
 
 def canonical_batch(data: bytes, limits: Limits, max_events: int | None = None) -> list[CanonicalEvent] | None:
@@ -213,7 +216,7 @@ def decode_message(data: bytes, max_bytes: int, max_events: int, limits: Limits,
         fast = canonical_batch(data, limits, max_events)
         if fast is not None:
             return Decoded(EVENTS, list(fast), 0)
-    obj = parse_message(data)
+    obj = parse_message(data, limits.max_json_depth)
     if type(obj) is not dict:
         raise MalformedEvent("message must be a JSON object")
     kind = obj.get("type")
@@ -239,8 +242,10 @@ def decode_message(data: bytes, max_bytes: int, max_events: int, limits: Limits,
 # ---------------------------------------------------------------- sync frames
 
 
-class FrameError(Exception):
+class FrameError(RuleViolation):
     """The peer broke the sync framing (oversized, truncated, not JSON)."""
+
+    code = "bad_frame"
 
 
 def frame(obj: Any) -> bytes:

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import json
+import timeit
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.core.canonical import CanonicalEvent, canonical_from_obj
 from node.core.codec import (
+    JSON_DEPTH_CEILING,
+    check_json_depth,
     decode_event,
     dumps_canonical,
     encode_event,
     event_from_obj,
     event_to_obj,
+    json_depth,
     loads_strict,
 )
 from node.core.errors import MalformedEvent, OversizedInput
-from node.core.limits import Limits
+from node.core.limits import DEFAULT_LIMITS, Limits
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 LOGS = json.loads((VECTORS / "valid_logs.json").read_text())["logs"]
@@ -228,3 +233,137 @@ def test_any_extra_top_level_field_is_rejected(obj: dict[str, Any], name: str) -
         return
     with pytest.raises(MalformedEvent, match="unknown field"):
         event_from_obj({**obj, name: 0})
+
+
+# ------------------------------------------------- nesting depth and lone surrogates (issue 13)
+# py_ecc (imported through web3) raises the recursion limit to 100,000, so the stdlib parser's
+# recursion guard no longer fires before the C stack ends: deep JSON must be refused before any
+# parser recurses (findings 13 and 9; the end-to-end tests are in tests/fuzz/test_hostile_json.py).
+
+
+def _nesting(value: Any) -> int:
+    """How deep ``value`` nests lists and dicts (iterative: the values here may be deep)."""
+    deepest, todo = 0, [(value, 0)]
+    while todo:
+        v, d = todo.pop()
+        if isinstance(v, list | dict):
+            deepest = max(deepest, d + 1)
+            todo.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+_BRACKETY = st.text(alphabet='[]{}"\\ab:, \n\u00e9\U0001f600', max_size=12)
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | _BRACKETY,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(_BRACKETY, children, max_size=3),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON_VALUES, st.sampled_from([None, 0, 2]), st.booleans())
+def test_json_depth_is_the_real_nesting(value: Any, indent: int | None, ascii_only: bool) -> None:
+    # Strings full of brackets, quotes and backslashes must not count; whitespace must not matter.
+    text = json.dumps(value, indent=indent, ensure_ascii=ascii_only).encode()
+    assert json_depth(text) == _nesting(value)
+
+
+def _nested(depth: int, shape: str) -> bytes:
+    if shape == "arrays":
+        return b"[" * depth + b"]" * depth
+    if shape == "objects":
+        return b'{"a":' * (depth - 1) + b"{}" + b"}" * (depth - 1)
+    # Strings that look like closers (and escaped quotes) between the openers must not hide them.
+    return b'["]]]\\"]}",' * depth + b"0" + b"]" * depth
+
+
+@pytest.mark.parametrize("shape", ["arrays", "objects", "strings"])
+def test_nesting_is_refused_past_the_bound_and_accepted_at_it(shape: str) -> None:
+    limit = DEFAULT_LIMITS.max_json_depth
+    assert json_depth(_nested(limit, shape)) == limit
+    check_json_depth(_nested(limit, shape))
+    loads_strict(_nested(limit, shape))
+    with pytest.raises(MalformedEvent, match="nest deeper than"):
+        check_json_depth(_nested(limit + 1, shape))
+    with pytest.raises(MalformedEvent, match="nest deeper than"):
+        loads_strict(_nested(limit + 1, shape))
+    check_json_depth(_nested(limit + 1, shape), limit + 1)  # the bound is a parameter (config: limits)
+
+
+def test_depth_bound_has_a_ceiling_whatever_the_configuration() -> None:
+    with pytest.raises(MalformedEvent, match=f"deeper than {JSON_DEPTH_CEILING}"):
+        check_json_depth(_nested(JSON_DEPTH_CEILING + 1, "arrays"), 10**9)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"[" * 100_000,  # never closed
+        b"[" * 100_000 + b"]" * 100_000,  # the input of the review
+        b'"' + b"[" * 100_000,  # an unclosed string: the parser stops at once; refusing is fine too
+        b"\\" + b'"' + b"[" * 100_000,  # a backslash outside a string
+        b"[1," * 50_000 + b"]" * 50_000,
+        b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+    ],
+)
+def test_deep_or_broken_texts_are_refused_before_parsing(text: bytes) -> None:
+    with pytest.raises(MalformedEvent):
+        loads_strict(text)
+    with pytest.raises(MalformedEvent):
+        decode_event(text, Limits(max_event_bytes=len(text)))
+
+
+def test_orjson_stops_at_depth_1024_by_itself() -> None:
+    # The orjson fast paths (decode_event, parse_message, canonical_batch, bundle parse_json) run
+    # no depth scan: they rely on this. If an orjson upgrade changes it, they need the scan.
+    orjson.loads(b"[" * 1024 + b"]" * 1024)
+    with pytest.raises(orjson.JSONDecodeError, match="depth"):
+        orjson.loads(b"[" * 1025 + b"]" * 1025)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"events":[{"kind":"\\ud800"}]}',  # the review's input (finding 9)
+        b'"\\udc00"',
+        b'"a\\ud800b"',
+        b'"\\ud800\\u0041"',
+        b'"\\uDBFF"',
+        b'{"\\ud800":1}',
+        b'["ok", "\\\\", "\\ud800"]',
+    ],
+)
+def test_lone_surrogate_escapes_are_malformed(text: bytes) -> None:
+    with pytest.raises(MalformedEvent, match="surrogate"):
+        loads_strict(text)
+
+
+def test_surrogate_pairs_and_escaped_backslashes_are_text() -> None:
+    text = b'["\\ud83d\\ude00","\\\\ud800","\\\\\\ud83d\\ude00"]'
+    assert loads_strict(text) == ["\U0001f600", "\\ud800", "\\\U0001f600"]
+
+
+def test_a_lone_surrogate_is_malformed_on_every_path() -> None:
+    with pytest.raises(MalformedEvent, match="surrogate"):
+        loads_strict('"\ud800"')  # a str holding one
+    with pytest.raises(MalformedEvent, match="surrogate"):
+        dumps_canonical({"kind": "\ud800"})  # the API re-encodes posted items with it
+    raw = encode_event(event_from_obj(BY_KIND["update"])).replace(b'"metadata":""', b'"metadata":"\\ud800"')
+    assert raw != encode_event(event_from_obj(BY_KIND["update"]))
+    with pytest.raises(MalformedEvent, match="surrogate"):
+        decode_event(raw)
+    signed = event_from_obj({**BY_KIND["update"], "metadata": "\ud800"})  # an object built in code
+    with pytest.raises(MalformedEvent, match="surrogate"):
+        encode_event(signed)
+
+
+def test_depth_check_is_cheap() -> None:
+    # Linear and in C loops: a batch of 1,000 events costs well under a microsecond per event to
+    # measure (the commit message has the figures); the review's 200 KB input, a few milliseconds.
+    batch = b'{"events":[' + b",".join([dumps_canonical(BY_KIND["update"])] * 1000) + b'],"type":"events"}'
+    deep = b"[" * 100_000 + b"]" * 100_000
+    per_batch = min(timeit.repeat(lambda: check_json_depth(batch), number=5, repeat=3)) / 5
+    per_deep = min(timeit.repeat(lambda: json_depth(deep), number=5, repeat=3)) / 5
+    parse = min(timeit.repeat(lambda: json.loads(batch), number=5, repeat=3)) / 5
+    assert per_batch < parse  # cheaper than one stdlib parse of the same text, with room for load
+    assert per_deep < 0.2
