@@ -23,8 +23,10 @@ String to sign: these nine lines joined by a single ``\\n`` (no trailing newline
 
 A request is accepted when: every header is present and well-formed and no field holds a
 newline; the timestamp is within ``window_s`` of the service's clock; the body matches the
-digest; the (subject, key id, nonce) was not seen in the window; the key is valid at the
-timestamp (for the purpose, if one is required) and the signature verifies. Nonces are
+digest; the (subject, key id, nonce) was not seen in the window; the key is valid at the later
+of the timestamp and the service's clock (for the purpose, if one is required) and the signature
+verifies. The client chooses its timestamp within the window: judging the key at that time alone
+would let a backdated request dodge a revocation or expiry of the last ``window_s`` seconds. Nonces are
 remembered only after a request verifies, so unsigned traffic cannot fill the cache; if the
 bounded cache is full of live nonces the request is refused (fail closed), never forgotten.
 """
@@ -310,8 +312,9 @@ class RequestVerifier:
         if self.nonces.seen(cache_key):  # fast path; add() below re-checks atomically
             raise RequestRejected("replay", "this nonce was already used: replayed request")
         message = string_to_sign(method, self.authority, path, subject, key_id, ts, nonce, digest)
+        at = max(ts, int(now))  # never before now: a backdated timestamp must not revive a key
         try:
-            check = self.keys.verify_signature(subject, key_id, message, signature, at=ts, purpose=self.purpose)
+            check = self.keys.verify_signature(subject, key_id, message, signature, at=at, purpose=self.purpose)
         except StaleView as exc:
             raise RequestRejected("stale-view", exc.message) from None
         if not check.verdict.ok:
