@@ -3,11 +3,13 @@
 Inbound: gossipsub calls :meth:`Gossip.validate` for every message before it forwards it. The
 validator rate-limits the forwarder, decodes the batch, and ingests it through one ingest task
 (which coalesces concurrent batches into one ``Registry.ingest`` call and keeps arrival order).
-The message is *valid* (forwarded) if at least one event was accepted, already known, or evidence;
-*invalid* (dropped, forwarder penalised by the score function) if it is malformed, oversized, over
-the peer's rate, or holds only events that break the rules. Events that cannot be applied yet (a
-gap in a subject's log, an unknown subject) make the message invalid too, since we cannot check
-them, but also schedule a targeted sync with the forwarder, which repairs the gap.
+The message is *valid* (forwarded) if no event in it breaks a rule and at least one was accepted,
+already known, or evidence; *invalid* (dropped, forwarder penalised by the score function) if it is
+malformed, oversized, over the peer's rate, or holds even one event that is malformed or breaks the
+rules (the events that passed are still stored: only the forwarding stops). Events that cannot be
+applied yet (a gap in a subject's log, an unknown subject) are tolerated beside valid events; a
+message of nothing else is invalid, since we cannot check it, and schedules a targeted sync with
+the forwarder, which repairs the gap.
 
 Outbound: a registry listener queues events accepted from any source but gossip and sync (gossip
 already forwards what it validated; sync only repairs), and every duplicity evidence. The
@@ -36,7 +38,7 @@ from libp2p.pubsub.pb import rpc_pb2
 
 from ..config import P2PConfig
 from ..core.canonical import CanonicalEvent
-from ..core.errors import ChainBroken, RuleViolation, StaleEvent, UnknownSubject
+from ..core.errors import ChainBroken, RuleViolation, StaleEvent, Throttled, UnknownSubject
 from ..core.records import SignedEvent
 from ..outcomes import IngestResult, Report
 from ..registry import Registry
@@ -86,6 +88,7 @@ class GossipStats:
     events_out: int = 0
     evidence_out: int = 0
     events_in_accepted: int = 0
+    events_in_invalid: int = 0  # events that broke a rule, in messages judged invalid for them
     dropped: int = 0
     backpressure_waits: int = 0
     invalid_by_peer: dict[str, int] = field(default_factory=dict)
@@ -211,18 +214,21 @@ class Gossip:
             )
         except RuleViolation:
             return self._invalid(forwarder)
-        if not decoded.events:
+        if not decoded.events or decoded.malformed:
+            # One malformed event makes the whole message invalid: judged before any ingest work.
             return self._invalid(forwarder)
         job = _Job(decoded.events)
         await self._jobs_send.send(job)
         await job.done.wait()
-        good = bad = 0
+        good = bad = unchecked = 0
         gaps: dict[bytes, int] = {}
         for r in job.results:
             if r.status == "rejected":
                 if is_gap(r) and r.subject is not None:
                     state = self.registry.states.get(r.subject)
                     gaps[r.subject] = 0 if state is None else state.seq + 1
+                elif isinstance(r.error, Throttled):
+                    unchecked += 1  # over this node's conflict budget: neither judged nor forwarded
                 else:
                     bad += 1
             else:
@@ -231,11 +237,17 @@ class Gossip:
                     self.stats.events_in_accepted += 1
         if gaps and self.on_gap is not None:
             self.on_gap(forwarder, gaps)
-        ok = bad == 0 and not gaps if decoded.kind == DUPLICITY else good > 0
+        # Any event that breaks a rule makes the whole message invalid, so no valid event can
+        # carry invalid ones across the network, and its forwarder pays for it (P4). Events that
+        # cannot be checked yet (gaps) are tolerated beside valid ones: an honest forwarder may be
+        # ahead of us. Evidence must check completely.
+        ok = bad == 0 and (not gaps and not unchecked if decoded.kind == DUPLICITY else good > 0)
         if ok:
             self.stats.messages_valid += 1
             return True
-        if gaps and not bad and not decoded.malformed:
+        if bad:
+            self.stats.events_in_invalid += bad
+        elif gaps:
             self.stats.messages_gap += 1
         return self._invalid(forwarder)
 
@@ -348,4 +360,5 @@ class Gossip:
             "outbox": len(self._outbox),
             "duplicates_dropped": getattr(self.pubsub, "duplicates_dropped", 0),
             "unwanted_skipped": getattr(self.pubsub, "unwanted_skipped", 0),
+            "unsigned_dropped": getattr(getattr(self.pubsub, "unsigned_log", None), "total", 0),
         }

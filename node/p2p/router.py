@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -155,6 +156,35 @@ class KeyregGossipSub(GossipSub):
 
 log = logging.getLogger(__name__)
 
+UNSIGNED_LOG_INTERVAL_S = 10.0  # at most one log line per this many seconds for dropped unsigned messages
+
+
+class RateLimitedLog:
+    """Logs at most one line per ``interval_s``, saying how many occurrences it stands for.
+
+    For events any peer can cause at will (a dropped message): each is worth knowing about, but a
+    line per occurrence would let a peer flood the log.
+    """
+
+    def __init__(self, logger: logging.Logger, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.interval_s = interval_s
+        self.clock = clock
+        self.total = 0
+        self._pending = 0
+        self._last = -math.inf
+
+    def info(self, fmt: str, *args: object) -> None:
+        """Count one occurrence; log it (with the count since the last line) unless one was logged lately."""
+        self.total += 1
+        self._pending += 1
+        now = self.clock()
+        if now - self._last < self.interval_s:
+            return
+        self._last = now
+        count, self._pending = self._pending, 0
+        self.logger.info(fmt + " (%d such since the last line)", *args, count)
+
 
 class KeyregPubsub(Pubsub):
     """Pubsub with a read loop that cannot take the node down, per-peer admission, and dedupe.
@@ -169,6 +199,12 @@ class KeyregPubsub(Pubsub):
     verdict depends only on the bytes (ids are content hashes), except the forwarder's rate limit,
     which is therefore checked before (``admit``) and never cached as the message's verdict.
 
+    Messages must be signed by their origin (StrictSign, docs/p2p.md): upstream drops an unsigned
+    one silently (debug level); here it is logged at info, at most once per
+    ``UNSIGNED_LOG_INTERVAL_S`` (so a peer cannot flood the log), and counts against the forwarder
+    as an invalid message. A signed message whose signature does not verify is still dropped by
+    upstream (checking it here too would verify every message twice).
+
     Invariant: ``_validating`` holds the ids of messages whose push_msg task is running, no more.
     """
 
@@ -178,6 +214,7 @@ class KeyregPubsub(Pubsub):
         self.admit: Callable[[ID], bool] | None = None  # per-forwarder rate limit (Gossip.admit)
         self.duplicates_dropped = 0
         self.unwanted_skipped = 0  # queued publishes not sent: the peer said IDONTWANT meanwhile
+        self.unsigned_log = RateLimitedLog(log, UNSIGNED_LOG_INTERVAL_S)  # .total: unsigned messages dropped
 
     async def write_msg(self, stream: Any, rpc_msg: rpc_pb2.RPC) -> bool:
         """Drop, at send time, published messages the peer has said it does not want.
@@ -210,11 +247,19 @@ class KeyregPubsub(Pubsub):
             return
         if self.is_peer_blacklisted(msg_forwarder):
             return
+        scorer = getattr(self.router, "scorer", None)
+        if self.strict_signing and not msg.signature:
+            self.unsigned_log.info(
+                "dropped an unsigned gossip message forwarded by %s (keyreg requires StrictSign)", msg_forwarder
+            )
+            if scorer is not None:
+                for topic in msg.topicIDs:
+                    scorer.on_invalid_message(msg_forwarder, topic)
+            return
         msg_id = self._msg_id_constructor(msg)
         if msg_id in self._validating or self.seen_messages.has(msg_id):
             self.duplicates_dropped += 1
             return
-        scorer = getattr(self.router, "scorer", None)
         topics = list(msg.topicIDs)
         if scorer is not None and not scorer.allow_publish(msg_forwarder, topics):
             # Below the publish threshold a peer's messages are dropped unvalidated (as upstream
