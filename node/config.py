@@ -41,6 +41,10 @@ class IngestConfig:
     # node (their own cores and GILs), "threads" = worker threads in the node, "auto" = process
     # when the machine has 2+ CPUs. Gossip and API batches use threads (docs/adr/0010).
     recovery: str = "auto"
+    # Conflicts (another event at an occupied seq, validly signed by the signer set in force) that
+    # may reach fork choice, which replays the subject's log: per subject per window (docs/p2p.md).
+    conflicts_per_subject: int = 16
+    conflict_window_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -213,4 +217,6 @@ def load_config(data_dir: Path | str, overrides: dict[str, dict[str, Any]] | Non
         cfg = replace(cfg, log_level=str(raw["log_level"]))
     if cfg.ingest.recovery not in RECOVERY_MODES:
         raise ConfigError(f"config ingest.recovery: {cfg.ingest.recovery!r} is not one of {', '.join(RECOVERY_MODES)}")
+    if cfg.ingest.conflicts_per_subject < 1 or cfg.ingest.conflict_window_s <= 0:
+        raise ConfigError("config ingest.conflicts_per_subject must be >= 1 and ingest.conflict_window_s > 0")
     return cfg
