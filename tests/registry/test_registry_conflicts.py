@@ -17,15 +17,24 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from node.config import load_config
 from node.core import builder as b
 from node.core.codec import encode_event
 from node.core.eip712 import event_digest
-from node.core.errors import BelowThreshold, ChainBroken, CommitmentMismatch, Throttled, UnauthorizedSigner
+from node.core.errors import (
+    BelowThreshold,
+    ChainBroken,
+    CommitmentMismatch,
+    ConfigError,
+    Throttled,
+    UnauthorizedSigner,
+)
 from node.core.hashing import keccak
 from node.core.log import signatures_recovered
 from node.core.records import Domain, PublishedKey, SignedEvent
@@ -297,3 +306,10 @@ def test_any_event_at_an_occupied_seq_costs_at_most_its_own_signatures(
         state = reg.state(subject)
         assert state is not None
         assert state.seq == 6
+
+
+def test_conflict_budget_is_configured_and_checked(tmp_path: Path) -> None:
+    cfg = load_config(tmp_path, {"ingest": {"conflicts_per_subject": 4, "conflict_window_s": 5.0}})
+    assert (cfg.ingest.conflicts_per_subject, cfg.ingest.conflict_window_s) == (4, 5.0)
+    with pytest.raises(ConfigError):
+        load_config(tmp_path, {"ingest": {"conflicts_per_subject": 0}})
