@@ -87,6 +87,21 @@ class P2PConfig:
     peer_rate_msgs_per_s: float = 50.0
     sync_interval_s: float = 30.0
     sync_frame_bytes: int = 1024 * 1024
+    # Serving /keyreg/sync/1 (docs/p2p.md section 4, "Bounds"): sessions at once, in all and per
+    # peer, and each peer's work budget in units of ~1 us of the server's CPU (a token bucket; a
+    # peer over it gets an "over_budget" error frame, and a strike if it comes back before its
+    # retry_after_ms); the total rate bounds what all peers together may take of the node.
+    sync_server_slots: int = 8
+    sync_server_slots_per_peer: int = 2
+    sync_serve_units_per_s: float = 100_000.0
+    sync_serve_burst_units: int = 5_000_000
+    sync_serve_total_units_per_s: float = 400_000.0
+    # Pulling: what one pull takes from a server at most (wants also bound the tree nodes asked,
+    # 16x, and the leaves listed, 4x); a pull that reaches a bound stops cleanly, keeps what it
+    # received and leaves the rest to the next pull.
+    sync_max_wants_per_pull: int = 65_536
+    sync_max_events_per_pull: int = 1_000_000
+    sync_max_frames_per_pull: int = 16_384
 
 
 @dataclass(frozen=True)

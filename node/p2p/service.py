@@ -233,7 +233,7 @@ class P2PService:
             "messages_in": self.gossip.stats.messages_in,
             "messages_out": self.gossip.stats.messages_out,
             "dropped": self.gossip.stats.dropped,
-            "sync": {"pulls": self.sync.pulls, "served": self.sync.served},
+            "sync": self.sync.status(),
             "last_sync": None if last is None else last.to_dict(),
         }
 

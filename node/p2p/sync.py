@@ -14,9 +14,13 @@ The puller (initiator) and the server speak in request/response frames (docs/p2p
 Each side can pull; the service runs pulls at start-up (bootstrap peers), periodically with a
 random peer, and targeted (straight to step 4) when gossip shows a head we cannot apply.
 
-Bounds: every read has a timeout; a session has a deadline and a request budget; requests carry
-at most MAX_NODES nodes, MAX_LEAF_PREFIXES prefixes, MAX_WANTS wants; the server answers at most
-MAX_EVENTS_PER_REQUEST events per request and serves SERVER_SLOTS sessions at once.
+Bounds (node/p2p/sync_limits.py): every read has a timeout; a session has a deadline and a request
+budget; requests are checked (shape, sizes, disjoint prefixes, distinct wants) before the tree or
+the store is read, and answered at O(log n) a node, O(log n + page) a leaves page. The server
+serves ``sync_server_slots`` sessions at once (``sync_server_slots_per_peer`` per peer) within a
+work budget per peer and in all; it refuses with an ``error`` frame. A pull takes at most
+``sync_max_*_per_pull`` wants, tree nodes, leaves, frames and events, and stops cleanly there.
+Broken rules on either side are strikes against the peer; STRIKES_TO_BAN strikes ban it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -35,26 +38,48 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from ..config import P2PConfig
-from ..core.canonical import CanonicalEvent
 from ..core.codec import loads_strict
 from ..core.errors import RuleViolation
 from ..core.merkle import DEPTH, SparseMerkleTree
-from ..core.records import SignedEvent
-from ..recovery import short_switch_interval
 from ..registry import PreparedBatch, Registry
-from .gossip import is_gap
+from .sync_ingest import INGEST_BATCH, PREPARED_AHEAD, SyncResult, ingest_frames
+from .sync_limits import (
+    LEAF_PAGE,
+    MAX_LEAF_PREFIXES,
+    MAX_NODES,
+    MAX_WANTS,
+    STRIKES_TO_BAN,
+    UNITS_EVENT,
+    UNITS_LEAF,
+    UNITS_NODE,
+    UNITS_PREFIX,
+    UNITS_REQUEST,
+    UNITS_SESSION,
+    UNITS_WANT,
+    PeerTable,
+    PullBudget,
+    ServeBudgets,
+    Slots,
+    Strikes,
+    SyncError,
+    SyncRefused,
+    check_page,
+    hex32,
+    parse_after,
+    parse_nodes,
+    parse_prefixes,
+    parse_wants,
+    ranges_of,
+)
 from .wire import (
     FrameError,
     FrameReader,
     FrameWriter,
-    canonical_batch,
     compress_message,
     encode_batch,
-    event_items,
     expand_message,
     frame,
     frame_raw,
-    parse_message,
 )
 
 log = logging.getLogger(__name__)
@@ -62,73 +87,30 @@ log = logging.getLogger(__name__)
 PROTOCOL = TProtocol("/keyreg/sync/1")
 STEP = 4  # levels descended per round trip: 16 children per differing subtree
 LEAF_FETCH = 64  # list leaves once a differing subtree holds at most this many subjects (peer side)
-MAX_NODES = 1024
-MAX_LEAF_PREFIXES = 256
-LEAF_PAGE = 4096
-MAX_WANTS = 1024
 MAX_EVENTS_PER_REQUEST = 50_000
 MAX_EVENTS_PER_SUBJECT = 10_000
-MAX_ROUNDS = 64
+MAX_ROUNDS = 64  # the last round lists the leaves of whatever still differs
 MAX_REQUESTS = 4096
 REQUEST_FRAME_BYTES = 256 * 1024
 READ_TIMEOUT_S = 15.0
 SESSION_DEADLINE_S = 300.0
-SERVER_SLOTS = 4
-# Sync ingests received events in batches of INGEST_BATCH, each prepared (decoded, hashed, its
-# signatures sent to recovery) up to PREPARED_AHEAD events before it is ingested. Keeping only one
-# batch of 2,048 ahead left the recovery helpers idle while the next frame was decoded (~82% of
-# two cores busy). bench/sync.py, alternating runs: 1,024 / 4,096 gave 10,836-11,244 events/s,
-# one batch of 2,048 ahead 7,177-9,748; 512 or 2,048 per batch, 3,072-6,144 ahead, within noise.
-INGEST_BATCH = 1024
-PREPARED_AHEAD = 4096
-STRIKES_TO_BAN = 3
+BUSY_RETRY_S = 5.0  # what a server with no free slot tells the puller to wait
+
+__all__ = [
+    "INGEST_BATCH",
+    "PREPARED_AHEAD",
+    "PROTOCOL",
+    "STRIKES_TO_BAN",
+    "SyncError",
+    "SyncProtocol",
+    "SyncRefused",
+    "SyncResult",
+    "TreeView",
+]
 
 
-class SyncError(Exception):
-    """The peer broke the sync protocol or sent invalid data."""
-
-
-@dataclass
-class SyncResult:
-    """What one pull did (also the ``last_sync`` entry of the health status)."""
-
-    peer: str
-    kind: str
-    ok: bool = False
-    wants: int = 0
-    events: int = 0
-    accepted: int = 0
-    invalid: int = 0
-    rounds: int = 0
-    seconds: float = 0.0
-    cpu_seconds: float = 0.0  # this process (all threads) and its recovery helpers while the pull ran
-    at: float = field(default_factory=time.time)
-    error: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def _hex32(s: Any) -> bytes:
-    if not isinstance(s, str) or not s.startswith("0x") or len(s) != 66:
-        raise SyncError("expected a 0x-prefixed 32-byte hex string")
-    try:
-        return bytes.fromhex(s[2:])
-    except ValueError:
-        raise SyncError("bad hex") from None
-
-
-def _node(item: Any) -> tuple[int, int]:
-    if not isinstance(item, list) or len(item) != 2 or type(item[0]) is not int or not isinstance(item[1], str):
-        raise SyncError("a node is [depth, prefix-hex]")
-    depth = item[0]
-    try:
-        prefix = int(item[1], 16)
-    except ValueError:
-        raise SyncError("bad prefix") from None
-    if not 0 <= depth <= DEPTH or not 0 <= prefix < (1 << depth) or not item[1].startswith("0x"):
-        raise SyncError("node out of range")
-    return depth, prefix
+class _BudgetReached(Exception):
+    """This pull took all its budget allows of one kind: stop it cleanly."""
 
 
 class TreeView:
@@ -139,10 +121,17 @@ class TreeView:
         self.registry = registry
 
     async def hashes(self, nodes: Sequence[tuple[int, int]]) -> list[tuple[bytes, int]]:
+        """(hash, count) of each node; coordinates from a peer never grow the tree's cache."""
+
         def read(tree: SparseMerkleTree) -> list[tuple[bytes, int]]:
-            return [(tree.node_hash(d, p), tree.count(d, p)) for d, p in nodes]
+            lookup = tree.lookup
+            return [lookup(d, p) for d, p in nodes]
 
         return await trio.to_thread.run_sync(self.registry.read_tree, read)
+
+    async def scan(self, ranges: list[tuple[int, int]], after: int) -> tuple[list[tuple[bytes, int, bytes]], bool]:
+        """One page of leaves after ``after`` within sorted disjoint key ranges (see SparseMerkleTree.scan)."""
+        return await trio.to_thread.run_sync(self.registry.read_tree, lambda t: t.scan(ranges, after, LEAF_PAGE))
 
     async def root(self) -> tuple[bytes, int]:
         return (await self.hashes([(0, 0)]))[0]
@@ -154,7 +143,7 @@ class TreeView:
 
 
 def _root(tree: SparseMerkleTree) -> tuple[bytes, int]:
-    return tree.node_hash(0, 0), tree.count(0, 0)
+    return tree.lookup(0, 0)
 
 
 class SyncProtocol:
@@ -167,6 +156,7 @@ class SyncProtocol:
         config: P2PConfig,
         ban: Callable[[ID, str], None] | None = None,
         is_banned: Callable[[ID], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host = host
         self.registry = registry
@@ -174,15 +164,38 @@ class SyncProtocol:
         self.tree = TreeView(registry)
         self.ban = ban
         self.is_banned = is_banned or (lambda _peer: False)
-        self._slots = trio.Semaphore(SERVER_SLOTS)
-        self._strikes: dict[ID, int] = {}
+        self._clock = clock
+        self._slots = Slots(config.sync_server_slots, config.sync_server_slots_per_peer)
+        self.budgets = ServeBudgets(config, clock)
+        self._strikes = Strikes(clock)
+        self._not_before = PeerTable()  # peer -> when its server asked us to come back (retry_after)
         self.last: SyncResult | None = None
         self.served = 0
         self.pulls = 0
+        self.refused: dict[str, int] = {}  # sessions and requests we refused, by error code
+        self.violations = 0  # broken rules seen from peers, either side
 
     def register(self) -> None:
         """Install the stream handler on the host."""
         self.host.set_stream_handler(PROTOCOL, self.handle)
+
+    def status(self) -> dict[str, Any]:
+        """The ``sync`` part of the p2p health status."""
+        return {
+            "pulls": self.pulls,
+            "served": self.served,
+            "serving": self._slots.used,
+            "refused": dict(self.refused),
+            "violations": self.violations,
+            "units_charged": self.budgets.charged,
+        }
+
+    def _strike(self, peer: ID, why: str) -> None:
+        self.violations += 1
+        strikes = self._strikes.add(peer)
+        log.info("sync strike %d against %s: %s", strikes, peer, why)
+        if strikes >= STRIKES_TO_BAN and self.ban is not None:
+            self.ban(peer, why)
 
     # ------------------------------------------------------------------ server
 
@@ -192,13 +205,19 @@ class SyncProtocol:
         if self.is_banned(peer):
             await _reset(stream)
             return
-        try:
-            self._slots.acquire_nowait()
-        except trio.WouldBlock:
-            await _reset(stream)  # busy: the peer retries later
+        if not self._slots.acquire(peer):
+            await self._refuse(stream, peer, "busy", "no free sync slot (in all, or for this peer)", BUSY_RETRY_S)
             return
         try:
             self.served += 1
+            refusal = self.budgets.refusal(peer)
+            if refusal is not None:
+                code, wait = refusal
+                if code == "over_budget":  # it was told to wait, and came back before retry_after
+                    self._strike(peer, "opened a sync session while over its serving budget")
+                await self._refuse(stream, peer, code, _REFUSALS[code], wait)
+                return
+            self.budgets.charge(peer, UNITS_SESSION)
             reader = FrameReader(stream, REQUEST_FRAME_BYTES, READ_TIMEOUT_S)
             writer = FrameWriter(stream)
             with trio.move_on_after(SESSION_DEADLINE_S):
@@ -206,73 +225,78 @@ class SyncProtocol:
                     req = await reader.read()
                     if req["type"] == "bye":
                         break
-                    await self._answer(req, writer)
+                    refusal = self.budgets.refusal(peer)
+                    if refusal is not None:
+                        code, wait = refusal
+                        await self._refuse(stream, peer, code, _REFUSALS[code], wait, writer)
+                        return
+                    units = await self._answer(req, writer)
+                    self.budgets.charge(peer, UNITS_REQUEST + units)
                     await writer.flush()
             await stream.close()
-        except (FrameError, SyncError, trio.TooSlowError) as exc:
+        except SyncError as exc:  # checked before any work: say why, and count it against the peer
+            self._strike(peer, f"bad sync request: {exc}")
+            await self._refuse(stream, peer, "bad_request", str(exc), 0.0)
+        except (FrameError, trio.TooSlowError) as exc:
             log.debug("sync session with %s ended: %s", peer, exc)
             await _reset(stream)
         except Exception as exc:  # stream errors from py-libp2p have no common base we can name
             log.debug("sync session with %s failed: %r", peer, exc)
             await _reset(stream)
         finally:
-            self._slots.release()
+            self._slots.release(peer)
 
-    async def _answer(self, req: dict[str, Any], writer: FrameWriter) -> None:
+    async def _refuse(
+        self,
+        stream: Any,
+        peer: ID,
+        code: str,
+        message: str,
+        retry_after_s: float,
+        writer: FrameWriter | None = None,
+    ) -> None:
+        """Answer an ``error`` frame and close the session."""
+        self.refused[code] = self.refused.get(code, 0) + 1
+        log.debug("sync: refused %s: %s: %s", peer, code, message)
+        err = {"code": code, "message": message, "retry_after_ms": int(retry_after_s * 1000), "type": "error"}
+        try:
+            with trio.move_on_after(READ_TIMEOUT_S):
+                out = writer or FrameWriter(stream)
+                await out.send(frame(err), flush=True)
+                await stream.close()
+                return
+        except Exception as exc:  # the peer is gone: nothing to tell it
+            log.debug("sync: error frame to %s not sent: %r", peer, exc)
+        await _reset(stream)
+
+    async def _answer(self, req: dict[str, Any], writer: FrameWriter) -> int:
+        """Answer one request; the work units it cost."""
         kind = req["type"]
         if kind == "hello":
             root, count = await self.tree.root()
             await writer.send(frame({"type": "hello", "root": "0x" + root.hex(), "count": count}))
-        elif kind == "nodes":
-            items = req.get("nodes")
-            if not isinstance(items, list) or len(items) > MAX_NODES:
-                raise SyncError(f"nodes must be a list of at most {MAX_NODES}")
-            nodes = [_node(i) for i in items]
+            return UNITS_NODE
+        if kind == "nodes":
+            nodes = parse_nodes(req.get("nodes"))
             hashes = await self.tree.hashes(nodes)
             await writer.send(frame({"type": "nodes", "nodes": [["0x" + h.hex(), c] for h, c in hashes]}))
-        elif kind == "leaves":
-            await self._answer_leaves(req, writer)
-        elif kind == "events":
-            await self._answer_events(req, writer)
-        else:
-            raise SyncError(f"unknown request {kind!r}")
+            return UNITS_NODE * len(nodes)
+        if kind == "leaves":
+            ranges = parse_prefixes(req.get("prefixes"))
+            after = parse_after(req.get("after", ""))
+            found, more = await self.tree.scan(ranges, after)
+            leaves = [["0x" + s.hex(), seq, "0x" + head.hex()] for s, seq, head in found]
+            await writer.send(frame({"type": "leaves", "leaves": leaves, "more": more}))
+            return UNITS_PREFIX * len(ranges) + UNITS_LEAF * len(leaves)
+        if kind == "events":
+            return await self._answer_events(req, writer)
+        raise SyncError(f"unknown request {kind!r}")
 
-    async def _answer_leaves(self, req: dict[str, Any], writer: FrameWriter) -> None:
-        items = req.get("prefixes")
-        after_s = req.get("after", "")
-        if not isinstance(items, list) or len(items) > MAX_LEAF_PREFIXES:
-            raise SyncError(f"prefixes must be a list of at most {MAX_LEAF_PREFIXES}")
-        prefixes = sorted(_node(i) for i in items)
-        after = -1 if after_s == "" else int.from_bytes(_hex32(after_s), "big")
-        tree = self.registry.tree
-
-        def collect() -> tuple[list[list[Any]], bool]:
-            out: list[list[Any]] = []
-            # Leaves in ascending subject order across the (disjoint) prefixes, after ``after``.
-            for depth, prefix in sorted(prefixes, key=lambda n: n[1] << (DEPTH - n[0])):
-                for subject in tree.subjects_under(depth, prefix):
-                    if int.from_bytes(subject, "big") <= after:
-                        continue
-                    head = tree.get(subject)
-                    if head is None:
-                        continue
-                    if len(out) >= LEAF_PAGE:
-                        return out, True
-                    out.append(["0x" + subject.hex(), head[0], "0x" + head[1].hex()])
-            return out, False
-
-        leaves, more = await trio.to_thread.run_sync(collect)
-        await writer.send(frame({"type": "leaves", "leaves": leaves, "more": more}))
-
-    async def _answer_events(self, req: dict[str, Any], writer: FrameWriter) -> None:
-        items = req.get("wants")
-        if not isinstance(items, list) or len(items) > MAX_WANTS:
-            raise SyncError(f"wants must be a list of at most {MAX_WANTS}")
-        wants: list[tuple[bytes, int]] = []
-        for w in items:
-            if not isinstance(w, list) or len(w) != 2 or type(w[1]) is not int or w[1] < 0:
-                raise SyncError("a want is [subject, from_seq]")
-            wants.append((_hex32(w[0]), w[1]))
+    async def _answer_events(self, req: dict[str, Any], writer: FrameWriter) -> int:
+        wants = parse_wants(req.get("wants"))
+        # Only wants that can match read the store: a subject we hold, from a seq we have.
+        states = self.registry.states
+        served = [(s, f) for s, f in wants if (st := states.get(s)) is not None and f <= st.seq]
         compress = req.get("compress") == "zlib"
         budget = self.config.sync_frame_bytes - 64
         total = 0
@@ -285,8 +309,8 @@ class SyncProtocol:
                 body = await trio.to_thread.run_sync(compress_message, body)  # zlib releases the GIL
             await writer.send(frame_raw(body))
 
-        for i in range(0, len(wants), 128):
-            chunk = wants[i : i + 128]
+        for i in range(0, len(served), 128):
+            chunk = served[i : i + 128]
             per_subject = min(MAX_EVENTS_PER_SUBJECT, MAX_EVENTS_PER_REQUEST - total)
             if per_subject <= 0:
                 break
@@ -304,6 +328,7 @@ class SyncProtocol:
         if pending:
             await send_batch(pending)
         await writer.send(frame({"type": "end", "count": total}))
+        return len(wants) + UNITS_WANT * len(served) + UNITS_EVENT * total
 
     def _read_events(self, chunk: list[tuple[bytes, int]], per_subject: int) -> list[list[bytes]]:
         out = []
@@ -324,25 +349,43 @@ class SyncProtocol:
     async def pull(self, peer: ID, subjects: Sequence[bytes] | None = None, kind: str = "full") -> SyncResult:
         """Pull from ``peer``: the diff (``subjects`` None) or just those subjects; never raises."""
         result = SyncResult(str(peer), kind)
+        not_before = self._not_before.get(peer)
+        if not_before is not None and self._clock() < not_before:
+            result.error = "the peer asked us to retry later"
+            return result
         started = time.monotonic()
         cpu_started = time.process_time() + self.registry.recovery_cpu_seconds()
         self.pulls += 1
+        budget = PullBudget.of(self.config)
         stream = None
         try:
             with trio.fail_after(SESSION_DEADLINE_S):
                 stream = await self.host.new_stream(peer, [PROTOCOL])
                 session = _Session(stream, self.config.sync_frame_bytes + 1024)
                 if subjects is None:
-                    wants = await self._diff(session, result)
+                    wants = await self._diff(session, result, budget)
                 else:
                     wants = self._wants_after_local(subjects)
                 result.wants = len(wants)
                 if wants:
-                    await self._fetch(session, wants, result)
+                    await self._fetch(session, wants, result, budget)
                 await session.send({"type": "bye"})
                 await stream.close()
             result.ok = True
-        except (FrameError, SyncError, trio.TooSlowError) as exc:
+        except _BudgetReached as exc:  # events still in flight: end the stream rather than read them
+            result.ok = True
+            result.stopped = str(exc)
+            await _reset(stream)
+        except SyncRefused as exc:
+            result.error = f"refused: {exc}"
+            self._not_before.touch(peer, float)
+            self._not_before[peer] = self._clock() + exc.retry_after_s
+            await _reset(stream)
+        except SyncError as exc:
+            result.error = f"SyncError: {exc}"
+            self._strike(peer, f"sync protocol broken by the server: {exc}")
+            await _reset(stream)
+        except (FrameError, trio.TooSlowError) as exc:
             result.error = f"{type(exc).__name__}: {exc}"
             await _reset(stream)
         except Exception as exc:  # dial/stream failures from py-libp2p
@@ -356,13 +399,6 @@ class SyncProtocol:
         log.info("sync %s with %s: %s", kind, peer, result.to_dict())
         return result
 
-    def _strike(self, peer: ID, why: str) -> None:
-        self._strikes[peer] = self._strikes.get(peer, 0) + 1
-        if len(self._strikes) > 4096:
-            self._strikes.pop(next(iter(self._strikes)))
-        if self._strikes[peer] >= STRIKES_TO_BAN and self.ban is not None:
-            self.ban(peer, why)
-
     def _wants_after_local(self, subjects: Sequence[bytes]) -> list[tuple[bytes, int]]:
         out = []
         for s in subjects[:MAX_WANTS]:
@@ -370,9 +406,9 @@ class SyncProtocol:
             out.append((s, 0 if state is None else state.seq + 1))
         return out
 
-    async def _diff(self, session: _Session, result: SyncResult) -> list[tuple[bytes, int]]:
+    async def _diff(self, session: _Session, result: SyncResult, budget: PullBudget) -> list[tuple[bytes, int]]:
         hello = await session.request({"type": "hello"}, "hello")
-        peer_root = _hex32(hello.get("root"))
+        peer_root = hex32(hello.get("root"))
         peer_count = hello.get("count")
         if type(peer_count) is not int or peer_count < 0:
             raise SyncError("bad hello")
@@ -382,18 +418,24 @@ class SyncProtocol:
         frontier: list[tuple[int, int, int]] = [(0, 0, peer_count)]
         wants: dict[bytes, int] = {}
         tree = self.registry.tree
-        while frontier and result.rounds < MAX_ROUNDS and len(wants) < MAX_WANTS * 64:
+        while frontier and result.rounds < MAX_ROUNDS and not result.stopped:
             result.rounds += 1
+            last_round = result.rounds == MAX_ROUNDS
             leaf_nodes: list[tuple[int, int]] = []
             descend: list[tuple[int, int]] = []
             for depth, prefix, count in frontier:
                 if count == 0:
                     continue  # we hold subjects the peer lacks: its own pull will fetch them
-                if count <= LEAF_FETCH or depth + STEP > DEPTH or tree.count(depth, prefix) == 0:
+                if last_round or count <= LEAF_FETCH or depth + STEP > DEPTH or tree.count(depth, prefix) == 0:
                     leaf_nodes.append((depth, prefix))
                 else:
                     descend.append((depth, prefix))
             frontier = []
+            room = (budget.nodes - budget.nodes_used) >> STEP
+            if len(descend) > room:  # the rest of the difference is for the next pull
+                descend = descend[:room]
+                result.stopped = "nodes"
+            budget.nodes_used += len(descend) << STEP
             per_request = MAX_NODES >> STEP
             for i in range(0, len(descend), per_request):
                 children = [
@@ -405,28 +447,42 @@ class SyncProtocol:
                     raise SyncError("nodes answer does not match the request")
                 ours = await self.tree.hashes(children)
                 for (d, p), item, (h, _) in zip(children, theirs, ours, strict=True):
-                    if not isinstance(item, list) or len(item) != 2 or type(item[1]) is not int:
+                    if not isinstance(item, list) or len(item) != 2 or type(item[1]) is not int or item[1] < 0:
                         raise SyncError("bad node")
-                    if _hex32(item[0]) != h:
+                    if hex32(item[0]) != h:
                         frontier.append((d, p, item[1]))
             for i in range(0, len(leaf_nodes), MAX_LEAF_PREFIXES):
-                await self._leaves(session, leaf_nodes[i : i + MAX_LEAF_PREFIXES], wants)
+                if len(wants) >= budget.wants or budget.leaves_used >= budget.leaves:
+                    result.stopped = result.stopped or ("wants" if len(wants) >= budget.wants else "leaves")
+                    break
+                await self._leaves(session, leaf_nodes[i : i + MAX_LEAF_PREFIXES], wants, budget)
+        if len(wants) > budget.wants:  # the last page may overshoot
+            result.stopped = "wants"
+            return list(wants.items())[: budget.wants]
         return list(wants.items())
 
-    async def _leaves(self, session: _Session, nodes: list[tuple[int, int]], wants: dict[bytes, int]) -> None:
+    async def _leaves(
+        self, session: _Session, nodes: list[tuple[int, int]], wants: dict[bytes, int], budget: PullBudget
+    ) -> None:
+        """List the leaves of disjoint nodes, page by page; a page must ascend within them."""
         tree = self.registry.tree
-        after = ""
-        for _ in range(MAX_REQUESTS):
+        ranges = ranges_of(nodes)
+        after, after_key = "", -1
+        while len(wants) < budget.wants and budget.leaves_used < budget.leaves:
             resp = await session.request(
                 {"type": "leaves", "prefixes": [[d, hex(p)] for d, p in nodes], "after": after}, "leaves"
             )
             leaves = resp.get("leaves")
             if not isinstance(leaves, list) or len(leaves) > LEAF_PAGE:
                 raise SyncError("bad leaves answer")
+            page: list[tuple[bytes, int, bytes]] = []
             for leaf in leaves:
                 if not isinstance(leaf, list) or len(leaf) != 3 or type(leaf[1]) is not int:
                     raise SyncError("a leaf is [subject, seq, head]")
-                subject, seq, head = _hex32(leaf[0]), leaf[1], _hex32(leaf[2])
+                page.append((hex32(leaf[0]), leaf[1], hex32(leaf[2])))
+            check_page([int.from_bytes(s, "big") for s, _, _ in page], ranges, after_key)
+            budget.leaves_used += len(page)
+            for subject, seq, head in page:
                 local = tree.get(subject)
                 if local is None:
                     wants[subject] = 0
@@ -434,11 +490,15 @@ class SyncProtocol:
                     wants[subject] = local[0] + 1
                 elif seq == local[0] and head != local[1]:
                     wants[subject] = seq  # the same seq with another head: fetch it as evidence
-            if not resp.get("more") or not leaves:
+            if not resp.get("more"):
                 return
-            after = leaves[-1][0]
+            if len(page) < LEAF_PAGE:  # a server fills every page but the last: this one could loop us
+                raise SyncError("a short leaves page with more to come")
+            after, after_key = leaves[-1][0], int.from_bytes(page[-1][0], "big")
 
-    async def _fetch(self, session: _Session, wants: list[tuple[bytes, int]], result: SyncResult) -> None:
+    async def _fetch(
+        self, session: _Session, wants: list[tuple[bytes, int]], result: SyncResult, budget: PullBudget
+    ) -> None:
         send, recv = trio.open_memory_channel[bytes](8)
         max_frame = self.config.sync_frame_bytes + 1024  # as read: an inflated frame gets no more
         pending: deque[PreparedBatch] = deque()  # prepared, recovering, not yet ingested (_ingest_frames)
@@ -462,85 +522,82 @@ class SyncProtocol:
                     with trio.CancelScope(shield=True):
                         await trio.to_thread.run_sync(self._ingest_frames, [], result, pending, True)
 
-        chunks = [wants[i : i + MAX_WANTS] for i in range(0, len(wants), MAX_WANTS)]
+        # The reader's errors are kept and raised after the nursery, once ingest has ended (with
+        # what it received): raised inside, they would come out wrapped in an exception group.
+        failure: Exception | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ingest)
             async with send:
-                # One request ahead: the server starts on the next chunk while we read this one's
-                # frames, so the stream never idles for a round trip. Never more than one: a
-                # request (<= ~75 KB) waiting unread must fit the peer's receive window, or we
-                # would block writing while the server blocks writing to us.
-                await session.send(_events_request(chunks[0]))
-                for i in range(len(chunks)):
-                    if i + 1 < len(chunks):
-                        await session.send(_events_request(chunks[i + 1]))
-                    while True:
-                        body = await session.reader.read_body()
-                        if body.startswith(b'{"count":'):
-                            end = loads_strict(body)
-                            if end.get("type") != "end":
-                                raise SyncError("expected end")
-                            break
-                        if body[:1] != b"{":  # compressed (we asked): inflate beside the ingest
-                            try:
-                                body = await trio.to_thread.run_sync(expand_message, body, max_frame)
-                            except RuleViolation:
-                                result.invalid += 1
-                                continue
-                        await send.send(body)
+                try:
+                    await self._read_frames(session, wants, result, budget, send, max_frame)
+                except (_BudgetReached, SyncRefused, SyncError, FrameError) as exc:
+                    failure = exc
+        if failure is not None:
+            raise failure
+
+    async def _read_frames(
+        self,
+        session: _Session,
+        wants: list[tuple[bytes, int]],
+        result: SyncResult,
+        budget: PullBudget,
+        send: trio.MemorySendChannel[bytes],
+        max_frame: int,
+    ) -> None:
+        """Send the events requests and pass each answer frame on to the ingest, within the budget."""
+        chunks = [wants[i : i + MAX_WANTS] for i in range(0, len(wants), MAX_WANTS)]
+        # One request ahead: the server starts on the next chunk while we read this one's frames,
+        # so the stream never idles for a round trip. Never more than one: a request (<= ~75 KB)
+        # waiting unread must fit the peer's receive window, or we would block writing while the
+        # server blocks writing to us.
+        await session.send(_events_request(chunks[0]))
+        for i in range(len(chunks)):
+            if i + 1 < len(chunks):
+                await session.send(_events_request(chunks[i + 1]))
+            while True:
+                # Checked per frame: the events count lags by the frames still queued for ingest.
+                if budget.frames_used >= budget.frames:
+                    raise _BudgetReached("frames")
+                if result.received >= budget.events:
+                    raise _BudgetReached("events")
+                body = await session.reader.read_body()
+                budget.frames_used += 1
+                if body.startswith(b'{"count":'):
+                    end = loads_strict(body)
+                    count = end.get("count")
+                    if end.get("type") != "end" or type(count) is not int or not 0 <= count <= MAX_EVENTS_PER_REQUEST:
+                        raise SyncError("expected end")
+                    break
+                if body.startswith(b'{"code":'):
+                    raise _refused(loads_strict(body))
+                if body[:1] != b"{":  # compressed (we asked): inflate beside the ingest
+                    try:
+                        body = await trio.to_thread.run_sync(expand_message, body, max_frame)
+                    except RuleViolation:
+                        result.invalid += 1
+                        continue
+                await send.send(body)
 
     def _ingest_frames(
         self, bodies: list[bytes], result: SyncResult, pending: deque[PreparedBatch], last: bool = False
     ) -> None:
-        """Decode frames and ingest their events, behind a window of prepared batches.
+        ingest_frames(self.registry, bodies, result, pending, last)
 
-        Each batch of INGEST_BATCH events is prepared (decoded, hashed, its signatures handed to
-        the recovery helpers or workers) up to PREPARED_AHEAD events before it is ingested, so
-        recovery keeps running while this thread decodes the next frames (it does not wait for the
-        frame after the batch it is ingesting). Batches still in the window stay in ``pending``
-        for the next call; ``last`` ingests them all.
-        """
-        limits = self.registry.limits
-        ahead = sum(len(b.items) for b in pending)
-        with short_switch_interval():
-            for body in bodies:
-                fast = canonical_batch(body, limits)
-                events: Sequence[SignedEvent | CanonicalEvent] = (
-                    fast if fast is not None else self._strict_frame(body, result)
-                )
-                for i in range(0, len(events), INGEST_BATCH):
-                    batch = self.registry.prepare(events[i : i + INGEST_BATCH], bulk=True)
-                    pending.append(batch)
-                    ahead += len(batch.items)
-                    while ahead > PREPARED_AHEAD:
-                        done = pending.popleft()
-                        ahead -= len(done.items)
-                        self._ingest_batch(done, result)
-            while last and pending:
-                self._ingest_batch(pending.popleft(), result)
 
-    def _strict_frame(self, body: bytes, result: SyncResult) -> list[SignedEvent | CanonicalEvent]:
-        """A frame that is not in canonical form, decoded by the strict parser (its bad events counted)."""
-        try:
-            obj = parse_message(body)
-        except RuleViolation:
-            result.invalid += 1
-            return []
-        if type(obj) is not dict or obj.get("type") != "events" or not isinstance(obj.get("events"), list):
-            result.invalid += 1
-            return []
-        items, bad = event_items(obj["events"], self.registry.limits)
-        result.invalid += bad
-        return items
+_REFUSALS = {
+    "over_budget": "this peer's sync work budget is spent",
+    "busy": "the sync server's work budget for all peers is spent",
+}
+MAX_RETRY_AFTER_S = 3600.0
 
-    def _ingest_batch(self, batch: PreparedBatch, result: SyncResult) -> None:
-        results = self.registry.ingest_prepared(batch, "sync", False)
-        result.events += len(results)
-        for r in results:
-            if r.status == "accepted":
-                result.accepted += 1
-            elif r.status == "rejected" and not is_gap(r):
-                result.invalid += 1
+
+def _refused(obj: dict[str, Any]) -> SyncRefused:
+    """The SyncRefused of a server's ``error`` frame (SyncError if it is not one)."""
+    code, message, wait = obj.get("code"), obj.get("message"), obj.get("retry_after_ms")
+    if obj.get("type") != "error" or not isinstance(code, str) or not isinstance(message, str):
+        raise SyncError("bad error frame")
+    seconds = min(MAX_RETRY_AFTER_S, wait / 1000) if type(wait) is int and wait > 0 else 0.0
+    return SyncRefused(code[:64], message[:256], seconds)
 
 
 def _events_request(chunk: Sequence[tuple[bytes, int]]) -> dict[str, Any]:
@@ -560,6 +617,8 @@ class _Session:
     async def request(self, obj: dict[str, Any], expect: str) -> dict[str, Any]:
         await self.send(obj)
         resp = await self.reader.read()
+        if resp["type"] == "error":
+            raise _refused(resp)
         if resp["type"] != expect:
             raise SyncError(f"expected a {expect} frame, got {resp['type']!r}")
         return resp

@@ -11,7 +11,7 @@ from collections import deque
 
 import pytest
 
-import node.p2p.sync as sync_mod
+import node.p2p.sync_ingest as sync_mod
 from node.config import P2PConfig
 from node.p2p.sync import SyncProtocol, SyncResult
 from node.p2p.wire import encode_batch
