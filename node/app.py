@@ -32,7 +32,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +41,7 @@ from typing import Any
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
+from prometheus_client.core import CounterMetricFamily
 
 from .api import views
 from .api.admin import check_admin_host, create_admin_app
@@ -48,9 +49,10 @@ from .api.app import ApiContext, StatusProvider, create_app
 from .api.server import serve_api
 from .config import Config
 from .core.errors import KeyregError
+from .core.log import signatures_recovered
 from .keys.keystore import Keystore, KeystoreError, Password
 from .keys.service_keys import ServiceKey
-from .registry import ConflictBudget, Registry
+from .registry import Registry
 from .runtime import tune_gc
 from .store.base import Store
 from .supervisor import Supervisor, SupervisorCollector
@@ -112,6 +114,16 @@ class Node:
             raise KeystoreError("no service key of this subject is valid now: publish one with `keyreg keys add`")
         current = max(mine, key=lambda r: (r.valid_from, r.published_seq))
         return ks.service_key(current.key.key_id), [views.key_jwk(r) for r in valid]
+
+
+class CostCollector:
+    """What inputs cost this process, for /metrics: ``keyreg_signatures_recovered_total`` (every
+    signature recovery in the node process; sync pulls on helper processes count there)."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "keyreg_signatures_recovered", "Signatures this node process tried to recover", value=signatures_recovered()
+        )
 
 
 def open_store(config: Config) -> Store:
@@ -177,13 +189,7 @@ async def open_node(
     registry: Registry | None = None
     try:
         registry = await trio.to_thread.run_sync(
-            lambda: Registry(
-                config.domain,
-                store,
-                config.limits,
-                recovery=config.ingest.recovery,
-                conflicts=ConflictBudget(config.ingest.conflicts_per_subject, config.ingest.conflict_window_s),
-            )
+            lambda: Registry(config.domain, store, config.limits, recovery=config.ingest.recovery)
         )
         tune_gc()  # the loaded read model out of the cyclic GC's scans; fewer young collections
         keystore = None
@@ -194,7 +200,7 @@ async def open_node(
                 await trio.to_thread.run_sync(keystore.unlock, password)
         supervisor = Supervisor(config.supervisor)
         ctx = ApiContext(registry, config)
-        ctx.collectors.append(SupervisorCollector(supervisor))
+        ctx.collectors += [SupervisorCollector(supervisor), CostCollector()]
         async with trio.open_nursery() as nursery:
             node = Node(config, registry, ctx, nursery, supervisor, keystore)
             for name, module, attr in OPTIONAL_SERVICES if services is None else services:

@@ -330,6 +330,7 @@ def test_node_keeps_serving_while_a_service_fails(tmp_path: Any) -> None:
     assert "SECRETAPIKEY" not in out["metrics"]
     assert 'keyreg_service_restarts_total{service="boom"} 3.0' in out["metrics"]
     assert 'keyreg_service_up{service="boom"} 1.0' in out["metrics"]
+    assert "keyreg_signatures_recovered_total " in out["metrics"]  # what inputs cost (node/app.py)
     assert out["shutdown_s"] < 5
 
 
