@@ -52,7 +52,7 @@ from .core.errors import KeyregError
 from .core.log import signatures_recovered
 from .keys.keystore import Keystore, KeystoreError, Password
 from .keys.service_keys import ServiceKey
-from .registry import Registry
+from .registry import ConflictBudget, Registry
 from .runtime import tune_gc
 from .store.base import Store
 from .supervisor import Supervisor, SupervisorCollector
@@ -189,7 +189,13 @@ async def open_node(
     registry: Registry | None = None
     try:
         registry = await trio.to_thread.run_sync(
-            lambda: Registry(config.domain, store, config.limits, recovery=config.ingest.recovery)
+            lambda: Registry(
+                config.domain,
+                store,
+                config.limits,
+                recovery=config.ingest.recovery,
+                conflicts=ConflictBudget(config.ingest.conflicts_per_subject, config.ingest.conflict_window_s),
+            )
         )
         tune_gc()  # the loaded read model out of the cyclic GC's scans; fewer young collections
         keystore = None
