@@ -26,9 +26,15 @@ const SETTINGS = {
   viaIR: true,
   metadata: { bytecodeHash: 'none' },
   outputSelection: {
-    '*': { '*': ['abi', 'evm.bytecode.object', 'evm.deployedBytecode.object', 'evm.methodIdentifiers'] },
+    '*': {
+      '*': ['abi', 'evm.bytecode.object', 'evm.deployedBytecode.object', 'evm.deployedBytecode.immutableReferences',
+        'evm.methodIdentifiers'],
+    },
   },
 };
+// Contracts whose deployed code the node recognises on-chain (node/gov/recognition.py): their artifacts
+// also carry where the runtime code holds immutables, which differ per deployment and are masked.
+const CODE_RECOGNISED = new Set(['KeyregGovernor', 'KeyregTimelockGovernor', 'KeyregMembershipToken', 'KeyregTimelock']);
 
 function fail(message) {
   process.stderr.write(`compile.js: ${message}\n`);
@@ -81,6 +87,7 @@ function main() {
       bytecode: '0x' + contract.evm.bytecode.object,
       deployedBytecode: '0x' + contract.evm.deployedBytecode.object,
     };
+    if (CODE_RECOGNISED.has(name)) artifact.immutableReferences = contract.evm.deployedBytecode.immutableReferences;
     const text = JSON.stringify(artifact, null, 2) + '\n';
     const target = path.join(OUT, `${name}.json`);
     if (check) {

@@ -8,6 +8,7 @@ import {GovernorVotes} from "@openzeppelin/contracts/governance/extensions/Gover
 import {GovernorVotesQuorumFraction} from
     "@openzeppelin/contracts/governance/extensions/GovernorVotesQuorumFraction.sol";
 import {IVotes} from "@openzeppelin/contracts/governance/utils/IVotes.sol";
+import {IERC1155Receiver} from "@openzeppelin/contracts/token/ERC1155/IERC1155Receiver.sol";
 
 /// @title KeyregGovernorBase: the rules every keyreg DAO shares, whatever executes its proposals.
 /// @notice A keyreg DAO can do one thing: revoke keys of subjects that named it, through
@@ -22,6 +23,18 @@ import {IVotes} from "@openzeppelin/contracts/governance/utils/IVotes.sol";
 /// hash matches). Invariant: every GovernanceRevoked event this governor causes names the proposal
 /// that executed it.
 ///
+/// Canonical calldata: propose accepts an action only if its calldata is exactly
+/// abi.encodeWithSelector(REVOKE_SELECTOR, subject, keyId, effectiveAt, reasonHash, 0) of its own
+/// decoded arguments. ABI decoding tolerates non-canonical layouts (a string offset pointing into
+/// the head, overlapping words, dirty padding), and with one of those the word the governor
+/// patches could be part of keyId, so voters would read one revocation and execution would run
+/// another. In canonical layout the fifth head word is proposalId and nothing else.
+///
+/// Nothing of value can enter: no proposal moves value (values must be 0), so ETH, ERC-721 or
+/// ERC-1155 tokens sent here could never leave; receive, the token callbacks and a paid execute
+/// revert instead (GovernorDisabledDeposit). (A plain ERC-20 transfer cannot be refused by any
+/// contract; it is lost like a transfer to any address without a key.)
+///
 /// Votes of accounts without voting power at the snapshot are refused (NotAMember), rather than
 /// counted as zero, so a stray or forged ballot fails loudly.
 abstract contract KeyregGovernorBase is
@@ -35,12 +48,16 @@ abstract contract KeyregGovernorBase is
     bytes4 public constant REVOKE_SELECTOR = bytes4(keccak256("revokeByGovernance(bytes32,string,uint64,bytes32,uint256)"));
     /// Byte offset of the proposalId argument (the fifth static word) in revokeByGovernance calldata.
     uint256 private constant _PROPOSAL_ID_OFFSET = 4 + 4 * 32;
+    /// Canonical layout: 5 head words, then keyId's length word, then its padded bytes.
+    uint256 private constant _KEY_ID_HEAD = 5 * 32;
+    uint256 private constant _MIN_REVOCATION_BYTES = 4 + 6 * 32;
 
     /// The KeyRegistry this DAO may revoke in.
     address public immutable registry;
 
     error NotARevocation(uint256 index);
     error ProposalIdNotZero(uint256 index);
+    error NonCanonicalCalldata(uint256 index);
     error NotAMember(address voter);
 
     constructor(
@@ -72,12 +89,8 @@ abstract contract KeyregGovernorBase is
             revert GovernorInvalidProposalLength(n, calldatas.length, values.length);
         }
         for (uint256 i = 0; i < n; ++i) {
-            bytes memory data = calldatas[i];
-            if (targets[i] != registry || values[i] != 0 || data.length < _PROPOSAL_ID_OFFSET + 32) {
-                revert NotARevocation(i);
-            }
-            if (bytes4(data) != REVOKE_SELECTOR) revert NotARevocation(i);
-            if (_wordAt(data, _PROPOSAL_ID_OFFSET) != 0) revert ProposalIdNotZero(i);
+            if (targets[i] != registry || values[i] != 0) revert NotARevocation(i);
+            _checkRevocation(i, calldatas[i]);
         }
         return super.propose(targets, values, calldatas, description);
     }
@@ -95,6 +108,76 @@ abstract contract KeyregGovernorBase is
             }
             out[i] = data;
         }
+    }
+
+    /// Reverts unless `data` is revokeByGovernance calldata in canonical ABI layout with proposalId 0.
+    /// The cheap layout checks come first so that abi.decode below cannot fail (its own failure
+    /// would be an unnamed revert); the final comparison with the re-encoding catches the rest
+    /// (non-zero padding after keyId).
+    function _checkRevocation(uint256 i, bytes memory data) private pure {
+        uint256 size = data.length;
+        if (size < _MIN_REVOCATION_BYTES || bytes4(data) != REVOKE_SELECTOR) revert NotARevocation(i);
+        uint256 keyIdLength = _wordAt(data, 4 + _KEY_ID_HEAD);
+        if (
+            _wordAt(data, 4 + 32) != _KEY_ID_HEAD // keyId's offset: right after the head
+                || _wordAt(data, 4 + 2 * 32) > type(uint64).max // effectiveAt without dirty bits
+                || keyIdLength > size || size != _MIN_REVOCATION_BYTES + ((keyIdLength + 31) / 32) * 32
+        ) revert NonCanonicalCalldata(i);
+        if (_wordAt(data, _PROPOSAL_ID_OFFSET) != 0) revert ProposalIdNotZero(i);
+        bytes memory args = new bytes(size - 4);
+        assembly ("memory-safe") {
+            mcopy(add(args, 32), add(data, 36), sub(size, 4))
+        }
+        (bytes32 subject, string memory keyId, uint64 effectiveAt, bytes32 reasonHash,) =
+            abi.decode(args, (bytes32, string, uint64, bytes32, uint256));
+        bytes memory canonical = abi.encodeWithSelector(REVOKE_SELECTOR, subject, keyId, effectiveAt, reasonHash, 0);
+        if (keccak256(canonical) != keccak256(data)) revert NonCanonicalCalldata(i);
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Nothing of value can leave, so nothing of value may enter (see the contract notes).
+
+    receive() external payable virtual override {
+        revert GovernorDisabledDeposit();
+    }
+
+    function onERC721Received(address, address, uint256, bytes memory) public virtual override returns (bytes4) {
+        revert GovernorDisabledDeposit();
+    }
+
+    function onERC1155Received(address, address, uint256, uint256, bytes memory)
+        public
+        virtual
+        override
+        returns (bytes4)
+    {
+        revert GovernorDisabledDeposit();
+    }
+
+    function onERC1155BatchReceived(address, address, uint256[] memory, uint256[] memory, bytes memory)
+        public
+        virtual
+        override
+        returns (bytes4)
+    {
+        revert GovernorDisabledDeposit();
+    }
+
+    /// A paid execute would strand its value here (no action carries value).
+    function execute(address[] memory targets, uint256[] memory values, bytes[] memory calldatas, bytes32 descriptionHash)
+        public
+        payable
+        virtual
+        override
+        returns (uint256)
+    {
+        if (msg.value != 0) revert GovernorDisabledDeposit();
+        return super.execute(targets, values, calldatas, descriptionHash);
+    }
+
+    /// This governor takes no tokens, so it does not claim to be an ERC-1155 receiver.
+    function supportsInterface(bytes4 interfaceId) public view virtual override returns (bool) {
+        return interfaceId != type(IERC1155Receiver).interfaceId && super.supportsInterface(interfaceId);
     }
 
     function _wordAt(bytes memory data, uint256 offset) private pure returns (uint256 word) {

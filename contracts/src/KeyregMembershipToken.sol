@@ -11,13 +11,16 @@ import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 /// ever sending a transaction. Votes are checkpointed by block number (the default ERC-6372 clock),
 /// which is what KeyregGovernor's voting delay and period are counted in.
 /// Invariant: totalSupply and every balance are fixed after construction (no mint, burn or transfer),
-/// so a proposal's quorum and every member's weight are known in advance.
+/// and every member's votes stay delegated to the member (delegating to anyone else reverts), so
+/// a proposal's quorum and every member's weight are known in advance, and only members vote: a
+/// membership can be neither sold nor lent.
 contract KeyregMembershipToken is ERC20, ERC20Votes {
     error NoMembers();
     error LengthMismatch(uint256 members, uint256 weights);
     error ZeroWeight(address member);
     error DuplicateMember(address member);
     error MembershipNotTransferable();
+    error MembershipNotDelegable(address delegatee);
 
     constructor(string memory name_, string memory symbol_, address[] memory members, uint256[] memory weights)
         ERC20(name_, symbol_)
@@ -37,6 +40,13 @@ contract KeyregMembershipToken is ERC20, ERC20Votes {
     /// Memberships are whole units.
     function decimals() public pure override returns (uint8) {
         return 0;
+    }
+
+    /// Votes stay with their member: `delegate`/`delegateBySig` to anyone else revert (lending a
+    /// vote to a non-member would let someone with no membership vote).
+    function _delegate(address account, address delegatee) internal override {
+        if (delegatee != account) revert MembershipNotDelegable(delegatee);
+        super._delegate(account, delegatee);
     }
 
     /// Only minting (in the constructor) moves balances: memberships cannot be sold or lent.

@@ -59,6 +59,57 @@ contract KeyregTimelockGovernor is KeyregGovernorBase, GovernorTimelockControl {
         return super.propose(targets, values, calldatas, description);
     }
 
+    function execute(address[] memory targets, uint256[] memory values, bytes[] memory calldatas, bytes32 descriptionHash)
+        public
+        payable
+        virtual
+        override(Governor, KeyregGovernorBase)
+        returns (uint256)
+    {
+        return super.execute(targets, values, calldatas, descriptionHash);
+    }
+
+    receive() external payable virtual override(Governor, KeyregGovernorBase) {
+        revert GovernorDisabledDeposit();
+    }
+
+    function onERC721Received(address a, address b, uint256 c, bytes memory d)
+        public
+        virtual
+        override(Governor, KeyregGovernorBase)
+        returns (bytes4)
+    {
+        return super.onERC721Received(a, b, c, d);
+    }
+
+    function onERC1155Received(address a, address b, uint256 c, uint256 d, bytes memory e)
+        public
+        virtual
+        override(Governor, KeyregGovernorBase)
+        returns (bytes4)
+    {
+        return super.onERC1155Received(a, b, c, d, e);
+    }
+
+    function onERC1155BatchReceived(address a, address b, uint256[] memory c, uint256[] memory d, bytes memory e)
+        public
+        virtual
+        override(Governor, KeyregGovernorBase)
+        returns (bytes4)
+    {
+        return super.onERC1155BatchReceived(a, b, c, d, e);
+    }
+
+    function supportsInterface(bytes4 interfaceId)
+        public
+        view
+        virtual
+        override(Governor, KeyregGovernorBase)
+        returns (bool)
+    {
+        return super.supportsInterface(interfaceId);
+    }
+
     function proposalThreshold() public view virtual override(Governor, KeyregGovernorBase) returns (uint256) {
         return super.proposalThreshold();
     }
