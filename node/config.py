@@ -118,6 +118,24 @@ class ChainConfig:
 
 
 @dataclass(frozen=True)
+class GovConfig:
+    # DAO governance (node/gov, docs/governance.md "Bounds"): what the ballot relay may spend and on
+    # whose behalf, and what the proposal indexer holds. Budgets are per hour (token buckets).
+    relay_gas_limit: int = 300_000  # gas cap of each relayed castVoteBySig (ours uses ~90k)
+    ballots_per_voter_per_hour: int = 30
+    ballots_per_client_per_hour: int = 120  # per API client address
+    ballots_per_peer_per_hour: int = 600  # per gossip forwarder
+    relays_per_governor_per_hour: int = 600  # transactions paid for one DAO
+    relays_per_hour: int = 2_000  # transactions paid in all
+    max_pending_ballots: int = 1_024
+    max_named: int = 10_000  # addresses named as governor that the indexer tracks
+    max_governors: int = 1_000  # recognised DAOs indexed
+    max_proposals: int = 10_000
+    max_resolves_per_poll: int = 32  # named addresses checked per indexer poll
+    resolve_retry_s: float = 60.0  # first re-check of a named address that is not a DAO (doubles)
+
+
+@dataclass(frozen=True)
 class RotationConfig:
     enabled: bool = False
     rotation_interval_s: int = 30 * 24 * 3600
@@ -146,6 +164,7 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     p2p: P2PConfig = field(default_factory=P2PConfig)
     chain: ChainConfig = field(default_factory=ChainConfig)
+    gov: GovConfig = field(default_factory=GovConfig)
     rotation: RotationConfig = field(default_factory=RotationConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     limits: Limits = field(default_factory=Limits)

@@ -83,9 +83,9 @@ def routes(ctx: Any) -> list[Route]:
         svc = service()
         body = await read_body(request, 2 * MAX_BALLOT_BYTES)
         try:
-            result = svc.relay.submit(body, "api")
+            result = svc.relay.submit(body, "api", client=request.client.host if request.client else "")
         except BallotRejected as exc:
-            status = 409 if exc.details.get("error") == "Duplicate" else 400
+            status = {"Duplicate": 409, "OverBudget": 429, "Busy": 429}.get(exc.details.get("error", ""), 400)
             return JSONResponse(exc.to_dict(), status_code=status)
         return JSONResponse(result.to_dict(), status_code=202)
 

@@ -26,7 +26,11 @@ from web3 import exceptions as w3x
 
 from ..chain.artifacts import load
 from ..core.hashing import keccak
+from .decode import TOPICS as _LOG_TOPICS
+from .decode import UndecodableLog, decode_governor_log
+from .decode import decode_revocation as decode_revocation
 from .errors import GovernanceRefused
+from .recognition import code_kind
 
 # Connections, transactions and constants live in tx.py; the `X as X` names below are re-exported
 # because callers import the whole DAO client from this module.
@@ -207,23 +211,6 @@ def revocation_calldata(subject: bytes, key_id: str, effective_at: int, reason_h
     return bytes.fromhex(data[2:])
 
 
-def decode_revocation(calldata: bytes) -> dict[str, Any] | None:
-    """The revocation a proposal action performs, or None if it is something else."""
-    registry = Web3().eth.contract(abi=load("KeyRegistry").abi)
-    try:
-        fn, args = registry.decode_function_input(calldata)
-    except ValueError:
-        return None
-    if fn.fn_name != "revokeByGovernance":
-        return None
-    return {
-        "subject": "0x" + bytes(args["subject"]).hex(),
-        "keyId": args["keyId"],
-        "effectiveAt": int(args["effectiveAt"]),
-        "reasonHash": "0x" + bytes(args["reasonHash"]).hex(),
-    }
-
-
 def revocation_description(subject: bytes, key_id: str, effective_at: int, reason: str, salt: str = "") -> str:
     """The human-readable proposal description (its hash is part of the proposal id)."""
     what = f"key {key_id}" if key_id else "the whole subject"
@@ -239,7 +226,7 @@ class ProposalActions:
     targets: list[str]
     values: list[int]
     calldatas: list[bytes]
-    description: str
+    description: bytes  # exactly as proposed (its hash is part of the proposal id; may not be UTF-8)
     proposer: str
     vote_start: int
     vote_end: int
@@ -247,7 +234,7 @@ class ProposalActions:
 
     @property
     def description_hash(self) -> bytes:
-        return keccak(self.description.encode())
+        return keccak(self.description)
 
 
 class Governance:
@@ -265,15 +252,13 @@ class Governance:
     # ------------------------------------------------------------------ reads
 
     def is_governor(self) -> bool:
-        """True if the address holds a keyreg governor (it answers ``registry()`` and ``token()``)."""
-        if len(self._call("eth_getCode", lambda: self.w3.eth.get_code(self.address))) == 0:
-            return False
-        try:
-            self.f.registry().call()
-            self.f.token().call()
-        except Exception:  # not our contract: whatever it answered
-            return False
-        return True
+        """True if the address runs our governor code (plain or timelocked; immutables aside).
+
+        Only the code is trusted: any contract can answer ``registry()`` and ``token()``. Whether
+        it governs *our* registry is node.gov.recognition's check.
+        """
+        code = bytes(self._call("eth_getCode", lambda: self.w3.eth.get_code(self.address)))
+        return code_kind(code) in (GOVERNOR, TIMELOCK_GOVERNOR)
 
     def name(self) -> str:
         return str(self._call("name", lambda: self.f.name().call()))
@@ -329,22 +314,27 @@ class Governance:
     def proposals(self, from_block: int = 0, to_block: int | str = "latest") -> list[ProposalActions]:
         """Every proposal created on this governor in the block range, oldest first."""
 
+        topic = next(t for t, name in _LOG_TOPICS.items() if name == "ProposalCreated")
+
         def fetch() -> list[ProposalActions]:
-            logs = self.contract.events.ProposalCreated().get_logs(from_block=from_block, to_block=to_block)
-            return [
-                ProposalActions(
-                    proposal_id=int(lg["args"]["proposalId"]),
-                    targets=list(lg["args"]["targets"]),
-                    values=[int(v) for v in lg["args"]["values"]],
-                    calldatas=[bytes(c) for c in lg["args"]["calldatas"]],
-                    description=str(lg["args"]["description"]),
-                    proposer=str(lg["args"]["proposer"]),
-                    vote_start=int(lg["args"]["voteStart"]),
-                    vote_end=int(lg["args"]["voteEnd"]),
-                    block=int(lg["blockNumber"]),
-                )
-                for lg in logs
-            ]
+            logs = self.w3.eth.get_logs(
+                {"address": self.address, "fromBlock": from_block, "toBlock": to_block, "topics": [topic]}
+            )
+            out = []
+            for lg in logs:
+                try:
+                    decoded = decode_governor_log(list(lg["topics"]), bytes(lg["data"]))
+                except UndecodableLog:
+                    continue  # not a proposal anyone could queue or execute
+                if decoded is None:
+                    continue
+                a = decoded.args
+                out.append(ProposalActions(
+                    proposal_id=a["proposalId"], targets=[checksum(t) for t in a["targets"]], values=a["values"],
+                    calldatas=a["calldatas"], description=a["descriptionRaw"], proposer=checksum(a["proposer"]),
+                    vote_start=a["voteStart"], vote_end=a["voteEnd"], block=int(lg["blockNumber"]),
+                ))  # fmt: skip
+            return out
 
         return self._call("ProposalCreated logs", fetch)
 

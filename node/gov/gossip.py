@@ -3,9 +3,10 @@
 Topic ``/keyreg/ballots/1/<chainId>/<registry>`` on the node's gossipsub (the p2p service's
 ``Pubsub``; nothing in node.p2p changes). One message = one ballot in the wire format of
 node.gov.ballots. The topic validator decodes, checks the signature and dedups through the
-relay (:meth:`BallotRelay.accept`): valid new ballots are forwarded and scheduled for a
-fallback relay; malformed, badly signed or duplicate-key ballots are dropped (False), which
-gossipsub's scoring counts against the forwarder. Ballots a client gave this node are
+relay (:meth:`BallotRelay.accept`, which charges the forwarder's hourly budget,
+``[gov] ballots_per_peer_per_hour``): valid new ballots are forwarded and scheduled for a
+fallback relay; malformed, badly signed, duplicate-key, unknown-DAO or over-budget ballots are
+dropped (False), which gossipsub's scoring counts against the forwarder. Ballots a client gave this node are
 published here once accepted.
 """
 
@@ -44,9 +45,13 @@ class BallotGossip:
         if forwarder == self._my_id:
             return True  # our own publish: accepted already
         try:
-            result = self.relay.accept(bytes(msg.data), "gossip")
+            result = self.relay.accept(bytes(msg.data), "gossip", client=f"peer:{forwarder}")
         except KeyregError as exc:
             log.debug("dropping gossiped ballot: %s", exc.message)
+            self.stats["in_invalid"] += 1
+            return False
+        except Exception:  # a fault must not reach py-libp2p's validator loop: drop and say why
+            log.warning("dropping a gossiped ballot after a fault", exc_info=True)
             self.stats["in_invalid"] += 1
             return False
         self.relay.enqueue(result)
@@ -79,5 +84,10 @@ class BallotGossip:
 
     async def _publish_loop(self) -> None:
         async for data in self._out_recv:
-            await self.pubsub.publish(self.topic, data)
+            try:
+                await self.pubsub.publish(self.topic, data)
+            except Exception:  # best effort: the submitting node relays the ballot itself anyway
+                log.warning("publishing a ballot failed", exc_info=True)
+                self.stats["out_dropped"] += 1
+                continue
             self.stats["out"] += 1

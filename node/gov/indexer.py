@@ -1,17 +1,26 @@
 """The governance indexer: proposals, votes and tallies of the DAOs that subjects named.
 
-Which DAOs: every non-zero ``governor`` in the registry's subject states (named at inception).
-A named address is either a keyreg governor or the timelock of one; a timelock is resolved to its
-governor through its ``RoleGranted(PROPOSER_ROLE, governor)`` events.
+Which DAOs: every non-zero ``governor`` in the registry's subject states (named at inception),
+once node.gov.recognition has checked that it runs our governor (or timelock) code, governs this
+node's registry and counts our membership token. Anyone can create a subject naming any address,
+so the table of named addresses is capped (``[gov] max_named``), only ``max_resolves_per_poll``
+of them are checked per poll, and one that is not a DAO is re-checked only after a backoff.
 
 Each poll (blocking; the node runs it in a worker thread):
-1. resolve newly named addresses;
-2. ``eth_getLogs`` over the governors for ProposalCreated / VoteCast / VoteCastWithParams /
-   ProposalQueued / ProposalExecuted / ProposalCanceled since the last scanned block;
+1. resolve newly named addresses (within the budget above);
+2. ``eth_getLogs`` over the recognised governors for ProposalCreated / VoteCast /
+   VoteCastWithParams / ProposalQueued / ProposalExecuted / ProposalCanceled since the last
+   scanned block (a newly recognised DAO is first scanned alone from ``start_block``);
 3. refresh state and tallies of the proposals not yet final from the governor's views
    (``state``, ``proposalVotes``, ``quorum``), which are authoritative: logs only discover
    proposals and individual votes, so a reorg can at worst leave a stale vote row until the
    proposal's views are re-read.
+
+Every log is decoded defensively and on its own (node.gov.decode): a log that does not decode is
+skipped, counted and recorded (``status()["skipped"]``, shown in ``/v1/health``) with its cause,
+and indexing goes on; a proposer chooses those bytes, so one bad log must never stop the node
+(issue 13, finding 2). Tables are capped: proposals (``max_proposals``, the oldest final ones go
+first), voters listed per proposal, recognised governors (``max_governors``).
 
 Revocations themselves are not applied here: the chain watcher (node.chain.watcher) feeds the
 registry's ``GovernanceRevoked`` events, with confirmations, into ``Registry.add_governance_revocations``;
@@ -20,25 +29,40 @@ the indexer only links each executed proposal to the revocation the registry rec
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from web3 import Web3
 
-from ..chain.artifacts import load
+from ..chain.client import ChainUnavailable
 from ..core.records import ZERO20
 from ..registry import Registry
-from .contracts import FINAL_STATES, SUPPORT_NAMES, TIMELOCK, TIMELOCK_GOVERNOR, Governance, call, decode_revocation
+from .contracts import FINAL_STATES, SUPPORT_NAMES, Governance, call
+from .decode import MAX_ACTIONS, TOPICS, decode_governor_log, decode_revocation
+from .recognition import RecognisedDao, Recogniser
 
-_EVENTS = (
-    "ProposalCreated",
-    "VoteCast",
-    "VoteCastWithParams",
-    "ProposalQueued",
-    "ProposalExecuted",
-    "ProposalCanceled",
-)
+log = logging.getLogger("keyreg.gov.indexer")
+
+# Voters listed per proposal (the tallies come from the governor's views and are always complete).
+MAX_VOTERS_LISTED = 1000
+SKIPPED_KEPT = 20  # the latest undecodable logs shown in status (all are counted)
+RESOLVE_BACKOFF_MAX_S = 3600.0
+
+
+@dataclass(frozen=True)
+class IndexerLimits:
+    """Caps on what outsiders (subject creators, proposers) can make the indexer hold or do."""
+
+    max_named: int = 10_000  # distinct addresses named as governor that are tracked
+    max_governors: int = 1_000  # recognised DAOs indexed
+    max_proposals: int = 10_000  # proposals held (oldest final ones evicted first)
+    max_resolves_per_poll: int = 32  # named addresses checked (eth_getCode ...) per poll
+    resolve_retry_s: float = 60.0  # first re-check of a named address that is not a DAO (doubles)
+    max_range: int = 5000  # blocks per eth_getLogs
 
 
 @dataclass
@@ -75,6 +99,8 @@ class ProposalRecord:
     vote_end: int
     created_block: int
     created_tx: str
+    description_truncated: bool = False
+    actions: int = 0  # all actions; those that are not canonical revocations are not listed
     state: str = "Pending"
     votes: dict[str, int] = field(default_factory=lambda: {"for": 0, "against": 0, "abstain": 0})
     quorum: int | None = None
@@ -91,6 +117,8 @@ class ProposalRecord:
             "proposalId": str(self.proposal_id),
             "proposer": self.proposer,
             "description": self.description,
+            "descriptionTruncated": self.description_truncated,
+            "actions": self.actions,
             "revocations": self.revocations,
             "state": self.state,
             "votes": dict(self.votes),
@@ -108,137 +136,227 @@ class ProposalRecord:
         }
 
 
-class GovernanceIndexer:
-    """Keeps :attr:`proposals` up to date for the governors named by known subjects."""
+@dataclass
+class _Named:
+    """An address some subject named as governor, and what checking it found."""
 
-    def __init__(self, w3: Web3, registry: Registry, start_block: int = 0, max_range: int = 5000) -> None:
+    dao: RecognisedDao | None = None
+    checked: bool = False
+    next_check: float = 0.0
+    backoff_s: float = 0.0
+
+
+class GovernanceIndexer:
+    """Keeps :attr:`proposals` up to date for the recognised DAOs named by known subjects."""
+
+    def __init__(
+        self,
+        w3: Web3,
+        registry: Registry,
+        recogniser: Recogniser,
+        start_block: int = 0,
+        limits: IndexerLimits | None = None,
+        clock: Any = time.monotonic,
+    ) -> None:
         self.w3 = w3
         self.registry = registry
+        self.recogniser = recogniser
         self.start_block = start_block
-        self.max_range = max_range
+        self.limits = limits or IndexerLimits()
+        self.clock = clock
         self.scanned = start_block - 1
-        # named address (lowercase) -> governor address (checksummed), or None while unresolvable
-        self.named: dict[str, str | None] = {}
+        self.named: dict[str, _Named] = {}  # lowercase named address -> what it is
+        self.named_dropped = 0  # named addresses not tracked because the table was full
         self.governors: dict[str, Governance] = {}  # lowercase governor address -> client
+        self.daos: dict[str, RecognisedDao] = {}  # lowercase governor address -> the checked DAO
         self.proposals: dict[tuple[str, int], ProposalRecord] = {}
+        self.skipped_logs = 0
+        self.skipped: deque[dict[str, Any]] = deque(maxlen=SKIPPED_KEPT)
+        self.evicted_proposals = 0
+        self._states_seen = -1
         self._lock = threading.Lock()
-        abi = load(TIMELOCK_GOVERNOR).abi
-        self._decoder = w3.eth.contract(abi=abi)
-        self._topics = {
-            Web3.keccak(text=f"{e['name']}({','.join(_type(i) for i in e['inputs'])})"): e["name"]
-            for e in abi
-            if e.get("type") == "event" and e["name"] in _EVENTS
-        }
         self.polls = 0
 
     # ------------------------------------------------------------------ which governors
 
-    def _resolve(self, named: str) -> str | None:
-        gov = Governance(self.w3, named)
-        if gov.is_governor():
-            return gov.address
-        # A timelock: its governor is the account granted PROPOSER_ROLE.
-        timelock = self.w3.eth.contract(address=gov.address, abi=load(TIMELOCK).abi)
-        try:
-            role = timelock.functions.PROPOSER_ROLE().call()
-            logs = timelock.events.RoleGranted().get_logs(from_block=0, argument_filters={"role": role})
-        except Exception:  # not a timelock either: nothing to index (yet)
-            return None
-        for lg in logs:
-            candidate = Governance(self.w3, str(lg["args"]["account"]))
-            if candidate.is_governor() and (candidate.timelock() or "").lower() == named:
-                return candidate.address
-        return None
+    def dao(self, governor: bytes | str) -> RecognisedDao | None:
+        """The recognised DAO whose governor is at this address (O(1), no chain access)."""
+        key = ("0x" + governor.hex()) if isinstance(governor, bytes) else governor.lower()
+        return self.daos.get(key)
 
-    def _refresh_named(self) -> None:
-        for state in list(self.registry.states.values()):
+    def _track_named(self) -> None:
+        """Add addresses named by subjects to the table (capped); only when the subject set changed."""
+        states = self.registry.states
+        if len(states) == self._states_seen:
+            return  # a governor is named only at inception, i.e. by a new subject
+        self._states_seen = len(states)
+        for state in list(states.values()):
             if state.governor == ZERO20:
                 continue
             named = "0x" + state.governor.hex()
-            if self.named.get(named) is None:
-                resolved = call(self.w3, "resolve governor", lambda n=named: self._resolve(n))
-                self.named[named] = resolved
-                if resolved is not None and resolved.lower() not in self.governors:
-                    self.governors[resolved.lower()] = Governance(self.w3, resolved)
-                    self.scanned = min(self.scanned, self.start_block - 1)  # index a new DAO from the start
+            if named in self.named:
+                continue
+            if len(self.named) >= self.limits.max_named:
+                self.named_dropped += 1
+                continue
+            self.named[named] = _Named()
+
+    def _refresh_named(self) -> list[RecognisedDao]:
+        """Check due named addresses (at most max_resolves_per_poll); returns the DAOs newly recognised."""
+        self._track_named()
+        now = self.clock()
+        due = [(n, e) for n, e in self.named.items() if e.dao is None and e.next_check <= now]
+        found: list[RecognisedDao] = []
+        for named, entry in due[: self.limits.max_resolves_per_poll]:
+            try:
+                dao = self.recogniser.recognise(named)
+            except ChainUnavailable:
+                raise  # the endpoint is down: the service backs off and retries everything
+            except Exception as exc:  # one odd contract (or answer) must not stop the others
+                log.warning("governance indexer: checking %s failed: %s: %s", named, type(exc).__name__, exc)
+                dao = None
+            entry.checked = True
+            if dao is None or (dao.governor.lower() not in self.daos and len(self.daos) >= self.limits.max_governors):
+                entry.backoff_s = min(RESOLVE_BACKOFF_MAX_S, max(self.limits.resolve_retry_s, 2 * entry.backoff_s))
+                entry.next_check = now + entry.backoff_s
+                continue
+            entry.dao = dao
+            key = dao.governor.lower()
+            if key not in self.daos:
+                self.daos[key] = dao
+                self.governors[key] = Governance(self.w3, dao.governor)
+                found.append(dao)
+        return found
 
     # ------------------------------------------------------------------ one poll
 
     def poll(self) -> int:
         """One round (blocking): resolve, scan logs, refresh open proposals. Returns logs seen."""
-        self._refresh_named()
+        new = self._refresh_named()
         self.polls += 1
         if not self.governors:
             return 0
         head = int(call(self.w3, "eth_blockNumber", lambda: self.w3.eth.block_number))
         seen = 0
-        addresses = [g.address for g in self.governors.values()]
-        while self.scanned < head:
-            start = self.scanned + 1
-            end = min(head, start + self.max_range - 1)
+        for dao in new:  # a new DAO's history, alone, up to where the others are
+            if self.scanned >= self.start_block:
+                seen += self._scan([dao.governor], self.start_block, self.scanned)
+        seen += self._scan([g.address for g in self.governors.values()], self.scanned + 1, head)
+        self.scanned = max(self.scanned, head)
+        self._refresh_open()
+        return seen
+
+    def _scan(self, addresses: list[str], first: int, last: int) -> int:
+        seen = 0
+        start = first
+        while start <= last:
+            end = min(last, start + self.limits.max_range - 1)
             logs = call(
                 self.w3,
                 f"eth_getLogs({start}..{end})",
                 lambda s=start, e=end: self.w3.eth.get_logs(
-                    {"address": addresses, "fromBlock": s, "toBlock": e, "topics": [list(self._topics)]}
+                    {"address": addresses, "fromBlock": s, "toBlock": e, "topics": [list(TOPICS)]}
                 ),
             )
             with self._lock:
                 for lg in sorted(logs, key=lambda x: (x["blockNumber"], x["logIndex"])):
-                    self._apply(lg)
+                    self._apply_guarded(lg)
             seen += len(logs)
-            self.scanned = end
-        self._refresh_open()
+            start = end + 1
         return seen
 
+    def _apply_guarded(self, lg: Any) -> None:
+        """Apply one log; a log that does not decode or apply is skipped and recorded, never raised."""
+        try:
+            self._apply(lg)
+        except Exception as exc:
+            self.skipped_logs += 1
+            where = {
+                "governor": str(lg.get("address")),
+                "block": lg.get("blockNumber"),
+                "logIndex": lg.get("logIndex"),
+                "txHash": _hex(lg.get("transactionHash")),
+                "error": f"{type(exc).__name__}: {str(exc)[:200]}",
+            }
+            self.skipped.append(where)
+            log.warning("governance indexer: skipped an undecodable log %s", where)
+
     def _apply(self, lg: Any) -> None:
-        name = self._topics.get(bytes(lg["topics"][0]))
-        if name is None:
+        decoded = decode_governor_log(list(lg["topics"]), bytes(lg["data"]))
+        if decoded is None:
             return
-        args = getattr(self._decoder.events, name)().process_log(lg)["args"]
+        name, args = decoded.name, decoded.args
         governor = Web3.to_checksum_address(lg["address"])
+        dao = self.daos.get(governor.lower())
+        if dao is None:
+            return  # a log of an address we do not index (cannot happen: the filter names them)
         key = (governor.lower(), int(args["proposalId"]))
-        tx = lg["transactionHash"].to_0x_hex()
+        tx = _hex(lg["transactionHash"])
         if name == "ProposalCreated":
-            gov = self.governors[governor.lower()]
-            revocations = [r for c in args["calldatas"] if (r := decode_revocation(bytes(c))) is not None]
+            revocations = []
+            for c in args["calldatas"][:MAX_ACTIONS]:
+                r = decode_revocation(c)
+                if r is not None:
+                    revocations.append(r)
             self.proposals[key] = ProposalRecord(
                 governor=governor,
-                executor=gov.executor(),
+                executor=dao.executor,
                 proposal_id=key[1],
-                proposer=str(args["proposer"]),
-                description=str(args["description"]),
+                proposer=Web3.to_checksum_address(args["proposer"]),
+                description=args["description"],
+                description_truncated=args["descriptionTruncated"],
+                actions=len(args["calldatas"]),
                 revocations=revocations,
-                vote_start=int(args["voteStart"]),
-                vote_end=int(args["voteEnd"]),
+                vote_start=args["voteStart"],
+                vote_end=args["voteEnd"],
                 created_block=int(lg["blockNumber"]),
                 created_tx=tx,
             )
+            self._evict()
             return
         p = self.proposals.get(key)
         if p is None:
-            return  # an event of a proposal created before start_block
+            return  # an event of a proposal created before start_block (or evicted)
         if name in ("VoteCast", "VoteCastWithParams"):
-            voter = str(args["voter"])
-            p.voters[voter.lower()] = VoteRecord(
-                voter, int(args["support"]), int(args["weight"]), str(args["reason"]), int(lg["blockNumber"]), tx
-            )
+            voter = Web3.to_checksum_address(args["voter"])
+            if voter.lower() in p.voters or len(p.voters) < MAX_VOTERS_LISTED:
+                p.voters[voter.lower()] = VoteRecord(
+                    voter, args["support"], args["weight"], args["reason"], int(lg["blockNumber"]), tx
+                )
         elif name == "ProposalQueued":
-            p.eta, p.queued_tx, p.state = int(args["etaSeconds"]), tx, "Queued"
+            p.eta, p.queued_tx, p.state = args["etaSeconds"], tx, "Queued"
         elif name == "ProposalExecuted":
             p.executed_block, p.executed_tx, p.state = int(lg["blockNumber"]), tx, "Executed"
         elif name == "ProposalCanceled":
             p.state = "Canceled"
 
+    def _evict(self) -> None:
+        """Keep at most max_proposals: drop the oldest final proposals first, then the oldest."""
+        excess = len(self.proposals) - self.limits.max_proposals
+        if excess <= 0:
+            return
+        order = sorted(self.proposals.items(), key=lambda kv: (kv[1].state not in FINAL_STATES, kv[1].created_block))
+        for key, _ in order[:excess]:
+            del self.proposals[key]
+        self.evicted_proposals += excess
+
     def _refresh_open(self) -> None:
         with self._lock:
             open_ = [p for p in self.proposals.values() if p.state not in FINAL_STATES or p.quorum is None]
         for p in open_:
-            gov = self.governors[p.governor.lower()]
-            state = gov.state(p.proposal_id)
-            votes = gov.votes(p.proposal_id)
-            clock = gov.clock()
-            quorum = gov.quorum(p.vote_start) if p.vote_start < clock else None
+            gov = self.governors.get(p.governor.lower())
+            if gov is None:
+                continue
+            try:
+                state = gov.state(p.proposal_id)
+                votes = gov.votes(p.proposal_id)
+                clock = gov.clock()
+                quorum = gov.quorum(p.vote_start) if p.vote_start < clock else None
+            except ChainUnavailable:
+                raise
+            except Exception as exc:  # a proposal the governor will not describe: keep the last view
+                log.warning("governance indexer: proposal %s of %s: %s", p.proposal_id, p.governor, exc)
+                continue
             with self._lock:
                 p.state, p.votes, p.quorum = state, votes, quorum
 
@@ -255,9 +373,9 @@ class GovernanceIndexer:
         return out
 
     def list(
-        self, governor: str | None = None, subject: str | None = None, state: str | None = None
+        self, governor: str | None = None, subject: str | None = None, state: str | None = None, limit: int = 500
     ) -> list[dict[str, Any]]:
-        """Proposals (newest first), optionally filtered, with tallies, state and applied revocations."""
+        """Proposals (newest first, at most ``limit``), optionally filtered, with tallies and applied revocations."""
         with self._lock:
             items = list(self.proposals.values())
         out = []
@@ -269,28 +387,40 @@ class GovernanceIndexer:
             if state and p.state.lower() != state.lower():
                 continue
             out.append(p.to_dict(self._applied(p)))
+            if len(out) >= limit:
+                break
         return out
 
     def get(self, proposal_id: int, governor: str | None = None) -> dict[str, Any] | None:
         """One proposal (by id, optionally on one governor)."""
-        for item in self.list(governor):
-            if item["proposalId"] == str(proposal_id):
-                return item
+        with self._lock:
+            matches = [p for (_, pid), p in self.proposals.items() if pid == proposal_id]
+        for p in sorted(matches, key=lambda p: p.created_block, reverse=True):
+            if governor and p.governor.lower() != governor.lower() and p.executor.lower() != governor.lower():
+                continue
+            return p.to_dict(self._applied(p))
         return None
 
     def status(self) -> dict[str, Any]:
+        unrecognised = [n for n, e in self.named.items() if e.dao is None and e.checked]
         return {
             "scanned": self.scanned,
             "governors": [g.address for g in self.governors.values()],
-            "unresolved": [n for n, g in self.named.items() if g is None],
+            "named": len(self.named),
+            "namedDropped": self.named_dropped,
+            "unrecognised": len(unrecognised),
+            "unrecognisedSample": unrecognised[:10],
             "proposals": len(self.proposals),
+            "evictedProposals": self.evicted_proposals,
+            "skippedLogs": self.skipped_logs,
+            "skipped": list(self.skipped),
             "polls": self.polls,
         }
 
 
-def _type(item: dict[str, Any]) -> str:
-    """The canonical ABI type of an event input (tuples spelled out)."""
-    t = str(item["type"])
-    if t.startswith("tuple"):
-        return "(" + ",".join(_type(c) for c in item["components"]) + ")" + t[5:]
-    return t
+def _hex(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    return str(value)
