@@ -36,7 +36,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -50,8 +49,8 @@ from .api.server import serve_api
 from .config import Config
 from .core.errors import KeyregError
 from .core.log import signatures_recovered
-from .keys.keystore import Keystore, KeystoreError, Password
-from .keys.service_keys import ServiceKey
+from .keys.handout import Handout, handout_for
+from .keys.keystore import Keystore, Password
 from .registry import ConflictBudget, Registry
 from .runtime import tune_gc
 from .store.base import Store
@@ -95,25 +94,9 @@ class Node:
         self.api.status.setdefault(name, self.supervisor.status_of(name))
         await self.supervisor.run(name, starter, self, task_status=task_status)
 
-    def current_signing_key(self) -> tuple[ServiceKey, list[dict[str, Any]]]:
-        """(the key the service signs with now, public JWKs verifiers accept now).
-
-        The current key is our newest-activated key among the subject's valid keys; during an
-        overlap the older one is still in the accepted list.
-        """
-        ks = self.keystore
-        if ks is None or not ks.unlocked:
-            raise KeystoreError("the node runs without its keystore password; restart it with KEYREG_PASSWORD set")
-        ks.reload()
-        subject = ks.subject
-        if subject is None:
-            raise KeystoreError("this node's keystore has no subject yet: run `keyreg subject create`")
-        valid = self.registry.valid_keys(subject)
-        mine = [r for r in valid if ks.has_service_key(r.key.key_id)]
-        if not mine:
-            raise KeystoreError("no service key of this subject is valid now: publish one with `keyreg keys add`")
-        current = max(mine, key=lambda r: (r.valid_from, r.published_seq))
-        return ks.service_key(current.key.key_id), [views.key_jwk(r) for r in valid]
+    def current_signing_key(self) -> Handout:
+        """The key the service signs with now and the keys verifiers accept (node/keys/handout.py)."""
+        return handout_for(self.registry, self.keystore, self.config.rotation.publish_ahead_s, views.key_jwk)
 
 
 class CostCollector:
@@ -215,7 +198,7 @@ async def open_node(
                     await nursery.start(node.supervise, name, starter)
                     node.services.append(name)
             if config.rotation.enabled:
-                from .keys.rotation import run_rotation_scheduler
+                from .keys.scheduler import run_rotation_scheduler
 
                 await nursery.start(node.supervise, "rotation", run_rotation_scheduler)
                 node.services.append("rotation")

@@ -56,6 +56,10 @@ class ApiConfig:
     max_body_bytes: int = 1024 * 1024
     rate_limit_per_s: float = 200.0  # per client address, token bucket
     rate_burst: int = 400
+    # Events submitted per client (a batch costs one token per event; also off when
+    # rate_limit_per_s is 0): signature recovery is the expensive part of a submission.
+    submit_events_per_s: float = 1000.0
+    submit_events_burst: int = 2000  # at least one full batch (1,000 events)
     body_timeout_s: float = 30.0  # a request body must arrive in full within this (else 408, closed)
     max_connections: int = 1024  # open API connections in all; more are refused (503, closed)
     max_connections_per_client: int = 64  # open API connections per client address
@@ -143,6 +147,14 @@ class RotationConfig:
     publish_ahead_s: int = 3600
     algorithm: str = "Ed25519"
     purposes: tuple[str, ...] = ("sig",)
+    # After the node starts, an overdue rotation waits this long (for the events its peers
+    # published while it was down to arrive) before publishing one of its own (docs/adr/0014).
+    overdue_grace_s: int = 30
+    # The service's key pickup file (private JWK, 0600, rewritten atomically when the key changes);
+    # relative to the data dir; "" = off (docs/operations.md, "How the service picks up its key").
+    key_file: str = ""
+    # Shifts the scheduler's clock (not the registry's): drills and tests of a missed rotation.
+    clock_offset_s: int = 0
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,12 @@
 """The local (admin) API: hands the service its signing key. Loopback only, bearer-token protected.
 
 ``GET /local/v1/signing-key`` answers the current signing key as a private JWK plus the public
-JWKs verifiers accept now (the overlap set); ``POST /local/v1/sign`` signs for the service
+JWKs verifiers accept now (the overlap set), when it became active, and when the answer may change
+next (``nextChange``, and ``next``: the published successor). Which key: node/keys/handout.py.
+With ``?wait=S&known=<keyId>`` it is a long poll: it answers as soon as the key differs from
+``known``, or after ``S`` seconds (at most :data:`MAX_WAIT_S`) with the unchanged key, so a service
+learns of a rotation within a second without polling every request. At most :data:`MAX_WAITERS`
+long polls wait at once (429 beyond). ``POST /local/v1/sign`` signs for the service
 (``{"jwt": {claims}}`` -> compact JWT, or ``{"payload": base64url}`` -> signature).
 
 The token lives in ``<data_dir>/admin.token`` (0600, made by ``keyreg init``) and is compared in
@@ -12,9 +17,10 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import time
 from collections.abc import Callable
-from typing import Any
 
+import anyio
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -24,11 +30,16 @@ from starlette.routing import Route
 
 from ..core.codec import loads_strict
 from ..core.errors import ConfigError, KeyregError, MalformedEvent
+from ..keys.handout import Handout
 from ..keys.jwt import sign_jwt
-from ..keys.service_keys import ServiceKey, b64url, b64url_decode
+from ..keys.service_keys import b64url, b64url_decode
 from .app import ApiError, error_response, read_body
 
-SigningKeyProvider = Callable[[], tuple[ServiceKey, list[dict[str, Any]]]]
+SigningKeyProvider = Callable[[], Handout]
+
+MAX_WAIT_S = 300  # longest long poll; a service re-asks after it
+MAX_WAITERS = 64  # long polls waiting at once (each costs a task and a check a second)
+_RECHECK_S = 1.0  # a waiting long poll re-evaluates the key at least this often
 
 
 def is_loopback(host: str) -> bool:
@@ -65,13 +76,32 @@ def create_admin_app(token: str, signing_key: SigningKeyProvider) -> Starlette:
         if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
             raise ApiError(401, "unauthorized", "missing or wrong admin token (Authorization: Bearer <admin.token>)")
 
+    waiting = 0
+
     async def get_signing_key(request: Request) -> Response:
+        nonlocal waiting
         authorize(request)
-        key, accepted = await anyio.to_thread.run_sync(signing_key)
-        return JSONResponse(
-            {"keyId": key.key_id, "alg": key.jws_alg, "jwk": key.private_jwk(), "accepted": accepted},
-            headers={"cache-control": "no-store"},
-        )
+        raw_wait = request.query_params.get("wait") or "0"
+        if not (raw_wait.isascii() and raw_wait.isdigit() and len(raw_wait) <= 6) or int(raw_wait) > MAX_WAIT_S:
+            raise ApiError(400, "bad_query", f"query parameter 'wait' must be whole seconds, at most {MAX_WAIT_S}")
+        wait = int(raw_wait)
+        known = request.query_params.get("known")
+        handout = await anyio.to_thread.run_sync(signing_key)
+        if wait and known is not None and handout.key.key_id == known:
+            if waiting >= MAX_WAITERS:
+                raise ApiError(429, "rate_limited", f"{MAX_WAITERS} long polls already wait; retry later")
+            waiting += 1
+            try:
+                deadline = time.monotonic() + wait
+                while handout.key.key_id == known and (left := deadline - time.monotonic()) > 0:
+                    # Wake at the planned change (an activation) or at the re-check period, whichever
+                    # comes first: an event the node accepts meanwhile (a revocation) is seen within it.
+                    until_change = (handout.next_change - time.time()) if handout.next_change else left
+                    await anyio.sleep(max(0.05, min(left, _RECHECK_S, until_change + 0.05)))
+                    handout = await anyio.to_thread.run_sync(signing_key)
+            finally:
+                waiting -= 1
+        return JSONResponse(handout.body(), headers={"cache-control": "no-store"})
 
     async def post_sign(request: Request) -> Response:
         authorize(request)
@@ -81,7 +111,7 @@ def create_admin_app(token: str, signing_key: SigningKeyProvider) -> Starlette:
             return error_response(400, "malformed", exc.message)
         if not isinstance(body, dict) or len(body) != 1 or not ({"jwt", "payload"} & set(body)):
             return error_response(400, "malformed", 'send {"jwt": {claims}} or {"payload": "<base64url>"}')
-        key, _ = await anyio.to_thread.run_sync(signing_key)
+        key = (await anyio.to_thread.run_sync(signing_key)).key
         if "jwt" in body:
             if not isinstance(body["jwt"], dict):
                 return error_response(400, "malformed", "jwt claims must be a JSON object")

@@ -42,8 +42,10 @@ from .middleware import (
     MetricsMiddleware,
     RateLimitMiddleware,
     TokenBuckets,
+    client_key,
     json_bytes,
     latency_histogram,
+    rate_limited,
 )
 from .openapi import openapi_document
 
@@ -185,6 +187,10 @@ def create_app(ctx: ApiContext) -> Starlette:
     registry, config = ctx.registry, ctx.config
     chain_id = config.network.chain_id
     max_purpose = config.limits.max_purpose_chars
+    submit_rate = config.api.submit_events_per_s if config.api.rate_limit_per_s > 0 else 0.0
+    submit_buckets = (
+        TokenBuckets(submit_rate, max(config.api.submit_events_burst, MAX_BATCH)) if submit_rate > 0 else None
+    )
     metrics = CollectorRegistry(auto_describe=True)
     metrics.register(RegistryCollector(registry))
     for collector in ctx.collectors:
@@ -215,6 +221,13 @@ def create_app(ctx: ApiContext) -> Starlette:
                 return error_response(413, "oversized", f"{len(items)} events in one batch, limit {MAX_BATCH}")
         else:
             items = [obj]
+        if submit_buckets is not None:  # signature recovery is paid per event: so is the budget
+            wait = submit_buckets.take(client_key(request.scope), len(items))
+            if wait > 0:
+                status, data, extra = rate_limited(wait)
+                return Response(
+                    data, status, headers={k.decode(): v.decode() for k, v in extra}, media_type="application/json"
+                )
         raw = [dumps_canonical(item) for item in items]
         results: list[IngestResult] = await anyio.to_thread.run_sync(registry.ingest, raw, "api")
         if batch:
@@ -292,10 +305,13 @@ def create_app(ctx: ApiContext) -> Starlette:
 
     async def get_jwks(request: Request) -> Response:
         subject = parse_subject(request.path_params["subject"])
-        known_state(subject)
+        state = known_state(subject)
         at = int_query(request.query_params, "at", None, 0, MAX_TIME)
         purpose = purpose_query(request.query_params, max_purpose)
-        body = views.jwks(registry.valid_keys(subject, at, purpose))
+        when = int(registry.clock()) if at is None else at
+        # Successors too, from their publication (docs/adr/0013): timer-refreshed caches hold them.
+        upcoming = views.upcoming_keys(state, when, lambda kid, t: registry.verdict(subject, kid, t, purpose).ok)
+        body = views.jwks(registry.valid_keys(subject, when, purpose), upcoming)
         if subject in registry.disputed:
             body["disputed"] = True  # extension member: fail closed, say why the set is empty
         return JSONResponse(body, headers={"cache-control": "public, max-age=60"})
@@ -303,7 +319,9 @@ def create_app(ctx: ApiContext) -> Starlette:
     async def get_did(request: Request) -> Response:
         subject = parse_subject(request.path_params["subject"])
         state = known_state(subject)
-        doc = views.did_document(chain_id, state, registry.valid_keys(subject))
+        now = int(registry.clock())
+        upcoming = views.upcoming_keys(state, now, lambda kid, t: registry.verdict(subject, kid, t).ok)
+        doc = views.did_document(chain_id, state, registry.valid_keys(subject, now), upcoming)
         return JSONResponse(doc, media_type="application/did+json")
 
     async def get_duplicity(request: Request) -> Response:

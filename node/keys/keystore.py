@@ -377,6 +377,16 @@ class Keystore:
             raise KeystoreError(f"controller generation {gen}: keyfile addresses do not match their keys")
         return out
 
+    def rotation_seed(self) -> bytes:
+        """The seed scheduled service keys derive from (docs/adr/0014-redundant-schedulers.md).
+
+        A one-way function of the current controllers' private keys: every node holding this
+        keystore derives the same keys without another secret file to copy, a leaked service key
+        reveals nothing of the controllers, and a controller rotation starts a fresh series.
+        """
+        joined = b"".join(sorted(self.controller_secrets()))
+        return hmac.new(joined, b"keyreg/rotation-seed/v1", hashlib.sha256).digest()
+
     def prepare_controller_rotation(self) -> tuple[list[bytes], tuple[bytes, ...]]:
         """(secrets of the next set, addresses of a fresh set after it): what a rotation needs."""
         nxt = self.controller_secrets(self.generation + 1)

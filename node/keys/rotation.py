@@ -1,38 +1,56 @@
-"""Zero-downtime rotation of service keys: a pure planner and the node's scheduler task.
+"""Zero-downtime rotation of service keys: a pure planner (this module) and the node's scheduler
+(:mod:`node.keys.scheduler`).
 
-The planner decides, from the keys in force and a policy, what the next update event must do::
+The schedule is a grid: key *j* activates at the boundary ``b_j = j * interval`` (Unix time), so
+every node holding the subject's keys computes the same instants::
 
-        publish_ahead        overlap
-      |<---------->|<------------------>|
-   ---P------------A--------------------R-------> time
-      publish new  new key active;      old key retired (notAfter)
-      key (future  service signs with
-      notBefore)   it; old still valid
+         window   publish_ahead              overlap
+        |<---->|<------------->|<------------------------>|
+   -----W------P---------------A--------------------------R------> time
+        |      |               new key active: the       old key retired
+        |      latest on-time  service signs with it;    (its notAfter)
+        |      publication     old key still valid
+        event timestamp (W = A - publish_ahead - window)
 
-Invariants (property-tested in tests/keys/test_rotation.py): if the planner runs at least as
-often as it asks (``next_check``), then at every instant at least one key is valid, and during
-``[A, A + overlap)`` both the old and the new key are valid. Retirements only ever shorten a
-key's validity (the protocol rule), so a retirement never removes the last valid key before its
-successor is active.
+The successor's update is published during ``[W, P]`` (``window = min(publish_ahead, interval -
+publish_ahead)``); its timestamp is ``W`` and it activates at ``A`` and retires every older key
+of the schedule at ``A + overlap``. So the event is a pure function of (head, policy, boundary):
+two nodes holding the same keys sign byte-identical events (docs/adr/0014-redundant-schedulers.md).
+
+A scheduler that finds itself past ``P`` (overdue: it was down, or its clock jumped) never
+activates a key early: it activates at the first *slot* ``A + m * window`` (m >= 1) at least
+``publish_ahead`` from now, i.e. at now + publish_ahead rounded up to the slot grid, and the
+service keeps signing with the current key until then. Only an emergency rotation
+(:func:`plan_emergency_rotation`, ``keyreg keys rotate --now``) skips publish-ahead.
+
+Invariants (property-tested in tests/keys/test_rotation_planner.py), for any valid policy and any
+clock readings the scheduler takes:
+
+- at most one activation per interval ``[b_j, b_j+1)``; if the scheduler runs at least as often as
+  ``next_check`` asks, exactly one (keys published == intervals elapsed, plus at most one);
+- every scheduled key is published at least ``publish_ahead`` before it activates;
+- the overlap is measured from the successor's activation: old and new are both valid during
+  ``[A, A + overlap)``, and some key is valid at every instant;
+- retirements only ever shorten a key's validity (the protocol rule).
+
+Only the *newest* key of the schedule decides when the next one is due. (Taking the earliest end
+of every key in force, as an earlier version did, made the key retired by the last rotation look
+like a key about to lapse: each rotation made the next one due at once, forever.)
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
+from ..core.errors import ConfigError
 from ..core.log import SubjectState
-from .keystore import Keystore
-from .operations import Head, sign_update
-from .service_keys import ServiceKey
 
-if TYPE_CHECKING:
-    from ..app import Node
 
-log = logging.getLogger("keyreg.rotation")
+class PolicyError(ConfigError):
+    """A rotation policy that cannot work (the message says why and what to change)."""
+
+    code = "rotation_policy"
 
 
 @dataclass(frozen=True)
@@ -49,32 +67,82 @@ class KeyWindow:
             return False
         return self.valid_from <= t and (self.not_after == 0 or t < self.not_after)
 
+    @property
+    def end(self) -> int | None:
+        """The first instant the key is no longer valid (None: no end)."""
+        ends = [e for e in (self.not_after or None, self.revoked_at) if e is not None]
+        return min(ends) if ends else None
+
     def ends_after(self, t: int) -> bool:
         """Still valid at some instant >= t."""
-        end = self.not_after or 2**63
-        if self.revoked_at is not None:
-            end = min(end, self.revoked_at)
-        return end > t
+        end = self.end
+        return end is None or end > t
+
+
+def policy_problems(interval: int, overlap: int, publish_ahead: int) -> list[str]:
+    """Why a scheduled-rotation policy cannot work (empty: it can)."""
+    out = []
+    if publish_ahead < 1:
+        out.append(
+            f"publish_ahead_s is {publish_ahead}: it must be at least 1 s, and longer than the time your "
+            "verifiers take to refetch the JWKS, or they see tokens from a key they have not fetched yet"
+        )
+    if interval <= publish_ahead:
+        out.append(
+            f"rotation_interval_s ({interval}) must be longer than publish_ahead_s ({publish_ahead}): each "
+            "successor is published publish_ahead before it activates, which must come after the key it "
+            "replaces is active"
+        )
+    if overlap < 1:
+        out.append(
+            f"overlap_s is {overlap}: it must be at least 1 s (longer than your tokens live), or tokens "
+            "signed just before a rotation fail just after it"
+        )
+    if overlap >= interval:
+        out.append(
+            f"overlap_s ({overlap}) must be shorter than rotation_interval_s ({interval}): otherwise a "
+            "retired key is still valid when its successor is replaced, and the keys in force pile up"
+        )
+    return out
 
 
 @dataclass(frozen=True)
 class RotationPolicy:
-    interval: int  # seconds between activations
-    overlap: int  # seconds the old key stays valid after the new one activates
-    publish_ahead: int = 0  # seconds between publishing a key and its activation
+    """The schedule: activations every ``interval`` s on the Unix-time grid, each published
+    ``publish_ahead`` s ahead, the previous key valid ``overlap`` s after its successor activates."""
+
+    interval: int
+    overlap: int
+    publish_ahead: int
 
     def __post_init__(self) -> None:
-        if self.interval <= 0 or self.overlap < 0 or self.publish_ahead < 0:
-            raise ValueError("rotation interval must be > 0; overlap and publish_ahead >= 0")
+        problems = policy_problems(self.interval, self.overlap, self.publish_ahead)
+        if problems:
+            raise PolicyError("rotation policy refused: " + "; ".join(problems))
+
+    @property
+    def window(self) -> int:
+        """How long before ``activation - publish_ahead`` an on-time event may be published (and
+        the slot step of overdue activations). Never longer than ``interval - publish_ahead``, so a
+        successor is never published before the key it replaces is active."""
+        return min(self.publish_ahead, self.interval - self.publish_ahead)
+
+    def boundary_after(self, t: int) -> int:
+        """The first grid activation strictly after ``t``."""
+        return (t // self.interval + 1) * self.interval
 
 
 @dataclass(frozen=True)
 class RotationPlan:
-    """What to do now: publish a key from ``activate_at`` (None: nothing), retire keys, wake at next_check."""
+    """What to do now: publish a key activating at ``activate_at`` (None: nothing) in an update with
+    ``timestamp``, retire keys, and look again at ``next_check``."""
 
     activate_at: int | None
     retire: tuple[tuple[str, int], ...]
     next_check: int
+    timestamp: int = 0
+    overdue: bool = False  # published later than planned: activation moved to a later slot
+    skips_publish_ahead: bool = False  # only emergency rotations
 
     @property
     def due(self) -> bool:
@@ -83,35 +151,86 @@ class RotationPlan:
 
 def _retirements(live: Iterable[KeyWindow], activation: int, overlap: int) -> tuple[tuple[str, int], ...]:
     end = activation + overlap
-    return tuple(sorted((k.key_id, end) for k in live if k.not_after == 0 or k.not_after > end))
+    return tuple(sorted((k.key_id, end) for k in live if k.ends_after(activation) and (k.end is None or k.end > end)))
+
+
+def next_activation(keys: Iterable[KeyWindow], policy: RotationPolicy, now: int) -> tuple[int, KeyWindow | None]:
+    """(when the next key of the schedule should activate, the key it succeeds or None).
+
+    The newest live key decides: its successor is due at the next grid boundary, or ``overlap``
+    before the newest key ends if it ends earlier (a manual retirement or a revocation).
+    """
+    live = [k for k in keys if k.ends_after(now)]
+    if not live:
+        return now + policy.publish_ahead, None
+    newest = max(live, key=lambda k: (k.valid_from, k.key_id))
+    target = policy.boundary_after(newest.valid_from)
+    end = newest.end
+    if end is not None:
+        target = min(target, end - policy.overlap)
+    return target, newest
 
 
 def plan_rotation(now: int, keys: Iterable[KeyWindow], policy: RotationPolicy) -> RotationPlan:
-    """The scheduled rotation: ``keys`` are the rotating keys (published, this subject's own)."""
+    """The scheduled rotation. ``keys``: the keys of the schedule (the subject's keys with the
+    scheduler's algorithm and purposes), as the log has them."""
+    keys = list(keys)
     live = [k for k in keys if k.ends_after(now)]
-    pending = [k for k in live if k.valid_from > now]
-    active = [k for k in live if k.valid_from <= now and k.valid_at(now)]
-    if pending:  # a successor is already published; look again once it is active
-        return RotationPlan(None, (), max(k.valid_from for k in pending))
-    if not active:  # nothing valid: publish one at once (first key, or recovery after expiry)
-        return RotationPlan(now, (), now + max(1, policy.interval - policy.publish_ahead))
-    current = max(active, key=lambda k: k.valid_from)
-    due = current.valid_from + policy.interval
-    ends = [k.not_after for k in active if k.not_after] + [k.revoked_at for k in active if k.revoked_at]
-    if ends:  # something in force ends early: the successor must be active `overlap` before that
-        due = min(due, min(ends) - policy.overlap)
-    publish_at = due - policy.publish_ahead
-    if now < publish_at:
-        return RotationPlan(None, (), publish_at)
-    activation = max(due, now)
-    return RotationPlan(activation, _retirements(active, activation, policy.overlap), activation)
+    ahead, step = policy.publish_ahead, policy.window
+    if not live:  # nothing in force: the service has no key until the first one activates
+        activation = now + ahead
+        return RotationPlan(activation, (), activation, now, overdue=True)
+    target, newest = next_activation(live, policy, now)
+    assert newest is not None
+    if newest.valid_from > now:  # the successor is published and not yet active
+        return RotationPlan(None, (), newest.valid_from)
+    opens = target - ahead - step
+    if now < opens:
+        return RotationPlan(None, (), opens)
+    if now <= target - ahead:  # on time: the deterministic event for this boundary
+        activation, overdue = target, False
+    else:  # overdue: the first slot at least publish_ahead away
+        slots = -(-(now + ahead - target) // step)  # ceil
+        activation, overdue = target + slots * step, True
+    timestamp = activation - ahead - step
+    return RotationPlan(
+        activation, _retirements(live, activation, policy.overlap), activation, timestamp, overdue=overdue
+    )
 
 
 def plan_manual_rotation(now: int, keys: Iterable[KeyWindow], overlap: int, activate_in: int = 0) -> RotationPlan:
-    """``keyreg keys rotate --overlap``: a new key from now + activate_in; the live keys end overlap later."""
+    """``keyreg keys rotate --overlap``: a new key from now + activate_in; the live keys end overlap later.
+
+    The node hands a new key to the service only once it has been public for publish_ahead_s
+    (node/keys/handout.py), so the service keeps the old key meanwhile if it is still valid.
+    """
     activation = now + activate_in
     live = [k for k in keys if k.ends_after(now)]
-    return RotationPlan(activation, _retirements(live, activation, overlap), activation)
+    return RotationPlan(activation, _retirements(live, activation, overlap), activation, now)
+
+
+def plan_emergency_rotation(now: int, keys: Iterable[KeyWindow]) -> RotationPlan:
+    """``keyreg keys rotate --now``: a new key active at once, the live keys revoked now.
+
+    The one path that skips publish-ahead (``skips_publish_ahead``): verifiers that only refresh
+    their JWKS on a timer reject the new key's tokens until they refetch. ``retire`` lists the keys
+    to revoke (effective ``now``)."""
+    live = [k for k in keys if k.ends_after(now) and k.revoked_at is None]
+    return RotationPlan(now, tuple(sorted((k.key_id, now) for k in live)), now, now, skips_publish_ahead=True)
+
+
+def coverage_gap(now: int, keys: Iterable[KeyWindow], horizon: int) -> int | None:
+    """The first instant in [now, now + horizon] at which none of ``keys`` is valid, or None."""
+    windows = sorted((k for k in keys if k.ends_after(now)), key=lambda k: k.valid_from)
+    t = now
+    for k in windows:
+        if k.valid_from > t:
+            break
+        end = k.end
+        if end is None:
+            return None
+        t = max(t, end)
+    return t if t <= now + horizon else None
 
 
 def windows_of(state: SubjectState, key_ids: Iterable[str]) -> list[KeyWindow]:
@@ -124,62 +243,15 @@ def windows_of(state: SubjectState, key_ids: Iterable[str]) -> list[KeyWindow]:
     return out
 
 
-# ------------------------------------------------------------------------------- the scheduler
+def scheduled_windows(state: SubjectState, alg: str, purposes: Iterable[str]) -> list[KeyWindow]:
+    """The keys of the schedule: the subject's keys with this algorithm and exactly these purposes.
 
-
-def rotate_once(node: Node, policy: RotationPolicy, now: int | None = None) -> tuple[int, dict[str, Any]]:
-    """Run the planner for the node's own subject; publish if due. Returns (next check, status)."""
-    now = int(time.time()) if now is None else now
-    ks: Keystore | None = node.keystore
-    if ks is None or not ks.unlocked:
-        return now + 60, {"ok": False, "reason": "keystore locked"}
-    ks.reload()
-    subject = ks.subject
-    state = node.registry.state(subject) if subject else None
-    if subject is None or state is None:
-        return now + 60, {"ok": False, "reason": "no subject yet"}
-    rcfg = node.config.rotation
-    mine = [i.key_id for i in ks.service_key_infos() if i.alg == rcfg.algorithm]
-    plan = plan_rotation(now, windows_of(state, mine), policy)
-    if not plan.due:
-        return plan.next_check, {"ok": True, "nextCheck": plan.next_check}
-    assert plan.activate_at is not None
-    key = ServiceKey.generate(rcfg.algorithm)
-    ks.add_service_key(key, tuple(rcfg.purposes))
-    head = Head(subject, state.seq, state.head, state.timestamp)
-    signed = sign_update(
-        ks, node.config.domain, head, now, [key.published(tuple(rcfg.purposes), plan.activate_at)], plan.retire
-    )
-    result = node.registry.ingest([signed], source="rotation")[0]
-    if result.status != "accepted":
-        msg = result.error.message if result.error else result.status
-        log.error("scheduled rotation was not accepted: %s", msg)
-        return now + 60, {"ok": False, "reason": msg}
-    log.info(
-        "rotation: published %s active from %d; retiring %s",
-        key.key_id,
-        plan.activate_at,
-        ", ".join(f"{k}@{t}" for k, t in plan.retire) or "nothing",
-    )
-    return plan.next_check, {"ok": True, "published": key.key_id, "activeFrom": plan.activate_at}
-
-
-async def run_rotation_scheduler(node: Node, *, task_status: Any = None) -> None:
-    """Node service: keep the subject's service keys rotating per config [rotation]."""
-    import trio  # here, not at module level: the CLI imports this module and need not load trio
-
-    rcfg = node.config.rotation
-    policy = RotationPolicy(rcfg.rotation_interval_s, rcfg.overlap_s, rcfg.publish_ahead_s)
-    status: dict[str, Any] = {"ok": True, "enabled": True}
-    node.register_status("rotation", lambda: dict(status))
-    if task_status is not None:
-        task_status.started()
-    while True:
-        try:
-            next_check, info = await trio.to_thread.run_sync(rotate_once, node, policy)
-        except Exception as exc:  # keep the scheduler alive; the next pass retries
-            log.error("rotation pass failed: %s", exc)
-            next_check, info = int(time.time()) + 60, {"ok": False, "reason": type(exc).__name__}
-        status.update(info)
-        # Wake at the planned time, but at least every minute (clock jumps, keys added by the CLI).
-        await trio.sleep(min(60.0, max(1.0, next_check - time.time())))
+    A function of the log alone (not of what one node's keystore holds), so two nodes that hold the
+    same subject plan the same events.
+    """
+    want = frozenset(purposes)
+    return [
+        KeyWindow(kid, rec.valid_from, rec.not_after, rec.revoked_at)
+        for kid, rec in state.keys.items()
+        if rec.key.alg == alg and frozenset(rec.key.purposes) == want
+    ]

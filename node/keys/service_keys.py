@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import os
 from dataclasses import dataclass, field
@@ -25,6 +26,11 @@ from ..core.records import ALGORITHMS, PublishedKey
 
 JWS_ALG = {"Ed25519": "EdDSA", "P-256": "ES256", "secp256k1": "ES256K"}
 _CURVES: dict[str, ec.EllipticCurve] = {"P-256": ec.SECP256R1(), "secp256k1": ec.SECP256K1()}
+# Group orders: an EC private key is a scalar in [1, n - 1].
+_ORDERS = {
+    "P-256": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+    "secp256k1": 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141,
+}
 _JWK_CRV = {"Ed25519": "Ed25519", "P-256": "P-256", "secp256k1": "secp256k1"}
 
 
@@ -123,6 +129,21 @@ class ServiceKey:
             priv = ec.generate_private_key(_CURVES[alg])
             secret = priv.private_numbers().private_value.to_bytes(32, "big")
         return cls.from_secret(alg, secret, key_id)
+
+    @classmethod
+    def derive(cls, seed: bytes, alg: str, context: bytes) -> ServiceKey:
+        """The key a rotation seed gives for ``context`` (deterministic: same inputs, same key).
+
+        HMAC-SHA256(seed, label || alg || context || counter); for EC curves the counter moves on
+        in the (about 2**-128 likely) case the output is not a valid scalar.
+        """
+        alg = check_alg(alg)
+        for counter in range(256):
+            msg = b"keyreg/service-key/v1|" + alg.encode() + b"|" + context + bytes([counter])
+            secret = hmac.new(seed, msg, hashlib.sha256).digest()
+            if alg == "Ed25519" or 0 < int.from_bytes(secret, "big") < _ORDERS[alg]:
+                return cls.from_secret(alg, secret)
+        raise ValueError("no valid scalar derived")  # pragma: no cover  (probability ~2**-32000)
 
     @classmethod
     def from_secret(cls, alg: str, secret: bytes, key_id: str | None = None) -> ServiceKey:

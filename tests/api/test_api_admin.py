@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from api_support import TestClient
 
 from node.api.admin import check_admin_host, create_admin_app
 from node.core.errors import ConfigError
+from node.core.log import KeyRecord
+from node.keys.handout import Handout
 from node.keys.jwt import verify_jwt
 from node.keys.service_keys import ServiceKey, b64url, b64url_decode, verify_signature
 
 TOKEN = "t" * 43
 KEY = ServiceKey.generate("Ed25519", "svc-1")
+RECORD = KeyRecord(KEY.published(("sig",), 100), 0, 100, 0)
 
 
-def provider() -> tuple[ServiceKey, list[dict[str, Any]]]:
-    return KEY, [KEY.public_jwk()]
+def provider() -> Handout:
+    return Handout(KEY, RECORD, [KEY.public_jwk()], False, None)
 
 
 def client(host: str = "127.0.0.1") -> TestClient:
