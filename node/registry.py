@@ -322,6 +322,7 @@ class Registry:
         """
         prepared: list[Prepared] = []
         recovery: _Recovery | _ProcessRecovery | None = None
+        chains: dict[bytes, tuple[int, bytes, bool]] = {}  # for _to_recover
         start = 0
         if parallel:
             recovery = self.recovery.batch(bulk)
@@ -348,20 +349,30 @@ class Registry:
                         digest = None
                 prepared.append((signed, digest))
             if recovery is not None and len(prepared) - start == _RECOVER_CHUNK:
-                recovery.submit(self._to_recover(prepared[start:]))
+                recovery.submit(self._to_recover(prepared[start:], chains, bulk))
                 start = len(prepared)
         if recovery is not None and len(prepared) > start:
-            recovery.submit(self._to_recover(prepared[start:]))
+            recovery.submit(self._to_recover(prepared[start:], chains, bulk))
         return prepared, recovery
 
-    def _to_recover(self, chunk: list[Prepared]) -> list[Prepared]:
-        """``chunk`` with no digest (nothing to recover) for events at or below their subject's head.
+    def _to_recover(
+        self, chunk: list[Prepared], chains: dict[bytes, tuple[int, bytes, bool]], bulk: bool
+    ) -> list[Prepared]:
+        """``chunk`` with no digest (so nothing is recovered ahead) for events that cannot apply.
 
-        Such an event is a re-delivery (known, no recovery needed) or a conflict, whose signatures
-        are recovered only once it has passed the conflict path's cheap checks (:meth:`_stale`):
-        junk below the head costs no recovery however large its batch. The head is read without
-        the lock, so it may be older than at ingest; a head only moves back on a branch switch, and
-        an event left without signers then is recovered by apply_event itself.
+        Rule 1 of docs/security.md for large batches, whose signatures are recovered before the
+        rules run: an event is recovered ahead only if it extends its subject's head (or, within
+        the batch, an event that does). An event at or below the head is a re-delivery (known,
+        nothing to recover) or a conflict, whose signatures :meth:`_stale` recovers only after its
+        cheap checks; one naming another prev, or following such an event, is rejected before any
+        recovery by apply_event. A sync pull (``bulk``) prepares a batch while the one before it is
+        still being ingested, so a gap or an unknown subject may be filled by then: those are
+        recovered ahead in bulk. ``chains`` (subject -> next seq, its prev, whether that chain
+        extends the head) carries the batch's chains across chunks.
+
+        Heads are read without the lock and may be older than at ingest; a head only moves back
+        on a branch switch. Either way an event left without signers is recovered by apply_event
+        itself, with the same result: this decides only where and whether recovery is done early.
         """
         states = self.states
         out = chunk
@@ -369,8 +380,28 @@ class Registry:
             if digest is None or isinstance(signed, RuleViolation):
                 continue
             event = signed.event
-            state = states.get(digest if isinstance(event, Inception) else event.subject)
-            if state is not None and event.seq <= state.seq:
+            if isinstance(event, Inception):
+                ahead = digest not in states and digest not in chains
+                if ahead:
+                    chains[digest] = (1, digest, True)
+            else:
+                subject, seq = event.subject, event.seq
+                chain = chains.get(subject)
+                if chain is not None:
+                    ahead = seq == chain[0] and event.prev == chain[1] and chain[2]
+                    if seq >= chain[0]:  # an earlier seq (a copy, a conflict) leaves the chain as it is
+                        chains[subject] = (seq + 1, digest, ahead)
+                else:
+                    state = states.get(subject)
+                    if state is None or seq > state.seq + 1:
+                        ahead = bulk  # a gap or an unknown subject
+                    elif seq == state.seq + 1:
+                        ahead = event.prev == state.head
+                    else:
+                        ahead = False  # stale: known or a conflict; a chain goes on from the head
+                    if state is None or seq > state.seq:
+                        chains[subject] = (seq + 1, digest, ahead)
+            if not ahead:
                 if out is chunk:
                     out = list(chunk)
                 out[i] = (signed, None)
