@@ -59,6 +59,14 @@ def verify_jwt(token: str, jwks: dict[str, Any], now: int | None = None) -> dict
         raise JWTError(f"token alg {header.get('alg')!r} does not match key {kid!r} ({alg})")
     if not verify_signature(alg, public_key, signature, f"{h64}.{p64}".encode()):
         raise JWTError("signature does not verify")
-    if now is not None and isinstance(claims.get("exp"), int) and now >= claims["exp"]:
-        raise JWTError("token expired")
+    if now is not None:
+        # The JWK's window (the registry's nbf/exp members, docs/adr/0013): a successor offered
+        # ahead of its activation verifies nothing before it, a retired key nothing after its end.
+        nbf, exp = jwk.get("nbf"), jwk.get("exp")
+        if isinstance(nbf, int) and now < nbf:
+            raise JWTError(f"key {kid!r} is not valid before {nbf}")
+        if isinstance(exp, int) and now >= exp:
+            raise JWTError(f"key {kid!r} expired at {exp}")
+        if isinstance(claims.get("exp"), int) and now >= claims["exp"]:
+            raise JWTError("token expired")
     return dict(claims)

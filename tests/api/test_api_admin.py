@@ -63,3 +63,31 @@ def test_loopback_only() -> None:
 def test_short_token_refused() -> None:
     with pytest.raises(ConfigError, match="too short"):
         create_admin_app("short", provider)
+
+
+def test_long_poll_answers_when_the_key_changes() -> None:
+    """?wait=&known=: the answer comes as soon as the key differs from the one the service holds."""
+    successor = ServiceKey.generate("Ed25519", "svc-2")
+    record2 = KeyRecord(successor.published(("sig",), 200), 1, 150, 0)
+    calls = {"n": 0}
+
+    def rotating() -> Handout:
+        calls["n"] += 1
+        if calls["n"] < 3:  # the successor activates between the 2nd and the 3rd look
+            return Handout(KEY, RECORD, [KEY.public_jwk()], False, None)
+        return Handout(successor, record2, [KEY.public_jwk(), successor.public_jwk()], False, None)
+
+    c = TestClient(create_admin_app(TOKEN, rotating), client=("127.0.0.1", 5000))
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    body = c.get("/local/v1/signing-key?wait=30&known=svc-1", headers=auth).json()
+    assert body["keyId"] == "svc-2"
+    assert calls["n"] == 3
+    # a service that holds an older key gets the current one at once
+    assert c.get("/local/v1/signing-key?wait=30&known=svc-0", headers=auth).json()["keyId"] == "svc-2"
+    # without a change, the poll ends after `wait` with the same key
+    c2 = client()
+    assert c2.get("/local/v1/signing-key?wait=1&known=svc-1", headers=auth).json()["keyId"] == "svc-1"
+    for bad in ("-1", "abc", "301", "1e3", "٣"):
+        r = c2.get(f"/local/v1/signing-key?wait={bad}&known=svc-1", headers=auth)
+        assert r.status_code == 400, bad
+        assert r.json()["code"] == "bad_query"

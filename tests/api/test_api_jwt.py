@@ -8,7 +8,7 @@ import jwt
 import pytest
 from api_support import NOW, Subject, make_api, obj
 
-from node.keys.jwt import sign_jwt, verify_jwt
+from node.keys.jwt import JWTError, sign_jwt, verify_jwt
 from node.keys.rotation import KeyWindow, plan_manual_rotation
 from node.keys.service_keys import ServiceKey
 
@@ -63,3 +63,42 @@ def test_es256k_jwk_matches_pyjwt() -> None:
         assert pyjwt_verify(token, {"keys": [key.public_jwk()]}, "ES256K") == {"x": 1}
     except jwt.exceptions.PyJWKError as exc:  # some PyJWT builds lack secp256k1 JWK support
         pytest.skip(f"PyJWT cannot load secp256k1 JWKs here: {exc}")
+
+
+def test_jwks_offers_the_successor_from_its_publication() -> None:
+    """A verifier that fetched the JWKS once, right after the successor was published, and never
+    again (no refetch on an unknown kid) still verifies the successor's tokens after activation."""
+    client, _, clock, config = make_api()
+    s = Subject.make(config)
+    client.post("/v1/events", json=obj(s.inception))
+    successor = ServiceKey.generate("Ed25519", "k2")
+    plan = plan_manual_rotation(NOW + 100, [KeyWindow("k1", NOW)], overlap=60)
+    event = s.next_update(NOW, [successor.published(("sig",), NOW + 100)], plan.retire)
+    assert client.post("/v1/events", json=obj(event)).status_code == 200
+    cached = client.get(f"/v1/subjects/{s.id}/jwks.json").json()  # fetched once, at NOW
+    by_kid = {k["kid"]: k for k in cached["keys"]}
+    assert set(by_kid) == {"k1", "k2"}
+    assert by_kid["k2"]["nbf"] == NOW + 100  # marked with its window
+    assert by_kid["k1"]["exp"] == NOW + 160
+    # PyJWT builds a key set from it (it ignores the non-standard nbf/exp members)
+    keyset = jwt.PyJWKSet.from_dict(cached)
+    token = sign_jwt(successor, {"sub": "after the switch"})
+    key = next(k for k in keyset.keys if k.key_id == "k2")
+    assert jwt.decode(token, key.key, algorithms=["EdDSA"]) == {"sub": "after the switch"}
+    # our own verifier honours the window: not before activation, and the old key not after its end
+    with pytest.raises(JWTError, match="not valid before"):
+        verify_jwt(token, cached, now=NOW + 99)
+    assert verify_jwt(token, cached, now=NOW + 100) == {"sub": "after the switch"}
+    with pytest.raises(JWTError, match="expired"):
+        verify_jwt(sign_jwt(s.key, {"a": 1}), cached, now=NOW + 160)
+    # did.json offers it too, with its window
+    clock.t = NOW + 1
+    did = client.get(f"/v1/subjects/{s.id}/did.json").json()
+    methods = {m["id"].split("#")[1]: m for m in did["verificationMethod"]}
+    assert methods["k2"]["validFrom"] == NOW + 100
+    assert methods["k1"]["validUntil"] == NOW + 160
+    # ... and the upcoming set is capped (a subject pre-publishing many keys cannot bloat it)
+    many = [ServiceKey.generate("Ed25519", f"f{i}").published(("sig",), NOW + 1000 + i) for i in range(8)]
+    client.post("/v1/events", json=obj(s.next_update(NOW + 1, many)))
+    offered = client.get(f"/v1/subjects/{s.id}/jwks.json").json()["keys"]
+    assert [k["kid"] for k in offered] == ["k1", "k2", "f0", "f1", "f2"]
