@@ -8,11 +8,13 @@ histogram (same route template label) and the same JSON bodies, so the answer is
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -61,6 +63,24 @@ async def send_bytes(send: Send, status: int, data: bytes, headers: list[tuple[b
     await send({"type": "http.response.body", "body": data})
 
 
+@lru_cache(maxsize=4096)
+def _ipv6_prefix(host: str) -> str:
+    try:
+        return str(ipaddress.IPv6Network((host, 64), strict=False).network_address) + "/64"
+    except ValueError:
+        return host
+
+
+def client_key(scope: Scope) -> str:
+    """Who a request counts against: its client's IPv4 address, or its IPv6 /64 (one end site
+    gets a whole /64, so per-address budgets would be free to multiply)."""
+    client = scope.get("client")
+    if not client:
+        return "?"
+    host = str(client[0])
+    return _ipv6_prefix(host) if ":" in host else host
+
+
 class TokenBuckets:
     """Token buckets keyed by client address, holding at most ``max_clients`` (LRU)."""
 
@@ -73,16 +93,17 @@ class TokenBuckets:
         self.clock = clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
-    def take(self, client: str) -> float:
-        """0.0 if a request may pass now, else the seconds until one token is available."""
+    def take(self, client: str, cost: float = 1.0) -> float:
+        """0.0 if a request costing ``cost`` tokens may pass now (they are taken), else the seconds
+        until it could (nothing is taken). A cost over the burst can never pass."""
         now = self.clock()
         tokens, last = self._buckets.pop(client, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
         wait = 0.0
-        if tokens >= 1.0:
-            tokens -= 1.0
+        if tokens >= cost:
+            tokens -= cost
         else:
-            wait = (1.0 - tokens) / self.rate
+            wait = (cost - tokens) / self.rate
         self._buckets[client] = (tokens, now)
         if len(self._buckets) > self.max_clients:
             self._buckets.popitem(last=False)
@@ -113,8 +134,7 @@ class RateLimitMiddleware:
         if self.buckets is None or scope["type"] != "http" or (scope["method"] == "GET" and scope["path"] in _EXEMPT):
             await self.app(scope, receive, send)
             return
-        client = scope.get("client")
-        wait = self.buckets.take(client[0] if client else "?")
+        wait = self.buckets.take(client_key(scope))
         if wait > 0:
             status, data, extra = rate_limited(wait)
             await send_bytes(send, status, data, extra)
@@ -213,8 +233,7 @@ class HotRoutes:
         extra: list[tuple[bytes, bytes]] | None = None
         wait = 0.0
         if self.buckets is not None:
-            client = scope.get("client")
-            wait = self.buckets.take(client[0] if client else "?")
+            wait = self.buckets.take(client_key(scope))
         if wait > 0:
             status, body, extra = rate_limited(wait)
             template = "unmatched"  # as under the Starlette stack: refused before routing

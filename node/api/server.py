@@ -60,7 +60,7 @@ from prometheus_client.core import CounterMetricFamily
 
 from ..config import ApiConfig
 from .http1 import ChunkedDecoder, Refusal, Request, parse_head
-from .middleware import json_bytes
+from .middleware import client_key, json_bytes
 
 __all__ = ["LeanServer", "Request", "parse_head", "serve_api"]
 
@@ -218,7 +218,7 @@ class LeanServer:
         try:
             sock = stream.socket
             client = parse_socket_addr(sock.family, sock.getpeername())
-            address = client[0] if client else "?"
+            address = client_key({"client": client})  # an IPv4 address or an IPv6 /64
             if self.open >= self.max_connections or self._per_client.get(address, 0) >= self.max_per_client:
                 self.counters["busy"] += 1
                 await self._refuse(stream, Refusal(503, "busy", "too many connections; retry later"))

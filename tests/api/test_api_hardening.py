@@ -179,3 +179,29 @@ def test_events_page_byte_cap() -> None:
     assert (len(page["events"]), page["next"]) == (1, 2)
     page = client.get(f"/v1/subjects/{s.id}/events", params={"from": "2"}).json()
     assert (len(page["events"]), page["next"]) == (0, None)
+
+
+# ------------------------------------------------------------------ per-client budgets
+
+
+def test_submitted_events_are_budgeted_per_event_not_per_request() -> None:
+    """One request of 1,000 events costs 1,000 recoveries: it takes 1,000 tokens, not one."""
+    client, registry, clock, config = make_api(submit_events_per_s=0.001, submit_events_burst=1000)
+    subjects = [Subject.make(config) for _ in range(1001)]
+    batch = [obj(s.inception) for s in subjects[:1000]]
+    assert client.post("/v1/events", json={"events": batch}).json()["accepted"] == 1000
+    r = client.post("/v1/events", json=obj(subjects[1000].inception))
+    assert r.status_code == 429
+    assert r.json()["code"] == "rate_limited"
+    assert int(r.headers["retry-after"]) >= 1
+    assert registry.counters["accepted"] == 1000  # refused before any recovery
+    assert client.get("/v1/health").json()["subjects"] == 1000  # reads have their own bucket
+
+
+def test_ipv6_clients_are_budgeted_per_64() -> None:
+    from node.api.middleware import client_key
+
+    assert client_key({"client": ("2001:db8:1:2::1", 1)}) == client_key({"client": ("2001:db8:1:2:ffff::9", 2)})
+    assert client_key({"client": ("2001:db8:1:3::1", 1)}) != client_key({"client": ("2001:db8:1:2::1", 1)})
+    assert client_key({"client": ("192.0.2.1", 1)}) == "192.0.2.1"
+    assert client_key({}) == "?"
