@@ -168,7 +168,8 @@ def anchor(
                     request_id is None
                     and view is not None
                     and view.get("status") == "equal"
-                    and (view.get("mode") == out["mode"] or not direct)
+                    # the registry's head (another node's later batch root may be the newest anchor)
+                    and (not direct or (view.get("direct") or {}).get("seq") == view.get("seq"))
                 ):
                     out["anchor"] = view
                     break

@@ -1,0 +1,155 @@
+"""Issue 13 finding 20, played as an attacker would on a real devnet (anvil + `keyreg node run` processes).
+
+The subject is created and anchored directly (seq 0), then `keyreg keys revoke web-1 --at -1h` (seq 1).
+An exporter who drops the seq-1 event, its batch entry and the proof nodes that became unused, and
+keeps the same pinned checkpoint, used to get exit 0 ("valid") from `keyreg verify`. Revocations are now
+anchored directly by default (the CLI waits for the registry head), so the registry's head proves
+seq 1 exists and the doctored bundle is a stale view (exit 17). The control subject opts out
+(`--anchor batch`): the same omission then still verifies (exit 0), which is why the CLI warns, and
+proves the tampering here is the real attack.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from node.chain.deploy import anvil_binary, free_port
+from node.cli import _register, app
+from node.cli.devnet import devnet_down, devnet_up
+from node.cli.devnet_demo import subject_view, wait_until
+from node.verify import ProofInvalid, Verifier
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anvil, pytest.mark.slow]
+
+TIMEOUT = 90.0
+_register()  # every topic's commands on the root app, as `keyreg` has them
+
+
+@pytest.fixture(scope="module")
+def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    if not anvil_binary().exists():
+        pytest.skip(f"anvil binary missing at {anvil_binary()}: run `npm ci --prefix contracts`")
+    directory = tmp_path_factory.mktemp("omission") / "devnet"
+    chain = {"confirmations": 1, "poll_interval_s": 0.3, "anchor_epoch_s": 2.0, "retry_max_s": 1.0}
+    try:
+        yield devnet_up(directory, nodes=2, port=free_port(), block_time=1.0, chain=chain, progress=False)
+    finally:
+        devnet_down(directory)
+
+
+def keyreg(devnet: dict[str, Any], *args: str, ok: bool = True) -> Result:
+    env = {"KEYREG_PASSWORD_FILE": str(Path(devnet["dir"]) / "password"), "NO_COLOR": "1", "COLUMNS": "200"}
+    result = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.stdout + result.stderr
+    return result
+
+
+def verify(devnet: dict[str, Any], bundle: dict[str, Any], path: Path, sid: str, kid: str) -> dict[str, Any]:
+    path.write_text(json.dumps(bundle))
+    checkpoint = bundle["checkpoint"]["hash"]
+    r = keyreg(devnet, "verify", sid, kid, "--bundle", str(path), "--checkpoint", checkpoint, "--json", ok=False)
+    out = json.loads(r.stdout)
+    assert out["exitCode"] == r.exit_code
+    return dict(out)
+
+
+def omit_head(bundle: dict[str, Any], sid: str) -> dict[str, Any]:
+    """The attack: drop the subject's last event, its batch entry, and every proof node that became unused."""
+    doctored = json.loads(json.dumps(bundle))
+    [entry] = [s for s in doctored["subjects"] if s["subject"] == sid]
+    entry["events"].pop()
+    if entry.get("batch"):
+        root = entry["batch"]["root"]
+        entry["batch"] = None
+        if not any((s.get("batch") or {}).get("root") == root for s in doctored["subjects"]):
+            doctored["batches"].remove(root)
+    checkpoint = doctored["checkpoint"]["hash"]
+
+    def fault(candidate: dict[str, Any]) -> str | None:
+        try:
+            Verifier.from_bundle(json.dumps(candidate).encode(), checkpoint)
+        except ProofInvalid as exc:
+            return exc.message
+        return None
+
+    # Drop each proof node that no proven path needs (its removal leaves only the "unused" complaint).
+    for node in list(doctored["proofNodes"]):
+        doctored["proofNodes"].remove(node)
+        message = fault(doctored)
+        if message is None:
+            return doctored
+        if "not on any proven path" not in message:
+            doctored["proofNodes"].append(node)  # needed: put it back
+    doctored["proofNodes"].sort()
+    assert fault(doctored) is None
+    return doctored
+
+
+def scenario(devnet: dict[str, Any], node: dict[str, Any], tmp: Path, revoke_flags: list[str]) -> dict[str, Any]:
+    """Subject anchored directly at seq 0; `keys revoke web-1 --at -1h` (seq 1); exports before and after."""
+    d = node["dataDir"]
+    created = json.loads(keyreg(devnet, "subject", "create", "-d", d, "--key-id", "web-1", "--json").stdout)
+    sid = created["subject"]
+    wait_until(lambda: subject_view(node["api"], sid) is not None, TIMEOUT, "the inception on the node")
+    anchored = json.loads(
+        keyreg(devnet, "anchor", sid, "-d", d, "--direct", "--timeout", str(TIMEOUT), "--json").stdout
+    )
+    assert anchored["anchor"]["seq"] == 0
+    revoked = json.loads(
+        keyreg(devnet, "keys", "revoke", "web-1", "--at", "-1h", "-d", d, *revoke_flags, "--json").stdout
+    )
+    # whichever way it was anchored, wait until the chain holds seq 1 (batch root or registry head)
+    wait_until(
+        lambda: ((subject_view(node["api"], sid) or {}).get("anchor") or {}).get("seq") == 1,
+        TIMEOUT,
+        "seq 1 anchored",
+    )
+    out = tmp / f"{sid[:10]}.bundle"
+    keyreg(devnet, "export", "-o", str(out), "--rpc", devnet["rpc"], "-d", d, "-s", sid)
+    return {"sid": sid, "bundle": json.loads(out.read_text()), "revoked": revoked}
+
+
+def test_omitting_a_revocation_is_caught_when_it_is_anchored_directly(devnet: dict[str, Any], tmp_path: Path) -> None:
+    node = devnet["nodes"][0]
+    s = scenario(devnet, node, tmp_path, [])
+    sid, bundle = s["sid"], s["bundle"]
+    # the CLI anchored the revocation directly and waited for the registry head
+    assert s["revoked"]["anchor"]["mode"] == "direct"
+    assert s["revoked"]["anchor"]["status"] == "anchored"
+    assert s["revoked"]["anchor"]["anchor"]["seq"] >= 1
+
+    honest = verify(devnet, bundle, tmp_path / "honest.json", sid, "web-1")
+    assert honest["exitCode"] == 12, honest
+    assert honest["status"] == "revoked"
+    assert honest["basedOn"]["direct"]["seq"] == 1
+    assert honest["basedOn"]["direct"]["how"] == "direct"
+    assert honest["basedOn"]["unproven"] == []
+
+    doctored = verify(devnet, omit_head(bundle, sid), tmp_path / "doctored.json", sid, "web-1")
+    assert doctored["exitCode"] in (17, 12), doctored
+    assert doctored["exitCode"] != 0
+    assert doctored["status"] == "stale-view"
+
+
+def test_control_opting_out_of_direct_anchoring_leaves_the_omission_open(
+    devnet: dict[str, Any], tmp_path: Path
+) -> None:
+    """With --anchor batch (the old behaviour, now warned about) the same doctored bundle verifies."""
+    node = devnet["nodes"][1]
+    s = scenario(devnet, node, tmp_path, ["--anchor", "batch"])
+    sid, bundle = s["sid"], s["bundle"]
+    assert s["revoked"]["anchor"]["mode"] == "batch"
+    honest = verify(devnet, bundle, tmp_path / "honest.json", sid, "web-1")
+    assert honest["exitCode"] == 12, honest
+    assert honest["basedOn"]["direct"]["seq"] == 0
+    assert honest["basedOn"]["unproven"] == [1]  # the revocation rests on a batch root only
+    assert honest["basedOn"]["decisive"] == [1]
+    doctored = verify(devnet, omit_head(bundle, sid), tmp_path / "doctored.json", sid, "web-1")
+    assert doctored["exitCode"] == 0, doctored  # the attack of finding 20, still open when opted out
