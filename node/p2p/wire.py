@@ -27,7 +27,7 @@ import orjson
 import trio
 
 from ..core.canonical import CanonicalEvent, canonical_from_obj
-from ..core.codec import dumps_canonical, encode_event, event_from_obj, loads_strict
+from ..core.codec import check_json_depth, dumps_canonical, encode_event, event_from_obj, loads_strict
 from ..core.errors import MalformedEvent, OversizedInput, RuleViolation
 from ..core.fork import Duplicity
 from ..core.limits import DEFAULT_LIMITS, Limits
@@ -156,9 +156,11 @@ def parse_message(data: bytes, max_depth: int = DEFAULT_LIMITS.max_json_depth) -
     first equals the last, no key was dropped. Otherwise (or if orjson refuses the text: it is the
     stricter of the two, see node.core.codec) loads_strict decides and names the error.
 
-    Nesting: orjson stops by itself past depth 1,024 (and its result is only read flat here);
-    loads_strict bounds it to ``max_depth`` before its parser recurses.
+    Nesting past ``max_depth`` is refused before either parser runs, as loads_strict does, so the
+    two paths accept the same texts. Honest events batches never come here (canonical_batch takes
+    them), so the scan costs them nothing.
     """
+    check_json_depth(data, max_depth)
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
