@@ -452,14 +452,11 @@ class SyncProtocol:
                     if hex32(item[0]) != h:
                         frontier.append((d, p, item[1]))
             for i in range(0, len(leaf_nodes), MAX_LEAF_PREFIXES):
-                if len(wants) >= budget.wants or budget.leaves_used >= budget.leaves:
-                    result.stopped = result.stopped or ("wants" if len(wants) >= budget.wants else "leaves")
-                    break
                 await self._leaves(session, leaf_nodes[i : i + MAX_LEAF_PREFIXES], wants, budget)
-        if len(wants) > budget.wants:  # the last page may overshoot
-            result.stopped = "wants"
-            return list(wants.items())[: budget.wants]
-        return list(wants.items())
+                if len(wants) >= budget.wants or budget.leaves_used >= budget.leaves:
+                    result.stopped = "wants" if len(wants) >= budget.wants else "leaves"
+                    break
+        return list(wants.items())[: budget.wants]  # the last page may overshoot
 
     async def _leaves(
         self, session: _Session, nodes: list[tuple[int, int]], wants: dict[bytes, int], budget: PullBudget

@@ -9,7 +9,10 @@ Runs a Registry (in-memory store) + ``run_p2p`` and a JSON-lines control socket 
 ``times`` {digests} -> unix time each digest was applied here (bench latency; needs --record-times);
 ``watch`` {digests} then ``watched`` -> how many are still missing, and when the last one arrived;
 ``connect`` {addr}; ``publish_raw`` {data, direct} (abuse tests: gossip arbitrary bytes on the topic;
-``direct``: to every pubsub peer, not just the mesh); ``pubsub_peers`` -> how many there are.
+``direct``: to every pubsub peer, not just the mesh); ``pubsub_peers`` -> how many there are;
+``sync_sessions`` {peer, sessions: [[request, ...], ...]} (abuse tests: raw ``/keyreg/sync/1``
+requests, each session opened after the previous one was answered and all kept open until the
+last is) -> a summary of each answer per session.
 
 Once ``keyreg node run`` exists, tests should prefer it; this entry stays for the benchmarks.
 """
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import PUBSUB_SIGNING_PREFIX
 
@@ -38,6 +42,8 @@ from ..registry import Registry
 from ..runtime import tune_gc
 from ..store.memory import MemoryStore
 from .service import P2PService, run_p2p
+from .sync import PROTOCOL as SYNC_PROTOCOL
+from .wire import FrameReader, frame
 
 MAX_LINE = 64 * 1024 * 1024
 MAX_TIMES = 2_000_000
@@ -58,6 +64,46 @@ def send_to_every_peer(svc: P2PService, data: bytes) -> int:
     for peer in peers:
         pubsub.router.send_rpc(peer, rpc)  # type: ignore[attr-defined]
     return len(peers)
+
+
+def _summary(resp: dict[str, Any]) -> dict[str, Any]:
+    """An answer frame, with its lists replaced by their lengths (abuse tests check shapes, not hashes)."""
+    return {k: len(v) if isinstance(v, list) else v for k, v in resp.items()}
+
+
+async def sync_sessions(svc: P2PService, peer: str, sessions: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+    """Raw ``/keyreg/sync/1`` sessions to ``peer``, as an attacker would run them: each request's
+    answer frame is read (one frame: no ``events`` requests), a session ends at an ``error`` frame,
+    and every session stays open until the last one is answered (so they hold the server's slots)."""
+    target = ID.from_base58(peer)
+    streams: list[Any] = []
+    out: list[list[dict[str, Any]]] = []
+    try:
+        for requests in sessions:
+            answers: list[dict[str, Any]] = []
+            out.append(answers)
+            try:
+                stream = await svc.host.new_stream(target, [SYNC_PROTOCOL])
+            except Exception as exc:  # refused (a banned peer's streams are reset)
+                answers.append({"type": "closed", "error": type(exc).__name__})
+                continue
+            streams.append(stream)
+            reader = FrameReader(stream, 8 << 20, 30.0)
+            for request in requests:
+                try:
+                    await stream.write(frame(request))
+                    answer = await reader.read()
+                except Exception as exc:  # the server reset or closed the stream
+                    answers.append({"type": "closed", "error": type(exc).__name__})
+                    break
+                answers.append(_summary(answer))
+                if answer["type"] == "error":
+                    break
+    finally:
+        for stream in streams:
+            with contextlib.suppress(Exception):
+                await stream.reset()
+    return out
 
 
 class Node:
@@ -93,7 +139,14 @@ class Node:
             return [r.to_dict() for r in results]
         if op == "state":
             root, count = await svc.sync.tree.root()
-            return {"root": "0x" + root.hex(), "count": count, "disputed": len(reg.disputed)}
+            tree = reg.tree  # cache figures: sync abuse tests check that peers cannot grow them
+            return {
+                "root": "0x" + root.hex(),
+                "count": count,
+                "disputed": len(reg.disputed),
+                "cached_nodes": tree.cached_nodes,
+                "cached_depth": tree.cached_depth,
+            }
         if op == "subject":
             subject = bytes.fromhex(req["subject"].removeprefix("0x"))
             st = reg.states.get(subject)
@@ -125,6 +178,8 @@ class Node:
             return send_to_every_peer(svc, data)
         if op == "pubsub_peers":
             return len(svc.pubsub.peers)
+        if op == "sync_sessions":
+            return await sync_sessions(svc, req["peer"], req["sessions"])
         raise ValueError(f"unknown op {op!r}")
 
     async def serve_client(self, stream: trio.SocketStream) -> None:
