@@ -56,7 +56,8 @@ def test_overlapping_offset_proposal_is_refused(gov_chain: GovChain) -> None:
     subject, _ = gov_chain.subject(gov_chain.dao.governor)
     data = overlapping_calldata(subject)
     # A lenient ABI decoder (the EVM's own, and most UIs) reads keyId as 2 bytes at word 4: "\x00\x00".
-    assert data[4 + 3 * 32 : 4 + 4 * 32] == word(2) and data[4 + 4 * 32 : 4 + 4 * 32 + 2] == b"\x00\x00"
+    assert data[4 + 3 * 32 : 4 + 4 * 32] == word(2)
+    assert data[4 + 4 * 32 : 4 + 4 * 32 + 2] == b"\x00\x00"
     # eth_abi refuses the pointer (the DecodingError that crashed 287c9cc's indexer): not a revocation.
     assert decode_revocation(data) is None
     fn = gov.f.propose([gov_chain.registry.address], [0], [data], "revoke nothing (really)")
@@ -111,7 +112,7 @@ def canonical(data: bytes) -> bool:
 
 _MUTATIONS = st.one_of(
     st.tuples(st.just("set"), st.integers(0, 300), st.integers(0, 255)),
-    st.tuples(st.just("word"), st.integers(0, 8), st.sampled_from([0, 1, 2, 0x20, 0x40, 0x60, 0x80, 0xA0, 0xC0, 2**64])),
+    st.tuples(st.just("word"), st.integers(0, 8), st.sampled_from([0, 1, 2, 0x20, 0x40, 0x60, 0xA0, 0xC0, 2**64])),
     st.tuples(st.just("cut"), st.integers(0, 64), st.just(0)),
     st.tuples(st.just("append"), st.integers(1, 64), st.just(0)),
     st.tuples(st.just("none"), st.just(0), st.just(0)),

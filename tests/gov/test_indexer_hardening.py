@@ -1,0 +1,122 @@
+"""Issue 13 finding 2 on a real anvil: governor logs are decoded defensively, one at a time; a log
+that does not decode is skipped and recorded, and indexing goes on.
+
+287c9cc's indexer let eth_abi's DecodingError (a revocation calldata with a string offset into
+the head) and UnicodeDecodeError (a description that is not UTF-8: any member of any DAO can
+propose one) escape the poll, which cancelled the node and crashed it again on every rescan.
+"""
+
+from __future__ import annotations
+
+import pytest
+from eth_abi import encode as abi_encode
+from gov_attacker import deploy_attacker, emit_log
+from gov_fixture import MEMBERS, OUTSIDER, VOTING_DELAY, GovChain
+from web3 import Web3
+
+from node.core.hashing import address_of_private_key, keccak
+from node.gov.contracts import Governance, revocation_calldata
+from node.gov.indexer import GovernanceIndexer
+from node.gov.recognition import RecognisedDao, Recogniser
+from node.registry import Registry
+from node.store.memory import MemoryStore
+
+pytestmark = [pytest.mark.anvil, pytest.mark.slow]
+
+_CREATED = ["uint256", "address", "address[]", "uint256[]", "string[]", "bytes[]", "uint256", "uint256", "string"]
+
+
+def word(v: int) -> bytes:
+    return v.to_bytes(32, "big")
+
+
+class TrustingRecogniser(Recogniser):
+    """Recognition is not under test here: this double also 'recognises' one hostile contract, so
+    its logs reach the decoder (the real Recogniser keeps them out; test_relay_hardening.py)."""
+
+    def __init__(self, w3: Web3, registry: str, trusted: str) -> None:
+        super().__init__(w3, registry)
+        self.trusted = trusted
+
+    def recognise(self, named: str) -> RecognisedDao | None:
+        if named.lower() == self.trusted.lower():
+            return RecognisedDao(governor=self.trusted, executor=self.trusted, token=self.trusted, name="x")
+        return super().recognise(named)
+
+
+def indexer_for(chain: GovChain, recogniser: Recogniser, *governors: str) -> GovernanceIndexer:
+    registry = Registry(chain.domain, MemoryStore())
+    for i, governor in enumerate(governors):
+        _, signed = chain.subject(governor, f"svc-{i}")
+        registry.ingest([signed])
+    return GovernanceIndexer(chain.w3, registry, recogniser)
+
+
+def test_undecodable_logs_are_skipped_and_indexing_goes_on(gov_chain: GovChain) -> None:
+    w3 = gov_chain.w3
+    attacker = deploy_attacker(w3, OUTSIDER, gov_chain.registry.address)
+    recogniser = TrustingRecogniser(w3, gov_chain.registry.address, attacker)
+    indexer = indexer_for(gov_chain, recogniser, attacker, gov_chain.dao.governor)
+    subject = b"\x42" * 32
+    overlapping = revocation_calldata(subject, "k", 5, b"\x00" * 32)
+    overlapping = overlapping[:36] + word(0x60) + overlapping[68:]  # keyId's offset points into the head
+    registry = gov_chain.registry.address
+    well_formed = abi_encode(_CREATED, [7, attacker, [registry], [0], [""], [overlapping], 1, 2, "looks fine"])
+    broken = well_formed[: 8 * 32] + word(2**200) + well_formed[9 * 32 :]  # description offset past the end
+    emit_log(w3, OUTSIDER, attacker, broken)
+    emit_log(w3, OUTSIDER, attacker, well_formed)
+    emit_log(w3, OUTSIDER, attacker, b"\x00" * 5)  # not even one word
+    # ... and an honest proposal of a real DAO, after the hostile logs
+    gov = Governance(w3, gov_chain.dao.governor)
+    honest_subject, _ = gov_chain.subject(gov_chain.dao.governor, "svc-h")
+    pid, _ = gov.propose_revocation(MEMBERS[0], honest_subject, "svc-h", 99, "honest")
+
+    indexer.poll()  # 287c9cc: DecodingError out of poll (the service, then the node, stopped)
+    status = indexer.status()
+    assert status["skippedLogs"] == 2
+    assert all(s["governor"].lower() == attacker.lower() and "UndecodableLog" in s["error"] for s in status["skipped"])
+    shown = indexer.get(7, attacker)
+    assert shown is not None
+    assert shown["actions"] == 1
+    assert shown["revocations"] == []
+    honest = indexer.get(pid, gov.address)
+    assert honest is not None
+    assert honest["revocations"][0]["keyId"] == "svc-h"
+    indexer.poll()  # later polls go on from where they were
+    assert indexer.status()["skippedLogs"] == 2
+
+
+def test_description_that_is_not_utf8_is_indexed(gov_chain: GovChain) -> None:
+    """A real DAO, a real member, a real proposal whose description bytes are not UTF-8."""
+    w3 = gov_chain.w3
+    indexer = indexer_for(gov_chain, Recogniser(w3, gov_chain.registry.address), gov_chain.dao.governor)
+    gov = Governance(w3, gov_chain.dao.governor)
+    subject, _ = gov_chain.subject(gov_chain.dao.governor, "svc-u")
+    calldata = revocation_calldata(subject, "svc-u", 77, b"\x00" * 32)
+    description = b"revoke svc-u \xff\xfe" + b"x" * 20_000  # invalid UTF-8, and longer than shown
+    selector = keccak(b"propose(address[],uint256[],bytes[],string)")[:4]
+    args = abi_encode(["address[]", "uint256[]", "bytes[]", "bytes"],
+                      [[gov_chain.registry.address], [0], [calldata], description])  # fmt: skip
+    member = w3.eth.account.from_key(MEMBERS[0])
+    tx = {"from": member.address, "to": gov.address, "data": selector + args, "gas": 2_000_000, "chainId": 31337,
+          "nonce": w3.eth.get_transaction_count(member.address), "maxFeePerGas": 10**10,
+          "maxPriorityFeePerGas": 10**9}  # fmt: skip
+    receipt = w3.eth.wait_for_transaction_receipt(
+        w3.eth.send_raw_transaction(member.sign_transaction(tx).raw_transaction), timeout=10
+    )
+    assert receipt["status"] == 1
+    gov_chain.mine(VOTING_DELAY + 1)
+
+    indexer.poll()  # 287c9cc: UnicodeDecodeError out of poll
+    (p,) = indexer.list()
+    assert p["description"].startswith("revoke svc-u \ufffd")
+    assert p["descriptionTruncated"] is True
+    assert len(p["description"].encode()) <= 16 * 1024 + 8
+    assert p["revocations"][0]["keyId"] == "svc-u"
+    assert p["state"] == "Active"
+    assert indexer.status()["skippedLogs"] == 0
+    # The CLI's queue/execute still gets the exact description bytes (the proposal id hashes them).
+    (actions,) = gov.proposals()
+    assert actions.description == description
+    assert actions.proposal_id == int(p["proposalId"])
+    assert Web3.to_checksum_address(address_of_private_key(MEMBERS[0])) == actions.proposer
