@@ -109,14 +109,16 @@ def test_jwks_and_did(api: tuple[TestClient, Registry, Subject]) -> None:
     assert "use" not in by_kid["k3"]
     assert by_kid["k2"] == {**p256.public_jwk(), "use": "sig", "purposes": ["sig"], "nbf": NOW + 1}
     now_only = client.get(f"/v1/subjects/{s.id}/jwks.json").json()
-    assert [k["kid"] for k in now_only["keys"]] == ["k1"]  # k2, k3 not valid yet at NOW
+    # k2, k3 are not valid yet at NOW: offered after the valid keys, with their nbf (docs/adr/0013)
+    assert [(k["kid"], k.get("nbf")) for k in now_only["keys"]] == [("k1", NOW), ("k2", NOW + 1), ("k3", NOW + 1)]
     did = client.get(f"/v1/subjects/{s.id}/did.json")
     doc = did.json()
     assert did.headers["content-type"].startswith("application/did+json")
     assert doc["id"] == f"did:keyreg:31337:{s.id}"
     assert doc["verificationMethod"][0]["type"] == "JsonWebKey2020"
-    assert doc["assertionMethod"] == [f"{doc['id']}#k1"]
-    assert doc["authentication"] == [f"{doc['id']}#k1"]
+    # successors are listed too, with their validFrom (docs/adr/0013)
+    assert doc["assertionMethod"][0] == f"{doc['id']}#k1"
+    assert doc["authentication"][0] == f"{doc['id']}#k1"
 
 
 def test_duplicity_evidence(api: tuple[TestClient, Registry, Subject]) -> None:
