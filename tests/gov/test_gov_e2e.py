@@ -15,12 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
+from gov_attacker import deploy_attacker
 
 from node.chain.deploy import anvil_binary, free_port
 from node.cli.devnet import anvil_account_key, devnet_down, devnet_up
+from node.core.records import Domain
 from node.gov.ballots import sign_ballot
 from node.gov.contracts import Governance, address_of, connect
-from node.gov.scenario import run_governance_revocation, wait_for
+from node.gov.scenario import create_governed_subject, run_governance_revocation, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anvil, pytest.mark.slow]
 
@@ -152,3 +154,32 @@ def test_nodes_refuse_bad_ballots(devnet: dict[str, Any]) -> None:
     assert resp.status_code == 400
     assert resp.json()["code"] == "ballot_rejected"
     assert "not the voter's" in resp.json()["message"]
+
+
+def test_node_never_pays_for_a_hostile_governor(devnet: dict[str, Any]) -> None:
+    """Finding 1 end to end: a subject names a contract that answers like a DAO and burns 2.1M gas per
+    castVoteBySig; a real node refuses its ballots at the API (nothing recovered, relayed or paid:
+    the relay's counters do not move) and its indexer reports the address as not a DAO."""
+    node = devnet["nodes"][1]
+    api = node["api"]
+    w3 = connect(devnet["rpc"])
+    attacker = deploy_attacker(w3, OUTSIDER, devnet["registry"])
+    domain = Domain(31337, bytes.fromhex(devnet["registry"][2:]))
+    now = int(w3.eth.get_block("latest")["timestamp"])
+    create_governed_subject(w3, domain, api, attacker, DEPLOYER, "svc-hostile", now - 60)
+
+    def gov_health() -> dict[str, Any]:
+        return dict(httpx.get(f"{api}/v1/health", timeout=5).json()["services"]["gov"])
+
+    wait_for(lambda: attacker.lower() in gov_health()["indexer"]["unrecognisedSample"], TIMEOUT,
+             "the indexer to check the named address")  # fmt: skip
+    before = gov_health()["relay"]
+    ballot = sign_ballot(MEMBERS[0], 31337, bytes.fromhex(attacker[2:]), "keyreg DAO", 5, 1, 1)
+    for _ in range(3):
+        resp = httpx.post(f"{api}/v1/gov/ballots", content=ballot.encode(), timeout=5)
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["error"] == "UnknownGovernor"
+    after = gov_health()["relay"]
+    for counter in ("accepted", "relayed", "gas_used", "wei_spent"):
+        assert after[counter] == before[counter], counter
+    assert all(b["ballot"]["governor"] != attacker.lower() for b in ballots(api))
