@@ -174,3 +174,28 @@ def test_plain_hypercorn_counts_an_abandoned_body_as_499(
         trio.run(main)
     assert b'status="500"' not in generate_latest(app.state.metrics)  # type: ignore[attr-defined]
     assert _errors(caplog) == []
+
+
+def test_serve_api_wires_the_limits_and_counters_into_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What node.app starts: serve_api(app, hypercorn config, config.api) with the app's metrics."""
+    monkeypatch.delenv("KEYREG_API_SERVER", raising=False)
+    client, _, _, config = make_api(rate_limit_per_s=0, body_timeout_s=0.2)
+    app = client.app
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(serve_api, app, _hc(), config.api)
+            host, port = binds[0].removeprefix("http://").rsplit(":", 1)
+            c = Conn(await trio.open_tcp_stream(host, int(port)))
+            await c.send(b"POST /v1/events HTTP/1.1\r\nhost: t\r\ncontent-length: 9\r\n\r\n{")
+            status, _, body = await c.response()
+            assert (status, json.loads(body)["code"]) == (408, "body_timeout")  # config.api.body_timeout_s
+            await c.stream.aclose()
+            c = Conn(await trio.open_tcp_stream(host, int(port)))
+            await c.send(get("/metrics"))
+            _, _, text = await c.response()
+            await c.stream.aclose()
+            assert b'keyreg_http_connection_events_total{event="body_timeouts"} 1.0' in text
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)

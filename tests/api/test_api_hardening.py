@@ -186,7 +186,7 @@ def test_events_page_byte_cap() -> None:
 
 def test_submitted_events_are_budgeted_per_event_not_per_request() -> None:
     """One request of 1,000 events costs 1,000 recoveries: it takes 1,000 tokens, not one."""
-    client, registry, clock, config = make_api(submit_events_per_s=0.001, submit_events_burst=1000)
+    client, registry, _, config = make_api(submit_events_per_s=0.001, submit_events_burst=1000)
     subjects = [Subject.make(config) for _ in range(1001)]
     batch = [obj(s.inception) for s in subjects[:1000]]
     assert client.post("/v1/events", json={"events": batch}).json()["accepted"] == 1000
