@@ -50,6 +50,7 @@ _ANY = {
     "InternalError": "500",
     "NotImplemented": "501",
     "Unavailable": "503",
+    "HttpVersion": "505",
 }
 
 
@@ -85,6 +86,7 @@ _RESPONSES: dict[str, Any] = {
         "content": {"text/plain": {"schema": {"type": "string"}}, "application/json": {"schema": _ERROR}},
     },
     "NotImplemented": _error("`not_implemented`: a transfer coding other than chunked; closed"),
+    "HttpVersion": _error("`http_version`: HTTP/2 with prior knowledge while api.http2 is off; closed"),
     "Unavailable": _error(
         "`busy` (over api.max_connections or api.max_connections_per_client; closed), "
         "`storage`, `chain`, `network`, or `gov_unavailable` (governance needs [chain] rpc_url)"

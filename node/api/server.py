@@ -24,9 +24,10 @@ than ``body_timeout`` (408 ``body_timeout``), and connections past ``max_connect
 ``max_connections_per_client`` per address (503 ``busy``). A client that goes away mid-request
 is counted (``client_disconnects``), not logged: the app never sees half a body.
 
-Only HTTP/2 with prior knowledge (``PRI * HTTP/2.0``) is handed, with the bytes already read, to
-hypercorn's own per-connection server. ``Upgrade`` headers are ignored (RFC 9110 7.8 allows it):
-every HTTP/1.x request on every connection goes through the parser above.
+Only HTTP/2 with prior knowledge (``PRI * HTTP/2.0``), when ``http2`` is on (``api.http2``, off
+by default: 505 ``http_version`` and close), is handed with the bytes already read to hypercorn's
+own per-connection server; the body timeout does not apply there. ``Upgrade`` headers are ignored
+(RFC 9110 7.8 allows it): every HTTP/1.x request on every connection goes through the parser above.
 
 Limits kept from the hypercorn config: ``keep_alive_timeout`` (idle time allowed before a request
 head is complete, and the longest a response may take to be accepted by the client),
@@ -82,7 +83,7 @@ EVENTS = (
     "body_timeouts",  # 408: a body slower than body_timeout
     "send_timeouts",  # a response the client did not take within keep_alive_timeout
     "busy",  # connections refused over max_connections(_per_client)
-    "handoffs",  # HTTP/2 prior-knowledge connections handed to hypercorn
+    "handoffs",  # HTTP/2 prior-knowledge connections handed to hypercorn (api.http2)
 )
 
 
@@ -175,6 +176,7 @@ class LeanServer:
         body_timeout: float = ApiConfig.body_timeout_s,
         max_connections: int = ApiConfig.max_connections,
         max_connections_per_client: int = ApiConfig.max_connections_per_client,
+        http2: bool = ApiConfig.http2,
     ) -> None:
         self.app = app
         self.config = config
@@ -185,6 +187,7 @@ class LeanServer:
         self.body_timeout = body_timeout
         self.max_connections = max_connections
         self.max_per_client = max_connections_per_client
+        self.http2 = http2
         self._wrapped = ASGIWrapper(cast(Any, app))
         self._context = WorkerContext(None)
         self._date = _Date()
@@ -269,7 +272,9 @@ class LeanServer:
                 if end > max_head:
                     raise Refusal(431, "oversized", f"request head over {max_head} bytes")
                 req = parse_head(buf[:end])
-                if req is None:  # HTTP/2 prior knowledge: hypercorn's
+                if req is None:  # HTTP/2 prior knowledge: hypercorn's, when enabled
+                    if not self.http2:
+                        raise Refusal(505, "http_version", "HTTP/2 is off on this server (api.http2)")
                     self.counters["handoffs"] += 1
                     await self._handoff(stream, buf)
                     return
@@ -475,6 +480,7 @@ async def serve_api(
         body_timeout=api.body_timeout_s,
         max_connections=api.max_connections,
         max_connections_per_client=api.max_connections_per_client,
+        http2=api.http2,
     )
     metrics = getattr(getattr(app, "state", None), "metrics", None)
     if isinstance(metrics, CollectorRegistry):

@@ -158,6 +158,7 @@ FRONT_END_PROBES = [
     (b"GET /v1/health HTTP/1.1\r\nhost: t\r\nexpect: 42\r\n\r\n", 417),
     (b"GET /v1/health HTTP/1.1\r\nhost: t\r\nx: " + b"a" * 5000 + b"\r\n\r\n", 431),
     (b"POST /v1/events HTTP/1.1\r\nhost: t\r\ntransfer-encoding: gzip\r\n\r\n", 501),
+    (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
 ]
 
 
@@ -182,7 +183,7 @@ def test_front_end_answers_are_documented_on_every_operation() -> None:
         c = await connect()
         status, headers, _ = await c.response()
         seen.add((status, headers["content-type"]))
-        assert {s for s, _ in seen} == {400, 408, 413, 417, 431, 501, 503}
+        assert {s for s, _ in seen} == {400, 408, 413, 417, 431, 501, 503, 505}
         for path, item in DOC["paths"].items():
             for method in item:
                 for status, content_type in seen:

@@ -230,3 +230,25 @@ def test_app_error_is_500_and_closes() -> None:
         assert (await c.response())[0] == 200
 
     run(t)
+
+
+def test_http2_prior_knowledge_is_off_unless_enabled() -> None:
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+    async def off(connect: Any, server: LeanServer, s: Subject, _: Registry) -> None:
+        c = await connect()
+        await c.send(preface)
+        status, headers, body = await c.response()
+        assert (status, json.loads(body)["code"], headers["connection"]) == (505, "http_version", "close")
+        assert await c.closed()
+        assert server.handoffs == 0
+
+    async def on(connect: Any, server: LeanServer, s: Subject, _: Registry) -> None:
+        c = await connect()
+        await c.send(preface + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # an empty SETTINGS frame
+        data = await c.stream.receive_some(65536)
+        assert data[3] == 0x04  # hypercorn's h2 answers with its SETTINGS frame
+        assert server.handoffs == 1
+
+    run(off)
+    run(on, api={"rate_limit_per_s": 0, "http2": True})
