@@ -207,7 +207,7 @@ def create_app(ctx: ApiContext) -> Starlette:
     async def post_events(request: Request) -> Response:
         body = await read_body(request, config.api.max_body_bytes)
         try:
-            obj = loads_strict(body)
+            obj = loads_strict(body, config.limits.max_json_depth)  # depth bounded before parsing (finding 13)
         except MalformedEvent as exc:
             return error_response(400, "malformed", exc.message)
         batch = isinstance(obj, dict) and "kind" not in obj and "events" in obj

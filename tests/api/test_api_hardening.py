@@ -205,3 +205,13 @@ def test_ipv6_clients_are_budgeted_per_64() -> None:
     assert client_key({"client": ("2001:db8:1:3::1", 1)}) != client_key({"client": ("2001:db8:1:2::1", 1)})
     assert client_key({"client": ("192.0.2.1", 1)}) == "192.0.2.1"
     assert client_key({}) == "?"
+
+
+def test_deep_json_and_lone_surrogates_are_malformed(api: tuple[TestClient, Registry, Subject]) -> None:
+    """The API parses bodies with the core's depth-bounded parser (findings 9 and 13)."""
+    client, registry, _ = api
+    for body in (b"[" * 100_000 + b"]" * 100_000, b'{"events":[{"kind":"\\ud800"}]}', b'{"kind":"\\udfff"}'):
+        r = client.post("/v1/events", content=body)
+        assert r.status_code == 400, r.text
+        assert r.json()["code"] == "malformed"
+    assert registry.counters["rejected"] == 0  # refused before ingest
