@@ -379,7 +379,9 @@ def create_app(ctx: ApiContext) -> Starlette:
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        response = error_response(exc.status_code, code, str(exc.detail))
+        response.headers.update(exc.headers or {})  # a 405's Allow (RFC 9110 15.5.6)
+        return response
 
     routes = [
         Route("/v1/events", post_events, methods=["POST"]),

@@ -40,6 +40,7 @@ _UINT256_MAX = 2**256 - 1
 def routes(ctx: Any) -> list[Route]:
     """The governance routes for one API context."""
     from .app import ApiError, int_query, read_body  # late: app.py imports this module
+    from .middleware import client_key
 
     def service() -> GovService:
         svc = service_for(ctx)
@@ -83,7 +84,7 @@ def routes(ctx: Any) -> list[Route]:
         svc = service()
         body = await read_body(request, 2 * MAX_BALLOT_BYTES)
         try:
-            result = svc.relay.submit(body, "api", client=request.client.host if request.client else "")
+            result = svc.relay.submit(body, "api", client=client_key(request.scope))
         except BallotRejected as exc:
             status = {"Duplicate": 409, "OverBudget": 429, "Busy": 429}.get(exc.details.get("error", ""), 400)
             return JSONResponse(exc.to_dict(), status_code=status)
