@@ -560,13 +560,13 @@ class SyncProtocol:
                 body = await session.reader.read_body()
                 budget.frames_used += 1
                 if body.startswith(b'{"count":'):
-                    end = loads_strict(body)
+                    end = _control_frame(body)
                     count = end.get("count")
                     if end.get("type") != "end" or type(count) is not int or not 0 <= count <= MAX_EVENTS_PER_REQUEST:
                         raise SyncError("expected end")
                     break
                 if body.startswith(b'{"code":'):
-                    raise _refused(loads_strict(body))
+                    raise _refused(_control_frame(body))
                 if body[:1] != b"{":  # compressed (we asked): inflate beside the ingest
                     try:
                         body = await trio.to_thread.run_sync(expand_message, body, max_frame)
@@ -586,6 +586,15 @@ _REFUSALS = {
     "busy": "the sync server's work budget for all peers is spent",
 }
 MAX_RETRY_AFTER_S = 3600.0
+
+
+def _control_frame(body: bytes) -> dict[str, Any]:
+    """An ``end`` or ``error`` frame's object; SyncError if it is not JSON (found by tests/fuzz)."""
+    try:
+        obj: dict[str, Any] = loads_strict(body)  # a dict: the body starts with '{'
+    except RuleViolation as exc:
+        raise SyncError(f"bad end or error frame: {exc.message}") from None
+    return obj
 
 
 def _refused(obj: dict[str, Any]) -> SyncRefused:
