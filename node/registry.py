@@ -25,7 +25,7 @@ import orjson
 from .core.canonical import CanonicalEvent
 from .core.codec import decode_event, encode_event, event_to_obj
 from .core.eip712 import event_digest
-from .core.errors import RuleViolation, StaleEvent, StorageError, Throttled
+from .core.errors import KeyregError, RuleViolation, StaleEvent, StorageError, Throttled
 from .core.fork import SubjectLog
 from .core.hashing import keccak
 from .core.keystate import Verdict, key_verdict, valid_keys
@@ -159,6 +159,7 @@ class Registry:
         recovery: str = "threads",
         recovery_processes: int = 0,
         conflicts: ConflictBudget | None = None,
+        reject_audits_per_batch: int = 16,
     ) -> None:
         self.domain = domain
         self.store = store
@@ -177,6 +178,11 @@ class Registry:
         self.listeners: list[Listener] = []
         self.counters: dict[str, int] = {"accepted": 0, "known": 0, "duplicity": 0, "rejected": 0}
         self.conflicts = conflicts or ConflictBudget()
+        # Rejections audited one by one per ingest call; the rest only counted, in one summary
+        # entry, so junk cannot grow the audit chain by a row per event.
+        self.reject_audits_per_batch = reject_audits_per_batch
+        self._rejects_left = 0
+        self._rejects_over: Counter[str] = Counter()
         # Signature recovery of large batches: helper processes or worker threads (node.recovery).
         self.recovery = RecoveryPool(recovery, recovery_processes)
         # The last Domain object found equal to ``domain``: the decoder hands out one Domain object per
@@ -251,6 +257,7 @@ class Registry:
         with self._lock:
             results: list[IngestResult] = []
             changes = Changes()
+            self._rejects_left, self._rejects_over = self.reject_audits_per_batch, Counter()
             work: dict[bytes, SubjectState] = {}
             pipelined = self._pipeline_commits and len(items) > self.commit_chunk
             try:
@@ -263,6 +270,10 @@ class Registry:
                     if pipelined and (i + 1) % self.commit_chunk == 0 and i + 1 < len(items) and changes:
                         self._commit_async(changes)
                         changes = Changes()
+                if self._rejects_over:
+                    over = self._rejects_over
+                    detail = {"source": source, "unaudited": sum(over.values()), "codes": dict(sorted(over.items()))}
+                    changes.audit.append(AuditEntry("reject-summary", None, None, None, detail))
                 if self._inflight:
                     self._commit_async(changes)
                     self._flush(source)
@@ -438,7 +449,7 @@ class Registry:
         if isinstance(signed, RuleViolation):
             exc = signed
             raw_hash = keccak(item) if isinstance(item, bytes) else None
-            changes.audit.append(AuditEntry("reject", None, None, raw_hash, {"source": source, **exc.to_dict()}))
+            self._audit_reject(changes, None, None, raw_hash, source, exc)
             return IngestResult("rejected", error=exc)
         event = signed.event
         if isinstance(event, Inception):
@@ -462,9 +473,7 @@ class Registry:
         except StaleEvent:
             return self._stale(signed, subject, digest, source, now, changes, work)
         except RuleViolation as exc:
-            changes.audit.append(
-                AuditEntry("reject", subject or None, event.seq, None, {"source": source, **exc.to_dict()})
-            )
+            self._audit_reject(changes, subject or None, event.seq, None, source, exc)
             return IngestResult("rejected", subject or None, event.seq, error=exc)
         # The accept path runs once per event: records built positionally (_new_entry, _new_result),
         # and a CanonicalEvent's bytes taken without a call (wire_bytes' first case).
@@ -522,13 +531,13 @@ class Registry:
             if state.last_establishment_seq <= seq - 1:  # else _signer_set_after charged it
                 self._charge_conflict(subject)
         except (RuleViolation, Throttled) as exc:
-            changes.audit.append(AuditEntry("reject", subject, event.seq, digest, {"source": source, **exc.to_dict()}))
+            self._audit_reject(changes, subject, event.seq, digest, source, exc)
             return IngestResult("rejected", subject, event.seq, digest, error=exc)
         log = self._load_subject_log(subject)
         try:
             outcome = log.append(signed, self._anchored, now)
         except RuleViolation as exc:
-            changes.audit.append(AuditEntry("reject", subject, event.seq, digest, {"source": source, **exc.to_dict()}))
+            self._audit_reject(changes, subject, event.seq, digest, source, exc)
             return IngestResult("rejected", subject, event.seq, digest, error=exc)
         if outcome.status == "known":
             return IngestResult("known", subject, event.seq, digest)
@@ -557,6 +566,22 @@ class Registry:
         changes.disputed[subject] = log.disputed
         work[subject] = log.state
         return IngestResult("duplicity", subject, event.seq, digest, switched=outcome.switched)
+
+    def _audit_reject(
+        self,
+        changes: Changes,
+        subject: bytes | None,
+        seq: int | None,
+        digest: bytes | None,
+        source: str,
+        exc: KeyregError,
+    ) -> None:
+        """Audit a rejection, or past this ingest call's allowance count it for its summary entry."""
+        if self._rejects_left > 0:
+            self._rejects_left -= 1
+            changes.audit.append(AuditEntry("reject", subject, seq, digest, {"source": source, **exc.to_dict()}))
+        else:
+            self._rejects_over[exc.code] += 1
 
     def _charge_conflict(self, subject: bytes) -> None:
         """Charge one conflict to the subject's budget, or raise Throttled when it is spent."""

@@ -362,3 +362,24 @@ def test_a_large_batch_of_orphans_and_gaps_costs_no_recovery() -> None:
     results = reg.ingest([encode_event(e) for e in gaps + orphans], "gossip")
     assert {r.status for r in results} == {"rejected"}
     assert signatures_recovered() - before == 0
+
+
+def test_junk_adds_a_bounded_number_of_audit_records_per_batch() -> None:
+    store = CountingStore()
+    reg = Registry(DOMAIN, store, clock=lambda: NOW, reject_audits_per_batch=16)
+    log = subject_log(1, keccak(b"audit"))
+    reg.ingest(log)
+    subject = event_digest(DOMAIN, log[0].event)
+    first = len(store.audit_records(0, 10_000))
+    junk = [*junk_at(subject, 1, keccak(b"wrong"), 100), b"{not json", b'{"kind":"update"}']
+    results = reg.ingest(junk, "gossip")
+    assert {r.status for r in results} == {"rejected"}
+    records = store.audit_records(first, 10_000)
+    assert [r.action for r in records] == ["reject"] * 16 + ["reject-summary"]
+    summary = records[-1].detail
+    assert summary["unaudited"] == 102 - 16
+    assert summary["source"] == "gossip"
+    assert sum(summary["codes"].values()) == 86
+    # A small batch is audited one by one, as before.
+    reg.ingest(junk[:3], "api")
+    assert [r.action for r in store.audit_records(first + 17, 100)] == ["reject"] * 3

@@ -145,7 +145,9 @@ def _tamper_candidates(obj: dict[str, Any]) -> list[tuple[str, Any, set[str]]]:
         out.append(("nextCommitment", "0x" + "22" * 32, {"unauthorized_signer"}))
     if kind == "rotation":
         out.append(("nextCommitment", "0x" + "22" * 32, {"unauthorized_signer"}))
-        out.append(("controllers", ["0x" + "33" * 20], {"commitment_mismatch"}))
+        # One controller: a threshold above 1 makes it malformed before the commitment is checked.
+        one = {"commitment_mismatch"} if obj["threshold"] == 1 else {"malformed"}
+        out.append(("controllers", ["0x" + "33" * 20], one))
     if kind == "revocation":
         out.append(("reason", obj["reason"] + "!", {"unauthorized_signer"}))
         out.append(("effectiveAt", obj["effectiveAt"] + 1, {"unauthorized_signer"}))
