@@ -178,6 +178,7 @@ async def open_node(
                 config.limits,
                 recovery=config.ingest.recovery,
                 conflicts=ConflictBudget(config.ingest.conflicts_per_subject, config.ingest.conflict_window_s),
+                reject_audits_per_batch=config.ingest.reject_audits_per_batch,
             )
         )
         tune_gc()  # the loaded read model out of the cyclic GC's scans; fewer young collections

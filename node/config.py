@@ -45,6 +45,8 @@ class IngestConfig:
     # may reach fork choice, which replays the subject's log: per subject per window (docs/p2p.md).
     conflicts_per_subject: int = 16
     conflict_window_s: float = 60.0
+    # Rejected events audited one by one per ingest call; the rest go into one summary record.
+    reject_audits_per_batch: int = 16
 
 
 @dataclass(frozen=True)
