@@ -95,6 +95,14 @@ REQUEST_FRAME_BYTES = 256 * 1024
 READ_TIMEOUT_S = 15.0
 SESSION_DEADLINE_S = 300.0
 BUSY_RETRY_S = 5.0  # what a server with no free slot tells the puller to wait
+READ_AHEAD_EVENTS = 4096  # events a serving session reads from the store per thread hop
+# A pull stops (a strike) once this many received events broke the rules: an honest server sends
+# none, and each one cost a signature recovery. Counted as ingested, so up to the ingest window
+# (PREPARED_AHEAD events and the frames queued for it) more may be recovered before it stops.
+INVALID_EVENTS_TO_STOP = 64
+# Likewise for events we already held: a server answers from the seqs we asked, so only events that
+# gossip brought meanwhile can be known; more than this is a server replaying to waste our CPU.
+KNOWN_EVENTS_TO_STOP = 16_384
 
 __all__ = [
     "INGEST_BATCH",
@@ -309,39 +317,37 @@ class SyncProtocol:
                 body = await trio.to_thread.run_sync(compress_message, body)  # zlib releases the GIL
             await writer.send(frame_raw(body))
 
-        for i in range(0, len(served), 128):
-            chunk = served[i : i + 128]
-            per_subject = min(MAX_EVENTS_PER_SUBJECT, MAX_EVENTS_PER_REQUEST - total)
-            if per_subject <= 0:
-                break
-            lists = await trio.to_thread.run_sync(self._read_events, chunk, per_subject)
-            for raws in lists:
-                for raw in raws:
-                    if total >= MAX_EVENTS_PER_REQUEST:
-                        break
-                    if pending and size + len(raw) + 1 > budget:
-                        await send_batch(pending)
-                        pending, size = [], 0
-                    pending.append(raw)
-                    size += len(raw) + 1
-                    total += 1
+        # Read ahead at most READ_AHEAD_EVENTS per thread hop: a session holds ~2 MB of events at
+        # a time, however long the wanted logs are.
+        todo = deque((s, f, MAX_EVENTS_PER_SUBJECT) for s, f in served)
+        while todo and total < MAX_EVENTS_PER_REQUEST:
+            room = min(READ_AHEAD_EVENTS, MAX_EVENTS_PER_REQUEST - total)
+            for raw in await trio.to_thread.run_sync(self._read_events, todo, room):
+                if pending and size + len(raw) + 1 > budget:
+                    await send_batch(pending)
+                    pending, size = [], 0
+                pending.append(raw)
+                size += len(raw) + 1
+                total += 1
         if pending:
             await send_batch(pending)
         await writer.send(frame({"type": "end", "count": total}))
         return len(wants) + UNITS_WANT * len(served) + UNITS_EVENT * total
 
-    def _read_events(self, chunk: list[tuple[bytes, int]], per_subject: int) -> list[list[bytes]]:
-        out = []
-        for subject, from_seq in chunk:
-            raws: list[bytes] = []
-            seq = from_seq
-            while len(raws) < per_subject:
-                page = self.registry.events(subject, seq, min(1000, per_subject - len(raws)))
-                raws.extend(page)
-                seq += len(page)
-                if len(page) < 1000:
-                    break
-            out.append(raws)
+    def _read_events(self, todo: deque[tuple[bytes, int, int]], room: int) -> list[bytes]:
+        """Up to ``room`` events of the wants in ``todo`` ((subject, next seq, events left) each),
+        in order; a want read to its end leaves ``todo``, one cut short stays at its front."""
+        out: list[bytes] = []
+        while todo and len(out) < room:
+            subject, seq, left = todo[0]
+            n = min(1000, left, room - len(out))
+            page = self.registry.events(subject, seq, n)
+            out.extend(page)
+            left -= len(page)
+            if len(page) < n or left == 0:
+                todo.popleft()
+            else:
+                todo[0] = (subject, seq + len(page), left)
         return out
 
     # ------------------------------------------------------------------ client
@@ -383,7 +389,6 @@ class SyncProtocol:
             await _reset(stream)
         except SyncError as exc:
             result.error = f"SyncError: {exc}"
-            self._strike(peer, f"sync protocol broken by the server: {exc}")
             await _reset(stream)
         except (FrameError, trio.TooSlowError) as exc:
             result.error = f"{type(exc).__name__}: {exc}"
@@ -393,7 +398,9 @@ class SyncProtocol:
             await _reset(stream)
         result.seconds = time.monotonic() - started
         result.cpu_seconds = time.process_time() + self.registry.recovery_cpu_seconds() - cpu_started
-        if result.invalid:
+        if result.error.startswith("SyncError"):
+            self._strike(peer, f"sync protocol broken by the server: {result.error}")
+        elif result.invalid:
             self._strike(peer, f"{result.invalid} invalid events in sync")
         self.last = result
         log.info("sync %s with %s: %s", kind, peer, result.to_dict())
@@ -557,6 +564,10 @@ class SyncProtocol:
                     raise _BudgetReached("frames")
                 if result.received >= budget.events:
                     raise _BudgetReached("events")
+                if result.invalid > INVALID_EVENTS_TO_STOP:  # each cost a signature recovery
+                    raise SyncError(f"{result.invalid} invalid events")
+                if result.known > KNOWN_EVENTS_TO_STOP:  # each cost decoding and hashing
+                    raise SyncError(f"{result.known} events we held already")
                 body = await session.reader.read_body()
                 budget.frames_used += 1
                 if body.startswith(b'{"count":'):

@@ -47,6 +47,7 @@ class SyncResult:
     error: str = ""
     stopped: str = ""  # the pull budget it reached ("wants", "nodes", "leaves", "frames", "events"), if any
     received: int = 0  # events decoded from the server's frames (counted per frame)
+    known: int = 0  # events we held already
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -105,5 +106,7 @@ def _ingest_batch(registry: Registry, batch: PreparedBatch, result: SyncResult) 
     for r in results:
         if r.status == "accepted":
             result.accepted += 1
+        elif r.status == "known":
+            result.known += 1
         elif r.status == "rejected" and not is_gap(r):
             result.invalid += 1
