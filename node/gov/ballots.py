@@ -175,7 +175,8 @@ def decode_ballot(data: bytes | dict[str, Any]) -> Ballot:
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_CHARS:
         raise BallotRejected(f"ballot governorName must be 1-{MAX_NAME_CHARS} characters", field="governorName")
     pid = obj["proposalId"]
-    if not isinstance(pid, str) or not pid.isdigit() or len(pid) > 78 or int(pid) > _UINT256_MAX:
+    # isascii: str.isdigit() also takes other scripts' digits ("²"), which int() then refuses
+    if not isinstance(pid, str) or not (pid.isascii() and pid.isdigit()) or len(pid) > 78 or int(pid) > _UINT256_MAX:
         raise BallotRejected("ballot proposalId must be a decimal uint256 string", field="proposalId")
     return Ballot(
         chain_id=_int(obj, "chainId", 2**64 - 1),

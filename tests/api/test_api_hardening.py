@@ -216,3 +216,15 @@ def test_deep_json_and_lone_surrogates_are_malformed(api: tuple[TestClient, Regi
         assert r.status_code == 400, r.text
         assert r.json()["code"] == "malformed"
     assert registry.counters["rejected"] == 0  # refused before ingest
+
+
+def test_a_ballot_with_a_non_ascii_digit_proposal_id_is_rejected_not_a_500() -> None:
+    """POST /v1/gov/ballots decodes with decode_ballot: '²' passed str.isdigit() and int() raised."""
+    from node.gov.ballots import _FIELDS, BALLOT_TYPE, BALLOT_VERSION, decode_ballot
+    from node.gov.errors import BallotRejected
+
+    for pid in ("²", "١٢", "１"):
+        ballot = {f: "x" for f in _FIELDS} | {"type": BALLOT_TYPE, "v": BALLOT_VERSION, "governorName": "g"}
+        with pytest.raises(BallotRejected) as info:
+            decode_ballot({**ballot, "proposalId": pid})
+        assert info.value.details.get("field") == "proposalId"
