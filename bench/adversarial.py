@@ -101,6 +101,25 @@ def _request(
     return status, data.partition(b"\r\n\r\n")[2]
 
 
+class Pacer:
+    """Spaces an attacker's requests ``1/rate`` apart (0: as fast as it can): an attacker that
+    stays within the node's per-client admission rate, so what is measured is what each request
+    costs the node, not how one more busy process on a 2-CPU machine starves the others."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.next = time.monotonic()
+
+    def wait(self) -> None:
+        if self.interval:
+            self.next += self.interval
+            delay = self.next - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # pacing a load generator, not waiting for a condition
+            else:
+                self.next = time.monotonic()  # behind: do not burst to catch up
+
+
 def _content_length(head: bytes) -> int | None:
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
@@ -119,8 +138,11 @@ def _post(path: str, body: bytes, extra: bytes = b"") -> bytes:
     ) + body
 
 
-def _tally(counts: dict[str, int], status: int | None) -> None:
+def _tally(counts: dict[str, Any], status: int | None, body: bytes = b"") -> None:
+    """Count an answer by status; keep the first body seen per status (what the node said)."""
     key = "no_answer" if status is None else str(status)
+    if key not in counts and body:
+        counts.setdefault("said", {})[key] = body[:160].decode(errors="replace")
     counts[key] = counts.get(key, 0) + 1
 
 
@@ -139,6 +161,7 @@ def attack_junk(spec: dict[str, Any]) -> dict[str, Any]:
     one variant after the other (a third of the time each), in POSTs of 50; the node's signature
     recoveries are read from its /metrics around each variant."""
     base = spec["seq1"]
+    pace = Pacer(spec["rate"])
     rnd = random.Random(1)
     batch = 50
     out: dict[str, Any] = {"junk_events": 0, "variants": {}}
@@ -162,6 +185,7 @@ def attack_junk(spec: dict[str, Any]) -> dict[str, Any]:
                     ev["prev"] = "0x" + rnd.randbytes(32).hex()
                     ev["signatures"] = ["0x" + (r + s + bytes([27 + i % 2])).hex()]
                 events.append(ev)
+            pace.wait()
             status, _ = _request(spec["api"], _post("/v1/events", json.dumps({"events": events}).encode()))
             _tally(counts, status)
             sent += len(events)
@@ -180,11 +204,13 @@ def attack_methods(spec: dict[str, Any]) -> dict[str, Any]:
     """Distinct 4 KB HTTP methods (each would be a metrics label if labels were the raw method)."""
     counts: dict[str, int] = {}
     deadline = time.monotonic() + spec["max_s"]
+    pace = Pacer(spec["rate"])
     sent = 0
     for i in range(spec["count"]):
         if time.monotonic() > deadline:
             break
         method = (f"M{i % spec['distinct']}".encode() + b"X" * 4096)[:4096]
+        pace.wait()
         status, _ = _request(spec["api"], method + b" /v1/health HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n")
         _tally(counts, status)
         sent += 1
@@ -231,16 +257,18 @@ def _body_cases() -> list[tuple[str, bytes, bool]]:
 
 def attack_bodies(spec: dict[str, Any]) -> dict[str, Any]:
     cases = _body_cases()
-    counts: dict[str, dict[str, int]] = {name: {} for name, _, _ in cases}
+    counts: dict[str, dict[str, Any]] = {name: {} for name, _, _ in cases}
     deadline = time.monotonic() + spec["max_s"]
+    pace = Pacer(spec["rate"])
     for _ in range(spec["max_rounds"]):
         if time.monotonic() > deadline:
             break
         for name, raw, send_all in cases:
             if time.monotonic() > deadline:
                 break
-            status, _ = _request(spec["api"], raw, send_all=send_all)
-            _tally(counts[name], status)
+            pace.wait()
+            status, said = _request(spec["api"], raw, send_all=send_all)
+            _tally(counts[name], status, said)
     server_errors = sum(n for c in counts.values() for k, n in c.items() if k.startswith("5"))
     return {"answers": counts, "server_errors": server_errors}
 
@@ -266,7 +294,7 @@ def attack_ballots(spec: dict[str, Any]) -> dict[str, Any]:
 
     rnd = random.Random(3)
     governor = bytes.fromhex(spec["governor"][2:])
-    counts: dict[str, dict[str, int]] = {"junk": {}, "well_formed": {}}
+    counts: dict[str, dict[str, Any]] = {"junk": {}, "well_formed": {}}
     deadline = time.monotonic() + spec["max_s"]
     junk = [
         b"{}",
@@ -278,18 +306,20 @@ def attack_ballots(spec: dict[str, Any]) -> dict[str, Any]:
         b'{"type":"' + b"y" * 3000 + b'"}',
     ]
     sent = 0
+    pace = Pacer(spec["rate"])
     for i in range(spec["count"]):
         if time.monotonic() > deadline:
             break
+        pace.wait()
         if i % 2 == 0:
             body = junk[(i // 2) % len(junk)]
-            status, _ = _request(spec["api"], _post("/v1/gov/ballots", body))
-            _tally(counts["junk"], status)
+            status, said = _request(spec["api"], _post("/v1/gov/ballots", body))
+            _tally(counts["junk"], status, said)
         else:
             voter = rnd.randrange(1, 2**255).to_bytes(32, "big")
             b = sign_ballot(voter, spec["chain_id"], governor, "keyreg DAO", rnd.randrange(1, 2**64), 1, 0)
-            status, _ = _request(spec["api"], _post("/v1/gov/ballots", b.encode()))
-            _tally(counts["well_formed"], status)
+            status, said = _request(spec["api"], _post("/v1/gov/ballots", b.encode()))
+            _tally(counts["well_formed"], status, said)
         sent += 1
     return {"ballots": sent, "answers": counts}
 
@@ -509,9 +539,15 @@ def _finish_proc(proc: subprocess.Popen[str], what: str, timeout: float) -> dict
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short phases, smaller counts")
-    ap.add_argument("--phase-s", type=float, default=15.0, help="seconds per phase (--quick: 6)")
+    ap.add_argument("--phase-s", type=float, default=None, help="seconds per phase (default 15; --quick: 6)")
     ap.add_argument("--rate", type=float, default=120.0, help="honest verdict queries/s (under the 200/s rate limit)")
     ap.add_argument("--concurrency", type=int, default=8, help="honest keep-alive connections")
+    ap.add_argument(
+        "--attack-rate",
+        type=float,
+        default=200.0,
+        help="attacker HTTP requests/s (default: the node's per-client rate limit); 0 = as fast as it can",
+    )
     ap.add_argument("--large", type=int, default=2001, help="events of the subject the junk targets (--quick: 501)")
     ap.add_argument("--no-save", action="store_true", help="do not write bench/results/adversarial.json")
     ap.add_argument("--attack", choices=ATTACKS, help=argparse.SUPPRESS)  # internal: run as the attacker
@@ -521,11 +557,12 @@ def main() -> None:
         print(json.dumps(run_attack(args.attack, json.loads(Path(args.spec).read_text()))))
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    phase_s = 6.0 if args.quick else args.phase_s
+    phase_s = args.phase_s if args.phase_s is not None else 6.0 if args.quick else 15.0
     large = 501 if args.quick else args.large
     scale = 1 if args.quick else 3
     os.environ["KEYREG_KDF_N"] = "1024"
     load_before = round(os.getloadavg()[0], 2)
+    t0 = time.monotonic()
     print(f"load average before the run: {load_before} on {os.cpu_count()} CPUs (other work skews the figures)")
     with tempfile.TemporaryDirectory(prefix="keyreg-adversarial-") as tmpname:
         tmp = Path(tmpname)
@@ -534,7 +571,9 @@ def main() -> None:
             result = _measure(run, args, phase_s, large, scale)
         finally:
             run.stop()
-    result.update(load_avg_before=load_before, quick=args.quick, phase_s=phase_s)
+    result.update(
+        load_avg_before=load_before, quick=args.quick, phase_s=phase_s, elapsed_s=round(time.monotonic() - t0)
+    )
     from _results import finish
 
     print(finish("adversarial", result, not args.no_save))
@@ -596,9 +635,10 @@ def _measure(run: Run, args: argparse.Namespace, phase_s: float, large: int, sca
     def node_metrics() -> str:
         return http.get("/metrics").text
 
+    requests = int(args.attack_rate * phase_s) if args.attack_rate > 0 else 20_000  # per attack
     specs: dict[str, dict[str, Any]] = {
-        # each attack runs for the phase (phase_s), bounded also by a count
-        "junk": {"api": a.api, "seq1": seq1, "count": 6000 * scale, "max_s": phase_s},
+        # each attack runs for the phase (phase_s) at the attack rate, bounded also by a count
+        "junk": {"api": a.api, "rate": args.attack_rate, "seq1": seq1, "count": 50 * requests, "max_s": phase_s},
         "sync": {
             "peer": a.addr,
             "identities": 20 * scale,
@@ -606,13 +646,19 @@ def _measure(run: Run, args: argparse.Namespace, phase_s: float, large: int, sca
             "requests_per_session": 16,
             "max_s": phase_s,
         },
-        "methods": {"api": a.api, "distinct": 300, "count": 5000 * scale, "max_s": phase_s},
-        "bodies": {"api": a.api, "max_rounds": 50 * scale, "max_s": phase_s},
+        "methods": {"api": a.api, "rate": args.attack_rate, "distinct": 300, "count": requests, "max_s": phase_s},
+        "bodies": {
+            "api": a.api,
+            "rate": args.attack_rate,
+            "max_rounds": requests // len(_body_cases()) + 1,
+            "max_s": phase_s,
+        },
         "ballots": {
             "api": a.api,
             "governor": governor,
+            "rate": args.attack_rate,
             "chain_id": domain.chain_id,
-            "count": 3000 * scale,
+            "count": requests,
             "max_s": phase_s,
         },
     }
@@ -710,6 +756,7 @@ def _measure(run: Run, args: argparse.Namespace, phase_s: float, large: int, sca
         "metrics_bytes_after_spray": phases.get("methods", {}).get("metrics_bytes_after"),
         "large_subject_events": large,
         "honest_query_rate": args.rate,
+        "attack_rate": args.attack_rate,
         "phases": phases,
         "targets": {
             "honest_p99_ratio": "<= 3",
