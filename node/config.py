@@ -94,6 +94,10 @@ class P2PConfig:
     # publishes readable by nodes older than wire version 1.1 (docs/p2p.md).
     compress_gossip: bool = True
     peer_rate_msgs_per_s: float = 50.0
+    # Gossip messages admitted but not yet judged (each up to max_message_bytes): per forwarder
+    # and in all; beyond, dropped unjudged and unpenalised (docs/p2p.md, "Validation").
+    max_validating_per_peer: int = 32
+    max_validating: int = 256
     sync_interval_s: float = 30.0
     sync_frame_bytes: int = 1024 * 1024
     # Serving /keyreg/sync/1 (docs/p2p.md section 4, "Bounds"): sessions at once, in all and per

@@ -254,6 +254,8 @@ async def run_p2p(
         validation_timeout=120.0,
         seen_ttl=300,
         cache_size=1024,
+        max_validating_per_peer=p2p.max_validating_per_peer,
+        max_validating=p2p.max_validating,
     )
     topic = topic_name(config.network.chain_id, config.network.registry)
     async with (
