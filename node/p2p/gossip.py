@@ -361,4 +361,5 @@ class Gossip:
             "duplicates_dropped": getattr(self.pubsub, "duplicates_dropped", 0),
             "unwanted_skipped": getattr(self.pubsub, "unwanted_skipped", 0),
             "unsigned_dropped": getattr(getattr(self.pubsub, "unsigned_log", None), "total", 0),
+            "overload_dropped": getattr(self.pubsub, "overload_dropped", 0),
         }

@@ -199,6 +199,10 @@ class KeyregPubsub(Pubsub):
     verdict depends only on the bytes (ids are content hashes), except the forwarder's rate limit,
     which is therefore checked before (``admit``) and never cached as the message's verdict.
 
+    Messages in validation are capped per forwarder and in all (``max_validating_per_peer``,
+    ``max_validating``): upstream starts a task per received message, and each waits its turn
+    holding its bytes, so a peer within its message rate could still pile up memory.
+
     Messages must be signed by their origin (StrictSign, docs/p2p.md): upstream drops an unsigned
     one silently (debug level); here it is logged at info, at most once per
     ``UNSIGNED_LOG_INTERVAL_S`` (so a peer cannot flood the log), and counts against the forwarder
@@ -208,9 +212,17 @@ class KeyregPubsub(Pubsub):
     Invariant: ``_validating`` holds the ids of messages whose push_msg task is running, no more.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_validating_per_peer: int = 32, max_validating: int = 256, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._validating: set[bytes] = set()
+        # Messages admitted but not yet judged, each holding up to max_message_bytes: at most
+        # max_validating_per_peer per forwarder and max_validating in all. Beyond, a message is
+        # dropped unjudged (not seen, not penalised: another peer's copy, an IHAVE or sync brings
+        # it again); upstream starts a task per message, so nothing else bounds them.
+        self.max_validating_per_peer = max_validating_per_peer
+        self.max_validating = max_validating
+        self._validating_by_peer: dict[ID, int] = {}
+        self.overload_dropped = 0
         self.admit: Callable[[ID], bool] | None = None  # per-forwarder rate limit (Gossip.admit)
         self.duplicates_dropped = 0
         self.unwanted_skipped = 0  # queued publishes not sent: the peer said IDONTWANT meanwhile
@@ -274,13 +286,24 @@ class KeyregPubsub(Pubsub):
                 for topic in topics:
                     scorer.on_invalid_message(msg_forwarder, topic)
             return
+        by_peer = self._validating_by_peer
+        mine = by_peer.get(msg_forwarder, 0)
+        if mine >= self.max_validating_per_peer or len(self._validating) >= self.max_validating:
+            self.overload_dropped += 1
+            return
         self._validating.add(msg_id)
+        by_peer[msg_forwarder] = mine + 1
         try:
             if len(msg.data) >= IDONTWANT_MIN_BYTES and isinstance(self.router, KeyregGossipSub):
                 self.router.announce_idontwant(msg_id, msg.topicIDs, msg_forwarder, ID(msg.from_id))
             await super().push_msg(msg_forwarder, msg)
         finally:
             self._validating.discard(msg_id)
+            left = by_peer[msg_forwarder] - 1
+            if left:
+                by_peer[msg_forwarder] = left
+            else:
+                del by_peer[msg_forwarder]
 
     async def continuously_read_stream(self, stream: Any) -> None:
         try:

@@ -12,6 +12,7 @@ import hashlib
 from typing import Any
 
 import trio
+import trio.testing
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V12
 from libp2p.pubsub.pb import rpc_pb2
@@ -136,3 +137,47 @@ def test_publishes_the_peer_no_longer_wants_are_dropped_at_send_time(monkeypatch
     assert trio.run(pubsub.write_msg, Stream(B), rpc_pb2.RPC(publish=[m1]))  # B never said IDONTWANT
     assert list(written[2].publish) == [m1]
     assert pubsub.unwanted_skipped == 3
+
+
+def test_messages_in_validation_are_capped_per_forwarder_and_in_all(monkeypatch: Any) -> None:
+    """Upstream starts a task per received message; each waits for validation holding its bytes."""
+    from libp2p import new_host
+    from libp2p.crypto.secp256k1 import create_new_key_pair
+
+    release = trio.Event()
+    started: list[ID] = []
+
+    async def validating(self: Any, forwarder: ID, msg: rpc_pb2.Message) -> None:  # upstream's part
+        started.append(forwarder)
+        await release.wait()
+
+    monkeypatch.setattr(Pubsub, "push_msg", validating)
+    pubsub = KeyregPubsub(
+        new_host(key_pair=create_new_key_pair()),
+        build_router(P2PConfig()),
+        msg_id_constructor=message_id,
+        max_validating_per_peer=2,
+        max_validating=3,
+    )
+
+    def msg(i: int) -> rpc_pb2.Message:
+        return rpc_pb2.Message(data=b"m%d" % i, topicIDs=[TOPIC], seqno=b"%d" % i, signature=b"s")
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for i in range(5):  # A sends 5 at once: 2 are validated, 3 dropped unjudged
+                nursery.start_soon(pubsub.push_msg, A, msg(i))
+            await trio.testing.wait_all_tasks_blocked()
+            assert started == [A, A]
+            for i in range(5, 8):  # B: one fits under the total of 3
+                nursery.start_soon(pubsub.push_msg, B, msg(i))
+            await trio.testing.wait_all_tasks_blocked()
+            assert started == [A, A, B]
+            assert pubsub.overload_dropped == 3 + 2
+            release.set()
+        assert not pubsub._validating
+        assert not pubsub._validating_by_peer  # nothing left behind once judged
+        await pubsub.push_msg(C, msg(9))  # room again
+        assert started[-1] == C
+
+    trio.run(main)
