@@ -88,8 +88,42 @@ JSON_LEAVES = (
     | st.text(max_size=20)
     | st.sampled_from(["0x", "0x" + "00" * 20, "0x" + "ab" * 32, "0x" + "11" * 65, "\ud800", "update", ""])
 )
+# Values at the edges of what decoders check: boundaries, wrong types that compare equal, text
+# that has no UTF-8 form. Mutations draw from these often, not only when random data hits them.
+NASTY = st.sampled_from(
+    [
+        -1,
+        0,
+        1,
+        255,
+        256,
+        2**63,
+        2**64 - 1,
+        2**64,
+        2**256,
+        True,
+        False,
+        1.0,
+        "\ud800",
+        "a\udfff",
+        "0x",
+        "0X" + "ab" * 20,
+        "0x" + "AB" * 32,
+        "0x" + "0" * 63,
+        " 0x" + "ab" * 20,
+        "0x" + "ab" * 20,
+        "0x" + "ab" * 32,
+        "0x" + "ab" * 65,
+        "1" * 100,
+        "\x00",
+        "x" * 5000,
+        [],
+        {},
+        None,
+    ]
+)
 JSON_VALUES = st.recursive(
-    JSON_LEAVES,
+    JSON_LEAVES | NASTY,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=16,
 )
@@ -144,7 +178,7 @@ def mutated_object(draw: st.DrawFn, seeds: list[Any]) -> Any:
         last = path[-1]
         op = draw(st.sampled_from(["replace", "replace", "drop", "add", "wrap"]))
         if op == "replace":
-            parent[last] = draw(JSON_VALUES)
+            parent[last] = draw(NASTY | JSON_VALUES)
         elif op == "drop":
             del parent[last]
         elif op == "wrap":
