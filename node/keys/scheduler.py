@@ -77,6 +77,7 @@ class RotationScheduler:
         self.purposes = tuple(rcfg.purposes)
         self.started = clock()
         self.published = 0
+        self.overdue_published = 0  # of which published late (activation moved to a later slot)
         self.errors = 0
         self.last_error: str | None = None
         self.last_error_at: int | None = None
@@ -106,6 +107,7 @@ class RotationScheduler:
             "nextRotation": self.next_activation,
             "keysInForce": self.keys_in_force,
             "keysPublished": self.published,
+            "overduePublished": self.overdue_published,
             "errors": self.errors,
             "lastError": self.last_error,
             "lastErrorAt": self.last_error_at,
@@ -232,6 +234,7 @@ class RotationScheduler:
             return self._fail(now, f"the scheduled update was not accepted ({result.status}): {msg}")
         else:
             self.published += 1
+            self.overdue_published += int(plan.overdue)
             log.info(
                 "rotation: published %s active from %d%s; retiring %s",
                 key.key_id,

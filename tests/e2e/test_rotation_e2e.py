@@ -1,0 +1,43 @@
+"""Done-when test of issue 14: zero-downtime rotation, the way a service lives with it.
+
+Real ``keyreg node run`` processes (SQLite, p2p gossip), a service signing a JWT every 0.25 s
+through ``POST /local/v1/sign``, and PyJWT's ``PyJWKClient`` verifying each token against the
+other node's JWKS, refreshing only on a timer (never on an unknown kid). node1 is restarted during
+an overlap, node2 is restarted, and node1's scheduler clock is stepped past a publication: no token
+is rejected, one key per interval, keys published == intervals elapsed (+1 at most), and the
+scheduler's state is in /v1/health and the metrics. Every wait polls a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from node.keys.testing import run_drill
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def test_rotations_with_restarts_and_a_clock_step_reject_no_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEYREG_KDF_N", "16")
+    report = run_drill(tmp_path, interval=20, overlap=10, ahead=6, rotations=6, refresh_s=2.0)
+    assert report["tokens_rejected"] == 0, report["rejections"]
+    assert report["tokens_signed"] > 200
+    assert report["keys_used"] >= 6  # the service really switched at each rotation
+    assert report["max_keys_per_interval"] == 1
+    assert report["intervals_elapsed"] <= report["keys_published"] <= report["intervals_elapsed"] + 1, report
+    assert report["clock_offset_s"] > 0
+    assert report["duplicity_evidence"] == 0
+    assert report["disputed"] is False
+    scheduler = report["scheduler"]
+    assert scheduler["lastError"] is None
+    assert scheduler["keysInForce"] >= 1
+    assert scheduler["nextRotation"] is not None
+    metrics = report["metrics"]
+    assert metrics["keyreg_rotation_keys_published_total"] >= 1  # since node1's last restart
+    assert metrics["keyreg_rotation_no_successor_warning"] == 0
+    assert metrics["keyreg_rotation_next_activation_timestamp_seconds"] == scheduler["nextRotation"]
+    assert scheduler["overduePublished"] >= 1  # the clock step made node1 publish an overdue rotation
