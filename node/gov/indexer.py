@@ -40,6 +40,7 @@ from web3 import Web3
 
 from ..chain.client import ChainUnavailable
 from ..core.records import ZERO20
+from ..outcomes import Report
 from ..registry import Registry
 from .contracts import FINAL_STATES, SUPPORT_NAMES, Governance, call
 from .decode import MAX_ACTIONS, TOPICS, decode_governor_log, decode_revocation
@@ -173,9 +174,36 @@ class GovernanceIndexer:
         self.skipped_logs = 0
         self.skipped: deque[dict[str, Any]] = deque(maxlen=SKIPPED_KEPT)
         self.evicted_proposals = 0
-        self._states_seen = -1
+        # Named addresses reach the table from the registry's listener (inceptions as they are
+        # committed), not from a walk of every subject per poll; one walk at the first poll (and
+        # after the hand-over list overflowed) covers what was there before.
+        self._new_named: list[str] = []
+        self._walk_needed = True
+        self._named_lock = threading.Lock()
         self._lock = threading.Lock()
         self.polls = 0
+        registry.listeners.append(self._on_report)
+
+    def close(self) -> None:
+        """Stop listening to the registry (the service calls this when it stops)."""
+        if self._on_report in self.registry.listeners:
+            self.registry.listeners.remove(self._on_report)
+
+    def _on_report(self, report: Report) -> None:
+        """Registry listener (runs on the committing thread): note governors named by new inceptions."""
+        named = [
+            "0x" + acc.state.governor.hex()
+            for acc, _ in report.accepted
+            if acc.state.seq == 0 and acc.state.governor != ZERO20
+        ]
+        if not named:
+            return
+        with self._named_lock:
+            if len(self._new_named) + len(named) > self.limits.max_named:
+                self._new_named.clear()
+                self._walk_needed = True  # too many to hand over: the next poll walks the subjects
+            else:
+                self._new_named.extend(named)
 
     # ------------------------------------------------------------------ which governors
 
@@ -185,15 +213,13 @@ class GovernanceIndexer:
         return self.daos.get(key)
 
     def _track_named(self) -> None:
-        """Add addresses named by subjects to the table (capped); only when the subject set changed."""
-        states = self.registry.states
-        if len(states) == self._states_seen:
-            return  # a governor is named only at inception, i.e. by a new subject
-        self._states_seen = len(states)
-        for state in list(states.values()):
-            if state.governor == ZERO20:
-                continue
-            named = "0x" + state.governor.hex()
+        """Add addresses named by subjects to the table (capped at max_named)."""
+        with self._named_lock:
+            walk, self._walk_needed = self._walk_needed, False
+            fresh, self._new_named = self._new_named, []
+        if walk:
+            fresh = ["0x" + s.governor.hex() for s in list(self.registry.states.values()) if s.governor != ZERO20]
+        for named in fresh:
             if named in self.named:
                 continue
             if len(self.named) >= self.limits.max_named:

@@ -140,3 +140,4 @@ async def start_gov(node: Node, *, task_status: trio.TaskStatus[None] = trio.TAS
             task_status.started()
     finally:
         _BY_CONTEXT.pop(id(node.api), None)
+        service.indexer.close()

@@ -16,7 +16,7 @@ from web3 import Web3
 
 from node.core.hashing import address_of_private_key, keccak
 from node.gov.contracts import Governance, revocation_calldata
-from node.gov.indexer import GovernanceIndexer
+from node.gov.indexer import GovernanceIndexer, IndexerLimits
 from node.gov.recognition import RecognisedDao, Recogniser
 from node.registry import Registry
 from node.store.memory import MemoryStore
@@ -120,3 +120,26 @@ def test_description_that_is_not_utf8_is_indexed(gov_chain: GovChain) -> None:
     assert actions.description == description
     assert actions.proposal_id == int(p["proposalId"])
     assert Web3.to_checksum_address(address_of_private_key(MEMBERS[0])) == actions.proposer
+
+
+def test_named_addresses_come_from_new_inceptions_and_are_capped(gov_chain: GovChain) -> None:
+    """Governors named by subjects that arrive later are picked up from the registry's listener (no walk
+    of every subject per poll); beyond max_named, new names are counted, not tracked."""
+    w3 = gov_chain.w3
+    registry = Registry(gov_chain.domain, MemoryStore())
+    indexer = GovernanceIndexer(
+        w3, registry, Recogniser(w3, gov_chain.registry.address), limits=IndexerLimits(max_named=2)
+    )
+    indexer.poll()
+    assert indexer.status()["named"] == 0
+    for i, governor in enumerate((gov_chain.dao.governor, gov_chain.other_dao.governor, "0x" + "77" * 20)):
+        _, signed = gov_chain.subject(governor, f"svc-n{i}")
+        registry.ingest([signed])
+    indexer.poll()
+    status = indexer.status()
+    assert status["named"] == 2
+    assert status["namedDropped"] == 1
+    assert {g.lower() for g in status["governors"]} == {gov_chain.dao.governor.lower(),
+                                                        gov_chain.other_dao.governor.lower()}  # fmt: skip
+    indexer.close()
+    assert indexer._on_report not in registry.listeners
