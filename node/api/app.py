@@ -66,6 +66,7 @@ _STATUS = {
     "storage": 503,
     "chain": 503,
     "network": 503,
+    "throttled": 429,  # over a budget (e.g. conflicts per subject): retry later
     "config": 500,
 }
 
