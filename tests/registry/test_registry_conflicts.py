@@ -383,3 +383,9 @@ def test_junk_adds_a_bounded_number_of_audit_records_per_batch() -> None:
     # A small batch is audited one by one, as before.
     reg.ingest(junk[:3], "api")
     assert [r.action for r in store.audit_records(first + 17, 100)] == ["reject"] * 3
+
+
+def test_an_api_client_over_the_conflict_budget_gets_429_not_500() -> None:
+    from node.api.app import status_for
+
+    assert status_for(Throttled("over budget")) == 429
