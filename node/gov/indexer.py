@@ -42,9 +42,10 @@ from ..chain.client import ChainUnavailable
 from ..core.records import ZERO20
 from ..outcomes import Report
 from ..registry import Registry
-from .contracts import FINAL_STATES, SUPPORT_NAMES, Governance, call
+from .contracts import Governance
 from .decode import MAX_ACTIONS, TOPICS, decode_governor_log, decode_revocation
 from .recognition import RecognisedDao, Recogniser
+from .tx import FINAL_STATES, SUPPORT_NAMES, call
 
 log = logging.getLogger("keyreg.gov.indexer")
 
@@ -317,7 +318,7 @@ class GovernanceIndexer:
         if dao is None:
             return  # a log of an address we do not index (cannot happen: the filter names them)
         key = (governor.lower(), int(args["proposalId"]))
-        tx = _hex(lg["transactionHash"])
+        tx = _hex(lg["transactionHash"]) or ""
         if name == "ProposalCreated":
             revocations = []
             for c in args["calldatas"][:MAX_ACTIONS]:

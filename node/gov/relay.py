@@ -45,9 +45,10 @@ from web3 import Web3
 from ..core.errors import ChainError, KeyregError
 from .ballots import Ballot, BallotBook, decode_ballot, validate_ballot
 from .budget import HourlyBudget
-from .contracts import Governance, address_of, call, checksum, explain, transact
+from .contracts import Governance, address_of, checksum, explain
 from .errors import BallotRejected, GovernanceRefused
 from .recognition import RecognisedDao
+from .tx import call, transact
 
 log = logging.getLogger("keyreg.gov.relay")
 
