@@ -9,15 +9,18 @@ propose one) escape the poll, which cancelled the node and crashed it again on e
 from __future__ import annotations
 
 import pytest
+import trio
 from eth_abi import encode as abi_encode
 from gov_attacker import deploy_attacker, emit_log
 from gov_fixture import MEMBERS, OUTSIDER, VOTING_DELAY, GovChain
 from web3 import Web3
 
+from node.config import ChainConfig, Config, NetworkConfig
 from node.core.hashing import address_of_private_key, keccak
 from node.gov.contracts import Governance, revocation_calldata
 from node.gov.indexer import GovernanceIndexer, IndexerLimits
 from node.gov.recognition import RecognisedDao, Recogniser
+from node.gov.service import GovService
 from node.registry import Registry
 from node.store.memory import MemoryStore
 
@@ -143,3 +146,37 @@ def test_named_addresses_come_from_new_inceptions_and_are_capped(gov_chain: GovC
                                                         gov_chain.other_dao.governor.lower()}  # fmt: skip
     indexer.close()
     assert indexer._on_report not in registry.listeners
+
+
+def test_a_fault_in_a_poll_is_caught_logged_and_retried(gov_chain: GovChain, caplog: pytest.LogCaptureFixture) -> None:
+    """Rule 4: a poll failing with something other than a KeyregError (a bug, an odd answer) is
+    logged with its cause, counted and shown in the status, and the next poll runs."""
+    config = Config(
+        network=NetworkConfig(registry=gov_chain.registry.address),
+        chain=ChainConfig(rpc_url=gov_chain.anvil.url, poll_interval_s=0.01, retry_max_s=0.05),
+    )
+    service = GovService(Registry(gov_chain.domain, MemoryStore()), config, None)
+    real_poll, calls = service.indexer.poll, []
+
+    def faulty_poll() -> int:  # fault injection: the first poll hits a bug
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("injected")
+        return real_poll()
+
+    service.indexer.poll = faulty_poll  # type: ignore[method-assign]
+
+    async def main() -> None:
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(service.index_forever)
+                while service.last_ok_at is None:
+                    await trio.sleep(0.01)  # a condition with a deadline (fail_after)
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    status = service.status()
+    assert status["faults"] == 1
+    assert status["ok"] is True  # recovered
+    assert any("governance indexer fault" in r.message and r.exc_info for r in caplog.records)
+    service.indexer.close()
