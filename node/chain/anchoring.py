@@ -13,6 +13,12 @@ events after it, in order, in ``anchorEvents`` transactions. The contract checks
 controller signature itself, so the relayer cannot write anything the subject did not sign; the
 service refuses up front when the chain holds a different event than the local log (a conflict).
 
+**Authority reductions of the node's own subject** (ADR 0012). Whoever submits them (the CLI,
+the rotation scheduler, a script against the API), revocations, retirements and rotations of the
+subject in this node's keystore are anchored directly: a registry listener notes them, and the
+service queues a direct request for the subject (unless one is queued already). Only the own
+subject: relaying other subjects' events would let anyone spend this node's ETH.
+
 **Durable queue.** ``<data_dir>/chain/anchoring.json`` holds the direct requests not yet done,
 the transaction in flight, the last batch and the results of recent requests; it is rewritten
 atomically (temp file + rename) after every change. Other processes (the CLI) add requests by
@@ -34,6 +40,7 @@ import json
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -45,6 +52,8 @@ import trio
 from ..core.eip712 import event_digest
 from ..core.errors import ChainError, ConfigError
 from ..core.records import ZERO32, Inception, Rotation, SignedEvent
+from ..keys.operations import reduces_authority
+from ..outcomes import Report
 from ..registry import Registry
 from .batches import BatchTracker
 from .client import ChainClient, ChainUnavailable, NoRelayer, TransactionReverted
@@ -100,6 +109,15 @@ def enqueue_direct(data_dir: Path, subject: bytes, clock: Callable[[], float] = 
     tmp.write_text(json.dumps(asdict(req)))
     os.replace(tmp, folder / f"{req.id}.json")
     return req.id
+
+
+def keystore_subject(data_dir: Path) -> bytes | None:
+    """The node's own subject id from its keystore's metadata (no unlock needed), or None if it has none yet."""
+    try:
+        sid = json.loads((Path(data_dir) / "keystore" / "keystore.json").read_text()).get("subject")
+        return bytes.fromhex(sid.removeprefix("0x")) if isinstance(sid, str) and sid else None
+    except (OSError, ValueError):
+        return None
 
 
 def read_queue(data_dir: Path) -> QueueState:
@@ -204,6 +222,7 @@ class AnchoringService:
         receipt_timeout_s: float = 60.0,
         status: dict[str, Any] | None = None,
         clock: Callable[[], float] = time.time,
+        own_subject: Callable[[], bytes | None] | None = None,
     ) -> None:
         self.client = client
         self.registry = registry
@@ -220,6 +239,20 @@ class AnchoringService:
         self.failures = 0
         self._wake = trio.Event()
         self.can_write = client.relayer_address is not None
+        # The own subject (default: the keystore's, read once it exists) and its authority reductions
+        # noted by the registry listener (a committing thread) for the service loop to queue.
+        self._own_subject = own_subject or (lambda: keystore_subject(queue.dir.parent))
+        self._own: bytes | None = None
+        self._reduced_lock = threading.Lock()
+        self._reduced = False
+        # Listening from construction on, not from run(): the loop starts only once the chain answers,
+        # and a reduction committed meanwhile must not be missed.
+        registry.listeners.append(self.on_report)
+
+    def detach(self) -> None:
+        """Stop listening to the registry (a service that is discarded)."""
+        if self.on_report in self.registry.listeners:
+            self.registry.listeners.remove(self.on_report)
 
     # ------------------------------------------------------------------ public
 
@@ -230,6 +263,47 @@ class AnchoringService:
         self.queue.save()
         self._wake.set()
         return req.id
+
+    def on_report(self, report: Report) -> None:
+        """Registry listener (committing thread, under the registry lock): note own authority reductions.
+
+        Cheap for everything else: a type check per accepted event; the keystore file is read only
+        when a reduction is seen and the own subject is not known yet.
+        """
+        subjects = {acc.subject for acc, _ in report.accepted if reduces_authority(acc.signed.event, {})}
+        if not subjects:
+            return
+        if self._own is None:
+            self._own = self._own_subject()
+        if self._own is not None and self._own in subjects:
+            with self._reduced_lock:
+                self._reduced = True
+
+    @property
+    def reduction_pending(self) -> bool:
+        """An own authority reduction was noted and is not queued yet."""
+        with self._reduced_lock:
+            return self._reduced
+
+    def _note_unanchored_own_head(self) -> None:
+        """At start: an own head no anchor covers may be a reduction noted before a restart; anchor it."""
+        own = self._own = self._own or self._own_subject()
+        state = self.registry.state(own) if own is not None else None
+        if state is not None and self.registry.anchored_position(state.head) is None:
+            with self._reduced_lock:
+                self._reduced = True
+
+    def _queue_reductions(self) -> None:
+        """Turn a noted own authority reduction into a direct request (one per subject in the queue)."""
+        with self._reduced_lock:
+            due, self._reduced = self._reduced, False
+        own = self._own
+        if not due or own is None:
+            return
+        sid = "0x" + own.hex()
+        if not any(r.subject == sid for r in self.queue.state.direct):
+            self.request_direct(own)
+            log.info("queued a direct anchor of own subject %s after an authority-reducing event", sid)
 
     def depth(self) -> int:
         """Work this node still has to do: direct requests, a transaction in flight, unanchored heads."""
@@ -246,9 +320,12 @@ class AnchoringService:
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Loop forever: pick up requests, do due work, back off on transport failures."""
         task_status.started()
+        self._note_unanchored_own_head()
         while True:
             try:
                 self.queue.pick_up_requests()
+                if self.can_write:
+                    self._queue_reductions()
                 did = await self.step()
                 self.failures = 0
                 self.status.pop("anchor_retry_in_s", None)

@@ -7,7 +7,9 @@ verifies as valid offline. Only the registry's head, read from storage with a pr
 verifier that nothing newer was hidden. So these commands queue a direct anchor with the local
 node's anchoring service (durable, through ``<data-dir>/chain/requests/``) and wait until the
 node's chain watcher has confirmed the registry head at or past the new event, unless told not to
-(``--no-wait``, or ``--anchor batch``), and then they say what is at risk until it is.
+(``--no-wait``), and then they say what is at risk until it is. The node's anchoring service also
+anchors its own subject's authority reductions directly by itself (whoever submitted them), so
+there is no batch-only opt-out here.
 """
 
 from __future__ import annotations
@@ -18,17 +20,9 @@ from typing import Annotated, Any
 
 import typer
 
-from ..core.errors import ChainError, ConfigError, NetworkError
+from ..core.errors import ChainError, NetworkError
 from .common import NodeClient, err_console
 
-AnchorModeOpt = Annotated[
-    str,
-    typer.Option(
-        "--anchor",
-        help="direct (default): the registry contract records this event as the subject's head, so no node "
-        "or bundle can hide it; batch: only the next batch root (it can be omitted until then).",
-    ),
-]
 WaitOpt = Annotated[
     bool,
     typer.Option("--wait/--no-wait", help="Wait until the direct anchor is confirmed on-chain (default: wait)."),
@@ -43,20 +37,12 @@ RISK = (
 )
 
 
-def check_mode(mode: str) -> str:
-    """Validate --anchor before anything is signed."""
-    if mode not in ("direct", "batch"):
-        raise ConfigError(f"--anchor must be direct or batch, got {mode!r}")
-    return mode
-
-
 def anchor_reduction(
     data_dir: Path,
     client: NodeClient,
     subject: bytes,
     seq: int,
     *,
-    mode: str,
     wait: bool,
     timeout: float,
     what: str,
@@ -65,7 +51,7 @@ def anchor_reduction(
     """Have ``subject`` anchored directly up to ``seq`` (the authority-reducing event just submitted).
 
     Returns what was done, for the command's output: ``{"mode", "status", "seq", ...}`` where status
-    is ``anchored`` (confirmed), ``queued`` (--no-wait), ``batch`` or ``off`` (no chain configured).
+    is ``anchored`` (confirmed), ``queued`` (--no-wait) or ``unanchored`` (no chain configured).
     ``what`` completes the warning ("revokes", "retires", ...). Raises :class:`ChainError` if the
     node refuses the anchor and :class:`NetworkError` if it is not confirmed within ``timeout``.
     """
@@ -83,9 +69,6 @@ def anchor_reduction(
             + RISK.format(what=what)
         )
         return {"mode": "off", "status": "unanchored", "seq": seq}
-    if mode == "batch":
-        say("[yellow]warning[/]: anchored in the next batch root only; " + RISK.format(what=what))
-        return {"mode": "batch", "status": "batch", "seq": seq}
     request = enqueue_direct(data_dir, subject)
     out: dict[str, Any] = {"mode": "direct", "status": "queued", "seq": seq, "request": request}
     if not wait:

@@ -32,7 +32,7 @@ from .common import (
     parse_time,
     print_json,
 )
-from .direct_anchor import AnchorModeOpt, AnchorTimeoutOpt, WaitOpt, anchor_reduction, check_mode
+from .direct_anchor import AnchorTimeoutOpt, WaitOpt, anchor_reduction
 
 keys_app = typer.Typer(help="Publish, rotate, retire and revoke the subject's service keys.", no_args_is_help=True)
 root.add_typer(keys_app, name="keys")
@@ -55,11 +55,11 @@ def _submit(s: Session, events: list[Any]) -> list[dict[str, Any]]:
 
 
 def _anchor(
-    s: Session, data_dir: Path, results: list[dict[str, Any]], mode: str, wait: bool, timeout: float, what: str
+    s: Session, data_dir: Path, results: list[dict[str, Any]], wait: bool, timeout: float, what: str
 ) -> dict[str, Any]:
     """Anchor the subject directly up to the last submitted event (it reduces authority: ADR 0012)."""
     seq = max(int(r["seq"]) for r in results)
-    return anchor_reduction(data_dir, s.client, s.subject, seq, mode=mode, wait=wait, timeout=timeout, what=what)
+    return anchor_reduction(data_dir, s.client, s.subject, seq, wait=wait, timeout=timeout, what=what)
 
 
 @keys_app.command("add")
@@ -100,7 +100,6 @@ def retire(
     data_dir: DataDirOpt = DEFAULT_DATA_DIR,
     node: NodeOpt = None,
     password_file: PasswordFileOpt = None,
-    anchor_mode: AnchorModeOpt = "direct",
     wait: WaitOpt = True,
     anchor_timeout: AnchorTimeoutOpt = 120.0,
     as_json: JsonOpt = False,
@@ -108,9 +107,8 @@ def retire(
     """Retire a key: it stays valid until --at, then expires (a planned end; use `revoke` for compromise).
 
     Ending a key earlier reduces authority, so the retirement is anchored directly by default and
-    the command waits for it (--anchor batch / --no-wait to skip, with a warning).
+    the command waits for it (--no-wait to skip waiting, with a warning).
     """
-    check_mode(anchor_mode)
     s = Session(data_dir, password_file, node)
     now = int(time.time())
     when = parse_time(at, now)
@@ -123,7 +121,7 @@ def retire(
     err_console.print(f"[green]retired[/] {key_id}: valid until {fmt_time(when)}")
     anchor: dict[str, Any] = {"mode": "none", "status": "not needed"}
     if reduces_authority(signed.event, {k["keyId"]: k["notAfter"] for k in state["keys"]}):
-        anchor = _anchor(s, data_dir, results, anchor_mode, wait, anchor_timeout, "retires")
+        anchor = _anchor(s, data_dir, results, wait, anchor_timeout, "retires")
     if as_json:
         print_json({"keyId": key_id, "notAfter": when, "anchor": anchor})
 
@@ -144,7 +142,6 @@ def rotate(
     data_dir: DataDirOpt = DEFAULT_DATA_DIR,
     node: NodeOpt = None,
     password_file: PasswordFileOpt = None,
-    anchor_mode: AnchorModeOpt = "direct",
     wait: WaitOpt = True,
     anchor_timeout: AnchorTimeoutOpt = 120.0,
     as_json: JsonOpt = False,
@@ -155,9 +152,8 @@ def rotate(
     activation + --overlap, so both are valid during the overlap. --now (emergency): publish the new
     key and revoke the old one(s) effective immediately (a Revocation event per key). Retiring or
     revoking old keys reduces authority, so the events are anchored directly by default and the
-    command waits for it (--anchor batch / --no-wait to skip, with a warning).
+    command waits for it (--no-wait to skip waiting, with a warning).
     """
-    check_mode(anchor_mode)
     s = Session(data_dir, password_file, node)
     now = int(time.time())
     state = s.state()
@@ -220,7 +216,7 @@ def rotate(
     result["anchor"] = {"mode": "none", "status": "not needed"}
     if any(reduces_authority(e.event, current) for e in events):
         what = "revokes" if now_ else "retires"
-        result["anchor"] = _anchor(s, data_dir, results, anchor_mode, wait, anchor_timeout, what)
+        result["anchor"] = _anchor(s, data_dir, results, wait, anchor_timeout, what)
     if as_json:
         print_json(result)
 
@@ -234,7 +230,6 @@ def revoke(
     data_dir: DataDirOpt = DEFAULT_DATA_DIR,
     node: NodeOpt = None,
     password_file: PasswordFileOpt = None,
-    anchor_mode: AnchorModeOpt = "direct",
     wait: WaitOpt = True,
     anchor_timeout: AnchorTimeoutOpt = 120.0,
     as_json: JsonOpt = False,
@@ -242,17 +237,16 @@ def revoke(
     """Revoke a key from an effective time (may be in the past: signatures made after it become invalid).
 
     The revocation is anchored directly (the registry contract records it as the subject's head, so
-    no node or bundle can hide it) and the command waits for the anchor to be confirmed; --no-wait or
-    --anchor batch skip that, with a warning.
+    no node or bundle can hide it) and the command waits for the anchor to be confirmed; --no-wait
+    skips the wait, with a warning.
     """
-    check_mode(anchor_mode)
     s = Session(data_dir, password_file, node)
     now = int(time.time())
     when = parse_time(at, now)
     assert when is not None
     results = _submit(s, [sign_revocation(s.keystore, s.config.domain, _head(s.state()), now, key_id, when, reason)])
     err_console.print(f"[red]revoked[/] {key_id} effective {fmt_time(when)}")
-    anchor = _anchor(s, data_dir, results, anchor_mode, wait, anchor_timeout, "revokes")
+    anchor = _anchor(s, data_dir, results, wait, anchor_timeout, "revokes")
     if as_json:
         print_json({"keyId": key_id, "revokedAt": when, "reason": reason, "anchor": anchor})
 

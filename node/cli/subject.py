@@ -36,7 +36,7 @@ from .common import (
     print_json,
     subject_arg,
 )
-from .direct_anchor import AnchorModeOpt, AnchorTimeoutOpt, WaitOpt, anchor_reduction, check_mode
+from .direct_anchor import AnchorTimeoutOpt, WaitOpt, anchor_reduction
 
 subject_app = typer.Typer(help="Create and inspect subjects (the identities that publish keys).", no_args_is_help=True)
 root.add_typer(subject_app, name="subject")
@@ -192,7 +192,6 @@ def rotate_controllers(
     data_dir: DataDirOpt = DEFAULT_DATA_DIR,
     node: NodeOpt = None,
     password_file: PasswordFileOpt = None,
-    anchor_mode: AnchorModeOpt = "direct",
     wait: WaitOpt = True,
     anchor_timeout: AnchorTimeoutOpt = 120.0,
     as_json: JsonOpt = False,
@@ -202,9 +201,8 @@ def rotate_controllers(
     Signs a rotation with the pre-committed *next* keys, revealing them, and commits to a freshly
     generated next set. The old current keys lose all power once the node accepts it, and for good
     once the rotation is anchored: it is anchored directly by default and the command waits for it
-    (--anchor batch / --no-wait to skip, with a warning).
+    (--no-wait to skip waiting, with a warning).
     """
-    check_mode(anchor_mode)
     s = Session(data_dir, password_file, node)
     head = s.head()
     signed = sign_controller_rotation(s.keystore, s.config.domain, head, int(time.time()))
@@ -223,7 +221,6 @@ def rotate_controllers(
         s.client,
         head.subject,
         head.seq + 1,
-        mode=anchor_mode,
         wait=wait,
         timeout=anchor_timeout,
         what="replaces (the old controllers could still sign a competing event)",

@@ -273,3 +273,42 @@ def test_watch_only_node_refuses_direct_requests(anvil: AnvilProcess, tmp_path: 
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_own_authority_reductions_are_anchored_directly(anvil: AnvilProcess, tmp_path: Path) -> None:
+    """ADR 0012: the node's own subject's rotation is anchored directly whoever submitted it (no CLI request),
+    another subject's is left to batches (anyone could make this node pay for theirs), a plain update too."""
+    address = deploy(anvil)
+    registry = node_registry(address)
+    now = int(time.time())
+    own, other = Subject(domain_for(address)), Subject(domain_for(address))
+    registry.ingest([own.incept(7, now), other.incept(8, now)])
+    (tmp_path / "keystore").mkdir()
+    (tmp_path / "keystore" / "keystore.json").write_text(json.dumps({"subject": "0x" + own.id.hex()}))
+    config = make_config(tmp_path, anvil.url, address, anchor_epoch_s=3600.0)  # no batch root in this test
+    service = ChainService(registry, config, RELAYER_KEY)
+    anchoring = service.anchoring
+
+    def results(status: str = "anchored") -> list[tuple[str, int]]:
+        return [(r["subject"], r["seq"]) for r in anchoring.queue.state.results if r["status"] == status]
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            # at start the own head is covered by no anchor: it is anchored directly (a restart must not
+            # lose a reduction noted before it)
+            await wait_for(lambda: results() == [("0x" + own.id.hex(), 0)], what="the own head anchored at start")
+            await trio.to_thread.run_sync(registry.ingest, [own.update(now, "k1"), other.update(now, "k1")])
+            assert not anchoring.reduction_pending  # publishing keys reduces nothing
+            await trio.to_thread.run_sync(registry.ingest, [other.rotate(now)])
+            assert not anchoring.reduction_pending  # not our subject: never paid for by this node
+            await trio.to_thread.run_sync(registry.ingest, [own.rotate(now)])
+            await wait_for(
+                lambda: ("0x" + own.id.hex(), 2) in results(), what="the automatic direct anchor of the own rotation"
+            )
+            assert await service.client.head_of(own.id) == (2, own.head)
+            assert (await service.client.head_of(other.id))[1] == b"\x00" * 32  # never anchored directly
+            assert all(subject == "0x" + own.id.hex() for subject, _ in results())
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)

@@ -4,14 +4,16 @@ The subject is created and anchored directly (seq 0), then `keyreg keys revoke w
 An exporter who drops the seq-1 event, its batch entry and the proof nodes that became unused, and
 keeps the same pinned checkpoint, used to get exit 0 ("valid") from `keyreg verify`. Revocations are now
 anchored directly by default (the CLI waits for the registry head), so the registry's head proves
-seq 1 exists and the doctored bundle is a stale view (exit 17). The control subject opts out
-(`--anchor batch`): the same omission then still verifies (exit 0), which is why the CLI warns, and
-proves the tampering here is the real attack.
+seq 1 exists and the doctored bundle is a stale view (exit 17). The control subject is not the node's
+own and its revocation is only submitted to the API, so nothing anchors it directly: the same omission
+then still verifies (exit 0), which proves the tampering here is the real attack, and `basedOn` says
+the verdict rests on an unproven event.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from typer.testing import CliRunner, Result
 
 from node.chain.deploy import anvil_binary, free_port
 from node.cli import _register, app
+from node.cli.common import NodeClient
 from node.cli.devnet import devnet_down, devnet_up
 from node.cli.devnet_demo import subject_view, wait_until
 from node.verify import ProofInvalid, Verifier
@@ -92,8 +95,23 @@ def omit_head(bundle: dict[str, Any], sid: str) -> dict[str, Any]:
     return doctored
 
 
-def scenario(devnet: dict[str, Any], node: dict[str, Any], tmp: Path, revoke_flags: list[str]) -> dict[str, Any]:
-    """Subject anchored directly at seq 0; `keys revoke web-1 --at -1h` (seq 1); exports before and after."""
+def export(devnet: dict[str, Any], node: dict[str, Any], sid: str, tmp: Path) -> dict[str, Any]:
+    out = tmp / f"{sid[:10]}.bundle"
+    keyreg(devnet, "export", "-o", str(out), "--rpc", devnet["rpc"], "-d", node["dataDir"], "-s", sid)
+    return dict(json.loads(out.read_text()))
+
+
+def wait_anchored(node: dict[str, Any], sid: str, seq: int) -> None:
+    """Until the node's watcher has confirmed an anchor (registry head or batch root) of ``seq``."""
+    wait_until(
+        lambda: ((subject_view(node["api"], sid) or {}).get("anchor") or {}).get("seq") == seq,
+        TIMEOUT,
+        f"seq {seq} anchored",
+    )
+
+
+def test_omitting_a_revocation_is_caught_when_it_is_anchored_directly(devnet: dict[str, Any], tmp_path: Path) -> None:
+    node = devnet["nodes"][0]
     d = node["dataDir"]
     created = json.loads(keyreg(devnet, "subject", "create", "-d", d, "--key-id", "web-1", "--json").stdout)
     sid = created["subject"]
@@ -102,28 +120,13 @@ def scenario(devnet: dict[str, Any], node: dict[str, Any], tmp: Path, revoke_fla
         keyreg(devnet, "anchor", sid, "-d", d, "--direct", "--timeout", str(TIMEOUT), "--json").stdout
     )
     assert anchored["anchor"]["seq"] == 0
-    revoked = json.loads(
-        keyreg(devnet, "keys", "revoke", "web-1", "--at", "-1h", "-d", d, *revoke_flags, "--json").stdout
-    )
-    # whichever way it was anchored, wait until the chain holds seq 1 (batch root or registry head)
-    wait_until(
-        lambda: ((subject_view(node["api"], sid) or {}).get("anchor") or {}).get("seq") == 1,
-        TIMEOUT,
-        "seq 1 anchored",
-    )
-    out = tmp / f"{sid[:10]}.bundle"
-    keyreg(devnet, "export", "-o", str(out), "--rpc", devnet["rpc"], "-d", d, "-s", sid)
-    return {"sid": sid, "bundle": json.loads(out.read_text()), "revoked": revoked}
-
-
-def test_omitting_a_revocation_is_caught_when_it_is_anchored_directly(devnet: dict[str, Any], tmp_path: Path) -> None:
-    node = devnet["nodes"][0]
-    s = scenario(devnet, node, tmp_path, [])
-    sid, bundle = s["sid"], s["bundle"]
+    revoked = json.loads(keyreg(devnet, "keys", "revoke", "web-1", "--at", "-1h", "-d", d, "--json").stdout)
     # the CLI anchored the revocation directly and waited for the registry head
-    assert s["revoked"]["anchor"]["mode"] == "direct"
-    assert s["revoked"]["anchor"]["status"] == "anchored"
-    assert s["revoked"]["anchor"]["anchor"]["seq"] >= 1
+    assert revoked["anchor"]["mode"] == "direct"
+    assert revoked["anchor"]["status"] == "anchored"
+    assert revoked["anchor"]["anchor"]["seq"] >= 1
+    wait_anchored(node, sid, 1)
+    bundle = export(devnet, node, sid, tmp_path)
 
     honest = verify(devnet, bundle, tmp_path / "honest.json", sid, "web-1")
     assert honest["exitCode"] == 12, honest
@@ -138,18 +141,41 @@ def test_omitting_a_revocation_is_caught_when_it_is_anchored_directly(devnet: di
     assert doctored["status"] == "stale-view"
 
 
-def test_control_opting_out_of_direct_anchoring_leaves_the_omission_open(
-    devnet: dict[str, Any], tmp_path: Path
-) -> None:
-    """With --anchor batch (the old behaviour, now warned about) the same doctored bundle verifies."""
+def test_control_a_revocation_in_a_batch_root_only_can_still_be_omitted(devnet: dict[str, Any], tmp_path: Path) -> None:
+    """A subject that is not the node's own, its revocation posted to the API: only batch roots anchor it."""
+    from node.config import load_config
+    from node.core import builder
+    from node.core.codec import event_to_obj
+    from node.core.eip712 import event_digest
+    from node.core.records import PublishedKey
+
     node = devnet["nodes"][1]
-    s = scenario(devnet, node, tmp_path, ["--anchor", "batch"])
-    sid, bundle = s["sid"], s["bundle"]
-    assert s["revoked"]["anchor"]["mode"] == "batch"
+    domain = load_config(Path(node["dataDir"])).domain
+    controller, nxt = [(0xC0FFEE).to_bytes(32, "big")], [(0xC0FFEF).to_bytes(32, "big")]
+    now = int(time.time())
+    key = PublishedKey("web-1", "Ed25519", bytes(31) + b"\x01", ("sig",), now - 7200, 0)
+    inception = builder.sign_event(
+        domain,
+        builder.inception(
+            now - 7200, builder.controller_set(controller), 1, builder.controller_set(nxt), 1, keys=[key]
+        ),
+        controller,
+    )
+    subject = event_digest(domain, inception.event)
+    sid = "0x" + subject.hex()
+    NodeClient(node["api"]).post_events([event_to_obj(inception)])
+    keyreg(devnet, "anchor", sid, "-d", node["dataDir"], "--direct", "--timeout", str(TIMEOUT), "--json")
+    revocation = builder.sign_event(
+        domain, builder.revocation(subject, 1, subject, now, "web-1", now - 3600, "compromised"), controller
+    )
+    NodeClient(node["api"]).post_events([event_to_obj(revocation)])
+    wait_anchored(node, sid, 1)  # a batch root (another node's or this one's)
+    bundle = export(devnet, node, sid, tmp_path)
     honest = verify(devnet, bundle, tmp_path / "honest.json", sid, "web-1")
     assert honest["exitCode"] == 12, honest
     assert honest["basedOn"]["direct"]["seq"] == 0
     assert honest["basedOn"]["unproven"] == [1]  # the revocation rests on a batch root only
     assert honest["basedOn"]["decisive"] == [1]
+    assert honest["basedOn"]["verdictUnproven"] is True
     doctored = verify(devnet, omit_head(bundle, sid), tmp_path / "doctored.json", sid, "web-1")
-    assert doctored["exitCode"] == 0, doctored  # the attack of finding 20, still open when opted out
+    assert doctored["exitCode"] == 0, doctored  # the attack of finding 20 wherever nothing anchors directly
