@@ -17,6 +17,7 @@ duplicity).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -92,7 +93,8 @@ class RotationScheduler:
             self.key_file = path if path.is_absolute() else config.data_dir / path
 
     def now(self) -> int:
-        return int(self.clock() + self.rcfg.clock_offset_s)
+        # Rounded up: a successor planned "publish_ahead from now" is never less than that away.
+        return math.ceil(self.clock() + self.rcfg.clock_offset_s)
 
     # ------------------------------------------------------------------ status
 

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -373,3 +374,78 @@ def run_drill(
             service.stop()
         node1.stop()
         node2.stop()
+
+
+def run_twin_drill(
+    workdir: Path,
+    *,
+    interval: int = 12,
+    overlap: int = 6,
+    ahead: int = 4,
+    before_kill: int = 2,
+    after_kill: int = 2,
+    refresh_s: float = 1.5,
+    period: float = 0.25,
+    say: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Redundancy without equivocation: two nodes holding one keystore, both schedulers on. The
+    service signs on node1 (on node2 once node1 is gone), the verifier reads node2's JWKS; after
+    ``before_kill`` rotations node1 is SIGKILLed and node2 carries on alone."""
+    password = secrets.token_urlsafe(16)
+    d1, d2 = workdir / "node1", workdir / "node2"
+    init_node(d1, password)
+    init_node(d2, password)
+    env = drill_env(interval, overlap, ahead)
+    node1 = DrillNode(d1, password, env).start()
+    node2: DrillNode | None = None
+    service: SigningService | None = None
+    try:
+        sid = create_subject(d1, password, node1.api)
+        shutil.rmtree(d2 / "keystore")
+        shutil.copytree(d1 / "keystore", d2 / "keystore")  # the operator copies the keystore
+        node2 = DrillNode(d2, password, env).start(bootstrap=[node1.addr])
+        second = node2
+        wait_for(lambda: second.subject(sid), 30, "the inception to reach node2")
+        wait_for(lambda: node1.health()["services"]["p2p"]["peers"] >= 1, 60, "node1 to connect to node2")
+        say(f"twins up, both scheduling every {interval}s (overlap {overlap}s, ahead {ahead}s)")
+        verifier = TimerJWKSVerifier(f"{node2.api}/v1/subjects/{sid}/jwks.json", refresh_s)
+        service = SigningService(lambda: node1 if node1.alive else second, verifier, period)
+        service.start()
+        budget = interval * 3 + 60
+        for k in range(1, before_kill + 1):
+            say(f"activation {k} at {wait_activation(node2, sid, k, budget)}")
+        node1_status = node1.rotation()
+        node1_evidence = node1.duplicity(sid)
+        node1.kill()
+        say("node1 SIGKILLed: node2 carries on")
+        for k in range(before_kill + 1, before_kill + after_kill + 1):
+            say(f"activation {k} at {wait_activation(node2, sid, k, budget)}")
+        tokens = service.stop()
+        service = None
+        view = node2.subject(sid)
+        acts = scheduled_activations(view)
+        evidence = node2.duplicity(sid)
+        current = max(view["keys"], key=lambda k: k["validFrom"])["keyId"]
+        verdict = httpx.get(f"{node2.api}/v1/subjects/{sid}/keys/{current}", timeout=5).json()
+        node2_status = node2.rotation()
+        return {
+            "rotations": before_kill + after_kill,
+            "keys_published": len(acts),
+            "max_keys_per_interval": max(activations_per_interval(acts, interval).values()),
+            "tokens_signed": tokens.signed,
+            "tokens_rejected": len(tokens.rejected),
+            "rejections": [{"at": round(t, 3), "kid": kid, "why": why} for t, kid, why in tokens.rejected[:10]],
+            "sign_unavailable": tokens.unavailable,
+            "duplicity_evidence": len(evidence["evidence"]) + len(node1_evidence["evidence"]),
+            "disputed": bool(evidence["disputed"] or node1_evidence["disputed"] or view["disputed"]),
+            "current_key_status": verdict["status"],
+            "node1_published": node1_status["keysPublished"],
+            "node2_published": node2_status["keysPublished"],
+            "node2_last_error": node2_status["lastError"],
+        }
+    finally:
+        if service is not None:
+            service.stop()
+        node1.stop()
+        if node2 is not None:
+            node2.stop()

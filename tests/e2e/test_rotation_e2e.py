@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from node.keys.testing import run_drill
+from node.keys.testing import run_drill, run_twin_drill
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -41,3 +41,23 @@ def test_rotations_with_restarts_and_a_clock_step_reject_no_token(
     assert metrics["keyreg_rotation_no_successor_warning"] == 0
     assert metrics["keyreg_rotation_next_activation_timestamp_seconds"] == scheduler["nextRotation"]
     assert scheduler["overduePublished"] >= 1  # the clock step made node1 publish an overdue rotation
+
+
+def test_twin_schedulers_cannot_equivocate_and_survive_a_failover(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two nodes holding one subject's keys, both schedulers on, several rotations and a SIGKILL of
+    the node the service used: identical events (no duplicity evidence, not disputed), no token
+    rejected, and the survivor keeps rotating on schedule."""
+    monkeypatch.setenv("KEYREG_KDF_N", "16")
+    report = run_twin_drill(tmp_path, interval=12, overlap=6, ahead=4, before_kill=2, after_kill=2)
+    assert report["duplicity_evidence"] == 0
+    assert report["disputed"] is False
+    assert report["current_key_status"] == "valid"
+    assert report["tokens_rejected"] == 0, report["rejections"]
+    assert report["tokens_signed"] > 50
+    assert report["max_keys_per_interval"] == 1
+    # both schedulers published (the second copy of each event was `known`); node2 alone at the end
+    assert report["node1_published"] >= 1
+    assert report["node2_published"] >= 1
+    assert report["node2_last_error"] is None
