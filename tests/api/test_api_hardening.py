@@ -224,7 +224,7 @@ def test_a_ballot_with_a_non_ascii_digit_proposal_id_is_rejected_not_a_500() -> 
     from node.gov.errors import BallotRejected
 
     for pid in ("²", "١٢", "１"):
-        ballot = {f: "x" for f in _FIELDS} | {"type": BALLOT_TYPE, "v": BALLOT_VERSION, "governorName": "g"}
+        ballot = dict.fromkeys(_FIELDS, "x") | {"type": BALLOT_TYPE, "v": BALLOT_VERSION, "governorName": "g"}
         with pytest.raises(BallotRejected) as info:
             decode_ballot({**ballot, "proposalId": pid})
         assert info.value.details.get("field") == "proposalId"
