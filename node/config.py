@@ -143,7 +143,7 @@ class GovConfig:
     max_pending_ballots: int = 1_024
     max_named: int = 10_000  # addresses named as governor that the indexer tracks
     max_governors: int = 1_000  # recognised DAOs indexed
-    max_proposals: int = 10_000
+    max_proposals: int = 5_000  # each holds up to 4 KiB of description
     max_resolves_per_poll: int = 32  # named addresses checked per indexer poll
     resolve_retry_s: float = 60.0  # first re-check of a named address that is not a DAO (doubles)
 

@@ -23,8 +23,11 @@ REVOKE_SIGNATURE = "revokeByGovernance(bytes32,string,uint64,bytes32,uint256)"
 REVOKE_SELECTOR = keccak(REVOKE_SIGNATURE.encode())[:4]
 _REVOKE_ARGS = ["bytes32", "bytes", "uint64", "bytes32", "uint256"]  # keyId read as bytes (see module notes)
 
-MAX_DESCRIPTION_BYTES = 16 * 1024  # shown and stored; longer descriptions are cut and flagged
-MAX_REASON_BYTES = 1024
+# Shown and stored per proposal / vote; longer texts are cut (descriptions flagged). A keyreg
+# revocation's description is a few lines; these bound what a DAO's proposers and voters can make
+# every node hold (with node.gov.indexer's caps on proposals and vote records).
+MAX_DESCRIPTION_BYTES = 4 * 1024
+MAX_REASON_BYTES = 256
 MAX_ACTIONS = 64  # revocations shown per proposal; more are counted, not listed
 
 

@@ -49,8 +49,10 @@ from .tx import FINAL_STATES, SUPPORT_NAMES, call
 
 log = logging.getLogger("keyreg.gov.indexer")
 
-# Voters listed per proposal (the tallies come from the governor's views and are always complete).
+# Voters listed per proposal, and vote records held in all (the tallies come from the governor's
+# views and are always complete; only the per-voter rows are capped).
 MAX_VOTERS_LISTED = 1000
+MAX_VOTE_RECORDS = 100_000
 SKIPPED_KEPT = 20  # the latest undecodable logs shown in status (all are counted)
 RESOLVE_BACKOFF_MAX_S = 3600.0
 
@@ -61,7 +63,7 @@ class IndexerLimits:
 
     max_named: int = 10_000  # distinct addresses named as governor that are tracked
     max_governors: int = 1_000  # recognised DAOs indexed
-    max_proposals: int = 10_000  # proposals held (oldest final ones evicted first)
+    max_proposals: int = 5_000  # proposals held (oldest final ones evicted first)
     max_resolves_per_poll: int = 32  # named addresses checked (eth_getCode ...) per poll
     resolve_retry_s: float = 60.0  # first re-check of a named address that is not a DAO (doubles)
     max_range: int = 5000  # blocks per eth_getLogs
@@ -175,6 +177,8 @@ class GovernanceIndexer:
         self.skipped_logs = 0
         self.skipped: deque[dict[str, Any]] = deque(maxlen=SKIPPED_KEPT)
         self.evicted_proposals = 0
+        self.vote_records = 0  # sum of len(p.voters) over proposals
+        self.votes_not_listed = 0
         # Named addresses reach the table from the registry's listener (inceptions as they are
         # committed), not from a walk of every subject per poll; one walk at the first poll (and
         # after the hand-over list overflowed) covers what was there before.
@@ -346,10 +350,14 @@ class GovernanceIndexer:
             return  # an event of a proposal created before start_block (or evicted)
         if name in ("VoteCast", "VoteCastWithParams"):
             voter = Web3.to_checksum_address(args["voter"])
-            if voter.lower() in p.voters or len(p.voters) < MAX_VOTERS_LISTED:
-                p.voters[voter.lower()] = VoteRecord(
-                    voter, args["support"], args["weight"], args["reason"], int(lg["blockNumber"]), tx
-                )
+            known = voter.lower() in p.voters
+            if not known and (len(p.voters) >= MAX_VOTERS_LISTED or self.vote_records >= MAX_VOTE_RECORDS):
+                self.votes_not_listed += 1
+                return
+            p.voters[voter.lower()] = VoteRecord(
+                voter, args["support"], args["weight"], args["reason"], int(lg["blockNumber"]), tx
+            )
+            self.vote_records += 0 if known else 1
         elif name == "ProposalQueued":
             p.eta, p.queued_tx, p.state = args["etaSeconds"], tx, "Queued"
         elif name == "ProposalExecuted":
@@ -364,7 +372,7 @@ class GovernanceIndexer:
             return
         order = sorted(self.proposals.items(), key=lambda kv: (kv[1].state not in FINAL_STATES, kv[1].created_block))
         for key, _ in order[:excess]:
-            del self.proposals[key]
+            self.vote_records -= len(self.proposals.pop(key).voters)
         self.evicted_proposals += excess
 
     def _refresh_open(self) -> None:
@@ -439,6 +447,8 @@ class GovernanceIndexer:
             "unrecognisedSample": unrecognised[:10],
             "proposals": len(self.proposals),
             "evictedProposals": self.evicted_proposals,
+            "voteRecords": self.vote_records,
+            "votesNotListed": self.votes_not_listed,
             "skippedLogs": self.skipped_logs,
             "skipped": list(self.skipped),
             "polls": self.polls,

@@ -26,6 +26,7 @@ from importlib import resources
 from web3 import Web3
 
 from ..chain.artifacts import load
+from .ballots import MAX_NAME_CHARS
 from .tx import GOVERNOR, TIMELOCK, TIMELOCK_GOVERNOR, TOKEN, call
 
 # A timelock's RoleGranted(PROPOSER_ROLE) history is read to find its governor; only this many
@@ -146,5 +147,6 @@ class Recogniser:
         token = Web3.to_checksum_address(call(self.w3, "token", lambda: f.token().call(opts)))
         if code_kind(self._code(token)) != TOKEN:
             return None
-        name = str(call(self.w3, "name", lambda: f.name().call(opts)))
+        # Kept cut to one character past what a ballot may name: a longer name matches no ballot.
+        name = str(call(self.w3, "name", lambda: f.name().call(opts)))[: MAX_NAME_CHARS + 1]
         return RecognisedDao(governor=governor, executor=expected_executor, token=token, name=name)

@@ -61,5 +61,3 @@ def make_subject(
     tx = getattr(registry.functions, name)(*args).transact({"from": w3.eth.accounts[0], "gas": 3_000_000})
     assert w3.eth.wait_for_transaction_receipt(tx, timeout=10)["status"] == 1
     return event_digest(domain, event), signed
-
-

@@ -17,6 +17,7 @@ from web3 import Web3
 
 from node.config import ChainConfig, Config, NetworkConfig
 from node.core.hashing import address_of_private_key, keccak
+from node.gov import indexer as indexer_module
 from node.gov.contracts import Governance, revocation_calldata
 from node.gov.indexer import GovernanceIndexer, IndexerLimits
 from node.gov.recognition import RecognisedDao, Recogniser
@@ -114,7 +115,7 @@ def test_description_that_is_not_utf8_is_indexed(gov_chain: GovChain) -> None:
     (p,) = indexer.list()
     assert p["description"].startswith("revoke svc-u \ufffd")
     assert p["descriptionTruncated"] is True
-    assert len(p["description"].encode()) <= 16 * 1024 + 8
+    assert len(p["description"].encode()) <= 4 * 1024 + 8
     assert p["revocations"][0]["keyId"] == "svc-u"
     assert p["state"] == "Active"
     assert indexer.status()["skippedLogs"] == 0
@@ -180,3 +181,23 @@ def test_a_fault_in_a_poll_is_caught_logged_and_retried(gov_chain: GovChain, cap
     assert status["ok"] is True  # recovered
     assert any("governance indexer fault" in r.message and r.exc_info for r in caplog.records)
     service.indexer.close()
+
+
+def test_vote_rows_are_capped_and_tallies_stay_complete(gov_chain: GovChain, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(indexer_module, "MAX_VOTE_RECORDS", 1)
+    w3 = gov_chain.w3
+    indexer = indexer_for(gov_chain, Recogniser(w3, gov_chain.registry.address), gov_chain.dao.governor)
+    gov = Governance(w3, gov_chain.dao.governor)
+    subject, _ = gov_chain.subject(gov_chain.dao.governor, "svc-v")
+    pid, _ = gov.propose_revocation(MEMBERS[0], subject, "svc-v", 5, "x")
+    gov_chain.mine(VOTING_DELAY + 1)
+    gov.cast_vote(MEMBERS[0], pid, 1, "r" * 1000)
+    gov.cast_vote(MEMBERS[1], pid, 0)
+    indexer.poll()
+    p = indexer.get(pid)
+    assert p is not None
+    assert p["votes"] == {"for": 1, "against": 1, "abstain": 0}  # from the governor's views
+    (row,) = p["voters"]
+    assert len(row["reason"]) == 256
+    assert indexer.status()["votesNotListed"] == 1
+    indexer.close()
