@@ -149,7 +149,7 @@ def _tally(counts: dict[str, Any], status: int | None, body: bytes = b"") -> Non
 JUNK_VARIANTS = ("unsigned", "badly_signed", "wrong_prev")
 
 
-def _recovered(api: str) -> float:
+def _recovered(api: str) -> float | None:
     status, body = _request(api, b"GET /metrics HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n")
     if status != 200:
         raise RuntimeError(f"GET /metrics answered {status}")
@@ -168,7 +168,7 @@ def attack_junk(spec: dict[str, Any]) -> dict[str, Any]:
     start = time.monotonic()
     for k, variant in enumerate(JUNK_VARIANTS):
         counts: dict[str, int] = {}
-        sent = 0
+        sent, slowest = 0, 0.0
         before = _recovered(spec["api"])
         deadline = start + spec["max_s"] * (k + 1) / len(JUNK_VARIANTS)
         while sent < spec["count"] // len(JUNK_VARIANTS) and time.monotonic() < deadline:
@@ -186,15 +186,18 @@ def attack_junk(spec: dict[str, Any]) -> dict[str, Any]:
                     ev["signatures"] = ["0x" + (r + s + bytes([27 + i % 2])).hex()]
                 events.append(ev)
             pace.wait()
+            t = time.monotonic()
             status, _ = _request(spec["api"], _post("/v1/events", json.dumps({"events": events}).encode()))
+            slowest = max(slowest, time.monotonic() - t)
             _tally(counts, status)
             sent += len(events)
-        recoveries = _recovered(spec["api"]) - before
+        recoveries = _delta(_recovered(spec["api"]), before)  # None: the node does not count them
         out["variants"][variant] = {
             "events": sent,
             "answers": counts,
+            "post_ms_max": round(1000 * slowest, 1),
             "recoveries": recoveries,
-            "recoveries_per_event": round(recoveries / sent, 3) if sent else None,
+            "recoveries_per_event": round(recoveries / sent, 3) if sent and recoveries is not None else None,
         }
         out["junk_events"] += sent
     return out
@@ -419,7 +422,10 @@ def run_attack(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         "ballots": attack_ballots,
     }[name]
     t0 = time.monotonic()
-    out = fn(spec)
+    try:
+        out = fn(spec)
+    except OSError as exc:  # the node stopped answering (e.g. it crashed): say so, do not hide it
+        out = {"error": f"the node stopped answering: {type(exc).__name__}: {exc}"}
     out["seconds"] = round(time.monotonic() - t0, 2)
     return out
 
@@ -434,12 +440,18 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-def _metric(text: str, name: str) -> float:
-    total = 0.0
+def _metric(text: str, name: str) -> float | None:
+    """The sum of a metric's samples; None if the node does not expose it."""
+    total, seen = 0.0, False
     for line in text.splitlines():
         if line.startswith((name + " ", name + "{")):
             total += float(line.rsplit(" ", 1)[1])
-    return total
+            seen = True
+    return total if seen else None
+
+
+def _delta(after: float | None, before: float | None) -> float | None:
+    return None if after is None or before is None else after - before
 
 
 class Run:
@@ -682,8 +694,10 @@ def _measure(run: Run, args: argparse.Namespace, phase_s: float, large: int, sca
             "honest": {k: honest_q.get(k) for k in ("requests", "errors", "p50_ms", "p99_ms", "max_ms", "error")},
             "attack": attack,
             "node_alive": alive,
-            "recoveries": _metric(after, "keyreg_signatures_recovered_total")
-            - _metric(before, "keyreg_signatures_recovered_total"),
+            "recoveries": _delta(
+                _metric(after, "keyreg_signatures_recovered_total"),
+                _metric(before, "keyreg_signatures_recovered_total"),
+            ),
             "metrics_bytes_before": len(before),
             "metrics_bytes_after": len(after),
         }
@@ -691,7 +705,7 @@ def _measure(run: Run, args: argparse.Namespace, phase_s: float, large: int, sca
         print(
             f"{name:8s} honest p50 {q['p50_ms'] or 0:.2f} ms p99 {q['p99_ms'] or 0:.2f} ms "
             f"({q['requests']} queries, {q['errors']} non-200); node alive: {alive}; "
-            f"recoveries {out['recoveries']:.0f}" + (f"; attacker: {json.dumps(attack)[:300]}" if attack else "")
+            f"recoveries {out['recoveries']}" + (f"; attacker: {json.dumps(attack)[:300]}" if attack else "")
         )
         phases[name] = out
         return out
@@ -728,7 +742,9 @@ def _measure(run: Run, args: argparse.Namespace, phase_s: float, large: int, sca
     idles = [p["honest"]["p99_ms"] for n, p in phases.items() if n.startswith("idle") and p["honest"]["p99_ms"]]
     idle_p99 = sum(idles) / len(idles) if idles else 0.0
     server_errors = sum(_server_errors(p.get("attack")) for p in phases.values())
-    per_junk = round(junk.get("recoveries", 0) / junk_events, 3) if junk_events else None
+    junk_recoveries = junk.get("recoveries")  # None: not measured (the node exposes no such counter)
+    per_junk = round(junk_recoveries / junk_events, 3) if junk_events and junk_recoveries is not None else None
+    ballots_ran = "ballots" in phases and "error" not in (phases["ballots"].get("attack") or {"error": 1})
     attack_p99 = [p["honest"]["p99_ms"] or 0.0 for n, p in phases.items() if n in ATTACKS]
     worst = max(attack_p99, default=0.0)
     result = {
@@ -750,13 +766,14 @@ def _measure(run: Run, args: argparse.Namespace, phase_s: float, large: int, sca
         "rss_growth_mb": round(rss_after - rss_before, 1) if alive else None,
         "rss_mb": round(rss_after, 1),
         "node_alive": alive,
-        "relayer_wei_spent_on_attacks": spent,
+        "relayer_wei_spent_on_attacks": spent if ballots_ran else None,
         "relayer_wei_spent_all": spent_all,
         "metrics_bytes_before_spray": phases.get("methods", {}).get("metrics_bytes_before"),
         "metrics_bytes_after_spray": phases.get("methods", {}).get("metrics_bytes_after"),
         "large_subject_events": large,
         "honest_query_rate": args.rate,
         "attack_rate": args.attack_rate,
+        "phases_run": list(phases),
         "phases": phases,
         "targets": {
             "honest_p99_ratio": "<= 3",
