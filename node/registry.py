@@ -175,6 +175,9 @@ class Registry:
         self._governance: dict[bytes, list[GovernanceRevocation]] = {}
         self._anchored: dict[bytes, int] = {}  # digest -> best fork-choice rank (anchor_rank)
         self._positions: dict[bytes, int] = {}  # digest -> earliest on-chain position
+        # subject -> newest registry head the watcher confirmed (direct or recovery anchor): what an
+        # online verdict rests on (ADR 0012); one entry per directly anchored subject.
+        self._direct_heads: dict[bytes, AnchorRecord] = {}
         self.listeners: list[Listener] = []
         self.counters: dict[str, int] = {"accepted": 0, "known": 0, "duplicity": 0, "rejected": 0}
         self.conflicts = conflicts or ConflictBudget()
@@ -663,6 +666,10 @@ class Registry:
         position = self._positions.get(a.digest)
         if position is None or a.position < position:
             self._positions[a.digest] = a.position
+        if a.mode != "batch":
+            head = self._direct_heads.get(a.subject)
+            if head is None or (a.seq, a.position) > (head.seq, head.position):
+                self._direct_heads[a.subject] = a
 
     def add_governance_revocations(self, items: Iterable[GovernanceRevocation]) -> None:
         """Record revocations executed on-chain by governors (from the chain watcher)."""
@@ -763,6 +770,10 @@ class Registry:
             return fn(self.tree)
         finally:
             self._lock.release()
+
+    def direct_head(self, subject: bytes) -> AnchorRecord | None:
+        """The newest registry head (direct or recovery anchor) the watcher confirmed for ``subject``."""
+        return self._direct_heads.get(subject)
 
     def anchored_position(self, digest: bytes) -> int | None:
         """On-chain position of the earliest anchor of a digest, if any."""

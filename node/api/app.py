@@ -287,7 +287,9 @@ def create_app(ctx: ApiContext) -> Starlette:
             raise ApiError(404, "malformed_id", "a key id is 1-64 of [A-Za-z0-9._:-]")
         at = int_query(params, "at", None, 0, MAX_TIME)
         purpose = purpose_query(params, max_purpose)
-        return registry.verdict(subject, kid, at, purpose).to_dict()
+        out = registry.verdict(subject, kid, at, purpose).to_dict()
+        out["basedOn"] = views.verdict_basis(registry.state(subject), registry.direct_head(subject), kid)
+        return out
 
     async def get_key(request: Request) -> Response:
         # HEAD (and GET under a server that bypasses HotRoutes) land here; GET is served by hot_key.

@@ -357,6 +357,11 @@ def openapi_document() -> dict[str, Any]:
                         "purpose": {"type": ["string", "null"]},
                         "revoked": {"type": "object"},
                         "key": {"type": "object"},
+                        "basedOn": {
+                            "type": ["object", "null"],
+                            "description": "the registry head the node confirmed (direct: seq, digest, block), "
+                            "unprovenFrom (first seq no direct anchor covers), behind, verdictUnproven (ADR 0012)",
+                        },
                     },
                 },
             },

@@ -113,6 +113,39 @@ def anchor_status(state: SubjectState, anchors: list[AnchorRecord], digest_at_se
     return out
 
 
+def verdict_basis(state: SubjectState | None, direct: AnchorRecord | None, key_id: str) -> dict[str, Any] | None:
+    """What an online verdict rests on (ADR 0012): the registry head the node confirmed, and what is newer.
+
+    ``unprovenFrom``: the first seq of the node's log that no direct anchor covers (null if none): a
+    node could withhold events after it. ``verdictUnproven``: the key's publication or revocation, or
+    the subject's revocation, is one of those events. ``behind``: the registry holds a newer head than
+    this node (it misses events: do not trust its answer). O(1): no store access on the hot route
+    (a direct head below the log's head is taken to be on the held branch; GET /v1/subjects/{id}
+    compares the digests).
+    """
+    if state is None:
+        return None
+    if direct is None:
+        start = 0
+    elif direct.seq == state.seq and direct.digest != state.head:
+        start = direct.seq  # the registry holds another event at our head's seq: ours is unproven
+    else:
+        start = min(direct.seq, state.seq) + 1
+    rec = state.keys.get(key_id)
+    decisive = [state.revoked_seq]
+    if rec is not None:
+        decisive += [rec.published_seq, rec.revoked_seq]
+    return {
+        "logSeq": state.seq,
+        "direct": None
+        if direct is None
+        else {"seq": direct.seq, "digest": hex0x(direct.digest), "block": direct.block_number, "how": "direct"},
+        "behind": direct is not None and direct.seq > state.seq,
+        "unprovenFrom": start if start <= state.seq else None,
+        "verdictUnproven": any(seq is not None and seq >= start for seq in decisive),
+    }
+
+
 def subject_view(
     state: SubjectState,
     at: int,

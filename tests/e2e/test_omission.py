@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -135,6 +136,12 @@ def test_omitting_a_revocation_is_caught_when_it_is_anchored_directly(devnet: di
     assert honest["basedOn"]["direct"]["how"] == "direct"
     assert honest["basedOn"]["unproven"] == []
 
+    online = httpx.get(f"{node['api']}/v1/subjects/{sid}/keys/web-1", timeout=10).json()
+    assert online["status"] == "revoked"
+    assert online["basedOn"]["direct"]["seq"] == 1  # the node's answer names the registry head it rests on
+    assert online["basedOn"]["unprovenFrom"] is None
+    assert online["basedOn"]["verdictUnproven"] is False
+
     doctored = verify(devnet, omit_head(bundle, sid), tmp_path / "doctored.json", sid, "web-1")
     assert doctored["exitCode"] in (17, 12), doctored
     assert doctored["exitCode"] != 0
@@ -177,5 +184,9 @@ def test_control_a_revocation_in_a_batch_root_only_can_still_be_omitted(devnet: 
     assert honest["basedOn"]["unproven"] == [1]  # the revocation rests on a batch root only
     assert honest["basedOn"]["decisive"] == [1]
     assert honest["basedOn"]["verdictUnproven"] is True
+    online = httpx.get(f"{node['api']}/v1/subjects/{sid}/keys/web-1", timeout=10).json()
+    assert online["basedOn"]["direct"]["seq"] == 0
+    assert online["basedOn"]["unprovenFrom"] == 1
+    assert online["basedOn"]["verdictUnproven"] is True
     doctored = verify(devnet, omit_head(bundle, sid), tmp_path / "doctored.json", sid, "web-1")
     assert doctored["exitCode"] == 0, doctored  # the attack of finding 20 wherever nothing anchors directly
