@@ -30,6 +30,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import trio
@@ -225,7 +226,8 @@ class SyncProtocol:
                     self._strike(peer, "opened a sync session while over its serving budget")
                 await self._refuse(stream, peer, code, _REFUSALS[code], wait)
                 return
-            self.budgets.charge(peer, UNITS_SESSION)
+            charge = partial(self.budgets.charge, peer)
+            charge(UNITS_SESSION)
             reader = FrameReader(stream, REQUEST_FRAME_BYTES, READ_TIMEOUT_S)
             writer = FrameWriter(stream)
             with trio.move_on_after(SESSION_DEADLINE_S):
@@ -238,8 +240,7 @@ class SyncProtocol:
                         code, wait = refusal
                         await self._refuse(stream, peer, code, _REFUSALS[code], wait, writer)
                         return
-                    units = await self._answer(req, writer)
-                    self.budgets.charge(peer, UNITS_REQUEST + units)
+                    await self._answer(req, writer, charge)
                     await writer.flush()
             await stream.close()
         except SyncError as exc:  # checked before any work: say why, and count it against the peer
@@ -277,34 +278,39 @@ class SyncProtocol:
             log.debug("sync: error frame to %s not sent: %r", peer, exc)
         await _reset(stream)
 
-    async def _answer(self, req: dict[str, Any], writer: FrameWriter) -> int:
-        """Answer one request; the work units it cost."""
+    async def _answer(self, req: dict[str, Any], writer: FrameWriter, charge: Callable[[int], None]) -> None:
+        """Answer one request, charging its work to the peer once the request is checked, before
+        the reads (an events answer charges each store hop as it goes): a peer that resets the
+        stream halfway has paid for what it asked."""
         kind = req["type"]
         if kind == "hello":
+            charge(UNITS_REQUEST + UNITS_NODE)
             root, count = await self.tree.root()
             await writer.send(frame({"type": "hello", "root": "0x" + root.hex(), "count": count}))
-            return UNITS_NODE
-        if kind == "nodes":
+        elif kind == "nodes":
             nodes = parse_nodes(req.get("nodes"))
+            charge(UNITS_REQUEST + UNITS_NODE * len(nodes))
             hashes = await self.tree.hashes(nodes)
             await writer.send(frame({"type": "nodes", "nodes": [["0x" + h.hex(), c] for h, c in hashes]}))
-            return UNITS_NODE * len(nodes)
-        if kind == "leaves":
+        elif kind == "leaves":
             ranges = parse_prefixes(req.get("prefixes"))
             after = parse_after(req.get("after", ""))
+            charge(UNITS_REQUEST + UNITS_PREFIX * len(ranges))
             found, more = await self.tree.scan(ranges, after)
+            charge(UNITS_LEAF * len(found))
             leaves = [["0x" + s.hex(), seq, "0x" + head.hex()] for s, seq, head in found]
             await writer.send(frame({"type": "leaves", "leaves": leaves, "more": more}))
-            return UNITS_PREFIX * len(ranges) + UNITS_LEAF * len(leaves)
-        if kind == "events":
-            return await self._answer_events(req, writer)
-        raise SyncError(f"unknown request {kind!r}")
+        elif kind == "events":
+            await self._answer_events(req, writer, charge)
+        else:
+            raise SyncError(f"unknown request {kind!r}")
 
-    async def _answer_events(self, req: dict[str, Any], writer: FrameWriter) -> int:
+    async def _answer_events(self, req: dict[str, Any], writer: FrameWriter, charge: Callable[[int], None]) -> None:
         wants = parse_wants(req.get("wants"))
         # Only wants that can match read the store: a subject we hold, from a seq we have.
         states = self.registry.states
         served = [(s, f) for s, f in wants if (st := states.get(s)) is not None and f <= st.seq]
+        charge(UNITS_REQUEST + len(wants) + UNITS_WANT * len(served))
         compress = req.get("compress") == "zlib"
         budget = self.config.sync_frame_bytes - 64
         total = 0
@@ -322,7 +328,9 @@ class SyncProtocol:
         todo = deque((s, f, MAX_EVENTS_PER_SUBJECT) for s, f in served)
         while todo and total < MAX_EVENTS_PER_REQUEST:
             room = min(READ_AHEAD_EVENTS, MAX_EVENTS_PER_REQUEST - total)
-            for raw in await trio.to_thread.run_sync(self._read_events, todo, room):
+            raws = await trio.to_thread.run_sync(self._read_events, todo, room)
+            charge(UNITS_EVENT * len(raws))
+            for raw in raws:
                 if pending and size + len(raw) + 1 > budget:
                     await send_batch(pending)
                     pending, size = [], 0
@@ -332,7 +340,6 @@ class SyncProtocol:
         if pending:
             await send_batch(pending)
         await writer.send(frame({"type": "end", "count": total}))
-        return len(wants) + UNITS_WANT * len(served) + UNITS_EVENT * total
 
     def _read_events(self, todo: deque[tuple[bytes, int, int]], room: int) -> list[bytes]:
         """Up to ``room`` events of the wants in ``todo`` ((subject, next seq, events left) each),
