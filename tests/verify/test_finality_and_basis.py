@@ -147,3 +147,26 @@ def test_omitting_a_directly_anchored_revocation_is_a_stale_view() -> None:
     v = Verifier.from_bundle(json.dumps(bundle_to_obj(tampered)).encode(), block_hash, now=NOW)
     with pytest.raises(StaleView):
         v.check(sid, "k1", at=T0 + 100)
+
+
+def test_cli_verify_says_what_the_verdict_rests_on(tmp_path: pytest.TempPathFactory) -> None:
+    from typer.testing import CliRunner
+
+    import node.cli.verify  # noqa: F401  (registers the command)
+    from node.cli import app
+
+    sim, actor = _revoked_after_direct(0)
+    bundle, block_hash = sim.export()
+    path = tmp_path / "b.json"  # type: ignore[operator]
+    path.write_text(json.dumps(bundle_to_obj(bundle)))
+    args = ["verify", "0x" + actor.subject.hex(), "k1", "--bundle", str(path), "--checkpoint", "0x" + block_hash.hex()]
+    args += ["--at", str(T0 + 100)]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 12, result.output
+    out = json.loads(result.stdout)
+    assert out["basedOn"]["direct"] == {"seq": 0, "digest": "0x" + actor.subject.hex(), "how": "direct"}
+    assert out["basedOn"]["unproven"] == [1]
+    assert out["basedOn"]["decisive"] == [1]
+    text = CliRunner().invoke(app, args).stdout
+    assert "based on: registry head seq 0" in text
+    assert "unproven" in text
