@@ -118,6 +118,10 @@ __all__ = [
 ]
 
 
+class _UnknownRequest(SyncError):
+    """A request type this server does not know (a newer protocol, or junk): refused, not struck."""
+
+
 class _BudgetReached(Exception):
     """This pull took all its budget allows of one kind: stop it cleanly."""
 
@@ -243,6 +247,8 @@ class SyncProtocol:
                     await self._answer(req, writer, charge)
                     await writer.flush()
             await stream.close()
+        except _UnknownRequest as exc:  # perhaps a newer puller: say so, without blame
+            await self._refuse(stream, peer, "unknown_request", str(exc)[:100], 0.0)
         except SyncError as exc:  # checked before any work: say why, and count it against the peer
             self._strike(peer, f"bad sync request: {exc}")
             await self._refuse(stream, peer, "bad_request", str(exc), 0.0)
@@ -303,7 +309,7 @@ class SyncProtocol:
         elif kind == "events":
             await self._answer_events(req, writer, charge)
         else:
-            raise SyncError(f"unknown request {kind!r}")
+            raise _UnknownRequest(f"unknown request {kind!r}")
 
     async def _answer_events(self, req: dict[str, Any], writer: FrameWriter, charge: Callable[[int], None]) -> None:
         wants = parse_wants(req.get("wants"))
