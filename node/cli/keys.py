@@ -187,6 +187,8 @@ def rotate(
             "activeFrom": now,
             "revoked": [w.key_id for w in live],
             "revokedAt": now,
+            # The one path that skips publish-ahead (node/keys/rotation.py:plan_emergency_rotation).
+            "skipsPublishAhead": True,
         }
     else:
         plan = plan_manual_rotation(now, live, parse_duration(overlap), parse_duration(activate_in))
@@ -209,6 +211,10 @@ def rotate(
     if now_:
         for k in result["revoked"]:
             err_console.print(f"  [red]revoked[/] {k} effective {fmt_time(now)}")
+        err_console.print(
+            "  [yellow]publish-ahead skipped[/] (emergency): verifiers that refresh their JWKS on a timer "
+            "reject the new key's tokens until they refetch"
+        )
     else:
         for r in result["retired"]:
             err_console.print(f"  {r['keyId']} stays valid until {fmt_time(r['notAfter'])} (overlap)")
