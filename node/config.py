@@ -146,6 +146,7 @@ class GovConfig:
     max_proposals: int = 5_000  # each holds up to 4 KiB of description
     max_resolves_per_poll: int = 32  # named addresses checked per indexer poll
     resolve_retry_s: float = 60.0  # first re-check of a named address that is not a DAO (doubles)
+    catchup_blocks_per_poll: int = 100_000  # history of newly recognised DAOs read per poll (eth_getLogs budget)
 
 
 @dataclass(frozen=True)

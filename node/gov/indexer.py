@@ -10,7 +10,8 @@ Each poll (blocking; the node runs it in a worker thread):
 1. resolve newly named addresses (within the budget above);
 2. ``eth_getLogs`` over the recognised governors for ProposalCreated / VoteCast /
    VoteCastWithParams / ProposalQueued / ProposalExecuted / ProposalCanceled since the last
-   scanned block (a newly recognised DAO is first scanned alone from ``start_block``);
+   scanned block (a newly recognised DAO's history is read alone from ``start_block``, at most
+   ``catchup_blocks_per_poll`` blocks per poll for all new DAOs together);
 3. refresh state and tallies of the proposals not yet final from the governor's views
    (``state``, ``proposalVotes``, ``quorum``), which are authoritative: logs only discover
    proposals and individual votes, so a reorg can at worst leave a stale vote row until the
@@ -67,6 +68,7 @@ class IndexerLimits:
     max_resolves_per_poll: int = 32  # named addresses checked (eth_getCode ...) per poll
     resolve_retry_s: float = 60.0  # first re-check of a named address that is not a DAO (doubles)
     max_range: int = 5000  # blocks per eth_getLogs
+    catchup_blocks_per_poll: int = 100_000  # history of newly recognised DAOs read per poll
 
 
 @dataclass
@@ -173,6 +175,9 @@ class GovernanceIndexer:
         self.named_dropped = 0  # named addresses not tracked because the table was full
         self.governors: dict[str, Governance] = {}  # lowercase governor address -> client
         self.daos: dict[str, RecognisedDao] = {}  # lowercase governor address -> the checked DAO
+        # Newly recognised DAOs whose history is still being read: lowercase governor -> last block
+        # read. Invariant: every other governor's logs are applied up to `scanned`.
+        self._catching_up: dict[str, int] = {}
         self.proposals: dict[tuple[str, int], ProposalRecord] = {}
         self.skipped_logs = 0
         self.skipped: deque[dict[str, Any]] = deque(maxlen=SKIPPED_KEPT)
@@ -268,12 +273,26 @@ class GovernanceIndexer:
         if not self.governors:
             return 0
         head = int(call(self.w3, "eth_blockNumber", lambda: self.w3.eth.block_number))
-        seen = 0
-        for dao in new:  # a new DAO's history, alone, up to where the others are
-            if self.scanned >= self.start_block:
-                seen += self._scan([dao.governor], self.start_block, self.scanned)
-        seen += self._scan([g.address for g in self.governors.values()], self.scanned + 1, head)
+        for dao in new:
+            self._catching_up[dao.governor.lower()] = self.start_block - 1
+        # DAOs whose history is read up to `scanned` move on together ...
+        steady = [g.address for key, g in self.governors.items() if key not in self._catching_up]
+        seen = self._scan(steady, self.scanned + 1, head) if steady else 0
         self.scanned = max(self.scanned, head)
+        # ... and a new DAO's history is read alone, from start_block, within a block budget per
+        # poll: recognising many DAOs at once (each costs its deployer, but any may be hostile)
+        # costs each poll a bounded number of eth_getLogs, however long the chain.
+        budget = self.limits.catchup_blocks_per_poll
+        for key, cursor in list(self._catching_up.items()):
+            if budget <= 0:
+                break
+            end = min(self.scanned, cursor + budget)
+            seen += self._scan([self.governors[key].address], cursor + 1, end)
+            budget -= end - cursor
+            if end >= self.scanned:
+                del self._catching_up[key]
+            else:
+                self._catching_up[key] = end
         self._refresh_open()
         return seen
 
@@ -440,6 +459,7 @@ class GovernanceIndexer:
         unrecognised = [n for n, e in self.named.items() if e.dao is None and e.checked]
         return {
             "scanned": self.scanned,
+            "catchingUp": len(self._catching_up),
             "governors": [g.address for g in self.governors.values()],
             "named": len(self.named),
             "namedDropped": self.named_dropped,

@@ -201,3 +201,33 @@ def test_vote_rows_are_capped_and_tallies_stay_complete(gov_chain: GovChain, mon
     assert len(row["reason"]) == 256
     assert indexer.status()["votesNotListed"] == 1
     indexer.close()
+
+
+def test_history_of_new_daos_is_read_within_a_block_budget(gov_chain: GovChain) -> None:
+    """A newly recognised DAO's history is read at most catchup_blocks_per_poll blocks per poll;
+    proposals show up once it has been read, and the DAO then moves on with the others."""
+    w3 = gov_chain.w3
+    gov = Governance(w3, gov_chain.dao.governor)
+    subject, signed = gov_chain.subject(gov_chain.dao.governor, "svc-c")
+    pid, _ = gov.propose_revocation(MEMBERS[0], subject, "svc-c", 5, "x")
+    head = w3.eth.block_number
+    budget = head // 3 + 1
+    registry = Registry(gov_chain.domain, MemoryStore())
+    registry.ingest([signed])
+    limits = IndexerLimits(catchup_blocks_per_poll=budget)
+    indexer = GovernanceIndexer(w3, registry, Recogniser(w3, gov_chain.registry.address), limits=limits)
+    polls = 0
+    while indexer.get(pid) is None:
+        assert indexer.poll() >= 0
+        polls += 1
+        assert polls <= 4, indexer.status()
+    assert polls >= 2  # not all at once
+    while indexer.status()["catchingUp"]:
+        indexer.poll()
+    gov_chain.mine(VOTING_DELAY + 1)
+    gov.cast_vote(MEMBERS[1], pid, 1)
+    indexer.poll()
+    got = indexer.get(pid)
+    assert got is not None
+    assert [v["voter"] for v in got["voters"]] == [Web3.to_checksum_address(address_of_private_key(MEMBERS[1]))]
+    indexer.close()
