@@ -118,6 +118,10 @@ __all__ = [
 ]
 
 
+def _uncharged(units: int) -> None:
+    """No budget (tests that answer requests without a session)."""
+
+
 class _UnknownRequest(SyncError):
     """A request type this server does not know (a newer protocol, or junk): refused, not struck."""
 
@@ -284,10 +288,13 @@ class SyncProtocol:
             log.debug("sync: error frame to %s not sent: %r", peer, exc)
         await _reset(stream)
 
-    async def _answer(self, req: dict[str, Any], writer: FrameWriter, charge: Callable[[int], None]) -> None:
+    async def _answer(
+        self, req: dict[str, Any], writer: FrameWriter, charge: Callable[[int], None] = _uncharged
+    ) -> None:
         """Answer one request, charging its work to the peer once the request is checked, before
         the reads (an events answer charges each store hop as it goes): a peer that resets the
-        stream halfway has paid for what it asked."""
+        stream halfway has paid for what it asked. (``handle`` always passes ``charge``; the
+        default is for tests that drive this method alone, as tests/fuzz does.)"""
         kind = req["type"]
         if kind == "hello":
             charge(UNITS_REQUEST + UNITS_NODE)
