@@ -193,7 +193,8 @@ def _paths() -> dict[str, Any]:
         },
         "/v1/subjects/{subject}/jwks.json": {
             "get": _op(
-                "RFC 7517 JWK Set of the keys valid now (or at `at`)",
+                "RFC 7517 JWK Set of the keys valid now (or at `at`), then up to 4 published successors; "
+                "each JWK with a window carries it as `nbf`/`exp` (docs/adr/0013)",
                 {"200": _json(_OBJ, "JWKS"), **_not_found()},
                 parameters=[_SUBJECT, _AT, _PURPOSE],
             )
