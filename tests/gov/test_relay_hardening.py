@@ -159,3 +159,25 @@ def test_relay_budgets_queue_and_gas_cap(gov_chain: GovChain) -> None:
     assert deferred.status == "deferred"
     assert deferred.ballot not in relay.book
     assert not gov.has_voted(pid, addr(MEMBERS[1]))
+
+
+def test_a_fault_in_one_ballot_is_that_ballots_failure(gov_chain: GovChain) -> None:
+    """relay_now never raises: a fault (here a lookup that breaks after intake) is the ballot's
+    'failed', with its cause; dedup forgets it so it can come again."""
+    indexer = node_with_subjects(gov_chain, gov_chain.dao.governor)
+    calls: list[bytes] = []
+
+    def flaky(governor: bytes) -> RecognisedDao | None:
+        calls.append(governor)
+        if len(calls) > 1:
+            raise RuntimeError("injected fault")
+        return indexer.dao(governor)
+
+    relay = BallotRelay(gov_chain.w3, 31337, RELAYER, daos=flaky)
+    gov = Governance(gov_chain.w3, gov_chain.dao.governor)
+    ballot = sign_ballot(MEMBERS[0], 31337, bytes.fromhex(gov.address[2:]), "keyreg DAO", 1, 1, 0)
+    result = relay.relay_now(relay.accept(ballot.encode(), "api", client="a"))
+    assert result.status == "failed"
+    assert result.error == {"code": "internal", "message": "RuntimeError: injected fault"}
+    assert ballot not in relay.book
+    assert relay.status()["pending"] == 0
