@@ -459,16 +459,23 @@ def run_attack(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         "bodies": attack_bodies,
         "ballots": attack_ballots,
     }[name]
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     try:
         out = fn(spec)
     except OSError as exc:  # the node stopped answering (e.g. it crashed): say so, do not hide it
         out = {"error": f"the node stopped answering: {type(exc).__name__}: {exc}"}
     out["seconds"] = round(time.monotonic() - t0, 2)
+    out["attacker_cpu_s"] = round(time.process_time() - cpu0, 2)
     return out
 
 
 # ============================================================================ driver side
+
+
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_mb(pid: int) -> float:
@@ -535,7 +542,7 @@ def _start(run: Run) -> dict[str, Any]:
     saved = {k: os.environ.get(k) for k in chain_env}
     os.environ.update(chain_env)
     try:
-        run.a = KeyregNode(run.tmp / "a").start(timeout=90)
+        run.a = _start_node(KeyregNode(run.tmp / "a"))
     finally:
         for k, v in saved.items():
             if v is None:
@@ -543,13 +550,23 @@ def _start(run: Run) -> dict[str, Any]:
             else:
                 os.environ[k] = v
     os.environ["KEYREG_CHAIN_RPC_URL"] = ""
-    run.b = KeyregNode(run.tmp / "b", bootstrap=[run.a.addr]).start(timeout=90)
+    run.b = _start_node(KeyregNode(run.tmp / "b", bootstrap=[run.a.addr]))
     return {
         "w3": w3,
         "registry": registry,
         "relayer": Account.from_key(relayer_key).address.lower(),
         "start_block": int(w3.eth.block_number),
     }
+
+
+def _start_node(node: Any) -> Any:
+    """Start a node; if it cannot start, say why (its log is in the run's temp dir, removed at exit)."""
+    try:
+        return node.start(timeout=90)
+    except (RuntimeError, TimeoutError):
+        log = node.data_dir / "node.log"
+        print(log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)", file=sys.stderr)
+        raise
 
 
 def _attacker(name: str, spec: dict[str, Any], tmp: Path) -> subprocess.Popen[str]:
@@ -719,6 +736,7 @@ def _measure(run: Run, args: argparse.Namespace, phase_s: float, large: int, sca
     def phase(name: str) -> dict[str, Any]:
         nonlocal chunk
         before = node_metrics()
+        cpu_before = _cpu_seconds(a.proc.pid)
         worker = _honest_worker(a.api, targets, args, phase_s)
         attacker = _attacker(name, specs[name], run.tmp) if name in specs else None
         if name != "junk":
@@ -728,10 +746,12 @@ def _measure(run: Run, args: argparse.Namespace, phase_s: float, large: int, sca
         attack = _finish_proc(attacker, f"attack {name}", phase_s + 180) if attacker is not None else None
         alive = a.proc is not None and a.proc.poll() is None
         after = node_metrics() if alive else ""
+        node_cpu = round(_cpu_seconds(a.proc.pid) - cpu_before, 2) if alive else None
         out = {
             "honest": {k: honest_q.get(k) for k in ("requests", "errors", "p50_ms", "p99_ms", "max_ms", "error")},
             "attack": attack,
             "node_alive": alive,
+            "node_cpu_s": node_cpu,
             "recoveries": _delta(
                 _metric(after, "keyreg_signatures_recovered_total"),
                 _metric(before, "keyreg_signatures_recovered_total"),
@@ -742,7 +762,7 @@ def _measure(run: Run, args: argparse.Namespace, phase_s: float, large: int, sca
         q = out["honest"]
         print(
             f"{name:8s} honest p50 {q['p50_ms'] or 0:.2f} ms p99 {q['p99_ms'] or 0:.2f} ms "
-            f"({q['requests']} queries, {q['errors']} non-200); node alive: {alive}; "
+            f"({q['requests']} queries, {q['errors']} non-200); node alive: {alive}, CPU {node_cpu} s; "
             f"recoveries {out['recoveries']}" + (f"; attacker: {json.dumps(attack)[:300]}" if attack else "")
         )
         phases[name] = out
