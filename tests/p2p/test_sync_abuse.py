@@ -472,11 +472,12 @@ def test_puller_bounds_a_hostile_server(tmp_path: Path, fresh_logs: list[list[An
     assert r.received <= 50 * 10
     r, _ = results["events budget"]
     assert (r.ok, r.stopped) == (True, "events")
-    assert 200 <= r.received <= 200 + 20 * 10  # counted as ingested; frames still queued add a few
+    # Counted as ingested: the frames queued for the ingest (8) and in its hop (<= 9) add a few.
+    assert 200 <= r.received <= 200 + 30 * 10
     r, _ = results["known replay"]
     assert r.error.endswith(" events we held already")  # counted past the bound; the window adds more after
     assert r.known >= KNOWN_EVENTS_TO_STOP
-    assert KNOWN_EVENTS_TO_STOP < r.received <= KNOWN_EVENTS_TO_STOP + PREPARED_AHEAD + 500
+    assert KNOWN_EVENTS_TO_STOP < r.received <= KNOWN_EVENTS_TO_STOP + PREPARED_AHEAD + 1000
     r, _ = results["refused"]
     assert r.error.startswith("refused: over_budget")
     r, _ = results["retry later"]
@@ -484,7 +485,7 @@ def test_puller_bounds_a_hostile_server(tmp_path: Path, fresh_logs: list[list[An
     assert results["sessions after retry"] == 0
     r, _ = results["junk"]
     assert r.invalid > INVALID_EVENTS_TO_STOP
-    assert r.received <= PREPARED_AHEAD + 500  # what the ingest window held when the count passed the bound
+    assert r.received <= PREPARED_AHEAD + 1000  # what the ingest window held when the count passed the bound
     assert r.accepted == 0
     for kind, why in [("junk", "invalid events"), ("short page", "short leaves page"), ("end count", "expected end")]:
         r, _ = results[kind]
@@ -563,6 +564,8 @@ def test_a_sync_attacker_process_is_refused_and_banned_while_honest_sync_works(t
         honest = NodeProcess(tmp_path / "honest", [victim.addr], settings).start()
         nodes.append(honest)
         wait_until(lambda: honest.call("state")["root"] == before["root"], 120, "the honest backfill")
+        # The pull reports once it has said bye, a moment after its last events were ingested.
+        wait_until(lambda: honest.call("status")["last_sync"] is not None, 30, "the backfill's result")
         last = honest.call("status")["last_sync"]
         assert last["ok"], last
         assert last["accepted"] == len(events)
