@@ -86,6 +86,7 @@ class RotationScheduler:
         self.info: dict[str, Any] = {}
         self.next_activation: int | None = None
         self.keys_in_force = 0
+        self._underivable: set[str] = set()  # keys of the schedule this seed does not give
         self._file_written: tuple[str | None, str | None] = (None, None)  # (key, successor) in the file
         self.key_file: Path | None = None
         if rcfg.key_file and handout is not None:
@@ -179,8 +180,7 @@ class RotationScheduler:
             return self._fail(now, "the subject is disputed (two events at one seq): not rotating until it is resolved")
         if not ks.unlocked:
             return self._fail(now, "the keystore is locked: restart the node with KEYREG_PASSWORD set")
-        seed = ks.rotation_seed()
-        self._adopt(ks, seed, subject, state, now)
+        self._adopt(ks, subject, state, now)
         if not plan.due:
             self.last_error = None
             return plan.next_check
@@ -188,9 +188,9 @@ class RotationScheduler:
         if plan.overdue and windows and self.clock() < grace_ends:
             # Just started: the events peers published while we were down may still be arriving.
             return now + int(grace_ends - self.clock()) + 1
-        return self._publish(ks, seed, subject, state, plan, now)
+        return self._publish(ks, ks.rotation_seed(), subject, state, plan, now)
 
-    def _adopt(self, ks: Keystore, seed: bytes, subject: bytes, state: SubjectState, now: int) -> None:
+    def _adopt(self, ks: Keystore, subject: bytes, state: SubjectState, now: int) -> None:
         """Store the keys of the schedule a twin node published (derivable from the same seed)."""
         want = frozenset(self.purposes)
         unheld = [
@@ -200,13 +200,19 @@ class RotationScheduler:
             and frozenset(rec.key.purposes) == want
             and (rec.not_after == 0 or rec.not_after > now)
             and rec.revoked_at is None
+            and kid not in self._underivable
             and not ks.has_service_key(kid)
         ]
+        if not unheld:
+            return
+        seed = ks.rotation_seed()  # decrypts nothing new, but reads and checks the controllers' files
         for rec in sorted(unheld, key=lambda r: -r.key.not_before)[:ADOPT_MAX]:
             key = scheduled_key(seed, subject, self.rcfg.algorithm, rec.key.not_before)
             if key.key_id == rec.key.key_id and key.public_key == rec.key.public_key:
                 ks.add_service_key(key, self.purposes)
                 log.info("rotation: adopted %s (published by a node sharing this keystore)", key.key_id)
+            else:  # published by hand elsewhere: not ours to derive (bounded by the subject's key cap)
+                self._underivable.add(rec.key.key_id)
 
     def _publish(
         self, ks: Keystore, seed: bytes, subject: bytes, state: SubjectState, plan: RotationPlan, now: int

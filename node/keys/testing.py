@@ -105,7 +105,8 @@ class DrillNode:
 
         def up() -> bool:
             if proc.poll() is not None:
-                raise RuntimeError(f"node exited with {proc.returncode}; see {self.data_dir / 'node.log'}")
+                tail = (self.data_dir / "node.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{self.data_dir.name} exited with {proc.returncode}:\n{tail}")
             info = json.loads(runfile.read_text())
             if info.get("pid") != proc.pid:
                 return False
