@@ -41,7 +41,7 @@ def _accept(data: bytes) -> None:
     assert decode_ballot(ballot.encode()) == ballot
 
 
-@examples(200)
+@examples(500)
 @given(INPUTS)
 def test_any_ballot_input_is_a_ballot_or_refused(data: bytes) -> None:
     _accept(data)

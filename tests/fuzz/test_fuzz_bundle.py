@@ -81,20 +81,20 @@ def test_the_seed_bundle_loads() -> None:
     assert len(verifier.subjects) == 2
 
 
-@examples(80)
+@examples(200)
 @given(INPUTS, st.booleans())
 def test_any_bundle_loads_or_is_refused(data: bytes, compress: bool) -> None:
     _load(gzip.compress(data, 1) if compress else data)
 
 
-@examples(150)
+@examples(300)
 @given(mutated_object([OBJ["subjects"][0], OBJ["subjects"][1]]), st.integers(0, 3))
 def test_decode_subject_decodes_or_refuses(obj: Any, index: int) -> None:
     with contextlib.suppress(KeyregError):
         decode_subject(obj, index)
 
 
-@examples(80)
+@examples(200)
 @given(mutated_object([OBJ]).map(lambda o: json.dumps(o).encode()))
 def test_decode_envelope_decodes_or_refuses(data: bytes) -> None:
     with contextlib.suppress(KeyregError):

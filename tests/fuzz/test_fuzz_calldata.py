@@ -68,7 +68,7 @@ CALLDATA = (
 )
 
 
-@examples(300)
+@examples(600)
 @given(CALLDATA)
 def test_decode_revocation_never_raises(calldata: bytes) -> None:
     out = decode_revocation(calldata)
@@ -89,7 +89,7 @@ LOGS = st.one_of(
 )
 
 
-@examples(300)
+@examples(600)
 @given(LOGS, st.lists(st.binary(min_size=32, max_size=32), max_size=3))
 def test_decode_governor_log_decodes_or_says_undecodable(log_: tuple[str, bytes], more_topics: list[bytes]) -> None:
     name, data = log_

@@ -35,13 +35,13 @@ def _decodes_or_refuses(data: bytes) -> SignedEvent | None:
     return signed
 
 
-@examples(150)
+@examples(400)
 @given(ANY_BYTES)
 def test_decode_event_bytes(data: bytes) -> None:
     _decodes_or_refuses(data)
 
 
-@examples(150)
+@examples(400)
 @given(ANY_OBJECT)
 def test_event_from_obj_and_canonical_from_obj_agree(obj: Any) -> None:
     try:
@@ -67,7 +67,7 @@ def test_event_from_obj_and_canonical_from_obj_agree(obj: Any) -> None:
 _DOMAIN = Domain(VALID_EVENTS[0]["chainId"], bytes.fromhex(VALID_EVENTS[0]["verifyingContract"][2:]))
 
 
-@examples(60)
+@examples(100)
 @given(st.lists(ANY_BYTES | ANY_OBJECT.map(json_text), min_size=1, max_size=4))
 def test_registry_ingest_judges_every_input(items: list[bytes]) -> None:
     registry = Registry(_DOMAIN, MemoryStore(), clock=lambda: 2_000_000_000)

@@ -56,7 +56,7 @@ def _decode(data: bytes, raw: bool) -> Decoded | None:
         return None
 
 
-@examples(150)
+@examples(400)
 @given(MESSAGES)
 def test_decode_message_both_paths_agree(data: bytes) -> None:
     plain, raw = _decode(data, False), _decode(data, True)
@@ -68,7 +68,7 @@ def test_decode_message_both_paths_agree(data: bytes) -> None:
         assert full == (item.signed if isinstance(item, CanonicalEvent) else item)
 
 
-@examples(60)
+@examples(150)
 @given(MESSAGES)
 def test_compressed_messages_decode_as_their_text(data: bytes) -> None:
     if data[:1] != b"{":
@@ -80,7 +80,7 @@ def test_compressed_messages_decode_as_their_text(data: bytes) -> None:
         assert (plain.kind, len(plain.events), plain.malformed) == (packed.kind, len(packed.events), packed.malformed)
 
 
-@examples(60)
+@examples(150)
 @given(st.binary(max_size=256) | mutated_bytes([zlib.compress(s) for s in SEEDS]))
 def test_anything_that_is_not_json_is_a_zlib_stream_or_refused(data: bytes) -> None:
     _decode(data, True)
@@ -100,7 +100,7 @@ def _floats(v: Any) -> bool:
     return False
 
 
-@examples(150)
+@examples(400)
 @given(MESSAGES)
 def test_parse_message_accepts_what_loads_strict_accepts(data: bytes) -> None:
     results = []

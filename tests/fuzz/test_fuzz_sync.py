@@ -138,7 +138,7 @@ def _unwatch(handler: _Catchall) -> None:
     logging.getLogger("node.p2p.sync").removeHandler(handler)
 
 
-@examples(120)
+@examples(200)
 @given(
     st.lists(
         REQUESTS.map(_as_frame)
@@ -164,7 +164,7 @@ def test_server_answers_or_refuses_every_request(frames: list[bytes]) -> None:
     trio.run(main)
 
 
-@examples(60)
+@examples(80)
 @given(st.lists(REQUESTS.map(_as_frame), min_size=1, max_size=4))
 def test_a_whole_server_session_ends_cleanly(frames: list[bytes]) -> None:
     proto = SyncProtocol(None, _HOLDER, P2PConfig())  # type: ignore[arg-type]
@@ -212,7 +212,7 @@ ANSWERS = st.one_of(
 )
 
 
-@examples(120)
+@examples(200)
 @given(
     st.lists(ANSWERS.map(_as_frame), min_size=0, max_size=6),
     st.booleans(),

@@ -115,10 +115,8 @@ def test_keyreg_event_and_verify_refuse_deep_json(tmp_path: Path) -> None:
     surrogate.write_bytes(b'{"kind":"\\ud800"}')
     checkpoint = "0x" + "11" * 32
     for args, code in [
-        (["event", "validate", str(deep)], 2),
-        (["event", "digest", str(deep)], 2),
-        (["event", "validate", "-"], 2),
-        (["event", "validate", str(surrogate)], 2),
+        (["event", "validate", str(deep), str(surrogate)], 2),
+        (["event", "digest", "-"], 2),
         (["verify", "0x" + "22" * 32, "k1", "--bundle", str(deep), "--checkpoint", checkpoint], 20),
         (["verify", "0x" + "22" * 32, "k1", "--bundle", str(gz), "--checkpoint", checkpoint], 20),
     ]:
