@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from .core.errors import ChainError, ConfigError
+from .core.codec import loads_strict
+from .core.errors import ChainError, ConfigError, MalformedEvent
 from .core.hashing import keccak
 from .core.merkle import SparseMerkleTree
 from .core.records import ZERO32, Domain
@@ -129,8 +130,8 @@ class RpcProofSource:
             answer = self._http.post(
                 self.url, json={"jsonrpc": "2.0", "id": self._id, "method": method, "params": params}
             )
-            body = answer.json()
-        except (httpx.HTTPError, ValueError) as exc:
+            body = loads_strict(answer.content)  # nesting bounded before parsing (an RPC is untrusted)
+        except (httpx.HTTPError, ValueError, MalformedEvent) as exc:
             raise ChainError(f"RPC {method} failed: {exc.__class__.__name__}: {exc}") from None
         if "error" in body:
             raise ChainError(f"RPC {method} refused: {body['error'].get('message', body['error'])}")

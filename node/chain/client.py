@@ -28,10 +28,12 @@ import trio
 from eth_abi import decode as abi_decode
 from eth_account import Account
 from eth_utils import function_signature_to_4byte_selector
-from web3 import Web3
+from web3 import HTTPProvider, Web3
 from web3 import exceptions as w3x
+from web3.types import RPCResponse
 
-from ..core.errors import ChainError, KeyregError
+from ..core.codec import check_json_depth
+from ..core.errors import ChainError, KeyregError, MalformedEvent
 from .artifacts import key_registry
 
 T = TypeVar("T")
@@ -108,6 +110,20 @@ def map_web3_error(
     return ChainError(f"{what}: {type(exc).__name__}: {str(exc)[:200]}")
 
 
+class BoundedHTTPProvider(HTTPProvider):
+    """web3's HTTP provider, refusing an RPC answer nested deeper than keyreg's JSON bound before
+    web3's stdlib parser recurses into it: py_ecc raises the recursion limit to 100,000, so a deep
+    answer from a hostile RPC endpoint would overflow the C stack (issue 13, finding 13)."""
+
+    @staticmethod
+    def decode_rpc_response(raw_response: bytes) -> RPCResponse:
+        try:
+            check_json_depth(raw_response)
+        except MalformedEvent as exc:
+            raise ChainError(f"RPC answer refused: {exc.message}") from None
+        return HTTPProvider.decode_rpc_response(raw_response)
+
+
 @dataclass(frozen=True, slots=True)
 class BlockRef:
     """A block's identity: what reorg detection compares."""
@@ -168,7 +184,9 @@ class ChainClient:
     ) -> None:
         self.endpoint = redact_url(rpc_url)
         # No provider-level retries: the services above retry with their own backoff and status.
-        provider = Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}, exception_retry_configuration=None)
+        provider = BoundedHTTPProvider(
+            rpc_url, request_kwargs={"timeout": timeout_s}, exception_retry_configuration=None
+        )
         self.w3 = Web3(provider)
         self.address = Web3.to_checksum_address(registry_address)
         abi = key_registry().abi

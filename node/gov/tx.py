@@ -18,7 +18,7 @@ from web3 import Web3
 from web3 import exceptions as w3x
 
 from ..chain.artifacts import Artifact, load
-from ..chain.client import map_web3_error, redact_url
+from ..chain.client import BoundedHTTPProvider, map_web3_error, redact_url
 from ..core.errors import ChainError, KeyregError
 from .errors import GovernanceRefused
 
@@ -113,7 +113,7 @@ def _map_error(exc: BaseException, what: str, endpoint: str) -> KeyregError:
 
 def connect(rpc_url: str, timeout_s: float = RPC_TIMEOUT_S) -> Web3:
     """A sync Web3 over HTTP with bounded request timeouts and no provider-level retries."""
-    provider = Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}, exception_retry_configuration=None)
+    provider = BoundedHTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}, exception_retry_configuration=None)
     return Web3(provider)
 
 

@@ -79,6 +79,55 @@ ENTRY_POINTS = textwrap.dedent(
 )
 
 
+# A hostile JSON-RPC endpoint (an RPC provider is untrusted): every answer is the review's input
+# inside a JSON-RPC envelope. The node's chain client, the DAO client and `keyreg verify export`
+# read it through web3's or httpx's stdlib parser, which segfaulted on it.
+HOSTILE_RPC = textwrap.dedent(
+    """
+    import sys, threading, trio
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import web3  # noqa: F401
+    assert sys.getrecursionlimit() >= 100_000, sys.getrecursionlimit()
+    from node.chain.client import ChainClient
+    from node.core.errors import ChainError
+    from node.export import RpcProofSource
+    from node.gov.tx import connect
+
+    BODY = b'{"id":1,"jsonrpc":"2.0","result":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(BODY)))
+            self.end_headers()
+            self.wfile.write(BODY)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    cases = {
+        "chain client": lambda: trio.run(ChainClient(url, "0x" + "11" * 20).block_number),
+        "dao client": lambda: connect(url).eth.block_number,
+        "export": lambda: RpcProofSource(url).chain_id(),
+    }
+    for name, call in cases.items():
+        try:
+            call()
+        except ChainError as exc:
+            print(f"{name}: {type(exc).__name__}: {exc.message[:160]}", flush=True)
+        else:
+            print(f"{name}: accepted", flush=True)
+    server.shutdown()
+    print("alive", flush=True)
+    """
+)
+
+
 def _run(args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=120, **kw)  # type: ignore[call-overload,no-any-return]
 
@@ -94,6 +143,15 @@ def test_every_library_entry_point_refuses_deep_json_with_web3_imported() -> Non
     assert lines["sync frame"] == "FrameError"
     assert lines["ballot"] == lines["ballot oversized"] == "BallotRejected"
     assert lines["bundle envelope"] == lines["bundle gzip"] == "BundleFormatError"
+
+
+def test_rpc_answers_nested_deep_are_refused_not_parsed() -> None:
+    r = _run([sys.executable, "-c", HOSTILE_RPC])
+    assert r.returncode == 0, f"exit {r.returncode} (-11 is the segfault): {r.stdout}{r.stderr[-3000:]}"
+    lines = [line for line in r.stdout.splitlines() if ": " in line]
+    assert len(lines) == 3
+    assert all("ChainError" in line and "nest deeper" in line for line in lines), lines
+    assert r.stdout.rstrip().endswith("alive")
 
 
 def test_the_node_process_raises_the_recursion_limit() -> None:
