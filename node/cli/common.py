@@ -22,7 +22,8 @@ from rich.console import Console
 from rich.text import Text
 
 from ..config import Config, load_config
-from ..core.errors import ConfigError, KeyregError, NetworkError
+from ..core.codec import loads_strict
+from ..core.errors import ConfigError, KeyregError, MalformedEvent, NetworkError
 
 err_console = Console(stderr=True)
 out_console = Console()
@@ -169,8 +170,8 @@ class NodeClient:
                 "or pass --node URL"
             ) from None
         try:
-            body = resp.json()
-        except ValueError:
+            body = loads_strict(resp.content)  # nesting bounded before parsing: the node may be anyone's
+        except MalformedEvent:
             raise NetworkError(f"{self.url}{path} answered {resp.status_code} with a non-JSON body") from None
         if resp.status_code >= 400:
             if isinstance(body, dict) and "code" in body:

@@ -80,8 +80,9 @@ ENTRY_POINTS = textwrap.dedent(
 
 
 # A hostile JSON-RPC endpoint (an RPC provider is untrusted): every answer is the review's input
-# inside a JSON-RPC envelope. The node's chain client, the DAO client and `keyreg verify export`
-# read it through web3's or httpx's stdlib parser, which segfaulted on it.
+# inside a JSON-RPC envelope. The node's chain client, the DAO client, `keyreg verify export` and
+# the CLI's client of a node (--node URL) read it through web3's or httpx's stdlib parser, which
+# segfaulted on it.
 HOSTILE_RPC = textwrap.dedent(
     """
     import sys, threading, trio
@@ -89,13 +90,17 @@ HOSTILE_RPC = textwrap.dedent(
     import web3  # noqa: F401
     assert sys.getrecursionlimit() >= 100_000, sys.getrecursionlimit()
     from node.chain.client import ChainClient
-    from node.core.errors import ChainError
+    from node.cli.common import NodeClient
+    from node.core.errors import ChainError, NetworkError
     from node.export import RpcProofSource
     from node.gov.tx import connect
 
     BODY = b'{"id":1,"jsonrpc":"2.0","result":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 
     class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.do_POST()
+
         def do_POST(self):
             self.rfile.read(int(self.headers.get("content-length", 0)))
             self.send_response(200)
@@ -114,11 +119,12 @@ HOSTILE_RPC = textwrap.dedent(
         "chain client": lambda: trio.run(ChainClient(url, "0x" + "11" * 20).block_number),
         "dao client": lambda: connect(url).eth.block_number,
         "export": lambda: RpcProofSource(url).chain_id(),
+        "cli node client": lambda: NodeClient(url).get("/v1/health"),
     }
     for name, call in cases.items():
         try:
             call()
-        except ChainError as exc:
+        except (ChainError, NetworkError) as exc:
             print(f"{name}: {type(exc).__name__}: {exc.message[:160]}", flush=True)
         else:
             print(f"{name}: accepted", flush=True)
@@ -149,8 +155,9 @@ def test_rpc_answers_nested_deep_are_refused_not_parsed() -> None:
     r = _run([sys.executable, "-c", HOSTILE_RPC])
     assert r.returncode == 0, f"exit {r.returncode} (-11 is the segfault): {r.stdout}{r.stderr[-3000:]}"
     lines = [line for line in r.stdout.splitlines() if ": " in line]
-    assert len(lines) == 3
-    assert all("ChainError" in line and "nest deeper" in line for line in lines), lines
+    assert len(lines) == 4
+    assert all("ChainError" in line and "nest deeper" in line for line in lines[:3]), lines
+    assert "NetworkError" in lines[3], lines  # "answered 200 with a non-JSON body"
     assert r.stdout.rstrip().endswith("alive")
 
 
