@@ -277,10 +277,13 @@ def attack_bodies(spec: dict[str, Any]) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 break
             pace.wait()
-            status, said = _request(spec["api"], raw, send_all=send_all)
+            # a request the node neither answers nor closes within 3 s counts as no_answer (a held
+            # connection, e.g. a body it waits for until api.body_timeout_s)
+            status, said = _request(spec["api"], raw, timeout=3.0, send_all=send_all)
             _tally(counts[name], status, said)
     server_errors = sum(n for c in counts.values() for k, n in c.items() if k.startswith("5"))
-    return {"answers": counts, "server_errors": server_errors}
+    unanswered = sum(c.get("no_answer", 0) for c in counts.values())
+    return {"answers": counts, "server_errors": server_errors, "unanswered": unanswered}
 
 
 def burner_code(registry: bytes) -> bytes:
@@ -615,7 +618,9 @@ def main() -> None:
         default=200.0,
         help="attacker HTTP requests/s (default: the node's per-client rate limit); 0 = as fast as it can",
     )
-    ap.add_argument("--large", type=int, default=2001, help="events of the subject the junk targets (--quick: 501)")
+    ap.add_argument(
+        "--large", type=int, default=None, help="events of the subject the junk targets (2001; --quick: 501)"
+    )
     ap.add_argument("--no-save", action="store_true", help="do not write bench/results/adversarial.json")
     ap.add_argument("--attack", choices=ATTACKS, help=argparse.SUPPRESS)  # internal: run as the attacker
     ap.add_argument("--spec", help=argparse.SUPPRESS)
@@ -625,7 +630,7 @@ def main() -> None:
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     phase_s = args.phase_s if args.phase_s is not None else 6.0 if args.quick else 15.0
-    large = 501 if args.quick else args.large
+    large = args.large if args.large is not None else 501 if args.quick else 2001
     scale = 1 if args.quick else 3
     os.environ["KEYREG_KDF_N"] = "1024"
     load_before = round(os.getloadavg()[0], 2)
@@ -819,6 +824,7 @@ def _measure(run: Run, args: argparse.Namespace, phase_s: float, large: int, sca
             k: v["recoveries_per_event"] for k, v in ((junk.get("attack") or {}).get("variants") or {}).items()
         },
         "attacker_server_errors": server_errors,
+        "hostile_bodies_unanswered_in_3s": (phases.get("bodies", {}).get("attack") or {}).get("unanswered"),
         "crashes": 0 if alive else 1,
         "service_failures": failures,
         "rss_growth_mb": round(rss_after - rss_before, 1) if alive else None,
