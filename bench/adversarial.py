@@ -807,6 +807,11 @@ def _measure(run: Run, args: argparse.Namespace, phase_s: float, large: int, sca
     server_errors = sum(_server_errors(p.get("attack")) for p in phases.values())
     junk_recoveries = junk.get("recoveries")  # None: not measured (the node exposes no such counter)
     per_junk = round(junk_recoveries / junk_events, 3) if junk_events and junk_recoveries is not None else None
+    # the node's CPU per junk event, over what the same phase costs without an attacker (idle)
+    junk_cpu, idle_cpu = junk.get("node_cpu_s"), phases["idle"].get("node_cpu_s")
+    junk_cpu_us = (
+        round(1e6 * (junk_cpu - idle_cpu) / junk_events) if junk_events and None not in (junk_cpu, idle_cpu) else None
+    )
     ballots_ran = "ballots" in phases and "error" not in (phases["ballots"].get("attack") or {"error": 1})
     attack_p99 = [p["honest"]["p99_ms"] or 0.0 for n, p in phases.items() if n in ATTACKS]
     worst = max(attack_p99, default=0.0)
@@ -820,6 +825,7 @@ def _measure(run: Run, args: argparse.Namespace, phase_s: float, large: int, sca
         "honest_events_applied": applied,
         "attacker_recoveries_per_junk_event": per_junk,
         "junk_events": junk_events,
+        "junk_node_cpu_us_per_event": junk_cpu_us,
         "junk_recoveries_by_variant": {
             k: v["recoveries_per_event"] for k, v in ((junk.get("attack") or {}).get("variants") or {}).items()
         },
