@@ -63,6 +63,7 @@ log = logging.getLogger("keyreg.chain.anchoring")
 
 MAX_EVENTS_PER_TX = 16  # events per anchorEvents transaction (gas stays far below block limits)
 MAX_RESULTS = 50
+OWN_SUBJECT_REREAD_S = 5.0  # a node without its own subject yet looks for one this often (at most)
 
 
 class AnchorRefused(ChainError):
@@ -243,6 +244,7 @@ class AnchoringService:
         # noted by the registry listener (a committing thread) for the service loop to queue.
         self._own_subject = own_subject or (lambda: keystore_subject(queue.dir.parent))
         self._own: bytes | None = None
+        self._own_read_at = -OWN_SUBJECT_REREAD_S  # monotonic time of the last keystore read that found none
         self._reduced_lock = threading.Lock()
         self._reduced = False
         # Listening from construction on, not from run(): the loop starts only once the chain answers,
@@ -273,11 +275,18 @@ class AnchoringService:
         subjects = {acc.subject for acc, _ in report.accepted if reduces_authority(acc.signed.event, {})}
         if not subjects:
             return
-        if self._own is None:
-            self._own = self._own_subject()
-        if self._own is not None and self._own in subjects:
+        own = self._known_own()
+        if own is not None and own in subjects:
             with self._reduced_lock:
                 self._reduced = True
+
+    def _known_own(self) -> bytes | None:
+        """The own subject; a node without one yet re-reads its keystore at most every few seconds
+        (gossip brings other subjects' reductions all the time and this runs under the registry lock)."""
+        if self._own is None and time.monotonic() - self._own_read_at >= OWN_SUBJECT_REREAD_S:
+            self._own = self._own_subject()
+            self._own_read_at = time.monotonic()
+        return self._own
 
     @property
     def reduction_pending(self) -> bool:
@@ -287,7 +296,8 @@ class AnchoringService:
 
     def _note_unanchored_own_head(self) -> None:
         """At start: an own head no anchor covers may be a reduction noted before a restart; anchor it."""
-        own = self._own = self._own or self._own_subject()
+        self._own_read_at = -OWN_SUBJECT_REREAD_S
+        own = self._known_own()
         state = self.registry.state(own) if own is not None else None
         if state is not None and self.registry.anchored_position(state.head) is None:
             with self._reduced_lock:
