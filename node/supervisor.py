@@ -203,7 +203,10 @@ class Supervisor:
         while the service is not running."""
 
         def status() -> dict[str, Any]:
-            inner = provider()
+            try:
+                inner = provider()
+            except Exception as exc:  # a broken provider must not hide the supervision state
+                inner = {"ok": False, "error": type(exc).__name__}
             state = self.states.get(name)
             if state is None:
                 return inner

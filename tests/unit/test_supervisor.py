@@ -243,6 +243,25 @@ def test_status_and_metrics_views() -> None:
     assert seen["again"]["supervisor"]["restarts"] == 1
 
 
+def test_a_broken_status_provider_keeps_the_supervision_state() -> None:
+    sup = Supervisor(SupervisorConfig())
+
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("provider bug")
+
+    async def main() -> dict[str, Any]:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run, "p2p", Flaky(fails=0))
+            out = sup.wrap_status("p2p", broken)()
+            nursery.cancel_scope.cancel()
+        return out
+
+    out = run_mock(main)
+    assert out["ok"] is False
+    assert out["error"] == "RuntimeError"
+    assert out["supervisor"]["state"] == "running"
+
+
 def test_describe_is_bounded_and_secret_free() -> None:
     exc = RuntimeError(f"postgresql://keyreg:pw123@db.internal:5432/keyreg?sslkey=/k {'x' * 5000}")
     text = describe(exc)
