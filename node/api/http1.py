@@ -1,18 +1,30 @@
-"""HTTP/1.x request framing, sans I/O: request heads and chunked bodies (RFC 9112).
+"""HTTP/1.x request framing for the public API: h11 parses, these functions add our stricter rules.
 
-The public API's front end (:mod:`node.api.server`) reads bytes and calls these; they take bytes
-and return requests or raise :class:`Refusal`. Everything here is linear in its input and holds
-to a few rules that close the usual framing attacks:
+h11 (a maintained, sans-I/O HTTP/1.1 implementation) owns the wire format: request line, header
+lines, ``Content-Length`` and chunked bodies, ``Expect: 100-continue``, keep-alive, pipelining,
+and the size of an incomplete head or chunk line (``max_incomplete_event_size``). What h11
+already refuses, with its own status hint, we answer as it says: malformed request or header
+lines, a missing or repeated ``Host`` (HTTP/1.1), a ``Content-Length`` that is not 1-20 ASCII
+digits or that conflicts with another, a transfer coding other than ``chunked`` or more than one
+``Transfer-Encoding`` (501), a malformed chunk or chunk terminator (400), an incomplete head past
+the limit (431).
 
-- exactly one way to frame a body: ``Content-Length`` (plain ASCII digits, one header) or
-  ``Transfer-Encoding: chunked`` (one header, that coding only); both together is refused and the
-  connection closed (RFC 9112 6.1: the message is a smuggling attempt whatever else it is);
-- no obs-fold, no whitespace before a header's colon, no bare CR or LF, no control characters;
-- one ``Host`` for HTTP/1.1; ``Transfer-Encoding`` in an HTTP/1.0 request is faulty framing;
-- chunk sizes are 1-16 hex digits, chunk and trailer lines are bounded, and the decoded body is
-  bounded by the caller's cap as it arrives, not after.
+What h11 accepts and we do not (:func:`check_head`, on the parsed :class:`h11.Request`):
 
-A :class:`Refusal` is answered ``{"code", "message"}`` with its status, and the connection is
+- both ``Content-Length`` and ``Transfer-Encoding`` (h11 lets the coding win, RFC 9112 6.3; we
+  follow RFC 9112 6.1: a smuggling shape, 400, connection closed);
+- ``Transfer-Encoding`` in an HTTP/1.0 request (RFC 9112 6.1: faulty framing, 400);
+- an HTTP version other than 1.0 and 1.1 (505: HTTP/2 prior knowledge is not served here);
+- a target that is not origin-form (``/path?query``; 400);
+- an ``Expect`` other than ``100-continue`` (417);
+- control characters in a header value (h11 takes any byte but NUL, CR, LF and whitespace);
+- a complete head larger than the limit (h11 bounds only incomplete ones; 431).
+
+h11 also accepts, as RFC 9112 allows, a bare LF as a line end (2.2), obs-fold replaced by a space
+(5.2) and repeated identical ``Content-Length`` values (RFC 9110 8.6): one parser decides where
+each request ends, so these cannot be read two ways.
+
+A :class:`Refusal` is answered ``{"code", "message"}`` with its status and the connection is
 closed: after a framing error nothing that follows on the connection can be trusted.
 """
 
@@ -20,13 +32,16 @@ from __future__ import annotations
 
 import re
 
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") (/[\x21-\x7e]*) HTTP/1\.([01])")
-_HEADER_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*((?:[\x21-\x7e\x80-\xff][\x20-\x7e\x80-\xff\t]*)?)")
-_CONTENT_LENGTH = re.compile(rb"[0-9]{1,18}")
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[\x20-\x7e\x80-\xff\t]*)?")
-_TRAILER_LINE = re.compile(rb"[\x20-\x7e\x80-\xff\t]*")
-PRI = b"PRI * HTTP/2.0"  # HTTP/2 prior knowledge: the front end hands such a connection on
+import h11
+
+__all__ = ["Head", "Refusal", "check_head", "read_body", "refusal_for"]
+
+# Control characters other than HTAB (RFC 9110 5.5: field values are VCHAR, obs-text, SP, HTAB).
+_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_VERSIONS = (b"1.1", b"1.0")
+_CODES = {400: "bad_request", 431: "oversized", 501: "not_implemented"}
+# h11 puts the offending bytes after the reason ("illegal header line: b'...'"): not echoed.
+_ECHO = re.compile(r":? (?:bytearray\()?b['\"].*", re.DOTALL)
 
 
 class Refusal(Exception):
@@ -37,169 +52,79 @@ class Refusal(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-class Request:
-    """A parsed request head: method, origin-form target, headers (names lower-cased), framing."""
+class Head:
+    """What the server needs of a request h11 parsed and :func:`check_head` accepted."""
 
-    __slots__ = ("chunked", "close", "expect_continue", "headers", "http10", "length", "method", "target")
+    __slots__ = ("chunked", "headers", "http10", "length", "method", "target")
 
     def __init__(
-        self,
-        method: bytes,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
-        close: bool,
-        length: int,
-        chunked: bool,
-        expect_continue: bool,
-        http10: bool,
+        self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], length: int, chunked: bool, http10: bool
     ) -> None:
-        self.method, self.target, self.headers, self.close = method, target, headers, close
-        self.length, self.chunked, self.expect_continue, self.http10 = length, chunked, expect_continue, http10
+        self.method, self.target, self.headers = method, target, headers
+        self.length, self.chunked, self.http10 = length, chunked, http10
 
     @property
     def has_body(self) -> bool:
         return self.chunked or self.length > 0
 
 
-def parse_head(head: bytes) -> Request | None:
-    """The request in ``head`` (without its final CRLFCRLF); None for HTTP/2 prior knowledge.
+def refusal_for(exc: h11.RemoteProtocolError, max_head: int) -> Refusal:
+    """The answer to what h11 refused: its status hint, our code, its reason without the echo."""
+    status = exc.error_status_hint
+    if status == 431:
+        return Refusal(431, "oversized", f"request head over {max_head} bytes")
+    reason = _ECHO.sub("", str(exc))[:120] or "malformed request"
+    return Refusal(status, _CODES.get(status, "bad_request"), reason)
 
-    Raises :class:`Refusal` for anything malformed or ambiguous.
-    """
-    lines = head.split(b"\r\n")
-    m = _REQUEST_LINE.fullmatch(lines[0])
-    if m is None:
-        if head == PRI:
-            return None
-        raise Refusal(400, "bad_request", "malformed request line: want METHOD /path HTTP/1.1")
-    method, target, minor = m.groups()
-    http10 = minor == b"0"
-    headers: list[tuple[bytes, bytes]] = []
-    close = http10  # HTTP/1.0 connections are not kept alive here
-    hosts = 0
-    length: int | None = None
-    coding: bytes | None = None
-    expect = False
-    for line in lines[1:]:
-        h = _HEADER_LINE.fullmatch(line)
-        if h is None:
-            raise Refusal(400, "bad_request", "malformed header line")
-        name = h.group(1).lower()
-        value = h.group(2).rstrip(b" \t")
-        if name == b"host":
-            hosts += 1
-        elif name == b"content-length":
-            if length is not None:
-                raise Refusal(400, "bad_request", "more than one Content-Length header")
-            if _CONTENT_LENGTH.fullmatch(value) is None:
-                raise Refusal(400, "bad_request", "Content-Length must be 1-18 ASCII digits")
-            length = int(value)
+
+def check_head(event: h11.Request, max_head: int) -> Head:
+    """Our rules on top of h11's (module docstring), or :class:`Refusal`."""
+    version = event.http_version
+    if version not in _VERSIONS:
+        raise Refusal(505, "http_version", "only HTTP/1.1 and HTTP/1.0 are served here")
+    target = event.target
+    if target[:1] != b"/":
+        raise Refusal(400, "bad_request", "the request target must be a path (origin-form)")
+    headers = list(event.headers)  # names lower-cased by h11
+    size = len(event.method) + len(target) + 12
+    length = -1
+    chunked = False
+    for name, value in headers:
+        size += len(name) + len(value) + 4
+        if _CTL.search(value) is not None:
+            raise Refusal(400, "bad_request", "control character in a header value")
+        if name == b"content-length":
+            length = int(value)  # 1-20 ASCII digits, checked by h11
         elif name == b"transfer-encoding":
-            if coding is not None:
-                raise Refusal(400, "bad_request", "more than one Transfer-Encoding header")
-            coding = value.lower()
-        elif name == b"connection":
-            if b"close" in [t.strip() for t in value.lower().split(b",")]:
-                close = True
-        elif name == b"expect":
-            if value.lower() != b"100-continue":
-                raise Refusal(417, "expectation_failed", "the only expectation supported is 100-continue")
-            expect = True
-        headers.append((name, value))
-    if coding is not None:
-        if length is not None:
+            chunked = True  # exactly "chunked", checked by h11
+        elif name == b"expect" and value.lower() != b"100-continue":
+            raise Refusal(417, "expectation_failed", "the only expectation supported is 100-continue")
+    if size > max_head:
+        raise Refusal(431, "oversized", f"request head over {max_head} bytes")
+    http10 = version == b"1.0"
+    if chunked:
+        if length >= 0:
             raise Refusal(400, "bad_request", "both Content-Length and Transfer-Encoding (RFC 9112 6.1)")
         if http10:
             raise Refusal(400, "bad_request", "Transfer-Encoding in an HTTP/1.0 request")
-        if coding != b"chunked":
-            raise Refusal(501, "not_implemented", "the only transfer coding supported is chunked")
-    if hosts > 1 or (hosts == 0 and not http10):
-        raise Refusal(400, "bad_request", "an HTTP/1.1 request has exactly one Host header")
-    return Request(method, target, headers, close, length or 0, coding is not None, expect, http10)
+    return Head(event.method, target, headers, max(length, 0), chunked, http10)
 
 
-_SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
-
-
-class ChunkedDecoder:
-    """Incremental decoder of a chunked body: feed it bytes as they arrive.
-
-    ``cap`` bounds the decoded body (413 as soon as a chunk size would pass it), ``max_line``
-    bounds each chunk-size line and the trailer section (431). Trailers are read and dropped.
-    """
-
-    __slots__ = ("_left", "_scanned", "_state", "_trailer", "cap", "max_line", "parts", "size")
-
-    def __init__(self, cap: int, max_line: int) -> None:
-        self.cap, self.max_line = cap, max_line
-        self.parts: list[bytes] = []
-        self.size = 0  # decoded bytes so far
-        self._state = _SIZE
-        self._left = 0  # bytes left in the current chunk's data
-        self._trailer = 0  # trailer bytes so far
-        # Bytes at the start of the next feed already searched for CRLF (the incomplete line the
-        # caller hands back): a line trickling in byte by byte is scanned once, not once per byte.
-        self._scanned = 0
-
-    @property
-    def done(self) -> bool:
-        return self._state == _DONE
-
-    def body(self) -> bytes:
-        return b"".join(self.parts)
-
-    def feed(self, data: bytes) -> int:
-        """Consume what it can of ``data``; returns how many bytes it took (the rest is the
-        incomplete tail of a line, or what follows the body once ``done``). The next call must
-        pass that tail first, then the bytes that arrived since."""
-        pos, end = 0, len(data)
-        while pos < end and self._state != _DONE:
-            state = self._state
-            if state == _DATA:
-                take = min(self._left, end - pos)
-                self.parts.append(data[pos : pos + take])
-                pos += take
-                self._left -= take
-                if not self._left:
-                    self._state = _DATA_END
-            elif state == _DATA_END:
-                if end - pos < 2:
-                    break
-                if data[pos : pos + 2] != b"\r\n":
-                    raise Refusal(400, "bad_request", "chunk data not followed by CRLF")
-                pos += 2
-                self._state = _SIZE
-            else:
-                nl = data.find(b"\r\n", pos + self._scanned, pos + self.max_line + 2)
-                if nl < 0:
-                    if end - pos > self.max_line:
-                        raise Refusal(431, "oversized", "chunk-size or trailer line too long")
-                    self._scanned = max(0, end - pos - 1)  # a CR at the end may start the CRLF
-                    break
-                self._scanned = 0
-                line = data[pos:nl]
-                pos = nl + 2
-                if state == _SIZE:
-                    self._chunk_size(line)
-                elif not line:
-                    self._state = _DONE
-                else:
-                    self._trailer += len(line) + 2
-                    if self._trailer > self.max_line:
-                        raise Refusal(431, "oversized", "trailer section too long")
-                    if _TRAILER_LINE.fullmatch(line) is None:
-                        raise Refusal(400, "bad_request", "malformed trailer line")
-        return pos
-
-    def _chunk_size(self, line: bytes) -> None:
-        m = _CHUNK_SIZE.fullmatch(line)
-        if m is None:
-            raise Refusal(400, "bad_request", "malformed chunk size")
-        n = int(m.group(1), 16)
-        if self.size + n > self.cap:
-            raise Refusal(413, "oversized", f"request body exceeds the limit of {self.cap} bytes")
-        self.size += n
-        if n:
-            self._left, self._state = n, _DATA
-        else:
-            self._state = _TRAILER
+def read_body(conn: h11.Connection, body: bytearray, cap: int) -> bool:
+    """Move the body bytes h11 has ready into ``body``: True once the request is complete, False
+    when h11 needs more data. 413 as soon as the body would pass ``cap``; h11's refusals (a
+    malformed chunk) propagate as :class:`h11.RemoteProtocolError`."""
+    while True:
+        event = conn.next_event()
+        kind = type(event)
+        if kind is h11.Data:
+            data = event.data  # type: ignore[union-attr]
+            if len(body) + len(data) > cap:
+                raise Refusal(413, "oversized", f"request body exceeds the limit of {cap} bytes")
+            body += data
+        elif kind is h11.EndOfMessage:
+            return True
+        elif event is h11.NEED_DATA:
+            return False
+        else:  # the server never feeds h11 an EOF, so no ConnectionClosed here
+            raise Refusal(400, "bad_request", "unexpected request framing")

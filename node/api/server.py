@@ -1,46 +1,45 @@
-"""Serving the public API: an HTTP/1.1 front end that owns request framing, then the ASGI app.
+"""Serving the public API: h11 frames every HTTP/1.x request, then the ASGI app gets it whole.
 
-Why a server of our own (docs/adr/0006-api-serving.md): under hypercorn every request costs
-~1.5 ms of CPU on the 2-core dev box, which caps the key-verdict endpoint at ~600 requests/s per
-core. Why it frames every request itself (docs/adr/0018-http-front-end.md): one parser decides
-where each request ends, so a request cannot mean one thing here and another further on
-(smuggling), and one place bounds what a client can hold: head size and time, body size and
+Why a server of our own rather than hypercorn's (docs/adr/0021-h11-front-end.md, which
+supersedes 0006 and 0018): the key-verdict endpoint must answer keep-alive GETs cheaply (under
+hypercorn each request costs several sends, locks and task starts), and one place must decide
+where each request ends and bound what a client can hold: head size and time, body size and
 time, connections per client and in all.
 
-Per connection, :class:`LeanServer` reads a request head and parses it with
-:func:`node.api.http1.parse_head`; reads its body (``Content-Length`` or chunked, answering
-``Expect: 100-continue``) in full, within ``max_body`` bytes and ``body_timeout`` seconds; then
-calls the ASGI app (the same Starlette app, middleware, rate limiter and metrics as under
-hypercorn) in the connection's own task with the whole body, and sends the response head and
-body in one ``send_all``. Keep-alive and pipelining are HTTP/1.1's; HTTP/1.0 connections close
-after one response.
+Per connection, :class:`LeanServer` feeds the bytes it reads to an :class:`h11.Connection`
+(h11 parses the request line, headers and body framing, and keeps the keep-alive state), checks
+the head with :func:`node.api.http1.check_head` (our rules on top of h11's), reads the body in
+full within ``max_body`` bytes and ``body_timeout`` seconds (answering ``Expect:
+100-continue``), then calls the ASGI app (Starlette: its middleware, rate limiter and metrics) in
+the connection's own task with the whole body, and sends the response, framed by h11, in one
+``send_all``. Keep-alive and pipelining are HTTP/1.1's; HTTP/1.0 connections close after one
+response.
 
 What it refuses, it answers itself with ``{"code", "message"}`` and then closes the connection
-(after a framing error nothing that follows on it can be trusted): malformed heads (400
-``bad_request``), both ``Content-Length`` and ``Transfer-Encoding`` (400, RFC 9112 6.1), codings
-other than chunked (501), other expectations (417), heads past ``h11_max_incomplete_size`` (431
-``oversized``), bodies past ``max_body`` (413 ``oversized``, read no further), bodies slower
-than ``body_timeout`` (408 ``body_timeout``), and connections past ``max_connections`` in all or
+(after a framing error nothing that follows on it can be trusted): what h11 refuses (400, 431
+for an incomplete head past ``h11_max_incomplete_size``, 501 for codings other than chunked),
+what :func:`check_head` refuses (400 for ``Content-Length`` with ``Transfer-Encoding``, 417,
+431, 505), bodies past ``max_body`` (413 ``oversized``, read no further), bodies slower than
+``body_timeout`` (408 ``body_timeout``), and connections past ``max_connections`` in all or
 ``max_connections_per_client`` per address (503 ``busy``). A client that goes away mid-request
-is counted (``client_disconnects``), not logged: the app never sees half a body.
+is counted (``client_disconnects``), not logged: the app never sees half a body. ``Upgrade`` is
+ignored (RFC 9110 7.8) and HTTP/2 prior knowledge gets 505.
 
-Only HTTP/2 with prior knowledge (``PRI * HTTP/2.0``), when ``http2`` is on (``api.http2``, off
-by default: 505 ``http_version`` and close), is handed with the bytes already read to hypercorn's
-own per-connection server; the body timeout does not apply there. ``Upgrade`` headers are ignored
-(RFC 9110 7.8 allows it): every HTTP/1.x request on every connection goes through the parser above.
+Limits kept from the hypercorn config the node builds: ``keep_alive_timeout`` (idle time allowed
+before a request head is complete, and the longest a response may take to be accepted by the
+client), ``keep_alive_max_requests`` (then ``connection: close``), ``h11_max_incomplete_size``
+(head size, and a chunk line or trailer section).
 
-Limits kept from the hypercorn config: ``keep_alive_timeout`` (idle time allowed before a request
-head is complete, and the longest a response may take to be accepted by the client),
-``keep_alive_max_requests`` (then ``connection: close``), ``h11_max_incomplete_size`` (head
-size, and the chunked trailer section).
-
-``KEYREG_API_SERVER=hypercorn`` serves with plain ``hypercorn.trio.serve`` instead (without these
-body limits: the app still caps body sizes and answers a client that leaves mid-body with 499).
+``KEYREG_API_SERVER=hypercorn``, a TLS config or ``api.http2`` serve with plain
+``hypercorn.trio.serve`` instead (HTTP/2 too, but without the body timeout and connection caps:
+the app still caps body sizes and answers a client that leaves mid-body with 499).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from http import HTTPStatus
@@ -48,22 +47,18 @@ from typing import Any, cast
 from urllib.parse import unquote
 from wsgiref.handlers import format_date_time
 
+import h11
 import trio
-from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
-from hypercorn.trio.tcp_server import TCPServer
-from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import ConnectionState
-from hypercorn.utils import parse_socket_addr, repr_socket_addr
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily
 
 from ..config import ApiConfig
-from .http1 import ChunkedDecoder, Refusal, Request, parse_head
+from .http1 import Head, Refusal, check_head, read_body, refusal_for
 from .middleware import client_key, json_bytes
 
-__all__ = ["LeanServer", "Request", "parse_head", "serve_api"]
+__all__ = ["LeanServer", "serve_api"]
 
 log = logging.getLogger("keyreg.api.server")
 
@@ -71,7 +66,7 @@ Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 MAX_RECV = 65536
-_ASGI = {"version": "3.0", "spec_version": "2.1"}  # as hypercorn declares for HTTP
+_ASGI = {"version": "3.0", "spec_version": "2.1"}
 _DISCONNECT = {"type": "http.disconnect"}
 _NO_BODY_STATUS = {204, 304}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -83,7 +78,6 @@ EVENTS = (
     "body_timeouts",  # 408: a body slower than body_timeout
     "send_timeouts",  # a response the client did not take within keep_alive_timeout
     "busy",  # connections refused over max_connections(_per_client)
-    "handoffs",  # HTTP/2 prior-knowledge connections handed to hypercorn (api.http2)
 )
 
 
@@ -91,30 +85,19 @@ class _ClientGone(Exception):
     """The client closed its side before the request was complete."""
 
 
-def _status_line(status: int) -> bytes:
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = ""
-    return f"HTTP/1.1 {status} {phrase}\r\n".encode("latin-1")
-
-
-_STATUS_LINES = {s.value: _status_line(s.value) for s in HTTPStatus}
-
-
 class _Date:
-    """The ``date`` header line, formatted once a second."""
+    """The ``date`` header value, formatted once a second."""
 
     def __init__(self) -> None:
         self.second = -1
-        self.line = b""
+        self.value = b""
 
     def __call__(self) -> bytes:
         now = int(time.time())
         if now != self.second:
             self.second = now
-            self.line = b"date: " + format_date_time(now).encode("ascii") + b"\r\n"
-        return self.line
+            self.value = format_date_time(now).encode("ascii")
+        return self.value
 
 
 class ServerCollector:
@@ -132,36 +115,10 @@ class ServerCollector:
         yield c
 
 
-class _Replay(trio.abc.HalfCloseableStream):
-    """A socket stream that first returns bytes already read: what hypercorn takes over.
-
-    No ``do_handshake``: hypercorn's TCPServer takes that to mean "not TLS" and uses ``.socket``.
-    """
-
-    def __init__(self, stream: trio.SocketStream, pending: bytes) -> None:
-        self.stream = stream
-        self.socket = stream.socket
-        self.pending = pending
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self.pending:
-            n = len(self.pending) if max_bytes is None else max_bytes
-            data, self.pending = self.pending[:n], self.pending[n:]
-            await trio.lowlevel.checkpoint()
-            return data
-        return bytes(await self.stream.receive_some(max_bytes))
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.stream.send_all(bytes(data) if isinstance(data, bytearray) else data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.stream.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        await self.stream.send_eof()
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
+def _address(family: int, addr: Any) -> tuple[str, int] | None:
+    if family in (socket.AF_INET, socket.AF_INET6):
+        return str(addr[0]), int(addr[1])
+    return None
 
 
 class LeanServer:
@@ -176,7 +133,6 @@ class LeanServer:
         body_timeout: float = ApiConfig.body_timeout_s,
         max_connections: int = ApiConfig.max_connections,
         max_connections_per_client: int = ApiConfig.max_connections_per_client,
-        http2: bool = ApiConfig.http2,
     ) -> None:
         self.app = app
         self.config = config
@@ -187,9 +143,6 @@ class LeanServer:
         self.body_timeout = body_timeout
         self.max_connections = max_connections
         self.max_per_client = max_connections_per_client
-        self.http2 = http2
-        self._wrapped = ASGIWrapper(cast(Any, app))
-        self._context = WorkerContext(None)
         self._date = _Date()
         self.counters = dict.fromkeys(EVENTS, 0)
         # Open connections, in all and per client address. Invariant: an address is a key only
@@ -197,21 +150,13 @@ class LeanServer:
         self.open = 0
         self._per_client: dict[str, int] = {}
 
-    @property
-    def lean_requests(self) -> int:
-        return self.counters["requests"]
-
-    @property
-    def handoffs(self) -> int:
-        return self.counters["handoffs"]
-
     async def serve(self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-        sockets = self.config.create_sockets()
         listeners, binds = [], []
-        for sock in sockets.insecure_sockets:
+        for sock in self.config.create_sockets().insecure_sockets:
             sock.listen(self.config.backlog)
             listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
-            binds.append("http://" + repr_socket_addr(sock.family, sock.getsockname()))
+            host, port = sock.getsockname()[:2]
+            binds.append(f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")
         task_status.started(binds)
         await trio.serve_listeners(self._connection, listeners)
 
@@ -220,7 +165,7 @@ class LeanServer:
         admitted = False
         try:
             sock = stream.socket
-            client = parse_socket_addr(sock.family, sock.getpeername())
+            client = _address(sock.family, sock.getpeername())
             address = client_key({"client": client})  # an IPv4 address or an IPv6 /64
             if self.open >= self.max_connections or self._per_client.get(address, 0) >= self.max_per_client:
                 self.counters["busy"] += 1
@@ -229,7 +174,7 @@ class LeanServer:
             admitted = True
             self.open += 1
             self._per_client[address] = self._per_client.get(address, 0) + 1
-            await self._serve(stream, client, parse_socket_addr(sock.family, sock.getsockname()))
+            await self._serve(stream, client, _address(sock.family, sock.getsockname()))
         except (_ClientGone, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self.counters["client_disconnects"] += 1
         except trio.TooSlowError:
@@ -247,46 +192,33 @@ class LeanServer:
             await trio.aclose_forcefully(stream)
 
     async def _serve(self, stream: trio.SocketStream, client: Any, server: Any) -> None:
-        app, date, max_head = self.app, self._date, self.max_head
+        app, date = self.app, self._date
         root_path = self.config.root_path
-        buf = b""
+        pending = b""  # bytes read past the previous request (pipelining)
         served = 0
         while True:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                with trio.move_on_after(self.idle):
-                    while end < 0 and len(buf) <= max_head:
-                        data = await stream.receive_some(MAX_RECV)
-                        if not data:
-                            if buf:
-                                raise _ClientGone
-                            return  # a clean close between requests
-                        searched = max(0, len(buf) - 3)
-                        buf += data
-                        end = buf.find(b"\r\n\r\n", searched)
-                if end < 0:
-                    if len(buf) > max_head:
-                        await self._refuse(stream, Refusal(431, "oversized", f"request head over {max_head} bytes"))
-                    return  # idle, or a head too slow to arrive: close
+            # One h11 connection per request: h11 frames the request (and says whether the client
+            # keeps the connection alive); the response, complete and with its length, is written
+            # by _Response.render (h11's send path cost a third of a key-verdict GET's CPU).
+            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
+            if pending:
+                conn.receive_data(pending)
             try:
-                if end > max_head:
-                    raise Refusal(431, "oversized", f"request head over {max_head} bytes")
-                req = parse_head(buf[:end])
-                if req is None:  # HTTP/2 prior knowledge: hypercorn's, when enabled
-                    if not self.http2:
-                        raise Refusal(505, "http_version", "HTTP/2 is off on this server (api.http2)")
-                    self.counters["handoffs"] += 1
-                    await self._handoff(stream, buf)
-                    return
-                buf = buf[end + 4 :]
-                body = b""
-                if req.has_body:
-                    body, buf = await self._read_body(stream, req, buf)
+                event = await self._next_request(stream, conn)
+                if event is None:
+                    return  # a clean close between requests, or idle past keep_alive_timeout
+                req = check_head(event, self.max_head)
+                body = await self._read_body(stream, conn, req)
+            except h11.RemoteProtocolError as exc:
+                await self._refuse(stream, refusal_for(exc, self.max_head))
+                return
             except Refusal as refusal:
                 await self._refuse(stream, refusal)
                 return
+            pending = conn.trailing_data[0]
             served += 1
-            close = req.close or served >= self.max_requests
+            # MUST_CLOSE: HTTP/1.0 or "Connection: close" (h11's reading of the request)
+            close = conn.their_state is h11.MUST_CLOSE or served >= self.max_requests
             target = req.target
             path, _, query = target.partition(b"?")
             method = req.method.decode("ascii")
@@ -316,7 +248,7 @@ class LeanServer:
             self.counters["requests"] += 1
             if not response.done:  # nothing (or half a response) from the app: 500, close
                 if response.start is None:
-                    await self._send(stream, self._simple(500, b"Internal Server Error"))
+                    await self._refuse(stream, Refusal(500, "internal", "internal server error"), count=False)
                 return
             await self._send(stream, response.render(date(), close, method == "HEAD"))
             if close or response.close:
@@ -324,53 +256,65 @@ class LeanServer:
                     await stream.send_eof()
                 return
 
-    async def _read_body(self, stream: trio.SocketStream, req: Request, buf: bytes) -> tuple[bytes, bytes]:
-        """The request's whole body and the bytes after it, within max_body and body_timeout."""
+    async def _next_request(self, stream: trio.SocketStream, conn: h11.Connection) -> h11.Request | None:
+        """The next request head (h11 has parsed it), or None if the client closed or stayed idle
+        between requests."""
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            with trio.move_on_after(self.idle):
+                while event is h11.NEED_DATA:
+                    data = await stream.receive_some(MAX_RECV)
+                    if not data:
+                        if conn.trailing_data[0]:
+                            raise _ClientGone
+                        return None
+                    conn.receive_data(data)
+                    event = conn.next_event()  # raises 431 past max_incomplete_event_size
+            if event is h11.NEED_DATA:
+                return None  # idle, or a head too slow to arrive: close
+        if type(event) is not h11.Request:  # the cycle always starts at a request
+            raise Refusal(400, "bad_request", "expected a request")
+        return event
+
+    async def _read_body(self, stream: trio.SocketStream, conn: h11.Connection, req: Head) -> bytes:
+        """The request's whole body, within max_body and body_timeout."""
         if req.length > self.max_body:  # refused before a byte of it is read
             raise Refusal(413, "oversized", f"request body is {req.length} bytes, limit {self.max_body}")
-        if req.expect_continue and not buf:
+        body = bytearray()
+        if read_body(conn, body, self.max_body):
+            return bytes(body)
+        if conn.they_are_waiting_for_100_continue:  # and nothing of the body has arrived yet
             await self._send(stream, _CONTINUE)
         deadline = trio.current_time() + self.body_timeout
-        if not req.chunked:
-            need = req.length
-            parts, have = [buf], len(buf)
-            while have < need:
-                data = await self._receive(stream, deadline)
-                parts.append(data)
-                have += len(data)
-            whole = b"".join(parts)
-            return whole[:need], whole[need:]
-        decoder = ChunkedDecoder(self.max_body, self.max_head)
         while True:
-            used = decoder.feed(buf)
-            buf = buf[used:]
-            if decoder.done:
-                return decoder.body(), buf
-            buf += await self._receive(stream, deadline)
-
-    async def _receive(self, stream: trio.SocketStream, deadline: float) -> bytes:
-        with trio.move_on_at(deadline):
-            data = await stream.receive_some(MAX_RECV)
-            if not data:
-                raise _ClientGone
-            return bytes(data)
-        self.counters["body_timeouts"] += 1
-        raise Refusal(408, "body_timeout", f"the request body did not arrive within {self.body_timeout:g} s")
+            with trio.move_on_at(deadline):
+                data = await stream.receive_some(MAX_RECV)
+                if not data:
+                    raise _ClientGone
+                conn.receive_data(data)
+                if read_body(conn, body, self.max_body):
+                    return bytes(body)
+                continue
+            self.counters["body_timeouts"] += 1
+            raise Refusal(408, "body_timeout", f"the request body did not arrive within {self.body_timeout:g} s")
 
     async def _send(self, stream: trio.SocketStream, data: bytes) -> None:
         with trio.fail_after(self.idle):  # a client that does not read holds nothing for long
             await stream.send_all(data)
 
-    async def _refuse(self, stream: trio.SocketStream, refusal: Refusal) -> None:
+    async def _refuse(self, stream: trio.SocketStream, refusal: Refusal, count: bool = True) -> None:
         """Answer a refusal, close our side, and drain what the client still sends for a moment
-        (closing a socket with unread input resets it, which can destroy the answer in flight)."""
-        self.counters["refused"] += 1
+        (closing a socket with unread input resets it, which can destroy the answer in flight).
+        """
+        if count:
+            self.counters["refused"] += 1
         body = json_bytes({"code": refusal.code, "message": refusal.message})
         head = (
-            (_STATUS_LINES.get(refusal.status) or _status_line(refusal.status))
+            _STATUS_LINES[refusal.status]
             + b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+            + b"date: "
             + self._date()
-            + b"server: keyreg\r\nconnection: close\r\n\r\n"
+            + b"\r\nserver: keyreg\r\nconnection: close\r\n\r\n"
         )
         with trio.move_on_after(1):
             await stream.send_all(head + body)
@@ -382,22 +326,22 @@ class LeanServer:
                     break
                 drained += len(data)
 
-    def _simple(self, status: int, body: bytes) -> bytes:
-        return (
-            _STATUS_LINES[status]
-            + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body)
-            + self._date()
-            + b"server: keyreg\r\nconnection: close\r\n\r\n"
-            + body
-        )
 
-    async def _handoff(self, stream: trio.SocketStream, pending: bytes) -> None:
-        replay = _Replay(stream, pending)
-        await TCPServer(self._wrapped, self.config, self._context, ConnectionState({}), cast(Any, replay)).run()
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    return f"HTTP/1.1 {status} {phrase}\r\n".encode("latin-1")
+
+
+_STATUS_LINES = {s.value: _status_line(s.value) for s in HTTPStatus}
 
 
 class _Response:
-    """Hands the app its request body, then collects one ASGI response (start + body messages)."""
+    """Hands the app its request body, then collects one ASGI response (start + body messages)
+    and renders it: status line, the app's headers, ``content-length`` (the whole body is known),
+    ``date``, ``server`` and ``connection: close`` when the connection ends."""
 
     __slots__ = ("body", "chunks", "close", "done", "received", "start")
 
@@ -451,7 +395,7 @@ class _Response:
             out.append(b"content-length: %d\r\n" % len(body))
         if head_request:  # the length of the body a GET would get, and no body
             body = b""
-        out.append(date)
+        out.append(b"date: " + date + b"\r\n")
         out.append(b"server: keyreg\r\nconnection: close\r\n\r\n" if close or self.close else b"server: keyreg\r\n\r\n")
         out.append(body)
         return b"".join(out)
@@ -464,15 +408,14 @@ async def serve_api(
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the public API: the lean front end (with the limits of ``api``), or plain hypercorn
-    when ``KEYREG_API_SERVER=hypercorn`` or TLS is configured. The front end's counters join the
-    app's metrics registry (``app.state.metrics``, set by create_app) when it has one."""
-    import os
-
-    if os.environ.get("KEYREG_API_SERVER", "lean") == "hypercorn" or config.ssl_enabled:
+    """Serve the public API: the front end above (with the limits of ``api``), or plain
+    ``hypercorn.trio.serve`` when ``KEYREG_API_SERVER=hypercorn``, TLS or ``api.http2`` is
+    configured. The front end's counters join the app's metrics registry (``app.state.metrics``,
+    set by create_app) when it has one."""
+    api = api or ApiConfig()
+    if os.environ.get("KEYREG_API_SERVER", "lean") == "hypercorn" or config.ssl_enabled or api.http2:
         await hypercorn_serve(cast(Any, app), config, task_status=task_status)
         return
-    api = api or ApiConfig()
     server = LeanServer(
         app,
         config,
@@ -480,7 +423,6 @@ async def serve_api(
         body_timeout=api.body_timeout_s,
         max_connections=api.max_connections,
         max_connections_per_client=api.max_connections_per_client,
-        http2=api.http2,
     )
     metrics = getattr(getattr(app, "state", None), "metrics", None)
     if isinstance(metrics, CollectorRegistry):

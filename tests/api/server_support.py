@@ -97,7 +97,6 @@ def run(
         body_timeout=api_config.body_timeout_s,
         max_connections=api_config.max_connections,
         max_connections_per_client=api_config.max_connections_per_client,
-        http2=api_config.http2,
     )
 
     async def main() -> None:
