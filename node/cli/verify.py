@@ -113,21 +113,28 @@ def _view(verifier: Any) -> dict[str, Any]:
     }
 
 
-def _print_view(verifier: Any, basis: Any = None) -> None:
+def _print_view(verifier: Any, basis: Any = None, ok: bool = False) -> None:
     h = verifier.checkpoint
     out_console.print(
         f"  view: block {h.number} (0x{h.hash.hex()[:12]}…) at {fmt_time(h.timestamp)}, {_age(verifier.staleness)}",
         highlight=False,
     )
-    if basis is not None:
-        out_console.print(f"  based on: {escape(basis.describe())}", highlight=False)
-        if basis.decisive:
-            out_console.print(
-                f"  [bold yellow]unproven[/]: this verdict rests on event seq {', '.join(map(str, basis.decisive))}, "
-                "which the registry has not anchored directly: an exporter could hide a later revocation; "
-                "ask for a bundle after the subject's direct anchor",
-                highlight=False,
-            )
+    if basis is None:
+        return
+    out_console.print(f"  based on: {escape(basis.describe(verdict=False))}", highlight=False)
+    if basis.decisive:
+        seqs = ", ".join(map(str, basis.decisive))
+        risk = (
+            "it is validly signed, but an unanchored event can still lose fork choice (a recovery rotation) "
+            "and later events, a revocation of this key among them, could have been hidden"
+            if ok
+            else "it is validly signed, but later events could have been hidden"
+        )
+        out_console.print(
+            f"  [bold yellow]unproven[/]: this verdict rests on event seq {seqs}, newer than the registry's head: "
+            f"{risk}; ask for a bundle after the subject's next direct anchor",
+            highlight=False,
+        )
 
 
 @app.command("verify")
@@ -172,7 +179,7 @@ def verify_command(
             + (f"  purpose {escape(purpose)}" if purpose else ""),
             highlight=False,
         )
-        _print_view(verifier, basis)
+        _print_view(verifier, basis, verdict.ok)
     raise typer.Exit(code)
 
 
@@ -239,7 +246,7 @@ def verify_signature_command(
     else:
         color = "green" if result.valid else "red"
         out_console.print(f"[bold {color}]{status}[/]: {escape(result.reason)}", highlight=False)
-        _print_view(verifier, basis)
+        _print_view(verifier, basis, result.valid)
     raise typer.Exit(code)
 
 

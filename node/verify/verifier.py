@@ -85,8 +85,9 @@ class Basis:
         """True when the direct head is the log's head: nothing in the answer is unproven."""
         return not self.unproven
 
-    def describe(self) -> str:
-        """One line for people: which head the answer rests on and what is unproven."""
+    def describe(self, verdict: bool = True) -> str:
+        """One line for people: which head the answer rests on and what is unproven (``verdict``: and
+        which unproven events the verdict depends on)."""
         if self.direct is not None:
             text = f"registry head seq {self.direct.seq} (0x{self.direct.digest.hex()[:16]}..., direct, storage proof)"
         else:
@@ -95,7 +96,7 @@ class Basis:
             text += f"; batch root 0x{(self.batch.root or b'').hex()[:16]}... holds seq {self.batch.seq}"
         if self.unproven:
             text += f"; log events seq {_seqs(self.unproven)} are newer than the direct head: unproven"
-        if self.decisive:
+        if verdict and self.decisive:
             text += f"; this verdict depends on unproven event seq {_seqs(self.decisive)}"
         return text
 
