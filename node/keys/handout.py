@@ -93,7 +93,14 @@ def current_handout(
             "no service key of this subject that this node holds is valid now: publish one with "
             "`keyreg keys add` (or enable [rotation])"
         )
-    held = [r for r in state_keys if ks.has_service_key(r.key.key_id)]
+    # Keys still to come or in force only (retired ones are most of a long-lived subject's keys),
+    # checked against the keystore one file lookup each.
+    live = [
+        r
+        for r in state_keys
+        if (r.not_after == 0 or r.not_after > now) and (r.revoked_at is None or r.revoked_at > now)
+    ]
+    held = [r for r in live if ks.has_service_key(r.key.key_id)]
     pending = [r for r in held if r.valid_from > now and r.revoked_at is None]
     successor = min(pending, key=lambda r: r.valid_from) if pending else None
     return Handout(
