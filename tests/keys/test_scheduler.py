@@ -16,9 +16,9 @@ from node.config import Config, RotationConfig
 from node.core.eip712 import event_digest
 from node.keys.handout import handout_for
 from node.keys.keystore import Keystore, Password
-from node.keys.operations import sign_inception
+from node.keys.operations import Head, sign_inception, sign_update
 from node.keys.rotation import PolicyError
-from node.keys.scheduler import RotationScheduler, scheduled_key
+from node.keys.scheduler import RotationCollector, RotationScheduler, scheduled_key
 from node.keys.service_keys import ServiceKey
 from node.registry import Registry
 from node.store.memory import MemoryStore
@@ -240,8 +240,6 @@ def test_warning_when_no_successor_and_the_key_ends(tmp_path: Path, caplog: pyte
     twin.registry.ingest([inception])
     locked = Keystore.open(ks.path)  # the node lost its password: it cannot sign a successor
     twin.scheduler.keystore = locked
-    from node.keys.operations import Head, sign_update
-
     subject = ks.subject
     assert subject is not None
     state = twin.registry.state(subject)
@@ -258,6 +256,33 @@ def test_warning_when_no_successor_and_the_key_ends(tmp_path: Path, caplog: pyte
     assert "keystore is locked" in status["lastError"]
     assert status["ok"] is False
     assert any("no successor" in r.getMessage() for r in caplog.records)
+    samples = {m.name: m.samples[0].value for m in RotationCollector(twin.scheduler).collect() if m.samples}
+    assert samples["keyreg_rotation_no_successor_warning"] == 1
+    assert samples["keyreg_rotation_errors"] >= 1
+    assert samples["keyreg_rotation_last_error_timestamp_seconds"] > 0
+
+
+def test_no_rotation_while_the_subject_is_disputed(tmp_path: Path) -> None:
+    """Publishing on a disputed subject would add to the fork: the scheduler stops and says why."""
+    clock = Clock(T0 + 7)
+    config = make_config(tmp_path)
+    ks, inception, _ = subject_with_first_key(tmp_path, config, clock)
+    twin = Twin(config, ks, clock)
+    twin.registry.ingest([inception])
+    subject = ks.subject
+    assert subject is not None
+    state = twin.registry.state(subject)
+    assert state is not None
+    head = Head(subject, 0, state.head, state.timestamp)
+    one = sign_update(ks, config.domain, head, T0 + 8, metadata="one")
+    two = sign_update(ks, config.domain, head, T0 + 8, metadata="two")
+    statuses = [r.status for r in twin.registry.ingest([one, two])]
+    assert statuses == ["accepted", "duplicity"]
+    assert subject in twin.registry.disputed
+    clock.t = T0 + INTERVAL - AHEAD - 1  # inside the publication window
+    twin.scheduler.run_pass()
+    assert twin.scheduler.published == 0
+    assert "disputed" in (twin.scheduler.status()["lastError"] or "")
 
 
 def test_key_file_is_rewritten_atomically_when_the_key_changes(tmp_path: Path) -> None:
