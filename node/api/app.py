@@ -1,4 +1,4 @@
-"""The public HTTP API (Starlette on hypercorn's trio worker).
+"""The public HTTP API (a Starlette app, served by node/api/server.py under trio).
 
 ``create_app(registry, config)`` builds the ASGI app; ``node.app`` serves it. Every error answer is
 JSON ``{"code", "message"}``: ``code`` is stable and machine-readable (the core's error codes plus
@@ -291,13 +291,9 @@ def create_app(ctx: ApiContext) -> Starlette:
         out["basedOn"] = views.verdict_basis(registry.state(subject), registry.direct_head(subject), kid)
         return out
 
-    async def get_key(request: Request) -> Response:
-        # HEAD (and GET under a server that bypasses HotRoutes) land here; GET is served by hot_key.
-        p = request.path_params
-        return JSONResponse(key_verdict(p["subject"], p["kid"], request.query_params))
-
     def hot_key(m: re.Match[str], params: dict[str, str]) -> tuple[int, bytes]:
-        """GET /v1/subjects/{subject}/keys/{kid} for HotRoutes: same body and errors as get_key."""
+        """GET|HEAD /v1/subjects/{subject}/keys/{kid}, routed by HotRoutes only: the error bodies
+        and statuses of the Starlette exception handlers below."""
         try:
             return 200, json_bytes(key_verdict(m.group(1), m.group(2), params))
         except ApiError as exc:
@@ -390,7 +386,6 @@ def create_app(ctx: ApiContext) -> Starlette:
         Route("/v1/events", post_events, methods=["POST"]),
         Route("/v1/subjects/{subject}", get_subject),
         Route("/v1/subjects/{subject}/events", get_events),
-        Route("/v1/subjects/{subject}/keys/{kid}", get_key),
         Route("/v1/subjects/{subject}/jwks.json", get_jwks),
         Route("/v1/subjects/{subject}/did.json", get_did),
         Route("/v1/subjects/{subject}/duplicity", get_duplicity),
@@ -402,11 +397,12 @@ def create_app(ctx: ApiContext) -> Starlette:
     rate = config.api.rate_limit_per_s
     buckets = TokenBuckets(rate, config.api.rate_burst) if rate > 0 else None
     latency = latency_histogram(metrics)
+    # The key-verdict path is routed here and only here (not in `routes`): the hot read.
     hot = [HotRoute(r"/v1/subjects/([^/]+)/keys/([^/]+)", "/v1/subjects/{subject}/keys/{kid}", hot_key)]
     app = Starlette(
         routes=routes,
         middleware=[
-            # Outermost: the hot key-verdict GET is answered here, sharing the buckets and histogram.
+            # Outermost: the key-verdict path is answered here, sharing the buckets and histogram.
             Middleware(HotRoutes, routes=hot, latency=latency, buckets=buckets),
             Middleware(MetricsMiddleware, latency=latency),
             Middleware(RateLimitMiddleware, buckets=buckets),

@@ -190,10 +190,14 @@ class MetricsMiddleware:
 
 # A hot handler: (path match, query parameters) -> (status, JSON body bytes). It must not block.
 HotHandler = Callable[[re.Match[str], dict[str, str]], tuple[int, bytes]]
+_NOT_ALLOWED = json_bytes({"code": "method_not_allowed", "message": "Method Not Allowed"})
 
 
 class HotRoute:
-    """A GET route answered by :class:`HotRoutes`: a full-match path regex, its template, a handler."""
+    """A path answered only by :class:`HotRoutes` (Starlette has no route for it): a full-match
+    path regex, its template, a handler for GET and HEAD."""
+
+    methods = ("GET", "HEAD")
 
     def __init__(self, pattern: str, template: str, handler: HotHandler) -> None:
         self.regex = re.compile(pattern)
@@ -202,11 +206,14 @@ class HotRoute:
 
 
 class HotRoutes:
-    """Answer hot GET routes before Starlette: rate limit, handler, pre-serialised body, metrics.
+    """The router of the hot read paths, ahead of Starlette's: rate limit, handler, pre-serialised
+    body, metrics (the same buckets, histogram and JSON bodies as the Starlette stack).
 
-    Any other request (another method or path) goes to the wrapped app unchanged. Handlers are
-    synchronous and non-blocking (registry dict lookups); an exception they raise propagates like
-    one from a Starlette endpoint (a 500 from the server-error layer outside).
+    A request on a hot path is routed here and only here: GET and HEAD (the server sends HEAD's
+    headers without the body) go to the handler, other methods get 405 with ``Allow``. Any other
+    path goes to the wrapped app unchanged. Handlers are synchronous and non-blocking (registry
+    dict lookups); an exception they raise propagates like one from a Starlette endpoint (a 500
+    from the server-error layer outside).
     """
 
     def __init__(
@@ -216,10 +223,10 @@ class HotRoutes:
         self.routes = routes
         self.latency = latency
         self.buckets = buckets
-        self._children: dict[tuple[str, int], Any] = {}
+        self._children: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
+        if scope["type"] == "http":
             path = scope["path"]
             for route in self.routes:
                 m = route.regex.fullmatch(path)
@@ -234,17 +241,21 @@ class HotRoutes:
         wait = 0.0
         if self.buckets is not None:
             wait = self.buckets.take(client_key(scope))
+        method = scope["method"]
         if wait > 0:
             status, body, extra = rate_limited(wait)
             template = "unmatched"  # as under the Starlette stack: refused before routing
+        elif method not in route.methods:
+            status, body, extra = 405, _NOT_ALLOWED, [(b"allow", b"GET, HEAD")]
+            template = route.template
         else:
             qs = scope.get("query_string", b"")
             params = dict(parse_qsl(qs.decode("latin-1"), keep_blank_values=True)) if qs else {}
             status, body = route.handler(m, params)
             template = route.template
         await send_bytes(send, status, body, extra)
-        key = (template, status)
+        key = (method_label(method), template, status)  # bounded: unknown methods are OTHER
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = self.latency.labels("GET", template, str(status))
+            child = self._children[key] = self.latency.labels(key[0], template, str(status))
         child.observe(time.perf_counter() - start)

@@ -11,9 +11,12 @@ import trio
 from api_support import NOW, Subject, make_api, obj
 from server_support import _hc, get, run
 
+from node.api.app import ApiContext, create_app
 from node.api.http1 import Head, Refusal, check_head, refusal_for
 from node.api.server import LeanServer, serve_api
+from node.config import Config
 from node.registry import Registry
+from node.store.memory import MemoryStore
 
 
 def head(raw: bytes, max_head: int = 65536) -> Head:
@@ -273,3 +276,33 @@ def test_http2_prior_knowledge_is_505_unless_enabled() -> None:
             nursery.cancel_scope.cancel()
 
     trio.run(on)
+
+
+def test_key_verdict_path_is_routed_once() -> None:
+    """HotRoutes alone routes /v1/subjects/{subject}/keys/{kid}: GET, HEAD (same headers, no body),
+    405 with Allow for other methods (labelled OTHER in the metrics when not standard)."""
+
+    async def t(connect: Any, server: LeanServer, s: Subject, _: Registry) -> None:
+        path = f"/v1/subjects/{s.id}/keys/k1?at={NOW}"
+        c = await connect()
+        await c.send(get(path))
+        status, headers, body = await c.response()
+        assert (status, json.loads(body)["status"]) == (200, "valid")
+        await c.send(f"HEAD {path} HTTP/1.1\r\nhost: t\r\n\r\n".encode() + get("/v1/health"))
+        status, head_headers, _ = await c.response_to_head()
+        assert status == 200
+        assert head_headers["content-length"] == headers["content-length"]
+        assert json.loads((await c.response())[2])["ok"] is True  # the HEAD sent no body
+        for method in ("POST", "DELETE", "X" * 300):
+            await c.send(f"{method} {path} HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n".encode())
+            status, headers, body = await c.response()
+            assert (status, json.loads(body)["code"], headers["allow"]) == (405, "method_not_allowed", "GET, HEAD")
+        await c.send(get("/metrics"))
+        text = (await c.response())[2]
+        assert b'method="OTHER",route="/v1/subjects/{subject}/keys/{kid}",status="405"' in text
+        assert b"XXXX" not in text
+
+    run(t)
+    config = Config()
+    app = create_app(ApiContext(Registry(config.domain, MemoryStore(), config.limits), config))
+    assert all(getattr(r, "path", "") != "/v1/subjects/{subject}/keys/{kid}" for r in app.routes)
