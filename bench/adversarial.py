@@ -871,15 +871,27 @@ def _measure(run: Run, args: argparse.Namespace, phase_s: float, large: int, sca
 
 
 def wait_applied(node: Any, subjects: list[str], head_seq: int, timeout: float) -> int:
-    """Wait (bounded) until ``node`` has every subject at ``head_seq``; the events it applied of them."""
+    """Wait (bounded) until ``node`` has every subject at ``head_seq``; the events it applied of them.
+
+    Polls each subject not yet complete, paced under the node's per-client rate limit (a 429 is
+    waited out, not counted)."""
     deadline = time.monotonic() + timeout
+    have: dict[str, int] = {}
+    pace = Pacer(100.0)
     while True:
-        have = 0
         for s in subjects:
-            view = node.subject(s)
-            have += 0 if view is None else min(view["seq"], head_seq) + 1
-        if have == len(subjects) * (head_seq + 1) or time.monotonic() > deadline:
-            return have
+            if have.get(s, -1) >= head_seq:
+                continue
+            pace.wait()
+            r = node.http.get(f"/v1/subjects/{s}")
+            if r.status_code == 429:
+                time.sleep(float(r.headers.get("retry-after", "1")))  # the node asked us to wait
+                continue
+            if r.status_code == 200:
+                have[s] = min(int(r.json()["seq"]), head_seq)
+        done = sum(v + 1 for v in have.values())
+        if done == len(subjects) * (head_seq + 1) or time.monotonic() > deadline:
+            return done
         time.sleep(0.5)
 
 
