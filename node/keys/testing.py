@@ -337,9 +337,12 @@ def run_drill(
                 say("  node2 restarted")
             elif k == 4:  # the scheduler's clock steps past the next publication (not a sleep)
                 node1.stop()
-                # Its first pass (about one start-up from now) should read a few seconds past the
-                # latest on-time publication of the next key, well before that key's boundary.
-                offset = int(at + interval - ahead // 2 - (time.time() + node1.start_seconds))
+                # Its first pass (about one start-up from now, as long as the last restart took)
+                # should read just past the next boundary: the whole publication window missed.
+                # Overdue from `boundary - ahead`, and the moved activation still in that boundary's
+                # interval up to about `boundary + interval - 2 * ahead - grace`: aim between.
+                aim = at + interval + max(0, (interval - 3 * ahead - 2) // 2)
+                offset = int(aim - (time.time() + node1.start_seconds))
                 node1.start(bootstrap=[node2.addr], KEYREG_ROTATION_CLOCK_OFFSET_S=str(offset))
                 say(f"  node1 restarted with its scheduler's clock {offset}s ahead: past the next publication")
         tokens = service.stop()
@@ -380,9 +383,9 @@ def run_drill(
 def run_twin_drill(
     workdir: Path,
     *,
-    interval: int = 12,
-    overlap: int = 6,
-    ahead: int = 4,
+    interval: int = 16,
+    overlap: int = 8,
+    ahead: int = 6,
     before_kill: int = 2,
     after_kill: int = 2,
     refresh_s: float = 1.5,

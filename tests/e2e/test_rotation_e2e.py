@@ -68,7 +68,7 @@ def test_twin_schedulers_cannot_equivocate_and_survive_a_failover(
     the node the service used: identical events (no duplicity evidence, not disputed), no token
     rejected, and the survivor keeps rotating on schedule."""
     monkeypatch.setenv("KEYREG_KDF_N", "16")
-    report = run_twin_drill(tmp_path, interval=12, overlap=6, ahead=4, before_kill=2, after_kill=2)
+    report = run_twin_drill(tmp_path, interval=16, overlap=8, ahead=6, before_kill=2, after_kill=2)
     assert report["duplicity_evidence"] == 0
     assert report["disputed"] is False
     assert report["current_key_status"] == "valid"
