@@ -55,7 +55,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily
 
 from ..config import ApiConfig
-from .http1 import Head, Refusal, check_head, read_body, refusal_for
+from .http1 import Refusal, check_head, read_body, refusal_for
 from .middleware import client_key, json_bytes
 
 __all__ = ["LeanServer", "serve_api"]
@@ -201,14 +201,24 @@ class LeanServer:
             # keeps the connection alive); the response, complete and with its length, is written
             # by _Response.render (h11's send path cost a third of a key-verdict GET's CPU).
             conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
-            if pending:
-                conn.receive_data(pending)
             try:
-                event = await self._next_request(stream, conn)
-                if event is None:
-                    return  # a clean close between requests, or idle past keep_alive_timeout
+                if pending:
+                    conn.receive_data(pending)
+                    event = conn.next_event()
+                else:
+                    event = h11.NEED_DATA
+                if event is h11.NEED_DATA:
+                    event = await self._receive_head(stream, conn)
+                    if event is None:
+                        return  # a clean close between requests, or idle past keep_alive_timeout
+                if type(event) is not h11.Request:  # a cycle starts with a request
+                    raise Refusal(400, "bad_request", "expected a request")
                 req = check_head(event, self.max_head)
-                body = await self._read_body(stream, conn, req)
+                if req.length > self.max_body:  # refused before a byte of it is read
+                    raise Refusal(413, "oversized", f"request body is {req.length} bytes, limit {self.max_body}")
+                body = bytearray()
+                if not read_body(conn, body, self.max_body):  # a GET is complete here
+                    await self._receive_body(stream, conn, body)
             except h11.RemoteProtocolError as exc:
                 await self._refuse(stream, refusal_for(exc, self.max_head))
                 return
@@ -238,7 +248,7 @@ class LeanServer:
                 "state": {},
                 "extensions": {},
             }
-            response = _Response(body)
+            response = _Response(bytes(body))
             try:
                 await app(scope, response.receive, response.send)
             except Exception:
@@ -256,33 +266,24 @@ class LeanServer:
                     await stream.send_eof()
                 return
 
-    async def _next_request(self, stream: trio.SocketStream, conn: h11.Connection) -> h11.Request | None:
-        """The next request head (h11 has parsed it), or None if the client closed or stayed idle
-        between requests."""
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            with trio.move_on_after(self.idle):
-                while event is h11.NEED_DATA:
-                    data = await stream.receive_some(MAX_RECV)
-                    if not data:
-                        if conn.trailing_data[0]:
-                            raise _ClientGone
-                        return None
-                    conn.receive_data(data)
-                    event = conn.next_event()  # raises 431 past max_incomplete_event_size
-            if event is h11.NEED_DATA:
-                return None  # idle, or a head too slow to arrive: close
-        if type(event) is not h11.Request:  # the cycle always starts at a request
-            raise Refusal(400, "bad_request", "expected a request")
-        return event
+    async def _receive_head(self, stream: trio.SocketStream, conn: h11.Connection) -> Any:
+        """h11's next event once a request head is complete, or None if the client closed or
+        stayed idle between requests (or took longer than keep_alive_timeout to send a head)."""
+        with trio.move_on_after(self.idle):
+            while True:
+                data = await stream.receive_some(MAX_RECV)
+                if not data:
+                    if conn.trailing_data[0]:
+                        raise _ClientGone
+                    return None
+                conn.receive_data(data)
+                event = conn.next_event()  # raises 431 past max_incomplete_event_size
+                if event is not h11.NEED_DATA:
+                    return event
+        return None
 
-    async def _read_body(self, stream: trio.SocketStream, conn: h11.Connection, req: Head) -> bytes:
-        """The request's whole body, within max_body and body_timeout."""
-        if req.length > self.max_body:  # refused before a byte of it is read
-            raise Refusal(413, "oversized", f"request body is {req.length} bytes, limit {self.max_body}")
-        body = bytearray()
-        if read_body(conn, body, self.max_body):
-            return bytes(body)
+    async def _receive_body(self, stream: trio.SocketStream, conn: h11.Connection, body: bytearray) -> None:
+        """The rest of the request's body into ``body``, within max_body and body_timeout."""
         if conn.they_are_waiting_for_100_continue:  # and nothing of the body has arrived yet
             await self._send(stream, _CONTINUE)
         deadline = trio.current_time() + self.body_timeout
@@ -293,7 +294,7 @@ class LeanServer:
                     raise _ClientGone
                 conn.receive_data(data)
                 if read_body(conn, body, self.max_body):
-                    return bytes(body)
+                    return
                 continue
             self.counters["body_timeouts"] += 1
             raise Refusal(408, "body_timeout", f"the request body did not arrive within {self.body_timeout:g} s")
