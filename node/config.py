@@ -66,8 +66,8 @@ class ApiConfig:
     max_connections: int = 1024  # open API connections in all; more are refused (503, closed)
     max_connections_per_client: int = 64  # open API connections per client address
     max_page_bytes: int = 1024 * 1024  # GET .../events pages end here too (at least one event)
-    # HTTP/2 with prior knowledge, served by hypercorn: off by default, as the front end's body
-    # timeout and framing checks do not apply there (docs/adr/0018-http-front-end.md).
+    # HTTP/2: the whole public API served by hypercorn.trio.serve instead of the front end, so
+    # without its body timeout and connection caps; off by default (docs/adr/0021-h11-front-end.md).
     http2: bool = False
 
 
