@@ -49,7 +49,6 @@ TARGETED_MIN_GAP_S = 1.0
 MAX_TARGETED_PEERS = 64
 MAX_TARGETED_SUBJECTS = 4096
 RPC_OVERHEAD = 64 * 1024
-RESTART_S = 2.0
 
 
 @dataclass
@@ -305,24 +304,15 @@ async def _start_tasks(
 async def start_p2p(node: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """The node-process hook (node.app.OPTIONAL_SERVICES): run p2p, show its status in /v1/health.
 
-    p2p is optional to the node: if it fails after starting, it is logged and restarted rather than
-    taking the API down with it. A failure before it first started is raised (bad config).
+    p2p is optional to the node: the node's supervisor (node/supervisor.py) restarts it with
+    backoff if it fails after starting, the API serving on, and shows that under
+    ``services.p2p.supervisor``. A failure before it first started is raised (bad config).
     """
     if not node.config.p2p.enabled:
         task_status.started()
         return
-    started = False
-    while True:
-        try:
-            async with trio.open_nursery() as nursery:
-                service: P2PService = await nursery.start(run_p2p, node.registry, node.config)
-                node.register_status("p2p", service.status)
-                node.p2p = service  # for tests and other services that need the peer id or the host
-                if not started:
-                    started = True
-                    task_status.started()
-        except Exception:
-            if not started:
-                raise
-            log.exception("the p2p service failed; restarting it in %ss", RESTART_S)
-        await trio.sleep(RESTART_S)
+    async with trio.open_nursery() as nursery:
+        service: P2PService = await nursery.start(run_p2p, node.registry, node.config)
+        node.register_status("p2p", service.status)
+        node.p2p = service  # for tests and other services that need the peer id or the host
+        task_status.started()
