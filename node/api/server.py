@@ -197,9 +197,10 @@ class LeanServer:
         pending = b""  # bytes read past the previous request (pipelining)
         served = 0
         while True:
-            # One h11 connection per request: h11 frames the request (and says whether the client
-            # keeps the connection alive); the response, complete and with its length, is written
-            # by _Response.render (h11's send path cost a third of a key-verdict GET's CPU).
+            # One h11 connection per request, fed what the previous one left: h11 frames the
+            # request and says whether the client keeps the connection alive. The response is the
+            # app's, complete, so _Response.render writes it with its length (ADR 0021: why not
+            # through h11).
             conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
             try:
                 if pending:
