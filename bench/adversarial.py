@@ -499,6 +499,11 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _db_mb(data_dir: Path) -> float:
+    """Size of a node's SQLite database files (keyreg.db, -wal, -shm), in MB."""
+    return sum(p.stat().st_size for p in Path(data_dir).glob("keyreg.db*")) / 1e6
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -795,7 +800,7 @@ def _measure(run: Run, args: argparse.Namespace, phase_s: float, large: int, sca
     phase("idle")
     # the junk phase counts only the attacker's recoveries: every honest event submitted so far is in
     wait_applied(a, honest_subjects[: chunk * size // per_subject], per_subject - 1, 60)
-    rss_before = _rss_mb(a.proc.pid)
+    rss_before, db_before = _rss_mb(a.proc.pid), _db_mb(a.data_dir)
     for name in ATTACKS:
         if a.proc is None or a.proc.poll() is not None:
             print(f"node A is down: skipping {name}")
@@ -810,6 +815,7 @@ def _measure(run: Run, args: argparse.Namespace, phase_s: float, large: int, sca
     expected = honest_subjects[: chunk * size // per_subject]
     applied = wait_applied(a, expected, per_subject - 1, 60) if alive else 0
     rss_after = _rss_mb(a.proc.pid) if alive else 0.0
+    db_after = _db_mb(a.data_dir)
     health = http.get("/v1/health").json() if alive else {}
     services = [s for s in health.get("services", {}).values() if isinstance(s, dict)]
     failures = sum(int(s.get("supervisor", {}).get("failures", 0)) for s in services)
@@ -855,6 +861,9 @@ def _measure(run: Run, args: argparse.Namespace, phase_s: float, large: int, sca
         "service_failures": failures,
         "rss_growth_mb": round(rss_after - rss_before, 1) if alive else None,
         "rss_mb": round(rss_after, 1),
+        # A's SQLite files (db + WAL) over the attacks: what an outsider can make the node write
+        # (honest events add a little: ~1 KB each)
+        "db_growth_mb": round(db_after - db_before, 2),
         "node_alive": alive,
         "relayer_wei_spent_on_attacks": spent if ballots_ran else None,
         "relayer_wei_spent_all": spent_all,
