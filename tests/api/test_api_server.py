@@ -96,11 +96,16 @@ def test_keep_alive_gets_and_pipelining() -> None:
         assert json.loads((await c.response())[2])["status"] == "valid"
         assert json.loads((await c.response())[2])["ok"] is True
         assert json.loads((await c.response())[2])["status"] == "unknown-key"
+        # a head split across writes, pipelined behind a complete request
+        await c.send(get("/v1/health") + b"GET /v1/hea")
+        assert json.loads((await c.response())[2])["ok"] is True
+        await c.send(b"lth HTTP/1.1\r\nhost: t\r\n\r\n")
+        assert json.loads((await c.response())[2])["ok"] is True
         await c.send(get("/nope"))
         status, _, body = await c.response()
         assert status == 404
         assert json.loads(body)["code"] == "not_found"
-        assert server.counters["requests"] == 7
+        assert server.counters["requests"] == 9
 
     run(t)
 
