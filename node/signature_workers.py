@@ -34,6 +34,7 @@ log = logging.getLogger("keyreg.signature_workers")
 # Events per task. A task costs a few hundred microseconds of hand-over (pickling, two queue
 # threads in this process); 256 events are ~25 ms of work.
 CHUNK = 256
+MIN_BATCH = 64  # smaller bulk batches recover in-line
 TIMEOUT_S = 30.0  # a chunk not answered in this long gives the pool up (a stopped or wedged worker)
 MAX_WORKERS = 64
 
