@@ -178,6 +178,19 @@ class SupervisorConfig:
 
 
 @dataclass(frozen=True)
+class ExplorerConfig:
+    # The web explorer on the public API port (node/explorer, docs/explorer.md); read-only but for
+    # handing in signed ballots. Every page counts against the API's per-client rate limit.
+    enabled: bool = True
+    path: str = "/"  # where it is served; must not shadow /v1, /metrics or /openapi.json
+    events_per_page: int = 50  # event log rows per page (each page recovers its events' signers)
+    max_lanes: int = 64  # key lanes drawn in a timeline (the most recently published keys)
+    search_results: int = 50  # subjects listed for a controller address
+    # Ballot typed data needs the voter's nonce, a chain read: per client address per hour.
+    nonce_reads_per_client_per_hour: int = 120
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path = Path(".keyreg")
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -189,6 +202,7 @@ class Config:
     gov: GovConfig = field(default_factory=GovConfig)
     rotation: RotationConfig = field(default_factory=RotationConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    explorer: ExplorerConfig = field(default_factory=ExplorerConfig)
     limits: Limits = field(default_factory=Limits)
     log_level: str = "info"
 

@@ -35,6 +35,7 @@ from ..core.codec import dumps_canonical, loads_strict
 from ..core.errors import KeyregError, MalformedEvent, RuleViolation, TransportError
 from ..outcomes import IngestResult
 from ..registry import Registry
+from ..explorer import routes as explorer
 from . import gov_routes, views
 from .middleware import (
     HotRoute,
@@ -393,6 +394,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         Route("/metrics", get_metrics),
         Route("/openapi.json", get_openapi),
         *gov_routes.routes(ctx),  # node/gov: proposals and ballots
+        *explorer.routes(ctx),  # the web explorer at [explorer] path (node/explorer)
     ]
     rate = config.api.rate_limit_per_s
     buckets = TokenBuckets(rate, config.api.rate_burst) if rate > 0 else None

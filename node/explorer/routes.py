@@ -1,0 +1,416 @@
+"""The explorer's pages: Starlette routes rendering Jinja2 templates (docs/explorer.md, ADR 0026).
+
+Mounted by node.api.app.create_app on the public API's port at ``[explorer] path`` ("/" by
+default): the pages share the API's rate limiter and metrics, and read only what the API's routes
+read (node/explorer/data.py). Every page is complete HTML without JavaScript; the one script
+(static/explorer.js) refreshes the overview's figures and lets a wallet sign a ballot.
+
+The only state-changing action a page can lead to is handing a signed ballot to
+``POST /v1/gov/ballots`` (the public API does that); the explorer itself only reads. Its one chain
+read, the voter's nonce for the ballot's typed data, is budgeted per client address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import anyio.to_thread
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from ..core.errors import ChainError, KeyregError
+from ..gov.budget import HourlyBudget
+from ..gov.tx import SUPPORT, SUPPORT_NAMES
+from . import data, timeline
+
+if TYPE_CHECKING:
+    from ..api.app import ApiContext
+
+Handler = Callable[[Request], Awaitable[Response]]
+_HEX64 = re.compile(r"(?:0x)?([0-9a-fA-F]{64})")
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_KID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
+_ISO = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?)?Z?")
+_STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
+_ACTIVE = ("Pending", "Active", "Succeeded", "Queued")
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def _load_static() -> dict[str, tuple[bytes, str, str]]:
+    """The shipped assets: name -> (bytes, content type, short hash for cache-busting URLs)."""
+    out = {}
+    for item in resources.files(__package__).joinpath("static").iterdir():
+        suffix = "." + item.name.rsplit(".", 1)[-1]
+        if suffix in _STATIC_TYPES:
+            body = item.read_bytes()
+            out[item.name] = (body, _STATIC_TYPES[suffix], hashlib.sha256(body).hexdigest()[:12])
+    return out
+
+
+STATIC = _load_static()
+
+
+def short(value: Any, keep: int = 10) -> str:
+    """0x1234abcd…9f0e: long hex shortened for tables (the full value stays in a title/link)."""
+    s = str(value)
+    return s if len(s) <= 2 * keep + 1 else f"{s[:keep]}…{s[-6:]}"
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader(__package__, "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["ts"] = data.fmt_time
+    env.filters["short"] = short
+    return env
+
+
+class ExplorerError(Exception):
+    """A page cannot be shown: status and a message for people (never echoing raw input)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def parse_time(raw: str | None) -> int | None:
+    """'' or None -> None (now); Unix seconds; or an ISO date/time read as UTC."""
+    if not raw or raw == "now":
+        return None
+    if raw.isascii() and raw.isdigit() and len(raw) <= 20:
+        value = int(raw)
+        if value < 2**64:
+            return value
+    if len(raw) <= 25 and _ISO.fullmatch(raw):
+        try:
+            when = datetime.fromisoformat(raw.removesuffix("Z").replace(" ", "T"))
+        except ValueError:
+            pass
+        else:
+            return int(when.replace(tzinfo=UTC).timestamp())
+    raise ExplorerError(400, "a time is unix seconds or an ISO date/time such as 2027-01-01T00:00 (UTC)")
+
+
+def parse_sid(raw: str) -> bytes:
+    m = _HEX64.fullmatch(raw)
+    if m is None:
+        raise ExplorerError(404, "a subject id is 32 bytes as 64 hex digits (0x-prefixed)")
+    return bytes.fromhex(m.group(1))
+
+
+def _int_param(request: Request, name: str, default: int, maximum: int) -> int:
+    raw = request.query_params.get(name, "")
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 20 or int(raw) > maximum:
+        raise ExplorerError(400, f"{name} must be an integer in [0, {maximum}]")
+    return int(raw)
+
+
+def routes(ctx: ApiContext) -> list[Route]:
+    """The explorer's routes for one API context (none when ``[explorer] enabled`` is false)."""
+    cfg = ctx.config.explorer
+    if not cfg.enabled:
+        return []
+    base = "/" + cfg.path.strip("/")
+    base = "" if base == "/" else base
+    if base in ("/v1", "/metrics", "/openapi.json") or base.startswith("/v1/"):
+        raise ValueError(f"[explorer] path {cfg.path!r} would shadow the API")
+    env = _environment()
+    nonce_reads = HourlyBudget(cfg.nonce_reads_per_client_per_hour)
+    static_urls = {name: f"{base}/static/{name}?v={h}" for name, (_, _, h) in STATIC.items()}
+    registry = ctx.registry
+
+    def url(path: str = "", **params: Any) -> str:
+        query = {k: v for k, v in params.items() if v is not None and v != ""}
+        return f"{base}/{path}" + ("?" + urlencode(query) if query else "")
+
+    def render(name: str, code: int = 200, **context: Any) -> HTMLResponse:
+        page = env.get_template(name).render(
+            url=url, static=static_urls, network=ctx.config.network, now=int(registry.clock()), **context
+        )
+        return HTMLResponse(page, status_code=code, headers={"content-security-policy": _CSP})
+
+    def page(handler: Handler) -> Handler:
+        """Turn the explorer's and the API's input errors into an HTML error page."""
+        from ..api.app import ApiError  # late: node.api.app mounts this module
+
+        async def wrapped(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ExplorerError as exc:
+                return render("error.html", exc.status, status=exc.status, message=exc.message)
+            except ApiError as exc:
+                return render("error.html", exc.status, status=exc.status, message=exc.message)
+
+        return wrapped
+
+    # ------------------------------------------------------------------ pages
+
+    async def overview(request: Request) -> Response:
+        health = data.health(ctx)
+        props = data.proposals(ctx)
+        active = [p for p in props or [] if p["state"] in _ACTIVE][:20]
+        return render("overview.html", health=health, active=active, gov_on=props is not None)
+
+    async def search(request: Request) -> Response:
+        q = request.query_params.get("q", "").strip()
+        if not q:
+            return RedirectResponse(url(), 303)
+        if len(q) > 200:
+            raise ExplorerError(400, "a search is at most 200 characters")
+        sid_part, _, kid = q.replace(" ", "/").replace("#", "/").partition("/")
+        if kid:  # "<subject>/<key id>": the key check page
+            sid = parse_sid(sid_part)
+            if not _KID.fullmatch(kid):
+                raise ExplorerError(400, "a key id is 1-64 of [A-Za-z0-9._:-]")
+            return RedirectResponse(url("keys", subject="0x" + sid.hex(), key=kid), 303)
+        if _ADDRESS.fullmatch(q):
+            addr = bytes.fromhex(q[2:])
+            found = await anyio.to_thread.run_sync(_by_controller, addr)
+            if len(found) == 1:
+                return RedirectResponse(url("subjects/0x" + found[0].hex()), 303)
+            return render("search.html", q=q, found=["0x" + s.hex() for s in found], what="controller")
+        m = _HEX64.fullmatch(q)
+        if m is None:
+            raise ExplorerError(
+                400, "search takes a subject id, an event digest, a subject id/key id, or a controller address"
+            )
+        value = bytes.fromhex(m.group(1))
+        if registry.state(value) is not None:  # a subject id is its inception's digest
+            return RedirectResponse(url("subjects/0x" + value.hex()), 303)
+        found = await anyio.to_thread.run_sync(_by_head, value)
+        if found:
+            return RedirectResponse(url("subjects/0x" + found.hex(), events="head"), 303)
+        return render("search.html", 404, q=q, found=[], what="digest")
+
+    def _by_controller(addr: bytes) -> list[bytes]:
+        """Subjects whose current controller set holds addr (a scan: bounded by the results cap)."""
+        out = []
+        for sid, state in list(registry.states.items()):
+            if addr in state.controllers:
+                out.append(sid)
+                if len(out) >= cfg.search_results:
+                    break
+        return out
+
+    def _by_head(digest: bytes) -> bytes | None:
+        """The subject whose head event has this digest (digests of older events: by subject id)."""
+        for sid, state in list(registry.states.items()):
+            if state.head == digest:
+                return sid
+        return None
+
+    async def subject_page(request: Request) -> Response:
+        sid = parse_sid(request.path_params["subject"])
+        at = parse_time(request.query_params.get("at"))
+        view = await data.subject(ctx, sid, at)
+        if view is None:
+            raise ExplorerError(404, f"no subject 0x{sid.hex()} is known to this node")
+        span = request.query_params.get("range") or None
+        if span is not None and span not in timeline.RANGES and span != "all":
+            raise ExplorerError(400, f"range is one of all, {', '.join(timeline.RANGES)}")
+        per = cfg.events_per_page
+        last_page = view["seq"] // per
+        at_head = request.query_params.get("events") == "head"  # a search by head digest lands here
+        pg = last_page if at_head else _int_param(request, "page", 0, last_page)
+        raw, more = await data.events_page(ctx, sid, pg * per, per)
+        rows = await anyio.to_thread.run_sync(data.event_rows, ctx, raw, view["anchor"])
+        evidence = await data.duplicity(ctx, sid) if view["disputed"] else []
+        props = data.proposals(ctx, subject="0x" + sid.hex()) or []
+        svg = timeline.render(
+            view, int(registry.clock()), None if span == "all" else span, cfg.max_lanes, url("proposals").rstrip("/")
+        )
+        return render(
+            "subject.html", view=view, svg=svg, rows=rows, page=pg, last_page=last_page, more=more,
+            span=span or "all", ranges=["all", *timeline.RANGES], evidence=evidence, proposals=props,
+            lanes_hidden=max(0, len(view["keys"]) - cfg.max_lanes),
+        )  # fmt: skip
+
+    async def key_page(request: Request) -> Response:
+        from ..api.app import purpose_query  # late: see page()
+
+        q = request.query_params
+        raw_sid, kid = q.get("subject", "").strip(), q.get("key", "").strip()
+        if not raw_sid and not kid:
+            return render("key.html", form=dict(q), verdict=None)
+        sid = parse_sid(raw_sid)
+        if not _KID.fullmatch(kid):
+            raise ExplorerError(400, "a key id is 1-64 of [A-Za-z0-9._:-]")
+        at = parse_time(q.get("at", "").strip())
+        purpose = purpose_query(q, ctx.config.limits.max_purpose_chars)
+        verdict = data.key_verdict(ctx, sid, kid, at, purpose)
+        sid_hex = "0x" + sid.hex()
+        api_path = f"/v1/subjects/{sid_hex}/keys/{kid}"
+        api_q = urlencode({k: v for k, v in (("at", at), ("purpose", purpose)) if v is not None})
+        origin = f"{request.url.scheme}://{request.url.netloc}"
+        cli = f"keyreg keys check {kid} --subject {sid_hex} --node {origin}"
+        if at is not None:
+            cli += f" --at {at}"
+        if purpose:
+            cli += f" --purpose {purpose}"
+        return render(
+            "key.html", form={"subject": sid_hex, "key": kid, "at": q.get("at", ""), "purpose": purpose or ""},
+            verdict=verdict, explanation=_explain(verdict), sid=sid_hex,
+            link=url("keys", subject=sid_hex, key=kid, at=at, purpose=purpose),
+            curl=f"curl '{origin}{api_path}" + (f"?{api_q}'" if api_q else "'"), cli=cli,
+        )  # fmt: skip
+
+    async def proposals_page(request: Request) -> Response:
+        props = data.proposals(ctx)
+        return render("proposals.html", proposals=props or [], gov_on=props is not None)
+
+    async def proposal_page(request: Request) -> Response:
+        from ..api.app import ApiError
+
+        pid = _proposal_id(request.path_params["pid"])
+        governor = request.query_params.get("governor") or None
+        if governor is not None and not _ADDRESS.fullmatch(governor):
+            raise ExplorerError(400, "governor is an address (0x + 40 hex digits)")
+        if data.gov(ctx) is None:
+            raise ApiError(503, "gov_unavailable", "governance is off on this node: it needs [chain] rpc_url")
+        p = data.proposal(ctx, pid, governor)
+        if p is None:
+            raise ExplorerError(404, f"no proposal {pid} is known to this node")
+        svc = data.gov(ctx)
+        dao = svc.indexer.dao(p["governor"]) if svc is not None else None
+        total = sum(p["votes"].values())
+        cli = (
+            f"keyreg gov vote {p['proposalId']} --support for --by-sig --submit --governor {p['governor']} "
+            f"--node {request.url.scheme}://{request.url.netloc} --key-file member.json"
+        )
+        return render(
+            "proposal.html", p=p, dao=dao, total=total, cli=cli,
+            ballot_url=url(f"proposals/{p['proposalId']}/ballot.json"), open=p["state"] == "Active",
+        )  # fmt: skip
+
+    async def ballot_typed_data(request: Request) -> Response:
+        """The EIP-712 ballot a wallet signs (eth_signTypedData_v4), and the wire ballot minus its
+        signature: the page needs no Ethereum library. JSON errors, like the API's."""
+        from ..api.middleware import client_key
+
+        def err(status: int, code: str, message: str) -> Response:
+            return JSONResponse({"code": code, "message": message}, status_code=status)
+
+        try:
+            pid = _proposal_id(request.path_params["pid"])
+        except ExplorerError as exc:
+            return err(404, "malformed_id", exc.message)
+        q = request.query_params
+        governor, voter, support = q.get("governor", ""), q.get("voter", ""), q.get("support", "")
+        if not _ADDRESS.fullmatch(governor) or not _ADDRESS.fullmatch(voter):
+            return err(400, "bad_query", "governor and voter are addresses (0x + 40 hex digits)")
+        code = SUPPORT.get(support) if not support.isdigit() else int(support) if support in ("0", "1", "2") else None
+        if code is None:
+            return err(400, "bad_query", "support is for, against or abstain")
+        svc = data.gov(ctx)
+        if svc is None:
+            return err(503, "gov_unavailable", "governance is off on this node: it needs [chain] rpc_url")
+        dao = svc.indexer.dao(governor)
+        client = svc.indexer.governors.get(governor.lower())
+        if dao is None or client is None or svc.indexer.get(pid, governor) is None:
+            return err(404, "not_found", f"no proposal {pid} of a DAO this node indexes")
+        if not nonce_reads.take(client_key(request.scope)):
+            return err(429, "rate_limited", "too many ballot requests from this client; retry later")
+        try:
+            nonce = await anyio.to_thread.run_sync(client.nonce, voter)
+        except (ChainError, KeyregError) as exc:
+            return err(503, "chain", f"cannot read the voter's nonce: {exc.message}")
+        ballot = {
+            "type": "keyreg.ballot", "v": 1, "chainId": ctx.config.network.chain_id, "governor": governor.lower(),
+            "governorName": dao.name, "proposalId": str(pid), "support": code, "voter": voter.lower(), "nonce": nonce,
+        }  # fmt: skip
+        typed = {
+            "types": {
+                "EIP712Domain": [
+                    {"name": "name", "type": "string"},
+                    {"name": "version", "type": "string"},
+                    {"name": "chainId", "type": "uint256"},
+                    {"name": "verifyingContract", "type": "address"},
+                ],
+                "Ballot": [
+                    {"name": "proposalId", "type": "uint256"},
+                    {"name": "support", "type": "uint8"},
+                    {"name": "voter", "type": "address"},
+                    {"name": "nonce", "type": "uint256"},
+                ],
+            },
+            "primaryType": "Ballot",
+            "domain": {
+                "name": dao.name,
+                "version": "1",
+                "chainId": ctx.config.network.chain_id,
+                "verifyingContract": governor.lower(),
+            },
+            # uint256 values as decimal strings: JSON numbers lose precision past 2**53.
+            "message": {"proposalId": str(pid), "support": code, "voter": voter.lower(), "nonce": str(nonce)},
+        }
+        return JSONResponse({"typedData": typed, "ballot": ballot, "support": SUPPORT_NAMES[code]})
+
+    async def anchors_page(request: Request) -> Response:
+        health = data.health(ctx)
+        chain = health["services"].get("chain") or {}
+        ballots = data.ballots(ctx, 10)
+        return render("anchors.html", chain=chain, ballots=ballots)
+
+    async def static(request: Request) -> Response:
+        item = STATIC.get(request.path_params["name"])
+        if item is None:
+            raise ExplorerError(404, "no such asset")
+        body, ctype, digest = item
+        etag = f'"{digest}"'
+        headers = {"etag": etag, "cache-control": "public, max-age=86400"}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type=ctype, headers=headers)
+
+    return [
+        Route(base + "/", page(overview)),
+        Route(url("search"), page(search)),
+        Route(url("subjects/{subject}"), page(subject_page)),
+        Route(url("keys"), page(key_page)),
+        Route(url("proposals"), page(proposals_page)),
+        Route(url("proposals/{pid}"), page(proposal_page)),
+        Route(url("proposals/{pid}/ballot.json"), ballot_typed_data),
+        Route(url("anchors"), page(anchors_page)),
+        Route(url("static/{name}"), page(static)),
+    ]
+
+
+def _proposal_id(raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 78 or int(raw) >= 2**256:
+        raise ExplorerError(404, "a proposal id is a decimal uint256")
+    return int(raw)
+
+
+def _explain(v: dict[str, Any]) -> str:
+    """The verdict in words, with the facts it rests on."""
+    status, key = v["status"], v.get("key")
+    if status == "valid" and key:
+        end = f", not after {data.fmt_time(key['notAfter'])}" if key["notAfter"] else ", with no end date"
+        return f"valid: published, valid from {data.fmt_time(key['validFrom'])}{end}"
+    if status == "revoked" and v.get("revoked"):
+        r = v["revoked"]
+        who = "the controllers" if r["by"] == "controller" else f"governance (proposal {r['proposalId']})"
+        where = f" in seq {r['seq']}" if r.get("seq") is not None else ""
+        what = "the whole subject" if r["wholeSubject"] else "the key"
+        return f"revoked: {what} was revoked by {who}{where}, effective {data.fmt_time(r['since'])}"
+    if status == "not-yet-valid" and key:
+        return f"not yet valid: valid from {data.fmt_time(key['validFrom'])}"
+    if status == "expired" and key:
+        return f"expired: not after {data.fmt_time(key['notAfter'])}"
+    return f"{status}: {v['reason']}"
