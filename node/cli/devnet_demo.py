@@ -259,6 +259,8 @@ def print_summary(summary: dict[str, Any]) -> None:
             str(n.get("direct_s")),
         )
     out.print(table)
+    for n in summary["nodes"]:  # every node serves the explorer on its API port (docs/explorer.md)
+        out.print(f"explorer {n['node']}: {n['api']}/subjects/{summary['subject']}", highlight=False, soft_wrap=True)
     b = summary.get("last_batch") or {}
     if b:
         out.print(

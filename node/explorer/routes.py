@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ..core.errors import ChainError, KeyregError
+from ..core.errors import KeyregError
 from ..gov.budget import HourlyBudget
 from ..gov.tx import SUPPORT, SUPPORT_NAMES
 from . import data, timeline
@@ -38,6 +38,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 _HEX64 = re.compile(r"(?:0x)?([0-9a-fA-F]{64})")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _KID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
+_PURPOSE = re.compile(r"[a-z0-9._:\-]+")
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?)?Z?")
 _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
 _ACTIVE = ("Pending", "Active", "Succeeded", "Queued")
@@ -146,15 +147,12 @@ def routes(ctx: ApiContext) -> list[Route]:
         return HTMLResponse(page, status_code=code, headers={"content-security-policy": _CSP})
 
     def page(handler: Handler) -> Handler:
-        """Turn the explorer's and the API's input errors into an HTML error page."""
-        from ..api.app import ApiError  # late: node.api.app mounts this module
+        """Turn input errors into an HTML error page."""
 
         async def wrapped(request: Request) -> Response:
             try:
                 return await handler(request)
             except ExplorerError as exc:
-                return render("error.html", exc.status, status=exc.status, message=exc.message)
-            except ApiError as exc:
                 return render("error.html", exc.status, status=exc.status, message=exc.message)
 
         return wrapped
@@ -193,9 +191,9 @@ def routes(ctx: ApiContext) -> list[Route]:
         value = bytes.fromhex(m.group(1))
         if registry.state(value) is not None:  # a subject id is its inception's digest
             return RedirectResponse(url("subjects/0x" + value.hex()), 303)
-        found = await anyio.to_thread.run_sync(_by_head, value)
-        if found:
-            return RedirectResponse(url("subjects/0x" + found.hex(), events="head"), 303)
+        owner = await anyio.to_thread.run_sync(_by_head, value)
+        if owner is not None:
+            return RedirectResponse(url("subjects/0x" + owner.hex(), events="head"), 303)
         return render("search.html", 404, q=q, found=[], what="digest")
 
     def _by_controller(addr: bytes) -> list[bytes]:
@@ -242,8 +240,6 @@ def routes(ctx: ApiContext) -> list[Route]:
         )  # fmt: skip
 
     async def key_page(request: Request) -> Response:
-        from ..api.app import purpose_query  # late: see page()
-
         q = request.query_params
         raw_sid, kid = q.get("subject", "").strip(), q.get("key", "").strip()
         if not raw_sid and not kid:
@@ -252,7 +248,11 @@ def routes(ctx: ApiContext) -> list[Route]:
         if not _KID.fullmatch(kid):
             raise ExplorerError(400, "a key id is 1-64 of [A-Za-z0-9._:-]")
         at = parse_time(q.get("at", "").strip())
-        purpose = purpose_query(q, ctx.config.limits.max_purpose_chars)
+        purpose = q.get("purpose", "").strip() or None
+        if purpose is not None and not (
+            len(purpose) <= ctx.config.limits.max_purpose_chars and _PURPOSE.fullmatch(purpose)
+        ):
+            raise ExplorerError(400, f"a purpose is 1-{ctx.config.limits.max_purpose_chars} of [a-z0-9._:-]")
         verdict = data.key_verdict(ctx, sid, kid, at, purpose)
         sid_hex = "0x" + sid.hex()
         api_path = f"/v1/subjects/{sid_hex}/keys/{kid}"
@@ -275,14 +275,12 @@ def routes(ctx: ApiContext) -> list[Route]:
         return render("proposals.html", proposals=props or [], gov_on=props is not None)
 
     async def proposal_page(request: Request) -> Response:
-        from ..api.app import ApiError
-
         pid = _proposal_id(request.path_params["pid"])
         governor = request.query_params.get("governor") or None
         if governor is not None and not _ADDRESS.fullmatch(governor):
             raise ExplorerError(400, "governor is an address (0x + 40 hex digits)")
         if data.gov(ctx) is None:
-            raise ApiError(503, "gov_unavailable", "governance is off on this node: it needs [chain] rpc_url")
+            raise ExplorerError(503, "governance is off on this node: it needs [chain] rpc_url")
         p = data.proposal(ctx, pid, governor)
         if p is None:
             raise ExplorerError(404, f"no proposal {pid} is known to this node")
@@ -328,37 +326,9 @@ def routes(ctx: ApiContext) -> list[Route]:
             return err(429, "rate_limited", "too many ballot requests from this client; retry later")
         try:
             nonce = await anyio.to_thread.run_sync(client.nonce, voter)
-        except (ChainError, KeyregError) as exc:
+        except KeyregError as exc:  # ChainError and its kind: the RPC endpoint is down or refused
             return err(503, "chain", f"cannot read the voter's nonce: {exc.message}")
-        ballot = {
-            "type": "keyreg.ballot", "v": 1, "chainId": ctx.config.network.chain_id, "governor": governor.lower(),
-            "governorName": dao.name, "proposalId": str(pid), "support": code, "voter": voter.lower(), "nonce": nonce,
-        }  # fmt: skip
-        typed = {
-            "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                    {"name": "verifyingContract", "type": "address"},
-                ],
-                "Ballot": [
-                    {"name": "proposalId", "type": "uint256"},
-                    {"name": "support", "type": "uint8"},
-                    {"name": "voter", "type": "address"},
-                    {"name": "nonce", "type": "uint256"},
-                ],
-            },
-            "primaryType": "Ballot",
-            "domain": {
-                "name": dao.name,
-                "version": "1",
-                "chainId": ctx.config.network.chain_id,
-                "verifyingContract": governor.lower(),
-            },
-            # uint256 values as decimal strings: JSON numbers lose precision past 2**53.
-            "message": {"proposalId": str(pid), "support": code, "voter": voter.lower(), "nonce": str(nonce)},
-        }
+        typed, ballot = ballot_to_sign(ctx.config.network.chain_id, governor, dao.name, pid, code, voter, nonce)
         return JSONResponse({"typedData": typed, "ballot": ballot, "support": SUPPORT_NAMES[code]})
 
     async def anchors_page(request: Request) -> Response:
@@ -389,6 +359,39 @@ def routes(ctx: ApiContext) -> list[Route]:
         Route(url("anchors"), page(anchors_page)),
         Route(url("static/{name}"), page(static)),
     ]
+
+
+def ballot_to_sign(
+    chain_id: int, governor: str, name: str, pid: int, support: int, voter: str, nonce: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ballot's EIP-712 typed data for ``eth_signTypedData_v4`` and its wire form without the
+    signature (node.gov.ballots): the signature over the first completes the second."""
+    governor, voter = governor.lower(), voter.lower()
+    typed = {
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ],
+            "Ballot": [
+                {"name": "proposalId", "type": "uint256"},
+                {"name": "support", "type": "uint8"},
+                {"name": "voter", "type": "address"},
+                {"name": "nonce", "type": "uint256"},
+            ],
+        },
+        "primaryType": "Ballot",
+        "domain": {"name": name, "version": "1", "chainId": chain_id, "verifyingContract": governor},
+        # uint256 values as decimal strings: JSON numbers lose precision past 2**53.
+        "message": {"proposalId": str(pid), "support": support, "voter": voter, "nonce": str(nonce)},
+    }
+    ballot = {
+        "type": "keyreg.ballot", "v": 1, "chainId": chain_id, "governor": governor, "governorName": name,
+        "proposalId": str(pid), "support": support, "voter": voter, "nonce": nonce,
+    }  # fmt: skip
+    return typed, ballot
 
 
 def _proposal_id(raw: str) -> int:

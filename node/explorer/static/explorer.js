@@ -33,7 +33,9 @@ function say(el, text) { el.textContent = text; }
 
 async function pollBallot(id, out) {
   for (let i = 0; i < 60; i++) {
-    const r = await fetch("/v1/gov/ballots/" + encodeURIComponent(id));
+    // The id is governor:proposalId:voter as the node gave it (hex, digits and colons only).
+    if (!/^0x[0-9a-f]{40}:[0-9]{1,78}:0x[0-9a-f]{40}$/.test(id)) return null;
+    const r = await fetch("/v1/gov/ballots/" + id);
     if (r.ok) {
       const rec = await r.json();
       if (rec.status !== "queued") return rec;
