@@ -95,6 +95,8 @@ def overlaps(items: list[Lane]) -> list[tuple[int, int | None]]:
     out: list[tuple[int, int | None]] = []
     depth, opened = 0, 0.0
     for t, d in points:
+        if t == float("inf"):  # only open ends are left: what is open stays open
+            break
         if depth < 2 <= depth + d:
             opened = t
         elif depth >= 2 > depth + d and t > opened:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
 from node.core import builder
 from node.core.codec import encode_event
@@ -18,6 +19,7 @@ HOSTILE = (
     '<script>alert("meta")</script><img src=x onerror="alert(1)" id="pwn-img">'
     '"><svg onload="alert(2)" id="pwn-svg"></svg>&lt;b&gt;'
 )
+TIMEOUT = 60.0  # seconds: each wait of the browser tests (gossip, relay, indexer, chain watcher)
 HOSTILE_REASON = '</title><script>alert("reason")</script><a id="pwn-a" href="javascript:alert(3)">x</a>'
 
 
@@ -72,3 +74,15 @@ class Subject:
         seq = len(self.signed)
         self._add(builder.revocation(self.sid, seq, self.head(), t, key_id, effective_at, reason))
         return self
+
+
+@dataclass
+class Net:
+    """A running devnet (devnet.json's content) with the test subjects on every node."""
+
+    info: dict[str, Any]
+    apis: list[str]
+    domain: Domain
+    rotated: Subject
+    hostile: Subject
+    overlap_s: int
