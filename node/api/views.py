@@ -12,13 +12,10 @@ from ..core.codec import event_to_obj
 from ..core.fork import Duplicity
 from ..core.keystate import key_verdict
 from ..core.log import KeyRecord, SubjectState
+from ..core.purposes import DID_RELATIONSHIPS, did_relationships, jwk_usage
 from ..core.records import GovernanceRevocation
 from ..keys.service_keys import JWS_ALG, public_jwk
 from ..store.base import AnchorRecord
-
-# Purposes that mean "this key signs": a JWK with one of them gets use=sig.
-_SIGNING = {"sig", "sign", "signing", "assert", "assertion", "auth", "authentication", "jwt", "token"}
-_ENCRYPTION = {"enc", "encrypt", "encryption"}
 
 
 def hex0x(b: bytes) -> str:
@@ -26,17 +23,12 @@ def hex0x(b: bytes) -> str:
 
 
 def key_jwk(rec: KeyRecord) -> dict[str, Any]:
-    """The public JWK of a published key: kid, alg, use (from purposes) and the key's purposes."""
+    """The public JWK of a published key: kid, alg, use or key_ops (node/core/purposes.py) and the
+    key's purposes."""
     k = rec.key
     jwk = public_jwk(k.alg, k.public_key, k.key_id)
     jwk["alg"] = JWS_ALG[k.alg]
-    purposes = set(k.purposes)
-    if purposes & _SIGNING and not purposes & _ENCRYPTION:
-        jwk["use"] = "sig"
-    elif purposes & _ENCRYPTION and not purposes & _SIGNING:
-        jwk["use"] = "enc"
-    else:  # mixed or custom purposes: key_ops instead of use (RFC 7517 4.3: not both)
-        jwk["key_ops"] = ["verify"]
+    jwk.update(jwk_usage(k.purposes))
     jwk["purposes"] = list(k.purposes)  # extension member: the registry's purposes, verbatim
     if rec.valid_from:
         jwk["nbf"] = rec.valid_from
@@ -192,11 +184,12 @@ def did_document(
     published successor (as in the JWKS), each with its window as ``validFrom``/``validUntil``
     (Unix seconds; extension members, docs/adr/0013-jwks-successor-keys.md).
 
-    Relationships by purpose: ``auth``/``authentication`` -> authentication; ``assert``/
-    ``assertion`` -> assertionMethod; ``sig`` -> both.
+    Each method is referenced from the verification relationships its purposes grant
+    (node/core/purposes.py, the same table as the JWKS ``use``).
     """
     did = did_of(chain_id, state.subject)
-    methods, authn, assertion = [], [], []
+    methods: list[dict[str, Any]] = []
+    related: dict[str, list[str]] = {r: [] for r in DID_RELATIONSHIPS}
     for rec in [*valid, *upcoming]:
         vm_id = f"{did}#{rec.key.key_id}"
         jwk = public_jwk(rec.key.alg, rec.key.public_key)
@@ -206,18 +199,14 @@ def did_document(
         if rec.not_after:
             vm["validUntil"] = rec.not_after
         methods.append(vm)
-        p = set(rec.key.purposes)
-        if p & {"sig", "auth", "authentication"}:
-            authn.append(vm_id)
-        if p & {"sig", "assert", "assertion", "assertionmethod"}:
-            assertion.append(vm_id)
+        for relationship in did_relationships(rec.key.purposes):
+            related[relationship].append(vm_id)
     doc: dict[str, Any] = {
         "@context": ["https://www.w3.org/ns/did/v1", "https://w3id.org/security/suites/jws-2020/v1"],
         "id": did,
         "controller": did,
         "verificationMethod": methods,
-        "authentication": authn,
-        "assertionMethod": assertion,
+        **related,
     }
     if state.revoked_at is not None:
         doc["deactivated"] = True

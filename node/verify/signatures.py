@@ -17,6 +17,7 @@ who signed, not a transaction id, so malleability does not matter here.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from typing import Any
 
 from coincurve import PublicKey as Secp256k1PublicKey
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from node.core.hashing import SECP256K1_N
+from node.core.purposes import jwk_usage
 
 JOSE_ALG = {"Ed25519": "EdDSA", "P-256": "ES256", "secp256k1": "ES256K"}
 
@@ -67,9 +69,10 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def jwk(key_id: str, alg: str, public_key: bytes) -> dict[str, Any]:
-    """The RFC 7517 JWK of a published key (RFC 8037 OKP for Ed25519, EC for the curves)."""
-    base: dict[str, Any] = {"kid": key_id, "use": "sig", "alg": JOSE_ALG[alg]}
+def jwk(key_id: str, alg: str, public_key: bytes, purposes: Iterable[str] = ()) -> dict[str, Any]:
+    """The RFC 7517 JWK of a published key (RFC 8037 OKP for Ed25519, EC for the curves), with the
+    ``use``/``key_ops`` its purposes give it (node/core/purposes.py)."""
+    base: dict[str, Any] = {"kid": key_id, **jwk_usage(purposes), "alg": JOSE_ALG[alg]}
     if alg == "Ed25519":
         return {**base, "kty": "OKP", "crv": "Ed25519", "x": b64url(public_key)}
     if alg == "P-256":

@@ -351,7 +351,8 @@ class Verifier:
         """RFC 7517 JWK Set of the keys valid at ``at``: hand it to any JWT library."""
         return {
             "keys": [
-                signatures.jwk(r.key.key_id, r.key.alg, r.key.public_key) for r in self.valid_keys(subject, at, purpose)
+                signatures.jwk(r.key.key_id, r.key.alg, r.key.public_key, r.key.purposes)
+                for r in self.valid_keys(subject, at, purpose)
             ]
         }
 
