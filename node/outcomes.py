@@ -10,13 +10,12 @@ from typing import Literal
 from .core.errors import KeyregError
 from .core.fork import Duplicity
 from .core.log import Accepted
-from .core.records import GovernanceRevocation, fast_init
+from .core.records import GovernanceRevocation
 from .store.base import AnchorRecord
 
 Status = Literal["accepted", "known", "duplicity", "rejected"]
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class IngestResult:
     """The outcome for one submitted event."""

@@ -16,23 +16,19 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal, TypeVar, overload
+from typing import Literal, NamedTuple, TypeVar, overload
 
-import orjson
-
-from .core.canonical import CanonicalEvent
-from .core.codec import decode_event, encode_event, event_to_obj
-from .core.eip712 import event_digest
+from .core.codec import CanonicalEvent, encode_event
 from .core.errors import KeyregError, RuleViolation, StaleEvent, StorageError, Throttled
 from .core.fork import SubjectLog
 from .core.hashing import keccak
 from .core.keystate import Verdict, key_verdict, valid_keys
 from .core.limits import DEFAULT_LIMITS, Limits
-from .core.log import KeyRecord, SubjectState, apply_event, check_competitor
+from .core.log import KeyRecord, SubjectState, check_competitor
 from .core.merkle import SparseMerkleTree
-from .core.records import Domain, GovernanceRevocation, Inception, Rotation, SignedEvent, constructor
+from .core.records import Domain, GovernanceRevocation, Inception, Rotation, SignedEvent
+from .core.validator import Item, Validator
 from .outcomes import IngestResult, Listener, Report
 from .recovery import (
     _PARALLEL_MIN,
@@ -47,11 +43,12 @@ from .store.base import AnchorRecord, AuditEntry, Changes, Store
 
 T = TypeVar("T")
 
-# Positional constructors for what ingest builds per event (see records.constructor).
-_new_result = constructor(IngestResult)
-_new_entry = constructor(AuditEntry)
 
-Item = bytes | SignedEvent | CanonicalEvent
+class TreeHead(NamedTuple):
+    """The Merkle root of every subject head and their number, as of the last commit."""
+
+    root: bytes
+    count: int
 
 
 @dataclass(slots=True)
@@ -66,25 +63,10 @@ class PreparedBatch:
 
 
 def wire_bytes(item: Item, signed: SignedEvent) -> bytes:
-    """The canonical wire bytes of ``signed`` (decoded from ``item``): ``item`` itself when it is them.
-
-    Gossip and sync hand over :class:`CanonicalEvent` items (bytes rendered beside the decode, stored
-    as they are). The API passes the request's bytes, nearly always canonical; re-encoding them with
-    :func:`encode_event` (``json.dumps`` with sorted keys) cost ~25 us per event, a tenth of ingest.
-    Comparing the caller's bytes with orjson's sorted compact rendering of the same JSON object
-    (:func:`event_to_obj`) costs a fraction of that. orjson writes exactly what
-    ``dumps_canonical`` writes for these objects (str, int, list, dict with ASCII keys; a
-    property test in tests/registry holds the two equal): so equal bytes are the canonical bytes.
-    Anything else, including ints orjson cannot write (over 64 bits), goes to encode_event.
-    """
-    if type(item) is CanonicalEvent:  # decoded and rendered together from one parsed object
+    """The canonical wire bytes of ``signed`` (decoded from ``item``): a CanonicalEvent's own
+    (rendered beside the decode by gossip and sync), else ``encode_event``."""
+    if isinstance(item, CanonicalEvent):
         return item.wire
-    if type(item) is bytes:
-        try:
-            if orjson.dumps(event_to_obj(signed), option=orjson.OPT_SORT_KEYS) == item:
-                return item
-        except orjson.JSONEncodeError:
-            pass
     return encode_event(signed)
 
 
@@ -155,7 +137,6 @@ class Registry:
         store: Store,
         limits: Limits = DEFAULT_LIMITS,
         clock: Callable[[], float] = time.time,
-        commit_chunk: int = 0,
         recovery: str = "threads",
         recovery_processes: int = 0,
         conflicts: ConflictBudget | None = None,
@@ -164,6 +145,7 @@ class Registry:
         self.domain = domain
         self.store = store
         self.limits = limits
+        self.validator = Validator(domain, limits)
         self.clock = clock
         self._lock = threading.Lock()
         self.states: dict[bytes, SubjectState] = {}
@@ -171,6 +153,8 @@ class Registry:
         # /v1/health is O(1) whatever the number of subjects.
         self.event_count = 0
         self.disputed: set[bytes] = set()
+        # Changed only under the lock. Readers that need just the root take tree_head, replaced
+        # whole after every commit, so they never take the lock nor fill the tree's hash cache.
         self.tree = SparseMerkleTree()
         self._governance: dict[bytes, list[GovernanceRevocation]] = {}
         self._anchored: dict[bytes, int] = {}  # digest -> best fork-choice rank (anchor_rank)
@@ -188,16 +172,6 @@ class Registry:
         self._rejects_over: Counter[str] = Counter()
         # Signature recovery of large batches: helper processes or worker threads (node.recovery).
         self.recovery = RecoveryPool(recovery, recovery_processes)
-        # The last Domain object found equal to ``domain``: the decoder hands out one Domain object per
-        # network, so one generated __eq__ (two tuples built and compared) per network, not per event.
-        # Domains are frozen: once equal, always equal.
-        self._our_domain: Domain = domain
-        # Chunked, pipelined commits of large batches (see ingest), on stores that allow them.
-        self.commit_chunk = commit_chunk
-        self._pipeline_commits = bool(getattr(store, "parallel_commit", False)) and commit_chunk > 0
-        self._writer: ThreadPoolExecutor | None = None
-        self._inflight: list[tuple[Future[None], Changes]] = []
-        self._commit_failed: list[bool] = []
         for state, disputed in store.load_states():
             self.states[state.subject] = state
             self.event_count += state.seq + 1
@@ -209,6 +183,7 @@ class Registry:
             self._governance.setdefault(g.subject, []).append(g)
         for a in store.anchors():
             self._note_anchor(a)
+        self.tree_head = TreeHead(self.tree.root, len(self.tree))
 
     # ------------------------------------------------------------------ writes
 
@@ -217,14 +192,8 @@ class Registry:
     ) -> list[IngestResult]:
         """Validate and store a batch of events (wire bytes or decoded) in order.
 
-        Returns once every event of the batch is durable (the results are the acknowledgements).
-        By default a batch is one transaction. With ``commit_chunk`` > 0 (off by default: on a busy
-        2-core machine the extra commits and GIL hand-offs cost more than the overlap saved) and a
-        store with ``parallel_commit`` (SQL: the driver releases the GIL while the database writes
-        and syncs), a larger batch is committed as consecutive transactions of ``commit_chunk``
-        events on a writer thread, each while the next chunk is validated: in order, and after
-        a failed one none of the later ones is attempted (the error is raised; what committed
-        before it stays committed, and is in memory, as after a crash).
+        Returns once every event of the batch is durable (the results are the acknowledgements):
+        a batch is one transaction (a conflict may commit what precedes it first, see _stale).
 
         ``admission`` applies the clock-skew bound (events from the future are refused); backfill
         of old events passes too, since there is no lower bound.
@@ -262,77 +231,30 @@ class Registry:
             changes = Changes()
             self._rejects_left, self._rejects_over = self.reject_audits_per_batch, Counter()
             work: dict[bytes, SubjectState] = {}
-            pipelined = self._pipeline_commits and len(items) > self.commit_chunk
-            try:
-                chunk: list[tuple[bytes, ...] | None] = []
-                for i, item in enumerate(items):
-                    if i % _RECOVER_CHUNK == 0:
-                        chunk = recovery.take(i // _RECOVER_CHUNK) if recovery is not None else []
-                    found = chunk[i % _RECOVER_CHUNK] if chunk else None
-                    results.append(self._ingest_one(item, prepared[i], found, source, now, changes, work))
-                    if pipelined and (i + 1) % self.commit_chunk == 0 and i + 1 < len(items) and changes:
-                        self._commit_async(changes)
-                        changes = Changes()
-                if self._rejects_over:
-                    over = self._rejects_over
-                    detail = {"source": source, "unaudited": sum(over.values()), "codes": dict(sorted(over.items()))}
-                    changes.audit.append(AuditEntry("reject-summary", None, None, None, detail))
-                if self._inflight:
-                    self._commit_async(changes)
-                    self._flush(source)
-                else:
-                    self._commit(changes, source)
-            finally:
-                if self._inflight:  # an error while validating: let what was handed over finish
-                    with contextlib.suppress(Exception):
-                        self._flush(source)
+            chunk: list[tuple[bytes, ...] | None] = []
+            for i, item in enumerate(items):
+                if i % _RECOVER_CHUNK == 0:
+                    chunk = recovery.take(i // _RECOVER_CHUNK) if recovery is not None else []
+                found = chunk[i % _RECOVER_CHUNK] if chunk else None
+                results.append(self._ingest_one(item, prepared[i], found, source, now, changes, work))
+            if self._rejects_over:
+                over = self._rejects_over
+                detail = {"source": source, "unaudited": sum(over.values()), "codes": dict(sorted(over.items()))}
+                changes.audit.append(AuditEntry("reject-summary", None, None, None, detail))
+            self._commit(changes, source)
             counters = self.counters
             for status, n in Counter([r.status for r in results]).items():
                 counters[status] += n
             return results
-
-    def _commit_async(self, changes: Changes) -> None:
-        """Hand a chunk's changes to the writer thread (committed in order; see :meth:`_flush`)."""
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(1, thread_name_prefix="keyreg-commit")
-        failed = self._commit_failed
-
-        def run() -> None:
-            if failed:  # an earlier chunk failed: later chunks were validated on top of it
-                raise StorageError("not committed: an earlier chunk of the batch failed to commit")
-            try:
-                self.store.commit(changes)
-            except BaseException:
-                failed.append(True)
-                raise
-
-        self._inflight.append((self._writer.submit(run), changes))
-
-    def _flush(self, source: str) -> None:
-        """Wait for every chunk handed to the writer; apply the committed ones to memory, in order.
-
-        Raises the first commit error (the chunks after it were not committed).
-        """
-        error: BaseException | None = None
-        inflight, self._inflight = self._inflight, []
-        for future, changes in inflight:
-            try:
-                future.result()
-            except BaseException as exc:
-                error = error or exc
-            else:
-                self._applied(changes, source)
-        self._commit_failed = []
-        if error is not None:
-            raise error
 
     def _prepare(
         self, items: Sequence[Item], parallel: bool, bulk: bool = False
     ) -> tuple[list[Prepared], _Recovery | _ProcessRecovery | None]:
         """Decode every item and hash it; when ``parallel``, start recovering signatures meanwhile.
 
-        Returns one (signed or decode error, digest or None) per item, and the batch's recovery
-        (chunks of _RECOVER_CHUNK items) if parallel.
+        Returns one (signed or decode error, digest or None) per item (stages 1-2 of
+        :class:`node.core.validator.Validator`), and the batch's recovery (stage 3, in chunks of
+        _RECOVER_CHUNK items) if parallel.
         """
         prepared: list[Prepared] = []
         recovery: _Recovery | _ProcessRecovery | None = None
@@ -340,28 +262,9 @@ class Registry:
         start = 0
         if parallel:
             recovery = self.recovery.batch(bulk)
-        domain, limits = self.domain, self.limits
+        prepare = self.validator.prepare
         for item in items:
-            digest: bytes | None = None
-            try:
-                if isinstance(item, CanonicalEvent):
-                    signed = item.signed
-                elif isinstance(item, SignedEvent):
-                    signed = item
-                else:
-                    signed = decode_event(item, limits)
-            except RuleViolation as exc:
-                prepared.append((exc, None))
-            else:
-                sd = signed.domain
-                if sd is domain or sd is self._our_domain or self._is_ours(sd):
-                    # Shape rules run later (apply_event); hashing an event that breaks them may
-                    # fail, and then apply_event reports the rule as usual.
-                    try:
-                        digest = event_digest(domain, signed.event)
-                    except Exception:  # apply_event raises the specific error
-                        digest = None
-                prepared.append((signed, digest))
+            prepared.append(prepare(item))
             if recovery is not None and len(prepared) - start == _RECOVER_CHUNK:
                 recovery.submit(self._to_recover(prepared[start:], chains, bulk))
                 start = len(prepared)
@@ -429,15 +332,6 @@ class Registry:
         """Stop the recovery helper processes and worker threads (the registry stays readable)."""
         self.recovery.close()
 
-    def _is_ours(self, d: Domain) -> bool:
-        """``d == self.domain`` (remembering an equal Domain object, which later is checked by identity)."""
-        if d is self.domain or d is self._our_domain:
-            return True
-        if d == self.domain:
-            self._our_domain = d
-            return True
-        return False
-
     def _ingest_one(
         self,
         item: Item,
@@ -455,37 +349,25 @@ class Registry:
             self._audit_reject(changes, None, None, raw_hash, source, exc)
             return IngestResult("rejected", error=exc)
         event = signed.event
-        if isinstance(event, Inception):
-            # An inception's subject is its digest. None (another network, or hashing failed on a
-            # rule violation) leaves it unknown: apply_event names the violation below.
-            subject = digest if digest is not None and self._is_ours(signed.domain) else b""
-        else:
-            subject = event.subject
+        # An inception's subject is its digest; None (another network, or hashing failed on a rule
+        # violation) leaves it unknown (b""), and apply names the violation.
+        subject = self.validator.subject(signed, digest)
         state = work.get(subject) or self.states.get(subject)
         try:
-            # signers came from recover_signers(signed, digest) on the worker (None: not computed
-            # or failed, so apply_event recomputes and raises the exact error).
-            acc = apply_event(
-                state,
-                signed,
-                self.domain,
-                self.limits,
-                now,
-                precomputed=None if signers is None or digest is None else (digest, signers),
-            )
+            # signers came from the recovery workers (None: not computed or failed, so the rules
+            # recover again and raise the exact error).
+            acc = self.validator.apply(state, signed, now, digest, signers)
         except StaleEvent:
             return self._stale(signed, subject, digest, source, now, changes, work)
         except RuleViolation as exc:
             self._audit_reject(changes, subject or None, event.seq, None, source, exc)
             return IngestResult("rejected", subject or None, event.seq, error=exc)
-        # The accept path runs once per event: records built positionally (_new_entry, _new_result),
-        # and a CanonicalEvent's bytes taken without a call (wire_bytes' first case).
         subject, seq, new_digest, new_state = acc.subject, event.seq, acc.digest, acc.state
-        changes.appended.append((acc, item.wire if type(item) is CanonicalEvent else wire_bytes(item, signed)))
+        changes.appended.append((acc, wire_bytes(item, signed)))
         changes.states[subject] = new_state
         work[subject] = new_state
-        changes.audit.append(_new_entry("accept", subject, seq, new_digest, {"source": source, "kind": event.kind}))
-        return _new_result("accepted", subject, seq, new_digest)
+        changes.audit.append(AuditEntry("accept", subject, seq, new_digest, {"source": source, "kind": event.kind}))
+        return IngestResult("accepted", subject, seq, new_digest)
 
     def _stale(
         self,
@@ -499,18 +381,16 @@ class Registry:
     ) -> IngestResult:
         """An event at or below its subject's head: known already, or a conflict (fork choice).
 
-        ``digest`` is _prepare's ``event_digest(self.domain, event)`` (None: computed here). Re-delivered
+        ``digest`` is the event's digest from _prepare (None: computed here). Re-delivered
         events (gossip duplicates) come here often: the head and the batch's own events are checked
         before the store, without building a set of the batch's digests.
         """
         event = signed.event
         if digest is None:
-            digest = event_digest(self.domain, event)
+            digest = self.validator.digest(event)
         state = work.get(subject) or self.states[subject]
         if digest == state.head or any(a.digest == digest for a, _ in changes.appended):
             return IngestResult("known", subject, event.seq, digest)
-        if self._inflight:  # earlier chunks of this batch must be in the store before we read it
-            self._flush(source)
         if self.store.digest_at(subject, event.seq) == digest:
             return IngestResult("known", subject, event.seq, digest)
         # A different event at an occupied seq: a conflict, and the cheapest thing anyone can
@@ -610,7 +490,7 @@ class Registry:
         while hi > 0:
             lo = max(0, hi - _SCAN_PAGE)
             for raw in reversed(self.store.events(subject, lo, hi - lo)):
-                ev = decode_event(raw, self.limits).event
+                ev = self.validator.decode(raw).event
                 if isinstance(ev, Inception | Rotation):
                     return ev.controllers, ev.threshold, ev.next_commitment
             hi = lo
@@ -644,6 +524,8 @@ class Registry:
             self.event_count += state.seq - (old.seq if old is not None else -1)
             states[subject] = state
             self.tree.set(subject, state.seq, state.head)
+        if changes.states:
+            self.tree_head = TreeHead(self.tree.root, len(self.tree))
         for subject, flag in changes.disputed.items():
             if flag:
                 self.disputed.add(subject)
@@ -759,10 +641,12 @@ class Registry:
     def read_tree(self, fn: Callable[[SparseMerkleTree], T], blocking: bool = True) -> T | None:
         """``fn(tree)`` on the Merkle tree of subject heads, holding the registry's lock.
 
-        The tree changes under that lock (ingest and the other writers), and its hash reads fill a
-        cache, so a hash read racing an update could cache a stale hash for good: read hashes only
-        through here. The call blocks while a batch is ingested; ``blocking=False`` returns None
-        at once instead. ``fn`` must be quick and must not call back into the registry.
+        For reads below the root (sync's subtree hashes and leaf pages); the root and count are
+        :attr:`tree_head`, which needs no lock. The tree changes under that lock, and its hash
+        reads fill a cache, so a hash read racing an update could cache a stale hash for good:
+        read subtrees only through here. The call blocks while a batch is ingested;
+        ``blocking=False`` returns None at once instead. ``fn`` must be quick and must not call
+        back into the registry.
         """
         if not self._lock.acquire(blocking=blocking):
             return None

@@ -1,9 +1,11 @@
 """Which heads a batch root anchors: the root history of the local sparse Merkle tree.
 
 A batch anchor commits the root of the registry's whole sparse Merkle tree of subject heads
-(``Registry.tree``, node/core/merkle.py) and its leaf count. The chain only stores the root, so a
-node maps a ``BatchAnchored(root)`` back to heads by **matching the root against the roots its own
-tree has had**: every node that holds the same heads computes the same root, whoever submitted it.
+(node/core/merkle.py) and its leaf count, as the registry publishes them after each commit
+(``Registry.tree_head``: read without the registry's lock, and without touching the tree).
+The chain only stores the root, so a node maps a ``BatchAnchored(root)`` back to heads by
+**matching the root against the roots its own tree has had**: every node that holds the same
+heads computes the same root, whoever submitted it.
 
 :class:`BatchTracker` is a registry listener. After every commit it records the new root (with a
 version number) and, per subject, the heads that changed and are not yet known to be in an
@@ -81,8 +83,7 @@ class BatchTracker:
             self._remember_root()
 
     def _remember_root(self) -> None:
-        tree = self.registry.tree
-        root, count = tree.root, len(tree)
+        root, count = self.registry.tree_head
         self._roots.pop(root, None)
         self._roots[root] = self._version
         self._counts[root] = count

@@ -2,9 +2,9 @@
 
 The event digest (what controllers sign, what ``prev`` chains and what the contract anchors) is
 ``keccak256(0x19 0x01 || domainSeparator || hashStruct(event))``. This module hashes structs with
-precomputed type hashes (the fast path) and can also export any event as standard
+type hashes computed once at import and can also export any event as standard
 ``eth_signTypedData_v4`` JSON, so a wallet signature over that JSON is a valid signature here.
-Tests prove the fast path equals eth-account's ``encode_typed_data`` on every vector.
+Tests prove the hashing equal to eth-account's ``encode_typed_data`` on every vector.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import MalformedEvent
-from .hashing import keccak, new_keccak
+from .hashing import keccak
 from .records import (
     ZERO20,
     Domain,
@@ -113,40 +113,19 @@ _REV_TH = TYPE_HASH["Revocation"]
 
 _ZERO_WORD = b"\x00" * 32
 _ONE_WORD = b"\x00" * 31 + b"\x01"
-_EMPTY_ARRAY = keccak(b"")
 _PAD12 = b"\x00" * 12
 
 
-# Strings that recur in nearly every event (algorithm names, common purposes, "") are hashed once.
-_string_hash_cache: dict[str, bytes] = {}
-_STRING_CACHE_MAX = 4096
-
-
 def _hash_string(s: str) -> bytes:
-    h = _string_hash_cache.get(s)
-    if h is None:
-        try:
-            encoded = s.encode()
-        except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800"): no UTF-8 bytes to hash
-            raise MalformedEvent("a text field is not valid UTF-8") from None
-        h = keccak(encoded)
-        if len(s) <= 32 and len(_string_hash_cache) < _STRING_CACHE_MAX:
-            _string_hash_cache[s] = h
-    return h
-
-
-# The same holds for whole purpose lists (("sign",), ("sign", "jwt"), ...): one keccak saved per key.
-_purposes_hash_cache: dict[tuple[str, ...], bytes] = {}
-_PURPOSES_CACHE_MAX = 1024
+    try:
+        encoded = s.encode()
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 bytes to hash
+        raise MalformedEvent("a text field is not valid UTF-8") from None
+    return keccak(encoded)
 
 
 def _hash_purposes(purposes: tuple[str, ...]) -> bytes:
-    h = _purposes_hash_cache.get(purposes)
-    if h is None:
-        h = keccak(b"".join([_hash_string(p) for p in purposes]))
-        if len(_purposes_hash_cache) < _PURPOSES_CACHE_MAX:
-            _purposes_hash_cache[purposes] = h
-    return h
+    return keccak(b"".join([_hash_string(p) for p in purposes]))
 
 
 def _u(v: int) -> bytes:
@@ -159,8 +138,6 @@ def _addr(a: bytes) -> bytes:
 
 def hash_address_array(addresses: tuple[bytes, ...]) -> bytes:
     """EIP-712 encoding of address[]: keccak of the 32-byte left-padded addresses."""
-    if len(addresses) == 1:  # the common single controller
-        return keccak(_PAD12 + addresses[0])
     return keccak(b"".join([_PAD12 + a for a in addresses]))
 
 
@@ -169,49 +146,30 @@ def controller_commitment(controllers: tuple[bytes, ...], threshold: int) -> byt
     return keccak(_u(threshold) + b"".join([_PAD12 + a for a in controllers]))
 
 
-# The functions below are the validator's hot path: they hash through hashing.keccak (no constructor
-# argument parsing), skip calls on cache hits and join one list per struct instead of concatenating
-# bytes pairwise.
-
-
 def hash_published_key(k: PublishedKey) -> bytes:
     """hashStruct(PublishedKey)."""
-    cached = _string_hash_cache.get  # key ids and algorithm names recur: skip the call on a hit
-    key_id, alg, purposes = k.key_id, k.alg, k.purposes
     return keccak(
         b"".join(
             [
                 _PK_TH,
-                cached(key_id) or _hash_string(key_id),
-                cached(alg) or _hash_string(alg),
+                _hash_string(k.key_id),
+                _hash_string(k.alg),
                 keccak(k.public_key),
-                _purposes_hash_cache.get(purposes) or _hash_purposes(purposes),
-                k.not_before.to_bytes(32, "big"),
-                k.not_after.to_bytes(32, "big"),
+                _hash_purposes(k.purposes),
+                _u(k.not_before),
+                _u(k.not_after),
             ]
         )
     )
 
 
-def _hash_keys(keys: tuple[PublishedKey, ...]) -> bytes:
-    if not keys:
-        return _EMPTY_ARRAY
-    if len(keys) == 1:  # the usual case: no list to join
-        return keccak(hash_published_key(keys[0]))
-    return keccak(b"".join([hash_published_key(k) for k in keys]))
-
-
 def _hash_retirement(r: KeyRetirement) -> bytes:
-    key_id = r.key_id
-    return keccak(_KR_TH + (_string_hash_cache.get(key_id) or _hash_string(key_id)) + r.not_after.to_bytes(32, "big"))
+    return keccak(_KR_TH + _hash_string(r.key_id) + _u(r.not_after))
 
 
-def _hash_retirements(items: tuple[KeyRetirement, ...]) -> bytes:
-    if not items:
-        return _EMPTY_ARRAY
-    if len(items) == 1:
-        return keccak(_hash_retirement(items[0]))
-    return keccak(b"".join([_hash_retirement(r) for r in items]))
+def _hash_array(items: list[bytes]) -> bytes:
+    """EIP-712 encoding of an array of structs: keccak of their hashStructs, concatenated."""
+    return keccak(b"".join(items))
 
 
 def hash_struct(event: Event) -> bytes:
@@ -220,93 +178,74 @@ def hash_struct(event: Event) -> bytes:
         parts = [
             _UPD_TH,
             event.subject,
-            event.seq.to_bytes(32, "big"),
+            _u(event.seq),
             event.prev,
-            event.timestamp.to_bytes(32, "big"),
-            _hash_keys(event.publish) if event.publish else _EMPTY_ARRAY,
-            _hash_retirements(event.retire) if event.retire else _EMPTY_ARRAY,
+            _u(event.timestamp),
+            _hash_array([hash_published_key(k) for k in event.publish]),
+            _hash_array([_hash_retirement(r) for r in event.retire]),
             _ONE_WORD if event.set_metadata else _ZERO_WORD,
-            _string_hash_cache.get(event.metadata) or _hash_string(event.metadata),
+            _hash_string(event.metadata),
         ]
     elif isinstance(event, Inception):
         parts = [
             _INC_TH,
-            event.timestamp.to_bytes(32, "big"),
+            _u(event.timestamp),
             hash_address_array(event.controllers),
-            event.threshold.to_bytes(32, "big"),
+            _u(event.threshold),
             event.next_commitment,
-            _PAD12 + event.governor,
-            _hash_keys(event.keys),
+            _addr(event.governor),
+            _hash_array([hash_published_key(k) for k in event.keys]),
             _hash_string(event.metadata),
         ]
     elif isinstance(event, Rotation):
         parts = [
             _ROT_TH,
             event.subject,
-            event.seq.to_bytes(32, "big"),
+            _u(event.seq),
             event.prev,
-            event.timestamp.to_bytes(32, "big"),
+            _u(event.timestamp),
             hash_address_array(event.controllers),
-            event.threshold.to_bytes(32, "big"),
+            _u(event.threshold),
             event.next_commitment,
         ]
     elif isinstance(event, Revocation):
         parts = [
             _REV_TH,
             event.subject,
-            event.seq.to_bytes(32, "big"),
+            _u(event.seq),
             event.prev,
-            event.timestamp.to_bytes(32, "big"),
+            _u(event.timestamp),
             _hash_string(event.key_id),
-            event.effective_at.to_bytes(32, "big"),
+            _u(event.effective_at),
             _hash_string(event.reason),
         ]
     else:
         raise TypeError(f"not an event: {type(event).__name__}")
-    h = new_keccak()  # keccak() inlined: one call less per event
-    h.update(b"".join(parts))
-    digest: bytes = h.digest()
-    return digest
-
-
-_separator_cache: dict[Domain, bytes] = {}
+    return keccak(b"".join(parts))
 
 
 def domain_separator(domain: Domain) -> bytes:
-    """hashStruct(EIP712Domain) for a domain (cached)."""
-    sep = _separator_cache.get(domain)
-    if sep is None:
-        sep = keccak(
-            _DOMAIN_TH
-            + keccak(domain.name.encode())
-            + keccak(domain.version.encode())
-            + _u(domain.chain_id)
-            + _addr(domain.verifying_contract)
-        )
-        _separator_cache[domain] = sep
-    return sep
+    """hashStruct(EIP712Domain) for a domain."""
+    return keccak(
+        _DOMAIN_TH
+        + keccak(domain.name.encode())
+        + keccak(domain.version.encode())
+        + _u(domain.chain_id)
+        + _addr(domain.verifying_contract)
+    )
 
 
-# (domain, keccak state that has absorbed b"\x19\x01" + its separator) for the domain digested last.
-# A node validates against one domain object, and comparing by identity skips Domain's generated
-# __hash__ (a tuple of its fields, hashed) on every event. The state is never fed after it is made,
-# only copied (a copy costs what a fresh hash object does, and saves concatenating the prefix). One
-# tuple, replaced whole, so concurrent threads never see a torn pair.
-_last_prefix: tuple[Domain | None, Any] = (None, None)
+def digest_prefix(domain: Domain) -> bytes:
+    """What every event digest of ``domain`` starts with: ``0x19 0x01 || domainSeparator``."""
+    return b"\x19\x01" + domain_separator(domain)
 
 
 def event_digest(domain: Domain, event: Event) -> bytes:
-    """The digest controllers sign; also the event's identity in the hash chain."""
-    global _last_prefix
-    last_domain, prefixed = _last_prefix
-    if domain is not last_domain:
-        prefixed = new_keccak()
-        prefixed.update(b"\x19\x01" + domain_separator(domain))
-        _last_prefix = (domain, prefixed)
-    h = prefixed.copy()
-    h.update(hash_struct(event))
-    digest: bytes = h.digest()
-    return digest
+    """The digest controllers sign; also the event's identity in the hash chain.
+
+    A :class:`node.core.validator.Validator` computes the same with its domain's prefix made once.
+    """
+    return keccak(digest_prefix(domain) + hash_struct(event))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,8 +38,9 @@ from typing import Literal
 
 from .errors import StaleEvent
 from .limits import DEFAULT_LIMITS, Limits
-from .log import Accepted, SubjectState, apply_event
+from .log import Accepted, SubjectState
 from .records import Domain, Revocation, Rotation, SignedEvent
+from .validator import Validator
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,7 @@ class SubjectLog:
     def __init__(self, domain: Domain, limits: Limits = DEFAULT_LIMITS) -> None:
         self.domain = domain
         self.limits = limits
+        self.validator = Validator(domain, limits)
         self.events: list[Accepted] = []
         self.evidence: list[Duplicity] = []
         # seq -> the competing events there that fork choice could not order
@@ -140,7 +142,7 @@ class SubjectLog:
         """Validate and append; a valid conflicting event becomes evidence (and may win fork choice)."""
         anchored = anchored or {}
         try:
-            acc = apply_event(self.state, signed, self.domain, self.limits, now)
+            acc = self.validator.apply(self.state, signed, now)
         except StaleEvent:
             return self._conflict(signed, anchored, now)
         self.events.append(acc)
@@ -154,7 +156,7 @@ class SubjectLog:
         before = self.events[seq - 1].state if seq > 0 else None
         if seq == 0:
             raise StaleEvent("inception already known")
-        cand = apply_event(before, signed, self.domain, self.limits, now)  # raises if invalid there
+        cand = self.validator.apply(before, signed, now)  # raises if invalid there
         if cand.digest == existing.digest:
             return AppendResult("known", existing)
         known = {existing.digest, *(a.digest for a in self._open.get(seq, []))}

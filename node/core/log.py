@@ -46,15 +46,12 @@ from .records import (
     Rotation,
     SignedEvent,
     Update,
-    constructor,
-    fast_init,
 )
 
 _KEY_ID_RE = re.compile(r"[A-Za-z0-9._:\-]+")
 _PURPOSE_RE = re.compile(r"[a-z0-9._:\-]+")
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
     """A published key as the log has left it."""
@@ -73,7 +70,6 @@ class KeyRecord:
         return max(self.key.not_before, self.published_at)
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class SubjectState:
     """A subject's state after its head event."""
@@ -94,7 +90,6 @@ class SubjectState:
     last_establishment_seq: int = 0
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Accepted:
     """A validated event: its digest, subject, the signers recovered, and the resulting state."""
@@ -104,12 +99,6 @@ class Accepted:
     subject: bytes
     signers: tuple[bytes, ...]
     state: SubjectState = field(repr=False)
-
-
-# Positional constructors for the transitions (the validator builds these on every event).
-_new_key_record = constructor(KeyRecord)
-_new_state = constructor(SubjectState)
-_new_accepted = constructor(Accepted)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,12 +163,6 @@ def _check_keys(keys: tuple[PublishedKey, ...], limits: Limits) -> None:
 
 def check_shape(event: Event, limits: Limits = DEFAULT_LIMITS) -> None:
     """Raise MalformedEvent/OversizedInput for anything wrong with the event on its own."""
-    if not _shape_ok(event, limits):
-        _reference_check_shape(event, limits)
-
-
-def _reference_check_shape(event: Event, limits: Limits) -> None:
-    """The shape rules one by one, raising the precise error (the authority behind _shape_ok)."""
     if isinstance(event, Inception):
         _check_controllers(event.controllers, event.threshold, limits)
         _check_keys(event.keys, limits)
@@ -204,115 +187,6 @@ def _reference_check_shape(event: Event, limits: Limits) -> None:
         _check_text(event.reason, limits.max_reason_bytes, "reason")
         if event.key_id and not _KEY_ID_RE.fullmatch(event.key_id):
             raise MalformedEvent("revocation keyId must be a key id, or empty to revoke the subject")
-
-
-# The fast path of check_shape. _shape_ok only ever accepts: it tests the same rules in one pass
-# without building error messages, and on False check_shape runs the reference rules above, which
-# raise the precise error (tests/unit/test_fast_paths.py checks the two agree). Key ids and purpose
-# lists recur across events (and subjects), so the regex part of their checks is remembered; the
-# limit-dependent lengths are still checked on every event, since callers may pass other Limits.
-
-_CACHE_MAX = 4096
-_key_ids_ok: set[str] = set()  # strings that fullmatch _KEY_ID_RE
-_purposes_ok: dict[tuple[str, ...], int] = {}  # distinct, each fullmatches _PURPOSE_RE -> longest length
-
-
-def _key_id_ok(key_id: str) -> bool:
-    """key_id fullmatches _KEY_ID_RE (remembered)."""
-    if key_id in _key_ids_ok:
-        return True
-    if not _KEY_ID_RE.fullmatch(key_id):
-        return False
-    if len(_key_ids_ok) >= _CACHE_MAX:  # bounded: start over rather than grow with hostile input
-        _key_ids_ok.clear()
-    _key_ids_ok.add(key_id)
-    return True
-
-
-def _longest_purpose(purposes: tuple[str, ...]) -> int:
-    """Length of the longest purpose if all fullmatch _PURPOSE_RE and none repeats, else -1."""
-    longest = _purposes_ok.get(purposes)
-    if longest is not None:
-        return longest
-    if len(set(purposes)) != len(purposes) or not all(_PURPOSE_RE.fullmatch(p) for p in purposes):
-        return -1
-    longest = max(map(len, purposes), default=0)
-    if len(_purposes_ok) >= _CACHE_MAX:
-        _purposes_ok.clear()
-    _purposes_ok[purposes] = longest
-    return longest
-
-
-def _text_ok(value: str, limit: int) -> bool:
-    # An ASCII string (a flag CPython keeps on every str) is its own UTF-8: no need to encode it.
-    if value.isascii():
-        return len(value) <= limit
-    try:
-        return len(value.encode()) <= limit
-    except UnicodeEncodeError:  # a lone surrogate: the reference check_shape reports it
-        return False
-
-
-def _keys_ok(keys: tuple[PublishedKey, ...], limits: Limits) -> bool:
-    if len(keys) > limits.max_keys_per_event:
-        return False
-    max_id, max_purposes, max_purpose_chars = limits.max_key_id_chars, limits.max_purposes, limits.max_purpose_chars
-    for k in keys:
-        key_id, alg, public_key, purposes = k.key_id, k.alg, k.public_key, k.purposes
-        longest = _purposes_ok.get(purposes)  # the remembered answer without a call (see _longest_purpose)
-        if not (
-            0 < len(key_id) <= max_id
-            and (key_id in _key_ids_ok or _key_id_ok(key_id))
-            and len(public_key) == PUBLIC_KEY_LENGTHS.get(alg)  # None for an unsupported algorithm
-            and (alg == "Ed25519" or public_key[0] == 2 or public_key[0] == 3)
-            and 0 < len(purposes) <= max_purposes
-            and 0 <= (_longest_purpose(purposes) if longest is None else longest) <= max_purpose_chars
-            and (not k.not_after or k.not_after > k.not_before)
-        ):
-            return False
-    return len(keys) < 2 or len({k.key_id for k in keys}) == len(keys)
-
-
-def _controllers_ok(controllers: tuple[bytes, ...], threshold: int, limits: Limits) -> bool:
-    n = len(controllers)
-    return (
-        0 < n <= limits.max_controllers
-        and 1 <= threshold <= n
-        and (n == 1 or all(a < b for a, b in itertools.pairwise(controllers)))
-    )
-
-
-def _shape_ok(event: Event, limits: Limits) -> bool:
-    """True if check_shape accepts the event (False: let the reference rules decide)."""
-    if isinstance(event, Update):
-        publish, retire = event.publish, event.retire
-        return (
-            event.seq != 0
-            and (not publish or _keys_ok(publish, limits))
-            and (
-                not retire
-                or (
-                    len(retire) <= limits.max_keys_per_event
-                    and (len(retire) == 1 or len({r.key_id for r in retire}) == len(retire))
-                )
-            )
-            and (event.set_metadata or not event.metadata)
-            and bool(publish or retire or event.set_metadata)
-            and _text_ok(event.metadata, limits.max_metadata_bytes)
-        )
-    if isinstance(event, Inception):
-        return (
-            _controllers_ok(event.controllers, event.threshold, limits)
-            and _keys_ok(event.keys, limits)
-            and _text_ok(event.metadata, limits.max_metadata_bytes)
-        )
-    if isinstance(event, Rotation):
-        return event.seq != 0 and _controllers_ok(event.controllers, event.threshold, limits)
-    return (
-        event.seq != 0
-        and _text_ok(event.reason, limits.max_reason_bytes)
-        and (not event.key_id or _key_id_ok(event.key_id))
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,18 +274,16 @@ def check_competitor(
 
 def _incept(event: Inception, digest: bytes) -> SubjectState:
     ts = event.timestamp
-    keys = {k.key_id: _new_key_record(k, 0, ts, k.not_after) for k in event.keys}
-    return _new_state(
+    keys = {k.key_id: KeyRecord(k, 0, ts, k.not_after) for k in event.keys}
+    return SubjectState(
         digest, 0, digest, ts, event.controllers, event.threshold, event.next_commitment, event.governor,
         event.metadata, MappingProxyType(keys),
     )  # fmt: skip
 
 
-# The transitions build SubjectState positionally rather than with dataclasses.replace(), which
-# costs ~20 µs a call (a sixth of the whole per-event budget), and through records.constructor,
-# which skips the class-call dispatch. Field order:
-# subject, seq, head, timestamp, controllers, threshold, next_commitment, governor, metadata, keys,
-# revoked_at, revoked_seq, revoked_reason, last_establishment_seq.
+# The transitions build SubjectState positionally (dataclasses.replace() costs several times as much
+# per event). Field order: subject, seq, head, timestamp, controllers, threshold, next_commitment,
+# governor, metadata, keys, revoked_at, revoked_seq, revoked_reason, last_establishment_seq.
 
 
 def _update(state: SubjectState, event: Update, digest: bytes, limits: Limits) -> SubjectState:
@@ -419,7 +291,7 @@ def _update(state: SubjectState, event: Update, digest: bytes, limits: Limits) -
         if len(state.keys) > limits.max_keys_per_subject:
             raise OversizedInput(f"subject would hold {len(state.keys)} keys, limit {limits.max_keys_per_subject}")
         s = state
-        return _new_state(
+        return SubjectState(
             s.subject, event.seq, digest, event.timestamp, s.controllers, s.threshold, s.next_commitment, s.governor,
             event.metadata if event.set_metadata else s.metadata, s.keys,
             s.revoked_at, s.revoked_seq, s.revoked_reason, s.last_establishment_seq,
@@ -429,7 +301,7 @@ def _update(state: SubjectState, event: Update, digest: bytes, limits: Limits) -
     for k in event.publish:
         if k.key_id in keys:
             raise InvalidTransition(f"key id {k.key_id!r} was already published; key ids are never reused")
-        keys[k.key_id] = _new_key_record(k, event.seq, event.timestamp, k.not_after)
+        keys[k.key_id] = KeyRecord(k, event.seq, event.timestamp, k.not_after)
     if len(keys) > limits.max_keys_per_subject:
         raise OversizedInput(f"subject would hold {len(keys)} keys, limit {limits.max_keys_per_subject}")
     for r in event.retire:
@@ -440,12 +312,12 @@ def _update(state: SubjectState, event: Update, digest: bytes, limits: Limits) -
             raise InvalidTransition(f"retirement of {r.key_id!r} is retroactive; use a revocation")
         if rec.not_after and r.not_after > rec.not_after:
             raise InvalidTransition(f"retirement of {r.key_id!r} would extend its validity")
-        keys[r.key_id] = _new_key_record(
+        keys[r.key_id] = KeyRecord(
             rec.key, rec.published_seq, rec.published_at, r.not_after, rec.revoked_at, rec.revoked_seq,
             rec.revoked_reason,
         )  # fmt: skip
     s = state
-    return _new_state(
+    return SubjectState(
         s.subject, event.seq, digest, event.timestamp, s.controllers, s.threshold, s.next_commitment, s.governor,
         event.metadata if event.set_metadata else s.metadata, MappingProxyType(keys),
         s.revoked_at, s.revoked_seq, s.revoked_reason, s.last_establishment_seq,
@@ -454,7 +326,7 @@ def _update(state: SubjectState, event: Update, digest: bytes, limits: Limits) -
 
 def _rotate(state: SubjectState, event: Rotation, digest: bytes) -> SubjectState:
     s = state
-    return _new_state(
+    return SubjectState(
         s.subject, event.seq, digest, event.timestamp, event.controllers, event.threshold, event.next_commitment,
         s.governor, s.metadata, s.keys, s.revoked_at, s.revoked_seq, s.revoked_reason, event.seq,
     )  # fmt: skip
@@ -463,7 +335,7 @@ def _rotate(state: SubjectState, event: Rotation, digest: bytes) -> SubjectState
 def _revoke(state: SubjectState, event: Revocation, digest: bytes) -> SubjectState:
     s = state
     if not event.key_id:
-        return _new_state(
+        return SubjectState(
             s.subject, event.seq, digest, event.timestamp, s.controllers, s.threshold, s.next_commitment, s.governor,
             s.metadata, s.keys, event.effective_at, event.seq, event.reason, s.last_establishment_seq,
         )  # fmt: skip
@@ -473,19 +345,13 @@ def _revoke(state: SubjectState, event: Revocation, digest: bytes) -> SubjectSta
     if rec.revoked_at is not None:
         raise InvalidTransition(f"key {event.key_id!r} is already revoked")
     keys = state.keys.copy() if type(state.keys) is MappingProxyType else dict(state.keys)
-    keys[event.key_id] = _new_key_record(
+    keys[event.key_id] = KeyRecord(
         rec.key, rec.published_seq, rec.published_at, rec.not_after, event.effective_at, event.seq, event.reason
     )
-    return _new_state(
+    return SubjectState(
         s.subject, event.seq, digest, event.timestamp, s.controllers, s.threshold, s.next_commitment, s.governor,
         s.metadata, MappingProxyType(keys), s.revoked_at, s.revoked_seq, s.revoked_reason, s.last_establishment_seq,
     )  # fmt: skip
-
-
-# The (event domain, registry domain) pair found equal last. Domains are frozen, so a pair once equal
-# stays equal, and the decoder hands out one Domain object per network: apply_event compares fields
-# once per pair instead of once per event. Replaced whole, so threads never see a torn pair.
-_equal_domains: tuple[Domain | None, Domain | None] = (None, None)
 
 
 def apply_event(
@@ -495,51 +361,40 @@ def apply_event(
     limits: Limits = DEFAULT_LIMITS,
     now: int | None = None,
     *,
-    precomputed: tuple[bytes, tuple[bytes, ...]] | None = None,
+    precomputed: tuple[bytes, tuple[bytes, ...] | None] | None = None,
 ) -> Accepted:
     """Validate ``signed`` as the next event after ``state`` (None: no event known for it yet).
 
     ``now`` enables the admission-time clock-skew rule; offline replays pass None.
     Raises a RuleViolation subclass naming the broken rule.
 
-    ``precomputed`` = ``(event_digest(domain, signed.event), recover_signers(signed, digest))``,
-    computed by the caller ahead of time (the registry recovers signatures on a worker thread while
-    it validates). Only pass it when both calls succeeded; on a recovery error pass None, so the
-    error is raised here, in rule order, exactly as without precomputation. Every rule is checked.
+    ``precomputed`` = ``(event_digest(domain, signed.event), signers)``, computed by the caller
+    ahead of time (:class:`node.core.validator.Validator` hashes with its domain's prefix made once;
+    the registry may recover signatures on other cores). ``signers`` is
+    ``recover_signers(signed, digest)``, or None where it was not computed or failed: then it is
+    recovered here, so its error is raised in rule order, exactly as without precomputation.
     """
-    global _equal_domains
     sd = signed.domain
-    equal = _equal_domains  # read once: another thread may replace it between two reads
-    if sd is not domain and (sd is not equal[0] or domain is not equal[1]):
-        # Field by field: Domain's generated __eq__ would build and compare two tuples on every event.
-        if (
-            sd.chain_id != domain.chain_id
-            or sd.verifying_contract != domain.verifying_contract
-            or sd.name != domain.name
-            or sd.version != domain.version
-        ):
-            raise WrongNetwork(
-                f"event is for chainId {signed.domain.chain_id} contract 0x{signed.domain.verifying_contract.hex()}, "
-                f"this registry is chainId {domain.chain_id} contract 0x{domain.verifying_contract.hex()}"
-            )
-        _equal_domains = (sd, domain)
+    if sd is not domain and sd != domain:
+        raise WrongNetwork(
+            f"event is for chainId {sd.chain_id} contract 0x{sd.verifying_contract.hex()}, "
+            f"this registry is chainId {domain.chain_id} contract 0x{domain.verifying_contract.hex()}"
+        )
     event = signed.event
-    if not _shape_ok(event, limits):  # check_shape, inlined
-        _reference_check_shape(event, limits)
+    check_shape(event, limits)
     if now is not None and event.timestamp > now + limits.max_clock_skew_s:
         raise TimestampViolation(
             f"timestamp {event.timestamp} is more than {limits.max_clock_skew_s}s ahead of local time {now}"
         )
-    digest = event_digest(domain, event) if precomputed is None else precomputed[0]
+    digest, signers = (event_digest(domain, event), None) if precomputed is None else precomputed
     if isinstance(event, Inception):
         if state is not None:
             raise StaleEvent("inception already known", subject="0x" + digest.hex())
-        signers = recover_signers(signed, digest) if precomputed is None else precomputed[1]
-        # _require_threshold, without the call for the common case (one signer, threshold 1, in the set)
-        if not (len(signers) == 1 and event.threshold == 1 and signers[0] in event.controllers):
-            _require_threshold(signers, event.controllers, event.threshold)
+        if signers is None:
+            signers = recover_signers(signed, digest)
+        _require_threshold(signers, event.controllers, event.threshold)
         new_state = _incept(event, digest)
-        return _new_accepted(signed, digest, digest, signers, new_state)
+        return Accepted(signed, digest, digest, signers, new_state)
 
     if state is None:
         raise UnknownSubject(f"unknown subject 0x{event.subject.hex()}: its inception must come first")
@@ -558,7 +413,8 @@ def apply_event(
     if event.timestamp < state.timestamp:
         raise TimestampViolation(f"timestamp {event.timestamp} is before the previous event's {state.timestamp}")
 
-    signers = recover_signers(signed, digest) if precomputed is None else precomputed[1]
+    if signers is None:
+        signers = recover_signers(signed, digest)
     if isinstance(event, Rotation):
         if state.next_commitment == ZERO32:
             raise CommitmentMismatch("the subject committed to no next controller set; it cannot rotate")
@@ -567,13 +423,12 @@ def apply_event(
         _require_threshold(signers, event.controllers, event.threshold)
         new_state = _rotate(state, event, digest)
     else:
-        if not (len(signers) == 1 and state.threshold == 1 and signers[0] in state.controllers):  # as above
-            _require_threshold(signers, state.controllers, state.threshold)
+        _require_threshold(signers, state.controllers, state.threshold)
         if isinstance(event, Update):
             new_state = _update(state, event, digest, limits)
         else:
             new_state = _revoke(state, event, digest)
-    return _new_accepted(signed, digest, event.subject, signers, new_state)
+    return Accepted(signed, digest, event.subject, signers, new_state)
 
 
 def replay(events: list[SignedEvent], domain: Domain, limits: Limits = DEFAULT_LIMITS) -> list[Accepted]:

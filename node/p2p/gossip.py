@@ -37,7 +37,7 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 
 from ..config import P2PConfig
-from ..core.canonical import CanonicalEvent
+from ..core.codec import CanonicalEvent
 from ..core.errors import ChainBroken, RuleViolation, StaleEvent, Throttled, UnknownSubject
 from ..core.records import SignedEvent
 from ..outcomes import IngestResult, Report

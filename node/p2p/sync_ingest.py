@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.canonical import CanonicalEvent
+from ..core.codec import CanonicalEvent
 from ..core.errors import RuleViolation
 from ..core.records import SignedEvent
 from ..recovery import short_switch_interval

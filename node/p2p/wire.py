@@ -26,8 +26,14 @@ from typing import Any
 import orjson
 import trio
 
-from ..core.canonical import CanonicalEvent, canonical_from_obj
-from ..core.codec import check_json_depth, dumps_canonical, encode_event, event_from_obj, loads_strict
+from ..core.codec import (
+    CanonicalEvent,
+    canonical_from_obj,
+    dumps_canonical,
+    encode_event,
+    event_from_obj,
+    loads_strict,
+)
 from ..core.errors import MalformedEvent, OversizedInput, RuleViolation
 from ..core.fork import Duplicity
 from ..core.limits import DEFAULT_LIMITS, Limits
@@ -99,7 +105,7 @@ def event_items(objs: list[Any], limits: Limits) -> tuple[list[SignedEvent | Can
     """Parsed event objects as items for ``Registry.ingest``, and how many were malformed.
 
     Each object is decoded here, once, together with its canonical bytes
-    (:func:`node.core.canonical.canonical_from_obj`): the registry stores those bytes as they are and
+    (:func:`node.core.codec.canonical_from_obj`): the registry stores those bytes as they are and
     parses nothing again (before, each event was rendered to bytes here, parsed again by the
     registry and rendered once more to prove the bytes canonical: ~15 us per event per node).
     """
@@ -119,54 +125,8 @@ def _decode_each(
     return out, bad
 
 
-def _keys_at_least(obj: Any) -> int:
-    """A lower bound on the keys of a parsed message: its own, its events', their keys' and retirements'.
-
-    -1 where an event or a nested key holds a float: orjson parses integers beyond 64 bits as
-    floats, and such an integer can be valid (an EIP-712 chainId is a uint256), so the strict
-    parser must decide.
-    """
-    if type(obj) is not dict:
-        return -1
-    n = len(obj)
-    events = obj.get("events")
-    if type(events) is list:
-        for e in events:
-            if type(e) is dict:
-                n += len(e)
-                if float in map(type, e.values()):
-                    return -1
-                for name in ("keys", "publish", "retire"):
-                    items = e.get(name)
-                    if type(items) is list:
-                        for d in items:
-                            if type(d) is dict:
-                                n += len(d)
-                                if float in map(type, d.values()):
-                                    return -1
-    return n
-
-
 def parse_message(data: bytes, max_depth: int = DEFAULT_LIMITS.max_json_depth) -> Any:
-    """Parse a gossip message as strictly as ``loads_strict``, on orjson where that is provably the same.
-
-    orjson is ~4x faster than the stdlib scanner with a duplicate-key hook, but keeps the last of
-    duplicate keys silently. Every key in the text is followed by its own ':' and strings only add
-    more, so count(':') >= keys in the text >= keys parsed >= the lower bound counted here; when the
-    first equals the last, no key was dropped. Otherwise (or if orjson refuses the text: it is the
-    stricter of the two, see node.core.codec) loads_strict decides and names the error.
-
-    Nesting past ``max_depth`` is refused before either parser runs, as loads_strict does, so the
-    two paths accept the same texts. Honest events batches never come here (canonical_batch takes
-    them), so the scan costs them nothing.
-    """
-    check_json_depth(data, max_depth)
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return loads_strict(data, max_depth)
-    if _keys_at_least(obj) == data.count(b":"):
-        return obj
+    """Parse a gossip message or sync frame strictly (:func:`node.core.codec.loads_strict`)."""
     return loads_strict(data, max_depth)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from ..core.errors import StorageError
 from ..core.fork import Duplicity
 from ..core.log import Accepted, SubjectState
-from ..core.records import GovernanceRevocation, SignedEvent, fast_init
+from ..core.records import GovernanceRevocation, SignedEvent
 
 
 class EventConflict(StorageError):
@@ -30,7 +30,6 @@ class EventConflict(StorageError):
     code = "store_conflict"
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     """One audit record before it is chained: what happened, to what, and why."""
@@ -42,7 +41,6 @@ class AuditEntry:
     detail: dict[str, Any]
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
     """One chained audit record as stored (see node.store.audit for the hash rule)."""

@@ -198,11 +198,6 @@ def open_engine(url: str) -> Engine:
 class SqlStore:
     """The durable store (see the module docstring for transactions and durability)."""
 
-    # The registry may call commit() from a writer thread while it validates the next chunk of a
-    # batch: the driver releases the GIL while the database writes and syncs. Commits stay
-    # sequential (one writer thread), reads may run concurrently as they always could.
-    parallel_commit = True
-
     def __init__(self, url: str, clock: Callable[[], float] = time.time, limits: Limits = DEFAULT_LIMITS) -> None:
         self.url = url
         self.clock = clock

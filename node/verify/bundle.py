@@ -16,14 +16,9 @@ from typing import Any, TypeVar
 
 from node.core.codec import dumps_canonical, event_from_obj, event_to_obj, loads_strict
 from node.core.errors import MalformedEvent
-from node.core.records import Domain, SignedEvent, fast_init
+from node.core.records import Domain, SignedEvent
 
 from .errors import BundleFormatError
-
-try:  # optional: a C parser about 2.5x faster than the stdlib's; without it parsing is only slower
-    import orjson
-except ImportError:  # pragma: no cover - the stdlib parser below is complete on its own
-    orjson = None  # type: ignore[assignment]  # the optional module's stand-in
 
 FORMAT = "keyreg-bundle"
 VERSION = 1
@@ -32,7 +27,6 @@ MAX_BUNDLE_BYTES = 1 << 30  # refuse to inflate anything larger (gzip bombs)
 T = TypeVar("T")
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     """The block every proof is checked against; ``header`` is its RLP (keccak(header) == hash)."""
@@ -43,7 +37,6 @@ class Checkpoint:
     header: bytes
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class GovernanceEntry:
     """A governance revocation as indexed from the chain. ``key_id`` and ``effective_at`` are proven
@@ -59,7 +52,6 @@ class GovernanceEntry:
     log_index: int
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class EvidenceEntry:
     """Two validly signed events at one seq (duplicity)."""
@@ -69,7 +61,6 @@ class EvidenceEntry:
     second: SignedEvent
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class DirectAnchor:
     """What the registry's head slots hold for a subject (seq 0 and digest zero if never anchored)."""
@@ -78,7 +69,6 @@ class DirectAnchor:
     digest: bytes
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class BatchAnchor:
     """A subject head inside an anchored batch root, with its sparse Merkle inclusion proof."""
@@ -89,7 +79,6 @@ class BatchAnchor:
     siblings: tuple[bytes, ...]
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class SubjectEntry:
     """Everything a bundle carries about one subject."""
@@ -102,7 +91,6 @@ class SubjectEntry:
     batch: BatchAnchor | None
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Bundle:
     """A decoded bundle (not yet verified)."""
@@ -201,25 +189,6 @@ def _hex_list(v: Any, where: str, length: int | None = None) -> tuple[bytes, ...
     return _list(v, where, lambda x, w: _hex(x, w, length))  # slow path: names the bad item
 
 
-def _hash_list(v: list[Any]) -> tuple[bytes, ...]:
-    """A list of 32-byte hex strings (Merkle siblings, batch roots) in a few C calls; raises on doubt.
-
-    Accepts exactly what ``_hex(x, w, 32)`` accepts item by item: every item is a str of 66
-    characters, so in the concatenation item i is the slice [66i, 66i + 66); each starts with "0x";
-    dropping those prefixes leaves 64n characters (an "0x" inside an item would drop more), which
-    must be lowercase hex (the fromhex/hex round trip, which also rules out whitespace).
-    """
-    n = len(v)
-    joined = "".join(v)  # TypeError unless every item is a str
-    if n and (set(map(len, v)) != {66} or joined[::66] != "0" * n or joined[1::66] != "x" * n):
-        raise _Doubt
-    digits = joined.replace("0x", "")
-    b = bytes.fromhex(digits)
-    if len(digits) != 64 * n or b.hex() != digits:
-        raise _Doubt
-    return tuple([b[i : i + 32] for i in range(0, 32 * n, 32)])
-
-
 def _event(v: Any, where: str) -> SignedEvent:
     try:
         return event_from_obj(v)
@@ -251,66 +220,17 @@ def _evidence(v: Any, where: str) -> EvidenceEntry:
     )
 
 
-class _Doubt(Exception):
-    """The fast subject decoder does not accept this input; the precise one decides."""
-
-
 _SUBJECT = frozenset(("subject", "events", "evidence", "governance", "anchor", "batch"))
 _ANCHOR = frozenset(("seq", "digest"))
 _BATCH = frozenset(("root", "seq", "digest", "siblings"))
-_U64_LIMIT = 1 << 64
-
-
-def _hash(v: Any) -> bytes:
-    digits = v[2:]
-    b = bytes.fromhex(digits)  # TypeError unless a str, ValueError unless hex
-    if len(b) == 32 and v[:2] == "0x" and b.hex() == digits:
-        return b
-    raise _Doubt
-
-
-def _seq(v: Any) -> int:
-    if type(v) is int and 0 <= v < _U64_LIMIT:
-        return v
-    raise _Doubt
-
-
-def _fast_subject(o: Any) -> SubjectEntry:
-    """:func:`_subject` for input it accepts, with fewer calls; raises (anything) on any doubt.
-
-    Checks the same conditions as the precise decoder (exact field sets, types, ranges, canonical
-    hex) so that it accepts the same input and builds the same entry; it names nothing, since every
-    failure is decoded again by :func:`_subject` for its message.
-    """
-    if type(o) is not dict or o.keys() != _SUBJECT:
-        raise _Doubt
-    a, b = o["anchor"], o["batch"]
-    if type(a) is not dict or a.keys() != _ANCHOR:
-        raise _Doubt
-    batch = None
-    if b is not None:
-        if type(b) is not dict or b.keys() != _BATCH or type(b["siblings"]) is not list:
-            raise _Doubt
-        batch = BatchAnchor(_hash(b["root"]), _seq(b["seq"]), _hash(b["digest"]), _hash_list(b["siblings"]))
-    events, evidence, governance = o["events"], o["evidence"], o["governance"]
-    if type(events) is not list or type(evidence) is not list or type(governance) is not list:
-        raise _Doubt
-    return SubjectEntry(
-        subject=_hash(o["subject"]),
-        events=tuple([event_from_obj(e) for e in events]),
-        evidence=_list(evidence, "subjects", _evidence) if evidence else (),
-        governance=_list(governance, "subjects", _governance) if governance else (),
-        anchor=DirectAnchor(_seq(a["seq"]), _hash(a["digest"])),
-        batch=batch,
-    )
 
 
 def _subject(v: Any, where: str) -> SubjectEntry:
-    o = _obj(v, frozenset(("subject", "events", "evidence", "governance", "anchor", "batch")), where)
-    a = _obj(o["anchor"], frozenset(("seq", "digest")), f"{where}.anchor")
+    o = _obj(v, _SUBJECT, where)
+    a = _obj(o["anchor"], _ANCHOR, f"{where}.anchor")
     batch = None
     if o["batch"] is not None:
-        b = _obj(o["batch"], frozenset(("root", "seq", "digest", "siblings")), f"{where}.batch")
+        b = _obj(o["batch"], _BATCH, f"{where}.batch")
         batch = BatchAnchor(
             root=_hex(b["root"], f"{where}.batch.root", 32),
             seq=_uint(b["seq"], f"{where}.batch.seq"),
@@ -346,26 +266,10 @@ def read_bytes(data: bytes) -> bytes:
     return data
 
 
-def parse_json(text: bytes) -> tuple[Any, bool]:
-    """The JSON value of ``text`` with duplicate keys refused, and whether the fast parser produced it.
-
-    orjson keeps the last of duplicate keys silently (and reads integers past 64 bits as floats),
-    so its result is used only when re-encoding it gives back ``text`` byte for byte: an encoder
-    writes each key of a dict once, so a text equal to its output has no object with a repeated
-    key, and a text that is exactly orjson's output is plain RFC 8259 JSON (integers, standard
-    escapes, no whitespace) that the stdlib reads to the same value. A canonical bundle passes
-    (~0.25 s for 33 MB instead of ~0.5 s); anything else, including every malformed text, goes
-    to :func:`node.core.codec.loads_strict`, which decides exactly as it always did.
-    """
-    if orjson is not None:
-        try:
-            value = orjson.loads(text)
-            if orjson.dumps(value) == text:
-                return value, True
-        except (ValueError, TypeError):  # JSONDecodeError / JSONEncodeError (e.g. nesting past 254)
-            pass
+def parse_json(text: bytes) -> Any:
+    """The JSON value of ``text``, parsed strictly (:func:`node.core.codec.loads_strict`)."""
     try:
-        return loads_strict(text), False
+        return loads_strict(text)
     except MalformedEvent as exc:
         raise BundleFormatError(f"bundle is not JSON: {exc.message}", part="file") from None
 
@@ -376,7 +280,7 @@ def decode_envelope(data: bytes) -> tuple[Bundle, list[Any]]:
     The verifier decodes subjects with :func:`decode_subject` in its worker threads, so decoding
     overlaps the (GIL-free) signature recovery of other subjects.
     """
-    top, _ = parse_json(read_bytes(data))
+    top = parse_json(read_bytes(data))
     if type(top) is not dict or top.get("format") != FORMAT:
         raise BundleFormatError(f"not a keyreg bundle (format must be {FORMAT!r})", part="file")
     if top.get("version") != VERSION:
@@ -408,18 +312,7 @@ def decode_envelope(data: bytes) -> tuple[Bundle, list[Any]]:
 
 def decode_subject(obj: Any, index: int) -> SubjectEntry:
     """Decode the ``index``-th subject object of a bundle."""
-    try:
-        return _fast_subject(obj)
-    except Exception:  # any doubt at all: the precise decoder accepts the same or names the fault
-        return _decode_precisely(obj, index)
-
-
-def _decode_precisely(obj: Any, index: int) -> SubjectEntry:
-    where = "subjects"
-    try:
-        return _subject(obj, where)
-    except BundleFormatError as exc:
-        raise BundleFormatError(exc.message.replace(where, f"{where}[{index}]", 1), **exc.details) from None
+    return _subject(obj, f"subjects[{index}]")
 
 
 def decode_bundle(data: bytes) -> Bundle:

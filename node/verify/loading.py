@@ -7,7 +7,8 @@ fault (a specific :class:`~node.verify.errors.BundleRefused`):
 2. the registry account is proven in that state, and each subject's head slots (seq, digest) and,
    for subjects that named a governor, each governance-revocation slot are proven in its storage;
 3. batch roots are proven anchored, and each batch head's sparse Merkle proof leads to its root;
-4. every log replays through :func:`node.core.log.apply_event` (one implementation of the rules),
+4. every log replays through the core's pipeline (:class:`node.core.validator.Validator`, one
+   implementation of the rules),
    duplicity evidence goes through :class:`node.core.fork.SubjectLog` with the proven anchors;
 5. every governance record matches the storage exactly (none missing, none invented).
 
@@ -30,8 +31,9 @@ from typing import Any
 from node.core.errors import RuleViolation
 from node.core.fork import SubjectLog
 from node.core.limits import Limits
-from node.core.log import SubjectState, apply_event
-from node.core.records import ZERO20, ZERO32, Domain, GovernanceRevocation, Inception, SignedEvent, fast_init
+from node.core.log import SubjectState
+from node.core.records import ZERO20, ZERO32, Domain, GovernanceRevocation, Inception, SignedEvent
+from node.core.validator import Validator
 
 from . import layout
 from .bundle import Bundle, SubjectEntry, decode_subject
@@ -93,7 +95,6 @@ def cyclic_gc_paused() -> Iterator[None]:
                 gc.collect(1)
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Anchor:
     """A head the chain proves anchored at the checkpoint."""
@@ -104,7 +105,6 @@ class Anchor:
     root: bytes | None = None
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class SubjectView:
     """What a verified bundle says about one subject."""
@@ -183,12 +183,13 @@ def verify_subjects(
             raise ProofInvalid(f"batch root 0x{root.hex()} is not anchored at the checkpoint", part="batches")
         batch_blocks[root] = layout.unpack_batch_block(word)
     inclusion = InclusionChecker()
+    validator = Validator(bundle.domain, limits)
 
     def verify_chunk(start: int, stop: int) -> list[tuple[SubjectEntry, SubjectView]]:
         out = []
         for i in range(start, stop):
             entry = decode_subject(raw_subjects[i], i)
-            out.append((entry, _verify_subject(entry, bundle.domain, storage, batch_blocks, inclusion, limits)))
+            out.append((entry, _verify_subject(entry, validator, storage, batch_blocks, inclusion)))
         return out
 
     n = len(raw_subjects)
@@ -220,7 +221,7 @@ def verify_subjects(
     return entries, views
 
 
-def _replay(entry: SubjectEntry, domain: Domain, limits: Limits) -> tuple[SubjectState, list[bytes]]:
+def _replay(entry: SubjectEntry, validator: Validator) -> tuple[SubjectState, list[bytes]]:
     sid = "0x" + entry.subject.hex()
     if not entry.events:
         raise LogInvalid(f"subject {sid}: the log is empty", part="subjects", subject=sid)
@@ -228,7 +229,7 @@ def _replay(entry: SubjectEntry, domain: Domain, limits: Limits) -> tuple[Subjec
     digests: list[bytes] = []
     for i, signed in enumerate(entry.events):
         try:
-            acc = apply_event(state, signed, domain, limits)
+            acc = validator.apply(state, signed)
         except RuleViolation as exc:
             raise LogInvalid(
                 f"subject {sid}: event {i} does not replay: {exc.message}", part="subjects", subject=sid, rule=exc.code
@@ -322,14 +323,13 @@ def _governance(entry: SubjectEntry, state: SubjectState, storage: _Storage) -> 
 
 def _verify_subject(
     entry: SubjectEntry,
-    domain: Domain,
+    validator: Validator,
     storage: _Storage,
     batch_blocks: dict[bytes, int],
     inclusion: InclusionChecker,
-    limits: Limits,
 ) -> SubjectView:
     sid = "0x" + entry.subject.hex()
-    state, digests = _replay(entry, domain, limits)
+    state, digests = _replay(entry, validator)
 
     seq_slot, digest_slot, _ = layout.head_slots(entry.subject)
     seq = layout.unpack_seq(storage(seq_slot, "the head seq", entry.subject))
@@ -361,7 +361,7 @@ def _verify_subject(
         positions = {
             a.digest: 0 if a.source == "direct" else batch_blocks[a.root or b""] * 1_000_000 + 1 for a in anchors
         }
-        state, digests, disputed = _with_evidence(entry, domain, limits, positions)
+        state, digests, disputed = _with_evidence(entry, validator.domain, validator.limits, positions)
     reason = "two valid events exist at one seq and no anchor resolves them; failing closed" if disputed else ""
 
     hidden: Anchor | None = None

@@ -14,8 +14,7 @@ from fuzzing import JSON_VALUES, VALID_EVENT_BYTES, VALID_EVENTS, examples, json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.core.canonical import CanonicalEvent, canonical_from_obj
-from node.core.codec import decode_event, encode_event, event_from_obj
+from node.core.codec import CanonicalEvent, canonical_from_obj, decode_event, encode_event, event_from_obj
 from node.core.errors import KeyregError
 from node.core.records import Domain, SignedEvent
 from node.registry import Registry

@@ -15,8 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from node.config import Config
-from node.core.canonical import CanonicalEvent
-from node.core.codec import encode_event, loads_strict
+from node.core.codec import CanonicalEvent, encode_event, loads_strict
 from node.core.errors import KeyregError
 from node.core.fork import Duplicity
 from node.core.limits import DEFAULT_LIMITS

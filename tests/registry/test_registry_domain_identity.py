@@ -1,17 +1,14 @@
-"""Registry.ingest's per-event fast paths against their reference behaviour.
+"""Registry.ingest whichever Domain objects the events carry.
 
-The registry remembers the Domain object it last found equal to its own and compares by identity
-after that; records are built positionally. Whichever Domain objects the events carry (the
-registry's own, an equal copy, another network's), the outcomes, stored bytes, audit chain and
-read model must be those of the plain comparisons.
+The registry's own Domain object, an equal copy, another network's: the outcomes, stored bytes,
+audit chain and read model must be those of the plain comparisons.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from node.core.canonical import CanonicalEvent
-from node.core.codec import decode_event, encode_event
+from node.core.codec import CanonicalEvent, decode_event, encode_event
 from node.core.records import Domain, SignedEvent
 from node.outcomes import IngestResult
 from node.registry import Registry
@@ -79,6 +76,6 @@ def test_other_networks_events_are_rejected_between_ours() -> None:
     assert [r.status for r, it in zip(results, items, strict=True) if isinstance(it, CanonicalEvent)] == [
         "accepted"
     ] * len(stream)
-    assert reg._our_domain == DOMAIN
+    assert reg.validator.domain is DOMAIN
     for subject in {e.subject for e in events}:
         assert store.events(subject) == [encode_event(e.signed) for e in events if e.subject == subject]

@@ -1,4 +1,5 @@
-"""Registry.read_tree: reads of the Merkle tree under the registry's lock, blocking or not."""
+"""Registry.read_tree (subtree reads under the registry's lock, blocking or not) and tree_head
+(the root and count published at each commit, read without the lock)."""
 
 from __future__ import annotations
 
@@ -49,3 +50,33 @@ def test_a_non_blocking_read_gives_way_to_a_writer_holding_the_lock() -> None:
         holder.join(30)
     assert not holder.is_alive()
     assert registry.read_tree(_root, blocking=False) is not None
+
+
+def test_tree_head_is_published_at_each_commit_and_read_without_the_lock() -> None:
+    registry = Registry(DOMAIN, MemoryStore())
+    assert registry.tree_head == (SparseMerkleTree().root, 0)
+    seen = []
+    registry.listeners.append(lambda report: seen.append(registry.tree_head))
+    for e in STREAM:
+        registry.ingest([encode_event(e.signed)])
+    reference = SparseMerkleTree()
+    for subject, state in registry.states.items():
+        reference.set(subject, state.seq, state.head)
+    assert registry.tree_head == (reference.root, len(reference)) == registry.read_tree(_root)
+    assert len(seen) == len(STREAM)  # listeners (the batch tracker) see the head of their commit
+    assert len(set(seen)) == len(STREAM)
+    # Readers need no lock: the head is there while a writer holds it.
+    with registry._lock:
+        assert registry.tree_head == (reference.root, len(reference))
+    # A registry loaded from the store publishes the same head.
+    again = Registry(DOMAIN, registry.store)
+    assert again.tree_head == registry.tree_head
+
+
+def test_reading_the_tree_head_does_not_touch_the_tree() -> None:
+    registry = Registry(DOMAIN, MemoryStore())
+    registry.ingest([encode_event(e.signed) for e in STREAM])
+    cached = registry.tree.cached_nodes
+    for _ in range(3):
+        assert registry.tree_head.count == len(registry.states)
+    assert registry.tree.cached_nodes == cached

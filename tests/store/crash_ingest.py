@@ -47,7 +47,6 @@ def main() -> int:
     p.add_argument("--subjects", type=int, default=40)
     p.add_argument("--per-subject", type=int, default=8)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--commit-chunk", type=int, default=128, help="Registry commit_chunk (pipelined commits)")
     p.add_argument("--die-in-commit", type=int, default=0)
     p.add_argument("--die-after-commit", type=int, default=0)
     args = p.parse_args()
@@ -64,7 +63,7 @@ def main() -> int:
             if commits["n"] == args.die_in_commit:
                 _die()
 
-    registry = Registry(DOMAIN, store, commit_chunk=args.commit_chunk)
+    registry = Registry(DOMAIN, store)
     totals = {"accepted": 0, "known": 0}
     for i in range(0, len(wire), args.batch):
         results = registry.ingest(wire[i : i + args.batch])

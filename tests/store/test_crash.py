@@ -21,7 +21,6 @@ from tests.store.streams import DOMAIN
 
 WORKER = Path(__file__).with_name("crash_ingest.py")
 SUBJECTS, PER_SUBJECT, BATCH = 40, 8, 16
-COMMIT_CHUNK = 5  # each batch commits as 4 pipelined transactions (Registry.commit_chunk) on a writer thread
 TOTAL = SUBJECTS * PER_SUBJECT
 DEADLINE_S = 120
 
@@ -29,7 +28,7 @@ DEADLINE_S = 120
 def _start(url: str, *extra: str) -> subprocess.Popen[str]:
     cmd = [sys.executable, str(WORKER), url, "--subjects", str(SUBJECTS), "--per-subject", str(PER_SUBJECT)]
     return subprocess.Popen(
-        [*cmd, "--batch", str(BATCH), "--commit-chunk", str(COMMIT_CHUNK), *extra],
+        [*cmd, "--batch", str(BATCH), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -1,7 +1,6 @@
 """Valid event objects from the test vectors, and paths into JSON objects for mutating them.
 
-Shared by the differential tests of the fast decoders (test_fast_paths, test_canonical,
-test_fast_hex): each mutates a valid event at every path and compares fast and reference paths.
+Shared by the tests of the decoder (test_decoder): each mutates a valid event at every path.
 """
 
 from __future__ import annotations

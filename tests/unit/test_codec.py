@@ -13,9 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.core.canonical import CanonicalEvent, canonical_from_obj
 from node.core.codec import (
     JSON_DEPTH_CEILING,
+    CanonicalEvent,
+    canonical_from_obj,
     check_json_depth,
     decode_event,
     dumps_canonical,
@@ -314,8 +315,8 @@ def test_deep_or_broken_texts_are_refused_before_parsing(text: bytes) -> None:
 
 
 def test_orjson_stops_at_depth_1024_by_itself() -> None:
-    # The orjson fast paths (decode_event, parse_message, canonical_batch, bundle parse_json) run
-    # no depth scan: they rely on this. If an orjson upgrade changes it, they need the scan.
+    # orjson's own bound stops texts that reach it unscanned (p2p's canonical_batch parses
+    # before any scan): they rely on this. If an orjson upgrade changes it, they need the scan.
     orjson.loads(b"[" * 1024 + b"]" * 1024)
     with pytest.raises(orjson.JSONDecodeError, match="depth"):
         orjson.loads(b"[" * 1025 + b"]" * 1025)

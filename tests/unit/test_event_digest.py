@@ -1,4 +1,5 @@
-"""event_digest's per-domain prefix state: right for every domain, in any order, on any thread."""
+"""event_digest and Validator.digest (its domain's prefix made once): right for every domain, in any
+order, on any thread, with one Validator shared by the threads of its network."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from node.core.codec import event_from_obj
 from node.core.eip712 import domain_separator, event_digest, hash_struct
 from node.core.hashing import keccak
 from node.core.records import Domain
+from node.core.validator import Validator
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 SIGNED = [
@@ -39,13 +41,15 @@ def test_digest_is_the_eip712_formula_across_domain_switches() -> None:
 def test_digest_on_threads_switching_domains() -> None:
     errors: list[str] = []
 
+    validators = {d: Validator(d) for d in DOMAINS}
+
     def work(d: Domain) -> None:
         for _ in range(50):
             for i, s in enumerate(SIGNED[:8]):
-                if event_digest(d, s.event) != _reference(d, i):
+                if event_digest(d, s.event) != _reference(d, i) or validators[d].digest(s.event) != _reference(d, i):
                     errors.append(repr(d))
 
-    threads = [threading.Thread(target=work, args=(d,)) for d in DOMAINS]
+    threads = [threading.Thread(target=work, args=(d,)) for d in DOMAINS * 2]
     for t in threads:
         t.start()
     for t in threads:

@@ -6,7 +6,6 @@ import pytest
 
 from node.core import builder as b
 from node.core.codec import encode_event
-from node.core.errors import StorageError
 from node.core.hashing import address_of_private_key, keccak
 from node.core.records import Domain, GovernanceRevocation, PublishedKey
 from node.outcomes import Report
@@ -228,65 +227,6 @@ def test_large_batch_recovering_on_a_worker_matches_one_by_one_ingest() -> None:
     assert {r.status for r in batched} >= {"accepted", "rejected", "known"}
     codes = {r.error.code for r in batched if r.error is not None}
     assert {"malformed", "unauthorized_signer", "bad_signature"} <= codes, codes
-
-
-class _ThreadedMemoryStore(MemoryStore):
-    """A MemoryStore the registry may commit to from its writer thread; fails commit number ``fail_at``."""
-
-    parallel_commit = True
-
-    def __init__(self, fail_at: int = 0) -> None:
-        super().__init__()
-        self.fail_at = fail_at
-        self.commits = 0
-
-    def commit(self, changes):  # type: ignore[no-untyped-def]
-        if changes:
-            self.commits += 1
-            if self.commits == self.fail_at:
-                raise StorageError("disk full")
-        super().commit(changes)
-
-
-def test_pipelined_chunk_commits_match_one_transaction() -> None:
-    from tests.store.streams import DOMAIN as STREAM_DOMAIN
-    from tests.store.streams import interleaved
-
-    stream = interleaved(11, 30, 5)
-    items = [encode_event(e.signed) for e in stream]
-    items[40:40] = [items[3], b"{not json"]  # a replay (known) and garbage, mid-batch
-    one = Registry(STREAM_DOMAIN, MemoryStore(), clock=lambda: 1_800_000_000)
-    chunked = Registry(STREAM_DOMAIN, _ThreadedMemoryStore(), clock=lambda: 1_800_000_000, commit_chunk=16)
-    reports: list[Report] = []
-    chunked.listeners.append(reports.append)
-    expected, got = one.ingest(items), chunked.ingest(items)
-    assert [r.to_dict() for r in got] == [r.to_dict() for r in expected]
-    assert chunked.store.commits == -(-len(items) // 16)  # type: ignore[attr-defined]
-    assert sum(len(r.accepted) for r in reports) == len(stream)
-    assert chunked.states == one.states
-    assert chunked.tree.root == one.tree.root
-    for e in stream[:30]:
-        assert chunked.events(e.subject) == one.events(e.subject)
-    assert [a.action for a in chunked.store.audit_records()] == [a.action for a in one.store.audit_records()]
-
-
-def test_a_failed_chunk_stops_the_later_ones_and_memory_matches_the_store() -> None:
-    from tests.store.streams import DOMAIN as STREAM_DOMAIN
-    from tests.store.streams import interleaved
-
-    stream = interleaved(12, 16, 4)  # 64 events: chunks of 16
-    store = _ThreadedMemoryStore(fail_at=2)
-    reg = Registry(STREAM_DOMAIN, store, clock=lambda: 1_800_000_000, commit_chunk=16)
-    with pytest.raises(StorageError, match="disk full"):
-        reg.ingest([encode_event(e.signed) for e in stream])
-    assert store.commits == 2  # chunks 3 and 4 were not attempted
-    stored = {(e.subject, e.seq) for e in stream if store.digest_at(e.subject, e.seq) == e.digest}
-    assert stored == {(e.subject, e.seq) for e in stream[:16]}
-    assert {s: st.seq for s, st in reg.states.items()} == {e.subject: 0 for e in stream[:16]}
-    # The same registry carries on: the rest is accepted, the first chunk comes back known.
-    store.fail_at = 0
-    results = reg.ingest([encode_event(e.signed) for e in stream])
-    assert [r.status for r in results] == ["known"] * 16 + ["accepted"] * 48
 
 
 def test_disputed_subjects_hold_the_same_branch_whatever_the_arrival_order() -> None:

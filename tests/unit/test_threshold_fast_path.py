@@ -1,4 +1,4 @@
-"""apply_event's inlined threshold check (one signer, threshold 1) against _require_threshold."""
+"""apply_event's threshold check, for every small signer set, against _require_threshold."""
 
 from __future__ import annotations
 

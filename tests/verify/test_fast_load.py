@@ -1,4 +1,4 @@
-"""Fast paths of loading (orjson plus a round-trip proof, the paused collector) decide like the plain ones."""
+"""Loading decides strictly (one JSON parser, one subject decoder) and restores the paused collector."""
 
 from __future__ import annotations
 
@@ -15,27 +15,24 @@ from test_tamper import CASES, Obj
 
 from node.core.codec import dumps_canonical
 from node.verify import BundleFormatError, BundleRefused, Verifier
-from node.verify.bundle import _fast_subject, _hash_list, _hex, _subject, parse_json
+from node.verify.bundle import _hex, _hex_list, decode_subject, parse_json
 
 
 def _canonical(obj: Obj) -> bytes:
     return dumps_canonical(obj)
 
 
-def test_canonical_bundle_takes_the_fast_path(scenario: Scenario) -> None:
+def test_canonical_bundle_parses_as_the_stdlib_reads_it(scenario: Scenario) -> None:
     data = _canonical(scenario.obj)
-    value, fast = parse_json(data)
-    assert fast
-    assert value == json.loads(data)
+    assert parse_json(data) == json.loads(data)
     Verifier.from_bundle(data, scenario.block_hash, now=NOW)
 
 
-def test_other_json_takes_the_strict_path() -> None:
-    assert parse_json(b'{"a": 1}') == ({"a": 1}, False)  # whitespace: not orjson's own output
-    assert parse_json(b'{"a":"\\u0041"}') == ({"a": "A"}, False)  # an escape orjson does not write
+def test_any_json_form_parses_exactly() -> None:
+    assert parse_json(b'{"a": 1}') == {"a": 1}
+    assert parse_json(b'{"a":"\\u0041"}') == {"a": "A"}
     # orjson reads integers past 64 bits as floats: the strict parser keeps them exact
-    assert parse_json(b'{"n":123456789012345678901234567890}') == ({"n": 123456789012345678901234567890}, False)
-    assert parse_json(b'{"a":1}') == ({"a": 1}, True)
+    assert parse_json(b'{"n":123456789012345678901234567890}') == {"n": 123456789012345678901234567890}
 
 
 @pytest.mark.parametrize(
@@ -149,7 +146,7 @@ def _paths(v: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 
 @settings(max_examples=300, deadline=None)
 @given(st.data())
-def test_fast_subject_decoder_accepts_only_what_the_precise_one_does(scenario: Scenario, data: st.DataObject) -> None:
+def test_subject_decoder_accepts_or_names_the_fault(scenario: Scenario, data: st.DataObject) -> None:
     name = data.draw(st.sampled_from(["alice", "carol", "dave"]))
     obj = copy.deepcopy(scenario.subject_obj(scenario.obj, name))
     for _ in range(data.draw(st.integers(1, 3))):
@@ -168,15 +165,14 @@ def test_fast_subject_decoder_accepts_only_what_the_precise_one_does(scenario: S
             parent["extra"] = 1
         else:
             parent.append(data.draw(_ODD_VALUES))
+    refused: BundleFormatError | None = None
     try:
-        expected: object = _subject(obj, "subjects")
-    except BundleFormatError:
-        expected = BundleFormatError
-    try:
-        got: object = _fast_subject(obj)
-    except Exception:  # any doubt is fine: the precise decoder decides
-        return
-    assert got == expected
+        decode_subject(obj, 3)
+    except BundleFormatError as exc:  # any other exception fails the test
+        refused = exc
+    if refused is not None:
+        assert refused.message.startswith("subjects[3]"), refused.message
+        assert refused.details["part"] == "subjects"
 
 
 _H = "0x" + "ab" * 32
@@ -200,24 +196,13 @@ _H = "0x" + "ab" * 32
         ["0x" + "ab" * 31 + "zz"],
     ],
 )
-def test_hash_list_accepts_exactly_what_hex_does(items: list[Any]) -> None:
+def test_hex_list_accepts_exactly_what_hex_does(items: list[Any]) -> None:
     try:
         expected: object = tuple(_hex(x, "w", 32) for x in items)
     except BundleFormatError:
         expected = None
     try:
-        got: object = _hash_list(items)
-    except Exception:  # the precise path decides
+        got: object = _hex_list(items, "w", 32)
+    except BundleFormatError:
         got = None
     assert got == expected
-
-
-def test_without_orjson_the_stdlib_parser_decides(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> None:
-    import node.verify.bundle as bundle_module
-
-    monkeypatch.setattr(bundle_module, "orjson", None)  # the SDK needs nothing beyond node.core
-    data = _canonical(scenario.obj)
-    assert parse_json(data) == (json.loads(data), False)
-    Verifier.from_bundle(data, scenario.block_hash, now=NOW)
-    with pytest.raises(BundleFormatError, match="duplicate field"):
-        parse_json(b'{"a":1,"a":1}')

@@ -1,7 +1,7 @@
-"""validate_batch gives, event for event, what decode_event + apply_event give one at a time.
+"""Validator.validate gives, event for event, what decode_event + apply_event give one at a time.
 
 The reference below is the plain loop a node would write: decode, look the subject up (an
-inception's subject is its digest), apply, keep the new state. validate_batch must agree on every
+inception's subject is its digest), apply, keep the new state. The pipeline must agree on every
 result (the same digest, or the same error class and message) and on the states it leaves, for
 valid logs, every invalid vector, and hypothesis-mutated batches (dropped, repeated, reordered,
 byte-edited events, other networks).
@@ -17,12 +17,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.core.batch import validate_batch
 from node.core.codec import decode_event, dumps_canonical
 from node.core.eip712 import event_digest
 from node.core.errors import RuleViolation
 from node.core.log import Accepted, SubjectState, apply_event
 from node.core.records import Domain, Inception
+from node.core.validator import Validator
 from tests.vectors.generate import domain_from_obj
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
@@ -63,7 +63,7 @@ def sequential(
 def batched(
     wire: Sequence[bytes], states: Mapping[bytes, SubjectState], domain: Domain, now: int | None
 ) -> tuple[list[tuple[str, str]], dict[bytes, SubjectState]]:
-    results, changed = validate_batch(wire, states, domain, now=now)
+    results, changed = Validator(domain).validate(wire, states, now)
     assert len(results) == len(wire)
     out = [("ok", r.digest.hex()) if isinstance(r, Accepted) else (type(r).__name__, str(r)) for r in results]
     return out, {**states, **changed}
@@ -80,7 +80,7 @@ def test_valid_logs_in_one_batch() -> None:
 def test_states_are_read_not_written() -> None:
     _, states = batched(WIRE[:1], {}, DOMAIN, None)
     before = dict(states)
-    results, _ = validate_batch(HOME, states, DOMAIN)
+    results, _ = Validator(DOMAIN).validate(HOME, states)
     assert states == before
     assert isinstance(results[0], RuleViolation)  # the inception is already known: stale
 
@@ -125,7 +125,37 @@ def test_mutated_batches_agree(
 
 def test_results_are_exceptions_or_accepted() -> None:
     bad: list[Any] = [b"{", b"", WIRE[0]]
-    results, changed = validate_batch(bad, {}, DOMAIN)
+    results, changed = Validator(DOMAIN).validate(bad, {})
     assert [type(r).__name__ for r in results[:2]] == ["MalformedEvent", "MalformedEvent"]
     assert isinstance(results[2], Accepted)
     assert list(changed) == [results[2].subject]
+
+
+def test_decoded_events_of_this_network_share_its_domain() -> None:
+    validator = Validator(DOMAIN)
+    assert validator.decode(HOME[0]).domain is DOMAIN
+    equal = Domain(DOMAIN.chain_id, DOMAIN.verifying_contract)
+    signed = Validator(equal).decode(HOME[0])
+    assert signed.domain is equal
+    assert validator.is_ours(signed)
+    assert not Validator(OTHER).is_ours(signed)
+
+
+def test_digest_is_event_digest_for_every_event() -> None:
+    validator = Validator(DOMAIN)
+    for data in HOME:
+        event = decode_event(data).event
+        assert validator.digest(event) == event_digest(DOMAIN, event)
+
+
+def test_apply_replays_like_apply_event() -> None:
+    validator = Validator(DOMAIN)
+    state = None
+    for data in HOME[:5]:
+        signed = decode_event(data)
+        subject = validator.subject(signed, validator.digest(signed.event))
+        if state is not None and state.subject != subject:
+            state = None
+        acc = validator.apply(state, signed)
+        assert acc == apply_event(state, signed, DOMAIN)
+        state = acc.state
