@@ -232,9 +232,13 @@ def test_wallet_ballot_is_relayed_and_counted_then_revocation_shows_on_every_nod
     gov.cast_vote(MEMBERS[0], pid, 1)
     relay_api = net.apis[1]
     wait_for(
-        lambda: httpx.get(f"{relay_api}/v1/gov/proposals/{pid}", timeout=5).json()["state"] == "Active",
+        lambda: (
+            (p := httpx.get(f"{relay_api}/v1/gov/proposals/{pid}", timeout=5).json())["state"] == "Active"
+            and p["quorum"] is not None
+            and len(p["voters"]) == 1
+        ),
         TIMEOUT,
-        "the second node to index the open proposal",
+        "the second node to index the open proposal and the first vote",
     )
 
     # Member 1 (no ETH) votes in the page through the injected wallet; node 2 relays the ballot.
@@ -242,8 +246,14 @@ def test_wallet_ballot_is_relayed_and_counted_then_revocation_shows_on_every_nod
     calls = _install_wallet(page, MEMBERS[1], int(net.info["chainId"]))
     page.goto(f"{relay_api}/proposals/{pid}?governor={dao.governor}")
     page.get_by_role("button", name="Vote for").click()
-    status = page.locator("#vote-status")
-    status.filter(has_text="relayed:").wait_for()
+    # The page ends on one of its final messages: relayed, not relayed, not sent, or still queued.
+    page.wait_for_function(
+        "() => /^(relayed:|not relayed|vote not sent|the ballot is still queued|No browser wallet)/"
+        ".test(document.getElementById('vote-status').textContent)",
+        timeout=2 * TIMEOUT * MS,
+    )
+    final = page.locator("#vote-status").inner_text()
+    assert final.startswith("relayed:"), (final, calls, httpx.get(f"{relay_api}/v1/gov/ballots", timeout=5).text)
     assert [c["method"] for c in calls] == ["eth_requestAccounts", "eth_signTypedData_v4"]
     assert gov.has_voted(pid, voter)  # counted on-chain
     assert gov.votes(pid)["for"] == 2

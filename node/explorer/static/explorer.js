@@ -1,5 +1,6 @@
 // keyreg explorer: the only script. Every page works without it; it adds two things:
-// 1. live refresh: figures marked data-field inside a [data-live] block follow the API route named there;
+// 1. live refresh: figures marked data-field inside a [data-live] block follow the API route named there
+//    (every 5 s while the tab is visible: the overview's health, a proposal's tallies);
 // 2. wallet voting: an injected EIP-1193 wallet (window.ethereum) signs a castVoteBySig ballot whose
 //    typed data the node builds, and the ballot goes to POST /v1/gov/ballots. No Ethereum library.
 // Text from the network is only ever set with textContent (never as HTML).
@@ -17,6 +18,12 @@ function refresh(block, status) {
         const v = pick(data, el.dataset.field);
         if (v !== undefined && v !== null) el.textContent = String(v);
       });
+      // A progress bar whose value is a sum of fields (the quorum: for + abstain).
+      document.querySelectorAll("progress[data-sum]").forEach((bar) => {
+        const total = bar.dataset.sum.split(",").reduce((n, f) => n + Number(pick(data, f) || 0), 0);
+        bar.value = Math.min(total, Number(bar.max));
+        bar.textContent = total + " of " + bar.max;
+      });
       if (status) status.textContent = "";
     })
     .catch(() => { if (status) status.textContent = "live refresh paused: the node did not answer"; });
@@ -32,7 +39,7 @@ function startLive() {
 function say(el, text) { el.textContent = text; }
 
 async function pollBallot(id, out) {
-  for (let i = 0; i < 60; i++) {
+  for (let i = 0; i < 120; i++) {  // two minutes: the relay waits for its turn and a block
     // The id is governor:proposalId:voter as the node gave it (hex, digits and colons only).
     if (!/^0x[0-9a-f]{40}:[0-9]{1,78}:0x[0-9a-f]{40}$/.test(id)) return null;
     const r = await fetch("/v1/gov/ballots/" + id);
@@ -81,7 +88,7 @@ async function vote(box, support, buttons) {
     else if (rec.status === "relayed") say(out, "relayed: your vote (" + prepared.support + ") is in transaction " + rec.txHash + ", block " + rec.block);
     else say(out, "not relayed (" + rec.status + "): " + (rec.error ? JSON.stringify(rec.error) : ""));
     const tallies = document.getElementById("tallies");
-    if (tallies) { tallies.dataset.live = tallies.dataset.proposal; refresh(tallies, null); }
+    if (tallies) refresh(tallies, null);  // and every 5 s after (live refresh)
   } catch (e) {
     say(out, "vote not sent: " + (e && e.message ? e.message : String(e)));
   } finally {
