@@ -20,7 +20,6 @@ passes through, and a backoff is a plain ``trio.sleep`` that the cancel interrup
 from __future__ import annotations
 
 import logging
-import re
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
@@ -39,14 +38,48 @@ log = logging.getLogger("keyreg.supervisor")
 STARTING, RUNNING, BACKING_OFF, STOPPED, FAILED = "starting", "running", "backing-off", "stopped", "failed"
 
 MAX_CAUSE_CHARS = 300  # an exception message can be arbitrarily long (and attacker-influenced)
-_URL_RE = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*)://([^\s/?#@'\"]*@)?([^\s/?#'\"]*)[^\s'\"]*")
+# What the URL scrubber reads: the message is cut to this before anything else looks at it, so a
+# long message costs no more than a short one (the shown part is cut again to MAX_CAUSE_CHARS).
+SCRUB_WINDOW = 2 * MAX_CAUSE_CHARS
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
+_MAX_SCHEME = 32
+_URL_END = frozenset(" \t\n\r\f\v'\"")
 
 StatusProvider = Callable[[], dict[str, Any]]
 
 
-def _cut_url(m: re.Match[str]) -> str:
-    # user info, paths and queries of RPC/database URLs often hold API keys or passwords
-    return f"{m.group(1)}://{m.group(3)}"
+def scrub_urls(text: str, cut: bool = False) -> str:
+    """``text`` with every ``scheme://user@host/path?query`` reduced to ``scheme://host``: user info,
+    paths and queries of RPC/database URLs often hold API keys or passwords.
+
+    Linear in ``len(text)``: each ``://`` is found with ``str.find``, its scheme read back at most
+    ``_MAX_SCHEME`` characters, and the scan goes on after the URL. ``cut``: ``text`` is the start
+    of a longer message, so a URL running to its end is incomplete (its host part may really be
+    user info cut before its ``@``): it is reduced to ``scheme://...``.
+    """
+    out: list[str] = []
+    i = 0
+    while (j := text.find("://", i)) >= 0:
+        k = j
+        while k > i and j - k < _MAX_SCHEME and text[k - 1] in _SCHEME_CHARS:
+            k -= 1
+        while k < j and not text[k].isalpha():
+            k += 1  # a scheme starts with a letter
+        if k == j:  # no scheme: not a URL (what follows may hold one)
+            out.append(text[i : j + 3])
+            i = j + 3
+            continue
+        end = j + 3
+        while end < len(text) and text[end] not in _URL_END:
+            end += 1
+        authority = text[j + 3 : end]
+        for stop in "/?#":
+            authority = authority.split(stop, 1)[0]
+        host = "..." if cut and end == len(text) else authority.rpartition("@")[2]
+        out.append(f"{text[i:k]}{text[k:j]}://{host}")
+        i = end
+    out.append(text[i:])
+    return "".join(out)
 
 
 def describe(exc: BaseException) -> str:
@@ -57,8 +90,9 @@ def describe(exc: BaseException) -> str:
     leaves = list(_leaves(exc))
     first = leaves[0] if leaves else exc
     message = first.message if isinstance(first, KeyregError) else str(first)
-    message = _URL_RE.sub(_cut_url, " ".join(message.split()))
-    if len(message) > MAX_CAUSE_CHARS:
+    cut = len(message) > SCRUB_WINDOW
+    message = scrub_urls(" ".join(message[:SCRUB_WINDOW].split()), cut)
+    if cut or len(message) > MAX_CAUSE_CHARS:
         message = message[:MAX_CAUSE_CHARS] + "..."
     text = f"{type(first).__name__}: {message}" if message else type(first).__name__
     frames = traceback.extract_tb(first.__traceback__)
