@@ -29,6 +29,7 @@ from .core.log import KeyRecord, SubjectState, check_competitor
 from .core.merkle import SparseMerkleTree
 from .core.records import Domain, GovernanceRevocation, Inception, Rotation, SignedEvent
 from .core.validator import Item, Validator
+from .gov.revocations import GovernanceBook
 from .outcomes import IngestResult, Listener, Report
 from .recovery import (
     _PARALLEL_MIN,
@@ -156,7 +157,8 @@ class Registry:
         # Changed only under the lock. Readers that need just the root take tree_head, replaced
         # whole after every commit, so they never take the lock nor fill the tree's hash cache.
         self.tree = SparseMerkleTree()
-        self._governance: dict[bytes, list[GovernanceRevocation]] = {}
+        # One per (subject, key id), the named governor's only, capped per subject (node.gov.revocations).
+        self._governance = GovernanceBook(limits.max_keys_per_subject + 1)
         self._anchored: dict[bytes, int] = {}  # digest -> best fork-choice rank (anchor_rank)
         self._positions: dict[bytes, int] = {}  # digest -> earliest on-chain position
         # subject -> newest registry head the watcher confirmed (direct or recovery anchor): what an
@@ -179,8 +181,7 @@ class Registry:
             if disputed:
                 self.disputed.add(state.subject)
         self._contested: set[bytes] = {d.subject for d in store.evidence()}  # subjects with duplicity evidence
-        for g in store.governance_revocations():
-            self._governance.setdefault(g.subject, []).append(g)
+        self._governance.load(store.governance_revocations(), self.states)
         for a in store.anchors():
             self._note_anchor(a)
         self.tree_head = TreeHead(self.tree.root, len(self.tree))
@@ -533,7 +534,7 @@ class Registry:
                 self.disputed.discard(subject)
         self._contested.update(d.subject for d in changes.evidence)
         for g in changes.governance:
-            self._governance.setdefault(g.subject, []).append(g)
+            self._governance.put(g)
         for a in changes.anchors:
             self._note_anchor(a)
         report = Report(changes.appended, changes.evidence, changes.governance, changes.anchors, source)
@@ -557,9 +558,7 @@ class Registry:
         """Record revocations executed on-chain by governors (from the chain watcher)."""
         with self._lock:
             changes = Changes()
-            for g in items:
-                if g in self._governance.get(g.subject, []) or g in changes.governance:
-                    continue
+            for g in self._governance.select(items, self.states):
                 changes.governance.append(g)
                 changes.audit.append(
                     AuditEntry(
@@ -610,7 +609,7 @@ class Registry:
 
     def governance(self, subject: bytes) -> list[GovernanceRevocation]:
         """Governance revocations recorded for a subject."""
-        return list(self._governance.get(subject, ()))
+        return self._governance.of(subject)
 
     def verdict(self, subject: bytes, key_id: str, at: int | None = None, purpose: str | None = None) -> Verdict:
         """Is key_id of subject valid for purpose at time ``at`` (default: now)?"""
@@ -621,7 +620,7 @@ class Registry:
             key_id,
             when,
             purpose,
-            self._governance.get(subject, ()),
+            self._governance.relevant(subject, key_id),
             subject in self.disputed,
         )
 
@@ -631,7 +630,7 @@ class Registry:
         if state is None or subject in self.disputed:
             return []
         when = int(self.clock()) if at is None else at
-        return valid_keys(state, when, purpose, self._governance.get(subject, ()))
+        return valid_keys(state, when, purpose, self._governance.of(subject))
 
     @overload
     def read_tree(self, fn: Callable[[SparseMerkleTree], T], blocking: Literal[True] = True) -> T: ...
