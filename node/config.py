@@ -122,7 +122,9 @@ class ChainConfig:
     rpc_url: str = ""  # "" = chain features off (gossip and API still run)
     confirmations: int = 2
     poll_interval_s: float = 2.0
-    rpc_timeout_s: float = 10.0
+    rpc_timeout_s: float = 10.0  # total per RPC call, whatever the endpoint trickles
+    rpc_max_answer_bytes: int = 64 * 1024 * 1024  # an RPC answer past this is refused
+    rpc_max_in_flight: int = 16  # RPC calls in flight in the process (abandoned ones included)
     anchor_epoch_s: float = 30.0
     anchor_epoch_events: int = 1000
     relayer_keystore: str = ""  # path of a V3 keyfile that pays for anchoring; "" = no relaying
@@ -147,6 +149,8 @@ class GovConfig:
     max_resolves_per_poll: int = 32  # named addresses checked per indexer poll
     resolve_retry_s: float = 60.0  # first re-check of a named address that is not a DAO (doubles)
     catchup_blocks_per_poll: int = 100_000  # history of newly recognised DAOs read per poll (eth_getLogs budget)
+    max_refreshes_per_poll: int = 64  # proposals whose state/tallies are re-read per poll (2-3 eth_calls each)
+    refresh_every_s: float = 300.0  # re-read of an open proposal with no event and no vote boundary passed
 
 
 @dataclass(frozen=True)

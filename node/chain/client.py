@@ -1,9 +1,10 @@
 """The chain seam: a small async client for the KeyRegistry contract over JSON-RPC.
 
 web3.py's AsyncWeb3 runs on asyncio, not trio, so every call here is sync ``Web3`` inside
-``trio.to_thread.run_sync``. A thread cannot be cancelled, so every request has a bounded HTTP
-timeout (``request_kwargs={"timeout": ...}``). Two limiters keep the RPC endpoint polite and the
-nonce consistent:
+``trio.to_thread.run_sync``. A thread cannot be cancelled, so every request has a total deadline
+(``[chain] rpc_timeout_s``, enforced by :class:`RpcTransport`'s watchdog whatever the endpoint
+trickles), its answer a byte cap, and the process a cap on RPC calls in flight. Two limiters keep
+the RPC endpoint polite and the nonce consistent:
 
 - reads share ``read_limiter`` (a few at a time; a cancelled read abandons its thread);
 - writes go through ``write_limiter`` = CapacityLimiter(1) and are never abandoned.
@@ -17,12 +18,23 @@ their path) and never includes the relayer key.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import heapq
+import http.client
+import itertools
+import re
+import socket
+import ssl
+import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
+import certifi
 import requests
 import trio
 from eth_abi import decode as abi_decode
@@ -30,10 +42,11 @@ from eth_account import Account
 from eth_utils import function_signature_to_4byte_selector
 from web3 import HTTPProvider, Web3
 from web3 import exceptions as w3x
-from web3.types import RPCResponse
+from web3.types import RPCEndpoint, RPCResponse
 
 from ..core.codec import check_json_depth
 from ..core.errors import ChainError, KeyregError, MalformedEvent
+from ..core.hashing import keccak
 from .artifacts import key_registry
 
 T = TypeVar("T")
@@ -110,10 +123,252 @@ def map_web3_error(
     return ChainError(f"{what}: {type(exc).__name__}: {str(exc)[:200]}")
 
 
+# ---------------------------------------------------------------------------------------------
+# The HTTP transport of every JSON-RPC call (issue 13 review, M3)
+#
+# requests' ``timeout`` bounds each socket read, not a call: an endpoint that trickles a byte
+# before each read timeout holds a call (and its worker thread) for as long as it likes, and the
+# body it sends has no size bound. So each call here has a total deadline: one watchdog thread
+# shuts the call's socket down when the deadline passes, which ends whatever recv/send/TLS step
+# the calling thread is blocked in. The answer is read in chunks and refused past a byte cap.
+# The number of calls in flight in the process is capped too, so calls abandoned by cancelled
+# trio tasks (supervisor restarts) cannot pile up threads.
+
+DEFAULT_MAX_ANSWER_BYTES = 64 * 1024 * 1024  # [chain] rpc_max_answer_bytes
+DEFAULT_MAX_IN_FLIGHT = 16  # [chain] rpc_max_in_flight: RPC calls in flight in this process
+_READ_CHUNK = 64 * 1024
+_IDLE_KEPT = 4  # keep-alive connections kept per endpoint
+
+
+class _Watchdog:
+    """Shuts sockets down at their call's deadline. One daemon thread for the process."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, socket.socket]] = []
+        self._live: set[int] = set()
+        self._fired: set[int] = set()
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, sock: socket.socket, deadline: float) -> int:
+        with self._cond:
+            token = next(self._ids)
+            heapq.heappush(self._heap, (deadline, token, sock))
+            self._live.add(token)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="keyreg-rpc-watchdog", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+            return token
+
+    def release(self, token: int) -> bool:
+        """Stop watching; True if the deadline had already fired (the socket is dead)."""
+        with self._cond:
+            self._live.discard(token)
+            if token in self._fired:
+                self._fired.discard(token)
+                return True
+            return False
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][1] not in self._live:
+                    heapq.heappop(self._heap)  # released before its deadline
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                wait = self._heap[0][0] - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                _, token, sock = heapq.heappop(self._heap)
+                self._live.discard(token)
+                self._fired.add(token)
+                # Under the lock: release() of this token cannot run in between, so a connection
+                # returned to the pool is never shut down by a deadline of an earlier call.
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain-socket method, also for TLS
+
+
+_WATCHDOG = _Watchdog()
+_in_flight_lock = threading.Lock()
+_in_flight = 0
+
+
+def rpc_calls_in_flight() -> int:
+    """RPC calls being made right now in this process (all endpoints)."""
+    return _in_flight
+
+
+def _close_idle(idle: list[http.client.HTTPConnection], lock: threading.Lock) -> None:
+    with lock:
+        conns = list(idle)
+        idle.clear()
+    for conn in conns:
+        conn.close()
+
+
+class RpcTransport:
+    """POSTs JSON-RPC bodies to one endpoint: total deadline, answer byte cap, keep-alive."""
+
+    def __init__(self, url: str, timeout_s: float, max_answer_bytes: int, max_in_flight: int) -> None:
+        self.endpoint = redact_url(url)
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ChainError(f"RPC endpoint {self.endpoint}: only http:// and https:// URLs are supported")
+        self.tls = parts.scheme == "https"
+        self.host = parts.hostname
+        self.port = parts.port or (443 if self.tls else 80)
+        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self.headers = {
+            "Content-Type": "application/json",
+            "Accept-Encoding": "identity",  # the cap counts the bytes we parse
+            "Host": parts.netloc.rpartition("@")[2],
+        }
+        if parts.username is not None:
+            user = unquote(parts.username)
+            password = unquote(parts.password or "")
+            self.headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.timeout_s = timeout_s
+        self.max_answer_bytes = max_answer_bytes
+        self.max_in_flight = max_in_flight
+        self._idle: list[http.client.HTTPConnection] = []
+        self._idle_lock = threading.Lock()
+        self._tls_context: ssl.SSLContext | None = None
+        # Idle connections are closed when the transport is collected (a weakref callback runs
+        # before the sockets' own finalizers, even inside a reference cycle).
+        weakref.finalize(self, _close_idle, self._idle, self._idle_lock)
+
+    def close(self) -> None:
+        """Close the idle keep-alive connections (a call in progress closes its own when done)."""
+        _close_idle(self._idle, self._idle_lock)
+
+    def post(self, body: bytes) -> bytes:
+        """The answer's body; ChainUnavailable if the endpoint fails or is too slow, ChainError if too big."""
+        global _in_flight
+        with _in_flight_lock:
+            if _in_flight >= self.max_in_flight:
+                raise ChainUnavailable(
+                    f"RPC endpoint {self.endpoint}: {_in_flight} calls already in flight (cap {self.max_in_flight})"
+                )
+            _in_flight += 1
+        try:
+            return self._post(body, time.monotonic() + self.timeout_s)
+        finally:
+            with _in_flight_lock:
+                _in_flight -= 1
+
+    def _post(self, body: bytes, deadline: float, pooled: bool = True) -> bytes:
+        conn: http.client.HTTPConnection | None = None
+        if pooled:
+            with self._idle_lock:
+                conn = self._idle.pop() if self._idle else None
+        reused = conn is not None
+        token: int | None = None
+        reusable = retry = fired = False
+        try:
+            if conn is None:
+                conn, token = self._connect(deadline)
+            else:
+                assert conn.sock is not None
+                token = _WATCHDOG.watch(conn.sock, deadline)
+            conn.request("POST", self.path, body, self.headers)
+            resp = conn.getresponse()
+            data = self._read(resp)
+            reusable = not resp.will_close
+        except (OSError, http.client.HTTPException) as exc:
+            fired = token is not None and _WATCHDOG.release(token)
+            token = None
+            stale = isinstance(exc, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError)
+            if reused and stale and not fired and time.monotonic() < deadline:
+                retry = True  # the server closed an idle keep-alive connection: one fresh try
+            elif fired or isinstance(exc, TimeoutError):
+                raise ChainUnavailable(
+                    f"RPC endpoint {self.endpoint} did not answer within {self.timeout_s:g}s"
+                ) from None
+            else:
+                raise ChainUnavailable(f"RPC endpoint {self.endpoint} is unreachable ({type(exc).__name__})") from None
+        finally:
+            fired = token is not None and _WATCHDOG.release(token)
+            if conn is not None:
+                if reusable and not fired:
+                    with self._idle_lock:
+                        if len(self._idle) < _IDLE_KEPT:
+                            self._idle.append(conn)
+                            conn = None
+                if conn is not None:
+                    conn.close()
+        if retry:
+            return self._post(body, deadline, pooled=False)
+        if fired:  # the deadline cut a body read until the connection closed: it may be partial
+            raise ChainUnavailable(f"RPC endpoint {self.endpoint} did not answer within {self.timeout_s:g}s")
+        if resp.status != 200:
+            raise ChainUnavailable(f"RPC endpoint {self.endpoint} answered HTTP {resp.status}")
+        return data
+
+    def _connect(self, deadline: float) -> tuple[http.client.HTTPConnection, int]:
+        left = max(0.001, deadline - time.monotonic())
+        sock = socket.create_connection((self.host, self.port), timeout=left)
+        if self.tls:
+            if self._tls_context is None:
+                self._tls_context = ssl.create_default_context(cafile=certifi.where())
+            sock = self._tls_context.wrap_socket(sock, server_hostname=self.host, do_handshake_on_connect=False)
+        token = _WATCHDOG.watch(sock, deadline)
+        try:
+            sock.settimeout(self.timeout_s)
+            if isinstance(sock, ssl.SSLSocket):
+                sock.do_handshake()
+        except BaseException:
+            _WATCHDOG.release(token)
+            sock.close()
+            raise
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+        conn.sock = sock
+        return conn, token
+
+    def _read(self, resp: http.client.HTTPResponse) -> bytes:
+        length = resp.getheader("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_answer_bytes:
+            raise ChainError(
+                f"RPC answer refused: {int(length)} bytes from {self.endpoint} (cap {self.max_answer_bytes})"
+            )
+        chunks: list[bytes] = []
+        total = 0
+        while chunk := resp.read(_READ_CHUNK):
+            total += len(chunk)
+            if total > self.max_answer_bytes:
+                raise ChainError(f"RPC answer refused: over {self.max_answer_bytes} bytes from {self.endpoint}")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
 class BoundedHTTPProvider(HTTPProvider):
-    """web3's HTTP provider, refusing an RPC answer nested deeper than keyreg's JSON bound before
-    web3's stdlib parser recurses into it: py_ecc raises the recursion limit to 100,000, so a deep
-    answer from a hostile RPC endpoint would overflow the C stack (issue 13, finding 13)."""
+    """web3's HTTP provider over :class:`RpcTransport` (total deadline, byte cap, calls in flight),
+    refusing an RPC answer nested deeper than keyreg's JSON bound before web3's stdlib parser
+    recurses into it: py_ecc raises the recursion limit to 100,000, so a deep answer from a hostile
+    RPC endpoint would overflow the C stack (issue 13, finding 13). It never logs the URL (hosted
+    RPC URLs carry API keys)."""
+
+    def __init__(
+        self,
+        endpoint_uri: str,
+        request_kwargs: dict[str, Any] | None = None,
+        exception_retry_configuration: Any = None,
+        *,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    ) -> None:
+        super().__init__(endpoint_uri, request_kwargs, exception_retry_configuration=None)
+        timeout = float((request_kwargs or {}).get("timeout", 10.0))
+        self.transport = RpcTransport(endpoint_uri, timeout, max_answer_bytes, max_in_flight)
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        return self.decode_rpc_response(self.transport.post(self.encode_rpc_request(method, params)))
+
+    def make_batch_request(self, batch_requests: Any) -> Any:
+        raise ChainError("batched RPC requests are not used by keyreg")
 
     @staticmethod
     def decode_rpc_response(raw_response: bytes) -> RPCResponse:
@@ -122,6 +377,129 @@ class BoundedHTTPProvider(HTTPProvider):
         except MalformedEvent as exc:
             raise ChainError(f"RPC answer refused: {exc.message}") from None
         return HTTPProvider.decode_rpc_response(raw_response)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry logs, decoded one at a time (issue 13 review, C1 and M2)
+#
+# Anyone can put bytes into a registry log (a subject may name its own EOA as governor and call
+# revokeByGovernance with any bytes as ``string keyId``), and a hostile RPC endpoint can put
+# anything into any field. web3's ``process_log`` raised on a keyId that is not UTF-8, which
+# failed the whole eth_getLogs range, for good. Here each raw log is checked and decoded on its
+# own: one that fails is skipped and recorded (UndecodableLog), never failing the range; every
+# integer is bounded to the range it can really have, so none reaches the store out of range.
+
+MAX_BLOCK = 2**42  # ~440,000 years of 3 s blocks; keeps block * 1_000_000 + log index in int64
+MAX_LOG_INDEX = 999_999  # ChainLog.position packs the index below 10**6
+MAX_SEQ = 2**63 - 1  # the store's integer range: a seq past it can match no local event
+MAX_KEY_ID_BYTES = 256  # a protocol key id is at most limits.max_key_id_chars (64 by default)
+_MAX_LOG_DATA = 32 * 8 + MAX_KEY_ID_BYTES + 32
+_KEY_ID = re.compile(rb"[A-Za-z0-9._:\-]*")  # node.core.log's key-id alphabet ("" = whole subject)
+_HEX = re.compile(r"0x[0-9a-fA-F]*")
+
+# topic0 -> (name, indexed inputs after topic0, data types)
+_REGISTRY_EVENTS: dict[bytes, tuple[str, int, list[str]]] = {
+    keccak(b"HeadAnchored(bytes32,uint64,bytes32,uint8)"): ("HeadAnchored", 1, ["uint64", "bytes32", "uint8"]),
+    keccak(b"HeadReplaced(bytes32,uint64,bytes32,bytes32)"): ("HeadReplaced", 1, ["uint64", "bytes32", "bytes32"]),
+    keccak(b"BatchAnchored(uint256,bytes32,uint32,address)"): ("BatchAnchored", 2, ["uint32", "address"]),
+    keccak(b"GovernanceRevoked(bytes32,bytes32,string,uint64,bytes32,uint256,address)"): (
+        "GovernanceRevoked",
+        3,
+        ["bytes", "uint64", "bytes32", "address"],  # keyId read as bytes: checked below
+    ),
+}
+
+
+class UndecodableLog(ValueError):
+    """A registry log that cannot be decoded or is out of range (the cause is in the message)."""
+
+
+def _quantity(raw: Any, what: str, maximum: int) -> int:
+    if not isinstance(raw, str) or len(raw) > 66 or not _HEX.fullmatch(raw) or len(raw) < 3:
+        raise UndecodableLog(f"{what} is not a hex quantity")
+    value = int(raw, 16)
+    if value > maximum:
+        raise UndecodableLog(f"{what} {value} is out of range (max {maximum})")
+    return value
+
+
+def _hexbytes(raw: Any, what: str, size: int | None = None, limit: int = _MAX_LOG_DATA) -> bytes:
+    if not isinstance(raw, str) or len(raw) > 2 + 2 * limit or not _HEX.fullmatch(raw) or len(raw) % 2:
+        raise UndecodableLog(f"{what} is not hex data of at most {limit} bytes")
+    out = bytes.fromhex(raw[2:])
+    if size is not None and len(out) != size:
+        raise UndecodableLog(f"{what} has {len(out)} bytes, not {size}")
+    return out
+
+
+def decode_registry_log(raw: Any, address: str, first: int, last: int) -> ChainLog | None:
+    """One raw eth_getLogs entry of the registry at ``address``, fetched for blocks [first, last].
+
+    None for a log that is not a registry event (or was removed by a reorg); raises
+    :class:`UndecodableLog` for one that claims to be but does not decode or is out of range.
+    """
+    if not isinstance(raw, dict):
+        raise UndecodableLog("a log entry is not an object")
+    topics_raw = raw.get("topics")
+    if not isinstance(topics_raw, list) or len(topics_raw) > 4:
+        raise UndecodableLog("topics is not a list of at most 4")
+    if not topics_raw or raw.get("removed") is True:
+        return None
+    topics = [_hexbytes(t, "topic", 32) for t in topics_raw]
+    spec = _REGISTRY_EVENTS.get(topics[0])
+    if spec is None:
+        return None
+    name, indexed, types = spec
+    if not isinstance(raw.get("address"), str) or raw["address"].lower() != address.lower():
+        raise UndecodableLog(f"{name} from another address")
+    block = _quantity(raw.get("blockNumber"), "blockNumber", MAX_BLOCK)
+    if not first <= block <= last:
+        raise UndecodableLog(f"{name} in block {block}, outside the range asked for ({first}..{last})")
+    log_index = _quantity(raw.get("logIndex"), "logIndex", MAX_LOG_INDEX)
+    block_hash = _hexbytes(raw.get("blockHash"), "blockHash", 32)
+    tx_hash = _hexbytes(raw.get("transactionHash"), "transactionHash", 32)
+    if len(topics) != 1 + indexed:
+        raise UndecodableLog(f"{name} has {len(topics)} topics, not {1 + indexed}")
+    data = _hexbytes(raw.get("data"), "data")
+    try:
+        values = abi_decode(types, data)
+    except Exception as exc:  # eth_abi's DecodingError family (bad offsets, padding, lengths ...)
+        raise UndecodableLog(f"{name}: {type(exc).__name__}: {str(exc)[:160]}") from None
+    args: dict[str, Any]
+    if name in ("HeadAnchored", "HeadReplaced"):
+        seq = int(values[0])
+        if seq > MAX_SEQ:
+            raise UndecodableLog(f"{name}: seq {seq} is out of range (max {MAX_SEQ})")
+        args = {"subject": topics[1], "seq": seq}
+        if name == "HeadAnchored":
+            args.update(digest=bytes(values[1]), kind=int(values[2]))
+        else:
+            args.update(replacedDigest=bytes(values[1]), digest=bytes(values[2]))
+    elif name == "BatchAnchored":
+        args = {"batchId": int.from_bytes(topics[1], "big"), "root": topics[2], "count": int(values[0]),
+                "submitter": str(values[1])}  # fmt: skip
+    else:
+        key_id = bytes(values[0])
+        if keccak(key_id) != topics[2]:
+            raise UndecodableLog("GovernanceRevoked: keyIdHash does not match keyId")
+        if len(key_id) > MAX_KEY_ID_BYTES or not _KEY_ID.fullmatch(key_id):
+            # Not a protocol key id: it can match no key, so dropping it changes no verdict.
+            raise UndecodableLog(f"GovernanceRevoked: keyId 0x{key_id[:40].hex()} is not a protocol key id")
+        args = {"subject": topics[1], "keyIdHash": topics[2], "keyId": key_id.decode("ascii"),
+                "effectiveAt": int(values[1]), "reasonHash": bytes(values[2]),
+                "proposalId": int.from_bytes(topics[3], "big"), "governor": str(values[3])}  # fmt: skip
+    return ChainLog(name, args, block, block_hash, log_index, tx_hash)
+
+
+def _where(raw: Any) -> dict[str, Any]:
+    """Where a skipped log was, from its fields as sent (bounded; any type)."""
+    if not isinstance(raw, dict):
+        return {}
+    out = {}
+    for key in ("blockNumber", "logIndex", "transactionHash"):
+        value = raw.get(key)
+        out[key] = value[:80] if isinstance(value, str) else None
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,22 +559,19 @@ class ChainClient:
         timeout_s: float = 10.0,
         relayer_key: bytes | None = None,
         read_concurrency: int = 4,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         self.endpoint = redact_url(rpc_url)
         # No provider-level retries: the services above retry with their own backoff and status.
         provider = BoundedHTTPProvider(
-            rpc_url, request_kwargs={"timeout": timeout_s}, exception_retry_configuration=None
+            rpc_url, {"timeout": timeout_s}, max_answer_bytes=max_answer_bytes, max_in_flight=max_in_flight
         )
         self.w3 = Web3(provider)
         self.address = Web3.to_checksum_address(registry_address)
         abi = key_registry().abi
         self.contract = self.w3.eth.contract(address=self.address, abi=abi)
         self._errors = _error_decoders(abi)
-        self._events = {
-            Web3.keccak(text=f"{e['name']}({','.join(i['type'] for i in e['inputs'])})"): e["name"]
-            for e in abi
-            if e.get("type") == "event"
-        }
         self._account = Account.from_key(relayer_key) if relayer_key else None
         self.read_limiter = trio.CapacityLimiter(read_concurrency)
         self.write_limiter = trio.CapacityLimiter(1)
@@ -250,7 +625,14 @@ class ChainClient:
 
     async def block_number(self) -> int:
         """The latest block number."""
-        return await self._read(lambda: int(self.w3.eth.block_number), "eth_blockNumber")
+
+        def fetch() -> int:
+            number = int(self.w3.eth.block_number)
+            if not 0 <= number <= MAX_BLOCK:
+                raise ChainError(f"eth_blockNumber: {self.endpoint} answered an impossible block number")
+            return number
+
+        return await self._read(fetch, "eth_blockNumber")
 
     async def block(self, number: int) -> BlockRef | None:
         """A block's number, hash and parent hash; None if the chain has no such block (yet)."""
@@ -260,7 +642,9 @@ class ChainClient:
                 b = self.w3.eth.get_block(number)
             except w3x.BlockNotFound:
                 return None
-            return BlockRef(int(b["number"]), bytes(b["hash"]), bytes(b["parentHash"]), int(b["timestamp"]))
+            if int(b["number"]) != number:
+                raise ChainError(f"eth_getBlockByNumber({number}): {self.endpoint} answered another block")
+            return BlockRef(number, bytes(b["hash"]), bytes(b["parentHash"]), int(b["timestamp"]))
 
         return await self._read(fetch, f"eth_getBlockByNumber({number})")
 
@@ -268,29 +652,33 @@ class ChainClient:
         """True if a contract is deployed at the registry address."""
         return await self._read(lambda: len(self.w3.eth.get_code(self.address)) > 0, "eth_getCode")
 
-    async def logs(self, from_block: int, to_block: int) -> list[ChainLog]:
-        """Decoded registry events in [from_block, to_block], in chain order."""
+    async def logs(self, from_block: int, to_block: int, skipped: list[dict[str, Any]] | None = None) -> list[ChainLog]:
+        """Decoded registry events in [from_block, to_block], in chain order.
+
+        Each log is decoded on its own (:func:`decode_registry_log`); one that does not decode is
+        left out and described in ``skipped`` (block, index, tx, cause) instead of failing the range.
+        """
 
         def fetch() -> list[ChainLog]:
-            raw = self.w3.eth.get_logs({"address": self.address, "fromBlock": from_block, "toBlock": to_block})
+            query = {"address": self.address, "fromBlock": hex(from_block), "toBlock": hex(to_block)}
+            answer = self.w3.provider.make_request(RPCEndpoint("eth_getLogs"), [query])
+            if "error" in answer:
+                error = answer["error"]
+                message = str(error.get("message", "")) if isinstance(error, dict) else str(error)
+                raise ChainError(f"eth_getLogs: RPC error from {self.endpoint}: {message[:200]}")
+            raw = answer.get("result")
+            if not isinstance(raw, list):
+                raise ChainError(f"eth_getLogs: the answer from {self.endpoint} is not a list of logs")
             out = []
-            for log in raw:
-                if not log["topics"]:
+            for entry in raw:
+                try:
+                    lg = decode_registry_log(entry, self.address, from_block, to_block)
+                except UndecodableLog as exc:
+                    if skipped is not None:
+                        skipped.append({**_where(entry), "error": str(exc)[:200]})
                     continue
-                name = self._events.get(bytes(log["topics"][0]))
-                if name is None:
-                    continue
-                data = getattr(self.contract.events, name)().process_log(log)
-                out.append(
-                    ChainLog(
-                        name=name,
-                        args=dict(data["args"]),
-                        block_number=int(log["blockNumber"]),
-                        block_hash=bytes(log["blockHash"]),
-                        log_index=int(log["logIndex"]),
-                        tx_hash=bytes(log["transactionHash"]),
-                    )
-                )
+                if lg is not None:
+                    out.append(lg)
             out.sort(key=lambda lg: lg.position)
             return out
 

@@ -74,7 +74,12 @@ class ChainService:
         self.registry = registry
         self.config = config
         self.client = ChainClient(
-            c.rpc_url, config.network.registry, timeout_s=c.rpc_timeout_s, relayer_key=relayer_key
+            c.rpc_url,
+            config.network.registry,
+            timeout_s=c.rpc_timeout_s,
+            relayer_key=relayer_key,
+            max_answer_bytes=c.rpc_max_answer_bytes,
+            max_in_flight=c.rpc_max_in_flight,
         )
         self.tracker = BatchTracker(registry)
         self.watcher = Watcher(

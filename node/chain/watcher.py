@@ -14,6 +14,16 @@ Each poll:
    "direct"); ``BatchAnchored`` -> the heads the root commits, via :class:`BatchTracker`
    (mode "batch"); ``GovernanceRevoked`` -> ``Registry.add_governance_revocations``.
 
+Hostile logs. Anyone can put bytes into a registry log, and a hostile RPC endpoint anything into
+any field, so the client decodes each log on its own (node.chain.client.decode_registry_log): a
+log that does not decode, or holds a value out of its real range, is skipped, counted and kept
+among the last ``SKIPPED_KEPT`` in ``status()["skipped"]`` (``services.chain.watcher`` in
+``/v1/health``) with a warning in the log; the rest of its range is fed. A range whose
+``eth_getLogs`` keeps failing for a reason other than an unreachable endpoint (an error answer,
+an answer over the byte cap) is split in halves down to one block, and a single block that fails
+``MAX_BLOCK_FAILURES`` times in a row is skipped and recorded the same way: the same range is
+never retried forever.
+
 Invariants:
 - ``confirmed`` is the highest block whose logs were all fed; nothing above it was fed.
 - ``scanned >= confirmed``; ``pending`` holds exactly the logs of blocks in (confirmed, scanned].
@@ -30,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,16 +48,19 @@ from typing import Any
 
 import trio
 
+from ..core.errors import ChainError
 from ..core.records import GovernanceRevocation
 from ..registry import Registry
 from ..store.base import AnchorRecord
 from .batches import BatchTracker
-from .client import ChainClient, ChainLog
+from .client import ChainClient, ChainLog, ChainUnavailable
 
 log = logging.getLogger("keyreg.chain.watcher")
 
 HASH_MARGIN = 32  # remembered blocks below the confirmation depth
 MAX_UNMATCHED = 64  # confirmed batch roots kept for a later match
+SKIPPED_KEPT = 20  # the latest skipped logs shown in status (all are counted)
+MAX_BLOCK_FAILURES = 5  # consecutive eth_getLogs failures of a one-block range before it is skipped
 
 
 @dataclass
@@ -61,6 +75,8 @@ class WatcherState:
     anchors_fed: int = 0
     batches_seen: int = 0
     governance_fed: int = 0
+    skipped_logs: int = 0  # logs that did not decode or were out of range
+    skipped_blocks: int = 0  # blocks whose logs could not be read at all
 
 
 class Watcher:
@@ -89,6 +105,10 @@ class Watcher:
         self.pending: list[ChainLog] = []
         self.unmatched: dict[bytes, ChainLog] = {}  # confirmed batch roots our tree has not had (yet)
         self.on_batch_confirmed: list[Callable[[bytes, int], None]] = []  # (root, block)
+        self.skipped: deque[dict[str, Any]] = deque(maxlen=SKIPPED_KEPT)
+        self._range = max_range  # the eth_getLogs span in use: halved on failures, doubled back
+        self._block_failures = 0  # consecutive failures of the one-block range at scanned + 1
+        self.skip_block: int | None = None  # a one-block range given up on by _narrow: scanned as empty
         self._load()
 
     # ------------------------------------------------------------------ persistence
@@ -134,8 +154,18 @@ class Watcher:
         fed = 0
         while self.state.scanned < head:
             start = self.state.scanned + 1
-            end = min(head, start + self.max_range - 1)
-            if not await self._scan(start, end, head):
+            end = min(head, start + self._range - 1)
+            try:
+                scanned = await self._scan(start, end, head)
+            except ChainUnavailable:
+                raise  # the endpoint is down or slow: retrying the same range later is right
+            except ChainError as exc:
+                if not self._narrow(start, end, exc):
+                    raise
+                continue
+            self._block_failures = 0
+            self._range = min(self.max_range, self._range * 2)
+            if not scanned:
                 break  # a reorg was found mid-scan; the next poll starts from the rolled-back point
         fed += await self._feed(head - self.confirmations)
         fed += await self._retry_unmatched()
@@ -180,9 +210,35 @@ class Watcher:
         self.pending = [lg for lg in self.pending if lg.block_number <= ancestor]
         self._save()
 
+    def _narrow(self, start: int, end: int, exc: ChainError) -> bool:
+        """After a scan of [start, end] failed: True to go on at once with a smaller range (or past
+        a skipped block), False to raise (the service backs off, the next poll retries)."""
+        if end > start:
+            self._range = max(1, (end - start + 1) // 2)
+            log.warning("chain watcher: blocks %d..%d: %s; trying %d blocks at a time", start, end, exc.message,
+                        self._range)  # fmt: skip
+            return True
+        self._block_failures += 1
+        if self._block_failures < MAX_BLOCK_FAILURES:
+            return False
+        self._block_failures = 0
+        self.state.skipped_blocks += 1
+        self._record_skip({"block": start, "error": f"eth_getLogs failed {MAX_BLOCK_FAILURES} times: {exc.message}"})
+        self.skip_block = start
+        return True
+
+    def _record_skip(self, where: dict[str, Any]) -> None:
+        self.skipped.append(where)
+        log.warning("chain watcher: skipped %s", where)
+
     async def _scan(self, start: int, end: int, head: int) -> bool:
         """Fetch logs and headers for [start, end]; False if a reorg interrupted it."""
-        logs = await self.client.logs(start, end)
+        skipped: list[dict[str, Any]] = []
+        if self.skip_block == start == end:
+            logs: list[ChainLog] = []  # its logs could not be read: recorded by _narrow
+        else:
+            logs = await self.client.logs(start, end, skipped)
+        self.skip_block = None
         # Remember hashes only near the tip: deeper blocks are final by the confirmation rule.
         first_tracked = max(start, head - self.confirmations - HASH_MARGIN)
         for n in range(first_tracked, end + 1):
@@ -202,6 +258,9 @@ class Watcher:
                 # The logs came from a block that has since been replaced: rescan.
                 self.hashes = {k: h for k, h in self.hashes.items() if k <= self.state.scanned}
                 return False
+        for where in skipped:
+            self.state.skipped_logs += 1
+            self._record_skip(where)
         self.pending.extend(logs)
         self.state.scanned = end
         floor = end - self.confirmations - HASH_MARGIN
@@ -246,6 +305,12 @@ class Watcher:
             elif lg.name == "BatchAnchored":
                 anchors.extend(self._batch_anchors(lg))
             elif lg.name == "GovernanceRevoked":
+                if len(lg.args["keyId"]) > self.registry.limits.max_key_id_chars:
+                    # longer than any key id this registry accepts: it can match no key
+                    self.state.skipped_logs += 1
+                    self._record_skip({"block": lg.block_number, "logIndex": lg.log_index,
+                                       "error": "GovernanceRevoked: keyId longer than any key id"})  # fmt: skip
+                    continue
                 governance.append(
                     GovernanceRevocation(
                         subject=bytes(lg.args["subject"]),
@@ -324,4 +389,7 @@ class Watcher:
             "batches_seen": s.batches_seen,
             "batches_unmatched": len(self.unmatched),
             "governance_fed": s.governance_fed,
+            "skipped_logs": s.skipped_logs,
+            "skipped_blocks": s.skipped_blocks,
+            "skipped": list(self.skipped),
         }

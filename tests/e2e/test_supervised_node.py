@@ -2,9 +2,12 @@
 
 The endpoint (tests/e2e/hostile_rpc.py, a real HTTP server on loopback) serves well-formed ABI logs
 with values no store column holds (``seq = 2**64 - 1``). On 287c9cc the failure escaped the chain
-service and cancelled the node's nursery: the process exited and stopped answering. Now the node
-keeps answering key-verdict queries and accepting events throughout, /v1/health and /metrics show
-the failure, each failure is logged once with its cause and no RPC secret, and SIGTERM still stops
+service and cancelled the node's nursery: the process exited and stopped answering; at 43df08f the
+supervisor restarted the service, which failed again on the same block forever (review M2). Now the
+watcher skips those logs and shows them in /v1/health. The chain service is made to fail by a
+local fault instead (its cursor file's path is a directory, so saving it raises): the node keeps
+answering key-verdict queries and accepting events throughout, /v1/health and /metrics show the
+failure, each failure is logged once with its cause and no RPC secret, and SIGTERM still stops
 the node promptly. Every wait polls a condition with a deadline.
 """
 
@@ -69,6 +72,7 @@ def test_node_survives_a_failing_chain_service(tmp_path: Path, hostile_rpc: str)
     os.environ["KEYREG_KDF_N"] = "1024"
     data_dir = tmp_path / "node"
     init_data_dir(data_dir, Password("pw"))
+    (data_dir / "chain" / "watcher.json").mkdir(parents=True)  # the fault: the cursor cannot be saved
     env = {
         "KEYREG_CHAIN_RPC_URL": hostile_rpc,
         "KEYREG_CHAIN_CONFIRMATIONS": "1",
@@ -101,7 +105,11 @@ def test_node_survives_a_failing_chain_service(tmp_path: Path, hostile_rpc: str)
         assert answers >= 1
         sup = chain["supervisor"]
         assert sup["restarts"] >= 1
-        assert sup["last_error"].startswith("OverflowError: ")
+        assert sup["last_error"].startswith("IsADirectoryError: ")
+        # the hostile values were skipped before the store, with their causes (review M2)
+        watcher = chain["watcher"]
+        assert watcher["skipped_logs"] >= 1
+        assert any("out of range" in s["error"] for s in watcher["skipped"])
         assert "(at node/" in sup["last_error"]  # where in our code it was raised
         assert chain["ok"] is False or sup["state"] == "running"
         # a new event is still accepted and served while the chain service keeps failing
@@ -124,7 +132,7 @@ def test_node_survives_a_failing_chain_service(tmp_path: Path, hostile_rpc: str)
         assert node.proc.wait(15) == 0
         assert time.monotonic() - t0 < 10
     log = node.log_path.read_text(errors="replace")
-    logged = [ln for ln in log.splitlines() if "service chain failed: OverflowError" in ln]
+    logged = [ln for ln in log.splitlines() if "service chain failed: IsADirectoryError" in ln]
     assert len(logged) >= 2  # once per failure, with its cause
     assert all("Traceback" not in ln for ln in logged)
     assert "hunter2" not in log
