@@ -12,10 +12,18 @@ Each poll (blocking; the node runs it in a worker thread):
    VoteCastWithParams / ProposalQueued / ProposalExecuted / ProposalCanceled since the last
    scanned block (a newly recognised DAO's history is read alone from ``start_block``, at most
    ``catchup_blocks_per_poll`` blocks per poll for all new DAOs together);
-3. refresh state and tallies of the proposals not yet final from the governor's views
-   (``state``, ``proposalVotes``, ``quorum``), which are authoritative: logs only discover
-   proposals and individual votes, so a reorg can at worst leave a stale vote row until the
-   proposal's views are re-read.
+3. refresh state and tallies of proposals from the governor's views (``state``,
+   ``proposalVotes``, and ``quorum`` once, after the snapshot), which are authoritative: logs only
+   discover proposals and individual votes, so a reorg can at worst leave a stale vote row until
+   the proposal's views are re-read.
+
+Refreshing costs eth_calls against an RPC quota the chain watcher shares, and any member of a
+recognised DAO can open proposals (~83k gas each), so it is bounded (issue 13 review, M9): a
+proposal is refreshed only when one of its events arrived since its last refresh, when the head
+passed its vote start or vote end (recognised DAOs run our governor: the clock is the block
+number), or at the slow cadence ``refresh_every_s`` as a safety net; never again once seen in a
+final state; and at most ``max_refreshes_per_poll`` per poll, the longest-unrefreshed first, the
+rest waiting for the next poll (``status()["refreshesDeferred"]``).
 
 Every log is decoded defensively and on its own (node.gov.decode): a log that does not decode is
 skipped, counted and recorded (``status()["skipped"]``, shown in ``/v1/health``) with its cause,
@@ -69,6 +77,8 @@ class IndexerLimits:
     resolve_retry_s: float = 60.0  # first re-check of a named address that is not a DAO (doubles)
     max_range: int = 5000  # blocks per eth_getLogs
     catchup_blocks_per_poll: int = 100_000  # history of newly recognised DAOs read per poll
+    max_refreshes_per_poll: int = 64  # proposals whose views are re-read per poll (2-3 eth_calls each)
+    refresh_every_s: float = 300.0  # re-read of an open proposal with no event and no boundary passed
 
 
 @dataclass
@@ -115,6 +125,12 @@ class ProposalRecord:
     queued_tx: str | None = None
     executed_block: int | None = None
     executed_tx: str | None = None
+    # Refresh bookkeeping (see the module notes): an event arrived since the last refresh; the
+    # head block and the indexer clock at the last refresh; seen final by a refresh.
+    dirty: bool = True
+    refreshed_block: int = -1
+    refreshed_at: float = float("-inf")
+    final_seen: bool = False
 
     def to_dict(self, applied: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         return {
@@ -192,6 +208,9 @@ class GovernanceIndexer:
         self._named_lock = threading.Lock()
         self._lock = threading.Lock()
         self.polls = 0
+        self.refreshes = 0
+        self.refresh_calls = 0  # eth_calls made to refresh proposals
+        self.refreshes_deferred = 0  # due refreshes left to a later poll by max_refreshes_per_poll
         registry.listeners.append(self._on_report)
 
     def close(self) -> None:
@@ -293,7 +312,7 @@ class GovernanceIndexer:
                 del self._catching_up[key]
             else:
                 self._catching_up[key] = end
-        self._refresh_open()
+        self._refresh_open(head)
         return seen
 
     def _scan(self, addresses: list[str], first: int, last: int) -> int:
@@ -367,6 +386,7 @@ class GovernanceIndexer:
         p = self.proposals.get(key)
         if p is None:
             return  # an event of a proposal created before start_block (or evicted)
+        p.dirty = True
         if name in ("VoteCast", "VoteCastWithParams"):
             voter = Web3.to_checksum_address(args["voter"])
             known = voter.lower() in p.voters
@@ -394,25 +414,48 @@ class GovernanceIndexer:
             self.vote_records -= len(self.proposals.pop(key).voters)
         self.evicted_proposals += excess
 
-    def _refresh_open(self) -> None:
+    def _due(self, p: ProposalRecord, head: int, now: float) -> bool:
+        if p.final_seen:
+            return False
+        if p.dirty or now - p.refreshed_at >= self.limits.refresh_every_s:
+            return True
+        # the state moves by itself when the head passes the vote start (Pending -> Active, the
+        # quorum becomes readable) and the vote end (Active -> Succeeded / Defeated)
+        return any(p.refreshed_block <= boundary < head for boundary in (p.vote_start, p.vote_end))
+
+    def _refresh_open(self, head: int) -> None:
+        now = self.clock()
         with self._lock:
-            open_ = [p for p in self.proposals.values() if p.state not in FINAL_STATES or p.quorum is None]
-        for p in open_:
+            due = [p for p in self.proposals.values() if self._due(p, head, now)]
+        due.sort(key=lambda p: p.refreshed_at)  # the longest-unrefreshed first: none starves
+        budget = self.limits.max_refreshes_per_poll
+        self.refreshes_deferred += max(0, len(due) - budget)
+        for p in due[:budget]:
             gov = self.governors.get(p.governor.lower())
             if gov is None:
                 continue
+            self.refreshes += 1
+            with self._lock:
+                p.dirty, p.refreshed_block, p.refreshed_at = False, head, now
             try:
+                self.refresh_calls += 1
                 state = gov.state(p.proposal_id)
+                self.refresh_calls += 1
                 votes = gov.votes(p.proposal_id)
-                clock = gov.clock()
-                quorum = gov.quorum(p.vote_start) if p.vote_start < clock else None
+                quorum = p.quorum
+                if quorum is None and p.vote_start < head:  # fixed at the snapshot: read once
+                    self.refresh_calls += 1
+                    quorum = gov.quorum(p.vote_start)
             except ChainUnavailable:
+                with self._lock:
+                    p.dirty = True  # not read: due again at the next poll
                 raise
             except Exception as exc:  # a proposal the governor will not describe: keep the last view
                 log.warning("governance indexer: proposal %s of %s: %s", p.proposal_id, p.governor, exc)
                 continue
             with self._lock:
                 p.state, p.votes, p.quorum = state, votes, quorum
+                p.final_seen = state in FINAL_STATES and not p.dirty
 
     # ------------------------------------------------------------------ reads
 
@@ -472,6 +515,9 @@ class GovernanceIndexer:
             "skippedLogs": self.skipped_logs,
             "skipped": list(self.skipped),
             "polls": self.polls,
+            "refreshes": self.refreshes,
+            "refreshCalls": self.refresh_calls,
+            "refreshesDeferred": self.refreshes_deferred,
         }
 
 

@@ -58,6 +58,8 @@ class GovService:
             max_resolves_per_poll=g.max_resolves_per_poll,
             resolve_retry_s=g.resolve_retry_s,
             catchup_blocks_per_poll=g.catchup_blocks_per_poll,
+            max_refreshes_per_poll=g.max_refreshes_per_poll,
+            refresh_every_s=g.refresh_every_s,
         )
         recogniser = Recogniser(self.w3, config.network.registry)
         self.indexer = GovernanceIndexer(self.w3, registry, recogniser, start_block=c.start_block, limits=limits)
