@@ -8,6 +8,8 @@ the other events change metadata) is posted to the node, then:
 - subject page: ``GET /subjects/{id}`` (timeline of the 50 keys, the first page of the log) and
   its last log page (``?events=head``), sequentially over one keep-alive connection; each
   request's time as the client sees it on loopback (an upper bound of the server's time);
+  The node's CPU time per request is recorded too (from /proc): it does not depend on what else
+  the machine runs, unlike the latencies;
 - page weight: the subject page's HTML plus every asset it loads (CSS, JS, icon), uncompressed,
   on a first load with an empty cache;
 - key check: ``GET /keys?subject=&key=&at=`` offered at ``--rate`` requests/s (open loop: each
@@ -40,7 +42,7 @@ from node.core import builder
 from node.core.codec import encode_event
 from node.core.eip712 import event_digest
 from node.core.records import PublishedKey
-from node.p2p.testing import KeyregNode
+from node.p2p.testing import KeyregNode, process_cpu_seconds
 
 EVENTS, KEYS = 1000, 50
 
@@ -162,9 +164,13 @@ def main() -> None:
                     res = c.post("/v1/events", content=body).json()
                     assert res["accepted"] == len(events[i : i + 500]), res
                 timed_gets(c, f"/subjects/{sid}", 5)  # warm up (templates compiled, caches filled)
+                assert node.proc is not None
+                cpu0 = process_cpu_seconds(node.proc.pid)
                 first = timed_gets(c, f"/subjects/{sid}", runs)
                 last = timed_gets(c, f"/subjects/{sid}?events=head", runs)
+                cpu1 = process_cpu_seconds(node.proc.pid)
                 api_json = timed_gets(c, f"/v1/subjects/{sid}", runs)
+                cpu2 = process_cpu_seconds(node.proc.pid)
                 weight, assets = page_weight(c, f"/subjects/{sid}")
             now = int(time.time())
             paths = [f"/keys?subject={sid}&key={kids[i % len(kids)]}&at={now - i * 97}" for i in range(64)]
@@ -173,10 +179,14 @@ def main() -> None:
             node.stop()
 
     both = first + last
+    # The node's CPU per request: what a page costs the server, whatever else the machine runs.
+    page_cpu_ms = 1000 * (cpu1 - cpu0) / (2 * runs)
+    json_cpu_ms = 1000 * (cpu2 - cpu1) / runs
     print(
         f"subject page (50 keys, log page 1 of 20): p50 {pct(first, 0.5):.1f} ms, p95 {pct(first, 0.95):.1f} ms; "
         f"last log page: p95 {pct(last, 0.95):.1f} ms; the JSON route: p95 {pct(api_json, 0.95):.1f} ms"
     )
+    print(f"node CPU per request: subject page {page_cpu_ms:.2f} ms, the JSON route {json_cpu_ms:.2f} ms")
     print(f"page weight, first load: {weight / 1024:.1f} KB (HTML + {', '.join(a.split('?')[0] for a in assets)})")
     print(
         f"key check at {args.rate:.0f}/s offered: {load['requests_per_s']:.0f}/s achieved, "
@@ -189,6 +199,8 @@ def main() -> None:
         "subject_page_first_p95_ms": round(pct(first, 0.95), 2),
         "subject_page_last_p95_ms": round(pct(last, 0.95), 2),
         "subject_json_p95_ms": round(pct(api_json, 0.95), 2),
+        "subject_page_node_cpu_ms": round(page_cpu_ms, 2),
+        "subject_json_node_cpu_ms": round(json_cpu_ms, 2),
         "page_weight_kb": round(weight / 1024, 1),
         "key_check_p99_ms": round(load["p99_ms"], 2),
         "key_check_p50_ms": round(load["p50_ms"], 2),

@@ -3,7 +3,8 @@
 Each function here mirrors one route of node/api (named in its docstring) and returns that route's
 JSON shape as a dict, so a page shows exactly what ``curl`` on the route would: the registry's
 read methods, node.api.views and the governance indexer, never the store's tables directly.
-The store reads (anchors, a page of events, evidence) block, so they run in a worker thread.
+The functions that read the store (anchors, a page of events, evidence) block: pages call them in a
+worker thread, all of a page's reads in one.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import threading
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
-
-import anyio.to_thread
 
 from .. import __version__
 from ..api import views
@@ -52,32 +51,27 @@ def health(ctx: ApiContext) -> dict[str, Any]:
     }
 
 
-async def subject(ctx: ApiContext, sid: bytes, at: int | None = None) -> dict[str, Any] | None:
-    """GET /v1/subjects/{subject}; None for an unknown subject."""
+def subject(ctx: ApiContext, sid: bytes, at: int | None = None) -> dict[str, Any] | None:
+    """GET /v1/subjects/{subject}; None for an unknown subject. Blocking (store reads)."""
     registry = ctx.registry
     state = registry.state(sid)
     if state is None:
         return None
     when = int(registry.clock()) if at is None else at
-    anchors = await anyio.to_thread.run_sync(registry.store.anchors, sid)
+    anchors = registry.store.anchors(sid)
     digest_at = None
-    if anchors:
-        last = max(anchors, key=lambda a: (a.seq, a.position))
-        if last.seq == state.seq:
-            digest_at = state.head
-        else:
-            digest_at = await anyio.to_thread.run_sync(registry.store.digest_at, sid, last.seq)
+    last = max(anchors, key=lambda a: (a.seq, a.position)) if anchors else None
+    if last is not None:
+        digest_at = state.head if last.seq == state.seq else registry.store.digest_at(sid, last.seq)
     anchor = views.anchor_status(state, anchors, digest_at)
-    if anchors:  # the block's transaction too (the route shows block and mode)
-        last = max(anchors, key=lambda a: (a.seq, a.position))
+    if last is not None:  # and the anchoring transaction (the route shows block and mode)
         anchor["tx"] = "0x" + last.tx_hash.hex() if last.tx_hash else None
     return views.subject_view(state, when, sid in registry.disputed, registry.governance(sid), anchor)
 
 
-async def duplicity(ctx: ApiContext, sid: bytes) -> list[dict[str, Any]]:
-    """GET /v1/subjects/{subject}/duplicity: the evidence list."""
-    evidence = await anyio.to_thread.run_sync(ctx.registry.store.evidence, sid)
-    return [views.evidence_view(e) for e in evidence]
+def duplicity(ctx: ApiContext, sid: bytes) -> list[dict[str, Any]]:
+    """GET /v1/subjects/{subject}/duplicity: the evidence list. Blocking."""
+    return [views.evidence_view(e) for e in ctx.registry.store.evidence(sid)]
 
 
 def key_verdict(ctx: ApiContext, sid: bytes, kid: str, at: int | None, purpose: str | None) -> dict[str, Any]:
@@ -173,9 +167,9 @@ def event_rows(ctx: ApiContext, raw: list[bytes], anchor: dict[str, Any] | None)
     return rows
 
 
-async def events_page(ctx: ApiContext, sid: bytes, start: int, limit: int) -> tuple[list[bytes], bool]:
-    """GET /v1/subjects/{subject}/events?from=&limit=: the stored bytes, and whether more follow."""
-    raw: list[bytes] = await anyio.to_thread.run_sync(ctx.registry.events, sid, start, limit + 1)
+def events_page(ctx: ApiContext, sid: bytes, start: int, limit: int) -> tuple[list[bytes], bool]:
+    """GET /v1/subjects/{subject}/events?from=&limit=: the stored bytes, and whether more follow. Blocking."""
+    raw = ctx.registry.events(sid, start, limit + 1)
     return raw[:limit], len(raw) > limit
 
 

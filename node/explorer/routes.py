@@ -113,8 +113,7 @@ def parse_sid(raw: str) -> bytes:
     return bytes.fromhex(m.group(1))
 
 
-def _int_param(request: Request, name: str, default: int, maximum: int) -> int:
-    raw = request.query_params.get(name, "")
+def _int_param(raw: str, name: str, default: int, maximum: int) -> int:
     if not raw:
         return default
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 20 or int(raw) > maximum:
@@ -216,28 +215,35 @@ def routes(ctx: ApiContext) -> list[Route]:
     async def subject_page(request: Request) -> Response:
         sid = parse_sid(request.path_params["subject"])
         at = parse_time(request.query_params.get("at"))
-        view = await data.subject(ctx, sid, at)
-        if view is None:
-            raise ExplorerError(404, f"no subject 0x{sid.hex()} is known to this node")
         span = request.query_params.get("range") or None
         if span is not None and span not in timeline.RANGES and span != "all":
             raise ExplorerError(400, f"range is one of all, {', '.join(timeline.RANGES)}")
-        per = cfg.events_per_page
-        last_page = view["seq"] // per
         at_head = request.query_params.get("events") == "head"  # a search by head digest lands here
-        pg = last_page if at_head else _int_param(request, "page", 0, last_page)
-        raw, more = await data.events_page(ctx, sid, pg * per, per)
-        rows = await anyio.to_thread.run_sync(data.event_rows, ctx, raw, view["anchor"])
-        evidence = await data.duplicity(ctx, sid) if view["disputed"] else []
-        props = data.proposals(ctx, subject="0x" + sid.hex()) or []
-        svg = timeline.render(
-            view, int(registry.clock()), None if span == "all" else span, cfg.max_lanes, url("proposals").rstrip("/")
-        )
-        return render(
-            "subject.html", view=view, svg=svg, rows=rows, page=pg, last_page=last_page, more=more,
-            span=span or "all", ranges=["all", *timeline.RANGES], evidence=evidence, proposals=props,
-            lanes_hidden=max(0, len(view["keys"]) - cfg.max_lanes),
-        )  # fmt: skip
+        raw_page = request.query_params.get("page", "")
+
+        def build() -> HTMLResponse:
+            """The whole page in one worker thread: its store reads, rows, SVG and HTML."""
+            view = data.subject(ctx, sid, at)
+            if view is None:
+                raise ExplorerError(404, f"no subject 0x{sid.hex()} is known to this node")
+            per = cfg.events_per_page
+            last_page = view["seq"] // per
+            pg = last_page if at_head else _int_param(raw_page, "page", 0, last_page)
+            raw, more = data.events_page(ctx, sid, pg * per, per)
+            rows = data.event_rows(ctx, raw, view["anchor"])
+            evidence = data.duplicity(ctx, sid) if view["disputed"] else []
+            props = data.proposals(ctx, subject="0x" + sid.hex()) or []
+            svg = timeline.render(
+                view, int(registry.clock()), None if span == "all" else span, cfg.max_lanes, url("proposals")
+            )
+            return render(
+                "subject.html", view=view, svg=svg, rows=rows, page=pg, last_page=last_page, more=more,
+                span=span or "all", ranges=["all", *timeline.RANGES], evidence=evidence, proposals=props,
+                lanes_hidden=max(0, len(view["keys"]) - cfg.max_lanes),
+            )  # fmt: skip
+
+        response: HTMLResponse = await anyio.to_thread.run_sync(build)
+        return response
 
     async def key_page(request: Request) -> Response:
         q = request.query_params
