@@ -14,7 +14,9 @@ the other events change metadata) is posted to the node, then:
   on a first load with an empty cache;
 - key check: ``GET /keys?subject=&key=&at=`` offered at ``--rate`` requests/s (open loop: each
   request's latency runs from its scheduled send time, so a stall counts against every request
-  it delays), from 8 keep-alive connections in threads of this process.
+  it delays), from 8 keep-alive connections in threads of this process; then the JSON verdict route
+  (``GET /v1/subjects/{id}/keys/{kid}``) at the same rate, as the reference for what the machine
+  allows at that moment.
 
 The node runs with its rate limit off (``KEYREG_API_RATE_LIMIT_PER_S=0``): this measures the
 pages, not the limiter. JSON on the last line: ``subject_page_p95_ms``, ``page_weight_kb``,
@@ -174,7 +176,12 @@ def main() -> None:
                 weight, assets = page_weight(c, f"/subjects/{sid}")
             now = int(time.time())
             paths = [f"/keys?subject={sid}&key={kids[i % len(kids)]}&at={now - i * 97}" for i in range(64)]
+            cpu3 = process_cpu_seconds(node.proc.pid)
             load = offered_load(node.api, paths, args.rate, duration)
+            cpu4 = process_cpu_seconds(node.proc.pid)
+            # The same offered load on the JSON verdict route: what the machine allows right now.
+            json_paths = [f"/v1/subjects/{sid}/keys/{kids[i % len(kids)]}?at={now - i * 97}" for i in range(64)]
+            ref = offered_load(node.api, json_paths, args.rate, duration)
         finally:
             node.stop()
 
@@ -186,12 +193,14 @@ def main() -> None:
         f"subject page (50 keys, log page 1 of 20): p50 {pct(first, 0.5):.1f} ms, p95 {pct(first, 0.95):.1f} ms; "
         f"last log page: p95 {pct(last, 0.95):.1f} ms; the JSON route: p95 {pct(api_json, 0.95):.1f} ms"
     )
+    key_cpu_ms = 1000 * (cpu4 - cpu3) / max(1, load["requests"])
     print(f"node CPU per request: subject page {page_cpu_ms:.2f} ms, the JSON route {json_cpu_ms:.2f} ms")
     print(f"page weight, first load: {weight / 1024:.1f} KB (HTML + {', '.join(a.split('?')[0] for a in assets)})")
     print(
         f"key check at {args.rate:.0f}/s offered: {load['requests_per_s']:.0f}/s achieved, "
         f"p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms, max {load['max_ms']:.1f} ms, "
-        f"{load['errors']} non-200"
+        f"{load['errors']} non-200, node CPU {key_cpu_ms:.2f} ms/request; the JSON verdict route at the same rate: "
+        f"p50 {ref['p50_ms']:.1f} ms, p99 {ref['p99_ms']:.1f} ms"
     )
     figures = {
         "subject_page_p95_ms": round(pct(both, 0.95), 2),
@@ -204,6 +213,9 @@ def main() -> None:
         "page_weight_kb": round(weight / 1024, 1),
         "key_check_p99_ms": round(load["p99_ms"], 2),
         "key_check_p50_ms": round(load["p50_ms"], 2),
+        "key_check_node_cpu_ms": round(key_cpu_ms, 2),
+        "key_json_p99_ms": round(ref["p99_ms"], 2),
+        "key_json_p50_ms": round(ref["p50_ms"], 2),
         "key_check_rate_offered": args.rate,
         "key_check_rate_achieved": round(load["requests_per_s"], 1),
         "key_check_errors": load["errors"],
