@@ -31,6 +31,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from coincurve import PrivateKey
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils import keccak as eth_keccak
@@ -50,10 +53,18 @@ T0 = 1_735_689_600
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def _ec_point(alg: str, seed: bytes) -> bytes:
+    """A real compressed point (published EC keys must be curve points, node/core/points.py)."""
+    if alg == "secp256k1":
+        return bytes(PrivateKey(seed).public_key.format(compressed=True))
+    key = ec.derive_private_key(int.from_bytes(seed, "big") % (2**255), ec.SECP256R1()).public_key()
+    return key.public_bytes(Encoding.X962, PublicFormat.CompressedPoint)
+
+
 def _service_key(i: int, j: int, at: int) -> PublishedKey:
     alg = ("Ed25519", "secp256k1", "P-256")[j % 3]
     raw = keccak(b"bench-key-%d-%d" % (i, j))
-    public_key = raw if alg == "Ed25519" else b"\x02" + raw
+    public_key = raw if alg == "Ed25519" else _ec_point(alg, raw)
     return PublishedKey(f"key-{j}", alg, public_key, ("sign", "jwt") if j % 2 else ("sign",), at, 0)
 
 

@@ -5,6 +5,7 @@ Pure functions of core records: the API, the CLI and the demo render the same sh
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -57,8 +58,17 @@ def upcoming_keys(state: SubjectState, at: int, valid_at: Callable[[str, int], b
 
 def jwks(keys: Iterable[KeyRecord], upcoming: Sequence[KeyRecord] = ()) -> dict[str, Any]:
     """RFC 7517 JWK Set of the valid keys, then the published successors; every JWK with a window
-    carries it as ``nbf``/``exp`` (NumericDate, non-standard members that JWKS clients ignore)."""
-    return {"keys": [key_jwk(r) for r in keys] + [key_jwk(r) for r in upcoming]}
+    carries it as ``nbf``/``exp`` (NumericDate, non-standard members that JWKS clients ignore).
+
+    Points are checked when a key is published (node/core/points.py), but a node may hold keys
+    stored before that rule: a key whose bytes are no point of its curve has no JWK and is left
+    out (nobody can use it), here and in the DID document, instead of failing the whole answer.
+    """
+    out: list[dict[str, Any]] = []
+    for r in [*keys, *upcoming]:
+        with contextlib.suppress(ValueError):  # not a curve point (see above)
+            out.append(key_jwk(r))
+    return {"keys": out}
 
 
 def key_view(
@@ -192,7 +202,10 @@ def did_document(
     related: dict[str, list[str]] = {r: [] for r in DID_RELATIONSHIPS}
     for rec in [*valid, *upcoming]:
         vm_id = f"{did}#{rec.key.key_id}"
-        jwk = public_jwk(rec.key.alg, rec.key.public_key)
+        try:
+            jwk = public_jwk(rec.key.alg, rec.key.public_key)
+        except ValueError:  # not a curve point: left out, as in the JWKS
+            continue
         vm: dict[str, Any] = {"id": vm_id, "type": "JsonWebKey2020", "controller": did, "publicKeyJwk": jwk}
         if rec.valid_from:
             vm["validFrom"] = rec.valid_from

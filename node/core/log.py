@@ -34,6 +34,7 @@ from .errors import (
 )
 from .hashing import recover_address
 from .limits import DEFAULT_LIMITS, Limits
+from .points import is_curve_point
 from .records import (
     ALGORITHMS,
     PUBLIC_KEY_LENGTHS,
@@ -137,6 +138,8 @@ def _check_key(k: PublishedKey, limits: Limits) -> None:
         raise MalformedEvent(f"key {k.key_id!r}: {k.alg} public key must be {want} bytes, got {len(k.public_key)}")
     if k.alg != "Ed25519" and k.public_key[0] not in (2, 3):
         raise MalformedEvent(f"key {k.key_id!r}: {k.alg} public key must be SEC1 compressed (02/03 prefix)")
+    if not is_curve_point(k.alg, k.public_key):
+        raise MalformedEvent(f"key {k.key_id!r}: the {k.alg} public key is not a point of its curve")
     if not k.purposes:
         raise MalformedEvent(f"key {k.key_id!r}: at least one purpose is required")
     if len(k.purposes) > limits.max_purposes:

@@ -560,6 +560,10 @@ def invalid_cases() -> dict[str, Any]:
     case("unsupported-algorithm", "an algorithm outside Ed25519 / secp256k1 / P-256", pa, "malformed",
          sign(DEVNET, a.next_update(T0 + 20, publish=[replace(key("k9", "Ed25519", ["sign"], T0), alg="RSA")]),
               ["alice"]))
+    for alg, not_a_point in (("P-256", b"\x02" + b"\xff" * 32), ("secp256k1", b"\x02" + b"\x00" * 32)):
+        bad_point = replace(key("k9", alg, ["sign"], T0), public_key=not_a_point)
+        case(f"not-a-curve-point-{alg.lower()}", f"a {alg} public key whose bytes are no point of the curve",
+             pa, "malformed", sign(DEVNET, a.next_update(T0 + 20, publish=[bad_point]), ["alice"]))
     case("high-s-signature", "the same signature with s replaced by n - s (EIP-2 malleability)", pa, "bad_signature",
          replace(good, signatures=(_flip_high_s(good.signatures[0]),)))
     case("bad-v", "v must be 27 or 28", pa, "bad_signature",
