@@ -62,6 +62,10 @@ class ApiConfig:
     # rate_limit_per_s is 0): signature recovery is the expensive part of a submission.
     submit_events_per_s: float = 1000.0
     submit_events_burst: int = 2000  # at least one full batch (1,000 events)
+    # New subjects (inceptions) submitted per client, within the event budget: every node keeps
+    # every subject, so they are budgeted much tighter (docs/adr/0027-subject-admission.md).
+    new_subjects_per_s: float = 20.0
+    new_subjects_burst: int = 1000  # one full batch of inceptions
     body_timeout_s: float = 30.0  # a request body must arrive in full within this (else 408, closed)
     max_connections: int = 1024  # open API connections in all; more are refused (503, closed)
     max_connections_per_client: int = 64  # open API connections per client address
@@ -94,6 +98,9 @@ class P2PConfig:
     # publishes readable by nodes older than wire version 1.1 (docs/p2p.md).
     compress_gossip: bool = True
     peer_rate_msgs_per_s: float = 50.0
+    # Bytes of JSON text a forwarder's messages may inflate to per second (burst: twice this or
+    # two max_message_bytes): a compressed message is charged by what it costs to parse.
+    peer_rate_bytes_per_s: float = 16 * 1024 * 1024
     # Gossip messages admitted but not yet judged (each up to max_message_bytes): per forwarder
     # and in all; beyond, dropped unjudged and unpenalised (docs/p2p.md, "Validation").
     max_validating_per_peer: int = 32
@@ -115,6 +122,12 @@ class P2PConfig:
     sync_max_wants_per_pull: int = 65_536
     sync_max_events_per_pull: int = 1_000_000
     sync_max_frames_per_pull: int = 16_384
+    # New subjects (inceptions) admitted per forwarder (token bucket; a message over it is ignored:
+    # not ingested, not forwarded, not penalised) and per sync pull (past it, the pull ingests no
+    # more and the next pull goes on): docs/adr/0027-subject-admission.md.
+    new_subjects_per_peer_per_s: float = 1000.0
+    new_subjects_per_peer_burst: int = 10_000
+    sync_max_new_subjects_per_pull: int = 100_000
 
 
 @dataclass(frozen=True)

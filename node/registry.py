@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple, TypeVar, overload
 
 from .core.codec import CanonicalEvent, encode_event
-from .core.errors import KeyregError, RuleViolation, StaleEvent, StorageError, Throttled
+from .core.errors import ChainBroken, KeyregError, OverCapacity, RuleViolation, StaleEvent, StorageError, Throttled
 from .core.fork import SubjectLog
 from .core.hashing import keccak
 from .core.keystate import Verdict, key_verdict, valid_keys
 from .core.limits import DEFAULT_LIMITS, Limits
-from .core.log import KeyRecord, SubjectState, check_competitor
+from .core.log import Accepted, KeyRecord, SubjectState, check_competitor
 from .core.merkle import SparseMerkleTree
 from .core.records import Domain, GovernanceRevocation, Inception, Rotation, SignedEvent
 from .core.validator import Item, Validator
@@ -113,6 +113,14 @@ class ConflictBudget:
 
 _RANK_BAND = 10**15
 _SCAN_PAGE = 256  # stored events read per query when looking back for the signer set in force
+# Pages read back for free; a look-back past them (a conflict far behind a later rotation) is
+# charged to the subject's look-back budget first, page by page, so its cost stays bounded.
+_FREE_SCAN_PAGES = 4
+# Commits one batch may make for conflicts on subjects it extended itself (fork choice replays the
+# stored log, so what the batch appended must be stored first). Only validly signed conflicts get
+# there (junk is refused on in-memory checks), each charged to its subject's budget.
+MAX_CONFLICT_COMMITS_PER_BATCH = 4
+CAPACITY_WARNING = 0.9  # /v1/health warns from this share of limits.max_subjects on
 
 
 def anchor_rank(a: AnchorRecord) -> int:
@@ -167,6 +175,16 @@ class Registry:
         self.listeners: list[Listener] = []
         self.counters: dict[str, int] = {"accepted": 0, "known": 0, "duplicity": 0, "rejected": 0}
         self.conflicts = conflicts or ConflictBudget()
+        # Separate budgets, so that no one can spend another's: recovery rotations (conflicts
+        # signed by the pre-committed next controllers: only the owner holds those keys, and
+        # others' conflicts must never throttle them), and deep look-backs for the signer set in
+        # force (charged before the signatures are checked, so anyone can spend it: it guards
+        # nothing but the look-back itself).
+        c = self.conflicts
+        self.recoveries = ConflictBudget(c.per_subject, c.window_s, c.max_subjects, c.clock)
+        self.lookbacks = ConflictBudget(c.per_subject, c.window_s, c.max_subjects, c.clock)
+        self._conflict_commits = 0  # in the batch being ingested
+        self._new_subjects = 0  # accepted in the batch being ingested, not yet in ``states``
         # Rejections audited one by one per ingest call; the rest only counted, in one summary
         # entry, so junk cannot grow the audit chain by a row per event.
         self.reject_audits_per_batch = reject_audits_per_batch
@@ -231,6 +249,8 @@ class Registry:
             results: list[IngestResult] = []
             changes = Changes()
             self._rejects_left, self._rejects_over = self.reject_audits_per_batch, Counter()
+            self._conflict_commits = 0
+            self._new_subjects = 0
             work: dict[bytes, SubjectState] = {}
             chunk: list[tuple[bytes, ...] | None] = []
             for i, item in enumerate(items):
@@ -354,6 +374,11 @@ class Registry:
         # violation) leaves it unknown (b""), and apply names the violation.
         subject = self.validator.subject(signed, digest)
         state = work.get(subject) or self.states.get(subject)
+        if state is None and subject and isinstance(event, Inception) and self.at_capacity():
+            # Before any recovery: a new subject past limits.max_subjects costs nothing more.
+            full = OverCapacity(f"this node holds its limit of {self.limits.max_subjects} subjects; no new subject")
+            self._audit_reject(changes, subject, 0, digest, source, full)
+            return IngestResult("rejected", subject, 0, digest, error=full)
         try:
             # signers came from the recovery workers (None: not computed or failed, so the rules
             # recover again and raise the exact error).
@@ -367,6 +392,8 @@ class Registry:
         changes.appended.append((acc, wire_bytes(item, signed)))
         changes.states[subject] = new_state
         work[subject] = new_state
+        if not seq:
+            self._new_subjects += 1
         changes.audit.append(AuditEntry("accept", subject, seq, new_digest, {"source": source, "kind": event.kind}))
         return IngestResult("accepted", subject, seq, new_digest)
 
@@ -397,23 +424,39 @@ class Registry:
         # A different event at an occupied seq: a conflict, and the cheapest thing anyone can
         # send (any seq below the head, any bytes). Fork choice needs the subject's whole log
         # replayed, so it runs only for a candidate that first passes the checks that need no
-        # replay: prev against the stored digest at seq - 1, then its signatures (one recovery
+        # replay: prev against the digest held at seq - 1, then its signatures (one recovery
         # each, after every count check) against the signer set in force there; and then only
-        # within the subject's conflict budget. Junk costs no replay and no commit.
-        if subject in work:
-            # This batch extended the subject: the store lacks those events, which the checks
-            # and the replay read. Commit what we have (at most once per subject per batch
-            # unless it is extended again; an outsider cannot extend a subject it has no keys of).
-            self._commit(changes, source)
-            changes.__init__()  # type: ignore[misc]
-            work.clear()
-            state = self.states[subject]
+        # within the subject's conflict budget, charged only now (junk spends no one's budget),
+        # or its recovery budget for a rotation (signed by the pre-committed next set). Junk costs
+        # no replay and no commit: seq - 1 may be an event this batch appended (not yet stored),
+        # whose digest and resulting state are in memory.
+        seq = event.seq
         try:
-            seq = event.seq
-            prev = self.store.digest_at(subject, seq - 1)
-            check_competitor(signed, digest, prev, lambda: self._signer_set_after(subject, seq - 1, state))
-            if state.last_establishment_seq <= seq - 1:  # else _signer_set_after charged it
-                self._charge_conflict(subject)
+            if subject in changes.disputed:
+                # A conflict earlier in this batch may have switched the subject's branch: the
+                # store must hold it before anything is checked against the store.
+                self._commit_for_conflict(changes, work, subject, source)
+            stored = self.states.get(subject)  # committed: the store holds seqs 0..stored.seq
+            if stored is None or seq - 1 > stored.seq:  # seq - 1 was appended by this batch
+                before = self._batch_event(changes, subject, seq - 1)
+                if before is None:  # not held (the batch's events form one chain per subject)
+                    raise ChainBroken(f"prev 0x{event.prev.hex()} is not the digest of seq {seq - 1}")
+                after = before.state
+
+                def signer_set() -> tuple[tuple[bytes, ...], int, bytes]:
+                    return after.controllers, after.threshold, after.next_commitment
+
+                check_competitor(signed, digest, before.digest, signer_set)
+            else:
+                held = stored
+                prev = self.store.digest_at(subject, seq - 1)
+                check_competitor(signed, digest, prev, lambda: self._signer_set_after(subject, seq - 1, held))
+            self._charge_conflict(subject, isinstance(event, Rotation))
+            if subject in work:
+                # This batch extended the subject: the replay reads the store, which lacks those
+                # events yet. Commit what we have: only for a validly signed conflict within its
+                # budget, and at most MAX_CONFLICT_COMMITS_PER_BATCH times per batch.
+                self._commit_for_conflict(changes, work, subject, source)
         except (RuleViolation, Throttled) as exc:
             self._audit_reject(changes, subject, event.seq, digest, source, exc)
             return IngestResult("rejected", subject, event.seq, digest, error=exc)
@@ -451,6 +494,19 @@ class Registry:
         work[subject] = log.state
         return IngestResult("duplicity", subject, event.seq, digest, switched=outcome.switched)
 
+    def at_capacity(self) -> bool:
+        """Whether the node holds ``limits.max_subjects`` subjects (with this batch's new ones)."""
+        return len(self.states) + self._new_subjects >= self.limits.max_subjects
+
+    def capacity(self) -> dict[str, object]:
+        """Subjects held against ``limits.max_subjects``, with a warning from 90% on (for /v1/health)."""
+        held, limit = len(self.states), self.limits.max_subjects
+        out: dict[str, object] = {"subjects": held, "maxSubjects": limit}
+        if held >= CAPACITY_WARNING * limit:
+            full = "full: new subjects are refused" if held >= limit else f"{held / limit:.0%} full"
+            out["warning"] = f"limits.max_subjects is {full} (docs/adr/0027-subject-admission.md)"
+        return out
+
     def _audit_reject(
         self,
         changes: Changes,
@@ -467,14 +523,41 @@ class Registry:
         else:
             self._rejects_over[exc.code] += 1
 
-    def _charge_conflict(self, subject: bytes) -> None:
-        """Charge one conflict to the subject's budget, or raise Throttled when it is spent."""
-        budget = self.conflicts
+    def _charge_conflict(self, subject: bytes, recovery: bool = False, lookback: bool = False) -> None:
+        """Charge one to the subject's conflict budget (or its recovery or look-back budget), or
+        raise Throttled when it is spent."""
+        budget = self.lookbacks if lookback else self.recoveries if recovery else self.conflicts
         if not budget.take(subject):
+            what = "look-backs" if lookback else "recovery rotations" if recovery else "conflicts"
             raise Throttled(
-                f"over {budget.per_subject} conflicts for this subject in {budget.window_s:g} s; retry later",
+                f"over {budget.per_subject} {what} for this subject in {budget.window_s:g} s; retry later",
                 subject="0x" + subject.hex(),
             )
+
+    def _commit_for_conflict(
+        self, changes: Changes, work: dict[bytes, SubjectState], subject: bytes, source: str
+    ) -> None:
+        """Commit the batch so far, before a conflict on a subject it changed is judged; Throttled
+        past MAX_CONFLICT_COMMITS_PER_BATCH such commits in one batch."""
+        if self._conflict_commits >= MAX_CONFLICT_COMMITS_PER_BATCH:
+            raise Throttled(
+                f"over {MAX_CONFLICT_COMMITS_PER_BATCH} conflicts on subjects changed in the same batch; "
+                "send it again in another batch",
+                subject="0x" + subject.hex(),
+            )
+        self._conflict_commits += 1
+        self._commit(changes, source)
+        changes.__init__()  # type: ignore[misc]
+        work.clear()
+        self._new_subjects = 0  # now in ``states``
+
+    @staticmethod
+    def _batch_event(changes: Changes, subject: bytes, seq: int) -> Accepted | None:
+        """The event this batch appended to ``subject`` at ``seq`` (not yet stored), if any."""
+        for acc, _ in reversed(changes.appended):
+            if acc.subject == subject and acc.signed.event.seq == seq:
+                return acc
+        return None
 
     def _signer_set_after(self, subject: bytes, seq: int, state: SubjectState) -> tuple[tuple[bytes, ...], int, bytes]:
         """(controllers, threshold, next commitment) in force after the stored event ``seq``.
@@ -482,13 +565,17 @@ class Registry:
         The head state's, unless a rotation came later (``last_establishment_seq`` > ``seq``): then
         the stored log is read back from ``seq`` to the establishment event in force there, in pages,
         decoding without any signature recovery (stored events were validated when stored). That is
-        rare (rotations are), and its cost is bounded by the conflict budget, charged first.
+        rare (rotations are); the first _FREE_SCAN_PAGES pages are free, each further page is
+        charged to the subject's look-back budget (not its conflict budget: this runs before the
+        signatures are checked, so junk may spend it, and spending it blocks only deep look-backs).
         """
         if state.last_establishment_seq <= seq:
             return state.controllers, state.threshold, state.next_commitment
-        self._charge_conflict(subject)
-        hi = seq + 1
+        hi, pages = seq + 1, 0
         while hi > 0:
+            pages += 1
+            if pages > _FREE_SCAN_PAGES:
+                self._charge_conflict(subject, lookback=True)
             lo = max(0, hi - _SCAN_PAGE)
             for raw in reversed(self.store.events(subject, lo, hi - lo)):
                 ev = self.validator.decode(raw).event

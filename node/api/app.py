@@ -68,6 +68,7 @@ _STATUS = {
     "chain": 503,
     "network": 503,
     "throttled": 429,  # over a budget (e.g. conflicts per subject): retry later
+    "capacity": 503,  # the node holds limits.max_subjects subjects: no new subject
     "config": 500,
 }
 
@@ -193,6 +194,13 @@ def create_app(ctx: ApiContext) -> Starlette:
     submit_buckets = (
         TokenBuckets(submit_rate, max(config.api.submit_events_burst, MAX_BATCH)) if submit_rate > 0 else None
     )
+    # New subjects per client (docs/adr/0027-subject-admission.md): a request holding more
+    # inceptions than the burst is never admitted.
+    new_subject_buckets = (
+        TokenBuckets(config.api.new_subjects_per_s, config.api.new_subjects_burst)
+        if submit_rate > 0 and config.api.new_subjects_per_s > 0
+        else None
+    )
     metrics = CollectorRegistry(auto_describe=True)
     metrics.register(RegistryCollector(registry))
     for collector in ctx.collectors:
@@ -225,6 +233,9 @@ def create_app(ctx: ApiContext) -> Starlette:
             items = [obj]
         if submit_buckets is not None:  # signature recovery is paid per event: so is the budget
             wait = submit_buckets.take(client_key(request.scope), len(items))
+            inceptions = sum(1 for item in items if isinstance(item, dict) and item.get("kind") == "inception")
+            if not wait and inceptions and new_subject_buckets is not None:
+                wait = new_subject_buckets.take(client_key(request.scope), inceptions)
             if wait > 0:
                 status, data, extra = rate_limited(wait)
                 return Response(
@@ -350,6 +361,7 @@ def create_app(ctx: ApiContext) -> Starlette:
                 "version": __version__,
                 "network": {"chainId": chain_id, "registry": config.network.registry},
                 "subjects": len(registry.states),
+                "capacity": registry.capacity(),  # with a warning when near limits.max_subjects
                 "events": registry.event_count,
                 "disputed": len(registry.disputed),
                 "ingest": dict(registry.counters),

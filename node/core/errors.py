@@ -22,6 +22,7 @@ will stay wrong) sit apart from transport failures (the world is wrong right now
     │   └── DuplicityDetected          a second valid event at an occupied (subject, seq)
     ├── TransportError                 something outside the rules failed; retry may help
     │   ├── Throttled                  over a budget (e.g. conflicts per subject); retry later
+    │   ├── OverCapacity               the node holds limits.max_subjects subjects: no new ones
     │   ├── StorageError
     │   ├── ChainError
     │   └── NetworkError
@@ -123,6 +124,12 @@ class Throttled(TransportError):
     """Refused for now: the input is over a budget (retrying later may succeed)."""
 
     code = "throttled"
+
+
+class OverCapacity(TransportError):
+    """Refused: the node is at a configured capacity (``limits.max_subjects``): no new subject."""
+
+    code = "capacity"
 
 
 class StorageError(TransportError):

@@ -25,6 +25,10 @@ class Limits:
     # bundles, ballots, request bodies). keyreg's own formats nest at most 8 deep; the bound is
     # checked before parsing (codec.check_json_depth), so the parser never recurses deeper than it.
     max_json_depth: int = 64
+    # Node capacity, not a validity rule: subjects this node holds at most (each costs ~7 KB of
+    # memory and ~5 KB of disk); a new subject past it is refused with the code "capacity"
+    # (docs/adr/0027-subject-admission.md). Size it to the network, with room to grow.
+    max_subjects: int = 1_000_000
 
 
 DEFAULT_LIMITS = Limits()

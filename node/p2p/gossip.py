@@ -3,13 +3,23 @@
 Inbound: gossipsub calls :meth:`Gossip.validate` for every message before it forwards it. The
 validator rate-limits the forwarder, decodes the batch, and ingests it through one ingest task
 (which coalesces concurrent batches into one ``Registry.ingest`` call and keeps arrival order).
-The message is *valid* (forwarded) if no event in it breaks a rule and at least one was accepted,
-already known, or evidence; *invalid* (dropped, forwarder penalised by the score function) if it is
-malformed, oversized, over the peer's rate, or holds even one event that is malformed or breaks the
-rules (the events that passed are still stored: only the forwarding stops). Events that cannot be
-applied yet (a gap in a subject's log, an unknown subject) are tolerated beside valid events; a
-message of nothing else is invalid, since we cannot check it, and schedules a targeted sync with
-the forwarder, which repairs the gap.
+Each message gets one of three verdicts (gossipsub v1.1), decided from its events' results:
+
+- *accept* (forwarded): every event was fully checked and passed: accepted, already known, or
+  evidence;
+- *reject* (dropped, forwarder penalised by the score function, P4): the message is malformed,
+  oversized, over the peer's rate, or holds even one event that breaks a rule no honest node can
+  judge otherwise: a fault of the event alone (shape, network, signatures of an inception) or a
+  rule checked against state every honest node shares (the stored event it names as prev);
+- *ignore* (dropped, not forwarded, not penalised; ``KeyregPubsub.ignore``): otherwise, when some
+  event could not be checked here for reasons of this node's own state: over a local budget
+  (Throttled, capacity), a gap in a subject's log or an unknown subject (this node may lag), or a
+  timestamp ahead of the local clock. Another honest node in another state may accept what we
+  ignore, so neither forwarding it (unchecked events would travel) nor penalising it (honest nodes
+  would penalise each other at an attacker's will) is right. Gaps schedule a targeted sync with
+  the forwarder, which repairs them.
+
+The events that passed are stored whatever the verdict: only the forwarding stops.
 
 Outbound: a registry listener queues events accepted from any source but gossip and sync (gossip
 already forwards what it validated; sync only repairs), and every duplicity evidence. The
@@ -30,7 +40,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import trio
 from libp2p.peer.id import ID
@@ -38,11 +48,11 @@ from libp2p.pubsub.pb import rpc_pb2
 
 from ..config import P2PConfig
 from ..core.codec import CanonicalEvent
-from ..core.errors import ChainBroken, RuleViolation, StaleEvent, Throttled, UnknownSubject
-from ..core.records import SignedEvent
+from ..core.errors import ChainBroken, RuleViolation, StaleEvent, TimestampViolation, TransportError, UnknownSubject
+from ..core.records import Inception, SignedEvent
 from ..outcomes import IngestResult, Report
 from ..registry import Registry
-from .wire import COMPRESS_MIN_BYTES, DUPLICITY, compress_message, decode_message, encode_batch, encode_duplicity
+from .wire import COMPRESS_MIN_BYTES, compress_message, decode_message, encode_batch, encode_duplicity
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +64,7 @@ QUEUE_HIGH = 8  # of py-libp2p's 32-RPC per-peer outbound queue
 QUEUE_WAIT_MAX_S = 2.0  # pubsub envelope (signature, key, sender record) under the RPC cap
 
 GapHandler = Callable[[ID, dict[bytes, int]], None]
+Verdict = Literal["accept", "ignore", "reject"]
 
 
 class TokenBucket:
@@ -65,14 +76,28 @@ class TokenBucket:
         self.tokens = burst
         self.stamp = time.monotonic()
 
-    def take(self) -> bool:
+    def _refill(self) -> None:
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+
+    def take(self, n: float = 1.0) -> bool:
+        """Take ``n`` tokens if there are as many (else take none)."""
+        self._refill()
+        if self.tokens >= n:
+            self.tokens -= n
             return True
         return False
+
+    def charge(self, n: float) -> None:
+        """Spend ``n`` tokens after the fact (the balance may go negative: a debt paid by waiting)."""
+        self._refill()
+        self.tokens -= n
+
+    def in_credit(self) -> bool:
+        """Whether the balance is positive (no debt left)."""
+        self._refill()
+        return self.tokens > 0
 
 
 @dataclass
@@ -82,7 +107,9 @@ class GossipStats:
     messages_in: int = 0
     messages_valid: int = 0
     messages_invalid: int = 0
-    messages_gap: int = 0
+    messages_gap: int = 0  # ignored messages that held a gap (a targeted sync was asked for)
+    messages_ignored: int = 0  # not forwarded, not penalised: an event unchecked for local reasons
+    new_subjects_over: int = 0  # ignored before ingest: over the forwarder's new-subject budget
     rate_limited: int = 0
     messages_out: int = 0
     events_out: int = 0
@@ -112,6 +139,24 @@ def is_gap(result: IngestResult) -> bool:
     return isinstance(err, (ChainBroken, UnknownSubject)) and not isinstance(err, StaleEvent)
 
 
+def is_local(result: IngestResult, event: SignedEvent | CanonicalEvent, now: float) -> bool:
+    """A rejection another honest node may not share: it depends on this node's state.
+
+    A budget or capacity refusal (every TransportError), a gap or unknown subject (this node may
+    lag), or a timestamp ahead of the local clock (clocks differ within the skew bound).
+    """
+    err = result.error
+    if isinstance(err, TransportError) or is_gap(result):
+        return True
+    if isinstance(err, TimestampViolation):
+        return _signed(event).event.timestamp > now
+    return False
+
+
+def _signed(item: SignedEvent | CanonicalEvent) -> SignedEvent:
+    return item.signed if isinstance(item, CanonicalEvent) else item
+
+
 class Gossip:
     """Validator, ingest task, listener and publisher for one topic."""
 
@@ -130,7 +175,9 @@ class Gossip:
         self.on_gap = on_gap
         self.stats = GossipStats()
         self._my_id: ID = pubsub.my_id
-        self._buckets: collections.OrderedDict[ID, TokenBucket] = collections.OrderedDict()
+        self._buckets: collections.OrderedDict[ID, tuple[TokenBucket, TokenBucket, TokenBucket]] = (
+            collections.OrderedDict()
+        )
         # Thread-safe handoff from the registry's worker thread: deque appends are atomic.
         self._outbox: collections.deque[bytes] = collections.deque()
         self._evidence: collections.deque[bytes] = collections.deque(maxlen=1024)
@@ -166,17 +213,24 @@ class Gossip:
 
     # ------------------------------------------------------------------ inbound
 
-    def _bucket(self, peer: ID) -> TokenBucket:
-        bucket = self._buckets.get(peer)
-        if bucket is None:
-            rate = self.config.peer_rate_msgs_per_s
-            bucket = TokenBucket(rate, max(2.0, 2 * rate))
-            self._buckets[peer] = bucket
+    def _bucket(self, peer: ID) -> tuple[TokenBucket, TokenBucket, TokenBucket]:
+        """The peer's (messages, inflated bytes, new subjects) budgets."""
+        buckets = self._buckets.get(peer)
+        if buckets is None:
+            c = self.config
+            rate, byte_rate = c.peer_rate_msgs_per_s, c.peer_rate_bytes_per_s
+            byte_burst = max(2 * byte_rate, 2 * c.max_message_bytes)
+            buckets = (
+                TokenBucket(rate, max(2.0, 2 * rate)),
+                TokenBucket(byte_rate, byte_burst),
+                TokenBucket(c.new_subjects_per_peer_per_s, max(1, c.new_subjects_per_peer_burst)),
+            )
+            self._buckets[peer] = buckets
             if len(self._buckets) > MAX_TRACKED_PEERS:
                 self._buckets.popitem(last=False)
         else:
             self._buckets.move_to_end(peer)
-        return bucket
+        return buckets
 
     def _invalid(self, peer: ID) -> bool:
         self.stats.messages_invalid += 1
@@ -188,21 +242,37 @@ class Gossip:
         return False
 
     def admit(self, forwarder: ID) -> bool:
-        """Per-forwarder rate limit, checked before validation (``KeyregPubsub.admit``).
+        """Per-forwarder rate limit, checked before validation (``KeyregPubsub.admit``): messages
+        per second, and the bytes of JSON text its messages inflated to (charged by :meth:`judge`
+        once known; a forwarder in debt is refused until it is paid off).
 
         Apart from validation because pubsub caches a message's verdict by its id: a copy refused
         for its forwarder's rate must not make the same bytes invalid from an honest forwarder.
         """
-        if self._bucket(forwarder).take():
+        messages, text_bytes, _ = self._bucket(forwarder)
+        if text_bytes.in_credit() and messages.take():
             return True
         self.stats.messages_in += 1
         self.stats.rate_limited += 1
         return self._invalid(forwarder)
 
     async def validate(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
-        """Gossipsub topic validator: True forwards the message, False drops it and penalises."""
+        """Gossipsub topic validator: True forwards the message, False drops it.
+
+        False penalises the forwarder unless the verdict is "ignore", which is announced to the
+        pubsub first (``KeyregPubsub.ignore``) so it neither caches nor counts it.
+        """
+        verdict = await self.judge(forwarder, msg)
+        if verdict == "ignore":
+            ignore = getattr(self.pubsub, "ignore", None)
+            if ignore is not None:
+                ignore(msg)
+        return verdict == "accept"
+
+    async def judge(self, forwarder: ID, msg: rpc_pb2.Message) -> Verdict:
+        """The message's verdict: accept, ignore or reject (see the module docstring)."""
         if forwarder == self._my_id:
-            return True  # our own publish: its events are already in the registry
+            return "accept"  # our own publish: its events are already in the registry
         self.stats.messages_in += 1
         try:
             decoded = decode_message(
@@ -213,43 +283,59 @@ class Gossip:
                 raw=True,
             )
         except RuleViolation:
-            return self._invalid(forwarder)
+            return self._reject(forwarder)
+        _, text_bytes, new_subjects = self._bucket(forwarder)
+        text_bytes.charge(decoded.size)
         if not decoded.events or decoded.malformed:
             # One malformed event makes the whole message invalid: judged before any ingest work.
-            return self._invalid(forwarder)
+            return self._reject(forwarder)
+        inceptions = sum(1 for e in decoded.events if isinstance(_signed(e).event, Inception))
+        if inceptions and not new_subjects.take(inceptions):
+            # Over this forwarder's budget of new subjects (docs/adr/0027-subject-admission.md):
+            # not ingested (no recovery), not forwarded; not penalised, as an honest forwarder may
+            # relay a burst the network made. Sync brings the subjects later, within its own budget.
+            self.stats.new_subjects_over += 1
+            self.stats.messages_ignored += 1
+            return "ignore"
         job = _Job(decoded.events)
         await self._jobs_send.send(job)
         await job.done.wait()
-        good = bad = unchecked = 0
+        bad = local = 0
         gaps: dict[bytes, int] = {}
-        for r in job.results:
-            if r.status == "rejected":
+        now = self.registry.clock()
+        for r, event in zip(job.results, decoded.events, strict=False):
+            if r.status != "rejected":
+                if r.status == "accepted":
+                    self.stats.events_in_accepted += 1
+            elif is_local(r, event, now):
+                local += 1
                 if is_gap(r) and r.subject is not None:
                     state = self.registry.states.get(r.subject)
                     gaps[r.subject] = 0 if state is None else state.seq + 1
-                elif isinstance(r.error, Throttled):
-                    unchecked += 1  # over this node's conflict budget: neither judged nor forwarded
-                else:
-                    bad += 1
             else:
-                good += 1
-                if r.status == "accepted":
-                    self.stats.events_in_accepted += 1
+                bad += 1
+        if len(job.results) < len(decoded.events):  # the ingest failed (logged): nothing was checked
+            local += 1
         if gaps and self.on_gap is not None:
             self.on_gap(forwarder, gaps)
         # Any event that breaks a rule makes the whole message invalid, so no valid event can
-        # carry invalid ones across the network, and its forwarder pays for it (P4). Events that
-        # cannot be checked yet (gaps) are tolerated beside valid ones: an honest forwarder may be
-        # ahead of us. Evidence must check completely.
-        ok = bad == 0 and (not gaps and not unchecked if decoded.kind == DUPLICITY else good > 0)
-        if ok:
-            self.stats.messages_valid += 1
-            return True
+        # carry invalid ones across the network, and its forwarder pays for it (P4). A message
+        # forwarded was checked in full: an event this node could not check (for reasons of its
+        # own state) stops the forwarding, without blame.
         if bad:
             self.stats.events_in_invalid += bad
-        elif gaps:
-            self.stats.messages_gap += 1
-        return self._invalid(forwarder)
+            return self._reject(forwarder)
+        if local:
+            self.stats.messages_ignored += 1
+            if gaps:
+                self.stats.messages_gap += 1
+            return "ignore"
+        self.stats.messages_valid += 1
+        return "accept"
+
+    def _reject(self, forwarder: ID) -> Verdict:
+        self._invalid(forwarder)
+        return "reject"
 
     async def _ingest_loop(self) -> None:
         """One ingest at a time, in arrival order; concurrent batches coalesce into one call."""

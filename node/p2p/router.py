@@ -15,13 +15,15 @@ import hashlib
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from libp2p.exceptions import ValidationError
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, PROTOCOL_ID_V13, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
-from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.pubsub import Pubsub, ValidationCache, ValidationResult
 from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 from libp2p.pubsub.utils import safe_bytes_from_hex
 
@@ -156,6 +158,29 @@ class KeyregGossipSub(GossipSub):
 
 log = logging.getLogger(__name__)
 
+# Ids marked "ignore" and not yet consumed (each is consumed by its own validation; one left by a
+# validation that never finished is forgotten, oldest first, past this many).
+MAX_IGNORING = 4096
+
+
+class MessageIgnored(Exception):  # a verdict, not an error
+    """The "ignore" verdict (gossipsub v1.1): not forwarded, not delivered, and not penalised."""
+
+
+class _VerdictCache(ValidationCache):
+    """Upstream's cache of verdicts by message id, minus "ignore": an ignored message has no
+    verdict that holds for the next forwarder (it depended on this node's state), so none is kept."""
+
+    def __init__(self, ignoring: OrderedDict[bytes, bool], ttl: int, max_size: int) -> None:
+        super().__init__(ttl, max_size)
+        self.ignoring = ignoring
+
+    def put(self, msg_id: bytes, result: ValidationResult) -> None:
+        if not result.is_valid and msg_id in self.ignoring:
+            return
+        super().put(msg_id, result)
+
+
 UNSIGNED_LOG_INTERVAL_S = 10.0  # at most one log line per this many seconds for dropped unsigned messages
 
 
@@ -209,7 +234,17 @@ class KeyregPubsub(Pubsub):
     as an invalid message. A signed message whose signature does not verify is still dropped by
     upstream (checking it here too would verify every message twice).
 
-    Invariant: ``_validating`` holds the ids of messages whose push_msg task is running, no more.
+    A validator's verdict has three values, as in gossipsub v1.1: the boolean of the topic
+    validator (accept: forward; reject: drop and penalise the forwarder, P4) plus "ignore", which
+    the validator announces with :meth:`ignore` before returning False: dropped, not forwarded,
+    not penalised, and not cached as a verdict. It is for messages whose verdict depends on this
+    node's own state (a budget, a lagging head), which another honest node may judge otherwise:
+    penalising for those would let an attacker make honest nodes graylist each other. An ignored
+    message is marked seen, so further copies cost nothing (go-libp2p marks a message seen before
+    validating it).
+
+    Invariant: ``_validating`` holds the ids of messages whose push_msg task is running, no more;
+    ``_ignoring`` only ids marked during their own validation (consumed by validate_msg).
     """
 
     def __init__(self, *args: Any, max_validating_per_peer: int = 32, max_validating: int = 256, **kwargs: Any) -> None:
@@ -227,6 +262,26 @@ class KeyregPubsub(Pubsub):
         self.duplicates_dropped = 0
         self.unwanted_skipped = 0  # queued publishes not sent: the peer said IDONTWANT meanwhile
         self.unsigned_log = RateLimitedLog(log, UNSIGNED_LOG_INTERVAL_S)  # .total: unsigned messages dropped
+        self._ignoring: OrderedDict[bytes, bool] = OrderedDict()
+        self.ignored = 0  # messages dropped with the "ignore" verdict
+        cache = self.validation_cache
+        self.validation_cache = _VerdictCache(self._ignoring, cache.ttl, cache.max_size)
+
+    def ignore(self, msg: rpc_pb2.Message) -> None:
+        """Called by a topic validator that is about to return False: the verdict is "ignore"."""
+        self._ignoring[self._msg_id_constructor(msg)] = True
+        if len(self._ignoring) > MAX_IGNORING:
+            self._ignoring.popitem(last=False)
+
+    async def validate_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        """Upstream's validation; a False marked by :meth:`ignore` raises MessageIgnored instead
+        of ValidationError, which upstream's push_msg would count against the forwarder."""
+        try:
+            await super().validate_msg(msg_forwarder, msg)
+        except ValidationError:
+            if self._ignoring and self._ignoring.pop(self._msg_id_constructor(msg), False):
+                raise MessageIgnored from None
+            raise
 
     async def write_msg(self, stream: Any, rpc_msg: rpc_pb2.RPC) -> bool:
         """Drop, at send time, published messages the peer has said it does not want.
@@ -297,6 +352,9 @@ class KeyregPubsub(Pubsub):
             if len(msg.data) >= IDONTWANT_MIN_BYTES and isinstance(self.router, KeyregGossipSub):
                 self.router.announce_idontwant(msg_id, msg.topicIDs, msg_forwarder, ID(msg.from_id))
             await super().push_msg(msg_forwarder, msg)
+        except MessageIgnored:
+            self.ignored += 1
+            self.seen_messages.add(msg_id)
         finally:
             self._validating.discard(msg_id)
             left = by_peer[msg_forwarder] - 1

@@ -605,7 +605,7 @@ class SyncProtocol:
     def _ingest_frames(
         self, bodies: list[bytes], result: SyncResult, pending: deque[PreparedBatch], last: bool = False
     ) -> None:
-        ingest_frames(self.registry, bodies, result, pending, last)
+        ingest_frames(self.registry, bodies, result, pending, last, self.config.sync_max_new_subjects_per_pull)
 
 
 _REFUSALS = {

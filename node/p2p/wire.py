@@ -44,6 +44,12 @@ DUPLICITY = "duplicity"
 FRAME_HEADER = 4
 COMPRESS_MIN_BYTES = 4096  # smaller events batches are sent as they are (compression gains little)
 ZLIB_LEVEL = 1  # 250 KB batch: 3.74x smaller in ~3 ms; level 6 is 4.0x in ~14 ms
+# A compressed message may inflate to at most this many times its size (and never past the
+# message limit). Event batches hold signatures and digests in hex and deflate ~4x; a bomb of
+# repeated bytes deflates ~1,000x, and every inflated byte is parsed, so a 1 KB message could
+# cost ~13 ms of the validator's time (a 20,000x amplification). Capped, a message costs at
+# most ~64x its own bytes, and the forwarder's byte budget is charged by the inflated size.
+MAX_INFLATE_RATIO = 64
 
 
 def topic_name(chain_id: int, registry: str) -> str:
@@ -71,20 +77,24 @@ def compress_message(data: bytes) -> bytes:
 
 def expand_message(data: bytes, max_bytes: int) -> bytes:
     """The JSON text of a gossip message: ``data`` itself if it starts with ``{``, else ``data``
-    inflated as one zlib stream of at most ``max_bytes`` (a bomb stops at ``max_bytes + 1``).
+    inflated as one zlib stream of at most ``max_bytes`` and ``MAX_INFLATE_RATIO`` times its own
+    size (a bomb stops one byte past the smaller bound).
 
-    Raises OversizedInput when it inflates past ``max_bytes``, MalformedEvent when it is not a
+    Raises OversizedInput when it inflates past either bound, MalformedEvent when it is not a
     complete zlib stream (trailing bytes included) or does not inflate to a JSON object's text.
     """
     if data[:1] == b"{":
         return data
+    limit = min(max_bytes, MAX_INFLATE_RATIO * len(data))
     inflater = zlib.decompressobj()
     try:
-        text = inflater.decompress(data, max_bytes + 1)
+        text = inflater.decompress(data, limit + 1)
     except zlib.error as exc:
         raise MalformedEvent(f"message is neither a JSON object nor a zlib stream ({exc})") from None
-    if len(text) > max_bytes:
-        raise OversizedInput(f"compressed message inflates past the {max_bytes}-byte limit")
+    if len(text) > limit:
+        raise OversizedInput(
+            f"compressed message inflates past {limit} bytes ({MAX_INFLATE_RATIO}x its size, at most {max_bytes})"
+        )
     if not inflater.eof or inflater.unused_data:
         raise MalformedEvent("compressed message is truncated or has bytes after its zlib stream")
     if text[:1] != b"{":
@@ -99,6 +109,7 @@ class Decoded:
     kind: str
     events: list[SignedEvent | CanonicalEvent]
     malformed: int
+    size: int = 0  # bytes of JSON text parsed (after inflating): what the forwarder is charged
 
 
 def event_items(objs: list[Any], limits: Limits) -> tuple[list[SignedEvent | CanonicalEvent], int]:
@@ -177,7 +188,7 @@ def decode_message(data: bytes, max_bytes: int, max_events: int, limits: Limits,
     if raw:
         fast = canonical_batch(data, limits, max_events)
         if fast is not None:
-            return Decoded(EVENTS, list(fast), 0)
+            return Decoded(EVENTS, list(fast), 0, len(data))
     obj = parse_message(data, limits.max_json_depth)
     if type(obj) is not dict:
         raise MalformedEvent("message must be a JSON object")
@@ -198,7 +209,7 @@ def decode_message(data: bytes, max_bytes: int, max_events: int, limits: Limits,
     out, bad = _decode_each(events, limits, canonical_from_obj if raw else event_from_obj)
     if kind == DUPLICITY and bad:
         raise MalformedEvent("duplicity evidence holds a malformed event")
-    return Decoded(kind, out, bad)
+    return Decoded(kind, out, bad, len(data))
 
 
 # ---------------------------------------------------------------- sync frames

@@ -181,3 +181,59 @@ def test_messages_in_validation_are_capped_per_forwarder_and_in_all(monkeypatch:
         assert started[-1] == C
 
     trio.run(main)
+
+
+def test_an_ignored_message_is_neither_forwarded_nor_penalised_nor_cached() -> None:
+    """Review H2: the "ignore" verdict (KeyregPubsub.ignore) next to upstream's boolean validator.
+
+    A validator that cannot judge a message for reasons of its own node's state says "ignore": the
+    message is dropped (not delivered, not forwarded) and marked seen, its forwarder is not
+    penalised (P4), and no verdict is cached for the next forwarder's copy. A plain False still
+    penalises and is cached, as upstream does.
+    """
+    from libp2p import new_host
+    from libp2p.crypto.secp256k1 import create_new_key_pair
+
+    pubsub = KeyregPubsub(
+        new_host(key_pair=create_new_key_pair()),
+        build_router(P2PConfig()),
+        msg_id_constructor=message_id,
+        strict_signing=False,
+    )
+    scorer = pubsub.router.scorer  # type: ignore[attr-defined]
+    delivered: list[bytes] = []
+
+    async def validator(forwarder: ID, msg: rpc_pb2.Message) -> bool:
+        if msg.data.startswith(b"ignore"):
+            pubsub.ignore(msg)
+            return False
+        return msg.data.startswith(b"accept")
+
+    pubsub.set_topic_validator(TOPIC, validator, True)
+    pubsub.notify_subscriptions = lambda msg: delivered.append(msg.data)  # type: ignore[method-assign]
+
+    def msg(data: bytes) -> rpc_pb2.Message:
+        return rpc_pb2.Message(data=data, topicIDs=[TOPIC], seqno=data, from_id=A.to_bytes())
+
+    def invalid(peer: ID) -> float:
+        return float(scorer.get_score_stats(peer, TOPIC)["invalid_messages"])
+
+    async def main() -> None:
+        ignored = msg(b"ignore me")
+        await pubsub.push_msg(A, ignored)
+        assert pubsub.ignored == 1
+        assert invalid(A) == 0
+        assert pubsub.seen_messages.has(message_id(ignored))  # further copies cost nothing
+        assert pubsub.validation_cache.get(message_id(ignored)) is None
+        assert not pubsub._ignoring  # consumed
+        await pubsub.push_msg(B, ignored)  # another forwarder's copy: dropped as seen, unpenalised
+        assert invalid(B) == 0
+        rejected = msg(b"reject me")
+        await pubsub.push_msg(B, rejected)
+        assert invalid(B) > 0
+        cached = pubsub.validation_cache.get(message_id(rejected))
+        assert cached is not None
+        assert not cached.is_valid
+        assert delivered == []
+
+    trio.run(main)

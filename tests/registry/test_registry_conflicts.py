@@ -389,3 +389,188 @@ def test_an_api_client_over_the_conflict_budget_gets_429_not_500() -> None:
     from node.api.app import status_for
 
     assert status_for(Throttled("over budget")) == 429
+
+
+# ---------------------------------------------------------------------- review of the fix (H1, M12, L1)
+
+NEXT2 = keccak(b"conflict-next2")
+NEXT3 = keccak(b"conflict-next3")
+
+
+def rotated_log(extra_updates: int = 1) -> list[SignedEvent]:
+    """Inception (OWNER, next NEXT), rotation to NEXT at seq 1 (next NEXT2), then updates by NEXT."""
+    inc = b.sign_event(
+        DOMAIN, b.inception(NOW - 10_000, b.controller_set([OWNER]), 1, b.controller_set([NEXT]), 1), [OWNER]
+    )
+    subject = prev = event_digest(DOMAIN, inc.event)
+    rot = b.rotation(subject, 1, prev, NOW - 9_999, b.controller_set([NEXT]), 1, b.controller_set([NEXT2]), 1)
+    out = [inc, b.sign_event(DOMAIN, rot, [NEXT])]
+    prev = event_digest(DOMAIN, rot)
+    for seq in range(2, 2 + extra_updates):
+        up = b.sign_event(DOMAIN, b.update(subject, seq, prev, NOW - 9_999 + seq, metadata=f"m{seq}"), [NEXT])
+        prev = event_digest(DOMAIN, up.event)
+        out.append(up)
+    return out
+
+
+def test_unsigned_junk_before_a_rotation_spends_no_conflict_budget() -> None:
+    """Review H1: junk at seqs before the last rotation drained the subject's conflict budget before
+    any signature check, so the owner's validly signed conflicts were then refused as throttled."""
+    store = CountingStore()
+    reg = Registry(DOMAIN, store, clock=lambda: NOW, conflicts=ConflictBudget(4, 60.0, clock=lambda: 0.0))
+    log = rotated_log(1)
+    subject = reg.ingest([encode_event(e) for e in log])[0].subject
+    assert subject is not None
+    # 40 junk events competing with the rotation at seq 1 (so the signer set in force is found by
+    # looking back past the last rotation), naming the public inception digest as prev and signed
+    # by a key that is no controller.
+    junk = [
+        encode_event(b.sign_event(DOMAIN, b.update(subject, 1, subject, NOW - 9_998, metadata=f"j{i}"), [ATTACKER]))
+        for i in range(40)
+    ]
+    before = signatures_recovered()
+    results = reg.ingest(junk, "gossip")
+    assert {type(r.error) for r in results} == {UnauthorizedSigner}  # judged, not throttled
+    assert signatures_recovered() - before == 40  # L1: one recovery per junk event is the floor
+    assert reg.conflicts.refused == 0
+    assert reg.lookbacks.refused == 0
+    assert store.log_loads == 0
+    # The owner's (here: the controller in force) own conflict at seq 2 is still judged.
+    rival = b.sign_event(
+        DOMAIN, b.update(subject, 2, event_digest(DOMAIN, log[1].event), NOW - 9_990, metadata="other"), [NEXT]
+    )
+    (res,) = reg.ingest([encode_event(rival)], "gossip")
+    assert res.status == "duplicity"
+
+
+def test_the_owners_recovery_rotation_is_never_throttled_by_others_conflicts() -> None:
+    """Review H1: a leaked current key may spend the subject's conflict budget with valid
+    equivocations (allowed by design), but the rotation signed by the pre-committed next set,
+    which only the owner holds, has a budget of its own and still displaces the rogue head."""
+    store = CountingStore()
+    reg = Registry(DOMAIN, store, clock=lambda: NOW, conflicts=ConflictBudget(2, 60.0, clock=lambda: 0.0))
+    log = rotated_log(1)
+    subject = reg.ingest([encode_event(e) for e in log])[0].subject
+    assert subject is not None
+    d2 = event_digest(DOMAIN, log[2].event)
+    rogue = b.sign_event(DOMAIN, b.update(subject, 3, d2, NOW - 9_000, metadata="rogue"), [NEXT])
+    assert reg.ingest([encode_event(rogue)])[0].status == "accepted"
+    # The leaked key's holder equivocates at seq 3 until the conflict budget is spent.
+    rivals = junk_at(subject, 3, d2, 4, (NEXT,))
+    statuses = [r.status for r in reg.ingest(rivals, "gossip")]
+    assert statuses == ["duplicity", "duplicity", "rejected", "rejected"]
+    assert reg.conflicts.refused == 2
+    recovery = b.sign_event(
+        DOMAIN, b.rotation(subject, 3, d2, NOW - 8_990, b.controller_set([NEXT2]), 1, b.controller_set([NEXT3]), 1),
+        [NEXT2],
+    )  # fmt: skip
+    (res,) = reg.ingest([encode_event(recovery)], "gossip")
+    assert res.status == "duplicity", res.error
+    assert reg.recoveries.refused == 0
+
+
+def test_a_deep_look_back_is_charged_to_its_own_budget_never_the_conflict_budget() -> None:
+    """The signer set in force far behind a later rotation is found by reading the log back in
+    pages: the first _FREE_SCAN_PAGES are free, further pages charge the look-back budget (which
+    junk may spend: it is charged before the signatures are checked), never the conflict budget."""
+    from node import registry as registry_module
+
+    pages = registry_module._FREE_SCAN_PAGES
+    depth = pages * registry_module._SCAN_PAGE + 50
+    store = CountingStore()
+    reg = Registry(DOMAIN, store, clock=lambda: NOW, conflicts=ConflictBudget(2, 60.0, clock=lambda: 0.0))
+    log = rotated_log(depth)
+    head = event_digest(DOMAIN, log[-1].event)
+    subject = reg.ingest([encode_event(e) for e in log])[0].subject
+    assert subject is not None
+    rot = b.rotation(subject, len(log), head, NOW - 100, b.controller_set([NEXT2]), 1, b.controller_set([NEXT3]), 1)
+    assert reg.ingest([encode_event(b.sign_event(DOMAIN, rot, [NEXT2]))])[0].status == "accepted"
+    seq = depth + 1  # the set in force at seq - 1 was set at seq 1: more than `pages` pages back
+    prev = event_digest(DOMAIN, log[seq - 1].event)
+    deep = junk_at(subject, seq, prev, reg.lookbacks.per_subject + 3)
+    results = reg.ingest(deep, "gossip")
+    errors = [type(r.error) for r in results]
+    assert errors[: reg.lookbacks.per_subject] == [UnauthorizedSigner] * reg.lookbacks.per_subject
+    assert set(errors[reg.lookbacks.per_subject :]) == {Throttled}
+    assert reg.conflicts.refused == 0  # the conflict budget is untouched ...
+    # ... and shallow look-backs stay free: at seq 2 the set in force was set at seq 1, a page back.
+    (rival,) = reg.ingest(junk_at(subject, 2, event_digest(DOMAIN, log[1].event), 1, (OWNER,)), "api")
+    assert isinstance(rival.error, UnauthorizedSigner)
+    assert reg.lookbacks.refused == 3
+
+
+def test_a_batch_alternating_extensions_and_junk_makes_one_commit() -> None:
+    """Review M12: junk at the seq the batch itself just filled forced a store commit per pair,
+    under the registry lock (500 pairs: 501 commits). It is now judged against the batch's own
+    events in memory: one commit per batch."""
+    store = CountingStore()
+    reg = Registry(DOMAIN, store, clock=lambda: NOW)
+    inc = subject_log(0)[0]
+    subject = reg.ingest([encode_event(inc)])[0].subject
+    assert subject is not None
+    store.commits = 0
+    batch, prev = [], subject
+    for seq in range(1, 201):
+        up = b.sign_event(DOMAIN, b.update(subject, seq, prev, NOW - 9_000 + seq, metadata=f"u{seq}"), [OWNER])
+        batch.append(encode_event(up))
+        junk = b.update(subject, seq, prev, NOW - 9_000 + seq, metadata=f"j{seq}")
+        batch.append(encode_event(b.sign_event(DOMAIN, junk, [ATTACKER])))
+        prev = event_digest(DOMAIN, up.event)
+    results = reg.ingest(batch, "api")
+    assert [r.status for r in results] == ["accepted", "rejected"] * 200
+    assert all(isinstance(r.error, UnauthorizedSigner) for r in results[1::2])
+    assert store.commits == 1  # was one per pair
+    assert store.log_loads == 0
+    assert reg.state(subject).seq == 200  # type: ignore[union-attr]
+
+
+def test_valid_conflicts_in_a_batch_that_extends_their_subject_make_a_bounded_number_of_commits() -> None:
+    """A validly signed conflict on a subject the batch extended needs the batch stored first (fork
+    choice replays the store): at most MAX_CONFLICT_COMMITS_PER_BATCH such commits, then throttled."""
+    from node.registry import MAX_CONFLICT_COMMITS_PER_BATCH
+
+    store = CountingStore()
+    reg = Registry(DOMAIN, store, clock=lambda: NOW, conflicts=ConflictBudget(100, 60.0, clock=lambda: 0.0))
+    owners = [keccak(b"batch-owner-%d" % i) for i in range(MAX_CONFLICT_COMMITS_PER_BATCH + 3)]
+    incs = [subject_log(0, owner)[0] for owner in owners]
+    subjects = [r.subject for r in reg.ingest([encode_event(e) for e in incs])]
+    store.commits = 0
+    batch = []
+    for owner, subject in zip(owners, subjects, strict=True):
+        assert subject is not None
+        for tag in ("u", "r"):  # an update, then the owner's own rival at the same seq
+            up = b.update(subject, 1, subject, NOW - 9_000, metadata=tag)
+            batch.append(encode_event(b.sign_event(DOMAIN, up, [owner])))
+    results = reg.ingest(batch, "api")
+    assert [r.status for r in results[0::2]] == ["accepted"] * len(owners)
+    rivals = results[1::2]
+    n = MAX_CONFLICT_COMMITS_PER_BATCH
+    assert [r.status for r in rivals[:n]] == ["duplicity"] * n
+    assert all(isinstance(r.error, Throttled) for r in rivals[n:])
+    assert store.commits == 1 + n  # the batch's own, and one before each of the first n conflicts
+
+
+def test_new_subjects_past_limits_max_subjects_are_refused_before_any_recovery() -> None:
+    """Review H3: a node-wide cap on subjects (limits.max_subjects, code "capacity")."""
+    from dataclasses import replace
+
+    from node.core.errors import OverCapacity
+    from node.core.limits import DEFAULT_LIMITS
+
+    reg = Registry(DOMAIN, CountingStore(), replace(DEFAULT_LIMITS, max_subjects=3), clock=lambda: NOW)
+    incs = [subject_log(0, keccak(b"cap-%d" % i))[0] for i in range(5)]
+    assert reg.capacity() == {"subjects": 0, "maxSubjects": 3}
+    first = reg.ingest([encode_event(e) for e in incs[:2]])
+    assert [r.status for r in first] == ["accepted"] * 2
+    assert "warning" not in reg.capacity()
+    before = signatures_recovered()
+    rest = reg.ingest([encode_event(e) for e in incs[2:]])
+    assert [r.status for r in rest] == ["accepted", "rejected", "rejected"]
+    assert all(isinstance(r.error, OverCapacity) and r.error.code == "capacity" for r in rest[1:])
+    assert signatures_recovered() - before == 1  # the refused ones cost no recovery
+    assert len(reg.states) == 3
+    assert "full" in str(reg.capacity()["warning"])
+    # Events of subjects already held are not new subjects.
+    held = rest[0].subject
+    up = b.sign_event(DOMAIN, b.update(held, 1, held, NOW - 9_000, metadata="x"), [keccak(b"cap-2")])
+    assert reg.ingest([encode_event(up)])[0].status == "accepted"
