@@ -22,12 +22,12 @@ This module is pure (no web3, no I/O): the relay (relay.py) and the gossip topic
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.canonical_json import canonical_json
 from ..core.codec import loads_strict
 from ..core.errors import BadSignature, MalformedEvent
 from ..core.hashing import address_of_private_key, keccak, recover_address, sign_digest
@@ -107,8 +107,8 @@ class Ballot:
         }
 
     def encode(self) -> bytes:
-        """Canonical wire bytes (sorted keys, no spaces): equal ballots give equal bytes."""
-        return json.dumps(self.to_obj(), sort_keys=True, separators=(",", ":")).encode()
+        """Canonical wire bytes (node/core/canonical_json.py): equal ballots give equal bytes."""
+        return canonical_json(self.to_obj())
 
     def describe(self) -> str:
         vote = {0: "against", 1: "for", 2: "abstain"}.get(self.support, str(self.support))

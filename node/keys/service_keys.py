@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
+from ..core.canonical_json import canonical_json
 from ..core.errors import ConfigError
 from ..core.records import ALGORITHMS, PublishedKey
 
@@ -86,8 +86,8 @@ def public_jwk(alg: str, public_key: bytes, kid: str | None = None) -> dict[str,
 def jwk_thumbprint(jwk: dict[str, Any]) -> str:
     """RFC 7638 thumbprint (SHA-256, base64url) of a public JWK."""
     required = ("crv", "kty", "x") if jwk["kty"] == "OKP" else ("crv", "kty", "x", "y")
-    canonical = json.dumps({k: jwk[k] for k in required}, separators=(",", ":"), sort_keys=True)
-    return b64url(hashlib.sha256(canonical.encode()).digest())
+    # RFC 7638 section 3: the required members in lexicographic order, no whitespace, UTF-8.
+    return b64url(hashlib.sha256(canonical_json({k: jwk[k] for k in required})).digest())
 
 
 def verify_signature(alg: str, public_key: bytes, signature: bytes, message: bytes) -> bool:

@@ -2,9 +2,10 @@
 
 Record ``i`` has ``hash_i = keccak256(canonical_json({prev_hash, index, time, action, subject,
 seq, digest, detail}))`` where ``prev_hash`` is ``hash_{i-1}`` (32 zero bytes for index 0), bytes
-are ``0x``-hex, absent values are ``null``, and canonical JSON is the codec's (sorted keys, no
-whitespace, UTF-8). Rewriting, dropping or reordering any record breaks every later hash, so
-:func:`verify_audit` finds it; truncating the tail is caught by comparing the stored head.
+are ``0x``-hex, absent values are ``null``, and canonical JSON is node/core/canonical_json.py's
+(sorted keys, no whitespace, UTF-8, integers only). Rewriting, dropping or reordering any record
+breaks every later hash, so :func:`verify_audit` finds it; truncating the tail is caught by
+comparing the stored head.
 
 Chaining is pure (this module); each store writes the records inside the same transaction as the
 change they describe.
@@ -16,17 +17,19 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..core.codec import dumps_canonical
-from ..core.hashing import _new_keccak, keccak
+from ..core.canonical_json import canonical_json, canonical_text
+from ..core.errors import MalformedEvent
+from ..core.hashing import keccak
 from .base import AuditEntry, AuditRecord
-from .serialize import _quote, canonical_scalar, canonical_text, flat_json
 
 GENESIS = b"\x00" * 32
-_js = canonical_scalar
 
 
 def jsonable(value: Any) -> Any:
-    """Normalise an audit detail to plain JSON (bytes as 0x-hex, tuples as lists, keys as str)."""
+    """Normalise an audit detail to plain JSON (bytes as 0x-hex, tuples as lists, keys as str).
+
+    Floats pass through so that :func:`canonical_json` refuses them: the audit chain has integers only.
+    """
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, bytes | bytearray):
@@ -54,7 +57,7 @@ def record_hash(
 ) -> bytes:
     """The hash of one audit record (see the module docstring)."""
     return keccak(
-        dumps_canonical(
+        canonical_json(
             {
                 "prev_hash": _hx(prev_hash),
                 "index": index,
@@ -70,16 +73,18 @@ def record_hash(
 
 
 def chain(entries: Iterable[AuditEntry], next_index: int, prev_hash: bytes, time: int) -> list[AuditRecord]:
-    """Turn entries into chained records continuing from (next_index, prev_hash)."""
-    return _chain(entries, next_index, prev_hash, time, bytes, True)[2]
+    """Turn entries into chained records continuing from (next_index, prev_hash).
 
-
-def chain_with_json(
-    entries: Iterable[AuditEntry], next_index: int, prev_hash: bytes, time: int
-) -> list[tuple[AuditRecord, str]]:
-    """:func:`chain`, also returning each record's canonical detail JSON (the store's column)."""
-    details, _, records = _chain(entries, next_index, prev_hash, time, bytes, True)
-    return list(zip(records, details, strict=True))  # type: ignore[arg-type]
+    MalformedEvent if a detail has no canonical JSON form (a float, a lone surrogate).
+    """
+    records = []
+    t = int(time)
+    for index, e in enumerate(entries, start=int(next_index)):
+        detail = jsonable(e.detail)
+        h = record_hash(prev_hash, index, t, e.action, e.subject, e.seq, e.digest, detail)
+        records.append(AuditRecord(index, t, e.action, e.subject, e.seq, e.digest, detail, prev_hash, h))
+        prev_hash = h
+    return records
 
 
 AuditRow = tuple[int, int, str, Any, int | None, Any, str, Any, Any]  # blobs as bytes or the driver's form
@@ -93,116 +98,28 @@ def chain_rows(
     blob: Callable[[bytes], Any] = bytes,
 ) -> tuple[list[AuditRow], bytes]:
     """The chained records as the store's table rows (idx, time, action, subject, seq, digest,
-    detail JSON, prev_hash, hash), plus the last hash; no AuditRecord objects.
+    detail JSON, prev_hash, hash), plus the last hash.
 
-    ``blob`` turns the row's bytes values into the driver's cheap form (``node.store.sql._Values``);
+    ``blob`` turns the row's bytes values into the driver's form (``node.store.sql._Values``);
     the returned last hash is always bytes.
     """
-    rows, last, _ = _chain(entries, next_index, prev_hash, time, blob, False)
-    return rows, last
-
-
-# The hashed text of a record, members in sorted order around the detail's canonical JSON. The
-# common form (subject, int seq and digest all present: every accept) is built in _chain by one
-# f-string (about half the cost of the equivalent %-format); the general form takes each member
-# already rendered as JSON. A test holds both equal to record_hash (the verifier's
-# dumps_canonical) and to hashes written by earlier versions.
-_RECORD = '{"action":%s,"detail":%s,"digest":%s,"index":%d,"prev_hash":"0x%s","seq":%s,"subject":%s,"time":%d}'
-
-
-def _chain(
-    entries: Iterable[AuditEntry],
-    next_index: int,
-    prev_hash: bytes,
-    time: int,
-    blob: Callable[[bytes], Any],
-    want_records: bool,
-) -> tuple[list[AuditRow], bytes, list[AuditRecord]]:
-    """Chain entries from (next_index, prev_hash): table rows and the last hash, or (if
-    ``want_records``) each record's detail JSON, the last hash and the AuditRecords.
-
-    The stores write one record per event, so this loop is the audit chain's hot path: each detail
-    is encoded once (all-str details from a cache) and the hashed text is formatted around it.
-    """
     rows: list[AuditRow] = []
-    records: list[AuditRecord] = []
-    t = int(time)
-    index = int(next_index)
-    q = _quote
-    details = _DETAIL_JSON
-    new_hash = _new_keccak
-    new_record = AuditRecord
-    prev_blob = blob(prev_hash)
-    time_tail = f',"time":{t}}}'  # the text's last member, the same for every record of the call
-    for e in entries:
-        detail = e.detail
-        detail_json = None
-        if type(detail) is dict:
-            items = tuple(detail.items())
-            for k, v in items:
-                if type(k) is not str or type(v) is not str:
-                    detail_json = flat_json(detail)
-                    break
-            else:
-                # All-str details (the registry's {"source", "kind"}) repeat: their JSON is cached by
-                # value. Exact str only: equal items then mean equal JSON (1 == True, 1 == 1.0).
-                detail_json = details.get(items)
-                if detail_json is None:
-                    detail_json = flat_json(detail)
-                    if detail_json is not None and len(details) < 4096:
-                        details[items] = detail_json
-        if detail_json is None:
-            detail = jsonable(detail)
-            detail_json = canonical_text(detail)
-        elif want_records:
-            detail = detail.copy()  # an exact dict, already plain JSON; a copy, as jsonable() would make
-        action, subject, seq, digest = e.action, e.subject, e.seq, e.digest
-        if subject is not None and digest is not None and type(seq) is int and type(action) is str:
-            # index, seq and t are exact ints, so {} renders them as %d would.
-            text = (
-                f'{{"action":{q(action)},"detail":{detail_json},"digest":"0x{digest.hex()}","index":{index},'
-                f'"prev_hash":"0x{prev_hash.hex()}","seq":{seq},"subject":"0x{subject.hex()}"{time_tail}'
+    for r in chain(entries, next_index, prev_hash, time):
+        rows.append(
+            (
+                r.index,
+                r.time,
+                r.action,
+                None if r.subject is None else blob(r.subject),
+                r.seq,
+                None if r.digest is None else blob(r.digest),
+                canonical_text(r.detail),
+                blob(r.prev_hash),
+                blob(r.hash),
             )
-        else:
-            text = _RECORD % (
-                _js(action),
-                detail_json,
-                "null" if digest is None else '"0x' + digest.hex() + '"',
-                index,
-                prev_hash.hex(),
-                _js(seq),
-                "null" if subject is None else '"0x' + subject.hex() + '"',
-                t,
-            )
-        hasher = new_hash()
-        hasher.update(text.encode())
-        h = hasher.digest()
-        if want_records:
-            records.append(new_record(index, t, action, subject, seq, digest, detail, prev_hash, h))
-            rows.append(detail_json)  # type: ignore[arg-type]  # the records' detail JSON, see _chain's doc
-            prev_hash = h
-        else:
-            h_blob = blob(h)
-            rows.append(
-                (
-                    index,
-                    t,
-                    action,
-                    None if subject is None else blob(subject),
-                    seq,
-                    None if digest is None else blob(digest),
-                    detail_json,
-                    prev_blob,
-                    h_blob,
-                )
-            )
-            prev_hash, prev_blob = h, h_blob
-        index += 1
-    return rows, prev_hash, records
-
-
-# Detail JSON by the detail's items (dicts of str -> str only), for _chain.
-_DETAIL_JSON: dict[tuple[tuple[str, str], ...], str] = {}
+        )
+        prev_hash = r.hash
+    return rows, prev_hash
 
 
 class AuditSource(Protocol):
@@ -253,8 +170,12 @@ def verify_audit(store: AuditSource, expected_head: tuple[int, bytes] | None = N
             report.problems.append(f"audit record index {r.index} where {want} was expected (gap or reorder)")
         if r.prev_hash != prev:
             report.problems.append(f"audit record {r.index}: prev_hash does not match the hash of record {r.index - 1}")
-        h = record_hash(r.prev_hash, r.index, r.time, r.action, r.subject, r.seq, r.digest, r.detail)
-        if h != r.hash:
+        try:
+            h: bytes | None = record_hash(r.prev_hash, r.index, r.time, r.action, r.subject, r.seq, r.digest, r.detail)
+        except MalformedEvent:
+            h = None
+            report.problems.append(f"audit record {r.index}: its content has no canonical JSON form (altered)")
+        if h is not None and h != r.hash:
             report.problems.append(f"audit record {r.index}: stored hash does not match its content (altered)")
         prev, want = r.hash, r.index + 1
         report.records += 1

@@ -46,12 +46,12 @@ from .audit import chain_rows, jsonable
 from .base import AnchorRecord, AuditEntry, AuditRecord, Changes, EventConflict
 from .serialize import (
     I64_MAX,
-    StateEncoder,
     clamp64,
     governance_from_json,
     governance_to_json,
     key_values,
     state_from_json,
+    state_to_json,
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -220,7 +220,6 @@ class SqlStore:
         self._bulk_key = _BulkInsert(
             self.dialect, t.keys, _KEY_COLS, _on_conflict(("subject", "key_id"), _KEY_COLS[2:])
         )
-        self._encoder = StateEncoder()
         self._values = _Values(self.dialect == "sqlite")
         self._insert_evidence = ins(t.evidence).on_conflict_do_nothing()
         self._insert_governance = ins(t.governance).on_conflict_do_nothing()
@@ -315,7 +314,7 @@ class SqlStore:
     ) -> None:
         """Upsert the subjects rows of ``changes.states`` and the key rows that changed since written."""
         v = self._values
-        blob, null, true, false, encode = v.blob, v.null, v.true, v.false, self._encoder.encode
+        blob, null, true, false, encode = v.blob, v.null, v.true, v.false, state_to_json
         disputed = changes.disputed
         written_keys = self._written_keys
         no_keys: Mapping[str, KeyRecord] = {}
