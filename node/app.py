@@ -1,33 +1,24 @@
-"""The node process: one trio nursery running the API servers and every service.
+"""The node process and its composition root: every service is built and wired here, and only here.
 
-``open_node(config)`` opens the store and the registry, starts the public API, the loopback admin
-API, the rotation scheduler and the optional services, and yields a :class:`Node`;
-``run_node(config)`` runs one until SIGINT/SIGTERM.
+``open_node(config)`` opens the store and the registry, builds the services the config enables
+(:func:`node_services`), starts each under the node's :class:`~node.supervisor.Supervisor`, then
+the public API and the loopback admin API, and yields the :class:`Node`; ``run_node(config)`` runs
+one until SIGINT/SIGTERM.
 
-Plugging a service in (p2p, chain, ...): add a module with an async starter and name it in
-:data:`OPTIONAL_SERVICES`::
+Services get their dependencies at construction: the registry, the config, the relayer key (loaded
+once here for the chain and governance services), the p2p layer's pubsub (for the ballot topic).
+No service imports this module or looks another up; what one needs of another passes through the
+functions below. A service is a starter ``starter(*, task_status)``: it sets up, calls
+``task_status.started()`` (the node waits for this before serving) and runs until cancelled.
 
-    async def start_p2p(node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        ...                                   # set up; may read node.config / node.registry
-        node.register_status("p2p", lambda: {"ok": True, "peers": 3})   # shown in /v1/health
-        task_status.started()                 # the node waits for this before serving
-        await trio.sleep_forever()            # run until the node's nursery is cancelled
-
-A starter whose module does not exist yet is skipped; a starter that decides it is disabled by
-config calls ``task_status.started()`` and returns. Starters run in list order, after the store
-and registry are open and before the API servers start listening.
-
-Every service runs under the node's :class:`~node.supervisor.Supervisor`: a failure after it first
-started is logged with its cause and the service is started again after a capped exponential
-backoff, while the API keeps serving; its state is under ``services.<name>.supervisor`` in
-``/v1/health`` and in the ``keyreg_service_*`` metrics. A failure before it first started (a bad
-config) stops the node at start-up with the error.
+Under the supervisor, a failure after a service first started is logged with its cause and the
+service is started again after a capped exponential backoff, while the API keeps serving; its
+state is under ``services.<name>.supervisor`` in ``/v1/health`` and in the ``keyreg_service_*``
+metrics. A failure before it first started (a bad config) stops the node at start-up.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import logging
 import os
@@ -35,6 +26,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -46,38 +38,38 @@ from .api import views
 from .api.admin import check_admin_host, create_admin_app
 from .api.app import ApiContext, StatusProvider, create_app
 from .api.server import serve_api
+from .chain.service import ChainService, load_relayer_key
 from .config import Config
 from .core.errors import KeyregError
 from .core.log import signatures_recovered
+from .gov.service import GovService
 from .keys.handout import Handout, handout_for
 from .keys.keystore import Keystore, Password
+from .keys.scheduler import RotationCollector, RotationScheduler
+from .p2p.service import P2PService, run_p2p
 from .registry import ConflictBudget, Registry
 from .runtime import tune_gc
 from .store.base import Store
+from .store.sql import SqlStore
 from .supervisor import Supervisor, SupervisorCollector
 
 log = logging.getLogger("keyreg.node")
 
-# (name, module, starter function): looked up at start, skipped if the module does not exist.
-OPTIONAL_SERVICES: list[tuple[str, str, str]] = [
-    ("p2p", "node.p2p.service", "start_p2p"),
-    ("chain", "node.chain.service", "start_chain"),
-    ("gov", "node.gov.service", "start_gov"),  # after p2p (ballot gossip) and chain
-]
-
-Starter = Callable[..., Awaitable[None]]
+Starter = Callable[..., Awaitable[None]]  # called as starter(task_status=...)
+Services = Callable[["Node"], list[tuple[str, Starter]]]
 
 
 @dataclass
 class Node:
-    """A running node: what services get handed."""
+    """A running node: its parts, and the services' state the root passes between them."""
 
     config: Config
     registry: Registry
     api: ApiContext
-    nursery: trio.Nursery
     supervisor: Supervisor
     keystore: Keystore | None = None
+    relayer_key: bytes | None = field(default=None, repr=False)  # [chain] relayer_keystore, unlocked
+    p2p: P2PService | None = None  # while the p2p layer runs
     api_url: str = ""
     admin_url: str = ""
     services: list[str] = field(default_factory=list)
@@ -90,13 +82,66 @@ class Node:
     async def supervise(
         self, name: str, starter: Starter, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Run ``starter(self)`` under the supervisor as service ``name``, shown in /v1/health."""
+        """Run ``starter`` under the supervisor as service ``name``, shown in /v1/health."""
         self.api.status.setdefault(name, self.supervisor.status_of(name))
-        await self.supervisor.run(name, starter, self, task_status=task_status)
+        await self.supervisor.run(name, starter, task_status=task_status)
 
     def current_signing_key(self) -> Handout:
         """The key the service signs with now and the keys verifiers accept (node/keys/handout.py)."""
         return handout_for(self.registry, self.keystore, self.config.rotation.publish_ahead_s, views.key_jwk)
+
+
+def node_services(node: Node) -> list[tuple[str, Starter]]:
+    """The services ``node.config`` enables, in start order (governance gossips on p2p, so after it).
+
+    Building the rotation scheduler checks its policy: a policy that cannot work stops start-up.
+    """
+    config = node.config
+    services: list[tuple[str, Starter]] = []
+    if config.p2p.enabled:
+        services.append(("p2p", partial(run_p2p_layer, node)))
+    if config.chain.rpc_url:
+        services.append(("chain", partial(run_chain_services, node)))
+        services.append(("gov", partial(run_governance, node)))
+    if config.rotation.enabled:
+        scheduler = RotationScheduler(config, node.registry, node.keystore, node.current_signing_key)
+        node.register_status("rotation", scheduler.status)
+        node.api.collectors.append(RotationCollector(scheduler))
+        services.append(("rotation", scheduler.run))
+    return services
+
+
+async def run_p2p_layer(node: Node, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """The p2p layer (host, gossip, sync: node/p2p/service.py); ``node.p2p`` while it runs."""
+    try:
+        async with trio.open_nursery() as nursery:
+            p2p: P2PService = await nursery.start(run_p2p, node.registry, node.config)
+            node.p2p = p2p
+            node.register_status("p2p", p2p.status)
+            task_status.started()
+    finally:
+        node.p2p = None
+
+
+async def run_chain_services(node: Node, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """The chain watcher and anchoring (node/chain/service.py), a fresh service per start."""
+    service = ChainService(node.registry, node.config, node.relayer_key)
+    node.register_status("chain", service.status)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+        task_status.started()
+
+
+async def run_governance(node: Node, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """The governance indexer, relay and ballot topic (node/gov/service.py), served by the API's
+    /v1/gov routes while it runs; ballots gossip on the p2p layer running when it starts."""
+    service = GovService(node.registry, node.config, node.relayer_key)
+    node.register_status("gov", service.status)
+    node.api.gov = service
+    try:
+        await service.run(node.p2p.pubsub if node.p2p is not None else None, task_status=task_status)
+    finally:
+        node.api.gov = None
 
 
 class CostCollector:
@@ -107,19 +152,6 @@ class CostCollector:
         yield CounterMetricFamily(
             "keyreg_signatures_recovered", "Signatures this node process tried to recover", value=signatures_recovered()
         )
-
-
-def open_store(config: Config) -> Store:
-    """The SQL store for config.store_url, or the in-memory store until the SQL store exists."""
-    if importlib.util.find_spec("node.store.sql") is not None:
-        from .store.sql import SqlStore  # type: ignore[import-not-found,unused-ignore]
-
-        store: Store = SqlStore(config.store_url)
-        return store
-    from .store.memory import MemoryStore
-
-    log.warning("node.store.sql is not available: using the in-memory store (nothing survives a restart)")
-    return MemoryStore()
 
 
 def _bind(host: str, port: int) -> str:
@@ -146,29 +178,21 @@ def read_admin_token(data_dir: Path) -> str | None:
         return None
 
 
-def _load_starter(module: str, attr: str) -> Starter | None:
-    try:
-        spec = importlib.util.find_spec(module)
-    except ModuleNotFoundError:  # the parent package does not exist yet
-        return None
-    if spec is None:
-        return None
-    starter = getattr(importlib.import_module(module), attr, None)
-    if starter is None:  # the module is there but not plugged in yet
-        log.warning("%s has no %s(node, task_status) starter: service not started", module, attr)
-    return starter
-
-
 @asynccontextmanager
 async def open_node(
     config: Config,
     password: Password | None = None,
     store: Store | None = None,
-    services: list[tuple[str, str, str]] | None = None,
+    services: Services = node_services,
 ) -> AsyncIterator[Node]:
-    """Start a node; leaving the block stops every service and closes the store."""
+    """Start a node; leaving the block stops every service and closes the store.
+
+    ``store`` defaults to the SQL store at ``config.store_url``; ``services`` builds the services
+    to run from the node's parts (:func:`node_services`: the ones the config enables).
+    """
     check_admin_host(config.api.admin_host)
-    store = store if store is not None else await trio.to_thread.run_sync(open_store, config)
+    if store is None:
+        store = await trio.to_thread.run_sync(partial(SqlStore, config.store_url, limits=config.limits))
     registry: Registry | None = None
     try:
         registry = await trio.to_thread.run_sync(
@@ -188,23 +212,17 @@ async def open_node(
             keystore = Keystore.open(ks_path)
             if password is not None:
                 await trio.to_thread.run_sync(keystore.unlock, password)
+        relayer_key = await trio.to_thread.run_sync(load_relayer_key, config) if config.chain.rpc_url else None
         supervisor = Supervisor(config.supervisor)
         ctx = ApiContext(registry, config)
         ctx.collectors += [SupervisorCollector(supervisor), CostCollector()]
+        node = Node(config, registry, ctx, supervisor, keystore, relayer_key)
         async with trio.open_nursery() as nursery:
-            node = Node(config, registry, ctx, nursery, supervisor, keystore)
-            for name, module, attr in OPTIONAL_SERVICES if services is None else services:
-                starter = _load_starter(module, attr)
-                if starter is not None:
-                    await nursery.start(node.supervise, name, starter)
-                    node.services.append(name)
-            if config.rotation.enabled:
-                from .keys.scheduler import run_rotation_scheduler
-
-                await nursery.start(node.supervise, "rotation", run_rotation_scheduler)
-                node.services.append("rotation")
+            for name, starter in services(node):
+                await nursery.start(node.supervise, name, starter)
+                node.services.append(name)
             # The public API: an HTTP/1.1 front end that frames every request, then the app
-            # (node/api/server.py, docs/adr/0006-api-serving.md, docs/adr/0018-http-front-end.md).
+            # (node/api/server.py, docs/adr/0021-h11-front-end.md).
             binds = await nursery.start(
                 serve_api, create_app(ctx), _hypercorn_config(config.api.host, config.api.port, config), config.api
             )

@@ -33,7 +33,7 @@ from ..core.errors import ConfigError, KeyregError, MalformedEvent
 from ..keys.handout import Handout
 from ..keys.jwt import sign_jwt
 from ..keys.service_keys import b64url, b64url_decode
-from .app import ApiError, error_response, read_body
+from .handling import ApiError, error_response, read_body
 
 SigningKeyProvider = Callable[[], Handout]
 

@@ -15,9 +15,8 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
-from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -25,18 +24,19 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
 from ..config import Config
 from ..core.codec import dumps_canonical, loads_strict
-from ..core.errors import KeyregError, MalformedEvent, RuleViolation, TransportError
+from ..core.errors import KeyregError, MalformedEvent, TransportError
+from ..explorer import routes as explorer
 from ..outcomes import IngestResult
 from ..registry import Registry
-from ..explorer import routes as explorer
 from . import gov_routes, views
+from .handling import ApiError, error_response, int_query, read_body, status_for
 from .middleware import (
     HotRoute,
     HotRoutes,
@@ -49,6 +49,9 @@ from .middleware import (
     rate_limited,
 )
 from .openapi import openapi_document
+
+if TYPE_CHECKING:
+    from ..gov.service import GovService
 
 _SUBJECT_RE = re.compile(r"(0x)?([0-9a-fA-F]{64})")
 _KEY_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
@@ -87,24 +90,9 @@ class ApiContext:
     started: float = field(default_factory=time.time)
     # Extra Prometheus collectors shown at /metrics (the node's service supervisor, node/supervisor.py).
     collectors: list[Any] = field(default_factory=list)
-
-
-class ApiError(Exception):
-    """Raised inside handlers to answer a JSON error."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"code": code, "message": message, **extra}, status_code=status)
-
-
-def status_for(exc: KeyregError) -> int:
-    if exc.code in _STATUS:
-        return _STATUS[exc.code]
-    return 422 if isinstance(exc, RuleViolation) else 500
+    # The governance service while it runs (set by the composition root, node/app.py); the
+    # /v1/gov routes answer 503 without it.
+    gov: GovService | None = None
 
 
 def parse_subject(raw: str) -> bytes:
@@ -118,23 +106,7 @@ def parse_subject(raw: str) -> bytes:
 # are the protocol's uint64 seconds.
 MAX_SEQ = 2**63 - 1
 MAX_TIME = 2**64 - 1
-# Plain ASCII decimal, no sign, no spaces, no underscores, no other scripts' digits (which int()
-# would all take), at most 20 digits (enough for 2**64 - 1) so int() never sees a long string.
-_DECIMAL_RE = re.compile(r"[0-9]{1,20}")
 _PURPOSE_RE = re.compile(r"[a-z0-9._:\-]+")
-
-
-def int_query(params: Mapping[str, str], name: str, default: int | None, minimum: int, maximum: int) -> int | None:
-    """An integer query parameter in [minimum, maximum], or ``default`` when absent or empty."""
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return default
-    if _DECIMAL_RE.fullmatch(raw) is None:
-        raise ApiError(400, "bad_query", f"query parameter {name!r} must be a plain decimal integer")
-    value = int(raw)
-    if not minimum <= value <= maximum:
-        raise ApiError(400, "bad_query", f"query parameter {name!r} must be in [{minimum}, {maximum}]")
-    return value
 
 
 def purpose_query(params: Mapping[str, str], max_chars: int) -> str | None:
@@ -146,26 +118,6 @@ def purpose_query(params: Mapping[str, str], max_chars: int) -> str | None:
     if len(raw) > max_chars or _PURPOSE_RE.fullmatch(raw) is None:
         raise ApiError(400, "bad_query", f"query parameter 'purpose' must be 1-{max_chars} of [a-z0-9._:-]")
     return raw
-
-
-async def read_body(request: Request, cap: int) -> bytes:
-    """The request body, refusing more than ``cap`` bytes (413) whatever Content-Length says."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > cap:
-        raise ApiError(413, "oversized", f"request body is {declared} bytes, limit {cap}")
-    chunks, size = [], 0
-    try:
-        async with aclosing(request.stream()) as stream:  # closed now even when we stop early
-            async for chunk in stream:
-                size += len(chunk)
-                if size > cap:
-                    raise ApiError(413, "oversized", f"request body exceeds the limit of {cap} bytes")
-                chunks.append(chunk)
-    except ClientDisconnect:
-        # The client left mid-body (under plain hypercorn; the lean server reads bodies before
-        # the app runs). Nobody reads the answer; the status makes the metrics say what happened.
-        raise ApiError(CLIENT_CLOSED, "client_disconnect", "the client closed the connection mid-body") from None
-    return b"".join(chunks)
 
 
 class RegistryCollector:
@@ -405,7 +357,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         Route("/v1/health", health),
         Route("/metrics", get_metrics),
         Route("/openapi.json", get_openapi),
-        *gov_routes.routes(ctx),  # node/gov: proposals and ballots
+        *gov_routes.routes(lambda: ctx.gov),  # node/gov: proposals and ballots
         *explorer.routes(ctx),  # the web explorer at [explorer] path (node/explorer)
     ]
     rate = config.api.rate_limit_per_s

@@ -15,9 +15,8 @@ Errors use the API's {"code", "message"} shape: ``ballot_rejected`` (400, or 409
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from itertools import islice
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -25,8 +24,10 @@ from starlette.routing import Route
 
 from ..gov.ballots import MAX_BALLOT_BYTES
 from ..gov.errors import BallotRejected
-from ..gov.service import GovService, service_for
+from ..gov.service import GovService
 from ..gov.tx import STATES
+from .handling import ApiError, int_query, read_body
+from .middleware import client_key
 
 # Filters that can match something: anything else is a 400 (never echoed), not an empty list.
 _ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
@@ -37,13 +38,11 @@ _BALLOT_ID_RE = re.compile(r"0x[0-9a-f]{40}:[0-9]{1,78}:0x[0-9a-f]{40}")
 _UINT256_MAX = 2**256 - 1
 
 
-def routes(ctx: Any) -> list[Route]:
-    """The governance routes for one API context."""
-    from .app import ApiError, int_query, read_body  # late: app.py imports this module
-    from .middleware import client_key
+def routes(gov: Callable[[], GovService | None]) -> list[Route]:
+    """The governance routes; ``gov()`` is the running governance service, or None when it is off."""
 
     def service() -> GovService:
-        svc = service_for(ctx)
+        svc = gov()
         if svc is None:
             raise ApiError(503, "gov_unavailable", "governance is off on this node: it needs [chain] rpc_url")
         return svc

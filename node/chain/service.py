@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 from eth_keyfile import decode_keyfile_json
@@ -31,9 +31,6 @@ from .anchoring import AnchoringService, AnchorQueue, chain_dir
 from .batches import BatchTracker
 from .client import ChainClient, ChainUnavailable
 from .watcher import Watcher
-
-if TYPE_CHECKING:
-    from ..app import Node
 
 log = logging.getLogger("keyreg.chain")
 
@@ -186,30 +183,3 @@ class ChainService:
                 task_status.started(self)
         finally:
             self.tracker.detach()
-
-
-async def run_chain(
-    registry: Registry, config: Config, task_status: trio.TaskStatus[ChainService | None] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """Run the chain services for a registry until cancelled (returns at once if chain features are off)."""
-    if not config.chain.rpc_url:
-        task_status.started(None)
-        return
-    relayer_key = await trio.to_thread.run_sync(load_relayer_key, config)
-    service = ChainService(registry, config, relayer_key)
-    await service.run(task_status)
-
-
-async def start_chain(node: Node, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """node.app starter: run the chain services if ``[chain] rpc_url`` is set; status under services.chain."""
-    if not node.config.chain.rpc_url:
-        node.register_status("chain", lambda: {"ok": True, "enabled": False})
-        task_status.started()
-        return
-    relayer_key = await trio.to_thread.run_sync(load_relayer_key, node.config)
-    service = ChainService(node.registry, node.config, relayer_key)
-    node.register_status("chain", service.status)
-    node.chain = service  # type: ignore[attr-defined]  # for the admin API / tests
-    async with trio.open_nursery() as nursery:
-        await nursery.start(service.run)
-        task_status.started()

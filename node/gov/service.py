@@ -1,10 +1,10 @@
 """The node's governance service: the proposal indexer, the ballot relay and the ballot topic.
 
-Started by node.app (``OPTIONAL_SERVICES`` entry ``("gov", "node.gov.service", "start_gov")``)
-after p2p and chain; enabled when ``[chain] rpc_url`` is set. It relays with the chain relayer's
-key (``[chain] relayer_keystore``, see node.chain.service); without one it still indexes,
-accepts and gossips ballots, and marks them ``unrelayed``. Status under ``services.gov`` in
-``GET /v1/health``; the HTTP routes are node/api/gov_routes.py.
+The composition root (node/app.py) builds one per start, after p2p and chain, when ``[chain]
+rpc_url`` is set, and runs it under the node's supervisor. It relays with the chain relayer's key
+(``[chain] relayer_keystore``, see node.chain.service); without one it still indexes, accepts and
+gossips ballots, and marks them ``unrelayed``. Status under ``services.gov`` in ``GET /v1/health``;
+the HTTP routes are node/api/gov_routes.py.
 
 Like every chain loop here it never blocks the API or gossip: web3 runs in worker threads with
 bounded timeouts, and a down RPC endpoint means backoff and a status saying so. A fault of any
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
@@ -30,18 +30,7 @@ from .indexer import GovernanceIndexer, IndexerLimits
 from .recognition import Recogniser
 from .relay import BallotRelay, RelayLimits
 
-if TYPE_CHECKING:
-    from ..app import Node
-
 log = logging.getLogger("keyreg.gov")
-
-# ApiContext id -> the service serving it (node/api/gov_routes.py looks it up).
-_BY_CONTEXT: dict[int, GovService] = {}
-
-
-def service_for(ctx: object) -> GovService | None:
-    """The governance service attached to an API context, if it runs."""
-    return _BY_CONTEXT.get(id(ctx))
 
 
 class GovService:
@@ -118,29 +107,17 @@ class GovService:
             "gossip": None if self.gossip is None else {"topic": self.gossip.topic, **self.gossip.stats},
         }
 
-
-async def start_gov(node: Node, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """node.app starter: run the governance service if ``[chain] rpc_url`` is set."""
-    config = node.config
-    if not config.chain.rpc_url:
-        task_status.started()
-        return
-    from ..chain.service import load_relayer_key
-
-    relayer_key = await trio.to_thread.run_sync(load_relayer_key, config)
-    service = GovService(node.registry, config, relayer_key)
-    _BY_CONTEXT[id(node.api)] = service
-    node.register_status("gov", service.status)
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(service.relay.run)
-            p2p = getattr(node, "p2p", None)
-            if p2p is not None:
-                topic = ballot_topic(config.network.chain_id, config.network.registry)
-                service.gossip = BallotGossip(p2p.pubsub, topic, service.relay)
-                await nursery.start(service.gossip.run)
-            nursery.start_soon(service.index_forever)
-            task_status.started()
-    finally:
-        _BY_CONTEXT.pop(id(node.api), None)
-        service.indexer.close()
+    async def run(self, pubsub: Any | None, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Relay, ballot gossip on ``pubsub`` (the node's p2p layer, if it runs) and the indexer,
+        until cancelled; ``task_status.started()`` once the relay and the topic are up."""
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.relay.run)
+                if pubsub is not None:
+                    topic = ballot_topic(self.config.network.chain_id, self.config.network.registry)
+                    self.gossip = BallotGossip(pubsub, topic, self.relay)
+                    await nursery.start(self.gossip.run)
+                nursery.start_soon(self.index_forever)
+                task_status.started()
+        finally:
+            self.indexer.close()

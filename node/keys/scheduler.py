@@ -42,7 +42,8 @@ from .rotation import (
 from .service_keys import ServiceKey
 
 if TYPE_CHECKING:
-    from ..app import Node
+    import trio
+
     from ..config import Config
     from ..registry import Registry
 
@@ -146,7 +147,21 @@ class RotationScheduler:
             log.warning("rotation: %s", warning)
         self.warning = warning
 
-    # ------------------------------------------------------------------ one pass
+    # ------------------------------------------------------------------ passes
+
+    async def run(self, *, task_status: trio.TaskStatus[None] | None = None) -> None:
+        """Run passes until cancelled, each on a worker thread (a node service)."""
+        import trio  # here, not at module level: the CLI imports this package and need not load trio
+
+        p = self.policy
+        log.info(
+            "rotation scheduler: every %ss, overlap %ss, published %ss ahead", p.interval, p.overlap, p.publish_ahead
+        )
+        if task_status is not None:
+            task_status.started()
+        while True:
+            delay = await trio.to_thread.run_sync(self.run_pass)
+            await trio.sleep(delay)
 
     def run_pass(self) -> float:
         """Plan and, if due, publish; keep the key file. Returns the seconds until the next pass."""
@@ -310,28 +325,3 @@ class RotationCollector:
             "1 when the subject has no valid key within overlap_s and no successor is scheduled",
             value=1 if s.warning else 0,
         )
-
-
-async def run_rotation_scheduler(node: Node, *, task_status: Any = None) -> None:
-    """Node service: keep the subject's service keys rotating per config [rotation]."""
-    import trio  # here, not at module level: the CLI imports this package and need not load trio
-
-    # A policy that cannot work stops the node here, with the reason.
-    scheduler = RotationScheduler(node.config, node.registry, node.keystore, node.current_signing_key)
-    node.register_status("rotation", scheduler.status)
-    existing = [c for c in node.api.collectors if isinstance(c, RotationCollector)]
-    if existing:  # restarted by the supervisor: the registered collector follows the new scheduler
-        existing[0].scheduler = scheduler
-    else:
-        node.api.collectors.append(RotationCollector(scheduler))
-    log.info(
-        "rotation scheduler: every %ss, overlap %ss, published %ss ahead",
-        scheduler.policy.interval,
-        scheduler.policy.overlap,
-        scheduler.policy.publish_ahead,
-    )
-    if task_status is not None:
-        task_status.started()
-    while True:
-        delay = await trio.to_thread.run_sync(scheduler.run_pass)
-        await trio.sleep(delay)

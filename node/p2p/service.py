@@ -299,20 +299,3 @@ async def _start_tasks(
     nursery.start_soon(service._root_loop)
     log.info("p2p listening on %s, topic %s", ", ".join(addrs), topic)
     task_status.started(service)
-
-
-async def start_p2p(node: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """The node-process hook (node.app.OPTIONAL_SERVICES): run p2p, show its status in /v1/health.
-
-    p2p is optional to the node: the node's supervisor (node/supervisor.py) restarts it with
-    backoff if it fails after starting, the API serving on, and shows that under
-    ``services.p2p.supervisor``. A failure before it first started is raised (bad config).
-    """
-    if not node.config.p2p.enabled:
-        task_status.started()
-        return
-    async with trio.open_nursery() as nursery:
-        service: P2PService = await nursery.start(run_p2p, node.registry, node.config)
-        node.register_status("p2p", service.status)
-        node.p2p = service  # for tests and other services that need the peer id or the host
-        task_status.started()

@@ -10,6 +10,7 @@ import gc
 import json
 import logging
 import urllib.request
+from functools import partial
 from typing import Any
 
 import pytest
@@ -286,7 +287,7 @@ _FAILS = {"left": 3}
 
 
 async def start_boom(node: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """A node service (plugged in like p2p/chain/gov) that fails three times after starting."""
+    """A node service (wired like p2p/chain/gov) that fails three times after starting."""
     node.register_status("boom", lambda: {"ok": True, "polls": 1})
     task_status.started()
     await trio.sleep(0.01)
@@ -294,6 +295,10 @@ async def start_boom(node: Any, *, task_status: trio.TaskStatus[None] = trio.TAS
         _FAILS["left"] -= 1
         raise ValueError(f"bad answer from {SECRET_URL}")
     await trio.sleep_forever()
+
+
+def boom_services(node: Any) -> list[tuple[str, Any]]:
+    return [("boom", partial(start_boom, node))]
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -314,7 +319,7 @@ def test_node_keeps_serving_while_a_service_fails(tmp_path: Any) -> None:
 
     async def main() -> dict[str, Any]:
         out: dict[str, Any] = {}
-        async with open_node(config, store=MemoryStore(), services=[("boom", __name__, "start_boom")]) as node:
+        async with open_node(config, store=MemoryStore(), services=boom_services) as node:
             base = node.api_url if node.api_url.startswith("http") else f"http://{node.api_url}"
             with trio.fail_after(30):
                 while True:
