@@ -260,18 +260,20 @@ def routes(ctx: ApiContext) -> list[Route]:
         ):
             raise ExplorerError(400, f"a purpose is 1-{ctx.config.limits.max_purpose_chars} of [a-z0-9._:-]")
         verdict = data.key_verdict(ctx, sid, kid, at, purpose)
+        at = verdict["at"]  # "now" pinned: the link and the commands reproduce this very verdict
+        state = registry.state(sid)
+        rec = state.keys.get(kid) if state is not None else None
         sid_hex = "0x" + sid.hex()
         api_path = f"/v1/subjects/{sid_hex}/keys/{kid}"
         api_q = urlencode({k: v for k, v in (("at", at), ("purpose", purpose)) if v is not None})
         origin = f"{request.url.scheme}://{request.url.netloc}"
         cli = f"keyreg keys check {kid} --subject {sid_hex} --node {origin}"
-        if at is not None:
-            cli += f" --at {at}"
+        cli += f" --at {at}"
         if purpose:
             cli += f" --purpose {purpose}"
         return render(
             "key.html", form={"subject": sid_hex, "key": kid, "at": q.get("at", ""), "purpose": purpose or ""},
-            verdict=verdict, explanation=_explain(verdict), sid=sid_hex,
+            verdict=verdict, explanation=_explain(verdict, None if rec is None else rec.published_seq), sid=sid_hex,
             link=url("keys", subject=sid_hex, key=kid, at=at, purpose=purpose),
             curl=f"curl '{origin}{api_path}" + (f"?{api_q}'" if api_q else "'"), cli=cli,
         )  # fmt: skip
@@ -406,12 +408,13 @@ def _proposal_id(raw: str) -> int:
     return int(raw)
 
 
-def _explain(v: dict[str, Any]) -> str:
+def _explain(v: dict[str, Any], published_seq: int | None = None) -> str:
     """The verdict in words, with the facts it rests on."""
     status, key = v["status"], v.get("key")
     if status == "valid" and key:
         end = f", not after {data.fmt_time(key['notAfter'])}" if key["notAfter"] else ", with no end date"
-        return f"valid: published, valid from {data.fmt_time(key['validFrom'])}{end}"
+        where = f" in seq {published_seq}" if published_seq is not None else ""
+        return f"valid: published{where}, valid from {data.fmt_time(key['validFrom'])}{end}"
     if status == "revoked" and v.get("revoked"):
         r = v["revoked"]
         who = "the controllers" if r["by"] == "controller" else f"governance (proposal {r['proposalId']})"

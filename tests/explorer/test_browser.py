@@ -88,7 +88,11 @@ def test_every_page_loads_without_console_errors(net: Net, page: Any) -> None:
     assert page.errors == []
     # The verdict is explained and reproducible.
     page.goto(pages["key-check"])
-    assert "valid: published" in page.locator(".explain").inner_text()
+    assert page.locator(".explain").inner_text().startswith("valid: published in seq 0, valid from")
+    verdict = page.locator("section.verdict dl").inner_text()
+    page.get_by_role("link", name="Link to this check").click()  # "now" is pinned in the link
+    page.wait_for_url("**&at=**")
+    assert page.locator("section.verdict dl").inner_text() == verdict
     assert page.locator("#curl").inner_text().startswith(f"curl '{api}/v1/subjects/{sid}/keys/svc-2026-11")
     assert "keyreg keys check svc-2026-11" in page.locator("#cli").inner_text()
     # A phone, in dark mode: the timeline scrolls inside its box, the page does not overflow.
@@ -156,7 +160,7 @@ def test_hostile_event_text_shows_as_text_and_runs_nothing(net: Net, browser: An
         p.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         for api in net.apis:
             p.goto(f"{api}/subjects/{net.hostile.hex}")
-            p.wait_for_load_state("load")
+            p.wait_for_load_state("load")  # after every image's load or error event: an onerror would have run
             assert p.locator("pre.meta").inner_text() == HOSTILE
             assert "</title><script>" in p.locator("table.log").inner_text()  # the reason, as text
             injected = p.evaluate(
@@ -178,7 +182,6 @@ def test_hostile_event_text_shows_as_text_and_runs_nothing(net: Net, browser: An
                 p.goto(url)
                 p.wait_for_load_state("load")
                 assert p.evaluate("document.getElementById('pwn-img')") is None
-        p.wait_for_timeout(300)  # let any deferred handler (onerror, onload) fire before judging
         assert dialogs == []
     finally:
         context.close()
