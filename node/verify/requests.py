@@ -65,6 +65,8 @@ _NONCE_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
 _SUBJECT_RE = re.compile(r"0x[0-9a-f]{64}")
 _DIGEST_RE = re.compile(r"sha-256=[0-9a-f]{64}")
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]{16,512}")
+# ASCII digits only: str.isdigit() also accepts "²" and other scripts' digits, which int() refuses or misreads.
+_TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")
 
 
 class RequestRejected(RuleViolation):
@@ -103,7 +105,10 @@ def string_to_sign(
     fields = (VERSION_LINE, method.upper(), authority.lower(), path, subject, key_id, str(timestamp), nonce, digest)
     if any("\n" in f or "\r" in f for f in fields):
         raise RequestRejected("malformed-header", "a signed field contains a line break")
-    return "\n".join(fields).encode()
+    try:
+        return "\n".join(fields).encode()
+    except UnicodeEncodeError:  # a lone surrogate in a header value: not a string any signer could sign
+        raise RequestRejected("malformed-header", "a signed field is not valid UTF-8") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,7 +288,7 @@ class RequestVerifier:
         subject, key_id, nonce, digest = h[H_SUBJECT], h[H_KEY_ID], h[H_NONCE], h[H_DIGEST]
         if not _SUBJECT_RE.fullmatch(subject):
             raise RequestRejected("malformed-header", f"{H_SUBJECT} must be 0x and 64 lowercase hex digits")
-        if not h[H_TIMESTAMP].isdigit() or len(h[H_TIMESTAMP]) > 12:
+        if not _TIMESTAMP_RE.fullmatch(h[H_TIMESTAMP]):
             raise RequestRejected("malformed-header", f"{H_TIMESTAMP} must be unix seconds")
         if not _NONCE_RE.fullmatch(nonce):
             raise RequestRejected("malformed-header", f"{H_NONCE} must be 16-128 characters of [A-Za-z0-9_-]")
