@@ -777,7 +777,9 @@ def _measure(run: Run, args: argparse.Namespace, phase_s: float, large: int, sca
         after = node_metrics() if alive else ""
         node_cpu = round(_cpu_seconds(a.proc.pid) - cpu_before, 2) if alive else None
         out = {
-            "honest": {k: honest_q.get(k) for k in ("requests", "errors", "p50_ms", "p99_ms", "max_ms", "error")},
+            "honest": {
+                k: honest_q.get(k) for k in ("requests", "errors", "p50_ms", "p90_ms", "p99_ms", "max_ms", "error")
+            },
             "attack": attack,
             "node_alive": alive,
             "node_cpu_s": node_cpu,
@@ -845,6 +847,14 @@ def _measure(run: Run, args: argparse.Namespace, phase_s: float, large: int, sca
         "honest_p99_ratio": round(worst / idle_p99, 2) if idle_p99 else None,
         "honest_p99_idle_ms": round(idle_p99, 3),
         "honest_p99_worst_attack_ms": round(worst, 3),
+        # less noisy companions: a 60 ms hiccup of this shared machine is ~7 of a quick phase's 720
+        # samples, enough to set its p99; p90 and the node's own CPU per phase are not moved by it
+        "honest_p90_ratio": _ratio(phases, "p90_ms"),
+        "node_cpu_ratio_by_phase": {
+            n: round(p["node_cpu_s"] / idle_cpu, 2) if p.get("node_cpu_s") is not None and idle_cpu else None
+            for n, p in phases.items()
+        },
+        "honest_p99_ms_by_phase": {n: p["honest"]["p99_ms"] for n, p in phases.items()},
         "honest_p99_idle_before_ms": phases["idle"]["honest"]["p99_ms"],
         "honest_p99_idle_after_ms": phases.get("idle_after", {}).get("honest", {}).get("p99_ms"),
         "honest_events": len(expected) * per_subject,
@@ -930,6 +940,13 @@ def _pending_relays(http: Any) -> bool:
         return False
     final = {"relayed", "already_voted", "refused", "failed", "unrelayed", "deferred"}  # node/gov/relay.py
     return any(b.get("status") not in final for b in r.json().get("ballots", []))
+
+
+def _ratio(phases: dict[str, Any], key: str) -> float | None:
+    """The worst attack phase's honest ``key`` latency over the lower idle phase's."""
+    idle = [p["honest"][key] for n, p in phases.items() if n.startswith("idle") and p["honest"].get(key)]
+    worst = [p["honest"][key] or 0.0 for n, p in phases.items() if n in ATTACKS]
+    return round(max(worst) / min(idle), 2) if idle and worst else None
 
 
 def _server_errors(attack: Any) -> int:
