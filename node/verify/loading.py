@@ -30,6 +30,7 @@ from typing import Any
 
 from node.core.errors import RuleViolation
 from node.core.fork import SubjectLog
+from node.core.hashing import keccak
 from node.core.limits import Limits
 from node.core.log import SubjectState
 from node.core.records import ZERO20, ZERO32, Domain, GovernanceRevocation, Inception, SignedEvent
@@ -130,12 +131,12 @@ def check_checkpoint(bundle: Bundle, pinned: bytes) -> Header:
         raise CheckpointMismatch(
             f"bundle is for block 0x{cp.hash.hex()}, the pinned checkpoint is 0x{pinned.hex()}", part="checkpoint"
         )
+    if keccak(cp.header) != pinned:  # the cheap check first: never decode bytes the pin does not vouch for
+        raise CheckpointMismatch("checkpoint header does not hash to the pinned block hash", part="checkpoint")
     try:
         header = decode_header(cp.header)
     except HeaderError as exc:
         raise CheckpointMismatch(f"checkpoint header: {exc}", part="checkpoint") from None
-    if header.hash != pinned:
-        raise CheckpointMismatch("checkpoint header does not hash to the pinned block hash", part="checkpoint")
     if header.number != cp.number or header.timestamp != cp.timestamp:
         raise CheckpointMismatch(
             f"checkpoint states block {cp.number} at {cp.timestamp}, its header says block {header.number} "

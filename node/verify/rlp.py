@@ -17,6 +17,11 @@ class RLPError(ValueError):
     """Input is not canonical RLP."""
 
 
+# Headers nest lists 1 deep and trie nodes (with embedded short nodes) a few levels; the decoder
+# recurses once per level, so a hostile input nested thousands deep must be refused, not overflow.
+MAX_DEPTH = 16
+
+
 def _length(data: bytes, pos: int, size: int) -> int:
     if pos + size > len(data):
         raise RLPError("length field runs past the end of the input")
@@ -29,8 +34,8 @@ def _length(data: bytes, pos: int, size: int) -> int:
     return n
 
 
-def _item(data: bytes, pos: int) -> tuple[Item, int]:
-    """Decode one item starting at ``pos``; returns (item, position after it)."""
+def _item(data: bytes, pos: int, depth: int = 0) -> tuple[Item, int]:
+    """Decode one item starting at ``pos``, ``depth`` lists deep; returns (item, position after it)."""
     if pos >= len(data):
         raise RLPError("unexpected end of input")
     b = data[pos]
@@ -46,6 +51,8 @@ def _item(data: bytes, pos: int) -> tuple[Item, int]:
         n = _length(data, pos + 1, size)
         start = pos + 1 + size
     else:
+        if depth >= MAX_DEPTH:
+            raise RLPError(f"lists nested deeper than {MAX_DEPTH} levels")
         if b < 0xF8:
             n = b - 0xC0
             start = pos + 1
@@ -59,7 +66,7 @@ def _item(data: bytes, pos: int) -> tuple[Item, int]:
         items: list[Item] = []
         p = start
         while p < end:
-            it, p = _item(data, p)
+            it, p = _item(data, p, depth + 1)
             items.append(it)
         if p != end:
             raise RLPError("list payload length mismatch")

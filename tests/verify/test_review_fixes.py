@@ -1,18 +1,27 @@
 """Red-team review fixes in the verifier SDK: every hostile input gets the SDK's documented error.
 
 M4: a malformed signed-request header raises RequestRejected (never ValueError/UnicodeError).
+M5: deeply nested RLP (a bundle's checkpoint header) is refused, `keyreg verify` exits 20.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 from conftest import NOW, Scenario
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 from verify_helpers import T0
 
-from node.verify import RequestRejected, RequestSigner, RequestVerifier, Verifier
+import node.cli.verify as cli_verify
+from node.cli import app
+from node.core.hashing import keccak
+from node.verify import RequestRejected, RequestSigner, RequestVerifier, Verifier, rlp
 from node.verify import requests as rq
+from node.verify.header import HeaderError, decode_header
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +72,66 @@ def test_any_malformed_header_value_raises_request_rejected(
     with pytest.raises(RequestRejected) as exc:
         service.verify("POST", "/v1/pay", headers, b"{}")
     assert exc.value.reason in rq.REASONS
+
+
+# --- M5: deeply nested RLP is refused, never a RecursionError ---------------------------------
+
+
+def _nested_rlp(depth: int) -> bytes:
+    item = b"\xc0"
+    for _ in range(depth):
+        item = rlp._prefix(len(item), 0xC0, 0xF7) + item
+    return item
+
+
+@pytest.mark.parametrize("depth", [rlp.MAX_DEPTH + 1, 5_000, 120_000])
+def test_deeply_nested_rlp_is_refused(depth: int) -> None:
+    raw = _nested_rlp(depth)
+    with pytest.raises(rlp.RLPError, match="nested deeper"):
+        rlp.decode(raw)
+    with pytest.raises(HeaderError):
+        decode_header(raw)
+
+
+def test_rlp_nesting_up_to_the_limit_still_decodes() -> None:
+    raw = _nested_rlp(rlp.MAX_DEPTH - 1)
+    assert rlp.encode(rlp.decode(raw)) == raw
+
+
+def test_keyreg_verify_refuses_a_deeply_nested_checkpoint_header_with_exit_20(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    # The pin vouches for the hostile header itself (the verifier pinned what it was given), so the
+    # cheap hash check passes and the decoder must refuse the nesting.
+    deep = _nested_rlp(120_000)
+    pinned = keccak(deep)
+    obj = scenario.copy()
+    obj["checkpoint"]["header"] = "0x" + deep.hex()
+    obj["checkpoint"]["hash"] = "0x" + pinned.hex()
+    path = tmp_path / "deep.bundle.json"
+    path.write_text(json.dumps(obj))
+    args = [
+        "verify",
+        "0x" + scenario.sid("alice").hex(),
+        "k1",
+        "--bundle",
+        str(path),
+        "--checkpoint",
+        "0x" + pinned.hex(),
+    ]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == cli_verify.EXIT_CODES["bundle-refused"] == 20, result.output
+    assert "nested deeper" in json.loads(result.output)["error"]["message"]
+
+
+def test_a_checkpoint_header_that_does_not_hash_to_the_pin_is_refused_before_decoding(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    obj = scenario.copy()
+    obj["checkpoint"]["header"] = "0x" + _nested_rlp(120_000).hex()  # pinned hash stays the honest block's
+    path = tmp_path / "deep.bundle.json"
+    path.write_text(json.dumps(obj))
+    args = ["verify", "0x" + scenario.sid("alice").hex(), "k1", "--bundle", str(path)]
+    result = CliRunner().invoke(app, [*args, "--checkpoint", "0x" + scenario.block_hash.hex(), "--json"])
+    assert result.exit_code == 20, result.output
+    assert "does not hash to the pinned" in json.loads(result.output)["error"]["message"]
