@@ -56,25 +56,6 @@ if TYPE_CHECKING:
 _SUBJECT_RE = re.compile(r"(0x)?([0-9a-fA-F]{64})")
 _KEY_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 MAX_BATCH = 1000
-# Status recorded when the client went away before its request was complete (nginx's convention;
-# never seen by a client, only by the metrics: a client disconnect is neither a 4xx nor a 5xx of ours).
-CLIENT_CLOSED = 499
-
-# HTTP status per error code; rule violations not listed answer 422.
-_STATUS = {
-    "malformed": 400,
-    "oversized": 413,
-    "chain_broken": 409,
-    "stale": 409,
-    "duplicity": 409,
-    "storage": 503,
-    "chain": 503,
-    "network": 503,
-    "throttled": 429,  # over a budget (e.g. conflicts per subject): retry later
-    "capacity": 503,  # the node holds limits.max_subjects subjects: no new subject
-    "config": 500,
-}
-
 StatusProvider = Callable[[], dict[str, Any]]
 
 
