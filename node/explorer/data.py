@@ -175,8 +175,7 @@ def events_page(ctx: ApiContext, sid: bytes, start: int, limit: int) -> tuple[li
 
 def gov(ctx: ApiContext) -> GovService | None:
     """The governance service behind /v1/gov/* (None: the node runs without a chain)."""
-    service: GovService | None = getattr(ctx, "gov", None)
-    return service
+    return ctx.gov
 
 
 def proposals(ctx: ApiContext, governor: str | None = None, subject: str | None = None) -> list[dict[str, Any]] | None:
