@@ -287,10 +287,15 @@ def create_app(ctx: ApiContext) -> Starlette:
                 services[name] = provider()
             except Exception as exc:  # a broken status provider must not break health
                 services[name] = {"ok": False, "error": type(exc).__name__}
+        store_health = getattr(registry.store, "health", None)  # SqlStore: its last write failure
+        if store_health is not None:
+            services["store"] = store_health()
+        store_ok = services.get("store", {}).get("ok", True)
         # O(1) in the registry's size: running counters only (this path is not rate limited).
         return JSONResponse(
             {
-                "ok": True,
+                "ok": store_ok,  # a store that cannot write (full disk) is not a healthy node
+                **({} if store_ok else {"degraded": ["store"]}),
                 "version": __version__,
                 "network": {"chainId": chain_id, "registry": config.network.registry},
                 "subjects": len(registry.states),

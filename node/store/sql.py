@@ -20,6 +20,7 @@ crashes (SIGKILL), but the last commits may be lost on power failure. See docs/s
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -32,7 +33,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, Table, and_, bindparam, create_engine, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from ..core.codec import decode_event, encode_event
@@ -195,8 +196,22 @@ def open_engine(url: str) -> Engine:
     raise ConfigError(f"store URL: unsupported database {backend!r} (use sqlite:/// or postgresql+psycopg://)")
 
 
+log = logging.getLogger(__name__)
+
+
+def _cause(exc: BaseException) -> str:
+    """The driver's own message, bounded: never SQLAlchemy's text, which carries the SQL and its parameters."""
+    orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    message = " ".join(str(orig).split())[:200] if isinstance(exc, DBAPIError) else ""
+    return f"{type(orig).__name__}: {message}" if message else type(orig).__name__
+
+
 class SqlStore:
-    """The durable store (see the module docstring for transactions and durability)."""
+    """The durable store (see the module docstring for transactions and durability).
+
+    A failure reaches callers (and API clients) as a StorageError with a fixed message; the
+    driver's message goes to the log only (a PostgreSQL one may name the host and user).
+    """
 
     def __init__(self, url: str, clock: Callable[[], float] = time.time, limits: Limits = DEFAULT_LIMITS) -> None:
         self.url = url
@@ -230,6 +245,31 @@ class SqlStore:
         # Keys as last written, per subject: lets a commit upsert only the key rows that changed.
         # Updated only after a transaction commits.
         self._written_keys: dict[bytes, Mapping[str, KeyRecord]] = {}
+        # The last write failure's exception type, until a write succeeds (GET /v1/health: a full
+        # disk must not look healthy), and how many writes failed since the store opened.
+        self.last_write_error: str | None = None
+        self.write_failures = 0
+
+    def _fault(self, what: str, exc: BaseException, write: bool = True) -> StorageError:
+        """Log the cause (a write's once per distinct failure in a row) and return the public StorageError."""
+        cause = _cause(exc)
+        if write:
+            self.write_failures += 1
+            label = f"{what}: {cause.split(':')[0]}"  # the exception type only: public in /v1/health
+            if label != self.last_write_error:
+                log.error("store: %s failed: %s", what, cause)
+            self.last_write_error = label
+        else:
+            log.error("store: %s failed: %s", what, cause)
+        return StorageError(f"{what} failed; the node's storage is unavailable, retry later")
+
+    def health(self) -> dict[str, Any]:
+        """The store's part of GET /v1/health: not ok from a failed write until a write succeeds."""
+        return {
+            "ok": self.last_write_error is None,
+            "lastError": self.last_write_error,
+            "writeFailures": self.write_failures,
+        }
 
     # ------------------------------------------------------------------ writes
 
@@ -245,13 +285,15 @@ class SqlStore:
             return
         now = self._now_ms()
         try:
-            self._commit_once(changes, now)
-        except IntegrityError as exc:
-            filtered = self._drop_known(changes, exc)
-            if filtered:
-                self._commit_once(filtered, now)
+            try:
+                self._commit_once(changes, now)
+            except IntegrityError as exc:
+                filtered = self._drop_known(changes, exc)
+                if filtered:
+                    self._commit_once(filtered, now)
         except SQLAlchemyError as exc:
-            raise StorageError(f"store commit failed: {exc.__class__.__name__}: {exc}") from exc
+            raise self._fault("store commit", exc) from exc
+        self.last_write_error = None
 
     def _commit_once(self, changes: Changes, now: int) -> None:
         written: dict[bytes, Mapping[str, KeyRecord]] = {}
@@ -396,7 +438,7 @@ class SqlStore:
                 ) from None
             known.add((acc.subject, seq))
         if not known:
-            raise StorageError(f"store commit failed: {exc.__class__.__name__}: {exc.orig}") from exc
+            raise self._fault("store commit", exc) from exc
         appended = [(a, r) for a, r in changes.appended if (a.subject, a.signed.event.seq) not in known]
         fresh = {a.subject for a, _ in appended} | set(switched)
         out = Changes(
@@ -442,9 +484,11 @@ class SqlStore:
             return []
         try:
             with self._write() as conn, conn.begin():
-                return self._append_audit(conn, list(entries), self._now_ms(), want_records=True)
+                records = self._append_audit(conn, list(entries), self._now_ms(), want_records=True)
         except SQLAlchemyError as exc:
-            raise StorageError(f"audit append failed: {exc.__class__.__name__}: {exc}") from exc
+            raise self._fault("audit append", exc) from exc
+        self.last_write_error = None
+        return records
 
     # ------------------------------------------------------------------ reads
 
@@ -453,7 +497,7 @@ class SqlStore:
             with self.engine.connect() as conn:
                 return list(conn.execute(stmt))
         except SQLAlchemyError as exc:
-            raise StorageError(f"store read failed: {exc.__class__.__name__}: {exc}") from exc
+            raise self._fault("store read", exc, write=False) from exc
 
     def load_states(self) -> Iterator[tuple[SubjectState, bool]]:
         """Every subject's head state and whether it is disputed."""
