@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import typer
 
 app = typer.Typer(
@@ -13,21 +15,15 @@ app = typer.Typer(
 )
 
 
+# The topic modules, each adding its commands/sub-apps to ``app`` when imported, in the order
+# ``keyreg --help`` lists them. They are cheap to import (node/cli/common.py states the rule), so all
+# of them load for any command and the help lists every command with its own text.
+TOPICS = ("chain", "init", "demo", "devnet", "event", "gov", "keys", "node", "store", "subject", "verify")
+
+
 def _register() -> None:
-    # One import per topic module; each module adds its commands/sub-apps to ``app``.
-    from . import (  # noqa: F401
-        chain,
-        demo,
-        devnet,
-        event,
-        gov,
-        init,
-        keys,
-        node,
-        store,
-        subject,
-        verify,
-    )
+    for topic in TOPICS:
+        importlib.import_module(f"{__name__}.{topic}")
 
 
 def main() -> None:

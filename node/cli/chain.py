@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.table import Table
 
@@ -63,6 +62,8 @@ def deploy(
 
 
 def _health(data_dir: Path) -> dict[str, Any] | None:
+    import httpx
+
     runfile = data_dir / "node.json"
     try:
         api = json.loads(runfile.read_text())["api"]
@@ -187,6 +188,8 @@ def anchor(
 
 
 def _subject_anchor(data_dir: Path, sid: str) -> dict[str, Any] | None:
+    import httpx
+
     try:
         api = json.loads((data_dir / "node.json").read_text())["api"]
         resp = httpx.get(f"{api}/v1/subjects/{sid}", timeout=5)

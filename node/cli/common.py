@@ -2,6 +2,11 @@
 
 Every command is wrapped by :func:`handles_errors`: a :class:`KeyregError` prints
 ``error [code]: message`` (or a JSON object with ``--json``) on stderr and exits with status 2.
+
+Import rule of the CLI (tests/cli/test_cli_startup.py): at module level a topic module imports only
+the standard library, typer, rich, ``node.core.errors`` and this module; everything else a command
+imports when it runs, so ``keyreg --help`` and the offline commands start without web3, eth-account,
+libp2p, SQLAlchemy or httpx.
 """
 
 from __future__ import annotations
@@ -14,16 +19,16 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import httpx
 import typer
 from rich.console import Console
 from rich.text import Text
 
-from ..config import Config, load_config
-from ..core.codec import loads_strict
 from ..core.errors import ConfigError, KeyregError, MalformedEvent, NetworkError
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 err_console = Console(stderr=True)
 out_console = Console()
@@ -90,6 +95,8 @@ def print_json(data: Any) -> None:
 
 def load(data_dir: Path) -> Config:
     """The config of a data dir (defaults when it has no keyreg.toml)."""
+    from ..config import load_config
+
     return load_config(data_dir)
 
 
@@ -137,10 +144,23 @@ def fmt_time(ts: int | None) -> str:
     return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
 
 
+def _refuse_redirects() -> Any:
+    """A urllib handler that follows no redirect: a 3xx is the node's answer, not an address to go to."""
+    import urllib.request
+
+    class RefuseRedirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    return RefuseRedirects
+
+
 class NodeClient:
     """A small HTTP client for one node's API; errors become KeyregErrors with the node's code."""
 
     def __init__(self, url: str, timeout: float = 15.0) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"a node URL starts with http:// or https://, got {url!r}")
         self.url = url.rstrip("/")
         self.timeout = timeout
 
@@ -159,24 +179,48 @@ class NodeClient:
         host = config.api.host if config.api.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
         return cls(f"http://{host}:{config.api.port}" if ":" not in host else f"http://[{host}]:{config.api.port}")
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def request(
+        self, method: str, path: str, params: dict[str, Any] | None = None, json_body: Any = None, content: bytes = b""
+    ) -> Any:
+        """One request to the node; its JSON answer, or a NetworkError/RemoteError.
+
+        The standard library's client: a command makes a handful of requests, and httpx would cost
+        its start-up (httpcore loads trio when installed) on every run. Redirects are not followed.
+        """
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+        from http.client import HTTPException
+
+        from ..core.codec import loads_strict
+
+        url = self.url + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        headers = {"accept": "application/json"}
+        if json_body is not None:
+            content = json.dumps(json_body).encode()
+            headers["content-type"] = "application/json"
+        req = urllib.request.Request(url, data=content or None, headers=headers, method=method)  # noqa: S310 (http[s] only: __init__)
+        opener = urllib.request.build_opener(_refuse_redirects())
         try:
-            # One connection per request: a command makes a handful, and nothing is left open.
-            with httpx.Client(base_url=self.url, timeout=self.timeout) as http:
-                resp = http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
+            # One connection per request, closed with the response: nothing is left open.
+            with opener.open(req, timeout=self.timeout) as resp:
+                status, data = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:  # an answer with a 3xx-5xx status: its body is still read
+            with exc:
+                status, data = exc.code, exc.read()
+        except (urllib.error.URLError, HTTPException, OSError) as exc:
             raise NetworkError(
                 f"cannot reach the node at {self.url} ({type(exc).__name__}): start it with `keyreg node run` "
                 "or pass --node URL"
             ) from None
         try:
-            body = loads_strict(resp.content)  # nesting bounded before parsing: the node may be anyone's
+            body = loads_strict(data)  # nesting bounded before parsing: the node may be anyone's
         except MalformedEvent:
-            raise NetworkError(f"{self.url}{path} answered {resp.status_code} with a non-JSON body") from None
-        if resp.status_code >= 400:
+            raise NetworkError(f"{self.url}{path} answered {status} with a non-JSON body") from None
+        if status >= 400:
             if isinstance(body, dict) and "code" in body:
                 raise RemoteError(str(body["code"]), f"node refused: {body.get('message', '')}")
-            raise NetworkError(f"{self.url}{path} answered {resp.status_code}")
+            raise NetworkError(f"{self.url}{path} answered {status}")
         return body
 
     def get(self, path: str, **params: Any) -> Any:
@@ -184,7 +228,7 @@ class NodeClient:
 
     def post_events(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Submit events as one batch; raise on the first rejected one."""
-        body = self.request("POST", "/v1/events", json={"events": events})
+        body = self.request("POST", "/v1/events", json_body={"events": events})
         results: list[dict[str, Any]] = body["results"]
         for r in results:
             if r["status"] == "rejected":

@@ -22,22 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.table import Table
 
-from ..config import load_config
-from ..core.codec import event_to_obj
-from ..core.eip712 import event_digest
 from ..core.errors import KeyregError, NetworkError
-from ..keys.jwt import JWTError, verify_jwt
-from ..keys.keystore import Keystore, Password
-from ..keys.operations import Head, sign_inception, sign_update
-from ..keys.rotation import KeyWindow, plan_manual_rotation
-from ..keys.service_keys import ServiceKey
 from . import app as root
 from .common import JsonOpt, NodeClient, err_console, fmt_time, handles_errors, out_console, print_json
-from .init import init_data_dir
 
 
 @dataclass
@@ -57,6 +47,8 @@ def spawn_node(
 
     Waits until /v1/health answers (deadline ``timeout``); the ports come from <data_dir>/node.json.
     """
+    import httpx
+
     runfile = data_dir / "node.json"
     with contextlib.suppress(FileNotFoundError):
         runfile.unlink()
@@ -100,6 +92,18 @@ def _step(text: str) -> None:
 
 def run_demo(as_json: bool = False, keep: bool = False) -> dict[str, Any]:
     """The demo scenario; returns its summary."""
+    import httpx
+
+    from ..config import load_config
+    from ..core.codec import event_to_obj
+    from ..core.eip712 import event_digest
+    from ..keys.jwt import JWTError, verify_jwt
+    from ..keys.keystore import Keystore, Password
+    from ..keys.operations import Head, sign_inception, sign_update
+    from ..keys.rotation import KeyWindow, plan_manual_rotation
+    from ..keys.service_keys import ServiceKey
+    from .init import init_data_dir
+
     tmp = tempfile.mkdtemp(prefix="keyreg-demo-")
     data_dir = Path(tmp) / "node"
     password = secrets.token_urlsafe(24)
@@ -226,6 +230,8 @@ def demo(
     keep: Annotated[bool, typer.Option(help="Keep the temporary data dir (and the node log).")] = False,
 ) -> None:
     """Run a self-contained local demo: node on loopback, subject, key rotation with overlap, JWT checks."""
+    import httpx
+
     try:
         summary = run_demo(as_json, keep)
     except (httpx.HTTPError, AssertionError) as exc:

@@ -26,11 +26,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.table import Table
 
-from ..config import load_config
 from ..core.errors import ConfigError, KeyregError, NetworkError
 from . import app as root
 from .common import JsonOpt, err_console, handles_errors, print_json
@@ -118,6 +116,8 @@ def _write_devnet(directory: Path, info: dict[str, Any]) -> None:
 
 def start_anvil_detached(directory: Path, port: int, block_time: float | None) -> int:
     """Start anvil in its own session (it outlives this command) with a state file; returns its PID."""
+    import httpx
+
     from ..chain.deploy import _rpc, anvil_binary
 
     binary = anvil_binary()
@@ -166,6 +166,8 @@ def _spawn_node(data_dir: Path, password_file: Path, env: dict[str, str]) -> int
 
 
 def _wait_node(data_dir: Path, pid: int, timeout: float = 90.0) -> dict[str, Any]:
+    import httpx
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not _alive(pid, "node.cli.node"):
@@ -185,6 +187,8 @@ def _wait_node(data_dir: Path, pid: int, timeout: float = 90.0) -> dict[str, Any
 
 def _configure_node(data_dir: Path, rpc_url: str, bootstrap: list[str], chain: dict[str, Any]) -> None:
     """Point a data dir at the devnet chain and peers (rewrites keyreg.toml)."""
+    from ..config import load_config
+
     cfg = load_config(data_dir)
     cfg = replace(
         cfg,
@@ -203,7 +207,7 @@ def devnet_up(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Start anvil, deploy, init and start ``nodes`` nodes; returns (and writes) devnet.json's content."""
-    from eth_keyfile import create_keyfile_json
+    from eth_keyfile.keyfile import create_keyfile_json
 
     from ..chain.deploy import ANVIL_DEV_KEY, connect, deploy_registry
     from ..keys.keystore import Password, write_private_text
@@ -309,6 +313,8 @@ def devnet_down(directory: Path) -> list[str]:
 
 def devnet_status(directory: Path) -> dict[str, Any]:
     """What runs: anvil's block, and each node's health (subjects, peers, chain queue)."""
+    import httpx
+
     from ..chain.deploy import _rpc
 
     info = read_devnet(directory)

@@ -9,6 +9,7 @@ never share a nonce with the nodes' relayers (anvil accounts 1..N) whatever the 
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from pathlib import Path
@@ -98,9 +99,13 @@ def run_scenario(
     assert head is not None
     rows: dict[str, dict[str, Any]] = {n["name"]: {"node": n["name"], "api": n["api"]} for n in nodes}
 
+    def caught_up(api: str) -> dict[str, Any] | None:
+        v = subject_view(api, sid)
+        return v if v and v["head"] == head["head"] else None
+
     for n in nodes:
         view = wait_until(
-            lambda n=n: (v := subject_view(n["api"], sid)) and v["head"] == head["head"] and v,
+            functools.partial(caught_up, n["api"]),
             timeout,
             f"{n['name']} to receive the rotation by gossip",
         )
@@ -118,7 +123,9 @@ def run_scenario(
         return None
 
     for n in nodes:
-        a = wait_until(lambda n=n: anchored(n, None), timeout, f"{n['name']} to see the head anchored in a batch")
+        a = wait_until(
+            functools.partial(anchored, n, None), timeout, f"{n['name']} to see the head anchored in a batch"
+        )
         rows[n["name"]].update(
             batch_block=a["block"], batch_mode=a["mode"], batch_s=round(time.monotonic() - t_start, 2)
         )
@@ -133,7 +140,7 @@ def run_scenario(
     if result["status"] not in ("anchored", "already"):
         raise NetworkError(f"direct anchor not made: {result}")
     for n in nodes:
-        a = wait_until(lambda n=n: anchored(n, "direct"), timeout, f"{n['name']} to see the direct anchor")
+        a = wait_until(functools.partial(anchored, n, "direct"), timeout, f"{n['name']} to see the direct anchor")
         rows[n["name"]].update(
             direct_block=a["block"], status=a["status"], direct_s=round(time.monotonic() - t_start, 2)
         )
@@ -205,7 +212,7 @@ def run_governance(devnet: dict[str, Any], progress: bool = True, timeout: float
     rows = []
     for n, verdicts in zip(nodes, result["nodes"], strict=True):
         proposal = wait_until(
-            lambda n=n: _proposal_on(n["api"], result["subject"]),
+            functools.partial(_proposal_on, n["api"], result["subject"]),
             timeout,
             f"{n['name']} to index the executed proposal",
         )

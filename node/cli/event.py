@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..core.codec import decode_event, dumps_canonical, loads_strict
-from ..core.eip712 import domain_separator, event_digest, hash_struct, typed_data
 from ..core.errors import ConfigError, RuleViolation
-from ..core.log import SubjectState, apply_event, recover_signers
-from ..core.records import Domain, SignedEvent, subject_of
 from . import app
 from .common import JsonOpt, handles_errors, print_json
+
+if TYPE_CHECKING:
+    from ..core.log import SubjectState
+    from ..core.records import Domain, SignedEvent
 
 event_app = typer.Typer(
     help="Inspect signed key events offline: wallet typed data, digests, log replay.", no_args_is_help=True
@@ -39,6 +39,8 @@ def _read(path: str) -> bytes:
 
 def _events_in(path: str) -> list[SignedEvent]:
     """Every event in a file, decoded strictly (each one size-capped as on the wire)."""
+    from ..core.codec import decode_event, dumps_canonical, loads_strict
+
     data = _read(path)
     obj = loads_strict(data)
     if isinstance(obj, list):
@@ -61,6 +63,8 @@ def _hex(b: bytes) -> str:
 @handles_errors
 def typed_data_command(file: FileArg) -> None:
     """Print the eth_signTypedData_v4 JSON of the event in FILE (what a wallet signs)."""
+    from ..core.eip712 import typed_data
+
     signed = _one_event(file)
     print_json(typed_data(signed.domain, signed.event))
 
@@ -69,6 +73,10 @@ def typed_data_command(file: FileArg) -> None:
 @handles_errors
 def digest_command(file: FileArg, as_json: JsonOpt = False) -> None:
     """Print the event's EIP-712 digest, its subject and the signers its signatures recover to."""
+    from ..core.eip712 import domain_separator, event_digest, hash_struct
+    from ..core.log import recover_signers
+    from ..core.records import subject_of
+
     signed = _one_event(file)
     digest = event_digest(signed.domain, signed.event)
     signers = recover_signers(signed, digest) if signed.signatures else ()
@@ -108,6 +116,8 @@ def validate_command(
     A rejected event leaves the state unchanged and replay goes on. Exit status: 0 if every event
     was accepted, 1 if any was rejected, 2 if the input could not be read at all.
     """
+    from ..core.log import apply_event
+
     events = [e for f in files for e in _events_in(f)]
     if not events:
         raise ConfigError("no events given")
@@ -150,6 +160,8 @@ def validate_command(
 
 
 def _domain(first: SignedEvent, chain_id: int | None, contract: str | None) -> Domain:
+    from ..core.records import Domain
+
     if contract is None:
         verifying = first.domain.verifying_contract
     else:

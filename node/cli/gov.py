@@ -13,23 +13,11 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..core.errors import ConfigError
-from ..core.hashing import keccak
-from ..gov.ballots import Ballot, decode_ballot, sign_ballot
-from ..gov.contracts import (
-    SUPPORT_NAMES,
-    DaoDeployment,
-    Governance,
-    address_of,
-    connect,
-    deploy_dao,
-    parse_support,
-    private_key_of,
-)
 from . import app as root
 from .common import (
     DEFAULT_DATA_DIR,
@@ -45,6 +33,10 @@ from .common import (
     parse_time,
     print_json,
 )
+
+if TYPE_CHECKING:
+    from ..gov.ballots import Ballot
+    from ..gov.contracts import Governance
 
 gov_app = typer.Typer(help="DAO governance: deploy a DAO, propose and vote on revocations.", no_args_is_help=True)
 root.add_typer(gov_app, name="gov")
@@ -74,6 +66,13 @@ def _rpc(data_dir: Path, rpc: str | None) -> str:
     return url
 
 
+def _governance(data_dir: Path, rpc: str | None, address: str) -> Governance:
+    """The DAO's governor contract at ``address``, over the data dir's (or --rpc) endpoint."""
+    from ..gov.contracts import Governance, connect
+
+    return Governance(connect(_rpc(data_dir, rpc)), address)
+
+
 def _dao_path(data_dir: Path, dao: Path | None) -> Path:
     return dao or data_dir / "gov" / "dao.json"
 
@@ -85,11 +84,15 @@ def _governor(data_dir: Path, dao: Path | None, governor: str | None) -> tuple[s
     path = _dao_path(data_dir, dao)
     if not path.exists():
         raise ConfigError(f"which DAO? pass --governor ADDRESS or --dao FILE ({path} does not exist)")
+    from ..gov.contracts import DaoDeployment
+
     d = DaoDeployment.read(path)
     return d.governor, d.block
 
 
 def _key(key_file: Path | None, password_file: Path | None) -> bytes:
+    from ..gov.contracts import private_key_of
+
     if key_file is None:
         env = os.environ.get("KEYREG_GOV_KEY")
         if not env:
@@ -101,7 +104,7 @@ def _key(key_file: Path | None, password_file: Path | None) -> bytes:
         raise ConfigError(f"cannot read {key_file}: {exc.strerror}") from None
     if not text.startswith("{"):
         return private_key_of(text)
-    from eth_keyfile import decode_keyfile_json
+    from eth_keyfile.keyfile import decode_keyfile_json
 
     from ..keys.keystore import resolve_password
 
@@ -158,6 +161,8 @@ def deploy(
     Subjects that want this DAO to be able to revoke their keys name the printed *executor*
     address at inception (`keyreg subject create --governor ADDRESS`).
     """
+    from ..gov.contracts import connect, deploy_dao
+
     config = load(data_dir)
     key = _key(key_file, password_file)
     w3 = connect(_rpc(data_dir, rpc))
@@ -196,6 +201,8 @@ def propose_revocation(
     as_json: JsonOpt = False,
 ) -> None:
     """Propose that the DAO revoke a key (or the whole subject) of a subject that named it."""
+    from ..core.hashing import keccak
+
     if (key_id is None) == (not whole_subject):
         raise ConfigError("pass exactly one of --key-id KID or --whole-subject")
     raw = subject.removeprefix("0x")
@@ -206,7 +213,7 @@ def propose_revocation(
     assert when is not None
     reason_hash = keccak(evidence.read_bytes()) if evidence else None
     address, _ = _governor(data_dir, dao, governor)
-    gov = Governance(connect(_rpc(data_dir, rpc)), address)
+    gov = _governance(data_dir, rpc, address)
     pid, receipt = gov.propose_revocation(
         _key(key_file, password_file), sid, key_id or "", when, reason, reason_hash=reason_hash, salt=salt
     )
@@ -249,21 +256,25 @@ def vote(
     A ballot can be signed fully offline with --nonce, --name and --chain-id; otherwise they are
     read from the chain. It is written to --out and/or submitted to a node with --submit.
     """
+    from ..gov.ballots import sign_ballot
+    from ..gov.contracts import Governance, address_of, connect, parse_support
+    from ..gov.tx import SUPPORT_NAMES
+
     pid = _pid(proposal)
     code = parse_support(support)
     key = _key(key_file, password_file)
     address, _ = _governor(data_dir, dao, governor)
     if not by_sig:
-        gov = Governance(connect(_rpc(data_dir, rpc)), address)
+        gov = _governance(data_dir, rpc, address)
         receipt = gov.cast_vote(key, pid, code, reason)
-        info = {"proposalId": str(pid), "voter": address_of(key), "support": SUPPORT_NAMES[code], **_tx(receipt)}
-        info["votes"] = gov.votes(pid)
+        cast = {"proposalId": str(pid), "voter": address_of(key), "support": SUPPORT_NAMES[code], **_tx(receipt)}
+        cast["votes"] = gov.votes(pid)
         if as_json:
-            print_json(info)
+            print_json(cast)
         else:
-            v = info["votes"]
+            v = cast["votes"]
             out_console.print(
-                f"voted {info['support']} on {pid} (tx {info['txHash']}); tally for {v['for']}, "
+                f"voted {cast['support']} on {pid} (tx {cast['txHash']}); tally for {v['for']}, "
                 f"against {v['against']}, abstain {v['abstain']}",
                 highlight=False,
             )
@@ -326,6 +337,8 @@ def submit_ballot(
     as_json: JsonOpt = False,
 ) -> None:
     """Hand a signed ballot to a node, which relays it (paying the gas) and gossips it."""
+    from ..gov.ballots import decode_ballot
+
     ballot = decode_ballot(ballot_file.read_bytes())
     result = _submit(data_dir, node, ballot)
     if as_json:
@@ -358,7 +371,7 @@ def status(
         items = [body] if proposal else body["proposals"]
     else:
         address, start = _governor(data_dir, dao, governor)
-        gov = Governance(connect(_rpc(data_dir, rpc)), address)
+        gov = _governance(data_dir, rpc, address)
         pids = [_pid(proposal)] if proposal else [p.proposal_id for p in gov.proposals(start)]
         items = [gov.summary(pid) for pid in pids]
     if as_json:
@@ -421,7 +434,7 @@ def _run_step(
 ) -> None:
     pid = _pid(proposal)
     address, start = _governor(data_dir, dao, governor)
-    gov = Governance(connect(_rpc(data_dir, rpc)), address)
+    gov = _governance(data_dir, rpc, address)
     key = _key(key_file, password_file)
     receipt = gov.queue(key, pid, start) if step == "queue" else gov.execute(key, pid, start)
     info = {"proposalId": str(pid), "state": gov.state(pid), **_tx(receipt)}

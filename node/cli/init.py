@@ -6,18 +6,17 @@ import os
 import secrets
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..config import Config, NetworkConfig
-from ..core.builder import controller_set
-from ..core.eip712 import controller_commitment
 from ..core.errors import ConfigError
-from ..keys.keystore import Keystore, Password, resolve_password, write_private_text
 from . import app as root
 from .common import DEFAULT_DATA_DIR, DataDirOpt, JsonOpt, PasswordFileOpt, err_console, handles_errors, print_json
+
+if TYPE_CHECKING:
+    from ..keys.keystore import Password
 
 
 def init_data_dir(
@@ -32,6 +31,11 @@ def init_data_dir(
     show_progress: bool = False,
 ) -> dict[str, Any]:
     """Create everything a node needs in ``data_dir``; returns a summary (no secrets)."""
+    from ..config import Config, NetworkConfig
+    from ..core.builder import controller_set
+    from ..core.eip712 import controller_commitment
+    from ..keys.keystore import Keystore, write_private_text
+
     if (data_dir / "keystore" / "keystore.json").exists():
         raise ConfigError(f"{data_dir} is already initialised (it holds a keystore); use another --data-dir")
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -109,6 +113,8 @@ def init(
     commits to the next set's hash, so a stolen current key cannot take the subject over). The password
     comes from --password-file, KEYREG_PASSWORD, or a prompt.
     """
+    from ..keys.keystore import resolve_password
+
     if threshold > controllers:
         raise ConfigError(f"--threshold {threshold} is more than --controllers {controllers}")
     password = resolve_password(password_file, confirm=True)

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from ..core.codec import event_to_obj
 from ..core.errors import ConfigError
-from ..keys.operations import Head, reduces_authority, sign_revocation, sign_update
-from ..keys.rotation import KeyWindow, plan_manual_rotation
-from ..keys.service_keys import ServiceKey, check_alg
 from . import app as root
 from .common import (
     DEFAULT_DATA_DIR,
     DataDirOpt,
     JsonOpt,
+    NodeClient,
     NodeOpt,
     PasswordFileOpt,
     ServiceAlgOpt,
@@ -27,18 +24,26 @@ from .common import (
     err_console,
     fmt_time,
     handles_errors,
+    load,
     out_console,
     parse_duration,
     parse_time,
     print_json,
+    subject_arg,
 )
 from .direct_anchor import AnchorTimeoutOpt, WaitOpt, anchor_reduction
+
+if TYPE_CHECKING:
+    from ..keys.operations import Head
+    from ..keys.rotation import KeyWindow
 
 keys_app = typer.Typer(help="Publish, rotate, retire and revoke the subject's service keys.", no_args_is_help=True)
 root.add_typer(keys_app, name="keys")
 
 
 def _windows(state: dict[str, Any], key_ids: set[str]) -> list[KeyWindow]:
+    from ..keys.rotation import KeyWindow
+
     return [
         KeyWindow(k["keyId"], k["validFrom"], k["notAfter"], k["revokedAt"])
         for k in state["keys"]
@@ -47,10 +52,14 @@ def _windows(state: dict[str, Any], key_ids: set[str]) -> list[KeyWindow]:
 
 
 def _head(state: dict[str, Any]) -> Head:
+    from ..keys.operations import Head
+
     return Head(bytes.fromhex(state["subject"][2:]), state["seq"], bytes.fromhex(state["head"][2:]), state["timestamp"])
 
 
 def _submit(s: Session, events: list[Any]) -> list[dict[str, Any]]:
+    from ..core.codec import event_to_obj
+
     return s.client.post_events([event_to_obj(e) for e in events])
 
 
@@ -76,6 +85,9 @@ def add(
     as_json: JsonOpt = False,
 ) -> None:
     """Generate a service key, keep it in the keystore, and publish it."""
+    from ..keys.operations import sign_update
+    from ..keys.service_keys import ServiceKey, check_alg
+
     s = Session(data_dir, password_file, node)
     now = int(time.time())
     nb = parse_time(not_before, now) or now
@@ -109,6 +121,8 @@ def retire(
     Ending a key earlier reduces authority, so the retirement is anchored directly by default and
     the command waits for it (--no-wait to skip waiting, with a warning).
     """
+    from ..keys.operations import reduces_authority, sign_update
+
     s = Session(data_dir, password_file, node)
     now = int(time.time())
     when = parse_time(at, now)
@@ -154,6 +168,10 @@ def rotate(
     revoking old keys reduces authority, so the events are anchored directly by default and the
     command waits for it (--no-wait to skip waiting, with a warning).
     """
+    from ..keys.operations import Head, reduces_authority, sign_revocation, sign_update
+    from ..keys.rotation import plan_manual_rotation
+    from ..keys.service_keys import ServiceKey, check_alg
+
     s = Session(data_dir, password_file, node)
     now = int(time.time())
     state = s.state()
@@ -246,6 +264,8 @@ def revoke(
     no node or bundle can hide it) and the command waits for the anchor to be confirmed; --no-wait
     skips the wait, with a warning.
     """
+    from ..keys.operations import sign_revocation
+
     s = Session(data_dir, password_file, node)
     now = int(time.time())
     when = parse_time(at, now)
@@ -300,11 +320,11 @@ def check(
     as_json: JsonOpt = False,
 ) -> None:
     """Ask the node for the verdict on a key: valid, not-yet-valid, expired, revoked, ... Exit 1 if not valid."""
-    from .common import subject_arg
-
-    s = Session(data_dir, None, node, unlock=False)
-    sid = subject_arg(subject, lambda: s.subject)
-    v = s.client.get(f"/v1/subjects/0x{sid.hex()}/keys/{key_id}", at=parse_time(at), purpose=purpose)
+    # The keystore is opened only to learn this node's own subject: checking another subject's key
+    # needs no keystore.
+    sid = subject_arg(subject, lambda: Session(data_dir, None, node, unlock=False).subject)
+    client = NodeClient.for_config(load(data_dir), node)
+    v = client.get(f"/v1/subjects/0x{sid.hex()}/keys/{key_id}", at=parse_time(at), purpose=purpose)
     if as_json:
         print_json(v)
     else:

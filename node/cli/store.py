@@ -7,21 +7,19 @@ directly (SQLite or PostgreSQL), so they work with the node stopped or running.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy.engine import make_url
 
-from ..config import Config
 from ..core.errors import ConfigError
-from ..store.audit import iter_audit, verify_audit
-from ..store.base import AuditRecord
-from ..store.check import check_database
-from ..store.sql import SqlStore
 from . import app as root
 from .common import DEFAULT_DATA_DIR, DataDirOpt, JsonOpt, err_console, handles_errors, load, out_console, print_json
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..store.base import AuditRecord
 
 db_app = typer.Typer(help="Check the node's database.", no_args_is_help=True)
 audit_app = typer.Typer(help="List and verify the hash-chained audit log.", no_args_is_help=True)
@@ -30,6 +28,8 @@ root.add_typer(audit_app, name="audit")
 
 
 def _config(data_dir: Path) -> Config:
+    from sqlalchemy.engine import make_url
+
     cfg = load(data_dir)
     url = make_url(cfg.store_url)
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
@@ -41,6 +41,8 @@ def _config(data_dir: Path) -> Config:
 @handles_errors
 def db_check(data_dir: DataDirOpt = DEFAULT_DATA_DIR, as_json: JsonOpt = False) -> None:
     """Replay every subject's log and check derived state, digests, gaps and the audit chain."""
+    from ..store.check import check_database
+
     cfg = _config(data_dir)
     if as_json:
         report = check_database(cfg.store_url, cfg.domain, cfg.limits)
@@ -95,6 +97,9 @@ def audit_list(
     ] = None,
 ) -> None:
     """List audit records, oldest first."""
+    from ..store.audit import iter_audit
+    from ..store.sql import SqlStore
+
     cfg = _config(data_dir)
     store = SqlStore(cfg.store_url, limits=cfg.limits)
     try:
@@ -122,6 +127,9 @@ def audit_list(
 @handles_errors
 def audit_verify(data_dir: DataDirOpt = DEFAULT_DATA_DIR, as_json: JsonOpt = False) -> None:
     """Recompute the audit hash chain from its first record."""
+    from ..store.audit import verify_audit
+    from ..store.sql import SqlStore
+
     cfg = _config(data_dir)
     store = SqlStore(cfg.store_url, limits=cfg.limits)
     try:

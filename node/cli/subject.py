@@ -10,12 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ..core.codec import event_to_obj
-from ..core.eip712 import event_digest
 from ..core.errors import ConfigError
-from ..core.records import ZERO20
-from ..keys.operations import sign_controller_rotation, sign_inception
-from ..keys.service_keys import ServiceKey, check_alg
 from . import app as root
 from .common import (
     DEFAULT_DATA_DIR,
@@ -63,6 +58,12 @@ def create(
     The subject id is the inception's digest (self-certifying). The event is submitted to the node
     (--node, default from the config) or written to --out.
     """
+    from ..core.codec import event_to_obj
+    from ..core.eip712 import event_digest
+    from ..core.records import ZERO20
+    from ..keys.operations import sign_inception
+    from ..keys.service_keys import ServiceKey, check_alg
+
     s = Session(data_dir, password_file, node)
     if s.keystore.subject is not None:
         raise ConfigError(f"this keystore already has subject 0x{s.keystore.subject.hex()}")
@@ -203,6 +204,9 @@ def rotate_controllers(
     once the rotation is anchored: it is anchored directly by default and the command waits for it
     (--no-wait to skip waiting, with a warning).
     """
+    from ..core.codec import event_to_obj
+    from ..keys.operations import sign_controller_rotation
+
     s = Session(data_dir, password_file, node)
     head = s.head()
     signed = sign_controller_rotation(s.keystore, s.config.domain, head, int(time.time()))
