@@ -66,6 +66,10 @@ class ApiConfig:
     # every subject, so they are budgeted much tighter (docs/adr/0027-subject-admission.md).
     new_subjects_per_s: float = 20.0
     new_subjects_burst: int = 1000  # one full batch of inceptions
+    # Request body bytes per client, charged before a body is parsed (also off when
+    # rate_limit_per_s is 0): parsing 1 MiB of JSON costs far more than one request token.
+    body_bytes_per_s: float = 4 * 1024 * 1024
+    body_bytes_burst: int = 8 * 1024 * 1024  # at least max_body_bytes
     body_timeout_s: float = 30.0  # a request body must arrive in full within this (else 408, closed)
     max_connections: int = 1024  # open API connections in all; more are refused (503, closed)
     max_connections_per_client: int = 64  # open API connections per client address

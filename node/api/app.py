@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import anyio.to_thread
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -56,6 +57,10 @@ if TYPE_CHECKING:
 _SUBJECT_RE = re.compile(r"(0x)?([0-9a-fA-F]{64})")
 _KEY_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 MAX_BATCH = 1000
+# Bodies above this are parsed and canonicalised in a worker thread, a few at a time: ~1 ms of
+# parsing per 64 KiB, so a 1 MiB body on the event loop would stall every other request.
+OFF_LOOP_BYTES = 64 * 1024
+PARSE_THREADS = 2
 StatusProvider = Callable[[], dict[str, Any]]
 
 
@@ -118,6 +123,10 @@ class RegistryCollector:
         yield GaugeMetricFamily("keyreg_disputed_subjects", "Subjects disputed", value=len(self.registry.disputed))
 
 
+def _canonical_items(items: list[Any]) -> list[bytes]:
+    return [dumps_canonical(item) for item in items]
+
+
 def create_app(ctx: ApiContext) -> Starlette:
     """The public API app."""
     registry, config = ctx.registry, ctx.config
@@ -134,6 +143,25 @@ def create_app(ctx: ApiContext) -> Starlette:
         if submit_rate > 0 and config.api.new_subjects_per_s > 0
         else None
     )
+    # Body bytes per client, charged before parsing (docs/operations.md, api.body_bytes_per_s).
+    body_buckets = (
+        TokenBuckets(config.api.body_bytes_per_s, max(config.api.body_bytes_burst, config.api.max_body_bytes))
+        if config.api.rate_limit_per_s > 0 and config.api.body_bytes_per_s > 0
+        else None
+    )
+    parse_limiter: list[anyio.CapacityLimiter] = []  # made on first use: it binds to the running loop
+
+    async def off_loop(size: int, fn: Callable[..., Any], *args: Any) -> Any:
+        if size <= OFF_LOOP_BYTES:
+            return fn(*args)
+        if not parse_limiter:
+            parse_limiter.append(anyio.CapacityLimiter(PARSE_THREADS))
+        return await anyio.to_thread.run_sync(fn, *args, limiter=parse_limiter[0])
+
+    def too_many(wait: float) -> Response:
+        status, data, extra = rate_limited(wait)
+        return Response(data, status, headers={k.decode(): v.decode() for k, v in extra}, media_type="application/json")
+
     metrics = CollectorRegistry(auto_describe=True)
     metrics.register(RegistryCollector(registry))
     for collector in ctx.collectors:
@@ -149,8 +177,15 @@ def create_app(ctx: ApiContext) -> Starlette:
 
     async def post_events(request: Request) -> Response:
         body = await read_body(request, config.api.max_body_bytes)
+        if body_buckets is not None:  # the bytes are charged before any parsing
+            wait = body_buckets.take(client_key(request.scope), len(body))
+            if wait > 0:
+                return too_many(wait)
+        if body.lstrip()[:1] != b"{":  # an event and a batch are both objects: refuse the rest unparsed
+            return error_response(400, "malformed", "the body must be a JSON object (an event or a batch)")
         try:
-            obj = loads_strict(body, config.limits.max_json_depth)  # depth bounded before parsing (finding 13)
+            # depth bounded before parsing (finding 13)
+            obj = await off_loop(len(body), loads_strict, body, config.limits.max_json_depth)
         except MalformedEvent as exc:
             return error_response(400, "malformed", exc.message)
         batch = isinstance(obj, dict) and "kind" not in obj and "events" in obj
@@ -170,11 +205,8 @@ def create_app(ctx: ApiContext) -> Starlette:
             if not wait and inceptions and new_subject_buckets is not None:
                 wait = new_subject_buckets.take(client_key(request.scope), inceptions)
             if wait > 0:
-                status, data, extra = rate_limited(wait)
-                return Response(
-                    data, status, headers={k.decode(): v.decode() for k, v in extra}, media_type="application/json"
-                )
-        raw = [dumps_canonical(item) for item in items]
+                return too_many(wait)
+        raw = await off_loop(len(body), _canonical_items, items)
         results: list[IngestResult] = await anyio.to_thread.run_sync(registry.ingest, raw, "api")
         if batch:
             counts = {s: sum(r.status == s for r in results) for s in ("accepted", "known", "duplicity", "rejected")}

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from api_support import NOW, Clock, Subject, TestClient, obj
+from api_support import Clock, Subject, TestClient, obj
 from sqlalchemy import event
 
+import node.api.app as app_module
 from node.api.app import ApiContext, create_app
 from node.config import ApiConfig, Config
 from node.registry import Registry
+from node.store.memory import MemoryStore
 from node.store.sql import SqlStore
 
 # --- M7: storage faults -----------------------------------------------------------------------
@@ -72,13 +75,78 @@ def test_a_storage_fault_answers_a_generic_503_and_health_reports_it_until_a_wri
     # The cause is in the log, once for the two identical failures, without SQL or parameters.
     logged = [rec.getMessage() for rec in caplog.records if "store commit failed" in rec.getMessage()]
     assert len(logged) == 1, logged
-    assert "readonly" in logged[0] and "INSERT" not in logged[0] and victim.id[2:12] not in logged[0]
+    assert "readonly" in logged[0]
+    assert "INSERT" not in logged[0]
+    assert victim.id[2:12] not in logged[0]
     h = client.get("/v1/health").json()
-    assert h["ok"] is False and h["degraded"] == ["store"]
+    assert h["ok"] is False
+    assert h["degraded"] == ["store"]
     assert h["services"]["store"] == {"ok": False, "lastError": "store commit: OperationalError", "writeFailures": 2}
     # Writable again: the next write succeeds and health recovers.
     assert client.post("/v1/events", json=obj(victim.inception)).status_code == 200
     h = client.get("/v1/health").json()
-    assert h["ok"] is True and "degraded" not in h
+    assert h["ok"] is True
+    assert "degraded" not in h
     assert h["services"]["store"]["ok"] is True
     assert victim.subject in registry.states
+
+
+# --- H4: body bytes are budgeted before parsing; big bodies are parsed off the event loop -------
+
+
+class ParseSpy:
+    """Wraps the real loads_strict: counts parses and the threads they ran on."""
+
+    def __init__(self) -> None:
+        self.real = app_module.loads_strict
+        self.threads: list[str] = []
+
+    def __call__(self, *args: Any) -> Any:
+        self.threads.append(threading.current_thread().name)
+        return self.real(*args)
+
+
+def _api(**api: Any) -> tuple[TestClient, Registry, Config]:
+    config = replace(Config(), api=replace(ApiConfig(), **api))
+    registry = Registry(config.domain, MemoryStore(), config.limits, clock=Clock())
+    return TestClient(create_app(ApiContext(registry, config)), client=("10.0.0.7", 5000)), registry, config
+
+
+def test_a_client_over_its_byte_budget_gets_429_before_any_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = ParseSpy()
+    monkeypatch.setattr(app_module, "loads_strict", spy)
+    # A byte budget that refills negligibly during the test: the burst is what a client may send.
+    client, _, _ = _api(body_bytes_per_s=1.0, body_bytes_burst=2 * 1024 * 1024)
+    big = b'{"kind":"update","junk":[' + b"1," * 500_000 + b"1]}"  # ~1 MB of JSON that is not an event
+    assert len(big) < 1024 * 1024
+    answers = [client.post("/v1/events", content=big, headers={"content-type": "application/json"}) for _ in range(5)]
+    statuses = [r.status_code for r in answers]
+    assert 429 not in statuses[:2], statuses
+    assert statuses[2:] == [429, 429, 429], statuses
+    assert answers[-1].json()["code"] == "rate_limited"
+    assert "retry-after" in answers[-1].headers
+    assert len(spy.threads) == 2  # the three refused bodies were never parsed
+    # Big bodies were parsed in a worker thread, not on the event loop's thread.
+    assert all(name != threading.main_thread().name for name in spy.threads), spy.threads
+    # Another client has its own budget.
+    other = TestClient(client.app, client=("10.0.0.8", 5000))
+    assert other.post("/v1/events", content=big, headers={"content-type": "application/json"}).status_code != 429
+
+
+def test_a_body_that_is_not_a_json_object_is_refused_unparsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = ParseSpy()
+    monkeypatch.setattr(app_module, "loads_strict", spy)
+    client, _, _ = _api()
+    r = client.post("/v1/events", content=b"[" + b"1," * 300_000 + b"1]")
+    assert r.status_code == 400
+    assert r.json()["code"] == "malformed"
+    assert spy.threads == []
+
+
+def test_small_events_still_pass_with_the_default_byte_budget() -> None:
+    client, registry, config = _api()
+    subjects = [Subject.make(config) for _ in range(20)]
+    r = client.post("/v1/events", json={"events": [obj(s.inception) for s in subjects]})
+    assert r.status_code == 200
+    assert r.json()["accepted"] == 20
+    assert len(registry.states) == 20
