@@ -71,6 +71,10 @@ class ApiConfig:
     body_bytes_per_s: float = 4 * 1024 * 1024
     body_bytes_burst: int = 8 * 1024 * 1024  # at least max_body_bytes
     body_timeout_s: float = 30.0  # a request body must arrive in full within this (else 408, closed)
+    # Unexpected errors (500 internal) logged with a traceback, at most this many per interval;
+    # the rest are counted and the next one logged says how many.
+    error_logs_per_interval: int = 10
+    error_log_interval_s: float = 60.0
     max_connections: int = 1024  # open API connections in all; more are refused (503, closed)
     max_connections_per_client: int = 64  # open API connections per client address
     max_page_bytes: int = 1024 * 1024  # GET .../events pages end here too (at least one event)

@@ -41,6 +41,8 @@ from .handling import ApiError, error_response, int_query, read_body, status_for
 from .middleware import (
     HotRoute,
     HotRoutes,
+    InternalErrors,
+    LogBudget,
     MetricsMiddleware,
     RateLimitMiddleware,
     TokenBuckets,
@@ -303,13 +305,30 @@ def create_app(ctx: ApiContext) -> Starlette:
     async def get_duplicity(request: Request) -> Response:
         subject = parse_subject(request.path_params["subject"])
         known_state(subject)
-        evidence = await anyio.to_thread.run_sync(registry.store.evidence, subject)
-        return JSONResponse(
-            {
-                "subject": "0x" + subject.hex(),
-                "disputed": subject in registry.disputed,
-                "evidence": [views.evidence_view(e) for e in evidence],
-            }
+        # A page at a time, like /events: a subject's holder can add evidence without end.
+        after = int_query(request.query_params, "after", 0, 0, MAX_SEQ) or 0
+        limit = int_query(request.query_params, "limit", 100, 1, 1000) or 100
+        body = await anyio.to_thread.run_sync(evidence_page, subject, after, limit)  # decoding and rendering
+        return Response(body, media_type="application/json")
+
+    def evidence_page(subject: bytes, after: int, limit: int) -> bytes:
+        page = registry.store.evidence_page(subject, after, limit)
+        parts: list[bytes] = []
+        size, cap, last = 0, config.api.max_page_bytes, after
+        for eid, entry in page:
+            part = json_bytes(views.evidence_view(entry))
+            size += len(part) + 1
+            if size > cap and parts:  # a page ends at max_page_bytes too (at least one entry)
+                break
+            parts.append(part)
+            last = eid
+        full = len(parts) < len(page) or len(page) == limit
+        return b'{"subject":"0x%s","disputed":%s,"after":%d,"next":%s,"evidence":[%s]}' % (
+            subject.hex().encode(),
+            b"true" if subject in registry.disputed else b"false",
+            after,
+            str(last).encode() if full else b"null",
+            b",".join(parts),
         )
 
     async def health(request: Request) -> Response:
@@ -386,7 +405,12 @@ def create_app(ctx: ApiContext) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[
-            # Outermost: the key-verdict path is answered here, sharing the buckets and histogram.
+            # Outermost: a bug answers 500 and is logged within a budget (never unbounded).
+            Middleware(
+                InternalErrors,
+                budget=LogBudget(config.api.error_logs_per_interval, config.api.error_log_interval_s),
+            ),
+            # Then the key-verdict path is answered here, sharing the buckets and histogram.
             Middleware(HotRoutes, routes=hot, latency=latency, buckets=buckets),
             Middleware(MetricsMiddleware, latency=latency),
             Middleware(RateLimitMiddleware, buckets=buckets),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import re
 import time
 from collections import OrderedDict
@@ -19,6 +20,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from prometheus_client import CollectorRegistry, Histogram
+
+log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -140,6 +143,70 @@ class RateLimitMiddleware:
             await send_bytes(send, status, data, extra)
             return
         await self.app(scope, receive, send)
+
+
+class LogBudget:
+    """At most ``burst`` log records per ``interval_s`` (a fixed window): the rest are counted, and
+    the next record logged says how many were suppressed. Anything a client can trigger and the
+    node logs must not let that client fill the disk."""
+
+    def __init__(self, burst: int = 10, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.burst = burst
+        self.interval_s = interval_s
+        self.clock = clock
+        self.start = -float("inf")
+        self.used = 0
+        self.suppressed = 0  # since the last record logged
+
+    def take(self) -> int | None:
+        """None: do not log (counted); else log, mentioning this many suppressed before it."""
+        now = self.clock()
+        if now - self.start >= self.interval_s:
+            self.start, self.used = now, 0
+        if self.used >= self.burst:
+            self.suppressed += 1
+            return None
+        self.used += 1
+        n, self.suppressed = self.suppressed, 0
+        return n
+
+
+_INTERNAL = json_bytes({"code": "internal", "message": "internal server error"})
+
+
+class InternalErrors:
+    """An unexpected exception (a bug) answers 500 ``internal`` and is logged with its traceback,
+    at most ``LogBudget.burst`` per interval with a count of those suppressed, and the connection
+    is closed. It is not re-raised: the server's own handler would log every one, unbounded."""
+
+    def __init__(self, app: ASGIApp, budget: LogBudget | None = None) -> None:
+        self.app = app
+        self.budget = budget if budget is not None else LogBudget()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            suppressed = self.budget.take()
+            if suppressed is not None:
+                more = f" ({suppressed} more suppressed before this one)" if suppressed else ""
+                path = str(scope.get("path", ""))[:200]
+                log.error("unexpected error on %s %r%s", method_label(scope["method"]), path, more, exc_info=exc)
+            if not started:  # else the server sees half a response and closes the connection
+                # closed after it: the request may have left the connection's state half done
+                # (HTTP/2 has no Connection header: there a stream ends, not the connection)
+                close = [] if scope.get("http_version") == "2" else [(b"connection", b"close")]
+                await send_bytes(send, 500, _INTERNAL, close)
 
 
 def latency_histogram(registry: CollectorRegistry) -> Histogram:

@@ -208,9 +208,24 @@ def _paths() -> dict[str, Any]:
         },
         "/v1/subjects/{subject}/duplicity": {
             "get": _op(
-                "Duplicity evidence",
-                {"200": _json(_OBJ, "evidence"), **_not_found()},
-                parameters=[_SUBJECT],
+                "Duplicity evidence, a page at a time",
+                {
+                    "200": _json(
+                        _OBJ,
+                        "evidence entries with id > `after`, in id order; a page ends at `limit` entries or "
+                        "`api.max_page_bytes` (at least one entry); `next` is the next page's `after` (null: no more)",
+                    ),
+                    **_not_found(),
+                },
+                parameters=[
+                    _SUBJECT,
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1, "default": 0},
+                    },
+                    _LIMIT,
+                ],
             )
         },
         "/v1/health": {

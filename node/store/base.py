@@ -120,6 +120,11 @@ class Store(Protocol):
         """Duplicity evidence, for one subject or all."""
         ...
 
+    def evidence_page(self, subject: bytes, after: int = 0, limit: int = 100) -> list[tuple[int, Duplicity]]:
+        """At most ``limit`` of a subject's evidence entries with id > ``after``, as (id, entry) in
+        id order: the id is the next page's ``after``."""
+        ...
+
     def governance_revocations(self, subject: bytes | None = None) -> list[GovernanceRevocation]:
         """Governance revocations applied, for one subject or all."""
         ...

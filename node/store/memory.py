@@ -7,6 +7,7 @@ atomic, a re-delivered event is a no-op, a different event at a stored (subject,
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 
@@ -148,6 +149,10 @@ class MemoryStore:
 
     def evidence(self, subject: bytes | None = None) -> list[Duplicity]:
         return [d for d in self._evidence if subject is None or d.subject == subject]
+
+    def evidence_page(self, subject: bytes, after: int = 0, limit: int = 100) -> list[tuple[int, Duplicity]]:
+        page = ((i, d) for i, d in enumerate(self._evidence[after:], after + 1) if d.subject == subject)
+        return list(itertools.islice(page, limit))
 
     def governance_revocations(self, subject: bytes | None = None) -> list[GovernanceRevocation]:
         return [g for g in self._governance if subject is None or g.subject == subject]

@@ -534,6 +534,29 @@ class SqlStore:
             for r in self._read(stmt)
         ]
 
+    def evidence_page(self, subject: bytes, after: int = 0, limit: int = 100) -> list[tuple[int, Duplicity]]:
+        v = t.evidence.c
+        stmt = (
+            select(v.id, v.subject, v.seq, v.first_raw, v.first_digest, v.second_raw, v.second_digest)
+            .where(v.subject == subject, v.id > after)
+            .order_by(v.id)
+            .limit(limit)
+        )
+        return [
+            (
+                r[0],
+                Duplicity(
+                    bytes(r[1]),
+                    r[2],
+                    decode_event(bytes(r[3]), self.limits),
+                    bytes(r[4]),
+                    decode_event(bytes(r[5]), self.limits),
+                    bytes(r[6]),
+                ),
+            )
+            for r in self._read(stmt)
+        ]
+
     def governance_revocations(self, subject: bytes | None = None) -> list[GovernanceRevocation]:
         g = t.governance.c
         stmt = select(g.record).order_by(g.id)

@@ -10,13 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_support import Clock, Subject, TestClient, obj
+from api_support import NOW, Clock, Subject, TestClient, obj
 from sqlalchemy import event
 
 import node.api.app as app_module
 from node.api.app import ApiContext, create_app
+from node.api.middleware import LogBudget
 from node.config import ApiConfig, Config
-from node.registry import Registry
+from node.keys.service_keys import ServiceKey
+from node.registry import ConflictBudget, Registry
 from node.store.memory import MemoryStore
 from node.store.sql import SqlStore
 
@@ -150,3 +152,122 @@ def test_small_events_still_pass_with_the_default_byte_budget() -> None:
     assert r.status_code == 200
     assert r.json()["accepted"] == 20
     assert len(registry.states) == 20
+
+
+# --- M11: the duplicity endpoint is paged -------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_duplicity_evidence_is_paged_by_id(backend: str, tmp_path: Path) -> None:
+    config = Config()
+    clock = Clock()
+    store = MemoryStore() if backend == "memory" else SqlStore(f"sqlite:///{tmp_path / 'e.db'}", clock=clock)
+    # A holder adds 16 a minute (ingest.conflicts_per_subject); the test does not wait for the windows.
+    registry = Registry(config.domain, store, config.limits, clock=clock, conflicts=ConflictBudget(per_subject=100))
+    client = TestClient(create_app(ApiContext(registry, config)), client=("127.0.0.1", 5000))
+    s = Subject.make(config)
+    bystander = Subject.make(config)
+    for subject in (s, bystander):
+        assert client.post("/v1/events", json=obj(subject.inception)).status_code == 200
+    base = (s.seq, s.head)
+    made = 0
+    for i in range(40):  # the holder signs 40 different events at seq 1: one accepted, 39 conflicts
+        s.seq, s.head = base
+        clock.t = NOW + 10 + i
+        ev = s.next_update(clock.t, [ServiceKey.generate("Ed25519", f"c{i}").published(("sig",), clock.t)])
+        answer = client.post("/v1/events", json=obj(ev)).json()
+        status = answer.get("status") or answer["result"]["status"]
+        made += status == "duplicity"
+    assert made == 39
+    every = store.evidence(s.subject)
+    assert len(every) == 39
+    seen: list[tuple[int, str, str]] = []
+    after, pages = 0, 0
+    while True:
+        r = client.get(f"/v1/subjects/{s.id}/duplicity", params={"after": after, "limit": 10})
+        assert r.status_code == 200
+        page = r.json()
+        assert page["disputed"] is True
+        assert page["after"] == after
+        assert 1 <= len(page["evidence"]) <= 10
+        seen += [(e["seq"], e["first"]["digest"], e["second"]["digest"]) for e in page["evidence"]]
+        pages += 1
+        if page["next"] is None:
+            break
+        assert page["next"] > after
+        after = page["next"]
+    assert pages == 4
+    want = [(d.seq, "0x" + d.first_digest.hex(), "0x" + d.second_digest.hex()) for d in every]
+    assert seen == want  # every entry once, in order
+    # The default page is bounded; an out-of-range limit is refused.
+    assert len(client.get(f"/v1/subjects/{s.id}/duplicity").json()["evidence"]) == 39
+    assert client.get(f"/v1/subjects/{s.id}/duplicity", params={"limit": 5000}).status_code == 400
+    assert client.get(f"/v1/subjects/{bystander.id}/duplicity").json()["evidence"] == []
+    doc = client.get("/openapi.json").json()
+    params = {p["name"] for p in doc["paths"]["/v1/subjects/{subject}/duplicity"]["get"]["parameters"]}
+    assert {"after", "limit"} <= params
+
+
+def test_a_duplicity_page_ends_at_max_page_bytes(tmp_path: Path) -> None:
+    config = Config()
+    config = replace(config, api=replace(config.api, max_page_bytes=2000))
+    clock = Clock()
+    registry = Registry(config.domain, MemoryStore(), config.limits, clock=clock)
+    client = TestClient(create_app(ApiContext(registry, config)), client=("127.0.0.1", 5000))
+    s = Subject.make(config)
+    client.post("/v1/events", json=obj(s.inception))
+    base = (s.seq, s.head)
+    for i in range(4):
+        s.seq, s.head = base
+        clock.t = NOW + 10 + i
+        client.post(
+            "/v1/events",
+            json=obj(s.next_update(clock.t, [ServiceKey.generate("Ed25519", f"c{i}").published(("sig",), clock.t)])),
+        )
+    page = client.get(f"/v1/subjects/{s.id}/duplicity").json()
+    assert len(page["evidence"]) == 1  # one entry is over 1,000 bytes: at least one per page
+    assert page["next"] is not None
+
+
+# --- L4: unexpected errors are logged within a budget ------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_unexpected_errors_answer_500_and_are_logged_at_most_n_per_interval(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, registry, config = _api(error_logs_per_interval=3)
+    s = Subject.make(config)
+    assert client.post("/v1/events", json=obj(s.inception)).status_code == 200
+
+    def bug(*args: Any) -> None:  # stands for any remaining 500 path (a bug a client can trigger)
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(registry, "state", bug)
+    with caplog.at_level(logging.ERROR, logger="node.api.middleware"):
+        answers = [client.get(f"/v1/subjects/{s.id}") for _ in range(40)]
+    assert {r.status_code for r in answers} == {500}
+    assert answers[0].json() == {"code": "internal", "message": "internal server error"}
+    logged = [rec for rec in caplog.records if rec.getMessage().startswith("unexpected error")]
+    assert len(logged) == 3  # 37 suppressed, none lost from the count
+    assert logged[0].exc_info is not None
+    assert client.get("/v1/health").status_code == 200  # the node goes on
+
+
+def test_the_log_budget_reports_how_many_it_suppressed() -> None:
+    clock = FakeClock()
+    budget = LogBudget(burst=2, interval_s=60, clock=clock)
+    assert [budget.take() for _ in range(5)] == [0, 0, None, None, None]
+    clock.t += 59
+    assert budget.take() is None
+    clock.t += 1  # a new interval: the first record logged says 4 were suppressed
+    assert budget.take() == 4
+    assert budget.take() == 0
+    assert budget.take() is None
