@@ -22,7 +22,12 @@ from .errors import BundleFormatError
 
 FORMAT = "keyreg-bundle"
 VERSION = 1
-MAX_BUNDLE_BYTES = 1 << 30  # refuse to inflate anything larger (gzip bombs)
+# A gzip bundle inflates to at most MAX_BUNDLE_BYTES, and to at most MAX_INFLATE_RATIO times its
+# own size past INFLATE_FLOOR_BYTES: real bundles (hex and base64 in JSON) compress 2-5x, a bomb
+# of whitespace 1000x, and inflating then parsing a GiB costs an air-gapped verifier 2 GB and 15 s.
+MAX_BUNDLE_BYTES = 256 << 20
+MAX_INFLATE_RATIO = 64
+INFLATE_FLOOR_BYTES = 64 << 20
 
 T = TypeVar("T")
 
@@ -252,14 +257,22 @@ _TOP = frozenset(
 )
 
 
-def read_bytes(data: bytes) -> bytes:
-    """The JSON bytes of a bundle file, inflating gzip if the file starts with its magic."""
+def read_bytes(data: bytes, max_bytes: int = MAX_BUNDLE_BYTES) -> bytes:
+    """The JSON bytes of a bundle file, inflating gzip if the file starts with its magic.
+
+    Inflation stops at the cap (see MAX_INFLATE_RATIO): a bomb costs at most the cap, never its
+    full inflated size.
+    """
     if data[:2] == b"\x1f\x8b":
+        cap = min(max_bytes, max(INFLATE_FLOOR_BYTES, MAX_INFLATE_RATIO * len(data)))
         try:
             d = zlib.decompressobj(wbits=31)
-            out = d.decompress(data, MAX_BUNDLE_BYTES)
+            out = d.decompress(data, cap)
             if d.unconsumed_tail:
-                raise BundleFormatError(f"bundle inflates beyond {MAX_BUNDLE_BYTES} bytes", part="file")
+                raise BundleFormatError(
+                    f"bundle inflates beyond {cap} bytes ({MAX_INFLATE_RATIO}x its size, at most {max_bytes})",
+                    part="file",
+                )
             return out
         except zlib.error as exc:
             raise BundleFormatError(f"bundle is not valid gzip: {exc}", part="file") from None

@@ -2,11 +2,14 @@
 
 M4: a malformed signed-request header raises RequestRejected (never ValueError/UnicodeError).
 M5: deeply nested RLP (a bundle's checkpoint header) is refused, `keyreg verify` exits 20.
+M6: a gzip bundle inflates to at most its cap (a ratio of its size, and an absolute bound).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from pathlib import Path
 
 import pytest
@@ -19,8 +22,9 @@ from verify_helpers import T0
 import node.cli.verify as cli_verify
 from node.cli import app
 from node.core.hashing import keccak
-from node.verify import RequestRejected, RequestSigner, RequestVerifier, Verifier, rlp
+from node.verify import RequestRejected, RequestSigner, RequestVerifier, Verifier, bundle, rlp
 from node.verify import requests as rq
+from node.verify.errors import BundleFormatError
 from node.verify.header import HeaderError, decode_header
 
 
@@ -135,3 +139,37 @@ def test_a_checkpoint_header_that_does_not_hash_to_the_pin_is_refused_before_dec
     result = CliRunner().invoke(app, [*args, "--checkpoint", "0x" + scenario.block_hash.hex(), "--json"])
     assert result.exit_code == 20, result.output
     assert "does not hash to the pinned" in json.loads(result.output)["error"]["message"]
+
+
+# --- M6: a gzip bomb is refused after inflating at most its cap -------------------------------
+
+
+def _bomb(inflated: int) -> bytes:
+    co = zlib.compressobj(9, zlib.DEFLATED, 31)
+    chunk = b" " * (1 << 24)
+    return b"".join([co.compress(b"{"), *(co.compress(chunk) for _ in range(inflated >> 24)), co.flush()])
+
+
+def test_a_gzip_bomb_is_refused_at_its_inflation_cap(scenario: Scenario) -> None:
+    bomb = _bomb(1 << 30)  # ~1 MB that inflates to 1 GiB of whitespace
+    assert len(bomb) < 2 << 20
+    cap = max(bundle.INFLATE_FLOOR_BYTES, bundle.MAX_INFLATE_RATIO * len(bomb))
+    assert cap < 128 << 20
+    with pytest.raises(BundleFormatError, match="inflates beyond"):
+        bundle.read_bytes(bomb)
+    with pytest.raises(BundleFormatError, match="inflates beyond"):
+        Verifier.from_bundle(bomb, scenario.block_hash, now=NOW)
+
+
+def test_the_absolute_inflation_cap_holds_for_large_files() -> None:
+    data = gzip.compress(b"{" + b" " * (3 << 20) + b"}", compresslevel=1)
+    with pytest.raises(BundleFormatError, match="inflates beyond"):
+        bundle.read_bytes(data, max_bytes=1 << 20)
+    assert len(bundle.read_bytes(data)) == (3 << 20) + 2  # under the default cap
+
+
+def test_a_real_gzip_bundle_still_loads(scenario: Scenario) -> None:
+    compressed = gzip.compress(scenario.data())
+    assert bundle.read_bytes(compressed) == scenario.data()
+    v = Verifier.from_bundle(compressed, scenario.block_hash, now=NOW)
+    assert v.verify_signature(scenario.sid("alice"), "k1", b"x", b"", at=T0 + 1000) is not None
