@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import resource
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -18,6 +20,7 @@ from node.api.app import ApiContext, create_app
 from node.api.middleware import LogBudget
 from node.config import ApiConfig, Config
 from node.keys.service_keys import ServiceKey
+from node.p2p.testing import KeyregNode
 from node.registry import ConflictBudget, Registry
 from node.store.memory import MemoryStore
 from node.store.sql import SqlStore
@@ -271,3 +274,48 @@ def test_the_log_budget_reports_how_many_it_suppressed() -> None:
     assert budget.take() == 4
     assert budget.take() == 0
     assert budget.take() is None
+
+
+@pytest.mark.e2e
+def test_a_full_disk_on_a_node_process_answers_a_generic_503_and_health_says_degraded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reviewer's reproduction: a real `keyreg node run` with a file-size limit (EFBIG stands
+    in for ENOSPC), filled with new subjects until SQLite fails."""
+    limit = 2 << 20
+    real_popen = subprocess.Popen
+
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        return real_popen(*args, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)), **kwargs)
+
+    monkeypatch.setenv("KEYREG_API_NEW_SUBJECTS_PER_S", "100000")
+    monkeypatch.setenv("KEYREG_API_NEW_SUBJECTS_BURST", "100000")
+    monkeypatch.setenv("KEYREG_API_SUBMIT_EVENTS_BURST", "100000")
+    monkeypatch.setattr(subprocess, "Popen", limited)
+    node = KeyregNode(tmp_path / "node").start()
+    monkeypatch.setattr(subprocess, "Popen", real_popen)
+    try:
+        config = Config()
+        failed = None
+        for _ in range(20):  # ~5 KB of disk per subject: 2 MiB holds a few hundred
+            batch = [obj(Subject.make(config).inception) for _ in range(200)]
+            r = node.http.post("/v1/events", json={"events": batch})
+            if r.status_code == 503:
+                failed = r
+                break
+            assert r.status_code == 200, r.text
+        assert failed is not None, "the store never filled"
+        assert failed.json()["code"] == "storage"
+        text = failed.text.lower()
+        for leak in ("insert", "sql", "parameters", "keys", batch[0]["keys"][0]["publicKey"][2:18].lower()):
+            assert leak not in text, (leak, failed.text)
+        h = node.health()
+        assert h["ok"] is False
+        assert h["degraded"] == ["store"]
+        assert h["services"]["store"]["ok"] is False
+        assert h["services"]["store"]["writeFailures"] >= 1
+    finally:
+        node.stop()
+    log = (tmp_path / "node" / "node.log").read_text(errors="replace")
+    assert "store commit failed" in log
+    assert "INSERT" not in log
