@@ -4,12 +4,16 @@ Every page loads without console errors; search finds a subject by each kind of 
 subject's timeline shows both keys overlapping; hostile event text shows as text and runs nothing;
 a ballot signed in the page by an injected EIP-1193 wallet is relayed and counted on-chain, and
 the DAO's revocation then shows on the timeline of every node's explorer; axe-core finds no
-serious or critical accessibility violation. Screenshots go to docs/explorer/.
+serious or critical accessibility violation. Screenshots go to a temporary folder, or to the folder
+named by KEYREG_SCREENSHOTS_DIR (``KEYREG_SCREENSHOTS_DIR=docs/explorer`` refreshes the documentation's),
+so a test run never rewrites tracked files.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +31,7 @@ from node.gov.scenario import create_governed_subject, mine, wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.anvil, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "docs" / "explorer"
+SHOTS = Path(os.environ.get("KEYREG_SCREENSHOTS_DIR") or Path(tempfile.gettempdir()) / "keyreg-explorer-shots")
 AXE = ROOT / "contracts" / "node_modules" / "axe-core" / "axe.min.js"
 DEPLOYER = anvil_account_key(9)
 MEMBERS = [anvil_account_key(4), bytes.fromhex("33" * 32), anvil_account_key(5)]  # member 1 holds no ETH
@@ -147,6 +151,7 @@ def test_timeline_of_a_rotated_subject_shows_both_keys_overlapping(net: Net, pag
     assert bars[1]["x"] < bars[0]["x"] + bars[0]["width"]
     assert page.locator("svg.timeline line.now").count() == 1
     shot(page, "subject-timeline", full=False)
+    SHOTS.mkdir(parents=True, exist_ok=True)
     page.locator("figure.timeline-box").screenshot(path=str(SHOTS / "timeline.png"))
     assert page.errors == []
 
