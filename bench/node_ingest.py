@@ -45,24 +45,24 @@ RESULTS = ROOT / "bench" / "results"
 TARGET_SQLITE = 4000
 
 
-CPU_US: dict[str, float] = {}  # this process's and its recovery helpers' CPU time per event (not PostgreSQL's)
-# CPU time per event of the ingesting thread (the signature-recovery workers excluded, but not the
-# chunks the ingesting thread recovers itself rather than wait for a worker, see node.registry):
+CPU_US: dict[str, float] = {}  # this process's and its signature workers' CPU time per event (not PostgreSQL's)
+# CPU time per event of the ingesting thread (the signature workers excluded, but not the chunks
+# the ingesting thread recovers itself rather than wait for a worker, see node.signature_workers):
 # compare it between runs of the same code on a busy machine; across versions compare CPU_US.
 MAIN_CPU_US: dict[str, float] = {}
 
 
-RECOVERY = [IngestConfig().recovery]  # --recovery: as a node is configured (auto = helper processes)
+WORKERS = [IngestConfig().signature_workers]  # --signature-workers: as a node is configured
 
 
 def run(name: str, make_store: Callable[[], Any], wire: list[bytes], batch: int, bulk: bool = False) -> float:
     """Ingest everything into a fresh store; returns events/s (wall clock). ``bulk``: as sync
-    ingests (on the recovery helpers with --recovery auto/process)."""
+    ingests (on the signature workers, unless --signature-workers 0)."""
     store = make_store()
-    reg = Registry(DOMAIN, store, recovery=RECOVERY[0])
+    reg = Registry(DOMAIN, store, signature_workers=WORKERS[0])
     gc.collect()
     tune_gc()  # as `keyreg node run` does once its read model is loaded (node/runtime.py)
-    cpu = time.process_time() + reg.recovery_cpu_seconds()
+    cpu = time.process_time() + reg.signature_workers.cpu_seconds()
     main_cpu = time.thread_time()
     start = time.perf_counter()
     accepted = 0
@@ -70,7 +70,7 @@ def run(name: str, make_store: Callable[[], Any], wire: list[bytes], batch: int,
         accepted += sum(r.status == "accepted" for r in reg.ingest(wire[i : i + batch], bulk=bulk))
     elapsed = time.perf_counter() - start
     MAIN_CPU_US[name] = round((time.thread_time() - main_cpu) / len(wire) * 1e6, 1)
-    CPU_US[name] = round((time.process_time() + reg.recovery_cpu_seconds() - cpu) / len(wire) * 1e6, 1)
+    CPU_US[name] = round((time.process_time() + reg.signature_workers.cpu_seconds() - cpu) / len(wire) * 1e6, 1)
     reg.close()
     store.close()
     if accepted != len(wire):
@@ -93,13 +93,13 @@ def main() -> int:
     p.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
     p.add_argument("--no-save", action="store_true", help="do not write bench/results/node_ingest.json")
     p.add_argument(
-        "--recovery",
-        default=RECOVERY[0],
-        choices=["auto", "process", "threads"],
-        help="[ingest] recovery, for the sync-batch run (the others recover on threads, as API batches do)",
+        "--signature-workers",
+        type=int,
+        default=WORKERS[0],
+        help="[ingest] signature_workers, for the sync-batch run (the others recover in-line, as API batches do)",
     )
     args = p.parse_args()
-    RECOVERY[0] = args.recovery
+    WORKERS[0] = args.signature_workers
     subjects = args.subjects or (400 if args.quick else 2000)
 
     t0 = time.perf_counter()
@@ -168,7 +168,7 @@ def main() -> int:
         "events": len(wire),
         "subjects": subjects,
         "batch_size": args.batch_size,
-        "recovery": args.recovery,
+        "signature_workers": args.signature_workers,
         "sync_batch_size": INGEST_BATCH,
         "sqlite_synchronous": "FULL (sqlite_normal_*: NORMAL), WAL",
         "postgres": postgres_note,

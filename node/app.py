@@ -146,7 +146,7 @@ async def run_governance(node: Node, *, task_status: trio.TaskStatus[None] = tri
 
 class CostCollector:
     """What inputs cost this process, for /metrics: ``keyreg_signatures_recovered_total`` (every
-    signature recovery in the node process; sync pulls on helper processes count there)."""
+    signature recovery in the node process; its signature workers count their own)."""
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         yield CounterMetricFamily(
@@ -200,7 +200,7 @@ async def open_node(
                 config.domain,
                 store,
                 config.limits,
-                recovery=config.ingest.recovery,
+                signature_workers=config.ingest.signature_workers,
                 conflicts=ConflictBudget(config.ingest.conflicts_per_subject, config.ingest.conflict_window_s),
                 reject_audits_per_batch=config.ingest.reject_audits_per_batch,
             )

@@ -16,7 +16,6 @@ from typing import Any
 from .core.errors import ConfigError
 from .core.limits import Limits
 from .core.records import Domain
-from .recovery import RECOVERY_MODES
 
 # anvil's first account deploying at nonce 0 gets this address: the devnet registry by default.
 DEVNET_REGISTRY = "0x5fbdb2315678afecb367f032d93f642f64180aa3"
@@ -37,10 +36,10 @@ class StoreConfig:
 
 @dataclass(frozen=True)
 class IngestConfig:
-    # Where sync pulls (bulk loads) recover signatures: "process" = helper processes beside the
-    # node (their own cores and GILs), "threads" = worker threads in the node, "auto" = process
-    # when the machine has 2+ CPUs. Gossip and API batches use threads (docs/adr/0010).
-    recovery: str = "auto"
+    # Processes that recover the signers of sync pulls (bulk loads) beside the node, on their own
+    # cores; at most one per CPU, none on a one-CPU machine; 0 = in-line. Gossip and API batches
+    # always recover in-line (docs/adr/0023-signature-workers.md).
+    signature_workers: int = 2
     # Conflicts (another event at an occupied seq, validly signed by the signer set in force) that
     # may reach fork choice, which replays the subject's log: per subject per window (docs/p2p.md).
     conflicts_per_subject: int = 16
@@ -286,6 +285,18 @@ def _section(obj: Any, values: dict[str, Any], name: str) -> Any:
     return replace(obj, **{k: _coerce(getattr(obj, k), v, f"{name}.{k}") for k, v in values.items()})
 
 
+def _deprecated_recovery(values: dict[str, Any]) -> None:
+    """``[ingest] recovery`` (every keyreg.toml written before ADR 0023 has it) read as
+    ``signature_workers``: "threads" means in-line (0), "auto" and "process" the default."""
+    old = values.pop("recovery", None)
+    if old is None:
+        return
+    if old not in ("auto", "process", "threads"):
+        raise ConfigError(f"config ingest.recovery (deprecated): {old!r} is not auto, process or threads")
+    if old == "threads":
+        values.setdefault("signature_workers", 0)
+
+
 def load_config(data_dir: Path | str, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
     """Read <data_dir>/keyreg.toml (if present), then KEYREG_* env vars, then explicit overrides."""
     data_dir = Path(data_dir)
@@ -302,6 +313,8 @@ def load_config(data_dir: Path | str, overrides: dict[str, dict[str, Any]] | Non
         if not is_dataclass(section):
             continue
         values = dict(raw.get(f.name, {}))
+        if f.name == "ingest":
+            _deprecated_recovery(values)
         for sub in fields(section):
             env = os.environ.get(f"KEYREG_{f.name.upper()}_{sub.name.upper()}")
             if env is not None:
@@ -310,8 +323,8 @@ def load_config(data_dir: Path | str, overrides: dict[str, dict[str, Any]] | Non
         cfg = replace(cfg, **{f.name: _section(section, values, f.name)})
     if "log_level" in raw:
         cfg = replace(cfg, log_level=str(raw["log_level"]))
-    if cfg.ingest.recovery not in RECOVERY_MODES:
-        raise ConfigError(f"config ingest.recovery: {cfg.ingest.recovery!r} is not one of {', '.join(RECOVERY_MODES)}")
+    if not 0 <= cfg.ingest.signature_workers <= 64:
+        raise ConfigError("config ingest.signature_workers must be 0 to 64")
     if cfg.ingest.conflicts_per_subject < 1 or cfg.ingest.conflict_window_s <= 0:
         raise ConfigError("config ingest.conflicts_per_subject must be >= 1 and ingest.conflict_window_s > 0")
     return cfg

@@ -31,15 +31,7 @@ from .core.records import Domain, GovernanceRevocation, Inception, Rotation, Sig
 from .core.validator import Item, Validator
 from .gov.revocations import GovernanceBook
 from .outcomes import IngestResult, Listener, Report
-from .recovery import (
-    _PARALLEL_MIN,
-    _RECOVER_CHUNK,
-    Prepared,
-    RecoveryPool,
-    _ProcessRecovery,
-    _Recovery,
-    short_switch_interval,
-)
+from .signature_workers import CHUNK, MIN_BATCH, Prepared, SignatureWorkers, SignerBatch
 from .store.base import AnchorRecord, AuditEntry, Changes, Store
 
 T = TypeVar("T")
@@ -54,13 +46,12 @@ class TreeHead(NamedTuple):
 
 @dataclass(slots=True)
 class PreparedBatch:
-    """Events decoded and hashed, their signatures (if ``recovery``) being recovered on worker
-    threads or helper processes: made by :meth:`Registry.prepare`, consumed once by
-    :meth:`Registry.ingest_prepared`."""
+    """Events decoded and hashed, their signers (if ``signers``) being recovered on the signature
+    workers: made by :meth:`Registry.prepare`, consumed once by :meth:`Registry.ingest_prepared`."""
 
     items: Sequence[Item]
     prepared: list[Prepared]
-    recovery: _Recovery | _ProcessRecovery | None
+    signers: SignerBatch | None
 
 
 def wire_bytes(item: Item, signed: SignedEvent) -> bytes:
@@ -146,8 +137,7 @@ class Registry:
         store: Store,
         limits: Limits = DEFAULT_LIMITS,
         clock: Callable[[], float] = time.time,
-        recovery: str = "threads",
-        recovery_processes: int = 0,
+        signature_workers: int = 0,
         conflicts: ConflictBudget | None = None,
         reject_audits_per_batch: int = 16,
     ) -> None:
@@ -190,8 +180,8 @@ class Registry:
         self.reject_audits_per_batch = reject_audits_per_batch
         self._rejects_left = 0
         self._rejects_over: Counter[str] = Counter()
-        # Signature recovery of large batches: helper processes or worker threads (node.recovery).
-        self.recovery = RecoveryPool(recovery, recovery_processes)
+        # Processes recovering the signers of bulk batches (node.signature_workers; 0: in-line).
+        self.signature_workers = SignatureWorkers(signature_workers)
         for state, disputed in store.load_states():
             self.states[state.subject] = state
             self.event_count += state.seq + 1
@@ -219,32 +209,27 @@ class Registry:
 
         ``bulk`` marks a bulk load (see :meth:`prepare`).
         """
-        switch = short_switch_interval() if len(items) >= _PARALLEL_MIN else contextlib.nullcontext()
-        with switch:
-            return self.ingest_prepared(self.prepare(items, bulk), source, admission)
+        return self.ingest_prepared(self.prepare(items, bulk), source, admission)
 
     def prepare(self, items: Sequence[Item], bulk: bool = False) -> PreparedBatch:
-        """Decode and hash ``items`` and, for a large batch, start recovering their signatures.
+        """Decode and hash ``items``; for a bulk batch, start recovering their signers on the workers.
 
         Needs no lock and changes no state: a caller with a stream of batches (sync) prepares the
-        next batch while the workers still recover this one's signatures, then hands each to
-        :meth:`ingest_prepared` in order, so recovery never waits for decoding. Hold
-        :func:`short_switch_interval` from here until the batch is ingested, or a worker may wait
-        up to the default 5 ms for the GIL after each signature.
+        next batch while the workers still recover this one's signers, then hands each to
+        :meth:`ingest_prepared` in order, so the workers never wait for decoding.
 
-        ``bulk`` (a sync pull) recovers on the helper processes when ``recovery.mode`` is
-        "process"; everything else recovers on worker threads. The helpers pay off in a bulk load,
-        which has the node's cores to itself (sync backfill: +15-40%). Under a steady stream on a
-        machine whose every core is already busy, their pipes and extra processes cost more CPU
-        than the threads' GIL waits (5 gossip nodes on 2 cores: +8% CPU per event; ADR 0010).
+        Only a ``bulk`` batch (a sync pull) of MIN_BATCH events or more uses the workers: a bulk
+        load has the node's cores to itself. Under a steady stream (gossip, API) on a machine whose
+        every core is already busy, extra processes cost more CPU than they save, so those batches
+        recover in-line (docs/adr/0023-signature-workers.md).
         """
-        prepared, recovery = self._prepare(items, len(items) >= _PARALLEL_MIN, bulk)
-        return PreparedBatch(items, prepared, recovery)
+        prepared, signers = self._prepare(items, bulk and len(items) >= MIN_BATCH, bulk)
+        return PreparedBatch(items, prepared, signers)
 
     def ingest_prepared(self, batch: PreparedBatch, source: str = "api", admission: bool = True) -> list[IngestResult]:
         """:meth:`ingest` for a batch made by :meth:`prepare` (one result per event)."""
         now = int(self.clock()) if admission else None
-        items, prepared, recovery = batch.items, batch.prepared, batch.recovery
+        items, prepared, signers = batch.items, batch.prepared, batch.signers
         with self._lock:
             results: list[IngestResult] = []
             changes = Changes()
@@ -252,11 +237,11 @@ class Registry:
             self._conflict_commits = 0
             self._new_subjects = 0
             work: dict[bytes, SubjectState] = {}
-            chunk: list[tuple[bytes, ...] | None] = []
+            chunk: list[tuple[bytes, ...] | None] | None = None
             for i, item in enumerate(items):
-                if i % _RECOVER_CHUNK == 0:
-                    chunk = recovery.take(i // _RECOVER_CHUNK) if recovery is not None else []
-                found = chunk[i % _RECOVER_CHUNK] if chunk else None
+                if i % CHUNK == 0:
+                    chunk = signers.take(i // CHUNK) if signers is not None else None
+                found = chunk[i % CHUNK] if chunk else None
                 results.append(self._ingest_one(item, prepared[i], found, source, now, changes, work))
             if self._rejects_over:
                 over = self._rejects_over
@@ -270,28 +255,28 @@ class Registry:
 
     def _prepare(
         self, items: Sequence[Item], parallel: bool, bulk: bool = False
-    ) -> tuple[list[Prepared], _Recovery | _ProcessRecovery | None]:
+    ) -> tuple[list[Prepared], SignerBatch | None]:
         """Decode every item and hash it; when ``parallel``, start recovering signatures meanwhile.
 
         Returns one (signed or decode error, digest or None) per item (stages 1-2 of
-        :class:`node.core.validator.Validator`), and the batch's recovery (stage 3, in chunks of
-        _RECOVER_CHUNK items) if parallel.
+        :class:`node.core.validator.Validator`), and the batch's chunks on the signature workers
+        (stage 3, CHUNK items each) if parallel and there are workers.
         """
         prepared: list[Prepared] = []
-        recovery: _Recovery | _ProcessRecovery | None = None
+        signers: SignerBatch | None = None
         chains: dict[bytes, tuple[int, bytes, bool]] = {}  # for _to_recover
         start = 0
         if parallel:
-            recovery = self.recovery.batch(bulk)
+            signers = self.signature_workers.batch()
         prepare = self.validator.prepare
         for item in items:
             prepared.append(prepare(item))
-            if recovery is not None and len(prepared) - start == _RECOVER_CHUNK:
-                recovery.submit(self._to_recover(prepared[start:], chains, bulk))
+            if signers is not None and len(prepared) - start == CHUNK:
+                signers.submit(self._to_recover(prepared[start:], chains, bulk))
                 start = len(prepared)
-        if recovery is not None and len(prepared) > start:
-            recovery.submit(self._to_recover(prepared[start:], chains, bulk))
-        return prepared, recovery
+        if signers is not None and len(prepared) > start:
+            signers.submit(self._to_recover(prepared[start:], chains, bulk))
+        return prepared, signers
 
     def _to_recover(
         self, chunk: list[Prepared], chains: dict[bytes, tuple[int, bytes, bool]], bulk: bool
@@ -345,13 +330,9 @@ class Registry:
                 out[i] = (signed, None)
         return out
 
-    def recovery_cpu_seconds(self) -> float:
-        """CPU seconds used so far by this registry's recovery helper processes (0.0 with threads)."""
-        return self.recovery.cpu_seconds()
-
     def close(self) -> None:
-        """Stop the recovery helper processes and worker threads (the registry stays readable)."""
-        self.recovery.close()
+        """End the signature workers (the registry stays readable)."""
+        self.signature_workers.close()
 
     def _ingest_one(
         self,
@@ -380,7 +361,7 @@ class Registry:
             self._audit_reject(changes, subject, 0, digest, source, full)
             return IngestResult("rejected", subject, 0, digest, error=full)
         try:
-            # signers came from the recovery workers (None: not computed or failed, so the rules
+            # signers came from the signature workers (None: not computed or failed, so the rules
             # recover again and raise the exact error).
             acc = self.validator.apply(state, signed, now, digest, signers)
         except StaleEvent:

@@ -87,30 +87,48 @@ class SignatureWorkers:
         self.timeout_s = timeout_s
         self.failed = False
         self._executor: ProcessPoolExecutor | None = None
+        self._started: list[Future[tuple[list[Signers], int, float]]] = []  # one empty task per worker
         self._cpu: dict[int, float] = {}  # worker pid -> its CPU seconds at its latest answer
-        self._lock = threading.Lock()
+        self._cpu_lock = threading.Lock()  # guards _cpu only: taken by the pool's thread too
+        self._lock = threading.Lock()  # guards the executor
 
     def batch(self) -> SignerBatch | None:
-        """A new batch's chunks for the workers; None when there are none (recover in-line)."""
+        """A new batch's chunks for the workers; None (recover in-line) when there are none, or
+        while they start: the first call starts them, and batches use them once one has answered,
+        so an ingest never waits for a worker's interpreter to start."""
         if self.processes == 0 or self.failed:
+            return None
+        with self._lock:
+            if self._executor is None:
+                self._executor = ProcessPoolExecutor(
+                    self.processes, multiprocessing.get_context("spawn"), initializer=_init_worker
+                )
+                self._started = [self._executor.submit(recover_chunk, []) for _ in range(self.processes)]
+                for future in self._started:
+                    future.add_done_callback(self._note)
+        if not any(future.done() for future in self._started):
             return None
         return SignerBatch(self)
 
     def submit(self, work: Work) -> Future[tuple[list[Signers], int, float]] | None:
         """Queue a chunk; None when the pool has been given up."""
         with self._lock:
-            if self.failed:
+            if self.failed or self._executor is None:
                 return None
-            if self._executor is None:
-                self._executor = ProcessPoolExecutor(
-                    self.processes, multiprocessing.get_context("spawn"), initializer=_init_worker
-                )
             try:
                 return self._executor.submit(recover_chunk, work)
             except RuntimeError as exc:  # BrokenProcessPool, or shut down
                 error: BaseException = exc
         self.give_up(error)
         return None
+
+    def _note(self, future: Future[tuple[list[Signers], int, float]]) -> None:
+        """Record a start-up task's worker (run by the pool's thread when it is done, or at once
+        by add_done_callback if it already is: so it must not take ``_lock``)."""
+        if not future.cancelled() and future.exception() is None:
+            _, pid, cpu = future.result()
+            with self._cpu_lock:
+                self._cpu[pid] = cpu
 
     def result(self, future: Future[tuple[list[Signers], int, float]]) -> list[Signers] | None:
         """A submitted chunk's signers; None (recover in-line) if no worker had started it yet
@@ -122,7 +140,8 @@ class SignatureWorkers:
         except (BrokenProcessPool, TimeoutError) as exc:
             self.give_up(exc)
             return None
-        self._cpu[pid] = cpu
+        with self._cpu_lock:
+            self._cpu[pid] = cpu
         return signers
 
     def give_up(self, exc: BaseException) -> None:
@@ -137,17 +156,20 @@ class SignatureWorkers:
             executor.shutdown(wait=False, cancel_futures=True)
             # A stopped or wedged worker never takes its end-of-work marker (and the interpreter
             # waits for every worker at exit): kill the live ones.
+            workers = self.pids()
             for child in multiprocessing.active_children():
-                if child.pid in self._cpu:
+                if child.pid in workers:
                     child.kill()
 
     def cpu_seconds(self) -> float:
         """CPU seconds the workers had used by their latest answers."""
-        return sum(self._cpu.values())
+        with self._cpu_lock:
+            return sum(self._cpu.values())
 
     def pids(self) -> list[int]:
         """The workers that have answered so far."""
-        return list(self._cpu)
+        with self._cpu_lock:
+            return list(self._cpu)
 
     def close(self) -> None:
         """End the workers (a later batch starts them again)."""

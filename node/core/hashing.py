@@ -6,9 +6,6 @@ secp256k1 from coincurve (libsecp256k1). Both are explicit dependencies.
 
 from __future__ import annotations
 
-import threading
-from typing import Any
-
 import sha3
 from coincurve import PrivateKey, PublicKey
 
@@ -45,82 +42,11 @@ def address_of_private_key(secret: bytes) -> bytes:
     return address_of_public_key(PrivateKey(secret).public_key)
 
 
-def _recover_uncompressed(digest: bytes, signature64: bytes, recid: int) -> bytes:
-    """65-byte uncompressed public key recovered from r||s and recid (coincurve's public API)."""
-    public_key = PublicKey.from_signature_and_message(signature64 + bytes((recid,)), digest, hasher=None)
-    return public_key.format(compressed=False)
-
-
-def _recover_signer_public_api(digest: bytes, signature: bytes, recid: int) -> bytes:
+def _recover_signer(digest: bytes, signature: bytes, recid: int) -> bytes:
     """Address of the key recovered from r||s (the first 64 bytes of ``signature``) and recid."""
-    return keccak(_recover_uncompressed(digest, signature[:64], recid)[1:])[12:]
+    public_key = PublicKey.from_signature_and_message(bytes(signature[:64]) + bytes((recid,)), digest, hasher=None)
+    return keccak(public_key.format(compressed=False)[1:])[12:]
 
-
-_recover_signer = _recover_signer_public_api
-
-try:
-    # The same libsecp256k1 calls coincurve's PublicKey makes, without its per-call object layers
-    # (about 15% of the fast path's time). Falls back to the public API if coincurve's internals move.
-    from coincurve._libsecp256k1 import ffi as _ffi
-    from coincurve._libsecp256k1 import lib as _lib
-    from coincurve.context import GLOBAL_CONTEXT as _GLOBAL_CONTEXT
-
-    _CTX = _GLOBAL_CONTEXT.ctx
-    _UNCOMPRESSED = _lib.SECP256K1_EC_UNCOMPRESSED
-    _parse = _lib.secp256k1_ecdsa_recoverable_signature_parse_compact
-    _recover = _lib.secp256k1_ecdsa_recover
-    _serialize = _lib.secp256k1_ec_pubkey_serialize
-
-    # cffi releases the GIL inside C calls, so scratch buffers are per thread.
-    _scratch = threading.local()
-
-    def _new_buffers() -> tuple[Any, Any, Any, Any, memoryview, memoryview]:
-        pub = _ffi.new("secp256k1_pubkey *")
-        out = _ffi.new("unsigned char[65]")
-        return (
-            _ffi.new("secp256k1_ecdsa_recoverable_signature *"),
-            pub,
-            out,
-            _ffi.new("size_t *", 65),
-            memoryview(_ffi.buffer(pub)),  # the recovered key in libsecp256k1's own 64-byte form
-            memoryview(_ffi.buffer(out))[1:],  # X||Y of the serialized key, hashed in place
-        )
-
-    # Recovered key (libsecp256k1's opaque 64-byte form) -> address. A controller signs many
-    # events, so most recoveries skip serializing and hashing the key. The form is opaque but
-    # the key is recoverable from it (serialize reads nothing else), so two keys never share one:
-    # the cache can only miss, never answer wrongly. Bounded: cleared when full.
-    _address_cache: dict[bytes, bytes] = {}
-    _ADDRESS_CACHE_MAX = 4096
-
-    def _recover_signer_raw(digest: bytes, signature: bytes, recid: int) -> bytes:
-        try:
-            sig, pub, out, size, pub_view, xy = _scratch.buffers
-        except AttributeError:
-            sig, pub, out, size, pub_view, xy = _scratch.buffers = _new_buffers()
-        # parse_compact reads the first 64 bytes (r||s): no need to slice off v.
-        if not _parse(_CTX, sig, signature, recid):
-            raise ValueError("unparseable signature")
-        if not _recover(_CTX, pub, sig, digest):
-            raise ValueError("signature does not recover")
-        key = pub_view.tobytes()
-        address = _address_cache.get(key)
-        if address is None:
-            size[0] = 65
-            _serialize(_CTX, out, size, pub, _UNCOMPRESSED)
-            address = keccak(xy)[12:]
-            if len(_address_cache) >= _ADDRESS_CACHE_MAX:
-                _address_cache.clear()
-            _address_cache[key] = address
-        return address
-
-    _probe = PrivateKey(b"\x01" * 32).sign_recoverable(b"\x02" * 32, hasher=None)
-    if _recover_signer_raw(b"\x02" * 32, _probe, _probe[64]) == _recover_signer_public_api(
-        b"\x02" * 32, _probe, _probe[64]
-    ):
-        _recover_signer = _recover_signer_raw
-except Exception:  # noqa: S110  any mismatch or missing internal keeps the public-API path
-    pass
 
 # s <= N/2 compared as bytes: for big-endian strings of one length, byte order is numeric order.
 _HALF_N_BYTES = _HALF_N.to_bytes(32, "big")

@@ -214,8 +214,8 @@ def recover_signers(signed: SignedEvent, digest: bytes) -> tuple[bytes, ...]:
 
 
 def signers_of(digest: bytes, sigs: Sequence[bytes]) -> tuple[bytes, ...]:
-    """:func:`recover_signers` from the digest and the signatures alone (the recovery helper
-    process, node.recoverd, gets nothing else)."""
+    """:func:`recover_signers` from the digest and the signatures alone (all that a signature
+    worker, node.signature_workers, gets)."""
     _recovered[0] += len(sigs)
     if len(sigs) == 1:  # the common case: one controller
         return (recover_address(digest, sigs[0]),)

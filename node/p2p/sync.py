@@ -376,7 +376,7 @@ class SyncProtocol:
             result.error = "the peer asked us to retry later"
             return result
         started = time.monotonic()
-        cpu_started = time.process_time() + self.registry.recovery_cpu_seconds()
+        cpu_started = time.process_time() + self.registry.signature_workers.cpu_seconds()
         self.pulls += 1
         budget = PullBudget.of(self.config)
         stream = None
@@ -413,7 +413,7 @@ class SyncProtocol:
             result.error = f"{type(exc).__name__}: {exc}"
             await _reset(stream)
         result.seconds = time.monotonic() - started
-        result.cpu_seconds = time.process_time() + self.registry.recovery_cpu_seconds() - cpu_started
+        result.cpu_seconds = time.process_time() + self.registry.signature_workers.cpu_seconds() - cpu_started
         if result.error.startswith("SyncError"):
             self._strike(peer, f"sync protocol broken by the server: {result.error}")
         elif result.invalid:

@@ -16,16 +16,13 @@ from ..core.codec import CanonicalEvent
 from ..core.eip712 import event_digest
 from ..core.errors import RuleViolation
 from ..core.records import Inception, SignedEvent
-from ..recovery import short_switch_interval
 from ..registry import PreparedBatch, Registry
 from .gossip import is_gap
 from .wire import canonical_batch, event_items, parse_message
 
 # Sync ingests received events in batches of INGEST_BATCH, each prepared (decoded, hashed, its
-# signatures sent to recovery) up to PREPARED_AHEAD events before it is ingested. Keeping only one
-# batch of 2,048 ahead left the recovery helpers idle while the next frame was decoded (~82% of
-# two cores busy). bench/sync.py, alternating runs: 1,024 / 4,096 gave 10,836-11,244 events/s,
-# one batch of 2,048 ahead 7,177-9,748; 512 or 2,048 per batch, 3,072-6,144 ahead, within noise.
+# signatures handed to the signature workers) up to PREPARED_AHEAD events before it is ingested,
+# so the workers have chunks to recover while this thread decodes the next frame (docs/adr/0010).
 INGEST_BATCH = 1024
 PREPARED_AHEAD = 4096
 
@@ -43,7 +40,7 @@ class SyncResult:
     invalid: int = 0
     rounds: int = 0
     seconds: float = 0.0
-    cpu_seconds: float = 0.0  # this process (all threads) and its recovery helpers while the pull ran
+    cpu_seconds: float = 0.0  # this process (all threads) and its signature workers while the pull ran
     at: float = field(default_factory=time.time)
     error: str = ""
     stopped: str = ""  # the pull budget it reached ("wants", "nodes", "leaves", "frames", "events", "new_subjects")
@@ -66,10 +63,10 @@ def ingest_frames(
     """Decode frames and ingest their events, behind a window of prepared batches.
 
     Each batch of INGEST_BATCH events is prepared (decoded, hashed, its signatures handed to
-    the recovery helpers or workers) up to PREPARED_AHEAD events before it is ingested, so
-    recovery keeps running while this thread decodes the next frames (it does not wait for the
-    frame after the batch it is ingesting). Batches still in the window stay in ``pending``
-    for the next call; ``last`` ingests them all.
+    the signature workers) up to PREPARED_AHEAD events before it is ingested, so the workers
+    keep recovering while this thread decodes the next frames (it does not wait for the frame
+    after the batch it is ingesting). Batches still in the window stay in ``pending`` for the
+    next call; ``last`` ingests them all.
 
     A pull hands the registry at most ``max_new_subjects`` inceptions
     (docs/adr/0027-subject-admission.md): at the one past it, the pull stops (``stopped`` is
@@ -77,26 +74,25 @@ def ingest_frames(
     """
     limits = registry.limits
     ahead = sum(len(b.items) for b in pending)
-    with short_switch_interval():
-        for body in bodies:
-            fast = canonical_batch(body, limits)
-            events: Sequence[SignedEvent | CanonicalEvent] = (
-                fast if fast is not None else _strict_frame(registry, body, result)
-            )
-            result.received += len(events)
-            if result.stopped == "new_subjects":
-                continue
-            events = _within_new_subjects(registry, events, result, max_new_subjects)
-            for i in range(0, len(events), INGEST_BATCH):
-                batch = registry.prepare(events[i : i + INGEST_BATCH], bulk=True)
-                pending.append(batch)
-                ahead += len(batch.items)
-                while ahead > PREPARED_AHEAD:
-                    done = pending.popleft()
-                    ahead -= len(done.items)
-                    _ingest_batch(registry, done, result)
-        while last and pending:
-            _ingest_batch(registry, pending.popleft(), result)
+    for body in bodies:
+        fast = canonical_batch(body, limits)
+        events: Sequence[SignedEvent | CanonicalEvent] = (
+            fast if fast is not None else _strict_frame(registry, body, result)
+        )
+        result.received += len(events)
+        if result.stopped == "new_subjects":
+            continue
+        events = _within_new_subjects(registry, events, result, max_new_subjects)
+        for i in range(0, len(events), INGEST_BATCH):
+            batch = registry.prepare(events[i : i + INGEST_BATCH], bulk=True)
+            pending.append(batch)
+            ahead += len(batch.items)
+            while ahead > PREPARED_AHEAD:
+                done = pending.popleft()
+                ahead -= len(done.items)
+                _ingest_batch(registry, done, result)
+    while last and pending:
+        _ingest_batch(registry, pending.popleft(), result)
 
 
 def _within_new_subjects(

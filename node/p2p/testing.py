@@ -22,7 +22,6 @@ from ..core import builder
 from ..core.codec import encode_event
 from ..core.eip712 import event_digest
 from ..core.records import Domain, PublishedKey, SignedEvent
-from ..recovery import process_cpu_seconds
 
 
 def subject_log(domain: Domain, secret: bytes, updates: int, timestamp: int, tag: str = "") -> list[SignedEvent]:
@@ -57,6 +56,16 @@ def _gen(args: tuple[int, bytes, int, int, int, int]) -> list[bytes]:
         secret = hashlib.sha256(b"keyreg-p2p-test-%d" % i).digest()
         out.extend(encode_event(s) for s in subject_log(domain, secret, updates, timestamp, str(i)))
     return out
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process, from /proc (0.0 where unknown)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def child_pids(pid: int) -> list[int]:
@@ -152,7 +161,10 @@ class NodeProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         port_file = self.data_dir / "control.port"
         port_file.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "node.p2p.testnode", "--data-dir", str(self.data_dir)]
+        # Started like `keyreg` (a main module that imports nothing heavy): spawned signature workers
+        # re-import the main module, and ``-m node.p2p.testnode`` would make each import libp2p.
+        launcher = "from node.p2p.testnode import main; main()"
+        cmd = [sys.executable, "-c", launcher, "--data-dir", str(self.data_dir)]
         for b in self.bootstrap:
             cmd += ["--bootstrap", b]
         for k, v in self.settings.items():
@@ -200,7 +212,7 @@ class NodeProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU seconds the node process and its live children (the signature
-        recovery helpers) have used so far (from /proc; 0 if unknown)."""
+        workers) have used so far (from /proc; 0 if unknown)."""
         if self.proc is None:
             return 0.0
         pid = self.proc.pid

@@ -215,7 +215,7 @@ async def main_async(args: argparse.Namespace) -> None:
             raise SystemExit(f"--set only supports p2p.* (got {k})")
         p2p[name] = v
     config = load_config(data_dir, {"p2p": p2p})
-    registry = Registry(config.domain, MemoryStore(), config.limits, recovery=config.ingest.recovery)
+    registry = Registry(config.domain, MemoryStore(), config.limits, signature_workers=config.ingest.signature_workers)
     tune_gc()  # as `keyreg node run` does (node/app.py), so benchmarks measure the real settings
     node = Node(registry, args.record_times)
     async with trio.open_nursery() as nursery:

@@ -22,8 +22,8 @@ from tests.store.streams import DOMAIN, interleaved, mixed_items
 CLOCK = lambda: 1_800_000_000  # noqa: E731
 
 
-@pytest.mark.parametrize("recovery", ["process", "threads"])
-def test_frames_ingested_through_the_window_match_one_ingest(monkeypatch: pytest.MonkeyPatch, recovery: str) -> None:
+@pytest.mark.parametrize("workers", [2, 0])
+def test_frames_ingested_through_the_window_match_one_ingest(monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
     monkeypatch.setattr(sync_mod, "INGEST_BATCH", 70)
     monkeypatch.setattr(sync_mod, "PREPARED_AHEAD", 150)
     from node.core.codec import encode_event
@@ -34,7 +34,7 @@ def test_frames_ingested_through_the_window_match_one_ingest(monkeypatch: pytest
     frames = [encode_batch(good[i : i + 90]) for i in range(0, len(good), 90)]
     frames.insert(2, b'{"events": [' + b",".join(bad) + b'],"type":"events"}')
 
-    registry = Registry(DOMAIN, MemoryStore(), clock=CLOCK, recovery=recovery)
+    registry = Registry(DOMAIN, MemoryStore(), clock=CLOCK, signature_workers=workers)
     try:
         proto = SyncProtocol(None, registry, P2PConfig())  # type: ignore[arg-type]  # no network here
         result = SyncResult("peer", "full")

@@ -212,14 +212,15 @@ def test_recovery_anchor_overrides_an_earlier_direct_anchor(registry: Registry) 
     assert state.head == result.digest
 
 
-def test_large_batch_recovering_on_a_worker_matches_one_by_one_ingest() -> None:
-    """Batches >= _PARALLEL_MIN recover signatures on a worker thread: same results, same errors."""
-    from node import registry as registry_module
+def test_large_batch_matches_one_by_one_ingest() -> None:
+    """A large batch (in-line; bulk ones on workers: tests/registry/test_registry_signature_workers.py):
+    same results, same errors as one event at a time."""
+    from node.signature_workers import MIN_BATCH
     from tests.store.streams import DOMAIN as STREAM_DOMAIN
     from tests.store.streams import mixed_items
 
     items = mixed_items(7, 20, 6)
-    assert len(items) >= 2 * registry_module._PARALLEL_MIN
+    assert len(items) >= 2 * MIN_BATCH
     clock = lambda: 1_800_000_000  # noqa: E731
     batched = Registry(STREAM_DOMAIN, MemoryStore(), clock=clock).ingest(items)
     one_by_one = Registry(STREAM_DOMAIN, MemoryStore(), clock=clock)
