@@ -23,6 +23,8 @@ from ..core.codec import encode_event
 from ..core.eip712 import event_digest
 from ..core.records import Domain, PublishedKey, SignedEvent
 
+RETRY_DEADLINE_S = 60.0  # how long NodeProcess.submit keeps re-sending a batch the node throttles (429)
+
 
 def subject_log(domain: Domain, secret: bytes, updates: int, timestamp: int, tag: str = "") -> list[SignedEvent]:
     """An inception then ``updates`` metadata updates for one controller secret."""
@@ -314,11 +316,21 @@ class KeyregNode:
         return out
 
     def submit(self, events: list[bytes]) -> dict[str, Any]:
-        """POST /v1/events as batches of at most 1,000 (the API's cap); merged counts."""
+        """POST /v1/events as batches of at most 1,000 (the API's cap); merged counts.
+
+        Like any well-behaved client, a batch refused with 429 is sent again after the Retry-After the
+        node names (the per-client event, byte and new-subject budgets of a real node apply to tests
+        too), within ``RETRY_DEADLINE_S`` per batch.
+        """
         totals: dict[str, Any] = {"accepted": 0, "known": 0, "duplicity": 0, "rejected": 0, "results": []}
         for i in range(0, len(events), 1000):
             body = b'{"events":[' + b",".join(events[i : i + 1000]) + b"]}"
-            r = self.http.post("/v1/events", content=body, headers={"content-type": "application/json"})
+            deadline = time.monotonic() + RETRY_DEADLINE_S
+            while True:
+                r = self.http.post("/v1/events", content=body, headers={"content-type": "application/json"})
+                if r.status_code != 429 or time.monotonic() >= deadline:
+                    break
+                time.sleep(min(float(r.headers.get("retry-after", "1")), max(0.0, deadline - time.monotonic())))
             r.raise_for_status()
             out = r.json()
             for k in ("accepted", "known", "duplicity", "rejected"):
