@@ -29,7 +29,7 @@ from .core.log import Accepted, KeyRecord, SubjectState, check_competitor
 from .core.merkle import SparseMerkleTree
 from .core.records import Domain, GovernanceRevocation, Inception, Rotation, SignedEvent
 from .core.validator import Item, Validator
-from .gov.revocations import GovernanceBook
+from .governance_book import GovernanceBook
 from .outcomes import IngestResult, Listener, Report
 from .signature_workers import CHUNK, MIN_BATCH, Prepared, SignatureWorkers, SignerBatch
 from .store.base import AnchorRecord, AuditEntry, Changes, Store
@@ -155,7 +155,7 @@ class Registry:
         # Changed only under the lock. Readers that need just the root take tree_head, replaced
         # whole after every commit, so they never take the lock nor fill the tree's hash cache.
         self.tree = SparseMerkleTree()
-        # One per (subject, key id), the named governor's only, capped per subject (node.gov.revocations).
+        # One per (subject, key id), the named governor's only, capped per subject (node.governance_book).
         self._governance = GovernanceBook(limits.max_keys_per_subject + 1)
         self._anchored: dict[bytes, int] = {}  # digest -> best fork-choice rank (anchor_rank)
         self._positions: dict[bytes, int] = {}  # digest -> earliest on-chain position

@@ -160,7 +160,7 @@ def test_governance_revocation_applies_only_from_the_named_governor(registry: Re
     assert verdict.revoked.by == "governance"
     assert verdict.revoked.proposal_id == 8
     assert registry.verdict(subject, "k0", NOW - 501).status == "valid"
-    # the bogus record is not even held: only the named governor's count (node.gov.revocations, review M8)
+    # the bogus record is not even held: only the named governor's count (node.governance_book, review M8)
     assert [g.proposal_id for g in registry.governance(subject)] == [8]
 
 

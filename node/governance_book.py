@@ -2,9 +2,8 @@
 
 Anyone can name their own EOA as the governor of a free subject and call ``revokeByGovernance``
 as often as they pay for it (~35k gas), with any key id and ever earlier ``effectiveAt``: the
-contract keeps, per key id, the earliest time. The registry used to keep every such event in a
-list per subject, searched linearly on each insert (quadratic per watcher batch, under the
-registry lock) and walked by every verdict of that subject.
+contract keeps, per key id, the earliest time. Kept as they come, such events would grow without
+bound and make every verdict of that subject walk them.
 
 The book keeps exactly what a verdict needs, in a dict per subject:
 - one revocation per (subject, key id): the earliest effective, which is the contract's own rule
@@ -23,8 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from ..core.log import SubjectState
-from ..core.records import GovernanceRevocation
+from .core.log import SubjectState
+from .core.records import GovernanceRevocation
 
 
 class GovernanceBook:
