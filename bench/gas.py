@@ -104,12 +104,25 @@ class Bench:
         signed = builder.sign_event(self.domain, inc, current[:threshold])
         gas = self.anchor(signed)
         digest = event_digest(self.domain, inc)
-        return {"tag": tag, "current": current, "next": nxt, "threshold": threshold, "subject": digest,
-                "seq": 0, "head": digest, "inception_gas": gas}
+        return {
+            "tag": tag,
+            "current": current,
+            "next": nxt,
+            "threshold": threshold,
+            "subject": digest,
+            "seq": 0,
+            "head": digest,
+            "inception_gas": gas,
+        }
 
     def update_event(self, s: dict[str, Any], key_id: str = "key-2") -> SignedEvent:
-        ev = builder.update(s["subject"], s["seq"] + 1, s["head"], T0 + 60 * (s["seq"] + 1),
-                            publish=[_key(s["tag"] + key_id.encode(), key_id)])
+        ev = builder.update(
+            s["subject"],
+            s["seq"] + 1,
+            s["head"],
+            T0 + 60 * (s["seq"] + 1),
+            publish=[_key(s["tag"] + key_id.encode(), key_id)],
+        )
         return builder.sign_event(self.domain, ev, s["current"][: s["threshold"]])
 
     def advance(self, s: dict[str, Any], signed: SignedEvent) -> None:
@@ -122,8 +135,15 @@ class Bench:
         return gas
 
     def revocation(self, s: dict[str, Any]) -> int:
-        ev = builder.revocation(s["subject"], s["seq"] + 1, s["head"], T0 + 60 * (s["seq"] + 1), "key-1",
-                                T0 + 60 * (s["seq"] + 1), "compromised")
+        ev = builder.revocation(
+            s["subject"],
+            s["seq"] + 1,
+            s["head"],
+            T0 + 60 * (s["seq"] + 1),
+            "key-1",
+            T0 + 60 * (s["seq"] + 1),
+            "compromised",
+        )
         signed = builder.sign_event(self.domain, ev, s["current"][: s["threshold"]])
         gas = self.anchor(signed, builder.controller_set(s["current"]), s["threshold"])
         self.advance(s, signed)
@@ -131,9 +151,16 @@ class Bench:
 
     def rotation(self, s: dict[str, Any]) -> int:
         following = [keccak(x) for x in s["next"]]
-        ev = builder.rotation(s["subject"], s["seq"] + 1, s["head"], T0 + 60 * (s["seq"] + 1),
-                              builder.controller_set(s["next"]), s["threshold"],
-                              builder.controller_set(following), s["threshold"])
+        ev = builder.rotation(
+            s["subject"],
+            s["seq"] + 1,
+            s["head"],
+            T0 + 60 * (s["seq"] + 1),
+            builder.controller_set(s["next"]),
+            s["threshold"],
+            builder.controller_set(following),
+            s["threshold"],
+        )
         signed = builder.sign_event(self.domain, ev, s["next"][: s["threshold"]])
         gas = self.anchor(signed)
         s["current"], s["next"] = s["next"], following
@@ -198,11 +225,17 @@ def measure(bench: Bench, samples: int) -> dict[str, Any]:
         a, b, c = owners[(3 * i) % len(owners)], owners[(3 * i + 1) % len(owners)], owners[(3 * i + 2) % len(owners)]
         d1 = Web3.to_checksum_address(keccak(b"d1-%d" % i)[:20])
         d2 = Web3.to_checksum_address(keccak(b"d2-%d" % i)[:20])
-        adds.append(erc(lambda x, d=d1: f.addDelegate(x, delegate_type, d, 86400),
-                        lambda x, d=d2: f.addDelegate(x, delegate_type, d, 86400), a))
+        adds.append(
+            erc(
+                lambda x, d=d1: f.addDelegate(x, delegate_type, d, 86400),
+                lambda x, d=d2: f.addDelegate(x, delegate_type, d, 86400),
+                a,
+            )
+        )
         v1, v2 = keccak(b"v1-%d" % i), keccak(b"v2-%d" % i)
-        sets.append(erc(lambda x, v=v1: f.setAttribute(x, attr, v, 86400),
-                        lambda x, v=v2: f.setAttribute(x, attr, v, 86400), b))
+        sets.append(
+            erc(lambda x, v=v1: f.setAttribute(x, attr, v, 86400), lambda x, v=v2: f.setAttribute(x, attr, v, 86400), b)
+        )
         n1 = Web3.to_checksum_address(keccak(b"o1-%d" % i)[:20])
         changes.append((bench.send(f.changeOwner(c, n1), c), 0))
     r["erc1056_add_delegate_gas"] = int(statistics.median(x for x, _ in adds))
@@ -230,8 +263,11 @@ def table(r: dict[str, Any]) -> str:
         ("KeyRegistry direct: revocation 1-of-1", r["direct_revocation_gas"], ""),
         ("KeyRegistry direct: rotation 1-of-1", r["rotation_gas"], ""),
         ("KeyRegistry direct: rotation 2-of-3", r["rotation_2of3_gas"], ""),
-        ("KeyRegistry anchorEvents: 10 updates / tx", r["anchor_events_10_updates_gas"],
-         f"{r['anchor_events_gas_per_event']:,} per event"),
+        (
+            "KeyRegistry anchorEvents: 10 updates / tx",
+            r["anchor_events_10_updates_gas"],
+            f"{r['anchor_events_gas_per_event']:,} per event",
+        ),
         ("KeyRegistry batch: very first root", r["batch_first_gas"], "creates the batch counter"),
     ]
     for h in (1, 100, 1000):
@@ -241,10 +277,16 @@ def table(r: dict[str, Any]) -> str:
         rows.append((f"KeyRegistry batch: root over {h:,} heads", r[f"batch_gas_per_tx_{h}"], note))
     rows += [
         ("ERC-1056 changeOwner (fresh identity)", r["erc1056_change_owner_gas"], ""),
-        ("ERC-1056 addDelegate (fresh / repeat)", r["erc1056_add_delegate_gas"],
-         f"repeat {r['erc1056_add_delegate_repeat_gas']:,}"),
-        ("ERC-1056 setAttribute (fresh / repeat)", r["erc1056_set_attribute_gas"],
-         f"repeat {r['erc1056_set_attribute_repeat_gas']:,}"),
+        (
+            "ERC-1056 addDelegate (fresh / repeat)",
+            r["erc1056_add_delegate_gas"],
+            f"repeat {r['erc1056_add_delegate_repeat_gas']:,}",
+        ),
+        (
+            "ERC-1056 setAttribute (fresh / repeat)",
+            r["erc1056_set_attribute_gas"],
+            f"repeat {r['erc1056_set_attribute_repeat_gas']:,}",
+        ),
     ]
     width = max(len(n) for n, _, _ in rows)
     lines = [f"{'operation':<{width}}  {'gas':>9}  notes", "-" * (width + 40)]

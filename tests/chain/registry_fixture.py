@@ -59,13 +59,19 @@ class Registry:
             return self.errors.get(data[:10], data)
         return None
 
-    def anchor(self, signed: SignedEvent, controllers: Sequence[bytes] | None = None, threshold: int | None = None,
-               sender: str | None = None) -> Any:
+    def anchor(
+        self,
+        signed: SignedEvent,
+        controllers: Sequence[bytes] | None = None,
+        threshold: int | None = None,
+        sender: str | None = None,
+    ) -> Any:
         name, args = call_for(signed, controllers, threshold)
         return self.ok(name, args, sender)
 
-    def anchor_error(self, signed: SignedEvent, controllers: Sequence[bytes] | None = None,
-                     threshold: int | None = None) -> str | None:
+    def anchor_error(
+        self, signed: SignedEvent, controllers: Sequence[bytes] | None = None, threshold: int | None = None
+    ) -> str | None:
         name, args = call_for(signed, controllers, threshold)
         return self.error_of(name, args)
 

@@ -21,8 +21,19 @@ def test_committed_artifact_loads() -> None:
     assert art.bytecode.startswith("0x")
     assert len(art.deployed_bytecode) > 1000
     names = {item.get("name") for item in art.abi}
-    assert {"anchorInception", "anchorUpdate", "anchorRotation", "recoverRotation", "anchorEvents", "anchorBatch",
-            "revokeByGovernance", "headSlot", "HeadAnchored", "BatchAnchored", "GovernanceRevoked"} <= names
+    assert {
+        "anchorInception",
+        "anchorUpdate",
+        "anchorRotation",
+        "recoverRotation",
+        "anchorEvents",
+        "anchorBatch",
+        "revokeByGovernance",
+        "headSlot",
+        "HeadAnchored",
+        "BatchAnchored",
+        "GovernanceRevoked",
+    } <= names
 
 
 def test_artifacts_match_sources() -> None:
@@ -35,6 +46,10 @@ def test_artifacts_match_sources() -> None:
         pytest.skip(reason)
     proc = subprocess.run(
         ["node", str(ROOT / "contracts" / "compile.js"), "--check"],
-        capture_output=True, text=True, timeout=180, cwd=ROOT, check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]

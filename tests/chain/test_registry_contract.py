@@ -145,7 +145,12 @@ def test_type_hashes_and_domain_match_core(registry: Registry) -> None:
 def test_every_kind_digest_equals_core(registry: Registry, n: int, threshold: int) -> None:
     actor = incept(registry, f"kinds{n}", n, threshold)  # checks the inception digest
     upd = builder.update(
-        actor.subject, 1, actor.head, T0 + 1, publish=[ed_key("k2", 2), ed_key("k3", 3)], retire=[("k1", T0 + 500)],
+        actor.subject,
+        1,
+        actor.head,
+        T0 + 1,
+        publish=[ed_key("k2", 2), ed_key("k3", 3)],
+        retire=[("k1", T0 + 500)],
         metadata="new metadata ✓",
     )
     rev = builder.revocation(actor.subject, 2, event_digest(registry.domain, upd), T0 + 2, "k2", T0 + 2, "lost")
@@ -534,7 +539,9 @@ def test_batch_root_is_stored_once(registry: Registry) -> None:
         registry.w3.eth.get_storage_at(registry.contract.address, keccak(root + (1).to_bytes(32, "big"))), "big"
     )
     assert (word & (2**48 - 1), (word >> 48) & (2**48 - 1), word >> 96) == (
-        receipt["blockNumber"], block["timestamp"], int(submitter, 16)
+        receipt["blockNumber"],
+        block["timestamp"],
+        int(submitter, 16),
     )
     # A verifier checks a head against the anchored root off-chain.
     subject = keccak(b"s7")

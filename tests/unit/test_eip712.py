@@ -172,7 +172,11 @@ def test_wallet_signatures_build_a_valid_log() -> None:
     domain = gen.DEVNET
     w = gen.LogWriter(domain)
     inc = builder.inception(
-        gen.T0, [gen.address("w1"), gen.address("w2")], 2, [gen.address("w3")], 1,
+        gen.T0,
+        [gen.address("w1"), gen.address("w2")],
+        2,
+        [gen.address("w3")],
+        1,
         keys=[gen.key("sig", "Ed25519", ["sign"], gen.T0)],
     )
     sigs = [_wallet_sign("w1", domain, inc, "sign_typed_data"), _wallet_sign("w2", domain, inc, "sign_message")]

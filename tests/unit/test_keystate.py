@@ -17,7 +17,10 @@ def _state() -> SubjectState:
     """k-sign: [T0, T0+1000) sign+jwt; k-future: from T0+500; k-rev: revoked from T0+300 by controllers."""
     w = gen.LogWriter(gen.DEVNET)
     w.incept(
-        T0, ["a"], 1, None,
+        T0,
+        ["a"],
+        1,
+        None,
         keys=[
             gen.key("k-sign", "Ed25519", ["sign", "jwt"], T0 - 100, T0 + 1000),
             gen.key("k-rev", "P-256", ["tls"], T0),

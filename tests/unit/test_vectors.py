@@ -84,10 +84,25 @@ def test_invalid_case_is_rejected_with_its_code(case: dict[str, Any]) -> None:
 def test_invalid_cases_cover_the_brief() -> None:
     names = {c["name"] for c in INVALID}
     required = {
-        "wrong-signer", "below-threshold", "tampered-field", "bad-prev", "gap", "replay-head", "replay-old",
-        "wrong-chain-id", "wrong-contract", "commitment-mismatch", "unknown-field", "duplicate-json-key",
-        "oversized-event", "high-s-signature", "unsorted-signatures", "retire-unknown-key", "republished-key-id",
-        "event-after-subject-revocation", "timestamp-backwards",
+        "wrong-signer",
+        "below-threshold",
+        "tampered-field",
+        "bad-prev",
+        "gap",
+        "replay-head",
+        "replay-old",
+        "wrong-chain-id",
+        "wrong-contract",
+        "commitment-mismatch",
+        "unknown-field",
+        "duplicate-json-key",
+        "oversized-event",
+        "high-s-signature",
+        "unsorted-signatures",
+        "retire-unknown-key",
+        "republished-key-id",
+        "event-after-subject-revocation",
+        "timestamp-backwards",
     }
     assert required <= names
     assert {c["code"] for c in INVALID} == set(ALL_RULE_CODES) - {"duplicity", "rule_violation"}

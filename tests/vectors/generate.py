@@ -149,7 +149,13 @@ class LogWriter:
     ) -> Rotation:
         nxt = [address(lbl) for lbl in next_labels] if next_labels is not None else None
         return builder.rotation(
-            self.subject, self.seq + 1, self.head, ts, [address(lbl) for lbl in labels], threshold, nxt,
+            self.subject,
+            self.seq + 1,
+            self.head,
+            ts,
+            [address(lbl) for lbl in labels],
+            threshold,
+            nxt,
             next_threshold or threshold,
         )
 
@@ -291,7 +297,10 @@ def _log_entry(
 def single_controller_log() -> dict[str, Any]:
     w = LogWriter(DEVNET)
     w.incept(
-        T0, ["alice"], 1, ["alice-next"],
+        T0,
+        ["alice"],
+        1,
+        ["alice-next"],
         keys=[key("sig-2025", "Ed25519", ["sign"], T0)],
         metadata='{"name":"payments-api"}',
     )
@@ -339,7 +348,11 @@ def multisig_log() -> dict[str, Any]:
     labels = ["ops-1", "ops-2", "ops-3"]
     next_labels = ["ops-4", "ops-5", "ops-6"]
     w.incept(
-        T0, labels, 2, next_labels, 2,
+        T0,
+        labels,
+        2,
+        next_labels,
+        2,
         keys=[key("tls-a", "P-256", ["tls"], T0), key("sig-a", "Ed25519", ["sign", "jwt"], T0)],
         governor=gov,
         metadata="",
@@ -394,8 +407,14 @@ def subject_revocation_log() -> dict[str, Any]:
 
 def other_network_log() -> dict[str, Any]:
     w = LogWriter(SEPOLIA)
-    w.incept(T0, ["alice"], 1, ["alice-next"], keys=[key("sig-2025", "Ed25519", ["sign"], T0)],
-             metadata='{"name":"payments-api"}')
+    w.incept(
+        T0,
+        ["alice"],
+        1,
+        ["alice-next"],
+        keys=[key("sig-2025", "Ed25519", ["sign"], T0)],
+        metadata='{"name":"payments-api"}',
+    )
     w.update(T0 + 100, ["alice"], publish=[key("sig-2026", "secp256k1", ["sign", "jwt"], T0 + 200)])
     return _log_entry(
         "other-network",
@@ -484,25 +503,50 @@ def invalid_cases() -> dict[str, Any]:
     upd = a.next_update(T0 + 20, publish=[key("sig-3", "P-256", ["sign"], T0 + 20)])
     good = sign(DEVNET, upd, ["alice"])
 
-    case("wrong-signer", "update signed by a key that is not a controller", pa, "unauthorized_signer",
-         sign(DEVNET, upd, ["mallory"]))
-    case("below-threshold", "2-of-3 subject, update signed by one controller", pm, "below_threshold",
-         sign(DEVNET, m.next_update(T0 + 5, metadata="x"), ["ops-2"]))
-    case("no-signatures", "update carrying no signature at all", pa, "below_threshold",
-         replace(good, signatures=()))
+    case(
+        "wrong-signer",
+        "update signed by a key that is not a controller",
+        pa,
+        "unauthorized_signer",
+        sign(DEVNET, upd, ["mallory"]),
+    )
+    case(
+        "below-threshold",
+        "2-of-3 subject, update signed by one controller",
+        pm,
+        "below_threshold",
+        sign(DEVNET, m.next_update(T0 + 5, metadata="x"), ["ops-2"]),
+    )
+    case("no-signatures", "update carrying no signature at all", pa, "below_threshold", replace(good, signatures=()))
     tampered = event_to_obj(good)
     tampered["timestamp"] += 1
-    case("tampered-field", "a signed field changed after signing: the signature recovers another address",
-         pa, "unauthorized_signer", tampered)
+    case(
+        "tampered-field",
+        "a signed field changed after signing: the signature recovers another address",
+        pa,
+        "unauthorized_signer",
+        tampered,
+    )
     tampered = event_to_obj(good)
     tampered["publish"][0]["purposes"] = ["sign", "encrypt"]
-    case("tampered-nested-field", "a purpose added to a published key after signing", pa, "unauthorized_signer",
-         tampered)
-    case("bad-prev", "prev is not the digest of the head", pa, "chain_broken",
-         sign(DEVNET, replace(upd, prev=keccak(b"not the head")), ["alice"]))
+    case(
+        "tampered-nested-field", "a purpose added to a published key after signing", pa, "unauthorized_signer", tampered
+    )
+    case(
+        "bad-prev",
+        "prev is not the digest of the head",
+        pa,
+        "chain_broken",
+        sign(DEVNET, replace(upd, prev=keccak(b"not the head")), ["alice"]),
+    )
     case("gap", "seq skips one", pa, "chain_broken", sign(DEVNET, replace(upd, seq=upd.seq + 1), ["alice"]))
-    case("wrong-subject", "prev extends this subject's head but the subject field names another",
-         pa, "chain_broken", sign(DEVNET, replace(upd, subject=keccak(b"another subject")), ["alice"]))
+    case(
+        "wrong-subject",
+        "prev extends this subject's head but the subject field names another",
+        pa,
+        "chain_broken",
+        sign(DEVNET, replace(upd, subject=keccak(b"another subject")), ["alice"]),
+    )
     case("replay-head", "the head event re-sent", pa, "stale", pa[-1])
     a2 = LogWriter(DEVNET)
     for s in pa:
@@ -511,30 +555,67 @@ def invalid_cases() -> dict[str, Any]:
     case("replay-old", "an older event re-sent after the log moved on", list(a2.events), "stale", pa[1])
     case("replay-inception", "an inception re-sent for a known subject", pa, "stale", pa[0])
     case("unknown-subject", "an update with no inception known", [], "unknown_subject", good)
-    case("wrong-chain-id", "signed for (and labelled) chainId 1; this registry is 31337", pa, "wrong_network",
-         sign(Domain(1, DEVNET.verifying_contract), upd, ["alice"]))
-    case("wrong-contract", "signed for another registry contract", pa, "wrong_network",
-         sign(Domain(DEVNET.chain_id, b"\x11" * 20), upd, ["alice"]))
+    case(
+        "wrong-chain-id",
+        "signed for (and labelled) chainId 1; this registry is 31337",
+        pa,
+        "wrong_network",
+        sign(Domain(1, DEVNET.verifying_contract), upd, ["alice"]),
+    )
+    case(
+        "wrong-contract",
+        "signed for another registry contract",
+        pa,
+        "wrong_network",
+        sign(Domain(DEVNET.chain_id, b"\x11" * 20), upd, ["alice"]),
+    )
     relabelled = event_to_obj(sign(Domain(1, DEVNET.verifying_contract), upd, ["alice"]))
     relabelled["chainId"] = DEVNET.chain_id
-    case("cross-chain-relabelled", "signed for chainId 1, envelope relabelled to 31337: the digest differs, "
-         "so the signature recovers another address", pa, "unauthorized_signer", relabelled)
-    case("commitment-mismatch", "rotation reveals a set other than the committed one", pa, "commitment_mismatch",
-         sign(DEVNET, a.next_rotation(T0 + 20, ["mallory"], 1, ["mallory"]), ["mallory"]))
-    case("commitment-threshold-mismatch", "rotation reveals the committed addresses with another threshold",
-         pm, "commitment_mismatch",
-         sign(DEVNET, m.next_rotation(T0 + 5, ["ops-4", "ops-5", "ops-6"], 1, None), ["ops-4"]))
+    case(
+        "cross-chain-relabelled",
+        "signed for chainId 1, envelope relabelled to 31337: the digest differs, "
+        "so the signature recovers another address",
+        pa,
+        "unauthorized_signer",
+        relabelled,
+    )
+    case(
+        "commitment-mismatch",
+        "rotation reveals a set other than the committed one",
+        pa,
+        "commitment_mismatch",
+        sign(DEVNET, a.next_rotation(T0 + 20, ["mallory"], 1, ["mallory"]), ["mallory"]),
+    )
+    case(
+        "commitment-threshold-mismatch",
+        "rotation reveals the committed addresses with another threshold",
+        pm,
+        "commitment_mismatch",
+        sign(DEVNET, m.next_rotation(T0 + 5, ["ops-4", "ops-5", "ops-6"], 1, None), ["ops-4"]),
+    )
     c = LogWriter(DEVNET)
     c.incept(T0, ["carol"], 1, None, keys=[key("k1", "Ed25519", ["sign"], T0)])
-    case("rotation-without-commitment", "the subject committed to no next set (zero), so it cannot rotate",
-         list(c.events), "commitment_mismatch",
-         sign(DEVNET, c.next_rotation(T0 + 5, ["carol"], 1, None), ["carol"]))
-    case("rotation-below-threshold", "rotation to the committed 2-of-3 set signed by one of the new controllers",
-         pm, "below_threshold",
-         sign(DEVNET, m.next_rotation(T0 + 5, ["ops-4", "ops-5", "ops-6"], 2, None), ["ops-5"]))
-    case("rotation-signed-by-old-set", "rotation signed by the current controllers, not the revealed ones",
-         pm, "unauthorized_signer",
-         sign(DEVNET, m.next_rotation(T0 + 5, ["ops-4", "ops-5", "ops-6"], 2, None), ["ops-1", "ops-2"]))
+    case(
+        "rotation-without-commitment",
+        "the subject committed to no next set (zero), so it cannot rotate",
+        list(c.events),
+        "commitment_mismatch",
+        sign(DEVNET, c.next_rotation(T0 + 5, ["carol"], 1, None), ["carol"]),
+    )
+    case(
+        "rotation-below-threshold",
+        "rotation to the committed 2-of-3 set signed by one of the new controllers",
+        pm,
+        "below_threshold",
+        sign(DEVNET, m.next_rotation(T0 + 5, ["ops-4", "ops-5", "ops-6"], 2, None), ["ops-5"]),
+    )
+    case(
+        "rotation-signed-by-old-set",
+        "rotation signed by the current controllers, not the revealed ones",
+        pm,
+        "unauthorized_signer",
+        sign(DEVNET, m.next_rotation(T0 + 5, ["ops-4", "ops-5", "ops-6"], 2, None), ["ops-1", "ops-2"]),
+    )
     obj = event_to_obj(good)
     obj["comment"] = "hi"
     case("unknown-field", "an envelope field the protocol does not define", pa, "malformed", obj)
@@ -545,59 +626,160 @@ def invalid_cases() -> dict[str, Any]:
     del obj["metadata"]
     case("missing-field", "a required field left out", pa, "malformed", obj)
     text = dumps_canonical(event_to_obj(good)).decode()
-    case("duplicate-json-key", "the same key twice in one JSON object (parsers disagree on which wins)",
-         pa, "malformed", raw=text[:-1] + ',"timestamp":' + str(T0 + 21) + "}")
-    case("uppercase-hex", "hex must be lowercase (canonical wire form)", pa, "malformed",
-         raw=text.replace(hx(a.head), "0x" + a.head.hex().upper()))
+    case(
+        "duplicate-json-key",
+        "the same key twice in one JSON object (parsers disagree on which wins)",
+        pa,
+        "malformed",
+        raw=text[:-1] + ',"timestamp":' + str(T0 + 21) + "}",
+    )
+    case(
+        "uppercase-hex",
+        "hex must be lowercase (canonical wire form)",
+        pa,
+        "malformed",
+        raw=text.replace(hx(a.head), "0x" + a.head.hex().upper()),
+    )
     case("wrong-type", "seq as a string", pa, "malformed", {**event_to_obj(good), "seq": str(upd.seq)})
-    case("oversized-event", "more than 65536 bytes on the wire", pa, "oversized",
-         raw=text[:-1] + ',"pad":"' + "x" * 65536 + '"}')
-    case("oversized-metadata", "metadata over 4096 bytes", pa, "oversized",
-         sign(DEVNET, a.next_update(T0 + 20, metadata="m" * 4097), ["alice"]))
+    case(
+        "oversized-event",
+        "more than 65536 bytes on the wire",
+        pa,
+        "oversized",
+        raw=text[:-1] + ',"pad":"' + "x" * 65536 + '"}',
+    )
+    case(
+        "oversized-metadata",
+        "metadata over 4096 bytes",
+        pa,
+        "oversized",
+        sign(DEVNET, a.next_update(T0 + 20, metadata="m" * 4097), ["alice"]),
+    )
     long_key = replace(key("k9", "Ed25519", ["sign"], T0), public_key=b"\x01" * 33)
-    case("bad-key-length", "an Ed25519 public key that is not 32 bytes", pa, "malformed",
-         sign(DEVNET, a.next_update(T0 + 20, publish=[long_key]), ["alice"]))
-    case("unsupported-algorithm", "an algorithm outside Ed25519 / secp256k1 / P-256", pa, "malformed",
-         sign(DEVNET, a.next_update(T0 + 20, publish=[replace(key("k9", "Ed25519", ["sign"], T0), alg="RSA")]),
-              ["alice"]))
+    case(
+        "bad-key-length",
+        "an Ed25519 public key that is not 32 bytes",
+        pa,
+        "malformed",
+        sign(DEVNET, a.next_update(T0 + 20, publish=[long_key]), ["alice"]),
+    )
+    case(
+        "unsupported-algorithm",
+        "an algorithm outside Ed25519 / secp256k1 / P-256",
+        pa,
+        "malformed",
+        sign(
+            DEVNET, a.next_update(T0 + 20, publish=[replace(key("k9", "Ed25519", ["sign"], T0), alg="RSA")]), ["alice"]
+        ),
+    )
     for alg, not_a_point in (("P-256", b"\x02" + b"\xff" * 32), ("secp256k1", b"\x02" + b"\x00" * 32)):
         bad_point = replace(key("k9", alg, ["sign"], T0), public_key=not_a_point)
-        case(f"not-a-curve-point-{alg.lower()}", f"a {alg} public key whose bytes are no point of the curve",
-             pa, "malformed", sign(DEVNET, a.next_update(T0 + 20, publish=[bad_point]), ["alice"]))
-    case("high-s-signature", "the same signature with s replaced by n - s (EIP-2 malleability)", pa, "bad_signature",
-         replace(good, signatures=(_flip_high_s(good.signatures[0]),)))
-    case("bad-v", "v must be 27 or 28", pa, "bad_signature",
-         replace(good, signatures=(good.signatures[0][:64] + bytes((good.signatures[0][64] - 27,)),)))
+        case(
+            f"not-a-curve-point-{alg.lower()}",
+            f"a {alg} public key whose bytes are no point of the curve",
+            pa,
+            "malformed",
+            sign(DEVNET, a.next_update(T0 + 20, publish=[bad_point]), ["alice"]),
+        )
+    case(
+        "high-s-signature",
+        "the same signature with s replaced by n - s (EIP-2 malleability)",
+        pa,
+        "bad_signature",
+        replace(good, signatures=(_flip_high_s(good.signatures[0]),)),
+    )
+    case(
+        "bad-v",
+        "v must be 27 or 28",
+        pa,
+        "bad_signature",
+        replace(good, signatures=(good.signatures[0][:64] + bytes((good.signatures[0][64] - 27,)),)),
+    )
     two = sign(DEVNET, m.next_update(T0 + 5, metadata="x"), ["ops-1", "ops-3"])
-    case("unsorted-signatures", "two valid controller signatures in descending signer order", pm,
-         "unauthorized_signer", replace(two, signatures=tuple(reversed(two.signatures))))
-    case("duplicate-signature", "one controller's signature twice to reach a threshold of 2", pm,
-         "unauthorized_signer", replace(two, signatures=(two.signatures[0], two.signatures[0])))
-    case("retire-unknown-key", "retire a key id never published", pa, "invalid_transition",
-         sign(DEVNET, a.next_update(T0 + 20, retire=[("nope", T0 + 100)]), ["alice"]))
-    case("retire-retroactive", "retirement not-after earlier than the event timestamp", pa, "invalid_transition",
-         sign(DEVNET, a.next_update(T0 + 20, retire=[("sig-1", T0 + 19)]), ["alice"]))
+    case(
+        "unsorted-signatures",
+        "two valid controller signatures in descending signer order",
+        pm,
+        "unauthorized_signer",
+        replace(two, signatures=tuple(reversed(two.signatures))),
+    )
+    case(
+        "duplicate-signature",
+        "one controller's signature twice to reach a threshold of 2",
+        pm,
+        "unauthorized_signer",
+        replace(two, signatures=(two.signatures[0], two.signatures[0])),
+    )
+    case(
+        "retire-unknown-key",
+        "retire a key id never published",
+        pa,
+        "invalid_transition",
+        sign(DEVNET, a.next_update(T0 + 20, retire=[("nope", T0 + 100)]), ["alice"]),
+    )
+    case(
+        "retire-retroactive",
+        "retirement not-after earlier than the event timestamp",
+        pa,
+        "invalid_transition",
+        sign(DEVNET, a.next_update(T0 + 20, retire=[("sig-1", T0 + 19)]), ["alice"]),
+    )
     e = LogWriter(DEVNET)
     e.incept(T0, ["erin"], 1, None, keys=[key("k1", "Ed25519", ["sign"], T0, T0 + 100)])
-    case("retire-extends", "retirement that would extend a key's not-after", list(e.events), "invalid_transition",
-         sign(DEVNET, e.next_update(T0 + 20, retire=[("k1", T0 + 200)]), ["erin"]))
-    case("republished-key-id", "publish a key id that was already published (ids are never reused)", pa,
-         "invalid_transition", sign(DEVNET, a.next_update(T0 + 20, publish=[key("sig-1", "P-256", ["sign"], T0)]),
-                                    ["alice"]))
-    case("revoke-unknown-key", "revoke a key id never published", pa, "invalid_transition",
-         sign(DEVNET, a.next_revocation(T0 + 20, "nope", T0 + 20), ["alice"]))
+    case(
+        "retire-extends",
+        "retirement that would extend a key's not-after",
+        list(e.events),
+        "invalid_transition",
+        sign(DEVNET, e.next_update(T0 + 20, retire=[("k1", T0 + 200)]), ["erin"]),
+    )
+    case(
+        "republished-key-id",
+        "publish a key id that was already published (ids are never reused)",
+        pa,
+        "invalid_transition",
+        sign(DEVNET, a.next_update(T0 + 20, publish=[key("sig-1", "P-256", ["sign"], T0)]), ["alice"]),
+    )
+    case(
+        "revoke-unknown-key",
+        "revoke a key id never published",
+        pa,
+        "invalid_transition",
+        sign(DEVNET, a.next_revocation(T0 + 20, "nope", T0 + 20), ["alice"]),
+    )
     r = LogWriter(DEVNET)
     for s in pa:
         r.append(s)
     r.revoke(T0 + 20, ["alice"], "", T0 + 20, "shut down")
-    case("event-after-subject-revocation", "any event after a whole-subject revocation", list(r.events),
-         "invalid_transition", sign(DEVNET, r.next_update(T0 + 30, metadata="back"), ["alice"]))
-    case("timestamp-backwards", "timestamp earlier than the previous event's", pa, "timestamp",
-         sign(DEVNET, a.next_update(T0 + 9, metadata="x"), ["alice"]))
-    case("timestamp-future", "admission: timestamp more than 300 s ahead of the node's clock", pa, "timestamp",
-         sign(DEVNET, a.next_update(T0 + 1000, metadata="x"), ["alice"]), now=T0 + 699)
-    case("update-does-nothing", "an update that publishes, retires and sets nothing", pa, "malformed",
-         sign(DEVNET, a.next_update(T0 + 20), ["alice"]))
+    case(
+        "event-after-subject-revocation",
+        "any event after a whole-subject revocation",
+        list(r.events),
+        "invalid_transition",
+        sign(DEVNET, r.next_update(T0 + 30, metadata="back"), ["alice"]),
+    )
+    case(
+        "timestamp-backwards",
+        "timestamp earlier than the previous event's",
+        pa,
+        "timestamp",
+        sign(DEVNET, a.next_update(T0 + 9, metadata="x"), ["alice"]),
+    )
+    case(
+        "timestamp-future",
+        "admission: timestamp more than 300 s ahead of the node's clock",
+        pa,
+        "timestamp",
+        sign(DEVNET, a.next_update(T0 + 1000, metadata="x"), ["alice"]),
+        now=T0 + 699,
+    )
+    case(
+        "update-does-nothing",
+        "an update that publishes, retires and sets nothing",
+        pa,
+        "malformed",
+        sign(DEVNET, a.next_update(T0 + 20), ["alice"]),
+    )
     return {
         "format": FORMAT_VERSION,
         "description": "Invalid events. After replaying 'prior' (all valid) under 'domain', decoding the event "
@@ -614,13 +796,18 @@ def invalid_cases() -> dict[str, Any]:
 def typed_data_vectors() -> dict[str, Any]:
     w = LogWriter(DEVNET)
     inc = w.incept(
-        T0, ["ops-1", "ops-2"], 2, ["ops-3", "ops-4"], 1,
+        T0,
+        ["ops-1", "ops-2"],
+        2,
+        ["ops-3", "ops-4"],
+        1,
         keys=[key("sig-a", "Ed25519", ["sign", "jwt"], T0, T0 + 86_400)],
         governor=address("dao-governor"),
         metadata='{"name":"example"}',
     )
     upd = w.update(
-        T0 + 60, ["ops-1", "ops-2"],
+        T0 + 60,
+        ["ops-1", "ops-2"],
         publish=[key("tls-b", "P-256", ["tls"], T0 + 120), key("sig-b", "secp256k1", ["sign"], T0 + 60)],
         retire=[("sig-a", T0 + 3600)],
         metadata='{"name":"example","v":2}',
