@@ -111,6 +111,10 @@ _FREE_SCAN_PAGES = 4
 # stored log, so what the batch appended must be stored first). Only validly signed conflicts get
 # there (junk is refused on in-memory checks), each charged to its subject's budget.
 MAX_CONFLICT_COMMITS_PER_BATCH = 4
+# Stored digests kept by (subject, seq) for the stale path (re-deliveries, conflicts, junk below a
+# head): junk repeated at the same seqs costs no store read. Anyone chooses those seqs, so it is
+# capped (least recently used out): 4,096 entries of ~150 bytes, ~0.6 MB.
+DIGEST_CACHE_ENTRIES = 4096
 CAPACITY_WARNING = 0.9  # /v1/health warns from this share of limits.max_subjects on
 
 
@@ -174,6 +178,10 @@ class Registry:
         self.recoveries = ConflictBudget(c.per_subject, c.window_s, c.max_subjects, c.clock)
         self.lookbacks = ConflictBudget(c.per_subject, c.window_s, c.max_subjects, c.clock)
         self._conflict_commits = 0  # in the batch being ingested
+        # (subject, seq) -> digest the store holds there (see _stored_digest). Invariant: equal to
+        # the committed store's, since a stored seq changes only when its subject's branch switches,
+        # and _applied drops the subject's entries after any commit that switches it.
+        self._digests: OrderedDict[tuple[bytes, int], bytes] = OrderedDict()
         self._new_subjects = 0  # accepted in the batch being ingested, not yet in ``states``
         # Rejections audited one by one per ingest call; the rest only counted, in one summary
         # entry, so junk cannot grow the audit chain by a row per event.
@@ -400,7 +408,7 @@ class Registry:
         state = work.get(subject) or self.states[subject]
         if digest == state.head or any(a.digest == digest for a, _ in changes.appended):
             return IngestResult("known", subject, event.seq, digest)
-        if self.store.digest_at(subject, event.seq) == digest:
+        if self._stored_digest(subject, event.seq) == digest:
             return IngestResult("known", subject, event.seq, digest)
         # A different event at an occupied seq: a conflict, and the cheapest thing anyone can
         # send (any seq below the head, any bytes). Fork choice needs the subject's whole log
@@ -430,7 +438,7 @@ class Registry:
                 check_competitor(signed, digest, before.digest, signer_set)
             else:
                 held = stored
-                prev = self.store.digest_at(subject, seq - 1)
+                prev = self._stored_digest(subject, seq - 1)
                 check_competitor(signed, digest, prev, lambda: self._signer_set_after(subject, seq - 1, held))
             self._charge_conflict(subject, isinstance(event, Rotation))
             if subject in work:
@@ -532,6 +540,21 @@ class Registry:
         work.clear()
         self._new_subjects = 0  # now in ``states``
 
+    def _stored_digest(self, subject: bytes, seq: int) -> bytes | None:
+        """The digest the store holds at (subject, seq), through the capped cache (under the lock)."""
+        key = (subject, seq)
+        cache = self._digests
+        digest = cache.get(key)
+        if digest is not None:
+            cache.move_to_end(key)
+            return digest
+        digest = self.store.digest_at(subject, seq)
+        if digest is not None:  # nothing stored there (yet): not cached, an append may fill it
+            cache[key] = digest
+            if len(cache) > DIGEST_CACHE_ENTRIES:
+                cache.popitem(last=False)
+        return digest
+
     @staticmethod
     def _batch_event(changes: Changes, subject: bytes, seq: int) -> Accepted | None:
         """The event this batch appended to ``subject`` at ``seq`` (not yet stored), if any."""
@@ -587,6 +610,12 @@ class Registry:
         """Bring the read model up to a committed Changes, then tell the listeners."""
         if not changes:
             return
+        if changes.switched and self._digests:
+            # A switch rewrites the subject's stored seqs from the switch on: forget its digests
+            # (O(cache) per switch; switches are rare and each already replays a whole log).
+            switched = {subject for subject, _ in changes.switched}
+            for key in [k for k in self._digests if k[0] in switched]:
+                del self._digests[key]
         states = self.states
         for subject, state in changes.states.items():
             old = states.get(subject)

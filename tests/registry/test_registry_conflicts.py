@@ -39,7 +39,7 @@ from node.core.hashing import keccak
 from node.core.log import signatures_recovered
 from node.core.records import Domain, PublishedKey, SignedEvent
 from node.registry import ConflictBudget, Registry
-from node.store.base import Changes
+from node.store.base import AnchorRecord, Changes
 from node.store.memory import MemoryStore
 
 DOMAIN = Domain(31337, bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3"))
@@ -51,12 +51,17 @@ LARGE = 2_000  # updates after the inception: the issue's 2,001-event subject
 
 
 class CountingStore(MemoryStore):
-    """The real in-memory store, counting log loads (replays) and commits."""
+    """The real in-memory store, counting log loads (replays), commits and digest reads."""
 
     def __init__(self) -> None:
         super().__init__()
         self.log_loads = 0
         self.commits = 0
+        self.digest_reads = 0
+
+    def digest_at(self, subject: bytes, seq: int) -> bytes | None:
+        self.digest_reads += 1
+        return super().digest_at(subject, seq)
 
     def log(self, subject: bytes) -> list[SignedEvent]:
         self.log_loads += 1
@@ -574,3 +579,58 @@ def test_new_subjects_past_limits_max_subjects_are_refused_before_any_recovery()
     held = rest[0].subject
     up = b.sign_event(DOMAIN, b.update(held, 1, held, NOW - 9_000, metadata="x"), [keccak(b"cap-2")])
     assert reg.ingest([encode_event(up)])[0].status == "accepted"
+
+
+def test_junk_repeated_at_the_same_seq_reads_the_store_once(loaded: tuple) -> None:
+    """The stale path reads a stored digest once per (subject, seq): then from the capped cache."""
+    reg, store, subject = loaded
+    inception = store.digest_at(subject, 0)
+    assert inception is not None
+    store.digest_reads = 0
+    wrong = junk_at(subject, 1, hashlib.sha256(b"not the inception").digest(), 50)
+    unsigned = junk_at(subject, 1, inception, 50, ())
+    for batch in (wrong, unsigned, wrong, unsigned):
+        results = reg.ingest(batch, "api")
+        assert {r.status for r in results} == {"rejected"}
+    # seq 1 (is it known?) and seq 0 (its prev): two reads for 200 junk events (was two each).
+    assert store.digest_reads == 2
+    assert reg.ingest(wrong[:1], "api")[0].error.__class__ is ChainBroken  # the checks are unchanged
+    assert isinstance(reg.ingest(unsigned[:1], "api")[0].error, BelowThreshold)
+
+
+def test_the_digest_cache_follows_a_branch_switch() -> None:
+    """A switch rewrites stored seqs: the cache must drop the subject's digests, never answer stale."""
+    store = CountingStore()
+    reg = Registry(DOMAIN, store, clock=lambda: NOW)
+    log = subject_log(5)
+    subject = reg.ingest(log)[0].subject
+    assert subject is not None
+    rival = junk_at(subject, 3, event_digest(DOMAIN, log[2].event), 1, (OWNER,))
+    (dup,) = reg.ingest(rival, "gossip")
+    assert dup.status == "duplicity"
+    assert dup.digest is not None
+    events = {event_digest(DOMAIN, log[3].event): encode_event(log[3]), dup.digest: rival[0]}
+    held = MemoryStore.digest_at(store, subject, 3)  # fork choice kept one of the two
+    assert held in events
+    (other,) = set(events) - {held}
+    junk = junk_at(subject, 3, hashlib.sha256(b"x").digest(), 1)
+    assert reg.ingest(junk, "api")[0].status == "rejected"  # seq 3 read, now cached
+    assert reg._digests[(subject, 3)] == held
+    # The chain anchors the other one: the subject switches to it at seq 3.
+    reg.record_anchors([AnchorRecord(subject, 3, other, 5_000_000, "direct", 5, b"\x01" * 32)])
+    assert MemoryStore.digest_at(store, subject, 3) == other
+    for seq in range(6):
+        assert reg._stored_digest(subject, seq) == MemoryStore.digest_at(store, subject, seq)
+    # The formerly stored event is no longer the stored one: fork choice sees it (a replay), not a
+    # stale cache entry answering "known" for free.
+    loads = store.log_loads
+    assert reg.ingest([events[held]], "gossip")[0].status == "duplicity"
+    assert store.log_loads == loads + 1
+
+
+def test_the_digest_cache_is_capped(loaded: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    reg, _store, subject = loaded
+    monkeypatch.setattr("node.registry.DIGEST_CACHE_ENTRIES", 8)
+    for seq in range(1, 40):
+        reg.ingest(junk_at(subject, seq, hashlib.sha256(b"x").digest(), 1), "api")
+    assert len(reg._digests) == 8
