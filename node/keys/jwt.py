@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..core.codec import check_json_depth
 from ..core.errors import KeyregError
 from .service_keys import JWS_ALG, ServiceKey, b64url, b64url_decode, verify_signature
 
@@ -41,15 +42,28 @@ def _jwk_public_key(jwk: dict[str, Any]) -> tuple[str, bytes]:
     raise JWTError(f"unsupported JWK kty={jwk.get('kty')!r} crv={jwk.get('crv')!r}")
 
 
+def _json_object(part: str, what: str) -> dict[str, Any]:
+    """A JWS part decoded as a JSON object, its nesting bounded before parsing (the stdlib parser
+    recurses, and web3's import lifts the recursion limit past what the C stack holds)."""
+    try:
+        data = b64url_decode(part)
+        check_json_depth(data)
+        value = json.loads(data)
+    except (ValueError, KeyregError):
+        raise JWTError(f"token {what} is not JSON within the nesting limit") from None
+    if not isinstance(value, dict):
+        raise JWTError(f"token {what} is not a JSON object")
+    return value
+
+
 def verify_jwt(token: str, jwks: dict[str, Any], now: int | None = None) -> dict[str, Any]:
     """Verify a compact JWT against a JWKS (by ``kid``); returns the claims or raises JWTError."""
     try:
         h64, p64, s64 = token.split(".")
-        header = json.loads(b64url_decode(h64))
-        claims = json.loads(b64url_decode(p64))
         signature = b64url_decode(s64)
     except ValueError:
         raise JWTError("token is not a compact JWS") from None
+    header = _json_object(h64, "header")
     kid = header.get("kid")
     jwk = next((k for k in jwks.get("keys", []) if k.get("kid") == kid), None)
     if jwk is None:
@@ -59,6 +73,7 @@ def verify_jwt(token: str, jwks: dict[str, Any], now: int | None = None) -> dict
         raise JWTError(f"token alg {header.get('alg')!r} does not match key {kid!r} ({alg})")
     if not verify_signature(alg, public_key, signature, f"{h64}.{p64}".encode()):
         raise JWTError("signature does not verify")
+    claims = _json_object(p64, "claims")  # parsed only once the signature holds: the signer's text
     if now is not None:
         # The JWK's window (the registry's nbf/exp members, docs/adr/0013): a successor offered
         # ahead of its activation verifies nothing before it, a retired key nothing after its end.
