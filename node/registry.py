@@ -231,7 +231,7 @@ class Registry:
         every core is already busy, extra processes cost more CPU than they save, so those batches
         recover in-line (docs/adr/0023-signature-workers.md).
         """
-        prepared, signers = self._prepare(items, bulk and len(items) >= MIN_BATCH, bulk)
+        prepared, signers = self._prepare(items, bulk and len(items) >= MIN_BATCH)
         return PreparedBatch(items, prepared, signers)
 
     def ingest_prepared(self, batch: PreparedBatch, source: str = "api", admission: bool = True) -> list[IngestResult]:
@@ -261,9 +261,7 @@ class Registry:
                 counters[status] += n
             return results
 
-    def _prepare(
-        self, items: Sequence[Item], parallel: bool, bulk: bool = False
-    ) -> tuple[list[Prepared], SignerBatch | None]:
+    def _prepare(self, items: Sequence[Item], parallel: bool) -> tuple[list[Prepared], SignerBatch | None]:
         """Decode every item and hash it; when ``parallel``, start recovering signatures meanwhile.
 
         Returns one (signed or decode error, digest or None) per item (stages 1-2 of
@@ -280,15 +278,13 @@ class Registry:
         for item in items:
             prepared.append(prepare(item))
             if signers is not None and len(prepared) - start == CHUNK:
-                signers.submit(self._to_recover(prepared[start:], chains, bulk))
+                signers.submit(self._to_recover(prepared[start:], chains))
                 start = len(prepared)
         if signers is not None and len(prepared) > start:
-            signers.submit(self._to_recover(prepared[start:], chains, bulk))
+            signers.submit(self._to_recover(prepared[start:], chains))
         return prepared, signers
 
-    def _to_recover(
-        self, chunk: list[Prepared], chains: dict[bytes, tuple[int, bytes, bool]], bulk: bool
-    ) -> list[Prepared]:
+    def _to_recover(self, chunk: list[Prepared], chains: dict[bytes, tuple[int, bytes, bool]]) -> list[Prepared]:
         """``chunk`` with no digest (so nothing is recovered ahead) for events that cannot apply.
 
         Rule 1 of docs/security.md for large batches, whose signatures are recovered before the
@@ -296,9 +292,9 @@ class Registry:
         the batch, an event that does). An event at or below the head is a re-delivery (known,
         nothing to recover) or a conflict, whose signatures :meth:`_stale` recovers only after its
         cheap checks; one naming another prev, or following such an event, is rejected before any
-        recovery by apply_event. A sync pull (``bulk``) prepares a batch while the one before it is
-        still being ingested, so a gap or an unknown subject may be filled by then: those are
-        recovered ahead in bulk. ``chains`` (subject -> next seq, its prev, whether that chain
+        recovery by apply_event. Only sync pulls (bulk batches) come here, and a pull prepares a batch
+        while the one before it is still being ingested, so a gap or an unknown subject may be filled
+        by then: those are recovered ahead too. ``chains`` (subject -> next seq, its prev, whether that chain
         extends the head) carries the batch's chains across chunks.
 
         Heads are read without the lock and may be older than at ingest; a head only moves back
@@ -325,7 +321,7 @@ class Registry:
                 else:
                     state = states.get(subject)
                     if state is None or seq > state.seq + 1:
-                        ahead = bulk  # a gap or an unknown subject
+                        ahead = True  # a gap or an unknown subject: the batch before may fill it
                     elif seq == state.seq + 1:
                         ahead = event.prev == state.head
                     else:
