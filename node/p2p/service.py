@@ -38,8 +38,6 @@ from .wire import topic_name
 
 log = logging.getLogger(__name__)
 
-ROOT_TICK_S = 0.25  # how often the health root may refresh
-ROOT_BUSY_S = 2.0  # while ingests keep coming, it refreshes this often at most
 
 BAN_S = 600.0
 MAX_BANS = 1024
@@ -67,9 +65,6 @@ class P2PService:
     ban_log: list[dict[str, Any]] = field(default_factory=list)
     _targeted: dict[ID, set[bytes]] = field(default_factory=dict)
     _targeted_bell: Any = None
-    # Refreshed by _root_loop; the health endpoint must not take the registry lock itself.
-    tree_root: str = ""
-    tree_count: int = 0
 
     # ------------------------------------------------------------------ peers
 
@@ -188,23 +183,6 @@ class P2PService:
 
     # ------------------------------------------------------------------ health
 
-    async def _root_loop(self) -> None:
-        # The shown root is refreshed once ingest has been quiet for a tick (within ~500 ms of the
-        # last ingest), and at least every ROOT_BUSY_S while ingests keep coming: rehashing the
-        # top of the tree every tick of a long backfill took ~2% of the node's GIL samples.
-        seen = -1
-        last = -float("inf")
-        while True:
-            version = sum(self.sync.registry.counters.values())
-            now = time.monotonic()
-            if version == seen or now - last >= ROOT_BUSY_S:
-                got = await self.sync.tree.root_if_idle()
-                if got is not None:
-                    self.tree_root, self.tree_count = "0x" + got[0].hex(), got[1]
-                    last = now
-            seen = version
-            await trio.sleep(ROOT_TICK_S)
-
     def peer_scores(self) -> dict[str, float]:
         scorer = getattr(self.pubsub.router, "scorer", None)
         if scorer is None:
@@ -214,12 +192,13 @@ class P2PService:
     def status(self) -> dict[str, Any]:
         """The p2p part of /v1/health."""
         last = self.sync.last
+        head = self.sync.registry.tree_head  # published at each commit: no lock, no refresh loop
         return {
             "peer_id": self.peer_id,
             "addrs": self.addrs,
             "topic": self.topic,
-            "root": self.tree_root,
-            "subjects": self.tree_count,
+            "root": "0x" + head[0].hex(),
+            "subjects": head[1],
             "peers": len(self.connected_peers()),
             # Peers known to be subscribed to the topic, and those in our gossipsub mesh (what a
             # publish reaches; it fills at the first heartbeat after subscriptions are exchanged).
@@ -296,6 +275,5 @@ async def _start_tasks(
     nursery.start_soon(service._periodic_loop)
     nursery.start_soon(service._targeted_loop, bell_recv)
     nursery.start_soon(service._score_watchdog)
-    nursery.start_soon(service._root_loop)
     log.info("p2p listening on %s, topic %s", ", ".join(addrs), topic)
     task_status.started(service)

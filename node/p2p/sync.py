@@ -154,10 +154,6 @@ class TreeView:
         """(root, count) as of the registry's last commit (no lock, no thread)."""
         return self.registry.tree_head
 
-    async def root_if_idle(self) -> tuple[bytes, int] | None:
-        """:meth:`root`: published at each commit, it is always available."""
-        return self.registry.tree_head
-
 
 class SyncProtocol:
     """Both ends of ``/keyreg/sync/1`` for one registry."""
