@@ -245,12 +245,16 @@ async def run_p2p(
         bell_send, bell_recv = trio.open_memory_channel[None](1)
         service: P2PService
         gossip = Gossip(registry, p2p, pubsub, topic, on_gap=lambda peer, wants: service.request_targeted(peer, wants))
-        sync = SyncProtocol(host, registry, p2p)
+        sync = SyncProtocol(
+            host,
+            registry,
+            p2p,
+            ban=lambda peer, why: service.ban(peer, why),
+            is_banned=lambda peer: service.is_banned(peer),
+        )
         addrs = listen_addrs(host)
         service = P2PService(host, pubsub, gossip, sync, topic, str(host.get_id()), addrs, config)
         service._targeted_bell = bell_send
-        sync.ban = service.ban
-        sync.is_banned = service.is_banned
         sync.register()
         try:
             async with trio.open_nursery() as nursery:
