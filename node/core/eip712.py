@@ -114,7 +114,6 @@ _REV_TH = TYPE_HASH["Revocation"]
 _ZERO_WORD = b"\x00" * 32
 _ONE_WORD = b"\x00" * 31 + b"\x01"
 _PAD12 = b"\x00" * 12
-_EMPTY_ARRAY = keccak(b"")
 
 
 def _hash_string(s: str) -> bytes:
@@ -170,7 +169,7 @@ def _hash_retirement(r: KeyRetirement) -> bytes:
 
 def _hash_array(items: list[bytes]) -> bytes:
     """EIP-712 encoding of an array of structs: keccak of their hashStructs, concatenated."""
-    return keccak(b"".join(items)) if items else _EMPTY_ARRAY
+    return keccak(b"".join(items))
 
 
 def hash_struct(event: Event) -> bytes:
