@@ -49,14 +49,17 @@ def test_a_revocation_collects_two_of_three_and_the_core_accepts_it() -> None:
     s = make_subject()
     p = _revocation(s)
     assert p.authority.name == "controllers"
-    assert p.authority.signers == s.addresses and p.authority.threshold == 2
-    assert not p.complete and p.missing == 2
+    assert p.authority.signers == s.addresses
+    assert p.authority.threshold == 2
+    assert not p.complete
+    assert p.missing == 2
     with pytest.raises(IncompleteProposal):
         p.signed_event()
     # signed out of order: kept ascending by signer, as the protocol requires
     p = p.attach(sign_digest(s.current[2], p.digest))
     p = p.attach(sign_digest(s.current[0], p.digest))
-    assert p.complete and p.missing == 0
+    assert p.complete
+    assert p.missing == 0
     assert p.signers == (address_of_private_key(s.current[0]), address_of_private_key(s.current[2]))
     acc = apply_event(s.state, p.signed_event(), DOMAIN)
     assert acc.state.keys["k1"].revoked_at == NOW + 5
@@ -72,7 +75,7 @@ def test_wrong_signer_duplicate_and_high_s_are_refused() -> None:
     with pytest.raises(UnauthorizedSigner):  # the next set may not sign a revocation
         p.attach(sign_digest(s.following[0], p.digest))
     good = sign_digest(s.current[1], p.digest)
-    with pytest.raises(BadSignature, match="low-s|EIP-2"):
+    with pytest.raises(BadSignature, match=r"low-s|EIP-2"):
         p.attach(high_s(good))
     p = p.attach(good)
     with pytest.raises(DuplicateSignature):
@@ -144,7 +147,8 @@ def test_the_json_form_round_trips_and_rechecks_every_signature() -> None:
     p = _revocation(s)
     p = p.attach(sign_digest(s.current[1], p.digest))
     obj = json.loads(json.dumps(p.to_obj()))
-    assert obj["id"] == "0x" + p.digest.hex() and obj["missing"] == 1
+    assert obj["id"] == "0x" + p.digest.hex()
+    assert obj["missing"] == 1
     assert obj["event"]["signatures"] == []
     back = Proposal.from_obj(obj)
     assert back == p
@@ -196,25 +200,26 @@ def test_attach_property(arrivals: list[tuple[str, int]]) -> None:
     s, p = _SUBJECT, _PROPOSAL
     expected: list[bytes] = []
     for who, i in arrivals:
-        sig = {
-            "controller": lambda i: sign_digest(s.current[i], p.digest),
-            "outsider": lambda i: sign_digest(s.outsiders[i], p.digest),
-            "next": lambda i: sign_digest(s.following[i], p.digest),
-            "high_s": lambda i: high_s(sign_digest(s.current[i], p.digest)),
-        }[who](i)
+        keys = {"controller": s.current, "outsider": s.outsiders, "next": s.following, "high_s": s.current}
+        sig = sign_digest(keys[who][i], p.digest)
+        if who == "high_s":
+            sig = high_s(sig)
         signer = address_of_private_key(s.current[i])
         try:
             p = p.attach(sig)
         except ProposalComplete:
             assert len(expected) == 2
         except DuplicateSignature:
-            assert who == "controller" and signer in expected
+            assert who == "controller"
+            assert signer in expected
         except UnauthorizedSigner:
             assert who in ("outsider", "next")
         except BadSignature:
             assert who == "high_s"
         else:
-            assert who == "controller" and signer not in expected and len(expected) < 2
+            assert who == "controller"
+            assert signer not in expected
+            assert len(expected) < 2
             expected.append(signer)
     assert p.signers == tuple(sorted(expected))
     assert p.complete == (len(expected) == 2)
