@@ -10,12 +10,24 @@ import {GovernorVotesQuorumFraction} from
 import {IVotes} from "@openzeppelin/contracts/governance/utils/IVotes.sol";
 import {IERC1155Receiver} from "@openzeppelin/contracts/token/ERC1155/IERC1155Receiver.sol";
 
+/// The one view of KeyregMembershipToken the governor reads (at deployment).
+interface IKeyregMembership {
+    function executor() external view returns (address);
+}
+
 /// @title KeyregGovernorBase: the rules every keyreg DAO shares, whatever executes its proposals.
-/// @notice A keyreg DAO can do one thing: revoke keys of subjects that named it, through
-/// KeyRegistry.revokeByGovernance. That is enforced twice: the registry accepts the call only from
-/// the governor (or timelock) a subject named at inception, and this governor accepts only proposals
-/// whose every action is revokeByGovernance on its registry with no value. So its settings, its
-/// timelock and `relay` are unreachable: they would need a proposal targeting something else.
+/// @notice A keyreg DAO can do two things: revoke keys of subjects that named it, through
+/// KeyRegistry.revokeByGovernance, and change its own membership, through addMember / removeMember
+/// on its own membership token. That is enforced twice: the registry accepts the call only from the
+/// governor (or timelock) a subject named, the token only from its executor, and this governor
+/// accepts only proposals whose every action is one of those three calls, on its registry or its
+/// own token, with no value. So its settings, its timelock and `relay` are unreachable: they would
+/// need a proposal targeting something else.
+///
+/// Its own token: the token is an immutable of the governor (GovernorVotes), and the deployment
+/// reverts (ForeignMembershipToken) unless that token names this DAO's executor as the only account
+/// allowed to change membership. So the DAO's membership is changed by this DAO's votes and nobody
+/// else's.
 ///
 /// Binding of the proposal id: a proposal's id is the hash of its calldata, so the calldata cannot
 /// carry it. Proposals pass 0 as revokeByGovernance's proposalId; the governor writes the real id
@@ -23,9 +35,12 @@ import {IERC1155Receiver} from "@openzeppelin/contracts/token/ERC1155/IERC1155Re
 /// hash matches). Invariant: every GovernanceRevoked event this governor causes names the proposal
 /// that executed it.
 ///
-/// Canonical calldata: propose accepts an action only if its calldata is exactly
+/// Canonical calldata: propose accepts a revocation only if its calldata is exactly
 /// abi.encodeWithSelector(REVOKE_SELECTOR, subject, keyId, effectiveAt, reasonHash, 0) of its own
-/// decoded arguments. ABI decoding tolerates non-canonical layouts (a string offset pointing into
+/// decoded arguments, and a membership change only if it is exactly
+/// abi.encodeWithSelector(ADD_MEMBER_SELECTOR, member, weight) or
+/// abi.encodeWithSelector(REMOVE_MEMBER_SELECTOR, member) (clean address word, no extra bytes), so
+/// what voters decode is what executes. ABI decoding tolerates non-canonical layouts (a string offset pointing into
 /// the head, overlapping words, dirty padding), and with one of those the word the governor
 /// patches could be part of keyId, so voters would read one revocation and execution would run
 /// another. In canonical layout the fifth head word is proposalId and nothing else.
@@ -51,11 +66,20 @@ abstract contract KeyregGovernorBase is
     /// Canonical layout: 5 head words, then keyId's length word, then its padded bytes.
     uint256 private constant _KEY_ID_HEAD = 5 * 32;
     uint256 private constant _MIN_REVOCATION_BYTES = 4 + 6 * 32;
+    /// KeyregMembershipToken.addMember(address,uint256) and removeMember(address)
+    bytes4 public constant ADD_MEMBER_SELECTOR = bytes4(keccak256("addMember(address,uint256)"));
+    bytes4 public constant REMOVE_MEMBER_SELECTOR = bytes4(keccak256("removeMember(address)"));
 
     /// The KeyRegistry this DAO may revoke in.
     address public immutable registry;
 
-    error NotARevocation(uint256 index);
+    /// Action `index` is none of revokeByGovernance on the registry, addMember / removeMember on
+    /// the DAO's own token (or it carries value).
+    error ActionNotAllowed(uint256 index);
+    /// Action `index` adds the zero address, or adds a member with weight 0: it could never execute.
+    error InvalidMembershipChange(uint256 index);
+    /// The token's executor (who may change membership) is not this DAO's executor.
+    error ForeignMembershipToken(address tokenExecutor, address daoExecutor);
     error ProposalIdNotZero(uint256 index);
     error NonCanonicalCalldata(uint256 index);
     error NotAMember(address voter);
@@ -77,7 +101,8 @@ abstract contract KeyregGovernorBase is
         registry = registry_;
     }
 
-    /// Only revocations in `registry` can be proposed (see the contract notes).
+    /// Only revocations in `registry` and membership changes of `token()` can be proposed (see the
+    /// contract notes).
     function propose(
         address[] memory targets,
         uint256[] memory values,
@@ -88,9 +113,12 @@ abstract contract KeyregGovernorBase is
         if (n != values.length || n != calldatas.length) {
             revert GovernorInvalidProposalLength(n, calldatas.length, values.length);
         }
+        address membership = address(token());
         for (uint256 i = 0; i < n; ++i) {
-            if (targets[i] != registry || values[i] != 0) revert NotARevocation(i);
-            _checkRevocation(i, calldatas[i]);
+            if (values[i] != 0) revert ActionNotAllowed(i);
+            if (targets[i] == registry) _checkRevocation(i, calldatas[i]);
+            else if (targets[i] == membership) _checkMembershipChange(i, calldatas[i]);
+            else revert ActionNotAllowed(i);
         }
         return super.propose(targets, values, calldatas, description);
     }
@@ -116,7 +144,7 @@ abstract contract KeyregGovernorBase is
     /// (non-zero padding after keyId).
     function _checkRevocation(uint256 i, bytes memory data) private pure {
         uint256 size = data.length;
-        if (size < _MIN_REVOCATION_BYTES || bytes4(data) != REVOKE_SELECTOR) revert NotARevocation(i);
+        if (size < _MIN_REVOCATION_BYTES || bytes4(data) != REVOKE_SELECTOR) revert ActionNotAllowed(i);
         uint256 keyIdLength = _wordAt(data, 4 + _KEY_ID_HEAD);
         if (
             _wordAt(data, 4 + 32) != _KEY_ID_HEAD // keyId's offset: right after the head
@@ -132,6 +160,33 @@ abstract contract KeyregGovernorBase is
             abi.decode(args, (bytes32, string, uint64, bytes32, uint256));
         bytes memory canonical = abi.encodeWithSelector(REVOKE_SELECTOR, subject, keyId, effectiveAt, reasonHash, 0);
         if (keccak256(canonical) != keccak256(data)) revert NonCanonicalCalldata(i);
+    }
+
+    /// Reverts unless `data` is addMember(member, weight) or removeMember(member) in canonical ABI
+    /// layout: exactly the head words, the address word with its upper 12 bytes zero.
+    function _checkMembershipChange(uint256 i, bytes memory data) private pure {
+        uint256 size = data.length;
+        if (size < 4) revert ActionNotAllowed(i);
+        bytes4 selector = bytes4(data);
+        if (selector == ADD_MEMBER_SELECTOR) {
+            if (size != 4 + 2 * 32) revert NonCanonicalCalldata(i);
+        } else if (selector == REMOVE_MEMBER_SELECTOR) {
+            if (size != 4 + 32) revert NonCanonicalCalldata(i);
+        } else {
+            revert ActionNotAllowed(i);
+        }
+        uint256 member = _wordAt(data, 4);
+        if (member >> 160 != 0) revert NonCanonicalCalldata(i);
+        if (member == 0 || (selector == ADD_MEMBER_SELECTOR && _wordAt(data, 4 + 32) == 0)) {
+            revert InvalidMembershipChange(i);
+        }
+    }
+
+    /// Reverts unless `token()` lets exactly `daoExecutor` change membership (called by each
+    /// concrete governor's constructor, once its executor is known).
+    function _requireOwnToken(address daoExecutor) internal view {
+        address tokenExecutor = IKeyregMembership(address(token())).executor();
+        if (tokenExecutor != daoExecutor) revert ForeignMembershipToken(tokenExecutor, daoExecutor);
     }
 
     // ------------------------------------------------------------------------------------------
@@ -233,7 +288,9 @@ contract KeyregGovernor is KeyregGovernorBase {
         uint32 votingPeriod_,
         uint256 proposalThreshold_,
         uint256 quorumPercent_
-    ) KeyregGovernorBase(name_, token_, registry_, votingDelay_, votingPeriod_, proposalThreshold_, quorumPercent_) {}
+    ) KeyregGovernorBase(name_, token_, registry_, votingDelay_, votingPeriod_, proposalThreshold_, quorumPercent_) {
+        _requireOwnToken(address(this));
+    }
 
     function _executeOperations(
         uint256 proposalId,

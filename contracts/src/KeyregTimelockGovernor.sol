@@ -12,6 +12,7 @@ import {KeyregGovernorBase} from "./KeyregGovernor.sol";
 /// @notice Passed proposals are queued in the timelock and executed by it after its minimum delay,
 /// so subjects name the *timelock's* address as their governor (it is what calls the registry).
 /// The proposal id is bound into the calldata at queue time and again, identically, at execution.
+/// The membership token names the timelock as its executor: membership changes wait like revocations.
 contract KeyregTimelockGovernor is KeyregGovernorBase, GovernorTimelockControl {
     constructor(
         string memory name_,
@@ -25,7 +26,9 @@ contract KeyregTimelockGovernor is KeyregGovernorBase, GovernorTimelockControl {
     )
         KeyregGovernorBase(name_, token_, registry_, votingDelay_, votingPeriod_, proposalThreshold_, quorumPercent_)
         GovernorTimelockControl(timelock_)
-    {}
+    {
+        _requireOwnToken(address(timelock_)); // the timelock executes, so it changes membership
+    }
 
     function _queueOperations(
         uint256 proposalId,

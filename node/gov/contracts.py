@@ -20,14 +20,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eth_abi import encode as abi_encode
 from eth_account import Account
 from web3 import Web3
 from web3 import exceptions as w3x
 
 from ..chain.artifacts import load
 from ..core.hashing import keccak
+from .decode import (
+    ADD_MEMBER_SELECTOR,
+    MEMBER_TOPICS,
+    REMOVE_MEMBER_SELECTOR,
+    UndecodableLog,
+    decode_governor_log,
+    decode_token_log,
+)
 from .decode import TOPICS as _LOG_TOPICS
-from .decode import UndecodableLog, decode_governor_log
+from .decode import decode_membership_change as decode_membership_change
 from .decode import decode_revocation as decode_revocation
 from .errors import GovernanceRefused
 from .recognition import code_kind
@@ -61,6 +70,19 @@ def checksum(address: str | bytes) -> str:
     if isinstance(address, bytes):
         address = "0x" + address.hex()
     return Web3.to_checksum_address(address)
+
+
+def create_address(sender: str, nonce: int) -> str:
+    """The address a CREATE from ``sender`` at ``nonce`` deploys to: keccak(rlp([sender, nonce]))[12:]."""
+    if nonce == 0:
+        encoded_nonce = b"\x80"
+    elif nonce < 0x80:
+        encoded_nonce = bytes([nonce])
+    else:
+        raw = nonce.to_bytes((nonce.bit_length() + 7) // 8, "big")
+        encoded_nonce = bytes([0x80 + len(raw)]) + raw
+    payload = b"\x94" + bytes.fromhex(sender.removeprefix("0x")) + encoded_nonce
+    return checksum(keccak(bytes([0xC0 + len(payload)]) + payload)[12:])
 
 
 def parse_support(value: str | int) -> int:
@@ -155,18 +177,29 @@ def deploy_dao(
     if len(call(w3, "eth_getCode", lambda: w3.eth.get_code(registry))) == 0:
         raise GovernanceRefused(f"no contract at {registry}: deploy the KeyRegistry first", error="NoRegistry")
     txs: list[str] = []
-    token = deploy_contract(w3, deployer_key, load(TOKEN), f"{name} membership", symbol, addresses, weights)
-    progress(f"membership token {token.address} ({len(addresses)} members)")
+    deployer = Account.from_key(deployer_key).address
     timelock = None
     if timelock_delay is None:
+        # The token names the governor as the only account that may change membership, and the
+        # governor's constructor checks it (ForeignMembershipToken): the governor's address is the
+        # deployer's next CREATE address after the token's. Another transaction from the deployer
+        # in between makes the governor's deployment revert, not a DAO with a foreign token.
+        nonce = int(call(w3, "eth_getTransactionCount", lambda: w3.eth.get_transaction_count(deployer, "pending")))
+        executor = create_address(deployer, nonce + 1)
+    else:
+        timelock = deploy_contract(w3, deployer_key, load(TIMELOCK), timelock_delay, [], [ZERO_ADDRESS], deployer)
+        progress(f"timelock {timelock.address} (min delay {timelock_delay}s)")
+        executor = timelock.address
+    token = deploy_contract(
+        w3, deployer_key, load(TOKEN), f"{name} membership", symbol, executor, addresses, weights
+    )  # fmt: skip
+    progress(f"membership token {token.address} ({len(addresses)} members; changed only by {executor})")
+    if timelock is None:
         governor = deploy_contract(
             w3, deployer_key, load(GOVERNOR), name, token.address, registry,
             voting_delay, voting_period, proposal_threshold, quorum_percent,
         )  # fmt: skip
     else:
-        deployer = Account.from_key(deployer_key).address
-        timelock = deploy_contract(w3, deployer_key, load(TIMELOCK), timelock_delay, [], [ZERO_ADDRESS], deployer)
-        progress(f"timelock {timelock.address} (min delay {timelock_delay}s)")
         governor = deploy_contract(
             w3, deployer_key, load(TIMELOCK_GOVERNOR), name, token.address, registry, timelock.address,
             voting_delay, voting_period, proposal_threshold, quorum_percent,
@@ -215,6 +248,23 @@ def revocation_description(subject: bytes, key_id: str, effective_at: int, reaso
     """The human-readable proposal description (its hash is part of the proposal id)."""
     what = f"key {key_id}" if key_id else "the whole subject"
     text = f"keyreg: revoke {what} of subject 0x{subject.hex()} from {effective_at}\n\n{reason}".rstrip()
+    return f"{text}\n\nsalt: {salt}" if salt else text
+
+
+def add_member_calldata(member: str, weight: int) -> bytes:
+    """KeyregMembershipToken.addMember calldata (canonical: what KeyregGovernor.propose accepts)."""
+    return ADD_MEMBER_SELECTOR + abi_encode(["address", "uint256"], [checksum(member), int(weight)])
+
+
+def remove_member_calldata(member: str) -> bytes:
+    """KeyregMembershipToken.removeMember calldata (canonical)."""
+    return REMOVE_MEMBER_SELECTOR + abi_encode(["address"], [checksum(member)])
+
+
+def membership_description(adds: Sequence[tuple[str, int]], removes: Sequence[str], reason: str, salt: str = "") -> str:
+    """The human-readable description of a membership proposal (its hash is part of the proposal id)."""
+    parts = [f"remove {checksum(m)}" for m in removes] + [f"add {checksum(m)} (weight {w})" for m, w in adds]
+    text = f"keyreg: membership: {'; '.join(parts)}\n\n{reason}".rstrip()
     return f"{text}\n\nsalt: {salt}" if salt else text
 
 
@@ -391,6 +441,57 @@ class Governance:
             [registry], [0], [calldata], keccak(description.encode())).call()))  # fmt: skip
         receipt = transact(self.w3, proposer_key, fn, "propose")
         return proposal_id, receipt
+
+    def propose_membership(
+        self,
+        proposer_key: bytes,
+        adds: Sequence[tuple[str, int]] = (),
+        removes: Sequence[str] = (),
+        reason: str = "",
+        salt: str = "",
+    ) -> tuple[int, dict[str, Any]]:
+        """Propose removing ``removes`` and adding ``adds`` (address, weight) on the DAO's own token,
+        in one proposal (removals first, so replacing a member is one vote); returns (id, receipt).
+
+        The governor accepts these calls on its own token only; the token accepts them only from
+        the DAO's executor, so they take effect only if the vote passes (and, for a timelocked
+        DAO, after its delay).
+        """
+        if not adds and not removes:
+            raise GovernanceRefused("a membership proposal adds or removes at least one member", error="NoChange")
+        token = self.token()
+        calldatas = [remove_member_calldata(m) for m in removes] + [add_member_calldata(m, w) for m, w in adds]
+        targets = [token] * len(calldatas)
+        values = [0] * len(calldatas)
+        description = membership_description(adds, removes, reason, salt)
+        fn = self.f.propose(targets, values, calldatas, description)
+        proposal_id = int(self._call("getProposalId", lambda: self.f.getProposalId(
+            targets, values, calldatas, keccak(description.encode())).call()))  # fmt: skip
+        receipt = transact(self.w3, proposer_key, fn, "propose")
+        return proposal_id, receipt
+
+    def members(self, from_block: int = 0) -> dict[str, int]:
+        """The DAO's current members and weights (from the token's MemberAdded/MemberRemoved logs,
+        checked against ``balanceOf``), checksummed address -> weight."""
+        token = self.w3.eth.contract(address=checksum(self.token()), abi=load(TOKEN).abi)
+        topics = [[t for t, name in MEMBER_TOPICS.items()]]
+
+        def fetch() -> list[Any]:
+            return list(self.w3.eth.get_logs(
+                {"address": token.address, "fromBlock": from_block, "toBlock": "latest", "topics": topics}
+            ))  # fmt: skip
+
+        seen: dict[str, int] = {}
+        for lg in self._call("membership logs", fetch):
+            decoded = decode_token_log(list(lg["topics"]), bytes(lg["data"]))
+            if decoded is not None:
+                seen[checksum(decoded.args["member"])] = 0
+        out = {}
+        for member in seen:
+            weight = int(self._call("balanceOf", lambda m=member: token.functions.balanceOf(m).call()))
+            if weight:
+                out[member] = weight
+        return out
 
     def cast_vote(self, voter_key: bytes, proposal_id: int, support: int, reason: str = "") -> dict[str, Any]:
         """Vote directly (the voter pays gas)."""

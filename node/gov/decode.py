@@ -23,6 +23,9 @@ REVOKE_SIGNATURE = "revokeByGovernance(bytes32,string,uint64,bytes32,uint256)"
 REVOKE_SELECTOR = keccak(REVOKE_SIGNATURE.encode())[:4]
 _REVOKE_ARGS = ["bytes32", "bytes", "uint64", "bytes32", "uint256"]  # keyId read as bytes (see module notes)
 
+ADD_MEMBER_SELECTOR = keccak(b"addMember(address,uint256)")[:4]
+REMOVE_MEMBER_SELECTOR = keccak(b"removeMember(address)")[:4]
+
 # Shown and stored per proposal / vote; longer texts are cut (descriptions flagged). A keyreg
 # revocation's description is a few lines; these bound what a DAO's proposers and voters can make
 # every node hold (with node.gov.indexer's caps on proposals and vote records).
@@ -69,6 +72,50 @@ def decode_revocation(calldata: bytes) -> dict[str, Any] | None:
     return out
 
 
+def decode_membership_change(calldata: bytes) -> dict[str, Any] | None:
+    """The membership change a proposal action performs on the DAO's token, or None if it is not
+    canonical addMember / removeMember calldata (what KeyregGovernor.propose accepts: exactly the
+    head words, a clean address word, a non-zero member and weight). Never raises.
+
+    The caller checks the action's target is the DAO's own token: the same bytes sent elsewhere
+    change nothing of this DAO.
+    """
+    selector = calldata[:4]
+    if selector == ADD_MEMBER_SELECTOR and len(calldata) == 4 + 64:
+        word, weight = calldata[4:36], int.from_bytes(calldata[36:68], "big")
+        action = "add"
+    elif selector == REMOVE_MEMBER_SELECTOR and len(calldata) == 4 + 32:
+        word, weight, action = calldata[4:36], 0, "remove"
+    else:
+        return None
+    if any(word[:12]) or not any(word[12:]) or (action == "add" and weight == 0):
+        return None
+    out: dict[str, Any] = {"action": action, "member": "0x" + word[12:].hex()}
+    if action == "add":
+        out["weight"] = weight
+    return out
+
+
+def decode_action(target: str, calldata: bytes, registry: str, token: str) -> dict[str, Any] | None:
+    """One proposal action as shown to voters: a revocation (on ``registry``) or a membership change
+    (on ``token``), each with ``"kind"``; None for anything else (KeyregGovernor.propose refuses it)."""
+    t = target.lower()
+    if t == registry.lower():
+        r = decode_revocation(calldata)
+        return None if r is None else {"kind": "revocation", **r}
+    if t == token.lower():
+        m = decode_membership_change(calldata)
+        return None if m is None else {"kind": "membership", **m}
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Membership token logs (KeyregMembershipToken)
+
+_MEMBER_SIGNATURES = {"MemberAdded": "MemberAdded(address,uint256)", "MemberRemoved": "MemberRemoved(address,uint256)"}
+MEMBER_TOPICS: dict[bytes, str] = {keccak(sig.encode()): name for name, sig in _MEMBER_SIGNATURES.items()}
+
+
 # ---------------------------------------------------------------------------------------------
 # Governor logs (OpenZeppelin Governor 5.x events)
 
@@ -112,6 +159,21 @@ class GovernorLog:
 
 def _address(raw: bytes | str) -> str:
     return raw if isinstance(raw, str) else "0x" + raw[-20:].hex()
+
+
+def decode_token_log(topics: list[bytes], data: bytes) -> GovernorLog | None:
+    """Decode a membership-token log: MemberAdded / MemberRemoved (member, weight); None for other
+    topics; UndecodableLog if malformed."""
+    if not topics:
+        return None
+    name = MEMBER_TOPICS.get(bytes(topics[0]))
+    if name is None:
+        return None
+    if len(topics) < 2 or len(bytes(topics[1])) != 32 or len(bytes(data)) != 32:
+        raise UndecodableLog(f"{name}: expected an indexed member and one data word")
+    return GovernorLog(
+        name, {"member": "0x" + bytes(topics[1])[-20:].hex(), "weight": int.from_bytes(bytes(data), "big")}
+    )
 
 
 def decode_governor_log(topics: list[bytes], data: bytes) -> GovernorLog | None:

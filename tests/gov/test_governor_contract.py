@@ -96,15 +96,15 @@ def test_only_revocations_in_its_registry_can_be_proposed(gov_chain: GovChain) -
     good = revocation_calldata(subject, "svc-1", 5, b"\x00" * 32)
     set_period = gov.contract.encode_abi("setVotingPeriod", [1])
     cases = [
-        ([gov.address], [0], [bytes.fromhex(set_period[2:])], "NotARevocation"),  # its own settings
-        ([registry], [1], [good], "NotARevocation"),  # value
+        ([gov.address], [0], [bytes.fromhex(set_period[2:])], "ActionNotAllowed"),  # its own settings
+        ([registry], [1], [good], "ActionNotAllowed"),  # value
         (
             [registry],
             [0],
             [bytes.fromhex(gov_chain.registry.encode_abi("anchorBatch", [b"\x01" * 32, 1])[2:])],
-            "NotARevocation",
+            "ActionNotAllowed",
         ),
-        ([gov_chain.other_dao.governor], [0], [good], "NotARevocation"),  # another target
+        ([gov_chain.other_dao.governor], [0], [good], "ActionNotAllowed"),  # another target
         ([registry], [0], [good[:132] + (7).to_bytes(32, "big") + good[164:]], "ProposalIdNotZero"),
     ]
     for targets, values, calldatas, error in cases:
