@@ -1,16 +1,30 @@
-"""The encrypted keystore: a subject's controller keys and its service keys, at rest.
+"""The encrypted keystore: what a subject's node holds, at rest.
+
+Two custody modes (docs/operations.md "Custody", ADR 0028 section 11), recorded in
+``keystore.json`` as ``mode`` with the ``roles`` it holds:
+
+- ``operator`` (the default of ``keyreg init``): the node holds the **operator key** only (a 1-of-1
+  operator set over its address, scoped to the purposes the scheduler manages) and the service
+  keys. The controllers and their pre-committed next generation live elsewhere (keyfiles moved
+  off the machine, hardware wallets); the node signs operator updates and nothing else, so a
+  stolen node cannot rotate, revoke or re-delegate the subject.
+- ``all-on-node`` (``keyreg init --all-on-node``, development): the node also holds the current
+  controllers and the next generation, as before protocol 2. Whoever takes the node takes the
+  subject.
 
 Layout (directory 0700, every file 0600, written atomically)::
 
     <data_dir>/keystore/
-        keystore.json                      non-secret metadata: subject id, threshold, generation
-        controllers/gen-0000/ctrl-00.json  Ethereum V3 keyfiles (eth-keyfile), one per controller
-        controllers/gen-0001/...           the *next* set, committed by hash in the subject's log
+        keystore.json                      non-secret metadata: mode, roles, subject, threshold, ...
+        operator/op-00.json                the operator key (operator mode)
+        controllers/gen-0000/ctrl-00.json  Ethereum V3 keyfiles, one per controller (all-on-node)
+        controllers/gen-0001/...           the *next* set, committed by hash in the log (all-on-node)
         service/<key id>.json              service keys, V3 format too (see below)
 
 Controller generation ``g`` signs today; generation ``g + 1`` is the pre-rotation set whose hash
 the log commits to. A controller rotation reveals ``g + 1``, commits to a fresh ``g + 2`` and
-advances ``generation``.
+advances ``generation``. A keystore of format 1 (from before the custody modes) holds controllers
+and is opened as ``all-on-node``, with a warning.
 
 Service keys (Ed25519, P-256, secp256k1) use the same Ethereum V3 JSON (scrypt, AES-128-CTR,
 keccak MAC) with the 32-byte private key as the ciphertext; they carry no ``address`` and a
@@ -35,6 +49,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import os
 import sys
 import time
@@ -52,13 +67,69 @@ from ..core.hashing import address_of_private_key, keccak
 from .service_keys import ServiceKey
 
 DEFAULT_KDF_N = 2**15
-KEYSTORE_VERSION = 1
+KEYSTORE_VERSION = 2
+LEGACY_VERSION = 1  # controllers (current and next) on the node; opened as all-on-node
+MODE_OPERATOR = "operator"
+MODE_ALL_ON_NODE = "all-on-node"
+ROLES = {
+    MODE_OPERATOR: ["operator", "service"],
+    MODE_ALL_ON_NODE: ["controllers", "next-controllers", "service"],
+}
+CEREMONY_HINT = (
+    "build it as a proposal and have the controllers sign it where they keep their keys: "
+    "`keyreg event propose ...`, `keyreg event sign` / `keyreg event attach`, then `keyreg event submit` "
+    "(docs/ceremonies.md)"
+)
+
+log = logging.getLogger("keyreg.keys")
 
 
 class KeystoreError(KeyregError):
     """The keystore is missing, locked, damaged, or the password is wrong."""
 
     code = "keystore"
+
+
+class ControllersOffNode(KeystoreError):
+    """The action needs the controllers, and this node holds only the operator key (by design)."""
+
+    code = "controllers_off_node"
+
+
+@dataclass(frozen=True)
+class OperatorPolicy:
+    """The operator set a node in operator mode signs under (ADR 0028 sections 3 and 5): the
+    node's single operator address (1-of-1), the purposes it may publish and retire, how long a key
+    it publishes may live past the update's timestamp, and how many in-scope keys may be live."""
+
+    address: bytes
+    purposes: tuple[str, ...]
+    max_validity: int
+    max_keys: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "operators": ["0x" + self.address.hex()],
+            "threshold": 1,
+            "purposes": list(self.purposes),
+            "maxValidity": self.max_validity,
+            "maxKeys": self.max_keys,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> OperatorPolicy:
+        try:
+            ops = obj["operators"]
+            if len(ops) != 1 or int(obj["threshold"]) != 1:
+                raise ValueError
+            return cls(
+                bytes.fromhex(str(ops[0]).removeprefix("0x")),
+                tuple(str(p) for p in obj["purposes"]),
+                int(obj["maxValidity"]),
+                int(obj["maxKeys"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise KeystoreError("keystore.json: the operator policy is damaged") from None
 
 
 class Password:
@@ -154,6 +225,28 @@ def write_private_text(path: Path, text: str) -> None:
     _write_private(path, text.encode())
 
 
+def write_keyfile(path: Path, secret: bytes, password: Password) -> bytes:
+    """A standalone V3 keyfile (0600, directory 0700) for a key that leaves the node: a controller
+    or a next-generation key. Refuses to overwrite. Returns its address."""
+    if path.exists():
+        raise KeystoreError(f"{path} already exists; refusing to overwrite a keyfile")
+    doc = _encrypt(secret, password)
+    _write_private(path, json.dumps(doc).encode())
+    return address_of_private_key(secret)
+
+
+def read_keyfile(path: Path, password: Password) -> bytes:
+    """The private key of a V3 keyfile (ours, geth's, eth-keyfile's, Foundry's)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or "not JSON"
+        raise KeystoreError(f"cannot read keyfile {path.name}: {why}") from None
+    if not isinstance(doc, dict):
+        raise KeystoreError(f"{path.name} is not a V3 keyfile")
+    return _decrypt(doc, password, path.name)
+
+
 _MAX_SCRYPT_N = 2**20  # refuse files that would make us allocate > 1 GiB
 
 
@@ -244,17 +337,20 @@ class Keystore:
     def create(
         cls, path: Path, password: Password, controllers: int = 1, threshold: int = 1, progress: Any = None
     ) -> Keystore:
-        """A new keystore with ``controllers`` current and as many next (pre-rotation) keys."""
+        """An all-on-node keystore: ``controllers`` current and as many next (pre-rotation) keys.
+
+        Development and single-machine mode only: whoever reads this directory with its password
+        holds the whole subject. ``keyreg init`` defaults to :meth:`create_operator`.
+        """
         if not 1 <= threshold <= controllers <= 16:
             raise KeystoreError(f"need 1 <= threshold ({threshold}) <= controllers ({controllers}) <= 16")
-        if (path / "keystore.json").exists():
-            raise KeystoreError(f"a keystore already exists at {path}; refusing to overwrite it")
-        _ensure_private_dir(path)
-        os.chmod(path, 0o700)
+        cls._refuse_existing(path)
         ks = cls(
             path,
             {
                 "version": KEYSTORE_VERSION,
+                "mode": MODE_ALL_ON_NODE,
+                "roles": ROLES[MODE_ALL_ON_NODE],
                 "subject": None,
                 "threshold": threshold,
                 "generation": 0,
@@ -268,8 +364,61 @@ class Keystore:
         return ks
 
     @classmethod
+    def create_operator(
+        cls,
+        path: Path,
+        password: Password,
+        purposes: tuple[str, ...],
+        max_validity: int,
+        max_keys: int,
+        *,
+        controllers: tuple[bytes, ...] = (),
+        threshold: int = 1,
+        next_commitment: bytes = b"",
+        operator_secret: bytes | None = None,
+    ) -> Keystore:
+        """An operator-mode keystore: a fresh operator key (or ``operator_secret``), no controller.
+
+        ``controllers``, ``threshold`` and ``next_commitment`` are the public facts of the subject's
+        controllers, kept for display only; their keys are never written here.
+        """
+        if not purposes or max_validity < 1 or not 1 <= max_keys <= 1024:
+            raise KeystoreError("operator policy: need purposes, maxValidity >= 1 s and 1 <= maxKeys <= 1024")
+        cls._refuse_existing(path)
+        secret = operator_secret if operator_secret is not None else os.urandom(32)
+        policy = OperatorPolicy(address_of_private_key(secret), tuple(purposes), max_validity, max_keys)
+        ks = cls(
+            path,
+            {
+                "version": KEYSTORE_VERSION,
+                "mode": MODE_OPERATOR,
+                "roles": ROLES[MODE_OPERATOR],
+                "subject": None,
+                "threshold": threshold,
+                "generation": 0,
+                "controllers": len(controllers),
+                "controllerAddresses": ["0x" + a.hex() for a in controllers],
+                "nextCommitment": "0x" + next_commitment.hex() if next_commitment else None,
+                "operator": policy.to_json(),
+            },
+        )
+        ks._password = password
+        f = ks._operator_file()
+        _write_private(f, json.dumps(_encrypt(secret, password)).encode())
+        ks._cache[str(f)] = secret
+        ks._save_meta()
+        return ks
+
+    @staticmethod
+    def _refuse_existing(path: Path) -> None:
+        if (path / "keystore.json").exists():
+            raise KeystoreError(f"a keystore already exists at {path}; refusing to overwrite it")
+        _ensure_private_dir(path)
+        os.chmod(path, 0o700)
+
+    @classmethod
     def open(cls, path: Path) -> Keystore:
-        """Open an existing keystore (still locked)."""
+        """Open an existing keystore (still locked). Format 1 opens as all-on-node, with a warning."""
         meta_path = path / "keystore.json"
         if not meta_path.exists():
             raise KeystoreError(f"no keystore at {path}: run `keyreg init` first")
@@ -277,13 +426,27 @@ class Keystore:
             meta = json.loads(meta_path.read_text())
         except (OSError, ValueError) as exc:
             raise KeystoreError(f"{meta_path} is unreadable: {exc}") from None
-        if meta.get("version") != KEYSTORE_VERSION:
-            raise KeystoreError(f"{meta_path}: unsupported keystore version {meta.get('version')!r}")
+        if not isinstance(meta, dict):
+            raise KeystoreError(f"{meta_path} is not a keystore description")
+        version = meta.get("version")
+        if version == LEGACY_VERSION:
+            log.warning(
+                "keystore %s is of format 1: it holds the controllers and their next generation on this "
+                "node (all-on-node custody); whoever takes the node takes the subject. Move the controllers "
+                "off the node with a rotation ceremony (docs/operations.md, Custody)",
+                path,
+            )
+            meta = {**meta, "version": KEYSTORE_VERSION, "mode": MODE_ALL_ON_NODE, "roles": ROLES[MODE_ALL_ON_NODE]}
+            meta["legacyFormat"] = LEGACY_VERSION
+        elif version != KEYSTORE_VERSION:
+            raise KeystoreError(f"{meta_path}: unsupported keystore version {version!r}")
+        if meta.get("mode") not in ROLES:
+            raise KeystoreError(f"{meta_path}: unknown custody mode {meta.get('mode')!r}")
         return cls(path, meta)
 
     def unlock(self, password: Password) -> Keystore:
-        """Check the password against the first current controller keyfile and keep it for signing."""
-        first = self._generation_files(self.generation)[0]
+        """Check the password against a keyfile the node holds and keep it for signing."""
+        first = self._operator_file() if self.mode == MODE_OPERATOR else self._generation_files(self.generation)[0]
         self._cache[str(first)] = _decrypt(self._read(first), password, first.name)
         self._password = password
         return self
@@ -298,11 +461,89 @@ class Keystore:
         return self._password
 
     def _save_meta(self) -> None:
-        _write_private(self.path / "keystore.json", json.dumps(self.meta, indent=2).encode())
+        meta = {k: v for k, v in self.meta.items() if k != "legacyFormat"}
+        _write_private(self.path / "keystore.json", json.dumps(meta, indent=2).encode())
 
     def reload(self) -> None:
         """Re-read metadata written by another process (the CLI while the node runs)."""
-        self.meta = Keystore.open(self.path).meta
+        self.meta = Keystore._meta_quiet(self.path)
+
+    @staticmethod
+    def _meta_quiet(path: Path) -> dict[str, Any]:
+        # A reload must not repeat open()'s format-1 warning on every scheduler pass.
+        was = log.disabled
+        log.disabled = True
+        try:
+            return Keystore.open(path).meta
+        finally:
+            log.disabled = was
+
+    # ------------------------------------------------------------------ custody
+
+    @property
+    def mode(self) -> str:
+        return str(self.meta["mode"])
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(self.meta["roles"])
+
+    @property
+    def holds_controllers(self) -> bool:
+        return self.mode == MODE_ALL_ON_NODE
+
+    @property
+    def legacy(self) -> bool:
+        """Opened from format 1 (the file is rewritten as format 2, all-on-node, at the next save)."""
+        return "legacyFormat" in self.meta
+
+    def require_controllers(self, action: str) -> None:
+        """Raise :class:`ControllersOffNode` unless this keystore holds the controllers."""
+        if not self.holds_controllers:
+            raise ControllersOffNode(
+                f"{action} needs the subject's controllers, and this node holds only its operator key "
+                f"(custody mode {self.mode!r}): {CEREMONY_HINT}"
+            )
+
+    def _operator_file(self) -> Path:
+        return self.path / "operator" / "op-00.json"
+
+    @property
+    def operator_policy(self) -> OperatorPolicy | None:
+        """The operator set this node signs under (operator mode), else None."""
+        raw = self.meta.get("operator")
+        return OperatorPolicy.from_json(raw) if raw else None
+
+    def operator_secret(self) -> bytes:
+        """The decrypted operator key (operator mode only)."""
+        password = self._require_password()
+        f = self._operator_file()
+        if self.mode != MODE_OPERATOR or not f.exists():
+            raise KeystoreError("this keystore holds no operator key (custody mode all-on-node)")
+        if str(f) not in self._cache:
+            self._cache[str(f)] = _decrypt(self._read(f), password, f.name)
+        secret = self._cache[str(f)]
+        policy = self.operator_policy
+        if policy is None or address_of_private_key(secret) != policy.address:
+            raise KeystoreError("the operator keyfile does not match the operator address in keystore.json")
+        return secret
+
+    def update_secrets(self) -> list[bytes]:
+        """The keys that sign this node's updates: the operator key, or (all-on-node) the controllers."""
+        return [self.operator_secret()] if self.mode == MODE_OPERATOR else self.controller_secrets()
+
+    def custody(self) -> dict[str, Any]:
+        """What this keystore holds and what it does not (no secrets): for init, status and logs."""
+        out: dict[str, Any] = {"mode": self.mode, "roles": list(self.roles), "legacyFormat": self.legacy}
+        policy = self.operator_policy
+        if policy is not None:
+            out["operator"] = policy.to_json()
+            out["controllers"] = list(self.meta.get("controllerAddresses") or [])
+            out["nextCommitment"] = self.meta.get("nextCommitment")
+        else:
+            out["controllers"] = ["0x" + a.hex() for a in self.controller_addresses(self.generation)]
+        out["threshold"] = self.threshold
+        return out
 
     @staticmethod
     def _read(path: Path) -> dict[str, Any]:
@@ -334,6 +575,7 @@ class Keystore:
         return self.path / "controllers" / f"gen-{gen:04d}"
 
     def _generation_files(self, gen: int) -> list[Path]:
+        self.require_controllers("reading the controller keyfiles")
         files = sorted(self._gen_dir(gen).glob("ctrl-*.json"))
         if not files:
             raise KeystoreError(f"controller generation {gen} is missing from {self.path}")
@@ -364,7 +606,8 @@ class Keystore:
         return tuple(sorted(out))
 
     def controller_secrets(self, gen: int | None = None) -> list[bytes]:
-        """Decrypted private keys of a generation (default: the current one)."""
+        """Decrypted private keys of a generation (default: the current one); all-on-node only."""
+        self.require_controllers("signing with the controllers")
         password = self._require_password()
         gen = self.generation if gen is None else gen
         out = []
@@ -380,10 +623,13 @@ class Keystore:
     def rotation_seed(self) -> bytes:
         """The seed scheduled service keys derive from (docs/adr/0014-redundant-schedulers.md).
 
-        A one-way function of the current controllers' private keys: every node holding this
-        keystore derives the same keys without another secret file to copy, a leaked service key
-        reveals nothing of the controllers, and a controller rotation starts a fresh series.
+        A one-way function of the keys that sign the node's updates (the operator key; all-on-node:
+        the current controllers): every node holding this keystore derives the same keys without
+        another secret file to copy, a leaked service key reveals nothing of the signing keys, and
+        a new operator key (or controller rotation) starts a fresh series.
         """
+        if self.mode == MODE_OPERATOR:
+            return hmac.new(self.operator_secret(), b"keyreg/rotation-seed/operator/v1", hashlib.sha256).digest()
         joined = b"".join(sorted(self.controller_secrets()))
         return hmac.new(joined, b"keyreg/rotation-seed/v1", hashlib.sha256).digest()
 

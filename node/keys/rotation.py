@@ -132,6 +132,47 @@ class RotationPolicy:
         return (t // self.interval + 1) * self.interval
 
 
+def scheduled_not_after(policy: RotationPolicy, activation: int, timestamp: int, max_validity: int | None) -> int:
+    """The notAfter of a key the schedule publishes: 0 (no end) when the controllers sign; under an
+    operator set, the key's natural end (its successor's activation + overlap), capped by the
+    operator's maxValidity from the update's timestamp (ADR 0028 section 5.2). A capped key ends
+    early and the planner (:func:`next_activation`) schedules its successor ``overlap`` before that."""
+    if max_validity is None:
+        return 0
+    return min(activation + policy.interval + policy.overlap, timestamp + max_validity)
+
+
+def operator_policy_problems(policy: RotationPolicy, max_validity: int, max_keys: int) -> list[str]:
+    """Why a node's operator limits cannot carry this rotation policy (empty: they can)."""
+    out = []
+    # A scheduled update is timestamped lead = publish_ahead + window before its key activates; a
+    # key capped by maxValidity ends at timestamp + maxValidity, and its successor (activating
+    # overlap before that end) must be published no earlier than the key activates, itself lead
+    # before its activation: maxValidity >= 2 * lead + overlap.
+    lead = policy.publish_ahead + policy.window
+    if max_validity < 2 * lead + policy.overlap:
+        out.append(
+            f"the operator's maxValidity ({max_validity} s) is too short for this schedule: a key is published "
+            f"{lead} s before it activates and must stay valid overlap_s ({policy.overlap}) past its successor's "
+            f"activation; allow at least rotation_interval_s + overlap_s + 2 * publish_ahead_s "
+            f"({policy.interval + policy.overlap + 2 * policy.publish_ahead} s), via a delegation ceremony"
+        )
+    if max_keys < 3:
+        out.append(
+            f"the operator's maxKeys ({max_keys}) is below 3: during an overlap the previous, the current and "
+            "the next key of the schedule are live together"
+        )
+    return out
+
+
+def default_operator_limits(interval: int, overlap: int, publish_ahead: int) -> tuple[int, int]:
+    """(maxValidity, maxKeys) that fit a rotation schedule with no slack beyond one extra key: a key
+    lives from its publication (<= 2 * publish_ahead before activation) to its successor's
+    activation + overlap; at most the previous, current and next keys are live, plus one a person
+    publishes by hand."""
+    return interval + overlap + 2 * publish_ahead, 4
+
+
 @dataclass(frozen=True)
 class RotationPlan:
     """What to do now: publish a key activating at ``activate_at`` (None: nothing) in an update with

@@ -9,9 +9,13 @@ too. A policy that cannot work is refused when the scheduler starts (:class:`Pol
 
 Events are deterministic (docs/adr/0014-redundant-schedulers.md): the successor key is derived
 from the keystore's rotation seed and its activation time, the timestamp is the slot's, and the
-controllers' signatures are RFC 6979 deterministic, so two nodes that hold the same keystore and
-the same ``[rotation]`` settings sign byte-identical updates (the second is ``known``, not
-duplicity).
+signatures are RFC 6979 deterministic, so two nodes that hold the same keystore and the same
+``[rotation]`` settings sign byte-identical updates (the second is ``known``, not duplicity).
+
+Custody (docs/operations.md "Custody"): a node in operator mode signs its updates with the operator
+key alone, and every key it publishes keeps the operator limits: purposes in scope, a notAfter
+within maxValidity of the update (:func:`~node.keys.rotation.scheduled_not_after`), at most maxKeys
+live. Limits that cannot carry the ``[rotation]`` schedule are refused when the scheduler starts.
 """
 
 from __future__ import annotations
@@ -29,14 +33,17 @@ from ..core.errors import KeyregError
 from ..core.log import SubjectState
 from .handout import Handout, write_key_file
 from .keystore import Keystore
-from .operations import Head, sign_update
+from .operations import Head, LiveKey, operator_set_of, sign_update
 from .rotation import (
     KeyWindow,
+    PolicyError,
     RotationPlan,
     RotationPolicy,
     coverage_gap,
     next_activation,
+    operator_policy_problems,
     plan_rotation,
+    scheduled_not_after,
     scheduled_windows,
 )
 from .service_keys import ServiceKey
@@ -89,6 +96,16 @@ class RotationScheduler:
         self.keys_in_force = 0
         self._underivable: set[str] = set()  # keys of the schedule this seed does not give
         self._file_written: tuple[str | None, str | None] = (None, None)  # (key, successor) in the file
+        self.operator = keystore.operator_policy if keystore is not None else None
+        if self.operator is not None:
+            problems = operator_policy_problems(self.policy, self.operator.max_validity, self.operator.max_keys)
+            outside = sorted(set(self.purposes) - set(self.operator.purposes))
+            if outside:
+                problems.append(
+                    f"[rotation] purposes {outside} are outside the operator scope {sorted(self.operator.purposes)}"
+                )
+            if problems:
+                raise PolicyError("rotation refused under the node's operator limits: " + "; ".join(problems))
         self.key_file: Path | None = None
         if rcfg.key_file and handout is not None:
             path = Path(rcfg.key_file)
@@ -116,6 +133,7 @@ class RotationScheduler:
             "lastError": self.last_error,
             "lastErrorAt": self.last_error_at,
             "warning": self.warning,
+            "signer": "operator" if self.operator is not None else "controllers",
             **self.info,
         }
 
@@ -195,6 +213,13 @@ class RotationScheduler:
             return self._fail(now, "the subject is disputed (two events at one seq): not rotating until it is resolved")
         if not ks.unlocked:
             return self._fail(now, "the keystore is locked: restart the node with KEYREG_PASSWORD set")
+        if self.operator is not None and operator_set_of(self.operator) != state.operators:
+            return self._fail(
+                now,
+                "the subject's operator set in force is not this node's operator key and limits (the controllers "
+                "changed it, or the keystore is not this subject's): the node cannot sign; give it the operator key "
+                "the controllers delegated to (docs/operations.md, Custody)",
+            )
         self._adopt(ks, subject, state, now)
         if not plan.due:
             self.last_error = None
@@ -237,14 +262,20 @@ class RotationScheduler:
         key = scheduled_key(seed, subject, self.rcfg.algorithm, plan.activate_at)
         if not ks.has_service_key(key.key_id):
             ks.add_service_key(key, self.purposes)
-        head = Head(subject, state.seq, state.head, state.timestamp)
+        head = Head(subject, state.seq, state.head, state.timestamp, state.governor, state.operators)
+        max_validity = self.operator.max_validity if self.operator is not None else None
+        not_after = scheduled_not_after(self.policy, plan.activate_at, plan.timestamp, max_validity)
         signed = sign_update(
             ks,
             self.config.domain,
             head,
             plan.timestamp,
-            [key.published(self.purposes, plan.activate_at)],
+            [key.published(self.purposes, plan.activate_at, not_after)],
             plan.retire,
+            keys=[
+                LiveKey(kid, tuple(rec.key.purposes), rec.not_after, rec.revoked_at is not None)
+                for kid, rec in state.keys.items()
+            ],
         )
         latest = registry.state(subject)
         if latest is None or latest.head != state.head:
