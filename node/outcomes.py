@@ -42,12 +42,11 @@ class IngestResult:
         return out
 
     def __post_init__(self) -> None:
-        # A result outlives the ingest call that caught its error: the error's traceback (and those
-        # of the errors it was raised from or during) would keep that call's frames, whose locals
-        # hold the results list holding this result, alive in a reference cycle. Reference counting
-        # cannot free cycles, so every rejected event left garbage for the cyclic GC, whose
-        # young-generation passes then paused the event loop for 8-15 ms every ~1.5 s under junk
-        # (bench/adversarial.py junk phase). The error's code and message are all a result reports.
+        # Invariant: ingest leaves no cyclic garbage, since the cyclic GC's passes pause the event
+        # loop that answers verdicts. A result outlives the call that caught its error, and the
+        # error's traceback (or that of an error it was raised from or during) holds that call's
+        # frames, whose locals hold the results list holding this result: a cycle. A result
+        # reports only the error's code and message.
         if self.error is not None:
             self.error.__traceback__ = None
             self.error.__cause__ = None
