@@ -4,6 +4,7 @@
 //
 //   node contracts/compile.js           write the artifacts
 //   node contracts/compile.js --check   recompile and exit 1 if any committed artifact differs
+//   node contracts/compile.js --only KeyRegistry [--check]   write (or check) that artifact only
 //
 // Imports ("@openzeppelin/...") resolve from contracts/node_modules. Settings are fixed here
 // (optimizer on, fixed runs, fixed EVM version), so the same sources always give the same bytes.
@@ -58,10 +59,16 @@ function findImport(importPath) {
 
 function main() {
   const check = process.argv.includes('--check');
+  const onlyAt = process.argv.indexOf('--only');
+  const only = onlyAt >= 0 ? process.argv[onlyAt + 1] : null;
+  if (onlyAt >= 0 && !only) fail('--only needs a contract name');
   const version = solc.version();
   if (!version.startsWith(PINNED_SOLC + '+')) fail(`solc ${version} is not the pinned ${PINNED_SOLC}`);
 
-  const files = fs.readdirSync(SRC).filter((f) => f.endsWith('.sol')).sort();
+  // --only compiles that contract's file alone (its imports still resolve), so a file another
+  // change leaves broken meanwhile does not block it.
+  const files = fs.readdirSync(SRC).filter((f) => f.endsWith('.sol') && (!only || f === `${only}.sol`)).sort();
+  if (only && !files.length) fail(`no contracts/src/${only}.sol`);
   const sources = {};
   for (const f of files) sources[f] = { content: fs.readFileSync(path.join(SRC, f), 'utf8') };
   const input = { language: 'Solidity', sources, settings: SETTINGS };
@@ -77,6 +84,7 @@ function main() {
     const name = path.basename(f, '.sol');
     const contract = (output.contracts[f] || {})[name];
     if (!contract) continue; // a file without a contract of its own name (libraries, interfaces)
+    if (only && name !== only) continue;
     const artifact = {
       contractName: name,
       sourceName: `contracts/src/${f}`,

@@ -51,7 +51,18 @@ import trio
 
 from ..core.eip712 import event_digest
 from ..core.errors import ChainError, ConfigError
-from ..core.records import ZERO32, Inception, Rotation, SignedEvent
+from ..core.log import signers_of, update_authority
+from ..core.records import (
+    NO_OPERATORS,
+    ZERO32,
+    Delegation,
+    Domain,
+    Inception,
+    OperatorSet,
+    Rotation,
+    SignedEvent,
+    Update,
+)
 from ..keys.operations import reduces_authority
 from ..outcomes import Report
 from ..registry import Registry
@@ -183,22 +194,48 @@ class AnchorQueue:
 # Direct anchoring: signed events -> EventInput tuples
 
 
-def direct_inputs(domain_events: Sequence[SignedEvent], start: int) -> list[tuple[Any, ...]]:
+def direct_inputs(events: Sequence[SignedEvent], start: int, domain: Domain | None = None) -> list[tuple[Any, ...]]:
     """EventInput tuples for events[start:] of one subject's log (held from seq 0).
 
-    Updates and revocations need the controller set in force before them; walking the log from
-    the inception gives it (only inceptions and rotations change it).
+    Updates, revocations and delegations are checked against the controller set in force before
+    them, and an operator-signed update against the operator set in force; walking the log from
+    the inception gives both (inceptions and rotations set them, delegations set the operators).
+    Which set signed an update is read from its signatures (``domain``: the log's; default the
+    one each event carries), only when an operator set is in force.
     """
     controllers: tuple[bytes, ...] = ()
     threshold = 0
+    operators = NO_OPERATORS
     out = []
-    for i, signed in enumerate(domain_events):
+    for i, signed in enumerate(events):
         e = signed.event
         if i >= start:
-            out.append(event_input(signed, controllers, threshold))
+            if isinstance(e, Update) and operators and is_operator_signed(signed, controllers, threshold, operators,
+                                                                          domain):  # fmt: skip
+                out.append(event_input(signed, operators.operators, operators.threshold, by_operators=True))
+            else:
+                out.append(event_input(signed, controllers, threshold))
         if isinstance(e, Inception | Rotation):
-            controllers, threshold = e.controllers, e.threshold
+            controllers, threshold, operators = e.controllers, e.threshold, e.operators
+        elif isinstance(e, Delegation):
+            operators = e.operators
     return out
+
+
+def is_operator_signed(
+    signed: SignedEvent,
+    controllers: tuple[bytes, ...],
+    threshold: int,
+    operators: OperatorSet,
+    domain: Domain | None = None,
+) -> bool:
+    """True if ``signed`` (an update the log accepted) is signed by the operators in force rather
+    than the controllers (the update signature rule of docs/protocol.md 6.2)."""
+    d = domain if domain is not None else signed.domain
+    if d is None:
+        raise ValueError("the signed event carries no domain: pass the log's")
+    signers = signers_of(event_digest(d, signed.event), signed.signatures)
+    return update_authority(signers, controllers, threshold, operators) == "operators"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,7 +497,7 @@ class AnchoringService:
             start = chain_seq + 1
         if start >= len(events):
             return {"status": "already", "seq": chain_seq, "digest": "0x" + chain_digest.hex()}
-        inputs = direct_inputs(events, 0)[start:]
+        inputs = direct_inputs(events, start, self.registry.domain)
         txs = []
         for i in range(0, len(inputs), MAX_EVENTS_PER_TX):
             chunk = inputs[i : i + MAX_EVENTS_PER_TX]

@@ -21,12 +21,15 @@ import httpx
 from eth_account import Account
 from web3 import Web3
 
-from node.core.eip712 import TYPE_HASH, hash_published_key
+from node.core.eip712 import TYPE_HASH, hash_operator_set, hash_published_key
 from node.core.hashing import keccak
 from node.core.records import (
+    KIND_NUMBER,
     ZERO32,
+    Delegation,
     Inception,
     KeyRetirement,
+    OperatorSet,
     PublishedKey,
     Revocation,
     Rotation,
@@ -41,7 +44,7 @@ ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2f
 ANVIL_CHAIN_ID = 31337
 RPC_TIMEOUT_S = 10
 
-KIND_CODE = {"inception": 0, "update": 1, "rotation": 2, "revocation": 3}
+KIND_CODE = KIND_NUMBER  # kind name -> the contract's KIND_* number
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,7 +194,7 @@ def deploy_registry(w3: Web3, private_key: str = ANVIL_DEV_KEY) -> Any:
 # Signed events -> registry call arguments
 #
 # The contract takes the fields it enforces explicitly and the rest as already-hashed EIP-712
-# member encodings (docs/contracts.md section 2); these helpers produce exactly those words.
+# member encodings (docs/contracts.md section 1); these helpers produce exactly those words.
 
 
 def _word(v: int) -> bytes:
@@ -201,6 +204,11 @@ def _word(v: int) -> bytes:
 def hash_string(s: str) -> bytes:
     """EIP-712 encoding of a string member."""
     return keccak(s.encode())
+
+
+def hash_strings(items: Sequence[str]) -> bytes:
+    """EIP-712 encoding of a string[] member (keccak256 of "" for an empty array)."""
+    return keccak(b"".join(hash_string(x) for x in items))
 
 
 def hash_keys(keys: Sequence[PublishedKey]) -> bytes:
@@ -214,6 +222,20 @@ def hash_retirements(items: Sequence[KeyRetirement]) -> bytes:
     return keccak(b"".join(keccak(th + hash_string(r.key_id) + _word(r.not_after)) for r in items))
 
 
+def _checksum(a: bytes) -> str:
+    return Web3.to_checksum_address(a)
+
+
+def operator_set_arg(o: OperatorSet) -> tuple[list[str], int, bytes, int, int]:
+    """The KeyRegistry.OperatorSet tuple of an operator set (purposes hashed as EIP-712 string[]).
+    NO_OPERATORS gives the one encoding of "none": ([], 0, keccak256(""), 0, 0)."""
+    return ([_checksum(a) for a in o.operators], o.threshold, hash_strings(o.purposes), o.max_validity, o.max_keys)
+
+
+# The OperatorSet tuple of an update or a revocation in anchorEvents / supersede: unused, all zero.
+UNUSED_OPERATOR_SET: tuple[list[str], int, bytes, int, int] = ([], 0, ZERO32, 0, 0)
+
+
 def event_body(signed: SignedEvent) -> list[bytes]:
     """The four ``body`` words of an event (see KeyRegistry.EventInput)."""
     e = signed.event
@@ -222,88 +244,128 @@ def event_body(signed: SignedEvent) -> list[bytes]:
     if isinstance(e, Update):
         return [hash_keys(e.publish), hash_retirements(e.retire), _word(int(e.set_metadata)), hash_string(e.metadata)]
     if isinstance(e, Rotation):
-        return [e.next_commitment, ZERO32, ZERO32, ZERO32]
+        return [e.next_commitment, b"\x00" * 12 + e.governor, ZERO32, ZERO32]
     if isinstance(e, Revocation):
         return [hash_string(e.key_id), _word(e.effective_at), hash_string(e.reason), ZERO32]
+    if isinstance(e, Delegation):
+        return [ZERO32, ZERO32, ZERO32, ZERO32]
     raise TypeError(f"not an event: {type(e).__name__}")
 
 
-def _checksum(a: bytes) -> str:
-    return Web3.to_checksum_address(a)
+def displaced_body(signed: SignedEvent) -> list[bytes]:
+    """The ``displacedBody`` words of a head that recoverRotation or supersede replaces: an
+    update's or revocation's body, or [hashStruct(OperatorSet), 0, 0, 0] for a delegation."""
+    e = signed.event
+    if isinstance(e, Delegation):
+        return [hash_operator_set(e.operators), ZERO32, ZERO32, ZERO32]
+    if isinstance(e, Update | Revocation):
+        return event_body(signed)
+    raise TypeError(f"a {e.kind} head is never displaced")
+
+
+def _signing_set(e: Any, signers: Sequence[bytes] | None, threshold: int | None) -> tuple[tuple[bytes, ...], int]:
+    if isinstance(e, Inception | Rotation):
+        return e.controllers, e.threshold  # their own (revealed) set signs them
+    if signers is None or threshold is None:
+        raise ValueError(f"a {e.kind} needs the signing set in force and its threshold")
+    return tuple(signers), threshold
 
 
 def call_for(
     signed: SignedEvent,
     controllers: Sequence[bytes] | None = None,
     threshold: int | None = None,
+    *,
+    by_operators: bool = False,
 ) -> tuple[str, list[Any]]:
     """(function name, args) anchoring one signed event directly.
 
-    For an update or revocation, ``controllers``/``threshold`` are the subject's *current*
-    controller set (the contract checks them against its stored commitment); inceptions and
-    rotations carry their own set.
+    For an update, revocation or delegation, ``controllers``/``threshold`` are the subject's
+    *current* controller set (the contract checks them against its stored commitment); for an
+    operator-signed update (``by_operators``) they are the operator set in force and its
+    threshold (anchorOperatorUpdate). Inceptions and rotations carry their own set.
     """
     e = signed.event
     sigs = b"".join(signed.signatures)
+    if by_operators and not isinstance(e, Update):
+        raise ValueError("operators sign updates only")
     if isinstance(e, Inception):
         body = event_body(signed)
         ctrl = [_checksum(c) for c in e.controllers]
         governor = _checksum(e.governor)
-        return "anchorInception", [e.timestamp, ctrl, e.threshold, body[0], governor, body[2], body[3], sigs]
+        return "anchorInception", [
+            e.timestamp, ctrl, e.threshold, body[0], governor, operator_set_arg(e.operators), body[2], body[3], sigs,
+        ]  # fmt: skip
     if isinstance(e, Rotation):
         ctrl = [_checksum(c) for c in e.controllers]
-        return "anchorRotation", [e.subject, e.seq, e.prev, e.timestamp, ctrl, e.threshold, e.next_commitment, sigs]
-    if controllers is None or threshold is None:
-        raise ValueError("an update or revocation needs the current controllers and threshold")
-    return "anchorUpdate", [
-        KIND_CODE[e.kind],
-        e.subject,
-        e.seq,
-        e.prev,
-        e.timestamp,
-        event_body(signed),
-        [_checksum(c) for c in controllers],
-        threshold,
-        sigs,
-    ]
+        return "anchorRotation", [
+            e.subject, e.seq, e.prev, e.timestamp, ctrl, e.threshold, e.next_commitment, _checksum(e.governor),
+            operator_set_arg(e.operators), sigs,
+        ]  # fmt: skip
+    members, thr = _signing_set(e, controllers, threshold)
+    listed = [_checksum(c) for c in members]
+    if isinstance(e, Delegation):
+        return "anchorDelegation", [
+            e.subject, e.seq, e.prev, e.timestamp, operator_set_arg(e.operators), listed, thr, sigs,
+        ]  # fmt: skip
+    if by_operators:
+        return "anchorOperatorUpdate", [e.subject, e.seq, e.prev, e.timestamp, event_body(signed), listed, thr, sigs]
+    return "anchorUpdate", [KIND_NUMBER[e.kind], e.subject, e.seq, e.prev, e.timestamp, event_body(signed), listed, thr,
+                            sigs]  # fmt: skip
 
 
 def event_input(
     signed: SignedEvent,
     controllers: Sequence[bytes] | None = None,
     threshold: int | None = None,
+    *,
+    by_operators: bool = False,
 ) -> tuple[Any, ...]:
-    """One KeyRegistry.EventInput tuple for ``anchorEvents`` (controllers as in :func:`call_for`)."""
+    """One KeyRegistry.EventInput tuple for ``anchorEvents`` / ``supersede`` (signing set as in
+    :func:`call_for`)."""
     e = signed.event
-    if isinstance(e, Inception | Rotation):
-        ctrl, thr = e.controllers, e.threshold
-    else:
-        if controllers is None or threshold is None:
-            raise ValueError("an update or revocation needs the current controllers and threshold")
-        ctrl, thr = tuple(controllers), threshold
+    if by_operators and not isinstance(e, Update):
+        raise ValueError("operators sign updates only")
+    members, thr = _signing_set(e, controllers, threshold)
     if isinstance(e, Inception):
         subject, seq, prev = ZERO32, 0, ZERO32
     else:
         subject, seq, prev = e.subject, e.seq, e.prev
+    ops = operator_set_arg(e.operators) if isinstance(e, Inception | Rotation | Delegation) else UNUSED_OPERATOR_SET
     return (
-        KIND_CODE[e.kind],
+        KIND_NUMBER[e.kind],
         subject,
         seq,
         prev,
         e.timestamp,
         event_body(signed),
-        [_checksum(c) for c in ctrl],
+        [_checksum(c) for c in members],
         thr,
+        by_operators,
+        ops,
         b"".join(signed.signatures),
     )
 
 
 def recovery_call(signed_rotation: SignedEvent, displaced: SignedEvent) -> tuple[str, list[Any]]:
-    """(function name, args) for ``recoverRotation``: a rotation replacing the anchored head ``displaced``."""
+    """(function name, args) for ``recoverRotation``: a rotation replacing the anchored head ``displaced``
+    (an update, a key-level revocation or a delegation at the same seq)."""
     name, args = call_for(signed_rotation)
     if name != "anchorRotation":
         raise TypeError("recovery needs a rotation")
     d = displaced.event
-    if not isinstance(d, Update | Revocation):
-        raise TypeError("only an update or revocation head can be displaced")
-    return "recoverRotation", [*args, KIND_CODE[d.kind], d.timestamp, event_body(displaced)]
+    return "recoverRotation", [*args, KIND_NUMBER[d.kind], d.timestamp, displaced_body(displaced)]
+
+
+def supersede_call(
+    signed: SignedEvent,
+    displaced: SignedEvent,
+    controllers: Sequence[bytes] | None = None,
+    threshold: int | None = None,
+) -> tuple[str, list[Any]]:
+    """(function name, args) for ``supersede``: a controller-signed ``signed`` at the anchored head's
+    seq replacing ``displaced``, an operator-signed update (``controllers``/``threshold``: the
+    controller set in force, for an update, revocation or delegation)."""
+    if not isinstance(displaced.event, Update):
+        raise TypeError("only an operator-signed update head is superseded")
+    return "supersede", [event_input(signed, controllers, threshold), displaced.event.timestamp, event_body(displaced)]
