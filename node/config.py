@@ -215,6 +215,23 @@ class ExplorerConfig:
 
 
 @dataclass(frozen=True)
+class ProposalsConfig:
+    # Signing ceremonies (docs/ceremonies.md): unsigned proposals this node holds for signers on
+    # other machines (/v1/proposals), in memory, never gossiped (docs/adr/0028 section 10).
+    enabled: bool = True
+    max_pending: int = 256  # in all; a proposal holds one event (<= limits.max_event_bytes)
+    max_pending_per_subject: int = 8
+    ttl_s: float = 3 * 24 * 3600.0  # a pending proposal expires this long after it was created
+    max_body_bytes: int = 128 * 1024  # a create request (the event and any signatures)
+    # Per API client (token buckets; off, like the API's, when api.rate_limit_per_s is 0): creating
+    # costs a dry run of the rules, each signature one recovery.
+    creates_per_client_per_s: float = 0.1
+    creates_burst: int = 20
+    signatures_per_client_per_s: float = 1.0
+    signatures_burst: int = 60
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path = Path(".keyreg")
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -227,6 +244,7 @@ class Config:
     rotation: RotationConfig = field(default_factory=RotationConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     explorer: ExplorerConfig = field(default_factory=ExplorerConfig)
+    proposals: ProposalsConfig = field(default_factory=ProposalsConfig)
     limits: Limits = field(default_factory=Limits)
     log_level: str = "info"
 

@@ -36,7 +36,7 @@ from ..core.errors import KeyregError, MalformedEvent, TransportError
 from ..explorer import routes as explorer
 from ..outcomes import IngestResult
 from ..registry import Registry
-from . import gov_routes, views
+from . import gov_routes, proposal_routes, views
 from .handling import ApiError, error_response, int_query, read_body, status_for
 from .middleware import (
     HotRoute,
@@ -395,6 +395,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         Route("/metrics", get_metrics),
         Route("/openapi.json", get_openapi),
         *gov_routes.routes(lambda: ctx.gov),  # node/gov: proposals and ballots
+        *proposal_routes.routes(ctx, body_buckets),  # signing ceremonies (docs/ceremonies.md)
         *explorer.routes(ctx),  # the web explorer at [explorer] path (node/explorer)
     ]
     rate = config.api.rate_limit_per_s

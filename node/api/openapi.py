@@ -13,6 +13,7 @@ from functools import cache
 from typing import Any
 
 from .. import __version__
+from . import proposal_routes
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _OBJ: dict[str, Any] = {"type": "object"}
@@ -307,6 +308,7 @@ def _paths() -> dict[str, Any]:
             )
         },
     }
+    paths.update(proposal_routes.openapi_paths(_op, _json, _error))  # signing ceremonies
     return {path: _with_head(item) for path, item in paths.items()}
 
 
@@ -329,6 +331,7 @@ def openapi_document() -> dict[str, Any]:
         "components": {
             "responses": _RESPONSES,
             "schemas": {
+                "Proposal": proposal_routes.PROPOSAL_SCHEMA,
                 "Error": {
                     "type": "object",
                     "required": ["code", "message"],

@@ -218,12 +218,16 @@ class Proposal:
     def missing(self) -> int:
         return max(0, self.authority.threshold - len(self.signatures))
 
-    def recover(self, signature: bytes) -> bytes:
-        """The signer of ``signature`` if it may be attached now; raises the rule it breaks."""
+    def require_open(self) -> None:
+        """Raise ProposalComplete once the threshold is met: no signature is recovered past it."""
         if self.complete:
             raise ProposalComplete(
                 f"the proposal already holds {len(self.signatures)} of {self.authority.threshold} signatures: submit it"
             )
+
+    def recover(self, signature: bytes) -> bytes:
+        """The signer of ``signature`` if it may be attached now; raises the rule it breaks."""
+        self.require_open()
         check_signature_form(signature)
         signer = recover_address(self.digest, signature)
         if signer not in self.authority.signers:
