@@ -270,7 +270,8 @@ class Session:
         from ..keys.operations import Head
 
         st = self.state()
-        return Head(self.subject, st["seq"], bytes.fromhex(st["head"][2:]), st["timestamp"])
+        gov = bytes.fromhex(st["governor"][2:]) if st.get("governor") else bytes(20)  # a rotation restates it
+        return Head(self.subject, st["seq"], bytes.fromhex(st["head"][2:]), st["timestamp"], gov)
 
 
 def subject_arg(value: str | None, session_subject: Callable[[], bytes]) -> bytes:

@@ -628,3 +628,37 @@ def _print_off_node(summary: dict[str, Any]) -> None:
             "[bold]keyreg node run[/] and [bold]keyreg subject create[/]"
         )
     err_console.print(f"  admin token   {summary['adminToken']} (0600; give it to your service)")
+
+
+def submit_pending_inception(session: Any, data_dir: Path, out: Path | None, as_json: bool) -> None:
+    """``keyreg subject create`` on an operator-custody node: submit the inception ``init`` left
+    (signed by the controllers, or a proposal they completed) instead of signing one."""
+    from ..core.codec import event_to_obj
+    from ..core.eip712 import event_digest
+
+    signed = pending_inception(data_dir)
+    subject = event_digest(session.config.domain, signed.event)
+    if subject != session.keystore.subject:
+        raise ConfigError(f"the pending inception is of subject 0x{subject.hex()}, not this keystore's")
+    obj = event_to_obj(signed)
+    if out is not None:
+        out.write_text(json.dumps(obj, indent=2) + "\n")
+    else:
+        session.client.post_events([obj])
+    summary = {
+        "subject": "0x" + subject.hex(),
+        "did": f"did:keyreg:{session.config.network.chain_id}:0x{subject.hex()}",
+        "keyId": signed.event.keys[0].key_id if signed.event.keys else None,
+        "submitted": out is None,
+        "out": str(out) if out else None,
+    }
+    if as_json:
+        print_json(summary)
+        return
+    from .common import out_console
+
+    where = "written to " + str(out) if out else "submitted to " + session.client.url
+    err_console.print(
+        f"[green]subject created[/] 0x{subject.hex()} (inception signed by the controllers at init; {where})"
+    )
+    out_console.print("0x" + subject.hex())

@@ -57,6 +57,23 @@ def _head(state: dict[str, Any]) -> Head:
     return Head(bytes.fromhex(state["subject"][2:]), state["seq"], bytes.fromhex(state["head"][2:]), state["timestamp"])
 
 
+def _live(state: dict[str, Any]) -> list[Any]:
+    """The subject's keys as the operator limits see them (node/keys/operations.py)."""
+    from ..keys.operations import LiveKey
+
+    return [LiveKey(k["keyId"], tuple(k["purposes"]), k["notAfter"], k["revokedAt"] is not None) for k in state["keys"]]
+
+
+def _operator_not_after(s: Session, timestamp: int, wanted: int) -> int:
+    """On an operator-custody node a key must expire within maxValidity of the update: the default
+    end (``wanted`` 0) is the longest the operator may publish; an explicit one is kept (and
+    refused before signing if it is too late)."""
+    policy = s.keystore.operator_policy
+    if policy is None or wanted:
+        return wanted
+    return timestamp + policy.max_validity
+
+
 def _submit(s: Session, events: list[Any]) -> list[dict[str, Any]]:
     from ..core.codec import event_to_obj
 
@@ -91,12 +108,14 @@ def add(
     s = Session(data_dir, password_file, node)
     now = int(time.time())
     nb = parse_time(not_before, now) or now
-    na = parse_time(not_after, now) or 0
     purposes = tuple(purpose or ["sig"])
     key = ServiceKey.generate(check_alg(alg), key_id)
-    head = _head(s.state())
+    state = s.state()
+    head = _head(state)
+    na = _operator_not_after(s, head.next_timestamp(now), parse_time(not_after, now) or 0)
+    signed = sign_update(s.keystore, s.config.domain, head, now, [key.published(purposes, nb, na)], keys=_live(state))
     s.keystore.add_service_key(key, purposes)
-    _submit(s, [sign_update(s.keystore, s.config.domain, head, now, [key.published(purposes, nb, na)])])
+    _submit(s, [signed])
     out = {"keyId": key.key_id, "alg": key.alg, "purposes": list(purposes), "notBefore": nb, "notAfter": na}
     if as_json:
         print_json(out)
@@ -130,7 +149,7 @@ def retire(
     if when < now:
         raise ConfigError("a retirement cannot be in the past; use `keyreg keys revoke --at` for that")
     state = s.state()
-    signed = sign_update(s.keystore, s.config.domain, _head(state), now, retire=[(key_id, when)])
+    signed = sign_update(s.keystore, s.config.domain, _head(state), now, retire=[(key_id, when)], keys=_live(state))
     results = _submit(s, [signed])
     err_console.print(f"[green]retired[/] {key_id}: valid until {fmt_time(when)}")
     anchor: dict[str, Any] = {"mode": "none", "status": "not needed"}
@@ -173,6 +192,8 @@ def rotate(
     from ..keys.service_keys import ServiceKey, check_alg
 
     s = Session(data_dir, password_file, node)
+    if now_:
+        s.keystore.require_controllers("an emergency rotation (it revokes the old keys)")
     now = int(time.time())
     state = s.state()
     mine = {i.key_id for i in s.keystore.service_key_infos()}
@@ -211,9 +232,16 @@ def rotate(
     else:
         plan = plan_manual_rotation(now, live, parse_duration(overlap), parse_duration(activate_in))
         assert plan.activate_at is not None
+        na = _operator_not_after(s, head.next_timestamp(now), 0)
         events = [
             sign_update(
-                s.keystore, s.config.domain, head, now, [new.published(purposes, plan.activate_at)], plan.retire
+                s.keystore,
+                s.config.domain,
+                head,
+                now,
+                [new.published(purposes, plan.activate_at, na)],
+                plan.retire,
+                keys=_live(state),
             )
         ]
         results = _submit(s, events)

@@ -65,6 +65,11 @@ def create(
     from ..keys.service_keys import ServiceKey, check_alg
 
     s = Session(data_dir, password_file, node)
+    if not s.keystore.holds_controllers:  # operator custody: the controllers signed it at `keyreg init`
+        from .init import submit_pending_inception
+
+        submit_pending_inception(s, data_dir, out, as_json)
+        return
     if s.keystore.subject is not None:
         raise ConfigError(f"this keystore already has subject 0x{s.keystore.subject.hex()}")
     gov = ZERO20

@@ -4,7 +4,8 @@ processes (SQLite, p2p gossip, the scheduler), a service that signs a JWT every 
 against another node's JWKS, refreshing only on a timer (it never refetches on an unknown kid,
 and keeps its last set while the node is down: the hardest case for a rotation).
 
-Set ``KEYREG_KDF_N`` to a small power of two before :func:`init_node` for fast keystores.
+Set ``KEYREG_KDF_N`` to a small power of two before :func:`init_node` for fast keystores. Drill
+nodes use the default custody: the node holds only its operator key and rotates with it alone.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from ..cli.init import init_data_dir
+from ..cli.init import OffNodeCustody, init_data_dir, pending_inception
 from ..core.codec import event_to_obj
 from ..core.eip712 import event_digest
 from .keystore import Keystore, Password
@@ -48,17 +49,33 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
-def init_node(data_dir: Path, password: str) -> None:
-    """``keyreg init`` for a drill node (1-of-1 controllers)."""
-    init_data_dir(data_dir, Password(password))
+def init_node(data_dir: Path, password: str, *, all_on_node: bool = False) -> dict[str, Any]:
+    """``keyreg init`` for a drill node: by default operator custody (the node holds only its operator
+    key; one controller and its next generation as keyfiles in ``<data_dir>-custody``, each under
+    its own password derived from ``password``); ``all_on_node``: 1-of-1 controllers in the keystore."""
+    if all_on_node:
+        return init_data_dir(data_dir, Password(password))
+    custody = OffNodeCustody(
+        custody_dir=Path(data_dir).with_name(Path(data_dir).name + "-custody"),
+        controller_passwords=[Password(password + "/controller-1")],
+        next_passwords=[Password(password + "/next-1")],
+    )
+    return init_data_dir(data_dir, Password(password), custody=custody)
 
 
 def create_subject(data_dir: Path, password: str, api: str, purposes: tuple[str, ...] = ("sig",)) -> str:
-    """An inception with a first Ed25519 key, signed with the keystore and posted to ``api``."""
+    """Create the node's subject on ``api``: the inception ``init`` had the controllers sign
+    (operator custody), or, all-on-node, an inception with a first Ed25519 key signed with the
+    keystore."""
     from ..config import load_config
 
     config = load_config(data_dir)
     ks = Keystore.open(data_dir / "keystore").unlock(Password(password))
+    if not ks.holds_controllers:
+        signed = pending_inception(data_dir)
+        r = httpx.post(f"{api}/v1/events", json=event_to_obj(signed), timeout=30)
+        r.raise_for_status()
+        return "0x" + event_digest(config.domain, signed.event).hex()
     now = int(time.time())
     first = ServiceKey.generate("Ed25519")
     signed = sign_inception(ks, config.domain, now, [first.published(purposes, now)], "rotation drill")
