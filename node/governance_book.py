@@ -8,7 +8,7 @@ bound and make every verdict of that subject walk them.
 The book keeps exactly what a verdict needs, in a dict per subject:
 - one revocation per (subject, key id): the earliest effective, which is the contract's own rule
   and the only one ``node.core.keystate.effective_revocation`` can pick;
-- only revocations by the governor the subject named (when the subject is known: the contract
+- only revocations by a governor the subject named in its log (when the subject is known: the contract
   lets no one else revoke, so another governor comes only from a lying RPC endpoint);
 - at most ``per_subject`` key ids per subject (the registry passes ``max_keys_per_subject + 1``:
   every key a subject can ever publish, plus "" for the whole subject). Past the cap, a
@@ -37,7 +37,7 @@ class GovernanceBook:
     def _admits(
         self, g: GovernanceRevocation, state: SubjectState | None, current: GovernanceRevocation | None, count: int
     ) -> bool:
-        if state is not None and (g.governor != state.governor or not any(state.governor)):
+        if state is not None and g.governor not in state.governors:  # named by an establishment event (8.3)
             return False
         if current is not None:
             return g.effective_at < current.effective_at

@@ -27,7 +27,15 @@ from .core.keystate import Verdict, key_verdict, valid_keys
 from .core.limits import DEFAULT_LIMITS, Limits
 from .core.log import Accepted, KeyRecord, SubjectState, check_competitor
 from .core.merkle import SparseMerkleTree
-from .core.records import Domain, GovernanceRevocation, Inception, Rotation, SignedEvent
+from .core.records import (
+    Delegation,
+    Domain,
+    GovernanceRevocation,
+    Inception,
+    OperatorSet,
+    Rotation,
+    SignedEvent,
+)
 from .core.validator import Item, Validator
 from .governance_book import GovernanceBook
 from .outcomes import IngestResult, Listener, Report
@@ -428,8 +436,8 @@ class Registry:
                     raise ChainBroken(f"prev 0x{event.prev.hex()} is not the digest of seq {seq - 1}")
                 after = before.state
 
-                def signer_set() -> tuple[tuple[bytes, ...], int, bytes]:
-                    return after.controllers, after.threshold, after.next_commitment
+                def signer_set() -> tuple[tuple[bytes, ...], int, bytes, OperatorSet]:
+                    return after.controllers, after.threshold, after.next_commitment, after.operators
 
                 check_competitor(signed, digest, before.digest, signer_set)
             else:
@@ -559,18 +567,22 @@ class Registry:
                 return acc
         return None
 
-    def _signer_set_after(self, subject: bytes, seq: int, state: SubjectState) -> tuple[tuple[bytes, ...], int, bytes]:
-        """(controllers, threshold, next commitment) in force after the stored event ``seq``.
+    def _signer_set_after(
+        self, subject: bytes, seq: int, state: SubjectState
+    ) -> tuple[tuple[bytes, ...], int, bytes, OperatorSet]:
+        """(controllers, threshold, next commitment, operator set) in force after the stored event ``seq``.
 
-        The head state's, unless a rotation came later (``last_establishment_seq`` > ``seq``): then
-        the stored log is read back from ``seq`` to the establishment event in force there, in pages,
+        The head state's, unless a rotation or delegation came later (``last_establishment_seq`` >
+        ``seq``): then the stored log is read back from ``seq`` to the establishment event in force
+        there (for the operators, the latest delegation may come after it), in pages,
         decoding without any signature recovery (stored events were validated when stored). That is
         rare (rotations are); the first _FREE_SCAN_PAGES pages are free, each further page is
         charged to the subject's look-back budget (not its conflict budget: this runs before the
         signatures are checked, so junk may spend it, and spending it blocks only deep look-backs).
         """
         if state.last_establishment_seq <= seq:
-            return state.controllers, state.threshold, state.next_commitment
+            return state.controllers, state.threshold, state.next_commitment, state.operators
+        operators: OperatorSet | None = None  # set by the latest delegation at or before seq, if any
         hi, pages = seq + 1, 0
         while hi > 0:
             pages += 1
@@ -579,8 +591,11 @@ class Registry:
             lo = max(0, hi - _SCAN_PAGE)
             for raw in reversed(self.store.events(subject, lo, hi - lo)):
                 ev = self.validator.decode(raw).event
-                if isinstance(ev, Inception | Rotation):
-                    return ev.controllers, ev.threshold, ev.next_commitment
+                if isinstance(ev, Delegation) and operators is None:
+                    operators = ev.operators
+                elif isinstance(ev, Inception | Rotation):
+                    ops = ev.operators if operators is None else operators
+                    return ev.controllers, ev.threshold, ev.next_commitment, ops
             hi = lo
         raise StorageError(f"no inception stored for subject 0x{subject.hex()}")
 

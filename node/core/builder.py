@@ -1,7 +1,22 @@
-"""Build and sign events: what a controller (CLI, keystore, tests, vector generator) uses.
+"""Build and sign events: what controllers and operators (CLI, keystore, ceremonies, tests, the
+vector generator) use.
 
 Signing always goes through :func:`node.core.eip712.event_digest`, so what we sign is exactly
 what the validator and the contract check.
+
+Protocol 2 in brief (docs/protocol.md, docs/adr/0028-protocol-v2-operators-and-custody.md):
+
+- :func:`inception`, :func:`update`, :func:`rotation`, :func:`revocation` and :func:`delegation`
+  build unsigned events; :func:`operator_set` builds the ``operators`` of an inception, a
+  rotation or a delegation (default :data:`NO_OPERATORS`: none).
+- A rotation restates the governor and the operator set: ``rotation(..., governor=,
+  operators=)`` default to none, so pass the current ones (``state.governor``,
+  ``state.operators``) to keep them.
+- :func:`sign_event` signs with any secrets: controller secrets for every kind, or operator
+  secrets for an update (which is then operator-signed, within the operator limits).
+- A ceremony collects signatures elsewhere: :func:`node.core.eip712.event_digest` (or
+  :func:`node.core.eip712.typed_data` for a wallet) is what each signer signs, and
+  :func:`attach_signatures` orders the collected signatures as the rules require.
 """
 
 from __future__ import annotations
@@ -10,11 +25,43 @@ from collections.abc import Iterable, Sequence
 
 from .eip712 import controller_commitment, event_digest
 from .hashing import address_of_private_key, sign_digest
-from .records import ZERO20, ZERO32, Domain, Event, Inception, PublishedKey, Revocation, Rotation, SignedEvent, Update
+from .records import (
+    NO_OPERATORS,
+    ZERO20,
+    ZERO32,
+    Delegation,
+    Domain,
+    Event,
+    Inception,
+    OperatorSet,
+    PublishedKey,
+    Revocation,
+    Rotation,
+    SignedEvent,
+    Update,
+)
+
+__all__ = [
+    "NO_OPERATORS",
+    "attach_signatures",
+    "commitment_for",
+    "controller_set",
+    "delegation",
+    "inception",
+    "operator_set",
+    "revocation",
+    "rotation",
+    "sign_event",
+    "update",
+]
 
 
 def sign_event(domain: Domain, event: Event, secrets: Iterable[bytes]) -> SignedEvent:
-    """Sign with each secret; signatures are ordered by ascending signer address as the rules require."""
+    """Sign with each secret; signatures are ordered by ascending signer address as the rules require.
+
+    The secrets are the controllers' (any kind) or, for an update, the operators' (an
+    operator-signed update); never mix the two sets in one event (unauthorized_signer).
+    """
     digest = event_digest(domain, event)
     pairs = sorted((address_of_private_key(s), sign_digest(s, digest)) for s in secrets)
     return SignedEvent(event=event, signatures=tuple(sig for _, sig in pairs), domain=domain)
@@ -39,6 +86,15 @@ def commitment_for(secrets: Sequence[bytes], threshold: int) -> bytes:
     return controller_commitment(controller_set(secrets), threshold)
 
 
+def operator_set(
+    operators: Sequence[bytes], threshold: int, purposes: Sequence[str], max_validity: int, max_keys: int
+) -> OperatorSet:
+    """An operator set from operator *addresses* (sorted here) and its limits: the purposes its
+    keys may have, their longest validity from the update's timestamp (seconds), and how many
+    live keys in those purposes it may leave. ``operator_set([], 0, [], 0, 0)`` is NO_OPERATORS."""
+    return OperatorSet(tuple(sorted(operators)), threshold, tuple(purposes), max_validity, max_keys)
+
+
 def inception(
     timestamp: int,
     controllers: Sequence[bytes],
@@ -48,13 +104,15 @@ def inception(
     keys: Sequence[PublishedKey] = (),
     governor: bytes = ZERO20,
     metadata: str = "",
+    operators: OperatorSet = NO_OPERATORS,
 ) -> Inception:
-    """An inception from controller *addresses* and the next set's addresses (for pre-rotation)."""
+    """An inception from controller *addresses* and the next set's addresses (for pre-rotation),
+    with an optional operator set."""
     ctrl = tuple(sorted(controllers))
     nxt = ZERO32
     if next_controllers is not None:
         nxt = controller_commitment(tuple(sorted(next_controllers)), next_threshold or threshold)
-    return Inception(timestamp, ctrl, threshold, nxt, governor, tuple(keys), metadata)
+    return Inception(timestamp, ctrl, threshold, nxt, governor, tuple(keys), metadata, operators)
 
 
 def update(
@@ -90,12 +148,23 @@ def rotation(
     threshold: int,
     next_controllers: Sequence[bytes] | None,
     next_threshold: int | None = None,
+    governor: bytes = ZERO20,
+    operators: OperatorSet = NO_OPERATORS,
 ) -> Rotation:
-    """A rotation revealing ``controllers`` (addresses) and committing to ``next_controllers``."""
+    """A rotation revealing ``controllers`` (addresses) and committing to ``next_controllers``.
+
+    It sets the governor and the operator set in force: the defaults drop both, so pass the
+    current ones (``state.governor``, ``state.operators``) to keep them.
+    """
     nxt = ZERO32
     if next_controllers is not None:
         nxt = controller_commitment(tuple(sorted(next_controllers)), next_threshold or threshold)
-    return Rotation(subject, seq, prev, timestamp, tuple(sorted(controllers)), threshold, nxt)
+    return Rotation(subject, seq, prev, timestamp, tuple(sorted(controllers)), threshold, nxt, governor, operators)
+
+
+def delegation(subject: bytes, seq: int, prev: bytes, timestamp: int, operators: OperatorSet) -> Delegation:
+    """A delegation replacing the operator set in force (NO_OPERATORS drops it); controller-signed."""
+    return Delegation(subject, seq, prev, timestamp, operators)
 
 
 def revocation(

@@ -21,10 +21,13 @@ import orjson
 from .errors import MalformedEvent, OversizedInput
 from .limits import DEFAULT_LIMITS, Limits
 from .records import (
+    PROTOCOL_VERSION,
+    Delegation,
     Domain,
     Event,
     Inception,
     KeyRetirement,
+    OperatorSet,
     PublishedKey,
     Revocation,
     Rotation,
@@ -37,16 +40,39 @@ _U256_MAX = 2**256 - 1
 _ENVELOPE = ("kind", "chainId", "verifyingContract", "signatures")
 FIELDS: dict[str, frozenset[str]] = {
     "inception": frozenset(
-        (*_ENVELOPE, "timestamp", "controllers", "threshold", "nextCommitment", "governor", "keys", "metadata")
+        (
+            *_ENVELOPE,
+            "timestamp",
+            "controllers",
+            "threshold",
+            "nextCommitment",
+            "governor",
+            "operators",
+            "keys",
+            "metadata",
+        )
     ),
     "update": frozenset(
         (*_ENVELOPE, "subject", "seq", "prev", "timestamp", "publish", "retire", "setMetadata", "metadata")
     ),
     "rotation": frozenset(
-        (*_ENVELOPE, "subject", "seq", "prev", "timestamp", "controllers", "threshold", "nextCommitment")
+        (
+            *_ENVELOPE,
+            "subject",
+            "seq",
+            "prev",
+            "timestamp",
+            "controllers",
+            "threshold",
+            "nextCommitment",
+            "governor",
+            "operators",
+        )
     ),
     "revocation": frozenset((*_ENVELOPE, "subject", "seq", "prev", "timestamp", "keyId", "effectiveAt", "reason")),
+    "delegation": frozenset((*_ENVELOPE, "subject", "seq", "prev", "timestamp", "operators")),
 }
+_OPERATOR_SET_FIELDS = frozenset(("operators", "threshold", "purposes", "maxValidity", "maxKeys"))
 _KEY_FIELDS = frozenset(("keyId", "alg", "publicKey", "purposes", "notBefore", "notAfter"))
 _RETIRE_FIELDS = frozenset(("keyId", "notAfter"))
 
@@ -309,6 +335,21 @@ def _key(obj: Any, limits: Limits) -> PublishedKey:
     )
 
 
+def _operator_set(obj: Any, limits: Limits) -> OperatorSet:
+    o = _check_fields(obj, _OPERATOR_SET_FIELDS, "operator set")
+    purposes = _list(o["purposes"], "purposes", limits.max_purposes)
+    for p in purposes:
+        if type(p) is not str:
+            raise MalformedEvent("field 'purposes' must be a list of strings")
+    return OperatorSet(
+        tuple([_hex(a, "operators", 20) for a in _list(o["operators"], "operators", limits.max_operators)]),
+        _uint(o["threshold"], "threshold", 255),
+        tuple(purposes),
+        _uint(o["maxValidity"], "maxValidity"),
+        _uint(o["maxKeys"], "maxKeys", 65535),
+    )
+
+
 def _keys(v: Any, name: str, limits: Limits) -> tuple[PublishedKey, ...]:
     return tuple([_key(k, limits) for k in _list(v, name, limits.max_keys_per_event)])
 
@@ -326,7 +367,7 @@ def _domain(chain_id: Any, contract: Any, known: Domain | None) -> Domain:
         and type(chain_id) is int
         and chain_id == known.chain_id
         and contract == "0x" + known.verifying_contract.hex()
-        and (known.name, known.version) == ("keyreg", "1")  # what a decoded Domain holds
+        and (known.name, known.version) == ("keyreg", PROTOCOL_VERSION)  # what a decoded Domain holds
     ):
         return known
     return Domain(_uint(chain_id, "chainId", _U256_MAX), _hex(contract, "verifyingContract", 20))
@@ -345,7 +386,8 @@ def event_from_obj(obj: Any, limits: Limits = DEFAULT_LIMITS, domain: Domain | N
         raise MalformedEvent(f"unknown event kind {str(kind)[:40]!r}")
     o = _check_fields(obj, FIELDS[kind], f"{kind} event")
     signed_for = _domain(o["chainId"], o["verifyingContract"], domain)
-    sigs = tuple([_hex(s, "signatures", 65) for s in _list(o["signatures"], "signatures", limits.max_controllers)])
+    max_signatures = max(limits.max_controllers, limits.max_operators)
+    sigs = tuple([_hex(s, "signatures", 65) for s in _list(o["signatures"], "signatures", max_signatures)])
     event: Event
     if kind == "inception":
         event = Inception(
@@ -356,6 +398,7 @@ def event_from_obj(obj: Any, limits: Limits = DEFAULT_LIMITS, domain: Domain | N
             _hex(o["governor"], "governor", 20),
             _keys(o["keys"], "keys", limits),
             _str(o["metadata"], "metadata"),
+            _operator_set(o["operators"], limits),
         )
         return SignedEvent(event, sigs, signed_for)
     subject = _hex(o["subject"], "subject", 32)
@@ -386,7 +429,11 @@ def event_from_obj(obj: Any, limits: Limits = DEFAULT_LIMITS, domain: Domain | N
             _addresses(o["controllers"], "controllers", limits),
             _uint(o["threshold"], "threshold", 255),
             _hex(o["nextCommitment"], "nextCommitment", 32),
+            _hex(o["governor"], "governor", 20),
+            _operator_set(o["operators"], limits),
         )
+    elif kind == "delegation":
+        event = Delegation(subject, seq, prev, timestamp, _operator_set(o["operators"], limits))
     else:
         event = Revocation(
             subject,
@@ -443,6 +490,17 @@ def _key_obj(k: PublishedKey) -> dict[str, Any]:
     }
 
 
+def operator_set_to_obj(o: OperatorSet) -> dict[str, Any]:
+    """The JSON object of an operator set (wire form; also used by views)."""
+    return {
+        "operators": ["0x" + a.hex() for a in o.operators],
+        "threshold": o.threshold,
+        "purposes": list(o.purposes),
+        "maxValidity": o.max_validity,
+        "maxKeys": o.max_keys,
+    }
+
+
 def event_to_obj(signed: SignedEvent) -> dict[str, Any]:
     """The JSON object of a signed event (the inverse of :func:`event_from_obj`)."""
     e = signed.event
@@ -459,6 +517,7 @@ def event_to_obj(signed: SignedEvent) -> dict[str, Any]:
             threshold=e.threshold,
             nextCommitment="0x" + e.next_commitment.hex(),
             governor="0x" + e.governor.hex(),
+            operators=operator_set_to_obj(e.operators),
             keys=[_key_obj(k) for k in e.keys],
             metadata=e.metadata,
         )
@@ -476,7 +535,11 @@ def event_to_obj(signed: SignedEvent) -> dict[str, Any]:
             controllers=["0x" + c.hex() for c in e.controllers],
             threshold=e.threshold,
             nextCommitment="0x" + e.next_commitment.hex(),
+            governor="0x" + e.governor.hex(),
+            operators=operator_set_to_obj(e.operators),
         )
+    elif isinstance(e, Delegation):
+        obj.update(operators=operator_set_to_obj(e.operators))
     else:
         obj.update(keyId=e.key_id, effectiveAt=e.effective_at, reason=e.reason)
     return obj

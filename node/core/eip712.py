@@ -14,11 +14,14 @@ from typing import Any
 from .errors import MalformedEvent
 from .hashing import keccak
 from .records import (
+    NO_OPERATORS,
     ZERO20,
+    Delegation,
     Domain,
     Event,
     Inception,
     KeyRetirement,
+    OperatorSet,
     PublishedKey,
     Revocation,
     Rotation,
@@ -42,12 +45,20 @@ TYPES: dict[str, list[tuple[str, str]]] = {
         ("notAfter", "uint64"),
     ],
     "KeyRetirement": [("keyId", "string"), ("notAfter", "uint64")],
+    "OperatorSet": [
+        ("operators", "address[]"),
+        ("threshold", "uint8"),
+        ("purposes", "string[]"),
+        ("maxValidity", "uint64"),
+        ("maxKeys", "uint16"),
+    ],
     "Inception": [
         ("timestamp", "uint64"),
         ("controllers", "address[]"),
         ("threshold", "uint8"),
         ("nextCommitment", "bytes32"),
         ("governor", "address"),
+        ("operators", "OperatorSet"),
         ("keys", "PublishedKey[]"),
         ("metadata", "string"),
     ],
@@ -69,6 +80,8 @@ TYPES: dict[str, list[tuple[str, str]]] = {
         ("controllers", "address[]"),
         ("threshold", "uint8"),
         ("nextCommitment", "bytes32"),
+        ("governor", "address"),
+        ("operators", "OperatorSet"),
     ],
     "Revocation": [
         ("subject", "bytes32"),
@@ -79,16 +92,31 @@ TYPES: dict[str, list[tuple[str, str]]] = {
         ("effectiveAt", "uint64"),
         ("reason", "string"),
     ],
+    "Delegation": [
+        ("subject", "bytes32"),
+        ("seq", "uint64"),
+        ("prev", "bytes32"),
+        ("timestamp", "uint64"),
+        ("operators", "OperatorSet"),
+    ],
 }
 
-PRIMARY_TYPE = {"inception": "Inception", "update": "Update", "rotation": "Rotation", "revocation": "Revocation"}
+PRIMARY_TYPE = {
+    "inception": "Inception",
+    "update": "Update",
+    "rotation": "Rotation",
+    "revocation": "Revocation",
+    "delegation": "Delegation",
+}
 _REFERENCED = {
-    "Inception": ["PublishedKey"],
+    "Inception": ["OperatorSet", "PublishedKey"],
     "Update": ["KeyRetirement", "PublishedKey"],
-    "Rotation": [],
+    "Rotation": ["OperatorSet"],
     "Revocation": [],
+    "Delegation": ["OperatorSet"],
     "PublishedKey": [],
     "KeyRetirement": [],
+    "OperatorSet": [],
     "EIP712Domain": [],
 }
 
@@ -110,6 +138,8 @@ _INC_TH = TYPE_HASH["Inception"]
 _UPD_TH = TYPE_HASH["Update"]
 _ROT_TH = TYPE_HASH["Rotation"]
 _REV_TH = TYPE_HASH["Revocation"]
+_DEL_TH = TYPE_HASH["Delegation"]
+_OPS_TH = TYPE_HASH["OperatorSet"]
 
 _ZERO_WORD = b"\x00" * 32
 _ONE_WORD = b"\x00" * 31 + b"\x01"
@@ -163,6 +193,34 @@ def hash_published_key(k: PublishedKey) -> bytes:
     )
 
 
+def hash_operator_set(o: OperatorSet) -> bytes:
+    """hashStruct(OperatorSet)."""
+    return keccak(
+        _OPS_TH
+        + hash_address_array(o.operators)
+        + _u(o.threshold)
+        + _hash_purposes(o.purposes)
+        + _u(o.max_validity)
+        + _u(o.max_keys)
+    )
+
+
+# hashStruct of the empty operator set, the common case of every establishment event.
+_NO_OPERATORS_HASH = hash_operator_set(NO_OPERATORS)
+
+
+def _hash_ops(o: OperatorSet) -> bytes:
+    return _NO_OPERATORS_HASH if o is NO_OPERATORS or o == NO_OPERATORS else hash_operator_set(o)
+
+
+def operator_commitment(o: OperatorSet) -> bytes:
+    """What the contract stores for an operator set: keccak256(abi.encodePacked(uint256(threshold),
+    address[])), or 32 zero bytes when there is none (docs/protocol.md 11)."""
+    if not o.operators:
+        return b"\x00" * 32
+    return controller_commitment(o.operators, o.threshold)
+
+
 def _hash_retirement(r: KeyRetirement) -> bytes:
     return keccak(_KR_TH + _hash_string(r.key_id) + _u(r.not_after))
 
@@ -194,6 +252,7 @@ def hash_struct(event: Event) -> bytes:
             _u(event.threshold),
             event.next_commitment,
             _addr(event.governor),
+            _hash_ops(event.operators),
             _hash_array([hash_published_key(k) for k in event.keys]),
             _hash_string(event.metadata),
         ]
@@ -207,6 +266,8 @@ def hash_struct(event: Event) -> bytes:
             hash_address_array(event.controllers),
             _u(event.threshold),
             event.next_commitment,
+            _addr(event.governor),
+            _hash_ops(event.operators),
         ]
     elif isinstance(event, Revocation):
         parts = [
@@ -219,6 +280,8 @@ def hash_struct(event: Event) -> bytes:
             _u(event.effective_at),
             _hash_string(event.reason),
         ]
+    elif isinstance(event, Delegation):
+        parts = [_DEL_TH, event.subject, _u(event.seq), event.prev, _u(event.timestamp), _hash_ops(event.operators)]
     else:
         raise TypeError(f"not an event: {type(event).__name__}")
     return keccak(b"".join(parts))
@@ -269,6 +332,16 @@ def _key_message(k: PublishedKey) -> dict[str, Any]:
     }
 
 
+def _operators_message(o: OperatorSet) -> dict[str, Any]:
+    return {
+        "operators": [_checksum(a) for a in o.operators],
+        "threshold": o.threshold,
+        "purposes": list(o.purposes),
+        "maxValidity": o.max_validity,
+        "maxKeys": o.max_keys,
+    }
+
+
 def message_of(event: Event) -> dict[str, Any]:
     """The typed-data ``message`` object of an event."""
     if isinstance(event, Inception):
@@ -278,6 +351,7 @@ def message_of(event: Event) -> dict[str, Any]:
             "threshold": event.threshold,
             "nextCommitment": "0x" + event.next_commitment.hex(),
             "governor": _checksum(event.governor if event.governor else ZERO20),
+            "operators": _operators_message(event.operators),
             "keys": [_key_message(k) for k in event.keys],
             "metadata": event.metadata,
         }
@@ -301,7 +375,11 @@ def message_of(event: Event) -> dict[str, Any]:
             "controllers": [_checksum(c) for c in event.controllers],
             "threshold": event.threshold,
             "nextCommitment": "0x" + event.next_commitment.hex(),
+            "governor": _checksum(event.governor if event.governor else ZERO20),
+            "operators": _operators_message(event.operators),
         }
+    if isinstance(event, Delegation):
+        return {**common, "operators": _operators_message(event.operators)}
     return {**common, "keyId": event.key_id, "effectiveAt": event.effective_at, "reason": event.reason}
 
 

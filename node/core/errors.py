@@ -10,8 +10,9 @@ will stay wrong) sit apart from transport failures (the world is wrong right now
     │   │   └── OversizedInput
     │   ├── WrongNetwork               signed for another chainId or registry contract
     │   ├── BadSignature               unparseable, high-s, or not recoverable
-    │   ├── UnauthorizedSigner         a signer is not a controller in force, or duplicated
-    │   ├── BelowThreshold             fewer distinct controller signatures than the threshold
+    │   ├── UnauthorizedSigner         a signer may not sign this event (not a controller in force,
+    │   │                              nor an operator for an update), or duplicated
+    │   ├── BelowThreshold             fewer distinct signatures than the controller (or operator) threshold
     │   ├── ChainBroken                seq or prev digest does not extend the subject's log
     │   │   └── StaleEvent             seq at or below the head with the same digest: a replay
     │   ├── UnknownSubject             a non-inception event for a subject we do not know
@@ -19,6 +20,8 @@ will stay wrong) sit apart from transport failures (the world is wrong right now
     │   ├── CommitmentMismatch         rotation does not reveal the pre-committed controller set
     │   ├── InvalidTransition          e.g. republishing a key id, retiring an unknown key,
     │   │                              any event after the subject was revoked
+    │   ├── OperatorLimit              an operator-signed update outside the limits its
+    │   │                              operator set allows (purposes, validity, key count, metadata)
     │   └── DuplicityDetected          a second valid event at an occupied (subject, seq)
     ├── TransportError                 something outside the rules failed; retry may help
     │   ├── Throttled                  over a budget (e.g. conflicts per subject); retry later
@@ -106,6 +109,12 @@ class InvalidTransition(RuleViolation):
     code = "invalid_transition"
 
 
+class OperatorLimit(RuleViolation):
+    """An operator-signed update breaks a limit of the operator set in force (docs/protocol.md 6.4)."""
+
+    code = "operator_limit"
+
+
 class DuplicityDetected(RuleViolation):
     """A second, validly signed event at an occupied (subject, seq).
 
@@ -164,6 +173,7 @@ ALL_RULE_CODES = sorted(
             TimestampViolation,
             CommitmentMismatch,
             InvalidTransition,
+            OperatorLimit,
             DuplicityDetected,
         )
     }

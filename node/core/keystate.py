@@ -109,8 +109,10 @@ def effective_revocation(
     if rec is not None and rec.revoked_at is not None:
         found.append(Revoked("controller", rec.revoked_at, rec.revoked_reason, seq=rec.revoked_seq))
     for g in governance:
-        # Only the governor the subject named at inception counts, whatever the source claims.
-        if g.subject != state.subject or g.governor != state.governor or not any(state.governor):
+        # Only a governor an establishment event of the log named counts, whatever the source
+        # claims (docs/protocol.md 8.3): the old DAO's revocations stay after a move, so that
+        # changing the governor never un-revokes a key. ``governors`` holds no zero address.
+        if g.subject != state.subject or g.governor not in state.governors:
             continue
         if g.key_id in ("", key_id):
             found.append(

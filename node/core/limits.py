@@ -11,6 +11,9 @@ class Limits:
 
     max_event_bytes: int = 64 * 1024
     max_controllers: int = 16
+    # Operator sets (docs/protocol.md 5.8): at most this many operators, and a maxKeys of at most this.
+    max_operators: int = 16
+    max_operator_keys: int = 1024
     max_keys_per_event: int = 64
     max_keys_per_subject: int = 1024
     max_purposes: int = 16

@@ -8,6 +8,10 @@ Invariants of :class:`SubjectState`:
 - ``keys`` holds every key id ever published (ids are never reused), with its current not-after
   and revocation, so key state at any time T is a pure function of the state.
 - once ``revoked_at`` is set (whole-subject revocation) no further event is valid.
+- ``operators`` is the operator set in force (NO_OPERATORS: none); ``governors`` every non-zero
+  governor an establishment event of the log named, in order of first naming (governance 8.3).
+- ``last_establishment_seq`` is the seq of the last event that changed who may sign (inception,
+  rotation or delegation).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from .errors import (
     CommitmentMismatch,
     InvalidTransition,
     MalformedEvent,
+    OperatorLimit,
     OversizedInput,
     StaleEvent,
     TimestampViolation,
@@ -37,11 +42,15 @@ from .limits import DEFAULT_LIMITS, Limits
 from .points import is_curve_point
 from .records import (
     ALGORITHMS,
+    NO_OPERATORS,
     PUBLIC_KEY_LENGTHS,
     ZERO32,
+    Authority,
+    Delegation,
     Domain,
     Event,
     Inception,
+    OperatorSet,
     PublishedKey,
     Revocation,
     Rotation,
@@ -89,17 +98,22 @@ class SubjectState:
     revoked_seq: int | None = None
     revoked_reason: str = ""
     last_establishment_seq: int = 0
+    operators: OperatorSet = NO_OPERATORS
+    governors: tuple[bytes, ...] = ()
+    head_authority: Authority = "controllers"  # who signed the head event
 
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """A validated event: its digest, subject, the signers recovered, and the resulting state."""
+    """A validated event: its digest, subject, the signers recovered, the resulting state, and
+    its authority (``controllers``, or ``operators`` for an operator-signed update)."""
 
     signed: SignedEvent
     digest: bytes
     subject: bytes
     signers: tuple[bytes, ...]
     state: SubjectState = field(repr=False)
+    authority: Authority = "controllers"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,6 +129,40 @@ def _check_controllers(controllers: tuple[bytes, ...], threshold: int, limits: L
         raise MalformedEvent("controllers must be distinct and sorted ascending")
     if not 1 <= threshold <= len(controllers):
         raise MalformedEvent(f"threshold {threshold} not in 1..{len(controllers)}")
+
+
+def _check_purpose(p: str, limits: Limits, what: str) -> None:
+    if not 0 < len(p) <= limits.max_purpose_chars or not _PURPOSE_RE.fullmatch(p):
+        raise MalformedEvent(f"{what}: purpose {p[:40]!r} must be 1-{limits.max_purpose_chars} of [a-z0-9._:-]")
+
+
+def check_operator_set(o: OperatorSet, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Shape rules of an operator set (docs/protocol.md 5.8); raises MalformedEvent/OversizedInput."""
+    if not o.operators:
+        if o.threshold or o.purposes or o.max_validity or o.max_keys:
+            raise MalformedEvent(
+                "operator set: with no operators, threshold, maxValidity and maxKeys must be 0 and purposes empty"
+            )
+        return
+    n = len(o.operators)
+    if n > limits.max_operators:
+        raise OversizedInput(f"{n} operators, limit {limits.max_operators}")
+    if any(a >= b for a, b in itertools.pairwise(o.operators)):
+        raise MalformedEvent("operators must be distinct and sorted ascending")
+    if not 1 <= o.threshold <= n:
+        raise MalformedEvent(f"operator threshold {o.threshold} not in 1..{n}")
+    if not o.purposes:
+        raise MalformedEvent("operator set: at least one purpose is required")
+    if len(o.purposes) > limits.max_purposes:
+        raise OversizedInput(f"operator set: {len(o.purposes)} purposes, limit {limits.max_purposes}")
+    for p in o.purposes:
+        _check_purpose(p, limits, "operator set")
+    if len(set(o.purposes)) != len(o.purposes):
+        raise MalformedEvent("operator set: duplicate purpose")
+    if o.max_validity < 1:
+        raise MalformedEvent("operator set: maxValidity must be at least 1 second")
+    if not 1 <= o.max_keys <= limits.max_operator_keys:
+        raise MalformedEvent(f"operator set: maxKeys {o.max_keys} not in 1..{limits.max_operator_keys}")
 
 
 def _check_text(value: str, limit: int, name: str) -> None:
@@ -145,10 +193,7 @@ def _check_key(k: PublishedKey, limits: Limits) -> None:
     if len(k.purposes) > limits.max_purposes:
         raise OversizedInput(f"key {k.key_id!r}: {len(k.purposes)} purposes, limit {limits.max_purposes}")
     for p in k.purposes:
-        if not 0 < len(p) <= limits.max_purpose_chars or not _PURPOSE_RE.fullmatch(p):
-            raise MalformedEvent(
-                f"key {k.key_id!r}: purpose {p[:40]!r} must be 1-{limits.max_purpose_chars} of [a-z0-9._:-]"
-            )
+        _check_purpose(p, limits, f"key {k.key_id!r}")
     if len(set(k.purposes)) != len(k.purposes):
         raise MalformedEvent(f"key {k.key_id!r}: duplicate purpose")
     if k.not_after and k.not_after <= k.not_before:
@@ -168,6 +213,8 @@ def check_shape(event: Event, limits: Limits = DEFAULT_LIMITS) -> None:
     """Raise MalformedEvent/OversizedInput for anything wrong with the event on its own."""
     if isinstance(event, Inception):
         _check_controllers(event.controllers, event.threshold, limits)
+        if event.operators is not NO_OPERATORS:
+            check_operator_set(event.operators, limits)
         _check_keys(event.keys, limits)
         _check_text(event.metadata, limits.max_metadata_bytes, "metadata")
         return
@@ -186,6 +233,10 @@ def check_shape(event: Event, limits: Limits = DEFAULT_LIMITS) -> None:
         _check_text(event.metadata, limits.max_metadata_bytes, "metadata")
     elif isinstance(event, Rotation):
         _check_controllers(event.controllers, event.threshold, limits)
+        if event.operators is not NO_OPERATORS:
+            check_operator_set(event.operators, limits)
+    elif isinstance(event, Delegation):
+        check_operator_set(event.operators, limits)
     elif isinstance(event, Revocation):
         _check_text(event.reason, limits.max_reason_bytes, "reason")
         if event.key_id and not _KEY_ID_RE.fullmatch(event.key_id):
@@ -234,16 +285,85 @@ def _require_threshold(signers: tuple[bytes, ...], controllers: tuple[bytes, ...
         raise BelowThreshold(f"{len(signers)} of {threshold} required controller signatures")
 
 
+def update_authority(
+    signers: tuple[bytes, ...], controllers: tuple[bytes, ...], threshold: int, operators: OperatorSet
+) -> Authority:
+    """Who signed an update (docs/protocol.md 6.2, the update signature rule), or the error.
+
+    Controller-signed if every signer is a controller in force and they meet the threshold; else
+    operator-signed if an operator set is in force, every signer is an operator and they meet its
+    threshold; else BelowThreshold if every signer is a controller, or every signer is an operator
+    (of a set in force); else UnauthorizedSigner. The first test is the common case's whole cost.
+    """
+    for outsider in signers:
+        if outsider not in controllers:
+            break
+    else:
+        if len(signers) >= threshold:
+            return "controllers"
+        ops = operators.operators
+        if ops and len(signers) >= operators.threshold and all(s in ops for s in signers):
+            return "operators"  # signers that are both controllers and operators (discouraged)
+        raise BelowThreshold(f"{len(signers)} of {threshold} required controller signatures")
+    ops = operators.operators
+    if not ops:
+        raise UnauthorizedSigner(f"signer 0x{outsider.hex()} is not a controller in force")
+    for s in signers:
+        if s not in ops:
+            raise UnauthorizedSigner(
+                f"signer 0x{s.hex()} is not an operator in force, and not every signer is a controller"
+            )
+    if len(signers) < operators.threshold:
+        raise BelowThreshold(f"{len(signers)} of {operators.threshold} required operator signatures")
+    return "operators"
+
+
+def _check_operator_limits(state: SubjectState, event: Update, keys: Mapping[str, KeyRecord]) -> None:
+    """The operator limits (docs/protocol.md 6.4) of an operator-signed ``event`` applied on
+    ``state``, leaving ``keys``; the update rules of 6.3 have passed already."""
+    ops = state.operators
+    scope = ops.purposes
+    if event.set_metadata:
+        raise OperatorLimit("operators may not set metadata")
+    horizon = event.timestamp + ops.max_validity
+    for k in event.publish:
+        for p in k.purposes:
+            if p not in scope:
+                raise OperatorLimit(f"key {k.key_id!r}: purpose {p!r} is outside the operators' purposes")
+        if not k.not_after:
+            raise OperatorLimit(f"key {k.key_id!r}: operators may not publish a key without expiry")
+        if k.not_after > horizon:
+            raise OperatorLimit(
+                f"key {k.key_id!r}: notAfter {k.not_after} is past timestamp + maxValidity ({horizon})"
+            )
+    for r in event.retire:
+        for p in state.keys[r.key_id].key.purposes:  # the update rules made sure it exists
+            if p not in scope:
+                raise OperatorLimit(f"key {r.key_id!r} has purpose {p!r}, outside the operators' purposes")
+    if event.publish:
+        t = event.timestamp
+        live = sum(
+            1
+            for rec in keys.values()
+            if rec.revoked_at is None
+            and (not rec.not_after or rec.not_after > t)
+            and all(p in scope for p in rec.key.purposes)
+        )
+        if live > ops.max_keys:
+            raise OperatorLimit(f"{live} live keys in the operators' purposes, maxKeys {ops.max_keys}")
+
+
 def check_competitor(
     signed: SignedEvent,
     digest: bytes,
     prev: bytes | None,
-    signer_set: Callable[[], tuple[tuple[bytes, ...], int, bytes]],
+    signer_set: Callable[[], tuple[tuple[bytes, ...], int, bytes, OperatorSet]],
 ) -> tuple[bytes, ...]:
     """The cheap half of validating an event at an occupied seq, before any log is replayed.
 
     ``prev`` is the digest held at ``seq - 1``; ``signer_set()`` gives the (controllers,
-    threshold, next commitment) in force after that event, asked only once the prev matched.
+    threshold, next commitment, operator set) in force after that event, asked only once the
+    prev matched.
     Raises unless the event extends that event and is signed by the set it must be signed by
     (the pre-committed next set for a rotation); returns its signers. Everything but the
     recovery is checked first, and the recovery is one per signature, so junk costs no recovery
@@ -254,7 +374,7 @@ def check_competitor(
     event = signed.event
     if event.prev != prev:
         raise ChainBroken(f"prev 0x{event.prev.hex()} is not the digest of seq {event.seq - 1}")
-    controllers, threshold, next_commitment = signer_set()
+    controllers, threshold, next_commitment, operators = signer_set()
     if isinstance(event, Rotation):
         if next_commitment == ZERO32:
             raise CommitmentMismatch("the subject committed to no next controller set; it cannot rotate")
@@ -262,6 +382,15 @@ def check_competitor(
             raise CommitmentMismatch("rotation does not reveal the pre-committed controller set")
         controllers, threshold = event.controllers, event.threshold
     n = len(signed.signatures)
+    if isinstance(event, Update) and operators.operators:
+        # Either set may have signed: the counts must fit one of them.
+        if n < threshold and n < operators.threshold:
+            raise BelowThreshold(f"{n} of {min(threshold, operators.threshold)} required signatures")
+        if n > len(controllers) and n > len(operators.operators):
+            raise UnauthorizedSigner(f"{n} signatures for {len(controllers)} controllers and operators in force")
+        signers = recover_signers(signed, digest)
+        update_authority(signers, controllers, threshold, operators)
+        return signers
     if n < threshold:
         raise BelowThreshold(f"{n} of {threshold} required controller signatures")
     if n > len(controllers):  # signers are distinct controllers: more signatures cannot all be
@@ -278,26 +407,33 @@ def check_competitor(
 def _incept(event: Inception, digest: bytes) -> SubjectState:
     ts = event.timestamp
     keys = {k.key_id: KeyRecord(k, 0, ts, k.not_after) for k in event.keys}
+    governors = (event.governor,) if any(event.governor) else ()
     return SubjectState(
         digest, 0, digest, ts, event.controllers, event.threshold, event.next_commitment, event.governor,
-        event.metadata, MappingProxyType(keys),
+        event.metadata, MappingProxyType(keys), None, None, "", 0, event.operators, governors,
     )  # fmt: skip
 
 
 # The transitions build SubjectState positionally (dataclasses.replace() costs several times as much
 # per event). Field order: subject, seq, head, timestamp, controllers, threshold, next_commitment,
-# governor, metadata, keys, revoked_at, revoked_seq, revoked_reason, last_establishment_seq.
+# governor, metadata, keys, revoked_at, revoked_seq, revoked_reason, last_establishment_seq,
+# operators, governors, head_authority.
 
 
-def _update(state: SubjectState, event: Update, digest: bytes, limits: Limits) -> SubjectState:
+def _update(
+    state: SubjectState, event: Update, digest: bytes, limits: Limits, authority: Authority = "controllers"
+) -> SubjectState:
     if not event.publish and not event.retire:  # metadata only: share the unchanged read-only key view
         if len(state.keys) > limits.max_keys_per_subject:
             raise OversizedInput(f"subject would hold {len(state.keys)} keys, limit {limits.max_keys_per_subject}")
+        if authority == "operators":
+            _check_operator_limits(state, event, state.keys)
         s = state
         return SubjectState(
             s.subject, event.seq, digest, event.timestamp, s.controllers, s.threshold, s.next_commitment, s.governor,
             event.metadata if event.set_metadata else s.metadata, s.keys,
-            s.revoked_at, s.revoked_seq, s.revoked_reason, s.last_establishment_seq,
+            s.revoked_at, s.revoked_seq, s.revoked_reason, s.last_establishment_seq, s.operators, s.governors,
+            authority,
         )  # fmt: skip
     # MappingProxyType.copy() copies the dict behind it in C; dict(proxy) goes item by item.
     keys = state.keys.copy() if type(state.keys) is MappingProxyType else dict(state.keys)
@@ -320,18 +456,32 @@ def _update(state: SubjectState, event: Update, digest: bytes, limits: Limits) -
             rec.revoked_reason,
         )  # fmt: skip
     s = state
+    if authority == "operators":
+        _check_operator_limits(state, event, keys)
     return SubjectState(
         s.subject, event.seq, digest, event.timestamp, s.controllers, s.threshold, s.next_commitment, s.governor,
         event.metadata if event.set_metadata else s.metadata, MappingProxyType(keys),
-        s.revoked_at, s.revoked_seq, s.revoked_reason, s.last_establishment_seq,
+        s.revoked_at, s.revoked_seq, s.revoked_reason, s.last_establishment_seq, s.operators, s.governors, authority,
     )  # fmt: skip
 
 
 def _rotate(state: SubjectState, event: Rotation, digest: bytes) -> SubjectState:
     s = state
+    governors = s.governors
+    if any(event.governor) and event.governor not in governors:
+        governors = (*governors, event.governor)
     return SubjectState(
         s.subject, event.seq, digest, event.timestamp, event.controllers, event.threshold, event.next_commitment,
-        s.governor, s.metadata, s.keys, s.revoked_at, s.revoked_seq, s.revoked_reason, event.seq,
+        event.governor, s.metadata, s.keys, s.revoked_at, s.revoked_seq, s.revoked_reason, event.seq,
+        event.operators, governors,
+    )  # fmt: skip
+
+
+def _delegate(state: SubjectState, event: Delegation, digest: bytes) -> SubjectState:
+    s = state
+    return SubjectState(
+        s.subject, event.seq, digest, event.timestamp, s.controllers, s.threshold, s.next_commitment, s.governor,
+        s.metadata, s.keys, s.revoked_at, s.revoked_seq, s.revoked_reason, event.seq, event.operators, s.governors,
     )  # fmt: skip
 
 
@@ -341,6 +491,7 @@ def _revoke(state: SubjectState, event: Revocation, digest: bytes) -> SubjectSta
         return SubjectState(
             s.subject, event.seq, digest, event.timestamp, s.controllers, s.threshold, s.next_commitment, s.governor,
             s.metadata, s.keys, event.effective_at, event.seq, event.reason, s.last_establishment_seq,
+            s.operators, s.governors,
         )  # fmt: skip
     rec = state.keys.get(event.key_id)
     if rec is None:
@@ -354,6 +505,7 @@ def _revoke(state: SubjectState, event: Revocation, digest: bytes) -> SubjectSta
     return SubjectState(
         s.subject, event.seq, digest, event.timestamp, s.controllers, s.threshold, s.next_commitment, s.governor,
         s.metadata, MappingProxyType(keys), s.revoked_at, s.revoked_seq, s.revoked_reason, s.last_establishment_seq,
+        s.operators, s.governors,
     )  # fmt: skip
 
 
@@ -425,12 +577,16 @@ def apply_event(
             raise CommitmentMismatch("rotation does not reveal the pre-committed controller set")
         _require_threshold(signers, event.controllers, event.threshold)
         new_state = _rotate(state, event, digest)
-    else:
+    elif isinstance(event, Update):
+        authority = update_authority(signers, state.controllers, state.threshold, state.operators)
+        new_state = _update(state, event, digest, limits, authority)
+        return Accepted(signed, digest, event.subject, signers, new_state, authority)
+    elif isinstance(event, Revocation):
         _require_threshold(signers, state.controllers, state.threshold)
-        if isinstance(event, Update):
-            new_state = _update(state, event, digest, limits)
-        else:
-            new_state = _revoke(state, event, digest)
+        new_state = _revoke(state, event, digest)
+    else:  # a delegation: the controllers in force only
+        _require_threshold(signers, state.controllers, state.threshold)
+        new_state = _delegate(state, event, digest)
     return Accepted(signed, digest, event.subject, signers, new_state)
 
 

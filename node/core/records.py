@@ -18,8 +18,15 @@ ALGORITHMS = ("Ed25519", "secp256k1", "P-256")
 PUBLIC_KEY_LENGTHS = {"Ed25519": 32, "secp256k1": 33, "P-256": 33}
 
 
-Kind = Literal["inception", "update", "rotation", "revocation"]
-KINDS: tuple[Kind, ...] = ("inception", "update", "rotation", "revocation")
+Kind = Literal["inception", "update", "rotation", "revocation", "delegation"]
+KINDS: tuple[Kind, ...] = ("inception", "update", "rotation", "revocation", "delegation")
+# Kind numbers (docs/protocol.md section 3): what the contract and the bundles call each kind.
+KIND_NUMBER: dict[str, int] = {"inception": 0, "update": 1, "rotation": 2, "revocation": 3, "delegation": 4}
+
+# Who signed an accepted event (docs/protocol.md 6.2): the controllers in force (any kind), or the
+# operators in force (updates only, within the operator limits).
+Authority = Literal["controllers", "operators"]
+PROTOCOL_VERSION = "2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +36,7 @@ class Domain:
     chain_id: int
     verifying_contract: bytes  # 20 bytes
     name: str = "keyreg"
-    version: str = "1"
+    version: str = PROTOCOL_VERSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +60,32 @@ class KeyRetirement:
 
 
 @dataclass(frozen=True, slots=True)
+class OperatorSet:
+    """Who may sign updates of service keys besides the controllers, and within what limits.
+
+    The empty set (every field zero or empty, :data:`NO_OPERATORS`) is the one encoding of "no
+    operators". Otherwise ``operators`` are 1-16 distinct addresses in ascending order, of which
+    ``threshold`` must sign; operator-signed updates may publish and retire only keys whose every
+    purpose is in ``purposes``, publish only keys that expire within ``max_validity`` seconds of
+    the update's timestamp, and leave at most ``max_keys`` live keys in that scope
+    (docs/protocol.md 5.8 and 6.4).
+    """
+
+    operators: tuple[bytes, ...] = ()  # 20-byte addresses, ascending
+    threshold: int = 0
+    purposes: tuple[str, ...] = ()
+    max_validity: int = 0  # seconds
+    max_keys: int = 0
+
+    def __bool__(self) -> bool:
+        """True when an operator set is in force (not the empty encoding)."""
+        return bool(self.operators)
+
+
+NO_OPERATORS = OperatorSet()
+
+
+@dataclass(frozen=True, slots=True)
 class Inception:
     """seq 0 of a subject; the subject id is this event's digest."""
 
@@ -63,6 +96,9 @@ class Inception:
     governor: bytes  # 20 bytes; ZERO20 = no DAO may revoke
     keys: tuple[PublishedKey, ...]
     metadata: str
+    # Last in the record (so positional construction of the other fields keeps working); in the
+    # EIP-712 type and on the wire it comes after ``governor``.
+    operators: OperatorSet = NO_OPERATORS
 
     kind: Literal["inception"] = "inception"
     seq: int = 0
@@ -87,7 +123,8 @@ class Update:
 
 @dataclass(frozen=True, slots=True)
 class Rotation:
-    """Reveals the pre-committed controller set and commits the next one."""
+    """Reveals the pre-committed controller set, commits the next one, and restates the governor
+    and the operator set (a rotation may change or drop either: ZERO20 / NO_OPERATORS = none)."""
 
     subject: bytes
     seq: int
@@ -96,6 +133,8 @@ class Rotation:
     controllers: tuple[bytes, ...]
     threshold: int
     next_commitment: bytes
+    governor: bytes = ZERO20
+    operators: OperatorSet = NO_OPERATORS
 
     kind: Literal["rotation"] = "rotation"
 
@@ -115,12 +154,30 @@ class Revocation:
     kind: Literal["revocation"] = "revocation"
 
 
-Event = Inception | Update | Rotation | Revocation
+@dataclass(frozen=True, slots=True)
+class Delegation:
+    """Replaces the operator set in force (NO_OPERATORS drops it); signed by the controllers.
+
+    It establishes authority but not controllers: the controllers, the next commitment and the
+    governor stay as they are.
+    """
+
+    subject: bytes
+    seq: int
+    prev: bytes
+    timestamp: int
+    operators: OperatorSet
+
+    kind: Literal["delegation"] = "delegation"
+
+
+Event = Inception | Update | Rotation | Revocation | Delegation
 
 
 @dataclass(frozen=True, slots=True)
 class SignedEvent:
-    """An event with its controller signatures (65-byte r||s||v each, ascending by signer)."""
+    """An event with its signatures (65-byte r||s||v each, ascending by signer): the controllers',
+    or for an update possibly the operators'."""
 
     event: Event
     signatures: tuple[bytes, ...]
@@ -129,7 +186,7 @@ class SignedEvent:
 
 @dataclass(frozen=True, slots=True)
 class GovernanceRevocation:
-    """A revocation executed on-chain by the governor a subject named at inception.
+    """A revocation executed on-chain by a governor the subject named in an establishment event.
 
     Not controller-signed and not part of the hash chain: it comes from the registry contract's
     ``GovernanceRevoked`` event and is applied to key state from ``effective_at``.

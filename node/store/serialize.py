@@ -19,7 +19,7 @@ from typing import Any
 
 from ..core.canonical_json import canonical_text
 from ..core.log import KeyRecord, SubjectState
-from ..core.records import GovernanceRevocation, PublishedKey
+from ..core.records import GovernanceRevocation, OperatorSet, PublishedKey
 
 I64_MAX = 2**63 - 1
 
@@ -95,6 +95,16 @@ def state_to_obj(state: SubjectState) -> dict[str, Any]:
         "revokedSeq": state.revoked_seq,
         "revokedReason": state.revoked_reason,
         "lastEstablishmentSeq": state.last_establishment_seq,
+        # protocol 2 (additive: a state stored without them reads as no operators, its one governor)
+        "operators": {
+            "operators": [_hex(a) for a in state.operators.operators],
+            "threshold": state.operators.threshold,
+            "purposes": list(state.operators.purposes),
+            "maxValidity": state.operators.max_validity,
+            "maxKeys": state.operators.max_keys,
+        },
+        "governors": [_hex(g) for g in state.governors],
+        "headAuthority": state.head_authority,
     }
 
 
@@ -103,6 +113,13 @@ def state_from_obj(o: dict[str, Any]) -> SubjectState:
     if o.get("format") != STATE_FORMAT:
         raise ValueError(f"unknown subject state format {o.get('format')!r}")
     keys = {k["keyId"]: _key_rec(k) for k in o["keys"]}
+    ops = o.get("operators")
+    operators = OperatorSet(
+        tuple(_unhex(a) for a in ops["operators"]), ops["threshold"], tuple(ops["purposes"]),
+        ops["maxValidity"], ops["maxKeys"],
+    ) if ops else OperatorSet()  # fmt: skip
+    governor = _unhex(o["governor"])
+    governors = o.get("governors")
     return SubjectState(
         subject=_unhex(o["subject"]),
         seq=o["seq"],
@@ -118,6 +135,9 @@ def state_from_obj(o: dict[str, Any]) -> SubjectState:
         revoked_seq=o["revokedSeq"],
         revoked_reason=o["revokedReason"],
         last_establishment_seq=o["lastEstablishmentSeq"],
+        operators=operators,
+        governors=tuple(_unhex(g) for g in governors) if governors is not None else (governor,) * any(governor),
+        head_authority="operators" if o.get("headAuthority") == "operators" else "controllers",
     )
 
 

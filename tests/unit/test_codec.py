@@ -36,7 +36,7 @@ BY_KIND = {e["kind"]: e for e in reversed(WIRE)}
 
 
 def test_every_kind_is_covered() -> None:
-    assert set(BY_KIND) == {"inception", "update", "rotation", "revocation"}
+    assert set(BY_KIND) == {"inception", "update", "rotation", "revocation", "delegation"}
 
 
 @pytest.mark.parametrize("obj", WIRE)

@@ -38,7 +38,7 @@ gen = load_generator()
 
 def _load(name: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((VECTORS / name).read_text())
-    assert data["format"] == 1
+    assert data["format"] == 2
     return data
 
 
@@ -56,6 +56,7 @@ def test_valid_log_replays(log: dict[str, Any]) -> None:
     accepted = replay(events, domain)
     assert ["0x" + a.digest.hex() for a in accepted] == log["digests"]
     assert [["0x" + s.hex() for s in a.signers] for a in accepted] == log["signers"]
+    assert [a.authority for a in accepted] == log["authorities"]
     assert "0x" + accepted[0].digest.hex() == log["subject"]  # subject id = digest of the inception
     assert all("0x" + a.subject.hex() == log["subject"] for a in accepted)
     for a, ev in zip(accepted[1:], events[1:], strict=True):
@@ -103,12 +104,26 @@ def test_invalid_cases_cover_the_brief() -> None:
         "republished-key-id",
         "event-after-subject-revocation",
         "timestamp-backwards",
+        # protocol 2 (docs/adr/0028-protocol-v2-operators-and-custody.md)
+        "operator-sets-metadata",
+        "operator-purpose-outside-scope",
+        "operator-no-expiry",
+        "operator-beyond-max-validity",
+        "operator-over-max-keys",
+        "operator-retires-out-of-scope-key",
+        "operator-signs-key-revocation",
+        "operator-signs-subject-revocation",
+        "operator-signs-rotation",
+        "operator-signs-delegation",
+        "operator-below-threshold",
+        "inception-operators-unsorted",
+        "operator-set-unknown-field",
     }
     assert required <= names
     assert {c["code"] for c in INVALID} == set(ALL_RULE_CODES) - {"duplicity", "rule_violation"}
 
 
-@pytest.mark.parametrize("vector", TYPED["events"], ids=[v["kind"] for v in TYPED["events"]])
+@pytest.mark.parametrize("vector", TYPED["events"], ids=[f'{v["kind"]}-{i}' for i, v in enumerate(TYPED["events"])])
 def test_typed_data_vector(vector: dict[str, Any]) -> None:
     signed = decode_event(dumps_canonical(vector["wire"]))
     assert signed.event.kind == vector["kind"]
@@ -121,8 +136,11 @@ def test_typed_data_vector(vector: dict[str, Any]) -> None:
 
 def test_typed_data_vectors_form_a_valid_log() -> None:
     events = [decode_event(dumps_canonical(v["wire"])) for v in TYPED["events"]]
-    assert [e.event.kind for e in events] == ["inception", "update", "rotation", "revocation"]
-    replay(events, events[0].domain)
+    kinds = ["inception", "update", "rotation", "revocation", "delegation", "update"]
+    assert [e.event.kind for e in events] == kinds
+    accepted = replay(events, events[0].domain)
+    assert [a.authority for a in accepted] == [v["authority"] for v in TYPED["events"]]
+    assert accepted[-1].authority == "operators"
     assert {k: "0x" + v.hex() for k, v in TYPE_HASH.items()} == TYPED["typeHashes"]
 
 

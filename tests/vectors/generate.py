@@ -27,18 +27,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from node.core import builder
-from node.core.codec import decode_event, dumps_canonical, event_to_obj
+from node.core.codec import decode_event, dumps_canonical, event_to_obj, operator_set_to_obj
 from node.core.eip712 import TYPE_HASH, domain_separator, encode_type, event_digest, hash_struct, typed_data
 from node.core.errors import KeyregError
 from node.core.hashing import SECP256K1_N, address_of_private_key, keccak
 from node.core.keystate import key_verdict
 from node.core.log import SubjectState, replay
 from node.core.records import (
+    NO_OPERATORS,
     ZERO20,
+    Delegation,
     Domain,
     Event,
     GovernanceRevocation,
     Inception,
+    OperatorSet,
     PublishedKey,
     Revocation,
     Rotation,
@@ -47,7 +50,7 @@ from node.core.records import (
 )
 
 HERE = Path(__file__).resolve().parent
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # protocol version 2 (docs/adr/0028-protocol-v2-operators-and-custody.md)
 T0 = 1_735_689_600  # 2025-01-01T00:00:00Z: every vector timestamp is T0 + offset
 
 DEVNET = Domain(chain_id=31337, verifying_contract=bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3"))
@@ -145,7 +148,14 @@ class LogWriter:
         return builder.update(self.subject, self.seq + 1, self.head, ts, publish, retire, metadata)
 
     def next_rotation(
-        self, ts: int, labels: Sequence[str], threshold: int, next_labels: Sequence[str] | None, next_threshold: int = 0
+        self,
+        ts: int,
+        labels: Sequence[str],
+        threshold: int,
+        next_labels: Sequence[str] | None,
+        next_threshold: int = 0,
+        governor: bytes = ZERO20,
+        operators: OperatorSet = NO_OPERATORS,
     ) -> Rotation:
         nxt = [address(lbl) for lbl in next_labels] if next_labels is not None else None
         return builder.rotation(
@@ -157,7 +167,12 @@ class LogWriter:
             threshold,
             nxt,
             next_threshold or threshold,
+            governor,
+            operators,
         )
+
+    def next_delegation(self, ts: int, operators: OperatorSet) -> Delegation:
+        return builder.delegation(self.subject, self.seq + 1, self.head, ts, operators)
 
     def next_revocation(self, ts: int, key_id: str, effective_at: int, reason: str = "") -> Revocation:
         return builder.revocation(self.subject, self.seq + 1, self.head, ts, key_id, effective_at, reason)
@@ -174,10 +189,19 @@ class LogWriter:
         governor: bytes = ZERO20,
         metadata: str = "",
         signers: Sequence[str] | None = None,
+        operators: OperatorSet = NO_OPERATORS,
     ) -> SignedEvent:
         nxt = [address(lbl) for lbl in next_labels] if next_labels is not None else None
         event = builder.inception(
-            ts, [address(lbl) for lbl in labels], threshold, nxt, next_threshold or threshold, keys, governor, metadata
+            ts,
+            [address(lbl) for lbl in labels],
+            threshold,
+            nxt,
+            next_threshold or threshold,
+            keys,
+            governor,
+            metadata,
+            operators,
         )
         return self.append(sign(self.domain, event, signers if signers is not None else labels))
 
@@ -189,6 +213,16 @@ class LogWriter:
 
     def revoke(self, ts: int, signers: Sequence[str], *args: Any, **kw: Any) -> SignedEvent:
         return self.append(sign(self.domain, self.next_revocation(ts, *args, **kw), signers))
+
+    def delegate(self, ts: int, signers: Sequence[str], operators: OperatorSet) -> SignedEvent:
+        return self.append(sign(self.domain, self.next_delegation(ts, operators), signers))
+
+
+def operators_of(
+    labels: Sequence[str], threshold: int, purposes: Sequence[str], max_validity: int, max_keys: int
+) -> OperatorSet:
+    """An operator set of the operators named by labels."""
+    return builder.operator_set([address(lbl) for lbl in labels], threshold, purposes, max_validity, max_keys)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,6 +240,8 @@ def state_summary(state: SubjectState) -> dict[str, Any]:
         "threshold": state.threshold,
         "nextCommitment": hx(state.next_commitment),
         "governor": hx(state.governor),
+        "governors": [hx(g) for g in state.governors],
+        "operators": operator_set_to_obj(state.operators),
         "metadata": state.metadata,
         "revokedAt": state.revoked_at,
         "revokedSeq": state.revoked_seq,
@@ -288,6 +324,7 @@ def _log_entry(
         "events": [event_to_obj(s) for s in w.events],
         "digests": [hx(a.digest) for a in accepted],
         "signers": [[hx(s) for s in a.signers] for a in accepted],
+        "authorities": [a.authority for a in accepted],
         "governance": [governance_obj(g) for g in governance],
         "final": state_summary(state),
         "verdicts": [verdict_obj(state, k, at, p, exp, governance) for k, at, p, exp in verdicts],
@@ -359,7 +396,7 @@ def multisig_log() -> dict[str, Any]:
         signers=["ops-1", "ops-3"],
     )
     w.update(T0 + 10, ["ops-1", "ops-2"], publish=[key("sig-b", "Ed25519", ["sign", "jwt"], T0 + 10)])
-    w.rotate(T0 + 20, ["ops-4", "ops-6"], next_labels, 2, ["ops-7", "ops-8", "ops-9"], 2)
+    w.rotate(T0 + 20, ["ops-4", "ops-6"], next_labels, 2, ["ops-7", "ops-8", "ops-9"], 2, governor=gov)
     w.update(T0 + 30, ["ops-4", "ops-5", "ops-6"], retire=[("sig-a", T0 + 40)], metadata="rotated")
     w.revoke(T0 + 50, ["ops-5", "ops-6"], "tls-a", T0 + 50, "host decommissioned")
     governance = [
@@ -426,13 +463,138 @@ def other_network_log() -> dict[str, Any]:
     )
 
 
+DAY = 86_400
+
+
+def operator_log() -> dict[str, Any]:
+    w = LogWriter(DEVNET)
+    ops = operators_of(["node-op"], 1, ["sign", "jwt"], 30 * DAY, 2)
+    w.incept(
+        T0,
+        ["owner"],
+        1,
+        ["owner-next"],
+        keys=[key("sig-0", "Ed25519", ["sign"], T0, T0 + 10 * DAY), key("enc-0", "P-256", ["encrypt"], T0)],
+        operators=ops,
+    )
+    # The operator publishes within its limits: purposes in scope, expiry within maxValidity.
+    w.update(T0 + 100, ["node-op"], publish=[key("sig-1", "Ed25519", ["sign", "jwt"], T0 + 100, T0 + 100 + 30 * DAY)])
+    # It retires an in-scope key (the controllers' sig-0) early, then publishes the next one: the
+    # expired/retired key no longer counts against maxKeys 2.
+    w.update(T0 + 200, ["node-op"], retire=[("sig-0", T0 + 300)])
+    w.update(T0 + 400, ["node-op"], publish=[key("sig-2", "secp256k1", ["sign"], T0 + 400, T0 + 400 + DAY)])
+    # The controllers are bound by no operator limit: a key without expiry, any purpose, metadata.
+    w.update(
+        T0 + 500, ["owner"], publish=[key("sig-ctl", "Ed25519", ["sign"], T0 + 500)], metadata='{"name":"payments"}'
+    )
+    w.revoke(T0 + 600, ["owner"], "sig-1", T0 + 550, "operator host compromised")
+    return _log_entry(
+        "operator-set",
+        "1-of-1 controller off the node and a 1-of-1 operator on it (purposes sign/jwt, maxValidity 30 days, "
+        "maxKeys 2): the operator publishes, retires an in-scope key and publishes again within its limits; "
+        "the controllers publish without limits and revoke the operator's key",
+        w,
+        ["owner", "owner-next", "node-op"],
+        [
+            ("sig-1", T0 + 150, "jwt", "valid"),
+            ("sig-1", T0 + 550, "jwt", "revoked"),
+            ("sig-0", T0 + 299, "sign", "valid"),
+            ("sig-0", T0 + 300, "sign", "expired"),
+            ("sig-2", T0 + 500, "sign", "valid"),
+            ("sig-2", T0 + 400 + DAY, "sign", "expired"),
+            ("sig-ctl", T0 + 100 * DAY, "sign", "valid"),
+            ("enc-0", T0 + 1000, "encrypt", "valid"),
+        ],
+    )
+
+
+def delegation_log() -> dict[str, Any]:
+    w = LogWriter(DEVNET)
+    w.incept(T0, ["dana"], 1, ["dana-next"], keys=[key("sig-0", "Ed25519", ["sign"], T0)])
+    # The controllers name a 2-of-3 operator set by delegation; the operators then publish with two signatures.
+    w.delegate(T0 + 10, ["dana"], operators_of(["op-a", "op-b", "op-c"], 2, ["sign"], 7 * DAY, 4))
+    w.update(T0 + 20, ["op-a", "op-c"], publish=[key("sig-op", "Ed25519", ["sign"], T0 + 20, T0 + 20 + 7 * DAY)])
+    # A second delegation drops the operator set: only the controllers may sign from now on.
+    w.delegate(T0 + 30, ["dana"], NO_OPERATORS)
+    w.update(T0 + 40, ["dana"], retire=[("sig-op", T0 + 50)])
+    return _log_entry(
+        "delegation",
+        "delegation (kind 4) names a 2-of-3 operator set, the operators publish with 2 signatures, a second "
+        "delegation drops the set, the controller retires the operators' key",
+        w,
+        ["dana", "dana-next", "op-a", "op-b", "op-c"],
+        [("sig-op", T0 + 45, "sign", "valid"), ("sig-op", T0 + 50, "sign", "expired")],
+    )
+
+
+def governor_change_log() -> dict[str, Any]:
+    w = LogWriter(DEVNET)
+    old_gov, new_gov = address("dao-old"), address("dao-new")
+    w.incept(
+        T0,
+        ["erin-1", "erin-2"],
+        2,
+        ["erin-3", "erin-4"],
+        1,
+        keys=[
+            key("k-a", "Ed25519", ["sign"], T0),
+            key("k-b", "Ed25519", ["sign"], T0),
+            key("k-c", "P-256", ["tls"], T0),
+        ],
+        governor=old_gov,
+        operators=operators_of(["erin-op-1"], 1, ["sign"], DAY, 8),
+    )
+    # The rotation moves the subject to a new DAO and replaces the operator set.
+    w.rotate(
+        T0 + 100,
+        ["erin-3"],
+        ["erin-3", "erin-4"],
+        1,
+        ["erin-5"],
+        1,
+        governor=new_gov,
+        operators=operators_of(["erin-op-2", "erin-op-3"], 1, ["sign", "tls"], 2 * DAY, 16),
+    )
+    w.update(T0 + 200, ["erin-op-3"], publish=[key("k-d", "P-256", ["tls"], T0 + 200, T0 + 200 + DAY)])
+    governance = [
+        # Made by the old DAO while it was in force: still applies after the move (section 8.3).
+        _gov_revocation(w.subject, "k-a", T0 + 50, old_gov, 1),
+        _gov_revocation(w.subject, "k-b", T0 + 150, new_gov, 2),
+        # Never named by an establishment event of the log: ignored.
+        _gov_revocation(w.subject, "k-c", T0 + 10, address("rogue-governor"), 3),
+    ]
+    return _log_entry(
+        "rotation-changes-governor-and-operators",
+        "a rotation names a new governor and a new operator set; governance revocations of the old and of the "
+        "new governor both apply, one of an address never named is ignored; the new operators publish",
+        w,
+        ["erin-1", "erin-2", "erin-3", "erin-4", "erin-5", "erin-op-1", "erin-op-2", "erin-op-3"],
+        [
+            ("k-a", T0 + 49, "sign", "valid"),
+            ("k-a", T0 + 50, "sign", "revoked"),
+            ("k-b", T0 + 150, "sign", "revoked"),
+            ("k-c", T0 + 1000, "tls", "valid"),
+            ("k-d", T0 + 300, "tls", "valid"),
+        ],
+        governance,
+    )
+
+
 def valid_logs() -> dict[str, Any]:
     return {
         "format": FORMAT_VERSION,
         "description": "Complete valid logs. Replaying 'events' in order under 'domain' MUST accept each event, "
-        "give 'digests' and 'signers', the subject id 'subject', the state 'final', and each verdict "
-        "(governance revocations from 'governance' applied).",
-        "logs": [single_controller_log(), multisig_log(), subject_revocation_log(), other_network_log()],
+        "give 'digests', 'signers' and 'authorities' (who signed: controllers or operators), the subject id "
+        "'subject', the state 'final', and each verdict (governance revocations from 'governance' applied).",
+        "logs": [
+            single_controller_log(),
+            multisig_log(),
+            subject_revocation_log(),
+            other_network_log(),
+            operator_log(),
+            delegation_log(),
+            governor_change_log(),
+        ],
     }
 
 
@@ -780,6 +942,7 @@ def invalid_cases() -> dict[str, Any]:
         "malformed",
         sign(DEVNET, a.next_update(T0 + 20), ["alice"]),
     )
+    _operator_cases(case)
     return {
         "format": FORMAT_VERSION,
         "description": "Invalid events. After replaying 'prior' (all valid) under 'domain', decoding the event "
@@ -787,6 +950,96 @@ def invalid_cases() -> dict[str, Any]:
         "'now' (null: no admission clock check) MUST fail with error 'code'.",
         "cases": cases,
     }
+
+
+def _operator_cases(case: Callable[..., None]) -> None:
+    """Invalid cases of protocol 2: operator limits, who may sign what, operator set shapes."""
+    o = LogWriter(DEVNET)
+    o.incept(
+        T0,
+        ["owner"],
+        1,
+        ["owner-next"],
+        keys=[key("sig-0", "Ed25519", ["sign"], T0, T0 + DAY), key("enc-0", "P-256", ["encrypt"], T0)],
+        operators=operators_of(["node-op"], 1, ["sign"], DAY, 2),
+    )
+    po = list(o.events)
+    ts = T0 + 10
+
+    def op_update(**kw: Any) -> SignedEvent:
+        return sign(DEVNET, o.next_update(ts, **kw), ["node-op"])
+
+    case("operator-sets-metadata", "an operator-signed update that sets metadata", po, "operator_limit",
+         op_update(metadata="x"))  # fmt: skip
+    case("operator-purpose-outside-scope", "an operator publishes a key with a purpose outside its purposes", po,
+         "operator_limit", op_update(publish=[key("k1", "Ed25519", ["sign", "encrypt"], ts, ts + 60)]))  # fmt: skip
+    case("operator-no-expiry", "an operator publishes a key without notAfter", po, "operator_limit",
+         op_update(publish=[key("k1", "Ed25519", ["sign"], ts)]))  # fmt: skip
+    case("operator-beyond-max-validity", "an operator publishes a key expiring after timestamp + maxValidity", po,
+         "operator_limit", op_update(publish=[key("k1", "Ed25519", ["sign"], ts, ts + DAY + 1)]))  # fmt: skip
+    case("operator-over-max-keys", "an operator publishes a second and third live in-scope key with maxKeys 2", po,
+         "operator_limit", op_update(publish=[key("k1", "Ed25519", ["sign"], ts, ts + 60),
+                                              key("k2", "Ed25519", ["sign"], ts, ts + 60)]))  # fmt: skip
+    case("operator-retires-out-of-scope-key", "an operator retires the controllers' encryption key", po,
+         "operator_limit", op_update(retire=[("enc-0", ts + 60)]))  # fmt: skip
+    case("operator-signs-key-revocation", "a key revocation signed by the operator", po, "unauthorized_signer",
+         sign(DEVNET, o.next_revocation(ts, "sig-0", ts), ["node-op"]))  # fmt: skip
+    case("operator-signs-subject-revocation", "a whole-subject revocation signed by the operator", po,
+         "unauthorized_signer", sign(DEVNET, o.next_revocation(ts, "", ts), ["node-op"]))  # fmt: skip
+    case("operator-signs-rotation", "the rotation revealing the committed set signed by the operator", po,
+         "unauthorized_signer", sign(DEVNET, o.next_rotation(ts, ["owner-next"], 1, None), ["node-op"]))  # fmt: skip
+    case("operator-signs-delegation", "a delegation naming another operator, signed by the operator", po,
+         "unauthorized_signer",
+         sign(DEVNET, o.next_delegation(ts, operators_of(["mallory"], 1, ["sign"], DAY, 2)), ["node-op"]))  # fmt: skip
+    case("controller-and-operator-mixed", "an update signed by the controller and the operator together", po,
+         "unauthorized_signer", sign(DEVNET, o.next_update(ts, metadata="x"), ["owner", "node-op"]))  # fmt: skip
+    q = LogWriter(DEVNET)
+    q.incept(T0, ["owner"], 1, None, operators=operators_of(["op-a", "op-b"], 2, ["sign"], DAY, 2))
+    case("operator-below-threshold", "a 2-of-2 operator set, update signed by one operator", list(q.events),
+         "below_threshold",
+         sign(DEVNET, q.next_update(ts, publish=[key("k1", "Ed25519", ["sign"], ts, ts + 60)]), ["op-b"]))  # fmt: skip
+
+    good_ops = operators_of(["op-a", "op-b"], 1, ["sign"], DAY, 2)
+    pa = list(LogWriter(DEVNET).events)
+    shapes: list[tuple[str, str, OperatorSet, str]] = [
+        ("operators-none-with-limits", "no operators but a non-zero threshold",
+         replace(NO_OPERATORS, threshold=1), "malformed"),
+        ("operators-none-with-purposes", "no operators but purposes", replace(NO_OPERATORS, purposes=("sign",)),
+         "malformed"),
+        ("operators-unsorted", "operators in descending order",
+         replace(good_ops, operators=tuple(reversed(good_ops.operators))), "malformed"),
+        ("operators-duplicate", "one operator twice",
+         replace(good_ops, operators=(good_ops.operators[0], good_ops.operators[0])), "malformed"),
+        ("operators-threshold-zero", "operator threshold 0", replace(good_ops, threshold=0), "malformed"),
+        ("operators-threshold-above-n", "operator threshold 3 of 2", replace(good_ops, threshold=3), "malformed"),
+        ("operators-no-purposes", "an operator set with no purpose", replace(good_ops, purposes=()), "malformed"),
+        ("operators-bad-purpose", "a purpose outside [a-z0-9._:-]", replace(good_ops, purposes=("Sign",)),
+         "malformed"),
+        ("operators-duplicate-purpose", "the same purpose twice", replace(good_ops, purposes=("sign", "sign")),
+         "malformed"),
+        ("operators-zero-validity", "maxValidity 0", replace(good_ops, max_validity=0), "malformed"),
+        ("operators-zero-max-keys", "maxKeys 0", replace(good_ops, max_keys=0), "malformed"),
+        ("operators-max-keys-over-1024", "maxKeys 1025", replace(good_ops, max_keys=1025), "malformed"),
+        ("operators-over-16", "17 operators",
+         replace(good_ops, operators=tuple(sorted(address(f"op-{i}") for i in range(17)))), "oversized"),
+    ]  # fmt: skip
+    for name, description, bad, code in shapes:
+        inc = builder.inception(T0, [address("owner")], 1, operators=bad)
+        case(f"inception-{name}", f"inception: {description}", pa, code, sign(DEVNET, inc, ["owner"]))
+    d = LogWriter(DEVNET)
+    d.incept(T0, ["owner"], 1, None)
+    case("delegation-operators-unsorted", "delegation: operators in descending order", list(d.events), "malformed",
+         sign(DEVNET, d.next_delegation(ts, replace(good_ops, operators=tuple(reversed(good_ops.operators)))),
+              ["owner"]))  # fmt: skip
+    obj = event_to_obj(sign(DEVNET, d.next_delegation(ts, good_ops), ["owner"]))
+    obj["operators"]["maxkeys"] = obj["operators"].pop("maxKeys")
+    case("operator-set-unknown-field", "an operator set with a misspelt field", list(d.events), "malformed", obj)
+    obj = event_to_obj(sign(DEVNET, d.next_delegation(ts, good_ops), ["owner"]))
+    del obj["operators"]["purposes"]
+    case("operator-set-missing-field", "an operator set without its purposes", list(d.events), "malformed", obj)
+    obj = event_to_obj(sign(DEVNET, d.next_delegation(ts, good_ops), ["owner"]))
+    obj["operators"]["maxKeys"] = 65536
+    case("operator-set-max-keys-not-uint16", "maxKeys past uint16", list(d.events), "malformed", obj)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -812,10 +1065,24 @@ def typed_data_vectors() -> dict[str, Any]:
         retire=[("sig-a", T0 + 3600)],
         metadata='{"name":"example","v":2}',
     )
-    rot = w.rotate(T0 + 120, ["ops-3"], ["ops-3", "ops-4"], 1, ["ops-5"], 1)
+    rot = w.rotate(
+        T0 + 120,
+        ["ops-3"],
+        ["ops-3", "ops-4"],
+        1,
+        ["ops-5"],
+        1,
+        governor=address("dao-governor-2"),
+        operators=operators_of(["node-op-1", "node-op-2"], 1, ["sign", "tls"], 30 * DAY, 8),
+    )
     rev = w.revoke(T0 + 180, ["ops-3"], "tls-b", T0 + 150, "misissued")
+    dlg = w.delegate(T0 + 240, ["ops-3"], operators_of(["node-op-3"], 1, ["sign"], 7 * DAY, 4))
+    op_upd = w.update(
+        T0 + 300, ["node-op-3"], publish=[key("sig-c", "Ed25519", ["sign"], T0 + 300, T0 + 300 + 7 * DAY)]
+    )
+    events = [inc, upd, rot, rev, dlg, op_upd]
     out = []
-    for s in (inc, upd, rot, rev):
+    for s in events:
         out.append(
             {
                 "kind": s.event.kind,
@@ -828,12 +1095,15 @@ def typed_data_vectors() -> dict[str, Any]:
                 "wire": event_to_obj(s),
             }
         )
-    replay([inc, upd, rot, rev], DEVNET)
+    accepted = replay(events, DEVNET)
+    for entry, acc in zip(out, accepted, strict=True):
+        entry["authority"] = acc.authority
     return {
         "format": FORMAT_VERSION,
         "description": "One event per kind as eth_signTypedData_v4 JSON with its EIP-712 encodeType, domain "
         "separator, hashStruct and digest = keccak256(0x1901 || domainSeparator || hashStruct). A wallet signing "
-        "'typedData' MUST produce a signature that recovers to a controller. The four events form one valid log.",
+        "'typedData' MUST produce a signature that recovers to a signer the event's kind allows ('authority': the "
+        "controllers, or the operators for an operator-signed update). The six events form one valid log.",
         "typeHashes": {name: hx(h) for name, h in sorted(TYPE_HASH.items())},
         "events": out,
     }
