@@ -99,10 +99,10 @@ def run_demo(as_json: bool = False, keep: bool = False) -> dict[str, Any]:
     from ..core.eip712 import event_digest
     from ..keys.jwt import JWTError, verify_jwt
     from ..keys.keystore import Keystore, Password
-    from ..keys.operations import Head, sign_inception, sign_update
+    from ..keys.operations import Head, sign_update
     from ..keys.rotation import KeyWindow, plan_manual_rotation
     from ..keys.service_keys import ServiceKey
-    from .init import init_data_dir
+    from .init import OffNodeCustody, init_data_dir, pending_inception
 
     tmp = tempfile.mkdtemp(prefix="keyreg-demo-")
     data_dir = Path(tmp) / "node"
@@ -111,8 +111,23 @@ def run_demo(as_json: bool = False, keep: bool = False) -> dict[str, Any]:
     env = {"KEYREG_PASSWORD": password, "KEYREG_KDF_N": "1024"}
     os.environ["KEYREG_KDF_N"] = "1024"
     summary: dict[str, Any] = {"dataDir": str(data_dir)}
-    init_data_dir(data_dir, Password(password), controllers=3, threshold=2)
+    # Default custody: the node gets only its operator key; the three controllers and their next
+    # generation are separate keyfiles under their own (random, never shown) passwords beside it.
+    custody = OffNodeCustody(
+        custody_dir=Path(tmp) / "custody",
+        controllers=3,
+        threshold=2,
+        controller_passwords=[Password(secrets.token_urlsafe(24)) for _ in range(3)],
+        next_passwords=[Password(secrets.token_urlsafe(24)) for _ in range(3)],
+        key_id="svc-a",
+    )
+    init = init_data_dir(data_dir, Password(password), custody=custody)
     _step(f"keyreg init --controllers 3 --threshold 2   (data dir {data_dir})")
+    _step(
+        f"  node keystore: operator key {init['operator']['operators'][0][:12]}… only; 3 controllers and the next "
+        f"generation in {init['custodyDir']} (to move off the machine)"
+    )
+    summary["custody"] = {k: init[k] for k in ("mode", "operator", "controllers", "custodyDir")}
     config = load_config(data_dir)
     with spawn_node(data_dir, env) as node:
         _step(f"keyreg node run   (API {node.api}, admin {node.admin}, pid {node.proc.pid})")
@@ -121,16 +136,14 @@ def run_demo(as_json: bool = False, keep: bool = False) -> dict[str, Any]:
         token = (data_dir / "admin.token").read_text().strip()
         admin = httpx.Client(base_url=node.admin, headers={"authorization": f"Bearer {token}"}, timeout=10)
 
-        t0 = int(time.time())
-        old = ServiceKey.generate("Ed25519", "svc-a")
-        signed = sign_inception(ks, config.domain, t0, [old.published(("sig",), t0)], "demo service")
+        signed = pending_inception(data_dir)  # signed at init by 2 of the 3 controllers
+        t0 = signed.event.timestamp
+        old = ks.service_key(signed.event.keys[0].key_id)
         subject = event_digest(config.domain, signed.event)
         client.post_events([event_to_obj(signed)])
-        ks.add_service_key(old, ("sig",))
-        ks.set_subject(subject)
         sid = "0x" + subject.hex()
         summary["subject"] = sid
-        _step(f"keyreg subject create   (subject {sid[:18]}…, key {old.key_id}, 2-of-3 controllers)")
+        _step(f"keyreg subject create   (subject {sid[:18]}…, key {old.key_id}, 2-of-3 controllers off the node)")
 
         jwt_old = admin.post("/local/v1/sign", json={"jwt": {"sub": "alice", "iat": t0}}).json()["jwt"]
         jwks_now = client.get(f"/v1/subjects/{sid}/jwks.json")
@@ -145,12 +158,14 @@ def run_demo(as_json: bool = False, keep: bool = False) -> dict[str, Any]:
         plan = plan_manual_rotation(t1, windows, overlap)
         new = ServiceKey.generate("Ed25519", "svc-b")
         ks.add_service_key(new, ("sig",))
-        client.post_events(
-            [event_to_obj(sign_update(ks, config.domain, head, t1, [new.published(("sig",), t1)], plan.retire))]
-        )
+        policy = ks.operator_policy
+        assert policy is not None
+        # an operator key publishes only keys that expire within its maxValidity
+        published = new.published(("sig",), t1, head.next_timestamp(t1) + policy.max_validity)
+        client.post_events([event_to_obj(sign_update(ks, config.domain, head, t1, [published], plan.retire))])
         _step(
             f"keyreg keys rotate --overlap 1h   (new key {new.key_id}; {old.key_id} retires at "
-            f"{fmt_time(t1 + overlap)})"
+            f"{fmt_time(t1 + overlap)}; signed by the operator key alone)"
         )
 
         current = admin.get("/local/v1/signing-key").json()

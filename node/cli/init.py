@@ -518,6 +518,8 @@ def init(
     """
     from ..keys.keystore import resolve_password
 
+    if (data_dir / "keystore" / "keystore.json").exists():  # before asking anyone for a password
+        raise ConfigError(f"{data_dir} is already initialised (it holds a keystore); use another --data-dir")
     wallets = tuple(_address(a, "--controller") for a in controller or [])
     n = len(wallets) if wallets else (controllers or 1)
     if wallets and controllers is not None and controllers != len(wallets):

@@ -40,10 +40,12 @@ def kjson(env: dict[str, str], *args: str) -> Any:
 
 @pytest.mark.e2e
 def test_create_rotate_with_overlap_then_emergency(tmp_path: Path, env: dict[str, str]) -> None:
-    """init, node run (OS process), subject create, keys rotate --overlap, --now, rotate-controllers, add."""
+    """init --all-on-node, node run (OS process), subject create, keys rotate --overlap, --now,
+    rotate-controllers, add: the single-machine mode, where the node signs everything."""
     d = tmp_path / "node"
-    init = kjson(env, "init", "-d", str(d), "--controllers", "2", "--threshold", "2")
+    init = kjson(env, "init", "-d", str(d), "--controllers", "2", "--threshold", "2", "--all-on-node")
     assert len(init["controllers"]) == 2
+    assert init["mode"] == "all-on-node"
     assert (d / "admin.token").stat().st_mode & 0o777 == 0o600
     with spawn_node(d, {"KEYREG_PASSWORD": PASSWORD, "KEYREG_KDF_N": "16"}) as node:
         created = kjson(env, "subject", "create", "-d", str(d))
@@ -98,7 +100,7 @@ def test_create_rotate_with_overlap_then_emergency(tmp_path: Path, env: dict[str
 
 def test_cli_errors_are_clear(tmp_path: Path, env: dict[str, str]) -> None:
     d = tmp_path / "node"
-    keyreg(env, "init", "-d", str(d), "--json")
+    keyreg(env, "init", "-d", str(d), "--json", "--all-on-node")
     # No node running at the configured address.
     r = keyreg(env, "subject", "create", "-d", str(d), "--node", "http://127.0.0.1:9", ok=False)
     assert r.exit_code == 2
@@ -121,6 +123,56 @@ def test_cli_errors_are_clear(tmp_path: Path, env: dict[str, str]) -> None:
     r = keyreg(env, "init", "-d", str(d), ok=False)
     assert r.exit_code == 2
     assert "already initialised" in r.stderr
+
+
+@pytest.mark.e2e
+def test_operator_custody_node_publishes_and_refuses_controller_actions(tmp_path: Path, env: dict[str, str]) -> None:
+    """Default init, node run (OS process), subject create submits the controllers' inception, keys
+    rotate --overlap and keys add are signed by the operator key alone (within its limits); revoke,
+    emergency rotation and controller rotation fail with the ceremony commands named."""
+    d = tmp_path / "node"
+    pws = []
+    for name in ("c1", "n1"):
+        pws.append(tmp_path / f"{name}.pw")
+        pws[-1].write_text(f"{name} own password\n")
+    init = kjson(
+        env,
+        *("init", "-d", str(d), "--controller-password-file", str(pws[0]), "--next-password-file", str(pws[1])),
+    )
+    assert init["mode"] == "operator"
+    operator = init["operator"]["operators"][0]
+    with spawn_node(d, {"KEYREG_PASSWORD": PASSWORD, "KEYREG_KDF_N": "16"}) as node:
+        created = kjson(env, "subject", "create", "-d", str(d))
+        sid = created["subject"]
+        assert sid == init["subject"]
+        assert created["keyId"] == init["firstKey"]
+        rotated = kjson(env, "keys", "rotate", "-d", str(d), "--overlap", "1h")
+        added = kjson(env, "keys", "add", "-d", str(d))
+        assert 0 < added["notAfter"] <= added["notBefore"] + init["operator"]["maxValidity"] + 5
+        log = httpx.get(f"{node.api}/v1/subjects/{sid}/events").json()["events"]
+        assert [e["kind"] for e in log] == ["inception", "update", "update"]
+        from node.config import load_config
+        from node.core.codec import event_from_obj
+        from node.core.eip712 import event_digest
+        from node.core.hashing import recover_address
+
+        domain = load_config(d).domain
+        for e in log[1:]:  # each update carries one signature, by the operator key
+            signed = event_from_obj(e)
+            signers = [recover_address(event_digest(domain, signed.event), s) for s in signed.signatures]
+            assert ["0x" + a.hex() for a in signers] == [operator]
+        for args in (
+            ("keys", "revoke", rotated["newKey"]),
+            ("keys", "rotate", "--now"),
+            ("subject", "rotate-controllers"),
+        ):
+            r = keyreg(env, *args, "-d", str(d), ok=False)
+            assert r.exit_code == 2, r.stderr
+            assert "keyreg event propose" in r.stderr
+            assert "controllers_off_node" in r.stderr or "operator key" in r.stderr
+        r = keyreg(env, "keys", "add", "-d", str(d), "--purpose", "auth", ok=False)
+        assert "outside the operator scope" in r.stderr
+    assert node.proc.returncode == 0
 
 
 def test_every_command_has_help(env: dict[str, str]) -> None:
