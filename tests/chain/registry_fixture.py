@@ -65,14 +65,19 @@ class Registry:
         controllers: Sequence[bytes] | None = None,
         threshold: int | None = None,
         sender: str | None = None,
+        by_operators: bool = False,
     ) -> Any:
-        name, args = call_for(signed, controllers, threshold)
+        name, args = call_for(signed, controllers, threshold, by_operators=by_operators)
         return self.ok(name, args, sender)
 
     def anchor_error(
-        self, signed: SignedEvent, controllers: Sequence[bytes] | None = None, threshold: int | None = None
+        self,
+        signed: SignedEvent,
+        controllers: Sequence[bytes] | None = None,
+        threshold: int | None = None,
+        by_operators: bool = False,
     ) -> str | None:
-        name, args = call_for(signed, controllers, threshold)
+        name, args = call_for(signed, controllers, threshold, by_operators=by_operators)
         return self.error_of(name, args)
 
     def anchor_events(self, items: Sequence[tuple[SignedEvent, Sequence[bytes] | None, int | None]]) -> Any:
