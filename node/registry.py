@@ -439,12 +439,17 @@ class Registry:
                 def signer_set() -> tuple[tuple[bytes, ...], int, bytes, OperatorSet]:
                     return after.controllers, after.threshold, after.next_commitment, after.operators
 
-                check_competitor(signed, digest, before.digest, signer_set)
+                _, authority = check_competitor(signed, digest, before.digest, signer_set)
             else:
                 held = stored
                 prev = self._stored_digest(subject, seq - 1)
-                check_competitor(signed, digest, prev, lambda: self._signer_set_after(subject, seq - 1, held))
-            self._charge_conflict(subject, isinstance(event, Rotation))
+                _, authority = check_competitor(
+                    signed, digest, prev, lambda: self._signer_set_after(subject, seq - 1, held)
+                )
+            # A rotation, or the controllers taking a seq back from operators (fork choice rule 4),
+            # spends the recovery budget: operators flooding conflicts cannot lock the controllers out.
+            takeback = authority == "controllers" and bool(state.operators.operators)
+            self._charge_conflict(subject, isinstance(event, Rotation) or takeback)
             if subject in work:
                 # This batch extended the subject: the replay reads the store, which lacks those
                 # events yet. Commit what we have: only for a validly signed conflict within its

@@ -16,10 +16,14 @@ Fork choice between two validly signed events A and B at the same (subject, seq)
 3. **Recovery rule.** Otherwise, if exactly one is a rotation (signed by the pre-committed next
    controllers), the rotation wins: an attacker holding only the current keys cannot keep a
    subject by racing the rightful owner.
-4. Otherwise the subject is **disputed** at that seq: verifiers fail closed until an anchor
+4. **Authority rule** (protocol 2). Otherwise, if exactly one is controller-signed (any kind but
+   an operator-signed update) and every other is operator-signed, the controller-signed one
+   wins: operators cannot put a subject in dispute against its controllers, and the controllers
+   can always take the head back from a rogue operator.
+5. Otherwise the subject is **disputed** at that seq: verifiers fail closed until an anchor
    settles it. Both events are always kept as evidence. Meanwhile every node holds the same
-   branch (the lowest digest among the rotations if any, else among all), so the Merkle roots
-   of subject heads agree across nodes.
+   branch (the lowest digest among the rotations if any, else among the controller-signed
+   events if any, else among all), so the Merkle roots of subject heads agree across nodes.
 
 Rule 2 yields to rule 1 on purpose: anchored history is immutable. Were a revocation to beat an
 anchored competitor, a controller key leaked long after it was rotated away could still sign a
@@ -86,6 +90,9 @@ def choose(a: Accepted, b: Accepted, anchored: Mapping[bytes, int]) -> Accepted 
     ra, rb = isinstance(a.signed.event, Rotation), isinstance(b.signed.event, Rotation)
     if ra != rb:
         return a if ra else b
+    ca, cb = a.authority == "controllers", b.authority == "controllers"
+    if ca != cb:
+        return a if ca else b
     return None
 
 
@@ -98,7 +105,19 @@ def _pick(competitors: list[Accepted], anchored: Mapping[bytes, int]) -> Accepte
     if finals:
         return min(finals, key=_final_order)
     rotations = [c for c in competitors if isinstance(c.signed.event, Rotation)]
-    return rotations[0] if len(rotations) == 1 else None
+    if rotations:
+        return rotations[0] if len(rotations) == 1 else None
+    by_controllers = [c for c in competitors if c.authority == "controllers"]
+    return by_controllers[0] if len(by_controllers) == 1 else None
+
+
+def _strongest(competitors: list[Accepted]) -> list[Accepted]:
+    """The candidates a disputed seq holds one of: the rotations, else the controller-signed
+    events, else all (the held one is the lowest digest among them, on every node alike)."""
+    rotations = [c for c in competitors if isinstance(c.signed.event, Rotation)]
+    if rotations:
+        return rotations
+    return [c for c in competitors if c.authority == "controllers"] or competitors
 
 
 Status = Literal["accepted", "known", "duplicity"]
@@ -184,8 +203,7 @@ class SubjectLog:
             # one (lowest digest among the strongest candidates), so Merkle roots of subject heads
             # still converge across nodes and anti-entropy sync does not re-pull the subject forever.
             self._open[seq] = competitors
-            rotations = [c for c in competitors if isinstance(c.signed.event, Rotation)]
-            held_choice = min(rotations or competitors, key=lambda c: c.digest)
+            held_choice = min(_strongest(competitors), key=lambda c: c.digest)
             self._hold(seq, held_choice, result)
             return
         self._open.pop(seq, None)

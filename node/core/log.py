@@ -358,14 +358,15 @@ def check_competitor(
     digest: bytes,
     prev: bytes | None,
     signer_set: Callable[[], tuple[tuple[bytes, ...], int, bytes, OperatorSet]],
-) -> tuple[bytes, ...]:
+) -> tuple[tuple[bytes, ...], Authority]:
     """The cheap half of validating an event at an occupied seq, before any log is replayed.
 
     ``prev`` is the digest held at ``seq - 1``; ``signer_set()`` gives the (controllers,
     threshold, next commitment, operator set) in force after that event, asked only once the
     prev matched.
     Raises unless the event extends that event and is signed by the set it must be signed by
-    (the pre-committed next set for a rotation); returns its signers. Everything but the
+    (the pre-committed next set for a rotation); returns its signers and its authority
+    (``operators`` for an operator-signed update). Everything but the
     recovery is checked first, and the recovery is one per signature, so junk costs no recovery
     unless it names the right prev and carries no more signatures than there are signers who
     could have made them. What needs the whole state at ``seq - 1`` (timestamps, key
@@ -389,15 +390,14 @@ def check_competitor(
         if n > len(controllers) and n > len(operators.operators):
             raise UnauthorizedSigner(f"{n} signatures for {len(controllers)} controllers and operators in force")
         signers = recover_signers(signed, digest)
-        update_authority(signers, controllers, threshold, operators)
-        return signers
+        return signers, update_authority(signers, controllers, threshold, operators)
     if n < threshold:
         raise BelowThreshold(f"{n} of {threshold} required controller signatures")
     if n > len(controllers):  # signers are distinct controllers: more signatures cannot all be
         raise UnauthorizedSigner(f"{n} signatures for {len(controllers)} controllers in force")
     signers = recover_signers(signed, digest)
     _require_threshold(signers, controllers, threshold)
-    return signers
+    return signers, "controllers"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -147,6 +147,10 @@ def _tamper_candidates(obj: dict[str, Any]) -> list[tuple[str, Any, set[str]]]:
         out.append(("nextCommitment", "0x" + "22" * 32, {"unauthorized_signer"}))
         # One controller: a threshold above 1 makes it malformed before the commitment is checked.
         one = {"commitment_mismatch"} if obj["threshold"] == 1 else {"malformed"}
+        if len(obj["signatures"]) > 1:
+            # Several signatures over another digest recover to random addresses, out of order
+            # (5 times in 6 for three), which the rules refuse before the commitment is looked at.
+            one.add("unauthorized_signer")
         out.append(("controllers", ["0x" + "33" * 20], one))
     if kind == "revocation":
         out.append(("reason", obj["reason"] + "!", {"unauthorized_signer"}))
