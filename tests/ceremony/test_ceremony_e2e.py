@@ -1,0 +1,190 @@
+"""Issue 16 item 3 end to end: a 2-of-3 subject whose controllers are separate V3 keyfiles rotates and
+revokes through signing ceremonies against a real `keyreg node run` process, one signer signing
+through Foundry's `cast wallet sign --data --from-file` (the path Ledger and Trezor take via cast).
+
+The inception's ceremony runs over the node's /v1/proposals; the rotation's and the revocation's
+through the CLI: `keyreg event propose` (head from the node, its log replayed locally), `sign
+--key-file`, `typed-data` for cast, `attach --signature`, `submit`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from ceremony_support import by_address, secret
+from typer.testing import CliRunner, Result
+
+from node.cli import app
+from node.core import builder
+from node.core.codec import event_to_obj
+from node.core.eip712 import event_digest
+from node.core.hashing import address_of_private_key, sign_digest
+from node.core.records import PublishedKey, SignedEvent
+from node.p2p.testing import KeyregNode
+
+importlib.import_module("node.cli.event")  # registers `keyreg event` on the root app
+
+ROOT = Path(__file__).resolve().parents[2]
+CAST = ROOT / "contracts/node_modules/@foundry-rs/cast-linux-amd64/bin/cast"
+PASSWORD = "ceremony-e2e-password-not-secret"
+ED_KEY = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+
+
+def keyfile(path: Path, key: bytes) -> Path:
+    from node.keys.keystore import Password, _encrypt
+
+    path.write_text(json.dumps(_encrypt(key, Password(PASSWORD))))
+    return path
+
+
+def keyreg(env: dict[str, str], *args: str, ok: bool = True) -> Result:
+    result = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.stdout + result.stderr
+    return result
+
+
+def error_code(result: Result) -> str:
+    assert result.exit_code == 2, result.stdout
+    code: str = json.loads(result.stderr.strip().splitlines()[-1])["error"]["code"]
+    return code
+
+
+def cast_sign(typed: Path, key_file: Path, password_file: Path) -> str:
+    out = subprocess.run(
+        [
+            str(CAST),
+            "wallet",
+            "sign",
+            "--keystore",
+            str(key_file),
+            "--password-file",
+            str(password_file),
+            "--data",
+            "--from-file",
+            str(typed),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+@pytest.mark.e2e
+def test_two_of_three_keyfiles_rotate_and_revoke_through_ceremonies_one_signing_with_cast(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not CAST.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"cast missing at {CAST}: run `npm ci --prefix contracts`")
+        pytest.skip(f"cast missing at {CAST}: run `npm ci --prefix contracts`")
+    monkeypatch.setenv("KEYREG_KDF_N", "16")  # the keyfiles are throwaway: cheap scrypt
+    current = by_address([secret(f"e2e-c{i}") for i in range(3)])
+    following = by_address([secret(f"e2e-n{i}") for i in range(3)])
+    after = [address_of_private_key(secret(f"e2e-a{i}")) for i in range(3)]
+    files = tmp_path / "signers"
+    files.mkdir()
+    cur_files = [keyfile(files / f"current-{i}.json", k) for i, k in enumerate(current)]
+    next_files = [keyfile(files / f"next-{i}.json", k) for i, k in enumerate(following)]
+    pw = files / "password"
+    pw.write_text(PASSWORD + "\n")
+    env = {"KEYREG_PASSWORD_FILE": str(pw), "NO_COLOR": "1", "COLUMNS": "200", "KEYREG_KDF_N": "16"}
+    cli = ["--data-dir", str(tmp_path / "cli")]
+
+    node = KeyregNode(tmp_path / "node").start()
+    try:
+        # The inception, through the node's proposal API: one controller creates it with its
+        # signature, another attaches; the node ingests it at the threshold.
+        from node.config import Config
+
+        domain = Config().domain
+        inc = builder.inception(
+            _now(),
+            builder.controller_set(current),
+            2,
+            builder.controller_set(following),
+            2,
+            keys=[PublishedKey("k1", "Ed25519", ED_KEY, ("sig",), 0, 0)],
+        )
+        digest = event_digest(domain, inc)
+        subject = "0x" + digest.hex()
+        body = {"event": event_to_obj(SignedEvent(inc, (), domain)), "signatures": [_sig(current[1], digest)]}
+        r = node.http.post("/v1/proposals", json=body)
+        assert r.status_code == 201, r.text
+        r = node.http.post(f"/v1/proposals/{subject}/signatures", json={"signature": _sig(current[2], digest)})
+        assert r.json()["submitted"]["status"] == "accepted", r.text
+        assert node.subject(subject)["seq"] == 0
+
+        # The rotation: proposed from the node's head, signed by the pre-committed set.
+        p = tmp_path / "rotation.json"
+        args = ["event", "propose", "rotation", "--subject", subject, "--node", node.api, "--out", str(p), *cli]
+        args += [a for addr in builder.controller_set(following) for a in ("--controller", "0x" + addr.hex())]
+        args += ["--threshold", "2", *[a for addr in after for a in ("--next-controller", "0x" + addr.hex())]]
+        keyreg(env, *args)
+        proposal = json.loads(p.read_text())
+        assert proposal["authority"]["signers"] == ["0x" + a.hex() for a in builder.controller_set(following)]
+        # a current controller's keyfile is refused before it signs; submitting early is refused
+        assert error_code(keyreg(env, "event", "sign", str(p), "--key-file", str(cur_files[0]), "--json", ok=False))
+        assert error_code(keyreg(env, "event", "submit", str(p), "--node", node.api, "--json", ok=False)) == (
+            "incomplete_proposal"
+        )
+        keyreg(env, "event", "sign", str(p), "--key-file", str(next_files[0]))
+        typed = tmp_path / "rotation-typed.json"
+        typed.write_text(keyreg(env, "event", "typed-data", str(p)).stdout)
+        signature = cast_sign(typed, next_files[2], pw)
+        attached = keyreg(env, "event", "attach", str(p), "--signature", signature, "--json")
+        assert json.loads(attached.stdout)["complete"] is True
+        assert error_code(keyreg(env, "event", "attach", str(p), "--signature", signature, "--json", ok=False)) == (
+            "proposal_complete"
+        )
+        submitted = json.loads(keyreg(env, "event", "submit", str(p), "--node", node.api, "--json").stdout)
+        assert submitted["result"]["status"] == "accepted"
+        state = node.subject(subject)
+        assert state["seq"] == 1
+        assert state["controllers"] == ["0x" + a.hex() for a in builder.controller_set(following)]
+
+        # The revocation of k1, by the controllers now in force; cast signs first this time.
+        q = tmp_path / "revocation.json"
+        keyreg(env, "event", "propose", "revocation", "--subject", subject, "--node", node.api, "--out", str(q), *cli,
+               "--key-id", "k1", "--effective-at", str(_now() - 60), "--reason", "ceremony")  # fmt: skip
+        typed = tmp_path / "revocation-typed.json"
+        typed.write_text(keyreg(env, "event", "typed-data", str(q)).stdout)
+        signature = cast_sign(typed, next_files[1], pw)
+        keyreg(env, "event", "attach", str(q), "--signature", signature)
+        assert error_code(keyreg(env, "event", "attach", str(q), "--signature", signature, "--json", ok=False)) == (
+            "duplicate_signature"
+        )
+        outsider = cast_sign(typed, cur_files[1], pw)  # a retired controller's signature
+        assert error_code(keyreg(env, "event", "attach", str(q), "--signature", outsider, "--json", ok=False)) == (
+            "unauthorized_signer"
+        )
+        keyreg(env, "event", "sign", str(q), "--key-file", str(next_files[0]))
+        keyreg(env, "event", "submit", str(q), "--node", node.api)
+        verdict = node.http.get(f"/v1/subjects/{subject}/keys/k1").json()
+        assert verdict["status"] == "revoked", verdict
+        assert node.subject(subject)["seq"] == 2
+        # the rotation's proposal is stale now: submitting it again is refused before anything is sent
+        assert error_code(keyreg(env, "event", "submit", str(p), "--node", node.api, "--json", ok=False)) == (
+            "stale_proposal"
+        )
+    finally:
+        node.stop()
+    log = (tmp_path / "node" / "node.log").read_text(errors="replace")
+    assert "Traceback" not in log
+
+
+def _now() -> int:
+    import time
+
+    return int(time.time())
+
+
+def _sig(key: bytes, digest: bytes) -> str:
+    return "0x" + sign_digest(key, digest).hex()
