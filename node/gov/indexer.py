@@ -31,6 +31,13 @@ and indexing goes on; a proposer chooses those bytes, so one bad log must never 
 (issue 13, finding 2). Tables are capped: proposals (``max_proposals``, the oldest final ones go
 first), voters listed per proposal, recognised governors (``max_governors``).
 
+Membership: each recognised DAO's token is scanned with its governor for MemberAdded /
+MemberRemoved (the DAO's own votes, executed; the token's deployment emits MemberAdded for the
+founders), so the node holds each DAO's current members (``members(governor)``, capped per DAO
+and in all) and its latest changes, and links an executed membership proposal to the changes its
+transaction made (``appliedMembership``). A proposal's actions are shown by kind: revocations on
+the registry, membership changes on the DAO's own token (node.gov.decode.decode_action).
+
 Revocations themselves are not applied here: the chain watcher (node.chain.watcher) feeds the
 registry's ``GovernanceRevoked`` events, with confirmations, into ``Registry.add_governance_revocations``;
 the indexer only links each executed proposal to the revocation the registry recorded.
@@ -52,7 +59,7 @@ from ..core.records import ZERO20
 from ..outcomes import Report
 from ..registry import Registry
 from .contracts import Governance
-from .decode import MAX_ACTIONS, TOPICS, decode_governor_log, decode_revocation
+from .decode import MAX_ACTIONS, MEMBER_TOPICS, TOPICS, decode_action, decode_governor_log, decode_token_log
 from .recognition import RecognisedDao, Recogniser
 from .tx import FINAL_STATES, SUPPORT_NAMES, call
 
@@ -64,6 +71,12 @@ MAX_VOTERS_LISTED = 1000
 MAX_VOTE_RECORDS = 100_000
 SKIPPED_KEPT = 20  # the latest undecodable logs shown in status (all are counted)
 RESOLVE_BACKOFF_MAX_S = 3600.0
+# Members listed per DAO and in all (a DAO grows only by its own executed votes, ~60k gas per
+# member added, but any recognised DAO may be hostile); more are counted, not listed.
+MAX_MEMBERS_LISTED = 1000
+MAX_MEMBER_RECORDS = 100_000
+MEMBER_CHANGES_KEPT = 64  # the latest membership changes kept per DAO
+_SCAN_TOPICS = [*TOPICS, *MEMBER_TOPICS]
 
 
 @dataclass(frozen=True)
@@ -116,7 +129,8 @@ class ProposalRecord:
     created_block: int
     created_tx: str
     description_truncated: bool = False
-    actions: int = 0  # all actions; those that are not canonical revocations are not listed
+    actions: int = 0  # all actions; those that are neither kind below are not listed
+    membership: list[dict[str, Any]] = field(default_factory=list)  # {"action", "member", "weight"?}
     state: str = "Pending"
     votes: dict[str, int] = field(default_factory=lambda: {"for": 0, "against": 0, "abstain": 0})
     quorum: int | None = None
@@ -132,7 +146,9 @@ class ProposalRecord:
     refreshed_at: float = float("-inf")
     final_seen: bool = False
 
-    def to_dict(self, applied: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    def to_dict(
+        self, applied: list[dict[str, Any]] | None = None, applied_membership: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         return {
             "governor": self.governor,
             "executor": self.executor,
@@ -142,6 +158,7 @@ class ProposalRecord:
             "descriptionTruncated": self.description_truncated,
             "actions": self.actions,
             "revocations": self.revocations,
+            "membershipChanges": self.membership,
             "state": self.state,
             "votes": dict(self.votes),
             "quorum": self.quorum,
@@ -155,6 +172,7 @@ class ProposalRecord:
             "executedBlock": self.executed_block,
             "executedTx": self.executed_tx,
             "applied": applied or [],
+            "appliedMembership": applied_membership or [],
         }
 
 
@@ -191,6 +209,11 @@ class GovernanceIndexer:
         self.named_dropped = 0  # named addresses not tracked because the table was full
         self.governors: dict[str, Governance] = {}  # lowercase governor address -> client
         self.daos: dict[str, RecognisedDao] = {}  # lowercase governor address -> the checked DAO
+        self.tokens: dict[str, str] = {}  # lowercase membership token -> lowercase governor
+        self.members: dict[str, dict[str, int]] = {}  # lowercase governor -> lowercase member -> weight
+        self.member_changes: dict[str, deque[dict[str, Any]]] = {}  # lowercase governor -> latest changes
+        self.member_records = 0  # sum of len(m) over members
+        self.members_not_listed = 0
         # Newly recognised DAOs whose history is still being read: lowercase governor -> last block
         # read. Invariant: every other governor's logs are applied up to `scanned`.
         self._catching_up: dict[str, int] = {}
@@ -280,6 +303,9 @@ class GovernanceIndexer:
             if key not in self.daos:
                 self.daos[key] = dao
                 self.governors[key] = Governance(self.w3, dao.governor)
+                self.tokens[dao.token.lower()] = key
+                self.members[key] = {}
+                self.member_changes[key] = deque(maxlen=MEMBER_CHANGES_KEPT)
                 found.append(dao)
         return found
 
@@ -295,7 +321,7 @@ class GovernanceIndexer:
         for dao in new:
             self._catching_up[dao.governor.lower()] = self.start_block - 1
         # DAOs whose history is read up to `scanned` move on together ...
-        steady = [g.address for key, g in self.governors.items() if key not in self._catching_up]
+        steady = [a for key in self.governors if key not in self._catching_up for a in self._addresses(key)]
         seen = self._scan(steady, self.scanned + 1, head) if steady else 0
         self.scanned = max(self.scanned, head)
         # ... and a new DAO's history is read alone, from start_block, within a block budget per
@@ -306,7 +332,7 @@ class GovernanceIndexer:
             if budget <= 0:
                 break
             end = min(self.scanned, cursor + budget)
-            seen += self._scan([self.governors[key].address], cursor + 1, end)
+            seen += self._scan(self._addresses(key), cursor + 1, end)
             budget -= end - cursor
             if end >= self.scanned:
                 del self._catching_up[key]
@@ -314,6 +340,10 @@ class GovernanceIndexer:
                 self._catching_up[key] = end
         self._refresh_open(head)
         return seen
+
+    def _addresses(self, key: str) -> list[str]:
+        """What is scanned for one DAO: its governor and its membership token."""
+        return [self.governors[key].address, self.daos[key].token]
 
     def _scan(self, addresses: list[str], first: int, last: int) -> int:
         seen = 0
@@ -324,7 +354,7 @@ class GovernanceIndexer:
                 self.w3,
                 f"eth_getLogs({start}..{end})",
                 lambda s=start, e=end: self.w3.eth.get_logs(
-                    {"address": addresses, "fromBlock": s, "toBlock": e, "topics": [list(TOPICS)]}
+                    {"address": addresses, "fromBlock": s, "toBlock": e, "topics": [_SCAN_TOPICS]}
                 ),
             )
             with self._lock:
@@ -351,6 +381,10 @@ class GovernanceIndexer:
             log.warning("governance indexer: skipped an undecodable log %s", where)
 
     def _apply(self, lg: Any) -> None:
+        owner = self.tokens.get(str(lg["address"]).lower())
+        if owner is not None:
+            self._apply_member(owner, lg)
+            return
         decoded = decode_governor_log(list(lg["topics"]), bytes(lg["data"]))
         if decoded is None:
             return
@@ -362,11 +396,14 @@ class GovernanceIndexer:
         key = (governor.lower(), int(args["proposalId"]))
         tx = _hex(lg["transactionHash"]) or ""
         if name == "ProposalCreated":
-            revocations = []
-            for c in args["calldatas"][:MAX_ACTIONS]:
-                r = decode_revocation(c)
-                if r is not None:
-                    revocations.append(r)
+            revocations, membership = [], []
+            registry = self.recogniser.registry
+            for target, c in list(zip(args["targets"], args["calldatas"], strict=False))[:MAX_ACTIONS]:
+                action = decode_action(target, c, registry, dao.token)
+                if action is None:
+                    continue
+                kind = action.pop("kind")
+                (revocations if kind == "revocation" else membership).append(action)
             self.proposals[key] = ProposalRecord(
                 governor=governor,
                 executor=dao.executor,
@@ -376,6 +413,7 @@ class GovernanceIndexer:
                 description_truncated=args["descriptionTruncated"],
                 actions=len(args["calldatas"]),
                 revocations=revocations,
+                membership=membership,
                 vote_start=args["voteStart"],
                 vote_end=args["voteEnd"],
                 created_block=int(lg["blockNumber"]),
@@ -403,6 +441,27 @@ class GovernanceIndexer:
             p.executed_block, p.executed_tx, p.state = int(lg["blockNumber"]), tx, "Executed"
         elif name == "ProposalCanceled":
             p.state = "Canceled"
+
+    def _apply_member(self, governor: str, lg: Any) -> None:
+        """A MemberAdded / MemberRemoved of a recognised DAO's token (the DAO's executed vote)."""
+        decoded = decode_token_log(list(lg["topics"]), bytes(lg["data"]))
+        if decoded is None:
+            return
+        member, weight = decoded.args["member"].lower(), decoded.args["weight"]
+        table = self.members[governor]
+        if decoded.name == "MemberAdded":
+            if member not in table and (len(table) >= MAX_MEMBERS_LISTED or self.member_records >= MAX_MEMBER_RECORDS):
+                self.members_not_listed += 1
+            else:
+                self.member_records += 0 if member in table else 1
+                table[member] = weight
+        elif table.pop(member, None) is not None:
+            self.member_records -= 1
+        self.member_changes[governor].append({
+            "action": "add" if decoded.name == "MemberAdded" else "remove",
+            "member": Web3.to_checksum_address(member), "weight": weight,
+            "block": int(lg["blockNumber"]), "txHash": _hex(lg["transactionHash"]),
+        })  # fmt: skip
 
     def _evict(self) -> None:
         """Keep at most max_proposals: drop the oldest final proposals first, then the oldest."""
@@ -469,6 +528,32 @@ class GovernanceIndexer:
                                 "block": g.block_number, "txHash": "0x" + g.tx_hash.hex()})  # fmt: skip
         return out
 
+    def _applied_membership(self, p: ProposalRecord) -> list[dict[str, Any]]:
+        if not p.membership or p.executed_tx is None:
+            return []
+        with self._lock:
+            changes = list(self.member_changes.get(p.governor.lower(), ()))
+        return [c for c in changes if c["txHash"] == p.executed_tx]
+
+    def dao_info(self, governor: str) -> dict[str, Any] | None:
+        """A recognised DAO (by governor or executor address) with its current members, or None."""
+        g = governor.lower()
+        with self._lock:
+            key = next((k for k, d in self.daos.items() if g in (k, d.executor.lower())), None)
+            if key is None:
+                return None
+            dao = self.daos[key]
+            members = sorted(self.members[key].items())
+            changes = list(self.member_changes[key])
+        return {
+            "governor": dao.governor,
+            "executor": dao.executor,
+            "token": dao.token,
+            "name": dao.name,
+            "members": [{"address": Web3.to_checksum_address(m), "weight": w} for m, w in members],
+            "recentChanges": changes,
+        }
+
     def list(
         self, governor: str | None = None, subject: str | None = None, state: str | None = None, limit: int = 500
     ) -> list[dict[str, Any]]:
@@ -483,7 +568,7 @@ class GovernanceIndexer:
                 continue
             if state and p.state.lower() != state.lower():
                 continue
-            out.append(p.to_dict(self._applied(p)))
+            out.append(p.to_dict(self._applied(p), self._applied_membership(p)))
             if len(out) >= limit:
                 break
         return out
@@ -495,7 +580,7 @@ class GovernanceIndexer:
         for p in sorted(matches, key=lambda p: p.created_block, reverse=True):
             if governor and p.governor.lower() != governor.lower() and p.executor.lower() != governor.lower():
                 continue
-            return p.to_dict(self._applied(p))
+            return p.to_dict(self._applied(p), self._applied_membership(p))
         return None
 
     def status(self) -> dict[str, Any]:
@@ -511,6 +596,8 @@ class GovernanceIndexer:
             "proposals": len(self.proposals),
             "evictedProposals": self.evicted_proposals,
             "voteRecords": self.vote_records,
+            "memberRecords": self.member_records,
+            "membersNotListed": self.members_not_listed,
             "votesNotListed": self.votes_not_listed,
             "skippedLogs": self.skipped_logs,
             "skipped": list(self.skipped),

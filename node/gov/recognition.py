@@ -10,7 +10,11 @@ contract's ``castVoteBySig`` burns (issue 13, finding 1). So a named address is 
 2. for a timelock, its governor (an account granted PROPOSER_ROLE) runs our
    KeyregTimelockGovernor code and names this timelock as its ``timelock()``;
 3. the governor's ``registry()`` is this node's registry and its ``token()`` runs our
-   KeyregMembershipToken code (the token is an immutable too: only a call reveals it).
+   KeyregMembershipToken code (the token is an immutable too: only a call reveals it);
+4. that token's ``executor()`` (the only account that may add or remove members) is this DAO's
+   executor: the DAO's membership changes by its own votes only. Our governor's constructor
+   already refuses a foreign token (ForeignMembershipToken); the node checks it again because the
+   bytes it trusts are the runtime code, and the constructor is not part of it.
 
 With the code fixed, every call the relay pays for runs our code: its gas is bounded and known.
 The views read in 3 are only called on recognised code, so they cost a bounded eth_call each.
@@ -93,6 +97,7 @@ class Recogniser:
         self.registry = Web3.to_checksum_address(registry)
         self._governor_abi = load(TIMELOCK_GOVERNOR).abi
         self._timelock_abi = load(TIMELOCK).abi
+        self._token_abi = load(TOKEN).abi
 
     def _code(self, address: str) -> bytes:
         return bytes(call(self.w3, "eth_getCode", lambda: self.w3.eth.get_code(Web3.to_checksum_address(address))))
@@ -147,6 +152,9 @@ class Recogniser:
         token = Web3.to_checksum_address(call(self.w3, "token", lambda: f.token().call(opts)))
         if code_kind(self._code(token)) != TOKEN:
             return None
+        t = self.w3.eth.contract(address=token, abi=self._token_abi).functions
+        if Web3.to_checksum_address(call(self.w3, "executor", lambda: t.executor().call(opts))) != expected_executor:
+            return None  # someone else changes this DAO's membership: not a keyreg DAO
         # Kept cut to one character past what a ballot may name: a longer name matches no ballot.
         name = str(call(self.w3, "name", lambda: f.name().call(opts)))[: MAX_NAME_CHARS + 1]
         return RecognisedDao(governor=governor, executor=expected_executor, token=token, name=name)
