@@ -259,7 +259,8 @@ def devnet_up(
     for i in range(1, nodes + 1):
         data_dir = directory / f"node{i}"
         if not (data_dir / "keystore" / "keystore.json").exists():
-            init_data_dir(data_dir, Password(password), chain_id=31337, registry=registry)
+            custody = _devnet_custody(directory / "custody" / f"node{i}")
+            init_data_dir(data_dir, Password(password), chain_id=31337, registry=registry, custody=custody)
         relayer = anvil_account_key(i)
         doc = create_keyfile_json(relayer, password.encode(), kdf="pbkdf2", iterations=1024)
         write_private_text(data_dir / "relayer.json", json.dumps(doc))
@@ -280,6 +281,25 @@ def devnet_up(
         n["relayer"] = "0x" + _address(anvil_account_key(int(n["name"][4:]))).hex()
     _write_devnet(directory, info)
     return info
+
+
+def _devnet_custody(custody_dir: Path) -> Any:
+    """The default custody on a devnet node: the node holds its operator key only; one controller
+    and its next generation are keyfiles in ``custody_dir`` (outside the node's data dir), each
+    under its own random password. DEVNET ONLY: the passwords are kept beside the keyfiles
+    (``devnet-only-passwords.json``, 0600) so a ceremony can be tried on the devnet; a real
+    deployment gives each keyfile to its holder and keeps no password on the machine."""
+    from ..keys.keystore import Password, write_private_text
+    from .init import OffNodeCustody
+
+    pws = {"controller-1": secrets.token_urlsafe(18), "next-1": secrets.token_urlsafe(18)}
+    custody_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_private_text(custody_dir.parent / f"{custody_dir.name}-devnet-only-passwords.json", json.dumps(pws))
+    return OffNodeCustody(
+        custody_dir=custody_dir,
+        controller_passwords=[Password(pws["controller-1"])],
+        next_passwords=[Password(pws["next-1"])],
+    )
 
 
 def _address(key: bytes) -> bytes:

@@ -52,30 +52,45 @@ def create_and_rotate(data_dir: Path, password: str, api: str) -> tuple[str, dic
     from ..keys.operations import Head, sign_inception, sign_update
     from ..keys.rotation import KeyWindow, plan_manual_rotation
     from ..keys.service_keys import ServiceKey
+    from .init import pending_inception
 
     config = load_config(data_dir)
     ks = Keystore.open(data_dir / "keystore").unlock(Password(password))
     client = NodeClient(api)
     t0 = int(time.time())
-    key_a = ServiceKey.generate("Ed25519", f"svc-{t0}-a")
-    signed = sign_inception(ks, config.domain, t0, [key_a.published(("sig",), t0)], "devnet demo")
+    if ks.holds_controllers:  # a devnet made before custody modes (all-on-node): a fresh subject per run
+        key_a = ServiceKey.generate("Ed25519", f"svc-{t0}-a")
+        signed = sign_inception(ks, config.domain, t0, [key_a.published(("sig",), t0)], "devnet demo")
+        ks.add_service_key(key_a, ("sig",))
+    else:  # default custody: the inception the controllers signed at `keyreg init` (submitted once)
+        signed = pending_inception(data_dir)
     subject = event_digest(config.domain, signed.event)
     client.post_events([event_to_obj(signed)])
-    ks.add_service_key(key_a, ("sig",))
     if ks.subject is None:
         ks.set_subject(subject)
     sid = "0x" + subject.hex()
     state = client.get(f"/v1/subjects/{sid}")
     head = Head(subject, state["seq"], bytes.fromhex(state["head"][2:]), state["timestamp"])
     t1 = int(time.time())
-    windows = [KeyWindow(k["keyId"], k["validFrom"], k["notAfter"], k["revokedAt"]) for k in state["keys"]]
+    live = [k for k in state["keys"] if k["status"] in ("valid", "not-yet-valid")]
+    old_key = max(live, key=lambda k: k["validFrom"])["keyId"]
+    windows = [KeyWindow(k["keyId"], k["validFrom"], k["notAfter"], k["revokedAt"]) for k in live]
     plan = plan_manual_rotation(t1, windows, OVERLAP_S)
     key_b = ServiceKey.generate("Ed25519", f"svc-{t0}-b")
     ks.add_service_key(key_b, ("sig",))
-    rotation = sign_update(ks, config.domain, head, t1, [key_b.published(("sig",), t1)], plan.retire)
+    policy = ks.operator_policy  # the operator key publishes only keys that expire within its limit
+    not_after = head.next_timestamp(t1) + policy.max_validity if policy is not None else 0
+    rotation = sign_update(ks, config.domain, head, t1, [key_b.published(("sig",), t1, not_after)], plan.retire)
     client.post_events([event_to_obj(rotation)])
     client.close()
-    return sid, {"old_key": key_a.key_id, "new_key": key_b.key_id, "rotated_at": t1, "overlap_s": OVERLAP_S}
+    return sid, {
+        "old_key": old_key,
+        "new_key": key_b.key_id,
+        "rotated_at": t1,
+        "overlap_s": OVERLAP_S,
+        "custody": ks.mode,
+        "signedBy": "operator key" if policy is not None else "controllers",
+    }
 
 
 def run_scenario(
@@ -95,6 +110,7 @@ def run_scenario(
     sid, rotation = create_and_rotate(first, password, nodes[0]["api"])
     _step(progress, f"subject {sid[:18]}… created on node1, key {rotation['old_key']}")
     _step(progress, f"rotated to {rotation['new_key']}; {rotation['old_key']} stays valid for {OVERLAP_S // 60} min")
+    _step(progress, f"custody {rotation['custody']}: the rotation was signed by the {rotation['signedBy']}")
     head = subject_view(nodes[0]["api"], sid)
     assert head is not None
     rows: dict[str, dict[str, Any]] = {n["name"]: {"node": n["name"], "api": n["api"]} for n in nodes}
