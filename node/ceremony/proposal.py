@@ -146,10 +146,10 @@ def authority_for(state: SubjectState | None, event: Event, name: str | None = N
             )
         return Authority("controllers", event.controllers, event.threshold)
     if name == "operators":
-        operators = getattr(state, "operators", None)  # protocol v2 (docs/adr/0028 section 2)
+        operators = state.operators
         if not operators:
             raise ProposalError("the subject has no operator set in force; use the controllers")
-        return Authority("operators", tuple(operators.operators), operators.threshold)
+        return Authority("operators", operators.operators, operators.threshold)
     return Authority("controllers", state.controllers, state.threshold)
 
 
@@ -336,7 +336,7 @@ def _authority_from_obj(obj: Any, limits: Limits) -> Authority:
     name, signers, threshold = obj["name"], obj["signers"], obj["threshold"]
     if name not in AUTHORITIES:
         raise MalformedEvent(f"authority name must be one of {', '.join(AUTHORITIES)}")
-    cap = max(limits.max_controllers, getattr(limits, "max_operators", limits.max_controllers))
+    cap = max(limits.max_controllers, limits.max_operators)
     if type(signers) is not list or not 1 <= len(signers) <= cap:
         raise MalformedEvent(f"authority signers must be 1-{cap} addresses")
     addresses: list[bytes] = []

@@ -347,17 +347,17 @@ def _operator_set(
     max_validity: str | None,
     max_keys: int | None,
 ) -> Any:
-    from ..core.records import OperatorSet  # protocol v2
+    from ..core import builder
     from .common import parse_duration
 
     ops = _addresses(operators, "--operator")
     if not ops:
-        return OperatorSet()
+        return builder.operator_set([], 0, [], 0, 0)
     if threshold is None or not purposes or max_validity is None or max_keys is None:
         raise ConfigError(
             "an operator set needs --operator-threshold, --operator-purpose, --max-validity and --max-keys"
         )
-    return OperatorSet(ops, threshold, tuple(purposes), parse_duration(max_validity), max_keys)
+    return builder.operator_set(ops, threshold, purposes, parse_duration(max_validity), max_keys)
 
 
 @event_app.command("propose")
@@ -431,7 +431,6 @@ def propose_command(
     `keyreg event sign FILE --key-file K`, or signs `keyreg event typed-data FILE` with a wallet
     (`cast wallet sign --data --from-file`) and `keyreg event attach FILE --signature 0x..`.
     """
-    import dataclasses
     import time
 
     from ..ceremony.proposal import propose
@@ -489,21 +488,14 @@ def propose_command(
                 commitment = b""
             if len(commitment) != 32:
                 raise ConfigError("--next-commitment must be 32 bytes of 0x hex")
-        fields: dict[str, Any] = {}
-        names = {f.name for f in dataclasses.fields(Rotation)}
-        if "governor" in names:  # protocol v2: a rotation restates the governor and the operator set
-            gov = getattr(state, "governor", ZERO20)
-            if governor is not None:
-                gov = ZERO20 if governor.lower() == "none" else _address(governor, "--governor")
-            fields["governor"] = gov
-            ops = getattr(state, "operators", None)
-            if operator:
-                ops = _operator_set(operator, operator_threshold, operator_purpose, max_validity, max_keys)
-            if ops is not None:
-                fields["operators"] = ops
-        elif governor is not None:
-            raise ConfigError("--governor needs protocol v2")
-        event = Rotation(sid, seq, prev, ts, revealed, threshold, commitment, **fields)
+        # A rotation restates the governor and the operator set (protocol 2): unchanged unless given.
+        gov = state.governor
+        if governor is not None:
+            gov = ZERO20 if governor.lower() == "none" else _address(governor, "--governor")
+        ops = state.operators
+        if operator:
+            ops = _operator_set(operator, operator_threshold, operator_purpose, max_validity, max_keys)
+        event = Rotation(sid, seq, prev, ts, revealed, threshold, commitment, gov, ops)
     elif kind == "revocation":
         if whole_subject == (key_id is not None):
             raise ConfigError("a revocation names one key (--key-id) or the whole subject (--whole-subject)")
@@ -511,12 +503,8 @@ def propose_command(
         assert eff is not None
         event = builder.revocation(sid, seq, prev, ts, key_id or "", eff, reason)
     else:
-        try:
-            from ..core.records import Delegation  # type: ignore[attr-defined]
-        except ImportError:
-            raise ConfigError("delegation needs protocol v2, which this build does not speak") from None
         ops = _operator_set(operator, operator_threshold, operator_purpose, max_validity, max_keys)
-        event = Delegation(sid, seq, prev, ts, ops)
+        event = builder.delegation(sid, seq, prev, ts, ops)
     proposal = propose(state, event, domain, authority, now=now)
     _write_proposal(out, proposal)
     summary = _summary(proposal, out)

@@ -52,11 +52,17 @@ class Subject:
         self.log.append(signed)
 
 
-def make_subject(tag: str = "a", threshold: int = 2) -> Subject:
+def make_subject(tag: str = "a", threshold: int = 2, operators: int = 0) -> Subject:
+    """A subject of 3 controllers (``threshold`` of them sign), with ``operators`` operator keys
+    (secrets ``secret(f"{tag}-o{i}")``, threshold 1, purpose sig, keys valid at most a day, 4 live)."""
     current = by_address([secret(f"{tag}-c{i}") for i in range(3)])
     following = by_address([secret(f"{tag}-n{i}") for i in range(3)])
     outsiders = [secret(f"{tag}-x{i}") for i in range(3)]
     key = PublishedKey("k1", "Ed25519", ED_KEY, ("sig",), 0, 0)
+    ops = [address_of_private_key(secret(f"{tag}-o{i}")) for i in range(operators)]
+    operator_set = builder.operator_set(
+        ops, 1 if ops else 0, ["sig"] if ops else [], 86400 if ops else 0, 4 if ops else 0
+    )
     inc = builder.inception(
         NOW,
         builder.controller_set(current),
@@ -64,6 +70,7 @@ def make_subject(tag: str = "a", threshold: int = 2) -> Subject:
         builder.controller_set(following),
         threshold,
         keys=[key],
+        operators=operator_set,
     )
     signed = builder.sign_event(DOMAIN, inc, current[:threshold])
     state = apply_event(None, signed, DOMAIN).state

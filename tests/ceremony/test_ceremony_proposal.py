@@ -6,9 +6,10 @@ Real signatures over real EIP-712 digests; a complete proposal must yield an eve
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
-from ceremony_support import DOMAIN, NOW, Subject, high_s, make_subject
+from ceremony_support import DOMAIN, ED_KEY, NOW, Subject, high_s, make_subject, secret
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,10 +30,12 @@ from node.core.errors import (
     CommitmentMismatch,
     InvalidTransition,
     MalformedEvent,
+    OperatorLimit,
     UnauthorizedSigner,
 )
 from node.core.hashing import address_of_private_key, sign_digest
 from node.core.log import apply_event
+from node.core.records import PublishedKey
 
 
 def _revocation(s: Subject, key_id: str = "k1", ts: int = NOW + 10) -> Proposal:
@@ -229,3 +232,46 @@ def test_attach_property(arrivals: list[tuple[str, int]]) -> None:
         with pytest.raises(IncompleteProposal):
             p.signed_event()
     assert Proposal.from_obj(p.to_obj()) == p
+
+
+def test_an_update_collects_for_the_set_it_names_controllers_or_operators() -> None:
+    s = make_subject("ops", operators=2)
+    ops = [secret("ops-o0"), secret("ops-o1")]
+    key = PublishedKey("k2", "Ed25519", ED_KEY, ("sig",), 0, NOW + 3600)
+    ev = builder.update(s.state.subject, 1, s.state.head, NOW + 1, publish=[key])
+    by_ops = propose(s.state, ev, DOMAIN, authority="operators")
+    assert by_ops.authority.name == "operators"
+    assert by_ops.authority.threshold == 1
+    with pytest.raises(UnauthorizedSigner):  # a controller is not an operator
+        by_ops.attach(sign_digest(s.current[0], by_ops.digest))
+    done = by_ops.attach(sign_digest(ops[1], by_ops.digest))
+    acc = apply_event(s.state, done.signed_event(), DOMAIN)
+    assert acc.authority == "operators"
+    by_controllers = propose(s.state, ev, DOMAIN)  # the same event, collected from the controllers
+    with pytest.raises(UnauthorizedSigner):
+        by_controllers.attach(sign_digest(ops[0], by_controllers.digest))
+    # what the operators may not do is refused before anyone signs
+    forever = builder.update(s.state.subject, 1, s.state.head, NOW + 1, publish=[replace(key, not_after=0)])
+    with pytest.raises(OperatorLimit):
+        propose(s.state, forever, DOMAIN, authority="operators")
+    assert propose(s.state, forever, DOMAIN).authority.name == "controllers"  # the controllers may
+    meta = builder.update(s.state.subject, 1, s.state.head, NOW + 1, metadata="x")
+    with pytest.raises(OperatorLimit):
+        propose(s.state, meta, DOMAIN, authority="operators")
+    no_ops = make_subject("noops")
+    with pytest.raises(ProposalError, match="no operator set"):
+        propose(no_ops.state, builder.update(no_ops.state.subject, 1, no_ops.state.head, NOW, metadata="m"),
+                DOMAIN, authority="operators")  # fmt: skip
+
+
+def test_a_delegation_collects_from_the_controllers_in_force() -> None:
+    s = make_subject("deleg", operators=1)
+    new_ops = builder.operator_set([address_of_private_key(secret("deleg-new"))], 1, ["sig", "enc"], 3600, 8)
+    p = propose(s.state, builder.delegation(s.state.subject, 1, s.state.head, NOW + 1, new_ops), DOMAIN)
+    assert p.authority.signers == s.addresses
+    with pytest.raises(UnauthorizedSigner):  # operators cannot change their own set
+        p.attach(sign_digest(secret("deleg-o0"), p.digest))
+    p = p.attach(sign_digest(s.current[0], p.digest)).attach(sign_digest(s.current[1], p.digest))
+    assert apply_event(s.state, p.signed_event(), DOMAIN).state.operators == new_ops
+    with pytest.raises(ProposalError):
+        propose(s.state, p.event, DOMAIN, authority="operators")
