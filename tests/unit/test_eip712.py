@@ -25,10 +25,12 @@ from node.core.eip712 import domain_separator, event_digest, hash_struct, typed_
 from node.core.errors import BelowThreshold
 from node.core.log import apply_event, recover_signers, replay
 from node.core.records import (
+    Delegation,
     Domain,
     Event,
     Inception,
     KeyRetirement,
+    OperatorSet,
     PublishedKey,
     Revocation,
     Rotation,
@@ -94,6 +96,14 @@ published = st.builds(
     not_before=u64,
     not_after=u64,
 )
+operator_sets = st.builds(
+    OperatorSet,
+    operators=addresses,
+    threshold=st.integers(0, 255),
+    purposes=st.lists(texts, max_size=3).map(tuple),
+    max_validity=u64,
+    max_keys=st.integers(0, 2**16 - 1),
+)
 domains = st.builds(
     Domain,
     chain_id=st.integers(min_value=0, max_value=2**256 - 1),
@@ -109,6 +119,7 @@ events = st.one_of(
         governor=st.binary(min_size=20, max_size=20),
         keys=st.lists(published, max_size=3).map(tuple),
         metadata=texts,
+        operators=operator_sets,
     ),
     st.builds(
         Update,
@@ -130,7 +141,10 @@ events = st.one_of(
         controllers=addresses,
         threshold=st.integers(0, 255),
         next_commitment=b32,
+        governor=st.binary(min_size=20, max_size=20),
+        operators=operator_sets,
     ),
+    st.builds(Delegation, subject=b32, seq=u64, prev=b32, timestamp=u64, operators=operator_sets),
     st.builds(
         Revocation,
         subject=b32,
@@ -144,7 +158,14 @@ events = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None)
+def test_vectors_cover_every_kind_and_operator_sets() -> None:
+    kinds = {s.event.kind for s in VECTOR_EVENTS}
+    assert kinds == {"inception", "update", "rotation", "revocation", "delegation"}
+    with_operators = [s for s in VECTOR_EVENTS if getattr(s.event, "operators", None)]
+    assert {s.event.kind for s in with_operators} == {"inception", "rotation", "delegation"}
+
+
+@settings(max_examples=80, deadline=None)
 @given(domain=domains, event=events, label=st.sampled_from(["w1", "w2", "w3"]))
 def test_fast_path_equals_eth_account_on_random_events(domain: Domain, event: Event, label: str) -> None:
     digest, signable = reference_digest(domain, event)
@@ -188,13 +209,38 @@ def test_wallet_signatures_build_a_valid_log() -> None:
     w.append(builder.attach_signatures(domain, rot, [_wallet_sign("w3", domain, rot, "sign_message")]))
     rev = w.next_revocation(gen.T0 + 3, "tls", gen.T0 + 3, "rotated out")
     w.append(builder.attach_signatures(domain, rev, [_wallet_sign("w3", domain, rev, "sign_typed_data")]))
+    # protocol 2: the controller names an operator by delegation; the operator's wallet signs an update
+    dlg = w.next_delegation(gen.T0 + 4, gen.operators_of(["w-op"], 1, ["sign"], 3600, 4))
+    w.append(builder.attach_signatures(domain, dlg, [_wallet_sign("w3", domain, dlg, "sign_typed_data")]))
+    op_upd = w.next_update(gen.T0 + 5, publish=[gen.key("op-sig", "Ed25519", ["sign"], gen.T0 + 5, gen.T0 + 60)])
+    w.append(builder.attach_signatures(domain, op_upd, [_wallet_sign("w-op", domain, op_upd, "sign_message")]))
     accepted = replay(w.events, domain)
-    assert accepted[-1].state.seq == 3
+    assert accepted[-1].state.seq == 5
+    assert [a.authority for a in accepted[-2:]] == ["controllers", "operators"]
     assert accepted[0].signers == tuple(sorted((gen.address("w1"), gen.address("w2"))))
     # one wallet signature of a 2-of-2 set is recognised but not enough; the wire form carries it intact
     signed = builder.attach_signatures(domain, upd, [_wallet_sign("w1", domain, upd, "sign_typed_data")])
     with pytest.raises(BelowThreshold):
         apply_event(accepted[0].state, decode_event(encode_event(signed)), domain)
+
+
+def test_typed_data_nests_the_operator_set_struct() -> None:
+    """A wallet sees the operator set as a nested struct (types OperatorSet listed, message an object)."""
+    ops = gen.operators_of(["w-op"], 1, ["sign", "jwt"], 3600, 4)
+    dlg = builder.delegation(b"\x01" * 32, 1, b"\x02" * 32, gen.T0, ops)
+    data = typed_data(gen.DEVNET, dlg)
+    assert set(data["types"]) == {"EIP712Domain", "Delegation", "OperatorSet"}
+    assert data["domain"]["version"] == "2"
+    assert data["message"]["operators"] == {
+        "operators": [Account.from_key(gen.secret("w-op")).address],
+        "threshold": 1,
+        "purposes": ["sign", "jwt"],
+        "maxValidity": 3600,
+        "maxKeys": 4,
+    }
+    inc = builder.inception(gen.T0, [gen.address("w1")], 1, operators=ops)
+    assert set(typed_data(gen.DEVNET, inc)["types"]) == {"EIP712Domain", "Inception", "OperatorSet", "PublishedKey"}
+    assert reference_digest(gen.DEVNET, dlg)[0] == event_digest(gen.DEVNET, dlg)
 
 
 def test_wallet_signature_is_low_s_with_v_27_or_28() -> None:
