@@ -3,6 +3,8 @@
 - ``GET  /v1/gov/proposals?governor=&subject=&state=``  proposals of the DAOs subjects named, newest
   first, with state, tallies (for/against/abstain), quorum, voters, and the revocations applied
 - ``GET  /v1/gov/proposals/{proposalId}?governor=``     one proposal
+- ``GET  /v1/gov/daos/{address}``                      a recognised DAO (governor or executor address)
+  and its current members, from its token's MemberAdded/MemberRemoved logs
 - ``POST /v1/gov/ballots``                              a signed ballot (node.gov.ballots wire format):
   validated, deduplicated, relayed with castVoteBySig and gossiped; answers 202 with its relay record
 - ``GET  /v1/gov/ballots``                              the relay records of this node (newest first)
@@ -79,6 +81,15 @@ def routes(gov: Callable[[], GovService | None]) -> list[Route]:
             raise ApiError(404, "not_found", f"no proposal {pid} is known to this node")
         return JSONResponse(item)
 
+    async def get_dao(request: Request) -> Response:
+        address = request.path_params["address"]
+        if _ADDRESS_RE.fullmatch(address) is None:
+            raise ApiError(404, "malformed_id", "a DAO is named by its governor or executor address")
+        item = service().indexer.dao_info(address)
+        if item is None:
+            raise ApiError(404, "not_found", "no recognised DAO at this address is known to this node")
+        return JSONResponse(item)
+
     async def post_ballot(request: Request) -> Response:
         svc = service()
         body = await read_body(request, 2 * MAX_BALLOT_BYTES)
@@ -109,6 +120,7 @@ def routes(gov: Callable[[], GovService | None]) -> list[Route]:
     return [
         Route("/v1/gov/proposals", list_proposals),
         Route("/v1/gov/proposals/{pid}", get_proposal),
+        Route("/v1/gov/daos/{address}", get_dao),
         Route("/v1/gov/ballots", post_ballot, methods=["POST"]),
         Route("/v1/gov/ballots", list_ballots, methods=["GET"]),
         Route("/v1/gov/ballots/{rid}", get_ballot),

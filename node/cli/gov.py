@@ -1,4 +1,4 @@
-"""``keyreg gov deploy|propose-revocation|vote|submit-ballot|status|queue|execute``: DAO governance.
+"""``keyreg gov deploy|propose-revocation|propose-membership|members|vote|submit-ballot|status|queue|execute``.
 
 Chain access: ``--rpc`` (default: ``[chain] rpc_url`` of the data dir). Which DAO: ``--governor``,
 else the DAO file written by ``gov deploy`` (``--dao``, default ``<data-dir>/gov/dao.json``).
@@ -38,7 +38,10 @@ if TYPE_CHECKING:
     from ..gov.ballots import Ballot
     from ..gov.contracts import Governance
 
-gov_app = typer.Typer(help="DAO governance: deploy a DAO, propose and vote on revocations.", no_args_is_help=True)
+gov_app = typer.Typer(
+    help="DAO governance: deploy a DAO, propose and vote on revocations and on its own membership.",
+    no_args_is_help=True,
+)
 root.add_typer(gov_app, name="gov")
 
 RpcOpt = Annotated[str | None, typer.Option("--rpc", envvar="KEYREG_CHAIN_RPC_URL", help="Ethereum JSON-RPC URL.")]
@@ -230,6 +233,81 @@ def propose_revocation(
     )
 
 
+@gov_app.command("propose-membership")
+@handles_errors
+def propose_membership(
+    add: Annotated[list[str] | None, typer.Option("--add", help="New member 0xADDRESS[:WEIGHT] (repeatable).")] = None,
+    remove: Annotated[
+        list[str] | None, typer.Option("--remove", help="Member 0xADDRESS to remove (repeatable).")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why (goes in the description).")] = "",
+    salt: Annotated[str, typer.Option(help="Makes the proposal id differ from an earlier identical one.")] = "",
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    rpc: RpcOpt = None,
+    dao: DaoOpt = None,
+    governor: GovernorOpt = None,
+    key_file: KeyFileOpt = None,
+    password_file: PasswordFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Propose that the DAO change its own membership: removals first, then additions, in one vote
+    (replacing a member who lost its key is `--remove OLD --add NEW`)."""
+    adds = [_member(m) for m in add or []]
+    removes = [_member(m)[0] for m in remove or []]
+    if not adds and not removes:
+        raise ConfigError("pass at least one --add 0xADDRESS[:WEIGHT] or --remove 0xADDRESS")
+    address, _ = _governor(data_dir, dao, governor)
+    gov = _governance(data_dir, rpc, address)
+    pid, receipt = gov.propose_membership(_key(key_file, password_file), adds, removes, reason, salt)
+    info = {"proposalId": str(pid), "governor": gov.address, "state": gov.state(pid), **_tx(receipt)}
+    info.update(votingStarts=gov.snapshot(pid) + 1, votingEnds=gov.deadline(pid))
+    info["changes"] = [{"action": "remove", "member": m} for m in removes] + [
+        {"action": "add", "member": m, "weight": w} for m, w in adds
+    ]
+    if as_json:
+        print_json(info)
+        return
+    out_console.print(f"proposal [bold]{pid}[/] to change the DAO's membership:", highlight=False)
+    for c in info["changes"]:
+        weight = f" (weight {c['weight']})" if "weight" in c else ""
+        out_console.print(f"  {c['action']} {c['member']}{weight}", highlight=False)
+    out_console.print(
+        f"  {info['state']}; voting in blocks {info['votingStarts']}..{info['votingEnds']} (tx {info['txHash']})",
+        highlight=False,
+    )
+
+
+@gov_app.command("members")
+@handles_errors
+def members(
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    rpc: RpcOpt = None,
+    dao: DaoOpt = None,
+    governor: GovernorOpt = None,
+    from_node: Annotated[bool, typer.Option("--from-node", help="Ask the node's API instead of the chain.")] = False,
+    node: NodeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The DAO's current members and weights (from its token's logs and balances, or the node's index)."""
+    address, start = _governor(data_dir, dao, governor)
+    if from_node:
+        client = NodeClient.for_config(load(data_dir), node)
+        try:
+            body = client.get(f"/v1/gov/daos/{address}")
+        finally:
+            client.close()
+        listed = [(m["address"], int(m["weight"])) for m in body["members"]]
+    else:
+        listed = sorted(_governance(data_dir, rpc, address).members(start).items(), key=lambda kv: kv[0].lower())
+    info = {"governor": address, "members": [{"address": a, "weight": w} for a, w in listed]}
+    if as_json:
+        print_json(info)
+        return
+    out_console.print(f"DAO {address}: {len(listed)} members, weight {sum(w for _, w in listed)}", highlight=False)
+    for a, w in listed:
+        out_console.print(f"  {a}  {w}", highlight=False)
+
+
 @gov_app.command("vote")
 @handles_errors
 def vote(
@@ -387,6 +465,9 @@ def status(
             f"abstain {v['abstain']}  quorum {quorum if quorum is not None else '-'}",
             highlight=False,
         )
+        for c in p.get("membershipChanges", []):  # shown by the node's index (--from-node)
+            weight = f" (weight {c['weight']})" if "weight" in c else ""
+            out_console.print(f"  membership: {c['action']} {c['member']}{weight}", highlight=False)
 
 
 @gov_app.command("queue")
@@ -417,7 +498,8 @@ def execute(
     password_file: PasswordFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Execute a passed proposal: the registry records the revocation and every node applies it."""
+    """Execute a passed proposal: the registry records its revocations and every node applies them;
+    its membership changes take effect on the DAO's token from the next proposal's snapshot."""
     _run_step("execute", proposal, data_dir, rpc, dao, governor, key_file, password_file, as_json)
 
 

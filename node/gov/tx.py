@@ -85,7 +85,13 @@ _EXPLAIN = {
     "GovernorInvalidSignature": "the ballot signature is not the voter's for this proposal and nonce "
     "(a replayed or already used ballot)",
     "GovernorNonexistentProposal": "the governor has no such proposal",
-    "NotARevocation": "a keyreg DAO can only propose revokeByGovernance on its registry",
+    "ActionNotAllowed": "a keyreg DAO can only propose revokeByGovernance on its registry, and addMember / "
+    "removeMember on its own membership token, with no value",
+    "InvalidMembershipChange": "a membership change names the zero address or adds a member with weight 0",
+    "OnlyExecutor": "only the DAO's executor (a passed proposal) can change its membership",
+    "LastMember": "a DAO keeps at least one member: add the successor before removing the last member",
+    "DuplicateMember": "the address is already a member (remove it first to change its weight)",
+    "ForeignMembershipToken": "the membership token lets another account change membership: not this DAO's own",
     "AlreadyRevokedEarlier": "the key is already revoked by governance from an earlier or equal time",
     "GovernorInsufficientProposerVotes": "the proposer is not a member (holds no voting power)",
 }

@@ -25,7 +25,7 @@ def run(tmp_path: Path, key: bytes, *args: str, ok: bool = True) -> Any:
     key_file = tmp_path / f"key-{key.hex()[:8]}"
     key_file.write_text("0x" + key.hex() + "\n")
     result = CliRunner().invoke(app, [*args, "--data-dir", str(tmp_path / "data")] + (
-        ["--key-file", str(key_file)] if args[1] not in ("status",) else []))  # fmt: skip
+        ["--key-file", str(key_file)] if args[1] not in ("status", "members") else []))  # fmt: skip
     if not ok:
         assert result.exit_code == 2, result.output
         return result.output
@@ -73,3 +73,33 @@ def test_cli_flow(gov_chain: GovChain, tmp_path: Path) -> None:
     assert f"proposal {pid}: Executed" in " ".join(listing.split())  # rich wraps long ids
     again = run(tmp_path, RELAYER, "gov", "execute", pid, *common, ok=False)
     assert "Executed" in again
+
+
+def test_cli_membership_flow(gov_chain: GovChain, tmp_path: Path) -> None:
+    """`gov propose-membership --remove OLD --add NEW`, voted, executed; `gov members` shows the change."""
+    rpc = gov_chain.anvil.url
+    common = ["--rpc", rpc, "--governor", gov_chain.dao.governor]
+    old = Web3.to_checksum_address(address_of_private_key(MEMBERS[2]))
+    new = Web3.to_checksum_address(address_of_private_key(OUTSIDER))
+    p = run(tmp_path, MEMBERS[0], "gov", "propose-membership", "--remove", old, "--add", f"{new}:2",
+            "--reason", "lost key", *common, "--json")  # fmt: skip
+    assert p["changes"] == [{"action": "remove", "member": old}, {"action": "add", "member": new, "weight": 2}]
+    pid = p["proposalId"]
+    gov_chain.mine(2)
+    for key in MEMBERS[:2]:
+        run(tmp_path, key, "gov", "vote", pid, "--support", "for", *common, "--json")
+    gov = Governance(gov_chain.w3, gov_chain.dao.governor)
+    while gov.state(int(pid)) != "Succeeded":
+        gov_chain.mine(1)
+    run(tmp_path, RELAYER, "gov", "execute", pid, *common, "--json")
+    m = run(tmp_path, RELAYER, "gov", "members", *common, "--json")
+    assert {x["address"]: x["weight"] for x in m["members"]} == {
+        Web3.to_checksum_address(address_of_private_key(MEMBERS[0])): 1,
+        Web3.to_checksum_address(address_of_private_key(MEMBERS[1])): 1,
+        new: 2,
+    }
+    err = run(tmp_path, MEMBERS[0], "gov", "propose-membership", *common, ok=False)
+    assert "--add" in err
+    # A membership change the governor refuses (the zero weight) fails before anything is paid.
+    err = run(tmp_path, MEMBERS[0], "gov", "propose-membership", "--add", f"{old}:0", *common, ok=False)
+    assert "weight 0" in " ".join(err.split())
