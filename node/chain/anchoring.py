@@ -50,7 +50,7 @@ from typing import Any
 import trio
 
 from ..core.eip712 import event_digest
-from ..core.errors import ChainError, ConfigError
+from ..core.errors import ChainError, ConfigError, KeyregError
 from ..core.log import signers_of, update_authority
 from ..core.records import (
     NO_OPERATORS,
@@ -68,7 +68,7 @@ from ..outcomes import Report
 from ..registry import Registry
 from .batches import BatchTracker
 from .client import ChainClient, ChainUnavailable, NoRelayer, TransactionReverted
-from .deploy import event_input
+from .deploy import event_body, event_input
 
 log = logging.getLogger("keyreg.chain.anchoring")
 
@@ -477,18 +477,33 @@ class AnchoringService:
         self.queue.save()
 
     async def anchor_direct(self, subject: bytes) -> dict[str, Any]:
-        """Bring the contract's head of ``subject`` up to the local head; returns a result dict."""
+        """Bring the contract's head of ``subject`` up to the local head; returns a result dict.
+
+        Controllers over operators at the head (ADR 0028 sections 7 and 9): when the chain's head is
+        an operator-signed update and the node holds a controller-signed event at that seq with the
+        same prev (the local head's branch, or a competitor kept as duplicity evidence), the
+        service replaces it with ``supersede`` first; the contract checks every signature, so this
+        relays only what the controllers signed.
+        """
         state = self.registry.state(subject)
         if state is None:
             raise AnchorRefused(f"unknown subject 0x{subject.hex()}: this node holds no log for it")
         events = await trio.to_thread.run_sync(self.registry.store.log, subject)
         chain_seq, chain_digest = await self.client.head_of(subject)
         start = 0
+        txs: list[str] = []
         if chain_digest != ZERO32:
             if chain_seq >= len(events):
                 return {"status": "behind", "chain_seq": chain_seq, "local_seq": len(events) - 1}
             local = event_digest(self.registry.domain, events[chain_seq].event)
-            if local != chain_digest:
+            superseded = await self._supersede(subject, events, chain_seq, chain_digest, local)
+            if superseded is not None:
+                txs.append(superseded)
+                if local == chain_digest:
+                    # the head now is the controllers' competitor, not the local branch: the
+                    # watcher's HeadReplaced moves the node over; nothing of this branch follows it.
+                    return {"status": "superseded", "seq": chain_seq, "txs": txs}
+            elif local != chain_digest:
                 raise AnchorRefused(
                     f"conflict: the chain holds 0x{chain_digest.hex()} at seq {chain_seq}, "
                     f"the local log 0x{local.hex()}; fork choice follows the chain",
@@ -496,9 +511,10 @@ class AnchoringService:
                 )
             start = chain_seq + 1
         if start >= len(events):
+            if txs:
+                return {"status": "anchored", "seq": chain_seq, "digest": "0x" + chain_digest.hex(), "txs": txs}
             return {"status": "already", "seq": chain_seq, "digest": "0x" + chain_digest.hex()}
         inputs = direct_inputs(events, start, self.registry.domain)
-        txs = []
         for i in range(0, len(inputs), MAX_EVENTS_PER_TX):
             chunk = inputs[i : i + MAX_EVENTS_PER_TX]
             self.queue.state.inflight = {"kind": "direct", "subject": "0x" + subject.hex(), "since": self.clock()}
@@ -510,3 +526,54 @@ class AnchoringService:
         head = event_digest(self.registry.domain, events[-1].event)
         log.info("anchored subject 0x%s directly up to seq %d", subject.hex(), len(events) - 1)
         return {"status": "anchored", "seq": len(events) - 1, "digest": "0x" + head.hex(), "txs": txs}
+
+    async def _supersede(
+        self, subject: bytes, events: Sequence[SignedEvent], seq: int, chain_digest: bytes, local: bytes
+    ) -> str | None:
+        """Replace the chain's operator-signed head at ``seq`` by a controller-signed event the node
+        holds at that seq; returns the transaction hash, or None when there is nothing to do."""
+        domain = self.registry.domain
+        found = await trio.to_thread.run_sync(competitors_at, self.registry.store, subject, seq)
+        by_digest = {event_digest(domain, e.event): e for e in found}
+        by_digest[local] = events[seq]
+        displaced = by_digest.get(chain_digest)
+        if displaced is None or not isinstance(displaced.event, Update):
+            return None
+        prior = list(events[:seq])
+        try:
+            by_operators = operator_signed_at(prior, displaced, domain)
+        except KeyregError:
+            return None
+        if not by_operators:
+            return None  # the chain's head is controller-signed: fork choice, not supersede, settles it
+        candidates = [e for d, e in by_digest.items() if d != chain_digest and e.event.prev == displaced.event.prev]
+        for candidate in candidates:
+            try:
+                [item] = direct_inputs([*prior, candidate], seq, domain)
+            except KeyregError:  # its signers are neither set in force: not the controllers' either
+                continue
+            if item[8]:  # operator-signed too: operators never supersede
+                continue
+            self.queue.state.inflight = {"kind": "supersede", "subject": "0x" + subject.hex(), "since": self.clock()}
+            tx = await self.client.send("supersede", [item, displaced.event.timestamp, event_body(displaced)])
+            self.queue.state.inflight["tx"] = "0x" + tx.hex()
+            self.queue.save()
+            await self.client.wait_receipt(tx, self.poll_interval_s / 4, self.receipt_timeout_s)
+            log.info("superseded the operator-signed head of 0x%s at seq %d", subject.hex(), seq)
+            return "0x" + tx.hex()
+        return None
+
+
+def competitors_at(store: Any, subject: bytes, seq: int) -> list[SignedEvent]:
+    """Events at (subject, seq) kept as duplicity evidence (both sides of each entry)."""
+    out: list[SignedEvent] = []
+    for d in store.evidence(subject):
+        if d.seq == seq:
+            out += [d.first, d.second]
+    return out
+
+
+def operator_signed_at(prior: Sequence[SignedEvent], signed: SignedEvent, domain: Domain) -> bool:
+    """True if ``signed`` (an update following the events ``prior`` of its log) is operator-signed."""
+    [item] = direct_inputs([*prior, signed], len(prior), domain)
+    return bool(item[8])
