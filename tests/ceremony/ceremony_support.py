@@ -12,7 +12,7 @@ from node.core.log import SubjectState, apply_event
 from node.core.records import Domain, PublishedKey, SignedEvent
 
 DOMAIN = Domain(31337, bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3"))
-NOW = 1_800_000_000
+NOW = 1_700_000_000
 ED_KEY = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")  # RFC 8032 test 1
 
 
