@@ -11,7 +11,8 @@ Each poll:
 2. **Scan** ``[scanned + 1, head]`` with ``eth_getLogs`` (in ranges of ``max_range`` blocks).
    Logs in blocks deeper than ``confirmations`` are final; the rest wait in ``pending``.
 3. **Feed** final logs to the registry: ``HeadAnchored`` -> ``Registry.record_anchors`` (mode
-   "direct"); ``BatchAnchored`` -> the heads the root commits, via :class:`BatchTracker`
+   "direct"); ``HeadReplaced`` (recoverRotation or supersede) -> mode "recovery";
+   ``BatchAnchored`` -> the heads the root commits, via :class:`BatchTracker`
    (mode "batch"); ``GovernanceRevoked`` -> ``Registry.add_governance_revocations``.
 
 Hostile logs. Anyone can put bytes into a registry log, and a hostile RPC endpoint anything into
@@ -289,8 +290,11 @@ class Watcher:
                 if self.registry.anchored_position(a.digest) != a.position:
                     anchors.append(a)
             elif lg.name == "HeadReplaced":
-                # A recovery rotation replaced the contract's head at this seq: it outranks the
-                # earlier direct anchor in fork choice (node.registry.anchor_rank).
+                # The contract replaced its head at this seq: a recovery rotation (recoverRotation)
+                # or a controller-signed event over an operator-signed update (supersede, ADR 0028
+                # section 9). Either way the new head outranks the earlier direct anchor in fork
+                # choice (node.registry.anchor_rank, mode "recovery"): the contract allows it only
+                # with the authority that wins at the head.
                 anchors.append(
                     AnchorRecord(
                         subject=bytes(lg.args["subject"]),
