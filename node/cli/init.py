@@ -81,6 +81,9 @@ class OffNodeCustody:
     metadata: str = ""
     alg: str | None = None  # first service key; default: [rotation] algorithm
     key_id: str | None = None
+    # An existing subject: only a fresh operator key (for the controllers to delegate to, e.g. after
+    # the node was taken); no controllers, no inception.
+    subject: bytes | None = None
 
 
 def default_custody_dir(data_dir: Path) -> Path:
@@ -230,6 +233,8 @@ class _OffNodePlan:
         from ..keys.service_keys import ServiceKey
 
         c = self.custody
+        if c.subject is not None:
+            return self._operator_only(data_dir, password, c.subject)
         files: list[dict[str, Any]] = []
         ctrl_secrets: list[bytes] = []
         total = len(c.controller_passwords) + len(c.next_passwords)
@@ -316,6 +321,26 @@ class _OffNodePlan:
             _write_manifest(self.custody_dir, out)
         return out
 
+    def _operator_only(self, data_dir: Path, password: Password, subject: bytes) -> dict[str, Any]:
+        """A keystore with a fresh operator key for ``subject``: the node signs nothing until the
+        controllers delegate to it (the operator set printed here, exactly)."""
+        from ..keys.keystore import Keystore
+
+        ks = Keystore.create_operator(data_dir / "keystore", password, self.purposes, self.max_validity, self.max_keys)
+        ks.set_subject(subject)
+        policy = ks.operator_policy
+        assert policy is not None
+        return {
+            "mode": ks.mode,
+            "roles": list(ks.roles),
+            "subject": "0x" + subject.hex(),
+            "operator": policy.to_json(),
+            "files": [],
+            "custodyDir": None,
+            "inception": None,
+            "delegate": "the controllers delegate to this operator set (keyreg event propose delegation ...)",
+        }
+
 
 def _write_proposal(data_dir: Path, cfg: Config, event: Any) -> Path:
     """The inception as a ceremony proposal for the wallets to sign (``keyreg event sign|attach``)."""
@@ -351,7 +376,12 @@ def _plan_off_node(data_dir: Path, password: Password, cfg: Config, c: OffNodeCu
     from ..keys.service_keys import check_alg
 
     rc = cfg.rotation
-    if c.controller_addresses:
+    if c.subject is not None:
+        if c.controller_addresses or c.controller_passwords or c.next_passwords or c.next_addresses:
+            raise ConfigError("--subject makes an operator key for an existing subject: no controller options")
+        c.next_commitment = b""
+        n = c.threshold = 1
+    elif c.controller_addresses:
         n = len(c.controller_addresses)
         if len(set(c.controller_addresses)) != n:
             raise ConfigError("--controller: an address is given twice")
@@ -363,7 +393,7 @@ def _plan_off_node(data_dir: Path, password: Password, cfg: Config, c: OffNodeCu
             raise ConfigError(f"{c.controllers} controller keyfiles need {c.controllers} passwords, got {n}")
     if not 1 <= c.threshold <= n <= 16:
         raise ConfigError(f"need 1 <= threshold ({c.threshold}) <= controllers ({n}) <= 16")
-    generate_next = not c.next_addresses and c.next_commitment is None
+    generate_next = c.subject is None and not c.next_addresses and c.next_commitment is None
     if c.next_addresses and len(c.next_addresses) < c.threshold:
         raise ConfigError(f"--next-controller: {len(c.next_addresses)} addresses, below the threshold {c.threshold}")
     if generate_next and len(c.next_passwords) != n:
@@ -499,6 +529,10 @@ def init(
     all_on_node: Annotated[
         bool, typer.Option("--all-on-node", help="Development: controllers and next generation in the node's keystore.")
     ] = False,
+    subject: Annotated[
+        str | None,
+        typer.Option(help="An existing subject: only a fresh operator key, for the controllers to delegate to."),
+    ] = None,
     chain_id: Annotated[int | None, typer.Option(help="Chain id of the network (default: devnet 31337).")] = None,
     registry: Annotated[str | None, typer.Option(help="Registry contract address (default: the devnet's).")] = None,
     api_port: Annotated[int | None, typer.Option(help="Public API port to write into the config.")] = None,
@@ -556,6 +590,35 @@ def init(
     if nxt_addrs and commitment is not None:
         raise ConfigError("give --next-controller or --next-commitment, not both")
     password = resolve_password(password_file, confirm=True)
+    if subject is not None:
+        sid = bytes.fromhex(subject.removeprefix("0x")) if len(subject) == 66 and subject.startswith("0x") else b""
+        if len(sid) != 32:
+            raise ConfigError(f"--subject must be 0x + 64 hex digits, got {subject!r}")
+        joined = init_data_dir(
+            data_dir,
+            password,
+            chain_id=chain_id,
+            registry=registry,
+            api_port=api_port,
+            admin_port=admin_port,
+            custody=OffNodeCustody(
+                subject=sid,
+                purposes=tuple(operator_purpose) if operator_purpose else None,
+                max_validity=parse_duration(operator_max_validity) if operator_max_validity else None,
+                max_keys=operator_max_keys,
+            ),
+        )
+        if as_json:
+            print_json(joined)
+            return
+        op = joined["operator"]
+        err_console.print(f"[green]initialised[/] {joined['dataDir']}: a fresh operator key for {joined['subject']}")
+        err_console.print(f"  operator set  {json.dumps(op)}")
+        err_console.print(
+            "next: the controllers delegate to exactly this operator set in a ceremony (`keyreg event propose "
+            "delegation ...`, docs/ceremonies.md); the node signs nothing until then"
+        )
+        return
     custody = OffNodeCustody(
         custody_dir=custody_dir,
         controllers=n,

@@ -453,3 +453,58 @@ def test_cli_init_with_wallet_controllers_writes_a_proposal(tmp_path: Path) -> N
     signed = pending_inception(tmp_path / "node")
     assert len(signed.signatures) == 2
     assert "0x" + signed.event.operators.operators[0].hex() == summary["operator"]["operators"][0]
+
+
+def test_recovery_delegation_to_a_fresh_operator_key_from_init_subject(tmp_path: Path) -> None:
+    """The node is taken: the controllers delegate to a fresh operator key made by `init --subject`
+    on a new data dir; the new node rotates, the stolen operator key can no longer sign anything."""
+    import time
+
+    from node.keys.operations import operator_set_of
+
+    clock = Clock(time.time())
+    config, registry, old_ks, old_scheduler = _operator_twin(tmp_path, clock)
+    subject = old_ks.subject
+    assert subject is not None
+    fresh_dir = tmp_path / "fresh"
+    joined = init_data_dir(
+        fresh_dir,
+        Password("fresh node password"),
+        custody=OffNodeCustody(subject=subject, max_validity=INTERVAL + OVERLAP + 2 * AHEAD),
+    )
+    assert joined["inception"] is None
+    assert not (fresh_dir / "keyreg-custody").exists()
+    new_ks = Keystore.open(fresh_dir / "keystore").unlock(Password("fresh node password"))
+    assert new_ks.subject == subject
+    policy = new_ks.operator_policy
+    assert policy is not None
+    state = registry.state(subject)
+    assert state is not None
+    ctrl = read_keyfile(tmp_path / "custody" / "controller-1.json", Password("controller pw 0"))
+    ev = builder.delegation(subject, state.seq + 1, state.head, state.timestamp, operator_set_of(policy))
+    assert registry.ingest([builder.sign_event(config.domain, ev, [ctrl])])[0].status == "accepted"
+    # the stolen operator key: its update is refused by the core, and its scheduler stops
+    state = registry.state(subject)
+    assert state is not None
+    head = Head(subject, state.seq, state.head, state.timestamp)
+    rogue = sign_update(
+        old_ks,
+        config.domain,
+        head,
+        state.timestamp,
+        [ServiceKey.generate().published(("sig",), state.timestamp, state.timestamp + 60)],
+    )
+    assert registry.ingest([rogue])[0].status == "rejected"
+    old_scheduler.run_pass()
+    assert old_scheduler.published == 0
+
+    def handout():  # type: ignore[no-untyped-def]
+        return handout_for(registry, new_ks, AHEAD, key_jwk)
+
+    scheduler = RotationScheduler(config, registry, new_ks, handout, clock=clock)
+    start = clock.t
+    while clock.t < start + 3 * INTERVAL:
+        scheduler.run_pass()
+        clock.t += 1
+    assert scheduler.status()["lastError"] is None
+    assert scheduler.published >= 2
