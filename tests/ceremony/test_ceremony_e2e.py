@@ -21,7 +21,7 @@ from typer.testing import CliRunner, Result
 
 from node.cli import app
 from node.core import builder
-from node.core.codec import event_to_obj
+from node.core.codec import encode_event, event_to_obj
 from node.core.eip712 import event_digest
 from node.core.hashing import address_of_private_key, sign_digest
 from node.core.records import PublishedKey, SignedEvent
@@ -188,3 +188,50 @@ def _now() -> int:
 
 def _sig(key: bytes, digest: bytes) -> str:
     return "0x" + sign_digest(key, digest).hex()
+
+
+@pytest.mark.e2e
+def test_proposals_on_a_node_process_are_bounded_and_hostile_input_costs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bounds as a node process is configured from the environment: caps per subject, junk
+    dropped before a signed proposal, budgets charged before parsing, deep JSON refused."""
+    monkeypatch.setenv("KEYREG_PROPOSALS_MAX_PENDING_PER_SUBJECT", "2")
+    monkeypatch.setenv("KEYREG_PROPOSALS_CREATES_BURST", "5")
+    monkeypatch.setenv("KEYREG_PROPOSALS_CREATES_PER_CLIENT_PER_S", "0.01")
+    current = by_address([secret(f"bound-c{i}") for i in range(3)])
+    node = KeyregNode(tmp_path / "node").start()
+    try:
+        from node.config import Config
+
+        domain = Config().domain
+        inc = builder.inception(_now(), builder.controller_set(current), 2,
+                                keys=[PublishedKey("k1", "Ed25519", ED_KEY, ("sig",), 0, 0)])  # fmt: skip
+        assert node.submit([encode_event(builder.sign_event(domain, inc, current[:2]))])["accepted"] == 1
+        subject = event_digest(domain, inc)
+
+        def unsigned(meta: str) -> tuple[dict[str, object], bytes]:
+            ev = builder.update(subject, 1, subject, _now(), metadata=meta)
+            return event_to_obj(SignedEvent(ev, (), domain)), event_digest(domain, ev)
+
+        event, digest = unsigned("signed")
+        r = node.http.post("/v1/proposals", json={"event": event, "signatures": [_sig(current[0], digest)]})
+        assert r.status_code == 201, r.text
+        for i in range(3):  # junk for the same subject: each newcomer drops the last unsigned one
+            assert node.http.post("/v1/proposals", json={"event": unsigned(f"junk{i}")[0]}).status_code == 201
+        held = node.http.get("/v1/proposals", params={"subject": "0x" + subject.hex()}).json()["proposals"]
+        assert [p["id"] for p in held] == ["0x" + digest.hex(), "0x" + unsigned("junk2")[1].hex()]
+        deep = b'{"event":' + b"[" * 5000 + b"]" * 5000 + b"}"
+        r = node.http.post("/v1/proposals", content=deep, headers={"content-type": "application/json"})
+        assert (r.status_code, r.json()["code"]) == (400, "malformed")
+        assert node.http.post("/v1/proposals", content=b"junk").status_code == 429  # the sixth create: over budget
+        # the signed proposal completes through the node; the event is in the log
+        r = node.http.post(f"/v1/proposals/0x{digest.hex()}/signatures", json={"signature": _sig(current[2], digest)})
+        assert r.json()["submitted"]["status"] == "accepted"
+        assert node.subject("0x" + subject.hex())["metadata"] == "signed"
+        assert node.health()["ok"] is True
+    finally:
+        node.stop()
+    log = (tmp_path / "node" / "node.log").read_text(errors="replace")
+    assert "Traceback" not in log
+    assert "ERROR" not in log
