@@ -295,7 +295,11 @@ def build_bundle(
                 k: layout.unpack_effective_at(proofs.values.get(layout.governance_slot(sid, k), 0))
                 for k in gov_ids[sid]
             }
-            gov = _governance_entries(sid, states[sid].governor, governance, proven)
+            # A record the node has not indexed yet names the governor in force (else the last one
+            # named): the verifier accepts any governor an establishment event named (protocol 8.3).
+            st = states[sid]
+            named = st.governor if any(st.governor) else (st.governors[-1] if st.governors else st.governor)
+            gov = _governance_entries(sid, named, governance, proven)
         entries.append(SubjectEntry(sid, tuple(events), tuple(evidence), gov, anchor, batch))
 
     if used_roots != roots:

@@ -21,7 +21,7 @@ from node.core.records import Domain, SignedEvent
 from .errors import BundleFormatError
 
 FORMAT = "keyreg-bundle"
-VERSION = 1
+VERSION = 2  # 2: protocol 2 events (operator sets, delegations; EIP-712 domain version "2")
 # A gzip bundle inflates to at most MAX_BUNDLE_BYTES, and to at most MAX_INFLATE_RATIO times its
 # own size past INFLATE_FLOOR_BYTES: real bundles (hex and base64 in JSON) compress 2-5x, a bomb
 # of whitespace 1000x, and inflating then parsing a GiB costs an air-gapped verifier 2 GB and 15 s.

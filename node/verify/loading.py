@@ -33,7 +33,7 @@ from node.core.fork import SubjectLog
 from node.core.hashing import keccak
 from node.core.limits import Limits
 from node.core.log import SubjectState
-from node.core.records import ZERO20, ZERO32, Domain, GovernanceRevocation, Inception, SignedEvent
+from node.core.records import ZERO32, Authority, Domain, GovernanceRevocation, Inception, SignedEvent
 from node.core.validator import Validator
 
 from . import layout
@@ -118,6 +118,8 @@ class SubjectView:
     disputed: bool
     disputed_reason: str = ""
     hidden_head: Anchor | None = None  # an anchored head newer than the log's head
+    # who signed the log's event at each seq: "controllers", or "operators" (an operator-signed update)
+    authorities: tuple[Authority, ...] = ()
 
     @property
     def anchored(self) -> Anchor | None:
@@ -222,12 +224,13 @@ def verify_subjects(
     return entries, views
 
 
-def _replay(entry: SubjectEntry, validator: Validator) -> tuple[SubjectState, list[bytes]]:
+def _replay(entry: SubjectEntry, validator: Validator) -> tuple[SubjectState, list[bytes], list[Authority]]:
     sid = "0x" + entry.subject.hex()
     if not entry.events:
         raise LogInvalid(f"subject {sid}: the log is empty", part="subjects", subject=sid)
     state: SubjectState | None = None
     digests: list[bytes] = []
+    authorities: list[Authority] = []
     for i, signed in enumerate(entry.events):
         try:
             acc = validator.apply(state, signed)
@@ -239,13 +242,14 @@ def _replay(entry: SubjectEntry, validator: Validator) -> tuple[SubjectState, li
             raise LogInvalid(f"subject {sid}: the log does not start with this subject's inception", part="subjects")
         state = acc.state
         digests.append(acc.digest)
+        authorities.append(acc.authority)
     assert state is not None
-    return state, digests
+    return state, digests, authorities
 
 
 def _with_evidence(
     entry: SubjectEntry, domain: Domain, limits: Limits, anchored: dict[bytes, int]
-) -> tuple[SubjectState, list[bytes], bool]:
+) -> tuple[SubjectState, list[bytes], list[Authority], bool]:
     """Replay the log and its duplicity evidence through the core's fork choice."""
     sid = "0x" + entry.subject.hex()
     log = SubjectLog(domain, limits)
@@ -274,7 +278,7 @@ def _with_evidence(
                 )
     state = log.state
     assert state is not None
-    return state, [a.digest for a in log.events], log.disputed
+    return state, [a.digest for a in log.events], [a.authority for a in log.events], log.disputed
 
 
 def _governance(entry: SubjectEntry, state: SubjectState, storage: _Storage) -> tuple[GovernanceRevocation, ...]:
@@ -282,7 +286,7 @@ def _governance(entry: SubjectEntry, state: SubjectState, storage: _Storage) -> 
     records = {g.key_id: g for g in entry.governance}
     if len(records) != len(entry.governance):
         raise GovernanceInvalid(f"subject {sid}: two governance records for one key id", part="subjects")
-    if state.governor == ZERO20:
+    if not state.governors:  # no establishment event of the log named a governor (protocol 8.3)
         if records:
             raise GovernanceInvalid(
                 f"subject {sid} named no governor, yet the bundle lists governance revocations", part="subjects"
@@ -308,10 +312,10 @@ def _governance(entry: SubjectEntry, state: SubjectState, storage: _Storage) -> 
                 f"the registry holds {proven or 'none'}",
                 part="subjects",
             )
-        if g.governor != state.governor:
+        if g.governor not in state.governors:
+            named = ", ".join("0x" + a.hex() for a in state.governors)
             raise GovernanceInvalid(
-                f"subject {sid}: governance record names governor 0x{g.governor.hex()}, the subject named "
-                f"0x{state.governor.hex()}",
+                f"subject {sid}: governance record names governor 0x{g.governor.hex()}, the subject named {named}",
                 part="subjects",
             )
         out.append(
@@ -330,7 +334,7 @@ def _verify_subject(
     inclusion: InclusionChecker,
 ) -> SubjectView:
     sid = "0x" + entry.subject.hex()
-    state, digests = _replay(entry, validator)
+    state, digests, authorities = _replay(entry, validator)
 
     seq_slot, digest_slot, _ = layout.head_slots(entry.subject)
     seq = layout.unpack_seq(storage(seq_slot, "the head seq", entry.subject))
@@ -362,7 +366,7 @@ def _verify_subject(
         positions = {
             a.digest: 0 if a.source == "direct" else batch_blocks[a.root or b""] * 1_000_000 + 1 for a in anchors
         }
-        state, digests, disputed = _with_evidence(entry, validator.domain, validator.limits, positions)
+        state, digests, authorities, disputed = _with_evidence(entry, validator.domain, validator.limits, positions)
     reason = "two valid events exist at one seq and no anchor resolves them; failing closed" if disputed else ""
 
     hidden: Anchor | None = None
@@ -377,4 +381,6 @@ def _verify_subject(
                 f"0x{digests[a.seq].hex()}; failing closed"
             )
     governance = _governance(entry, state, storage)
-    return SubjectView(entry.subject, state, tuple(digests), governance, tuple(anchors), disputed, reason, hidden)
+    return SubjectView(
+        entry.subject, state, tuple(digests), governance, tuple(anchors), disputed, reason, hidden, tuple(authorities)
+    )

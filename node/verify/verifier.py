@@ -70,6 +70,8 @@ class Basis:
     but nothing proves the exporter did not hide later events after them (a batch root can be left
     out of a bundle). ``decisive`` are the unproven seqs the verdict for ``key_id`` depends on (the
     events that published, retired or revoked that key, or revoked the whole subject).
+    ``operator_signed`` are the unproven seqs whose event the operators signed (protocol 2: an
+    update within the operator limits, not the controllers' word).
     """
 
     subject: bytes
@@ -79,6 +81,7 @@ class Basis:
     unproven: tuple[int, ...]
     key_id: str | None = None
     decisive: tuple[int, ...] = ()
+    operator_signed: tuple[int, ...] = ()
 
     @property
     def proven(self) -> bool:
@@ -98,6 +101,9 @@ class Basis:
             text += f"; log events seq {_seqs(self.unproven)} are newer than the direct head: unproven"
         if verdict and self.decisive:
             text += f"; this verdict depends on unproven event seq {_seqs(self.decisive)}"
+            by_operators = tuple(seq for seq in self.decisive if seq in self.operator_signed)
+            if by_operators:
+                text += f" (operator-signed: seq {_seqs(by_operators)})"
         return text
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,6 +115,7 @@ class Basis:
             "unproven": list(self.unproven),
             "decisive": list(self.decisive),
             "verdictUnproven": bool(self.decisive),
+            "operatorSigned": list(self.operator_signed),
         }
 
 
@@ -295,7 +302,10 @@ class Verifier:
             entry = self._entries.get(sid)
             held = _held_events(self.domain, entry, view, start) if entry is not None else {}
             decisive = tuple(seq for seq in unproven if seq in held and _touches(held[seq], key_id))
-        return Basis(sid, view.state.seq, direct, batch, unproven, key_id, decisive)
+        by_operators = tuple(
+            seq for seq in unproven if seq < len(view.authorities) and view.authorities[seq] == "operators"
+        )
+        return Basis(sid, view.state.seq, direct, batch, unproven, key_id, decisive, by_operators)
 
     # ------------------------------------------------------------------ questions
 

@@ -59,7 +59,7 @@ def _node_index(o: Obj) -> int:
 
 CASES: list[tuple[str, Callable[[Scenario, Obj], None], type[BundleRefused], str]] = [
     # --- format
-    ("format", _set(lambda s, o: o, "version", lambda v: 2), BundleFormatError, "version"),
+    ("format", _set(lambda s, o: o, "version", lambda v: v - 1), BundleFormatError, "version"),
     ("unknown top field", lambda s, o: o.update(extra=1), BundleFormatError, "unknown field"),
     ("unknown subject field", lambda s, o: _alice(s, o).update(extra=1), BundleFormatError, "unknown field"),
     ("not json", lambda s, o: o.clear(), BundleFormatError, "not a keyreg bundle"),
