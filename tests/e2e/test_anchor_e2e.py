@@ -150,7 +150,8 @@ def test_rotation_is_anchored_and_survives_an_rpc_outage(devnet: dict[str, Any])
         load_config(first).domain,
         Head(bytes.fromhex(sid[2:]), view["seq"], bytes.fromhex(view["head"][2:]), view["timestamp"]),
         now,
-        [PublishedKey("svc-outage", "Ed25519", bytes(31) + b"\x07", ("sig",), now, 0)],
+        # an expiring key: node 1 holds only its operator key (default custody), which publishes no other
+        [PublishedKey("svc-outage", "Ed25519", bytes(31) + b"\x07", ("sig",), now, now + 3600)],
     )
     resp = httpx.post(nodes[0]["api"] + "/v1/events", json={"events": [event_to_obj(update)]}, timeout=10)
     assert resp.status_code < 300, resp.text
