@@ -8,6 +8,9 @@ ERC-1056 from npm ``ethr-did-registry`` and measures receipts' gasUsed:
 - direct anchoring (the contract verifies the controllers' EIP-712 signatures): inception and update
   with 1-of-1 and 2-of-3 controllers, a revocation, a rotation (1-of-1 and 2-of-3), and
   ``anchorEvents`` with 10 updates in one transaction (per event);
+- protocol v2 (ADR 0028): an inception naming a 1-of-1 operator set, an update signed by the
+  operators (1-of-1 and 2-of-3; issue 16's target is <= 60,000 for 1-of-1), a delegation, and a
+  ``supersede`` (controllers replacing an operator-signed head);
 - batch anchoring: one ``anchorBatch`` transaction per sparse-Merkle root over 1, 100 and 1,000 heads
   (per transaction and per event); the very first batch also creates the batch counter and is
   reported apart;
@@ -42,16 +45,19 @@ from node.chain.deploy import (
     deploy_registry,
     event_input,
     running_anvil,
+    supersede_call,
 )
 from node.core import builder
 from node.core.eip712 import event_digest
-from node.core.hashing import keccak
+from node.core.hashing import address_of_private_key, keccak
 from node.core.merkle import SparseMerkleTree
-from node.core.records import Domain, PublishedKey, SignedEvent
+from node.core.records import NO_OPERATORS, Domain, PublishedKey, SignedEvent
 
 RESULTS = Path(__file__).resolve().parent / "results"
 T0 = 1_735_689_600
 TARGET_DIRECT_UPDATE = 60_000
+TARGET_OPERATOR_UPDATE = 60_000
+DAY = 86_400
 TARGET_BATCH_PER_EVENT_1000 = 300
 
 
@@ -79,19 +85,29 @@ class Bench:
         return int(receipt["gasUsed"])
 
     def anchor(
-        self, signed: SignedEvent, controllers: Sequence[bytes] | None = None, threshold: int | None = None
+        self,
+        signed: SignedEvent,
+        controllers: Sequence[bytes] | None = None,
+        threshold: int | None = None,
+        by_operators: bool = False,
     ) -> int:
-        name, args = call_for(signed, controllers, threshold)
+        name, args = call_for(signed, controllers, threshold, by_operators=by_operators)
         return self.send(getattr(self.registry.functions, name)(*args))
 
     # -- our registry ------------------------------------------------------------------------
 
-    def subject(self, n: int, threshold: int) -> dict[str, Any]:
-        """Incept a fresh subject with n controllers; returns its bookkeeping and the inception gas."""
+    def subject(self, n: int, threshold: int, operators: int = 0, op_threshold: int = 1) -> dict[str, Any]:
+        """Incept a fresh subject with n controllers (and an operator set of ``operators``
+        addresses, if any); returns its bookkeeping and the inception gas."""
         self.counter += 1
         tag = b"gas-%d" % self.counter
         current = [keccak(tag + b"/c%d" % i) for i in range(n)]
         nxt = [keccak(tag + b"/n%d" % i) for i in range(n)]
+        op_secrets = sorted((keccak(tag + b"/op%d" % i) for i in range(operators)), key=address_of_private_key)
+        ops = NO_OPERATORS
+        if operators:
+            ops = builder.operator_set([address_of_private_key(x) for x in op_secrets], op_threshold, ["sign"], DAY,
+                                       1024)  # fmt: skip
         inc = builder.inception(
             T0,
             builder.controller_set(current),
@@ -100,6 +116,7 @@ class Bench:
             threshold,
             keys=[_key(tag, "key-1")],
             metadata=f"service {self.counter}",
+            operators=ops,
         )
         signed = builder.sign_event(self.domain, inc, current[:threshold])
         gas = self.anchor(signed)
@@ -113,7 +130,46 @@ class Bench:
             "seq": 0,
             "head": digest,
             "inception_gas": gas,
+            "operators": ops,
+            "op_secrets": op_secrets,
         }
+
+    def operator_update_event(self, s: dict[str, Any], key_id: str) -> SignedEvent:
+        ts = T0 + 60 * (s["seq"] + 1)
+        key = PublishedKey(key_id, "Ed25519", keccak(s["tag"] + key_id.encode()), ("sign",), ts, ts + DAY)
+        ev = builder.update(s["subject"], s["seq"] + 1, s["head"], ts, publish=[key])
+        return builder.sign_event(self.domain, ev, s["op_secrets"][: s["operators"].threshold])
+
+    def operator_update(self, s: dict[str, Any]) -> int:
+        """An update signed by the operators in force (anchorOperatorUpdate)."""
+        signed = self.operator_update_event(s, f"op-key-{s['seq'] + 2}")
+        gas = self.anchor(signed, s["operators"].operators, s["operators"].threshold, by_operators=True)
+        self.advance(s, signed)
+        return gas
+
+    def delegation(self, s: dict[str, Any]) -> int:
+        """Controllers replace the operator set with a fresh 1-of-1 set."""
+        self.counter += 1
+        op = keccak(b"gas-op-%d" % self.counter)
+        ops = builder.operator_set([address_of_private_key(op)], 1, ["sign"], DAY, 1024)
+        ev = builder.delegation(s["subject"], s["seq"] + 1, s["head"], T0 + 60 * (s["seq"] + 1), ops)
+        signed = builder.sign_event(self.domain, ev, s["current"][: s["threshold"]])
+        gas = self.anchor(signed, builder.controller_set(s["current"]), s["threshold"])
+        s["operators"], s["op_secrets"] = ops, [op]
+        self.advance(s, signed)
+        return gas
+
+    def supersede(self, s: dict[str, Any]) -> int:
+        """The operators anchor an update; the controllers replace it at the same seq (supersede)."""
+        prev, seq = s["head"], s["seq"]
+        rogue = self.operator_update_event(s, f"rogue-{seq}")
+        self.anchor(rogue, s["operators"].operators, s["operators"].threshold, by_operators=True)
+        ev = builder.update(s["subject"], seq + 1, prev, T0 + 60 * (seq + 1) + 1, retire=[("key-1", T0 + 1)])
+        fix = builder.sign_event(self.domain, ev, s["current"][: s["threshold"]])
+        name, args = supersede_call(fix, rogue, builder.controller_set(s["current"]), s["threshold"])
+        gas = self.send(getattr(self.registry.functions, name)(*args))
+        self.advance(s, fix)
+        return gas
 
     def update_event(self, s: dict[str, Any], key_id: str = "key-2") -> SignedEvent:
         ev = builder.update(
@@ -206,6 +262,15 @@ def measure(bench: Bench, samples: int) -> dict[str, Any]:
     r["anchor_events_10_updates_gas"] = bench.anchor_events(group)
     r["anchor_events_gas_per_event"] = r["anchor_events_10_updates_gas"] // 10
 
+    # Protocol v2: operator sets.
+    ops_one = [bench.subject(1, 1, operators=1) for _ in range(samples)]
+    ops_three = [bench.subject(1, 1, operators=3, op_threshold=2) for _ in range(samples)]
+    r["inception_with_operators_gas"] = int(statistics.median(s["inception_gas"] for s in ops_one))
+    r["operator_update_gas"] = int(statistics.median(bench.operator_update(s) for s in ops_one))
+    r["operator_update_2of3_gas"] = int(statistics.median(bench.operator_update(s) for s in ops_three))
+    r["delegation_gas"] = int(statistics.median(bench.delegation(s) for s in ops_one))
+    r["supersede_gas"] = int(statistics.median(bench.supersede(s) for s in ops_one))
+
     r["batch_first_gas"] = bench.batch(1)  # also creates batchCount (zero -> nonzero)
     for heads in (1, 100, 1000):
         gas = median(lambda h=heads: bench.batch(h), samples)
@@ -268,6 +333,11 @@ def table(r: dict[str, Any]) -> str:
             r["anchor_events_10_updates_gas"],
             f"{r['anchor_events_gas_per_event']:,} per event",
         ),
+        ("KeyRegistry v2: inception + 1-of-1 operators", r["inception_with_operators_gas"], ""),
+        ("KeyRegistry v2: operator update 1-of-1", r["operator_update_gas"], f"target <= {TARGET_OPERATOR_UPDATE:,}"),
+        ("KeyRegistry v2: operator update 2-of-3", r["operator_update_2of3_gas"], ""),
+        ("KeyRegistry v2: delegation 1-of-1", r["delegation_gas"], ""),
+        ("KeyRegistry v2: supersede (controller update)", r["supersede_gas"], "replaces an operator head"),
         ("KeyRegistry batch: very first root", r["batch_first_gas"], "creates the batch counter"),
     ]
     for h in (1, 100, 1000):
@@ -317,7 +387,9 @@ def main() -> int:
         r["batch_gas_per_event_1000"] / r["erc1056_add_delegate_gas"], 5
     )
     r["targets_met"] = (
-        r["direct_update_gas"] <= TARGET_DIRECT_UPDATE and r["batch_gas_per_event_1000"] <= TARGET_BATCH_PER_EVENT_1000
+        r["direct_update_gas"] <= TARGET_DIRECT_UPDATE
+        and r["operator_update_gas"] <= TARGET_OPERATOR_UPDATE
+        and r["batch_gas_per_event_1000"] <= TARGET_BATCH_PER_EVENT_1000
     )
     registry = artifacts.key_registry()
     r["run"] = {
