@@ -695,13 +695,43 @@ def _print_off_node(summary: dict[str, Any]) -> None:
     err_console.print(f"  admin token   {summary['adminToken']} (0600; give it to your service)")
 
 
-def submit_pending_inception(session: Any, data_dir: Path, out: Path | None, as_json: bool) -> None:
+def _differs(event: Any, asked: dict[str, Any]) -> list[str]:
+    """The ``subject create`` options that ask for something the signed inception does not say."""
+    from ..keys.service_keys import check_alg
+
+    first = event.keys[0] if event.keys else None
+    out = []
+    gov = asked.get("--governor")
+    if gov and gov.lower() != "0x" + event.governor.hex():
+        out.append("--governor")
+    if asked.get("--key-id") and (first is None or asked["--key-id"] != first.key_id):
+        out.append("--key-id")
+    if asked.get("--metadata") and asked["--metadata"] != event.metadata:
+        out.append("--metadata")
+    if asked.get("--purpose") and (first is None or tuple(asked["--purpose"]) != tuple(first.purposes)):
+        out.append("--purpose")
+    if asked.get("--alg") and (first is None or check_alg(asked["--alg"]) != first.alg):
+        out.append("--alg")
+    return out
+
+
+def submit_pending_inception(
+    session: Any, data_dir: Path, out: Path | None, as_json: bool, asked: dict[str, Any] | None = None
+) -> None:
     """``keyreg subject create`` on an operator-custody node: submit the inception ``init`` left
-    (signed by the controllers, or a proposal they completed) instead of signing one."""
+    (signed by the controllers, or a proposal they completed) instead of signing one. Options asking
+    for another governor, first key or metadata are refused: the controllers signed what init wrote."""
     from ..core.codec import event_to_obj
     from ..core.eip712 import event_digest
 
     signed = pending_inception(data_dir)
+    differ = _differs(signed.event, asked or {})
+    if differ:
+        raise ConfigError(
+            f"{', '.join(differ)}: this node's inception was signed by the controllers at `keyreg init`, and says "
+            "otherwise; give these options to `keyreg init` (--governor, --key-id, --metadata, --operator-purpose, "
+            "--alg), or use `keyreg init --all-on-node` for a node that signs its own inception"
+        )
     subject = event_digest(session.config.domain, signed.event)
     if subject != session.keystore.subject:
         raise ConfigError(f"the pending inception is of subject 0x{subject.hex()}, not this keystore's")

@@ -68,7 +68,8 @@ def create(
     if not s.keystore.holds_controllers:  # operator custody: the controllers signed it at `keyreg init`
         from .init import submit_pending_inception
 
-        submit_pending_inception(s, data_dir, out, as_json)
+        asked = {"--governor": governor, "--key-id": key_id, "--metadata": metadata, "--purpose": purpose, "--alg": alg}
+        submit_pending_inception(s, data_dir, out, as_json, asked)
         return
     if s.keystore.subject is not None:
         raise ConfigError(f"this keystore already has subject 0x{s.keystore.subject.hex()}")

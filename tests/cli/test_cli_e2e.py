@@ -142,7 +142,12 @@ def test_operator_custody_node_publishes_and_refuses_controller_actions(tmp_path
     assert init["mode"] == "operator"
     operator = init["operator"]["operators"][0]
     with spawn_node(d, {"KEYREG_PASSWORD": PASSWORD, "KEYREG_KDF_N": "16"}) as node:
-        created = kjson(env, "subject", "create", "-d", str(d))
+        # the controllers signed the inception at init: asking for another governor is refused, not dropped
+        r = keyreg(env, "subject", "create", "-d", str(d), "--governor", "0x" + "11" * 20, ok=False)
+        assert r.exit_code == 2
+        assert "--governor" in r.stderr
+        assert "keyreg init" in r.stderr
+        created = kjson(env, "subject", "create", "-d", str(d), "--purpose", "sig")
         sid = created["subject"]
         assert sid == init["subject"]
         assert created["keyId"] == init["firstKey"]
