@@ -164,3 +164,123 @@ def run_governance_revocation(
         "nodes": nodes,
         "ok": all(n["now"]["status"] == "revoked" and n["justBefore"]["status"] == "valid" for n in nodes),
     }
+
+
+def _relay_ballot(api: str, ballot_bytes: bytes, timeout: float) -> dict[str, Any]:
+    """POST a ballot to a node and wait for its relay record to leave ``queued``."""
+    resp = httpx.post(f"{api}/v1/gov/ballots", content=ballot_bytes, timeout=10)
+    if resp.status_code != 202:
+        raise NetworkError(f"{api} refused the ballot: {resp.text[:300]}")
+    rid = resp.json()["id"]
+    return dict(
+        wait_for(
+            lambda: (r := httpx.get(f"{api}/v1/gov/ballots/{rid}", timeout=5).json())["status"] != "queued" and r,
+            timeout,
+            "the ballot relay",
+        )
+    )
+
+
+def _members_on(api: str, executor: str) -> dict[str, int]:
+    resp = httpx.get(f"{api}/v1/gov/daos/{executor}", timeout=5)
+    resp.raise_for_status()
+    return {m["address"]: int(m["weight"]) for m in resp.json()["members"]}
+
+
+def run_membership_replacement(
+    rpc_url: str,
+    registry: str,
+    apis: Sequence[str],
+    *,
+    deployer_key: bytes,
+    member_keys: Sequence[bytes],
+    newcomer_key: bytes,
+    chain_id: int = 31337,
+    voting_period: int = 20,
+    timeout: float = 60.0,
+    progress: Callable[[str], None] = lambda _s: None,
+) -> dict[str, Any]:
+    """A DAO replaces a member by its own vote, then the newcomer's ballot counts and the removed
+    member's does not, on running nodes.
+
+    ``member_keys``: 3 members; member 0 proposes and votes directly (needs ETH), member 1 signs a
+    ballot relayed by ``apis[1]``, member 2 is replaced by ``newcomer_key`` (which holds no ETH: it
+    votes by a ballot that ``apis[-1]`` relays). Every node must show the new membership
+    (``GET /v1/gov/daos/{executor}``); then a revocation passes with the newcomer's vote, the
+    removed member's ballot is refused by the relay (``NotAMember``), and every node applies it.
+    """
+    w3 = connect(rpc_url)
+    domain = Domain(chain_id, bytes.fromhex(registry.removeprefix("0x")))
+    members = [(address_of(k), 1) for k in member_keys]
+    dao: DaoDeployment = deploy_dao(
+        w3, deployer_key, registry, members, name=f"members DAO {secrets.token_hex(3)}", voting_period=voting_period
+    )
+    now = int(w3.eth.get_block("latest")["timestamp"])
+    key_id = f"svc-mem-{secrets.token_hex(3)}"
+    subject = create_governed_subject(w3, domain, apis[0], dao.executor, deployer_key, key_id, now - 3600)
+    founders = dict(members)
+    for api in apis:
+        wait_for(lambda api=api: _members_on(api, dao.executor) == founders, timeout,
+                 f"{api} to recognise the DAO and index its founders")  # fmt: skip
+    progress(f"DAO {dao.governor}: every node indexes its {len(members)} founders")
+
+    gov = Governance(w3, dao.governor)
+    old, new = members[2][0], address_of(newcomer_key)
+    pid, _ = gov.propose_membership(member_keys[0], adds=[(new, 1)], removes=[old], reason="member 2 lost its key")
+    mine(w3, dao.voting_delay + 1)
+    gov.cast_vote(member_keys[0], pid, 1)
+    governor = bytes.fromhex(dao.governor[2:])
+    b1 = sign_ballot(member_keys[1], chain_id, governor, gov.name(), pid, 1, gov.nonce(members[1][0]))
+    relayed = _relay_ballot(apis[1 % len(apis)], b1.encode(), timeout)
+    if relayed["status"] != "relayed":
+        raise NetworkError(f"the membership ballot was not relayed: {relayed}")
+    mine(w3, voting_period + 1)
+    exec_receipt = gov.execute(deployer_key, pid)
+    after = {members[0][0]: 1, members[1][0]: 1, new: 1}
+    shown = []
+    for api in apis:
+        wait_for(lambda api=api: _members_on(api, dao.executor) == after, timeout,
+                 f"{api} to index the new membership")  # fmt: skip
+        shown.append(wait_for(
+            lambda api=api: (p := httpx.get(f"{api}/v1/gov/proposals/{pid}", timeout=5).json())["state"] == "Executed"
+            and p["appliedMembership"] and p,
+            timeout, f"{api} to show the executed membership proposal",
+        ))  # fmt: skip
+    progress(f"proposal {pid} replaced {old} by {new}; every node shows the new membership")
+
+    effective_at = now - 600
+    later, _ = gov.propose_revocation(member_keys[0], subject, key_id, effective_at, "after the replacement")
+    mine(w3, dao.voting_delay + 1)
+    gov.cast_vote(member_keys[0], later, 1)
+    newcomer_ballot = sign_ballot(newcomer_key, chain_id, governor, gov.name(), later, 1, gov.nonce(new))
+    counted = _relay_ballot(apis[-1], newcomer_ballot.encode(), timeout)
+    removed_ballot = sign_ballot(member_keys[2], chain_id, governor, gov.name(), later, 1, gov.nonce(old))
+    refused = _relay_ballot(apis[-1], removed_ballot.encode(), timeout)
+    votes = gov.votes(later)
+    mine(w3, voting_period + 1)
+    state = gov.state(later)
+    revoke_receipt = gov.execute(deployer_key, later) if state == "Succeeded" else None
+    verdicts = [
+        wait_for(
+            lambda api=api: (v := key_verdict(api, subject, key_id, now))["status"] == "revoked" and v,
+            timeout,
+            f"{api} to apply the revocation",
+        )
+        for api in apis
+    ]
+    progress(f"revocation {later}: newcomer's ballot {counted['status']}, removed member's {refused['status']}")
+    return {
+        "dao": dao.to_dict(),
+        "membershipProposal": str(pid),
+        "membershipExecuteTx": exec_receipt["transactionHash"].to_0x_hex(),
+        "removed": old,
+        "added": new,
+        "nodesShowing": shown,
+        "revocationProposal": str(later),
+        "newcomerBallot": counted,
+        "removedBallot": refused,
+        "votes": votes,
+        "revocationState": state,
+        "revocationTx": None if revoke_receipt is None else revoke_receipt["transactionHash"].to_0x_hex(),
+        "verdicts": verdicts,
+    }

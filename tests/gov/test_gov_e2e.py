@@ -22,7 +22,7 @@ from node.cli.devnet import anvil_account_key, devnet_down, devnet_up
 from node.core.records import Domain
 from node.gov.ballots import sign_ballot
 from node.gov.contracts import Governance, address_of, connect
-from node.gov.scenario import create_governed_subject, run_governance_revocation, wait_for
+from node.gov.scenario import create_governed_subject, run_governance_revocation, run_membership_replacement, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anvil, pytest.mark.slow]
 
@@ -183,3 +183,29 @@ def test_node_never_pays_for_a_hostile_governor(devnet: dict[str, Any]) -> None:
     for counter in ("accepted", "relayed", "gas_used", "wei_spent"):
         assert after[counter] == before[counter], counter
     assert all(b["ballot"]["governor"] != attacker.lower() for b in ballots(api))
+
+
+def test_member_replaced_by_vote_on_every_node(devnet: dict[str, Any]) -> None:
+    """Issue 16 item 5: a member replaced by the DAO's own vote (one ballot relayed by a node), every
+    node indexes the new membership; on a later revocation the newcomer's ballot (no ETH) is relayed
+    and counts, the removed member's is refused by the relay, and every node applies the revocation."""
+    apis = [n["api"] for n in devnet["nodes"]]
+    newcomer = bytes.fromhex("44" * 32)
+    s = run_membership_replacement(
+        devnet["rpc"], devnet["registry"], apis, deployer_key=DEPLOYER, member_keys=MEMBERS,
+        newcomer_key=newcomer, voting_period=10, timeout=TIMEOUT,
+    )  # fmt: skip
+    for shown in s["nodesShowing"]:
+        assert shown["membershipChanges"] == [
+            {"action": "remove", "member": s["removed"].lower()},
+            {"action": "add", "member": s["added"].lower(), "weight": 1},
+        ]
+        assert [c["action"] for c in shown["appliedMembership"]] == ["remove", "add"]
+    assert s["newcomerBallot"]["status"] == "relayed", s["newcomerBallot"]
+    assert s["removedBallot"]["status"] == "refused", s["removedBallot"]
+    assert s["removedBallot"]["error"]["error"] == "NotAMember"
+    assert s["votes"] == {"for": 2, "against": 0, "abstain": 0}
+    assert s["revocationState"] == "Succeeded"
+    for verdict in s["verdicts"]:
+        assert verdict["revoked"]["by"] == "governance"
+        assert verdict["revoked"]["proposalId"] == s["revocationProposal"]
