@@ -652,6 +652,10 @@ class ChainClient:
         """True if a contract is deployed at the registry address."""
         return await self._read(lambda: len(self.w3.eth.get_code(self.address)) > 0, "eth_getCode")
 
+    async def domain_separator(self) -> bytes:
+        """The registry's EIP-712 domain separator (its protocol version, chain and address)."""
+        return await self._read(lambda: bytes(self.contract.functions.domainSeparator().call()), "domainSeparator")
+
     async def logs(self, from_block: int, to_block: int, skipped: list[dict[str, Any]] | None = None) -> list[ChainLog]:
         """Decoded registry events in [from_block, to_block], in chain order.
 

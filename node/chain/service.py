@@ -25,6 +25,7 @@ import trio
 from eth_keyfile import decode_keyfile_json
 
 from ..config import Config
+from ..core.eip712 import domain_separator
 from ..core.errors import ChainError, ConfigError
 from ..registry import Registry
 from .anchoring import AnchoringService, AnchorQueue, chain_dir
@@ -140,6 +141,26 @@ class ChainService:
         if not await self.client.has_code():
             raise ChainError(
                 f"no contract at {self.client.address} on chain {chain_id}: deploy it (`keyreg chain deploy`) "
+                "or fix [network] registry"
+            )
+        # The contract must sign over the same EIP-712 domain as this node: a registry of another
+        # protocol version (a v1 KeyRegistry), or another contract, would refuse every direct anchor
+        # and its events would mean something else.
+        try:
+            theirs = await self.client.domain_separator()
+        except ChainUnavailable:
+            raise
+        except ChainError as exc:
+            raise ChainError(
+                f"the contract at {self.client.address} is not a keyreg registry ({exc.message}): "
+                "fix [network] registry"
+            ) from None
+        ours = domain_separator(self.registry.domain)
+        if theirs != ours:
+            version = self.registry.domain.version
+            raise ChainError(
+                f"the contract at {self.client.address} signs over another EIP-712 domain than this node "
+                f"(protocol version {version}): deploy KeyRegistry v{version} (`keyreg chain deploy`) "
                 "or fix [network] registry"
             )
         self.ready = True

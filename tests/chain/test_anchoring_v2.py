@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,14 +15,18 @@ import trio
 from node_chain import RELAYER_KEY, deploy, domain_for, node_registry, private_anvil, wait_for
 from test_anchoring import make_config, mine
 
+from node.chain import artifacts
 from node.chain.anchoring import direct_inputs
 from node.chain.client import ChainClient
-from node.chain.deploy import AnvilProcess
+from node.chain.deploy import AnvilProcess, connect
+from node.chain.deploy import deploy as deploy_contract
 from node.chain.service import ChainService
 from node.core import builder
 from node.core.eip712 import event_digest, operator_commitment
 from node.core.hashing import address_of_private_key, keccak
 from node.core.records import NO_OPERATORS, Domain, PublishedKey, SignedEvent
+from node.registry import Registry
+from node.store.memory import MemoryStore
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 
@@ -153,6 +158,33 @@ def test_controllers_supersede_a_rogue_operator_head(anvil: AnvilProcess, tmp_pa
             assert state_now is not None
             assert state_now.head == s.digest(fire)
             assert not state_now.operators
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+@pytest.mark.parametrize("contract", ["v1-domain", "not-a-registry"])
+def test_node_refuses_a_registry_of_another_protocol(anvil: AnvilProcess, tmp_path: Path, contract: str) -> None:
+    """A node speaks one protocol version: against a registry signing over another EIP-712 domain
+    (as a v1 KeyRegistry does), or a contract that is no registry, it never becomes ready, so it
+    neither anchors nor indexes, and says why."""
+    if contract == "v1-domain":
+        address = deploy(anvil)
+        domain = replace(domain_for(address), version="1")  # what a v1 node would sign over
+        expected = "another EIP-712 domain"
+    else:
+        address = str(deploy_contract(connect(anvil.url), artifacts.erc1056()).address)
+        domain = domain_for(address)
+        expected = "not a keyreg registry"
+    registry = Registry(domain, MemoryStore())
+    service = ChainService(registry, make_config(tmp_path, anvil.url, address), RELAYER_KEY)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            await wait_for(lambda: expected in str(service.status().get("last_error")), what="the refusal")
+            assert service.ready is False
+            assert service.watcher.state.scanned < 0  # nothing indexed from that contract
             nursery.cancel_scope.cancel()
 
     trio.run(main)
