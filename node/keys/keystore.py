@@ -528,23 +528,6 @@ class Keystore:
             raise KeystoreError("the operator keyfile does not match the operator address in keystore.json")
         return secret
 
-    def update_secrets(self) -> list[bytes]:
-        """The keys that sign this node's updates: the operator key, or (all-on-node) the controllers."""
-        return [self.operator_secret()] if self.mode == MODE_OPERATOR else self.controller_secrets()
-
-    def custody(self) -> dict[str, Any]:
-        """What this keystore holds and what it does not (no secrets): for init, status and logs."""
-        out: dict[str, Any] = {"mode": self.mode, "roles": list(self.roles), "legacyFormat": self.legacy}
-        policy = self.operator_policy
-        if policy is not None:
-            out["operator"] = policy.to_json()
-            out["controllers"] = list(self.meta.get("controllerAddresses") or [])
-            out["nextCommitment"] = self.meta.get("nextCommitment")
-        else:
-            out["controllers"] = ["0x" + a.hex() for a in self.controller_addresses(self.generation)]
-        out["threshold"] = self.threshold
-        return out
-
     @staticmethod
     def _read(path: Path) -> dict[str, Any]:
         try:
