@@ -661,3 +661,84 @@ def submit_command(
     else:
         err_console.print(f"[green]{summary['result']['status']}[/] {event.kind} at seq {event.seq} by {client.url}")
     typer.echo(_hex(proposal.digest))
+
+
+@event_app.command("share")
+@handles_errors
+def share_command(
+    file: ProposalArg,
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    node: NodeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Hand the proposal in FILE and its signatures to a node (POST /v1/proposals), where signers on
+    other machines find it (`keyreg event fetch`). At the threshold the node submits the event itself.
+
+    FILE is rewritten with what the node holds (its signatures and yours).
+    """
+    from ..ceremony.proposal import Proposal
+    from ..core.codec import event_to_obj
+    from ..core.records import SignedEvent
+    from .common import NodeClient, RemoteError, load
+
+    proposal = _load_proposal(file)
+    body: dict[str, Any] = {
+        "event": event_to_obj(SignedEvent(proposal.event, (), proposal.domain)),
+        "authority": proposal.authority.name,
+        "signatures": [_hex(sig) for _, sig in proposal.signatures],
+    }
+    client = NodeClient.for_config(load(data_dir), node)
+    pid = _hex(proposal.digest)
+    try:
+        answer = client.get(f"/v1/proposals/{pid}")
+    except RemoteError as exc:
+        if exc.code != "not_found":
+            raise
+        answer = client.request("POST", "/v1/proposals", json_body=body)  # the node's first copy
+    else:  # the node holds it: only the signatures it lacks, each checked there as it comes
+        for sig in body["signatures"]:
+            if sig not in answer["signatures"] and not answer["complete"]:
+                answer = client.request("POST", f"/v1/proposals/{pid}/signatures", json_body={"signature": sig})
+    held = Proposal.from_obj({k: v for k, v in answer.items() if k not in _NODE_FIELDS})
+    _write_proposal(file, held)
+    summary = {**_summary(held, file), "node": client.url, "expiresAt": answer.get("expiresAt")}
+    summary["submitted"] = answer.get("submitted")
+    if as_json:
+        print_json(summary)
+        return
+    _print_summary(summary)
+    if summary["submitted"] is not None:
+        from .common import err_console
+
+        err_console.print(f"  the node submitted it: {summary['submitted'].get('status')}")
+
+
+# What a node adds to a proposal's JSON form in its answers (node/api/proposal_routes.py).
+_NODE_FIELDS = frozenset(("createdAt", "expiresAt", "stale", "submitted"))
+
+
+@event_app.command("fetch")
+@handles_errors
+def fetch_command(
+    proposal_id: Annotated[str, typer.Argument(help="Proposal id (the event's digest, 0x + 64 hex).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Write the proposal here.")],
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    node: NodeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fetch a proposal a node holds (GET /v1/proposals/{id}) into a file, every signature re-checked here."""
+    from ..ceremony.proposal import Proposal
+    from .common import NodeClient, load
+
+    pid = _hex(subject_arg(proposal_id, bytes))  # same shape as a subject id: 0x + 64 hex
+    client = NodeClient.for_config(load(data_dir), node)
+    answer = client.get(f"/v1/proposals/{pid}")
+    proposal = Proposal.from_obj({k: v for k, v in answer.items() if k not in _NODE_FIELDS})
+    if _hex(proposal.digest) != pid:
+        raise ConfigError(f"the node answered another proposal than {pid}")
+    _write_proposal(out, proposal)
+    summary = {**_summary(proposal, out), "stale": answer.get("stale"), "expiresAt": answer.get("expiresAt")}
+    if as_json:
+        print_json(summary)
+        return
+    _print_summary(summary)

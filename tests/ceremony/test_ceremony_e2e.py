@@ -136,6 +136,10 @@ def test_two_of_three_keyfiles_rotate_and_revoke_through_ceremonies_one_signing_
             "incomplete_proposal"
         )
         keyreg(env, "event", "sign", str(p), "--key-file", str(next_files[0]))
+        # handed to the node too, where other signers could find it (keyreg event fetch)
+        shared = json.loads(keyreg(env, "event", "share", str(p), "--node", node.api, *cli, "--json").stdout)
+        assert shared["signed"] == ["0x" + address_of_private_key(following[0]).hex()]
+        assert node.http.get(f"/v1/proposals/{proposal['id']}").json()["missing"] == 1
         typed = tmp_path / "rotation-typed.json"
         typed.write_text(keyreg(env, "event", "typed-data", str(p)).stdout)
         signature = cast_sign(typed, next_files[2], pw)
@@ -148,6 +152,7 @@ def test_two_of_three_keyfiles_rotate_and_revoke_through_ceremonies_one_signing_
         assert submitted["result"]["status"] == "accepted"
         state = node.subject(subject)
         assert state["seq"] == 1
+        assert node.http.get(f"/v1/proposals/{proposal['id']}").json()["stale"] is True  # done elsewhere
         assert state["controllers"] == ["0x" + a.hex() for a in builder.controller_set(following)]
 
         # The revocation of k1, by the controllers now in force; cast signs first this time.
@@ -225,9 +230,18 @@ def test_proposals_on_a_node_process_are_bounded_and_hostile_input_costs_nothing
         r = node.http.post("/v1/proposals", content=deep, headers={"content-type": "application/json"})
         assert (r.status_code, r.json()["code"]) == (400, "malformed")
         assert node.http.post("/v1/proposals", content=b"junk").status_code == 429  # the sixth create: over budget
-        # the signed proposal completes through the node; the event is in the log
-        r = node.http.post(f"/v1/proposals/0x{digest.hex()}/signatures", json={"signature": _sig(current[2], digest)})
-        assert r.json()["submitted"]["status"] == "accepted"
+        # another signer fetches it from the node, signs with a wallet, and hands it back: the node
+        # completes it and ingests the event
+        env = {"NO_COLOR": "1", "COLUMNS": "200"}
+        cli = ["--node", node.api, "--data-dir", str(tmp_path / "cli"), "--json"]
+        f = tmp_path / "fetched.json"
+        fetched = json.loads(keyreg(env, "event", "fetch", "0x" + digest.hex(), "--out", str(f), *cli).stdout)
+        assert fetched["missing"] == 1
+        assert fetched["stale"] is False
+        keyreg(env, "event", "attach", str(f), "--signature", _sig(current[2], digest))
+        shared = json.loads(keyreg(env, "event", "share", str(f), *cli).stdout)
+        assert shared["submitted"]["status"] == "accepted"
+        assert shared["complete"] is True
         assert node.subject("0x" + subject.hex())["metadata"] == "signed"
         assert node.health()["ok"] is True
     finally:
