@@ -23,7 +23,7 @@ when the node holds its limit of proposals and none can be dropped.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -196,7 +196,9 @@ def routes(ctx: ApiContext, body_buckets: TokenBuckets | None) -> list[Route]:
             await submit(entry)
         return JSONResponse(view(entry))
 
-    def guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    def guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        """Rule violations and throttling answered as {"code", "message"} with this API's statuses."""
+
         async def run(request: Request) -> Response:
             try:
                 return await handler(request)
