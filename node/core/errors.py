@@ -110,7 +110,7 @@ class InvalidTransition(RuleViolation):
 
 
 class OperatorLimit(RuleViolation):
-    """An operator-signed update breaks a limit of the operator set in force (docs/protocol.md 6.4)."""
+    """An operator-signed update breaks a limit of the operator set in force (docs/protocol.md 6.8)."""
 
     code = "operator_limit"
 

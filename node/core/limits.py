@@ -11,7 +11,7 @@ class Limits:
 
     max_event_bytes: int = 64 * 1024
     max_controllers: int = 16
-    # Operator sets (docs/protocol.md 5.8): at most this many operators, and a maxKeys of at most this.
+    # Operator sets (docs/protocol.md 5.7): at most this many operators, and a maxKeys of at most this.
     max_operators: int = 16
     max_operator_keys: int = 1024
     max_keys_per_event: int = 64

@@ -137,7 +137,7 @@ def _check_purpose(p: str, limits: Limits, what: str) -> None:
 
 
 def check_operator_set(o: OperatorSet, limits: Limits = DEFAULT_LIMITS) -> None:
-    """Shape rules of an operator set (docs/protocol.md 5.8); raises MalformedEvent/OversizedInput."""
+    """Shape rules of an operator set (docs/protocol.md 5.7); raises MalformedEvent/OversizedInput."""
     if not o.operators:
         if o.threshold or o.purposes or o.max_validity or o.max_keys:
             raise MalformedEvent(
@@ -319,7 +319,7 @@ def update_authority(
 
 
 def _check_operator_limits(state: SubjectState, event: Update, keys: Mapping[str, KeyRecord]) -> None:
-    """The operator limits (docs/protocol.md 6.4) of an operator-signed ``event`` applied on
+    """The operator limits (docs/protocol.md 6.8) of an operator-signed ``event`` applied on
     ``state``, leaving ``keys``; the update rules of 6.3 have passed already."""
     ops = state.operators
     scope = ops.purposes

@@ -68,7 +68,7 @@ class OperatorSet:
     ``threshold`` must sign; operator-signed updates may publish and retire only keys whose every
     purpose is in ``purposes``, publish only keys that expire within ``max_validity`` seconds of
     the update's timestamp, and leave at most ``max_keys`` live keys in that scope
-    (docs/protocol.md 5.8 and 6.4).
+    (docs/protocol.md 5.7 and 6.8).
     """
 
     operators: tuple[bytes, ...] = ()  # 20-byte addresses, ascending
