@@ -58,6 +58,8 @@ def routes(ctx: ApiContext, body_buckets: TokenBuckets | None) -> list[Route]:
     registry, config = ctx.registry, ctx.config
     cfg = config.proposals
     book = ProposalBook(BookLimits(cfg.max_pending, cfg.max_pending_per_subject, cfg.ttl_s))
+    # GET /v1/health shows the book's counts under services.proposals (how ApiContext.status is fed).
+    ctx.status.setdefault("proposals", lambda: {"ok": True, "enabled": cfg.enabled, **book.status()})
     throttled = config.api.rate_limit_per_s > 0
     creates = (
         TokenBuckets(cfg.creates_per_client_per_s, cfg.creates_burst)
@@ -113,9 +115,16 @@ def routes(ctx: ApiContext, body_buckets: TokenBuckets | None) -> list[Route]:
         return loads_strict(body, registry.limits.max_json_depth)
 
     async def submit(entry: Entry) -> None:
-        """Ingest a completed proposal's event as POST /v1/events would."""
+        """Ingest a completed proposal's event as POST /v1/events would, once: ``submitted`` is set
+        before the ingest thread runs, so a request arriving meanwhile does not submit it again. If
+        the store fails, it is cleared (503): proposing the same event again submits it."""
         wire = encode_event(entry.proposal.signed_event())
-        results = await anyio.to_thread.run_sync(registry.ingest, [wire], "api")
+        entry.submitted = {"status": "submitting"}
+        try:
+            results = await anyio.to_thread.run_sync(registry.ingest, [wire], "api")
+        except BaseException:
+            entry.submitted = None
+            raise
         entry.submitted = results[0].to_dict()
 
     async def create(request: Request) -> Response:

@@ -248,3 +248,36 @@ def test_ceremonies_can_be_switched_off() -> None:
     event, _ = unsigned(s)
     assert client.post("/v1/proposals", json={"event": event}).status_code == 404
     assert client.get("/v1/proposals", params={"subject": s.id}).status_code == 404
+
+
+def test_a_proposal_completed_while_the_same_event_is_proposed_again_is_ingested_once() -> None:
+    import anyio
+    import httpx
+
+    client, registry, _, s = make()
+    event, digest = unsigned(s)
+    pid = "0x" + digest.hex()
+    assert (
+        client.post("/v1/proposals", json={"event": event, "signatures": [sig(SECRETS[0], digest)]}).status_code == 201
+    )
+    answers: list[httpx.Response] = []
+
+    async def race() -> None:
+        transport = httpx.ASGITransport(app=client.app, client=("127.0.0.1", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+
+            async def send(url: str, body: dict[str, Any]) -> None:
+                answers.append(await http.post(url, json=body))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send, f"/v1/proposals/{pid}/signatures", {"signature": sig(SECRETS[1], digest)})
+                for _ in range(5):
+                    tg.start_soon(send, "/v1/proposals", {"event": event})
+
+    anyio.run(race)
+    assert all(r.status_code in (200, 201) for r in answers), [r.text for r in answers]
+    assert registry.counters.get("accepted", 0) == 2  # the inception and the revocation, once
+    assert registry.counters.get("known", 0) == 0
+    health = client.get("/v1/health").json()["services"]["proposals"]
+    assert health["pending"] == 1
+    assert health["enabled"] is True
