@@ -9,7 +9,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..core.codec import event_to_obj
+from ..core.codec import event_to_obj, operator_set_to_obj
 from ..core.fork import Duplicity
 from ..core.keystate import key_verdict
 from ..core.log import KeyRecord, SubjectState
@@ -166,6 +166,10 @@ def subject_view(
         "threshold": state.threshold,
         "nextCommitment": hex0x(state.next_commitment),
         "governor": hex0x(state.governor) if any(state.governor) else None,
+        # protocol 2: every governor the log named (8.3), the operator set in force, who signed the head
+        "governors": [hex0x(g) for g in state.governors],
+        "operators": operator_set_to_obj(state.operators) if state.operators.operators else None,
+        "headAuthority": state.head_authority,
         "metadata": state.metadata,
         "disputed": disputed,
         "revoked": (
