@@ -543,21 +543,13 @@ def sign_command(
     The password comes from --password-file, KEYREG_PASSWORD_FILE, KEYREG_PASSWORD, or a prompt (never
     echoed, never logged). A key that is not one of the proposal's signers is refused before it signs.
     """
-    import json
-
     from ..core.hashing import address_of_private_key, sign_digest
-    from ..keys.keystore import KeystoreError, _decrypt, resolve_password
+    from ..keys.keystore import read_keyfile, resolve_password
 
     proposal = _load_proposal(file)
     proposal.require_open()
-    try:
-        doc = json.loads(key_file.read_text())
-    except (OSError, ValueError):
-        raise ConfigError(f"cannot read {key_file} as a JSON keyfile") from None
-    if not isinstance(doc, dict):
-        raise KeystoreError(f"{key_file.name} is not a valid V3 keyfile")
     password = resolve_password(password_file)
-    secret = _decrypt(doc, password, key_file.name)
+    secret = read_keyfile(key_file, password)
     signer = address_of_private_key(secret)
     if signer not in proposal.authority.signers:
         raise ConfigError(

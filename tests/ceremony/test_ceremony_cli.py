@@ -45,9 +45,9 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 
 def keyfile(path: Path, key: bytes) -> str:
-    from node.keys.keystore import Password, _encrypt
+    from node.keys.keystore import Password, write_keyfile
 
-    path.write_text(json.dumps(_encrypt(key, Password(PASSWORD))))
+    write_keyfile(path, key, Password(PASSWORD))
     return str(path)
 
 

@@ -36,9 +36,9 @@ ED_KEY = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68
 
 
 def keyfile(path: Path, key: bytes) -> Path:
-    from node.keys.keystore import Password, _encrypt
+    from node.keys.keystore import Password, write_keyfile
 
-    path.write_text(json.dumps(_encrypt(key, Password(PASSWORD))))
+    write_keyfile(path, key, Password(PASSWORD))
     return path
 
 
