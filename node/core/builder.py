@@ -14,6 +14,8 @@ Protocol 2 in brief (docs/protocol.md, docs/adr/0028-protocol-v2-operators-and-c
   ``state.operators``) to keep them.
 - :func:`sign_event` signs with any secrets: controller secrets for every kind, or operator
   secrets for an update (which is then operator-signed, within the operator limits).
+- ``next_update``, ``next_rotation`` (keeps the governor and operators unless told),
+  ``next_revocation`` and ``next_delegation`` build the next event from a ``SubjectState``.
 - A ceremony collects signatures elsewhere: :func:`node.core.eip712.event_digest` (or
   :func:`node.core.eip712.typed_data` for a wallet) is what each signer signs, and
   :func:`attach_signatures` orders the collected signatures as the rules require.
@@ -25,6 +27,7 @@ from collections.abc import Iterable, Sequence
 
 from .eip712 import controller_commitment, event_digest
 from .hashing import address_of_private_key, sign_digest
+from .log import SubjectState
 from .records import (
     NO_OPERATORS,
     ZERO20,
@@ -48,6 +51,10 @@ __all__ = [
     "controller_set",
     "delegation",
     "inception",
+    "next_delegation",
+    "next_revocation",
+    "next_rotation",
+    "next_update",
     "operator_set",
     "revocation",
     "rotation",
@@ -172,3 +179,57 @@ def revocation(
 ) -> Revocation:
     """Revoke ``key_id`` (or the whole subject with key_id "") from ``effective_at``."""
     return Revocation(subject, seq, prev, timestamp, key_id, effective_at, reason)
+
+
+# ---------------------------------------------------------------------------------------------
+# The next event after a known state (what a proposal or a signing ceremony builds from the head):
+# subject, seq and prev come from ``state``.
+
+
+def next_update(
+    state: SubjectState,
+    timestamp: int,
+    publish: Sequence[PublishedKey] = (),
+    retire: Sequence[tuple[str, int]] = (),
+    metadata: str | None = None,
+) -> Update:
+    """:func:`update` extending ``state``'s head."""
+    return update(state.subject, state.seq + 1, state.head, timestamp, publish, retire, metadata)
+
+
+def next_rotation(
+    state: SubjectState,
+    timestamp: int,
+    controllers: Sequence[bytes],
+    threshold: int,
+    next_controllers: Sequence[bytes] | None,
+    next_threshold: int | None = None,
+    governor: bytes | None = None,
+    operators: OperatorSet | None = None,
+) -> Rotation:
+    """:func:`rotation` extending ``state``'s head; ``governor``/``operators`` None keep the ones in
+    force (pass ZERO20 / NO_OPERATORS to drop them)."""
+    return rotation(
+        state.subject,
+        state.seq + 1,
+        state.head,
+        timestamp,
+        controllers,
+        threshold,
+        next_controllers,
+        next_threshold,
+        state.governor if governor is None else governor,
+        state.operators if operators is None else operators,
+    )
+
+
+def next_revocation(
+    state: SubjectState, timestamp: int, key_id: str, effective_at: int, reason: str = ""
+) -> Revocation:
+    """:func:`revocation` extending ``state``'s head (key_id "" revokes the whole subject)."""
+    return revocation(state.subject, state.seq + 1, state.head, timestamp, key_id, effective_at, reason)
+
+
+def next_delegation(state: SubjectState, timestamp: int, operators: OperatorSet) -> Delegation:
+    """:func:`delegation` extending ``state``'s head."""
+    return delegation(state.subject, state.seq + 1, state.head, timestamp, operators)

@@ -307,3 +307,22 @@ def test_controllers_take_the_head_back_from_a_rogue_operator(n_op: int, n_ctl: 
     assert log.state.seq == 1
     assert log.state.head_authority == "controllers"
     assert log.events[1].authority == "controllers"
+
+
+def test_builder_next_events_extend_the_state_and_a_rotation_keeps_governor_and_operators() -> None:
+    from node.core import builder
+
+    gov = gen.address("dao-keep")
+    w = gen.LogWriter(D)
+    ops = gen.operators_of(["op-a"], 1, ["sign"], DAY, 4)
+    w.incept(T0, ["c1"], 1, ["c2"], governor=gov, operators=ops)
+    state = replay(w.events, D)[-1].state
+    rot = builder.next_rotation(state, T0 + 1, [gen.address("c2")], 1, None)
+    assert (rot.subject, rot.seq, rot.prev, rot.governor, rot.operators) == (state.subject, 1, state.head, gov, ops)
+    state = apply_event(state, gen.sign(D, rot, ["c2"]), D).state
+    dropped = builder.next_delegation(state, T0 + 2, NO_OPERATORS)
+    state = apply_event(state, gen.sign(D, dropped, ["c2"]), D).state
+    assert not state.operators
+    upd = builder.next_update(state, T0 + 3, metadata="m")
+    rev = builder.next_revocation(apply_event(state, gen.sign(D, upd, ["c2"]), D).state, T0 + 4, "", T0 + 4)
+    assert (upd.seq, rev.seq) == (3, 4)
