@@ -276,6 +276,20 @@ def _paths() -> dict[str, Any]:
                 ],
             )
         },
+        "/v1/gov/daos/{address}": {
+            "get": _op(
+                "A recognised DAO (by its governor or executor address) and its current members",
+                {"200": _json(_OBJ, "the DAO and its members"), **_not_found()},
+                parameters=[
+                    {
+                        "name": "address",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"},
+                    }
+                ],
+            )
+        },
         "/v1/gov/ballots": {
             "post": _op(
                 "A signed ballot: validated, deduplicated, relayed with castVoteBySig and gossiped",
