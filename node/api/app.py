@@ -54,6 +54,7 @@ from .middleware import (
 from .openapi import openapi_document
 
 if TYPE_CHECKING:
+    from ..ceremony.book import Entry, ProposalBook
     from ..gov.service import GovService
 
 _SUBJECT_RE = re.compile(r"(0x)?([0-9a-fA-F]{64})")
@@ -81,6 +82,9 @@ class ApiContext:
     # The governance service while it runs (set by the composition root, node/app.py); the
     # /v1/gov routes answer 503 without it.
     gov: GovService | None = None
+    # The pending signing-ceremony proposals and the JSON view /v1/proposals answers for one (set by
+    # node.api.proposal_routes.routes; the explorer's Ceremonies page reads them).
+    proposals: tuple[ProposalBook, Callable[[Entry], dict[str, Any]]] | None = None
 
 
 def parse_subject(raw: str) -> bytes:

@@ -101,6 +101,8 @@ def routes(ctx: ApiContext, body_buckets: TokenBuckets | None) -> list[Route]:
             "submitted": entry.submitted,
         }
 
+    ctx.proposals = (book, view)  # what the explorer's Ceremonies page shows (node/explorer/data.py)
+
     def proposal_id(raw: str) -> bytes:
         m = _ID_RE.fullmatch(raw)
         if m is None:
