@@ -381,9 +381,11 @@ class GovernanceIndexer:
             log.warning("governance indexer: skipped an undecodable log %s", where)
 
     def _apply(self, lg: Any) -> None:
-        owner = self.tokens.get(str(lg["address"]).lower())
-        if owner is not None:
-            self._apply_member(owner, lg)
+        topics = list(lg["topics"])
+        if topics and bytes(topics[0]) in MEMBER_TOPICS:  # routed by topic, then by the token's owner
+            owner = self.tokens.get(str(lg["address"]).lower())
+            if owner is not None:
+                self._apply_member(owner, lg)
             return
         decoded = decode_governor_log(list(lg["topics"]), bytes(lg["data"]))
         if decoded is None:
