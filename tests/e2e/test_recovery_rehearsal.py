@@ -1,0 +1,141 @@
+"""Issue 16 item 4: the recovery, rehearsed (docs/recovery.md is the runbook this test follows).
+
+A devnet: anvil with the v2 KeyRegistry, node A (the subject's node, holding only its operator key)
+and node B, real `keyreg node run` processes over libp2p; node C, made later for the new operator
+with `keyreg init --subject`, joins and syncs at the end. Every command is the real CLI.
+
+1. A 2-of-3 subject from `keyreg init` default custody (three controller keyfiles and three next
+   keyfiles in a custody dir, nothing of theirs on the node); node A publishes a service key with
+   the operator key (`keyreg keys add`) and anchors it directly.
+2. Node A is taken. With its data dir and password the attacker publishes a rogue key (within the
+   operator limits: accepted), and tries to rotate the controllers, revoke the subject and change
+   the operator set: the CLI refuses (no controller keys; the operator key is not a signer of a
+   controller proposal), the same events forged with the operator key are rejected by every node
+   (the rule's error code), and the registry refuses them when relayed directly.
+3. The controllers, from two separate keyfiles (one through `cast wallet sign`), delegate to a fresh
+   operator key. The attacker races: an operator-signed update at that seq, anchored directly first.
+   The controllers' delegation takes the seq back (fork choice rule 4 on every node, `supersede` on
+   the contract); then they revoke the rogue key from the compromise time and anchor directly.
+4. Every node (A, B, and C synced from scratch) reports the rogue key revoked; a JWT the rogue key
+   signs is refused by a relying party on the JWKS and verdict API, and by the offline bundle
+   verifier (`keyreg export`, `keyreg verify`, `keyreg verify-signature` with a pinned checkpoint);
+   the old operator's next update is refused by the CLI, every node and the contract, while the new
+   operator's node publishes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from rehearsal_support import (
+    CAST,
+    TIMEOUT,
+    anchored_directly,
+    as_json,
+    cast_sign,
+    chain_head,
+    contract_refuses,
+    head_of,
+    jwks_verdict,
+    keyreg,
+    now,
+    post_event,
+    refusal,
+    sign_jwt,
+    verdict,
+    view,
+    wait_head,
+)
+
+from node.chain.deploy import anvil_binary, call_for, free_port
+from node.cli.devnet import anvil_account_key, devnet_down, devnet_up
+from node.config import DEVNET_REGISTRY, load_config
+from node.core import builder
+from node.core.codec import event_to_obj
+from node.keys.keystore import Keystore, Password
+from node.keys.testing import DrillNode, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anvil, pytest.mark.slow]
+
+KDF_N = "1024"  # throwaway keyfiles: a cheap scrypt, as on every devnet
+
+
+@pytest.fixture
+def devnet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """anvil + KeyRegistry v2 + node A (2-of-3 subject, default custody) + node B."""
+    if not anvil_binary().exists():
+        pytest.skip(f"anvil binary missing at {anvil_binary()}: run `npm ci --prefix contracts`")
+    if not CAST.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"cast missing at {CAST}: run `npm ci --prefix contracts`")
+        pytest.skip(f"cast missing at {CAST}: run `npm ci --prefix contracts`")
+    monkeypatch.setenv("KEYREG_KDF_N", KDF_N)  # devnet_up sets it too; restored after the test
+    directory = tmp_path / "devnet"
+    directory.mkdir()
+    secrets_dir = tmp_path / "passwords"  # each holder's password, in a file of their own
+    secrets_dir.mkdir()
+    pw: dict[str, Path] = {}
+    for name in ("node", "c1", "c2", "c3", "n1", "n2", "n3", "fresh"):
+        pw[name] = secrets_dir / f"{name}.pw"
+        pw[name].write_text(f"rehearsal password of {name}\n")
+    (directory / "password").write_text(pw["node"].read_text())  # the devnet's nodes share it
+    env = {"NO_COLOR": "1", "COLUMNS": "200", "KEYREG_KDF_N": KDF_N}
+    custody = tmp_path / "custody"  # in real life: three people and a safe, not this machine
+    args = ["init", "-d", str(directory / "node1"), "--controllers", "3", "--threshold", "2"]
+    args += ["--custody-dir", str(custody), "--password-file", str(pw["node"]), "--json"]
+    args += ["--operator-max-validity", "2h", "--operator-max-keys", "8"]
+    args += ["--chain-id", "31337", "--registry", DEVNET_REGISTRY]
+    for i in (1, 2, 3):
+        args += ["--controller-password-file", str(pw[f"c{i}"]), "--next-password-file", str(pw[f"n{i}"])]
+    init = as_json(keyreg(env, *args))
+    chain = {"confirmations": 1, "poll_interval_s": 0.3, "anchor_epoch_s": 2.0, "retry_max_s": 1.0}
+    try:
+        info = devnet_up(directory, nodes=2, port=free_port(), block_time=1.0, chain=chain, progress=False)
+        assert info["registry"] == DEVNET_REGISTRY  # the address node A's inception was signed for
+        yield {"info": info, "init": init, "pw": pw, "env": env, "custody": custody, "tmp": tmp_path}
+    finally:
+        devnet_down(directory)
+
+
+def test_recovery_rehearsal(devnet: dict[str, Any]) -> None:
+    info, init, pw, env = devnet["info"], devnet["init"], devnet["pw"], devnet["env"]
+    tmp: Path = devnet["tmp"]
+    rpc, registry = info["rpc"], info["registry"]
+    node_a, node_b = info["nodes"]
+    dir_a = Path(node_a["dataDir"])
+    a, b = node_a["api"], node_b["api"]
+    node_env = {**env, "KEYREG_PASSWORD": pw["node"].read_text().strip()}
+    domain = load_config(dir_a).domain
+
+    # ---- 1. the subject, as `keyreg init` left it: the node holds the operator key only ------------
+    assert init["mode"] == "operator"
+    files = {(f["role"], int(f["index"])): Path(f["path"]) for f in init["files"]}
+    assert sorted(files) == [("controller", 1), ("controller", 2), ("controller", 3), ("next", 1), ("next", 2),
+                             ("next", 3)]  # fmt: skip
+    assert all(p.parent == devnet["custody"] for p in files.values())
+    old_operator = init["operator"]["operators"][0]
+    created = as_json(keyreg(node_env, "subject", "create", "-d", str(dir_a), "--node", a, "--json"))
+    sid = created["subject"]
+    wait_for(lambda: view(b, sid), TIMEOUT, "the inception to reach node B by gossip")
+    subject_view = view(b, sid)
+    assert subject_view is not None
+    assert subject_view["threshold"] == 2
+    assert len(subject_view["controllers"]) == 3
+    assert subject_view["operators"]["operators"] == [old_operator]
+
+    legit = as_json(keyreg(node_env, "keys", "add", "-d", str(dir_a), "--node", a, "--key-id", "svc-legit",
+                           "--not-after", "+1h", "--json"))  # fmt: skip
+    assert legit["keyId"] == "svc-legit"
+    seq, legit_head = head_of(a, sid)  # type: ignore[misc]
+    assert seq == 1
+    assert view(a, sid)["headAuthority"] == "operators"  # type: ignore[index]
+    keyreg(node_env, "anchor", sid, "--direct", "-d", str(dir_a), "--timeout", str(TIMEOUT), "--json")
+    wait_for(lambda: all(anchored_directly(n, sid, 1, legit_head) for n in (a, b)), TIMEOUT,
+             "the operator's update anchored directly, seen by both nodes")  # fmt: skip
+    assert chain_head(rpc, registry, sid) == (1, legit_head)
