@@ -1,6 +1,6 @@
 """The governance indexer: proposals, votes and tallies of the DAOs that subjects named.
 
-Which DAOs: every non-zero ``governor`` in the registry's subject states (named at inception),
+Which DAOs: every non-zero governor the registry's subjects named (at inception, or in a rotation),
 once node.gov.recognition has checked that it runs our governor (or timelock) code, governs this
 node's registry and counts our membership token. Anyone can create a subject naming any address,
 so the table of named addresses is capped (``[gov] max_named``), only ``max_resolves_per_poll``
@@ -243,10 +243,12 @@ class GovernanceIndexer:
 
     def _on_report(self, report: Report) -> None:
         """Registry listener (runs on the committing thread): note governors named by new inceptions."""
+        # Establishment events (inception, rotation) are where a subject names a governor; a
+        # rotation may name a new one (protocol 2, ADR 0028 section 8), which is followed from then on.
         named = [
             "0x" + acc.state.governor.hex()
             for acc, _ in report.accepted
-            if acc.state.seq == 0 and acc.state.governor != ZERO20
+            if acc.state.last_establishment_seq == acc.state.seq and acc.state.governor != ZERO20
         ]
         if not named:
             return
@@ -270,7 +272,12 @@ class GovernanceIndexer:
             walk, self._walk_needed = self._walk_needed, False
             fresh, self._new_named = self._new_named, []
         if walk:
-            fresh = ["0x" + s.governor.hex() for s in list(self.registry.states.values()) if s.governor != ZERO20]
+            fresh = [
+                "0x" + g.hex()
+                for s in list(self.registry.states.values())
+                for g in (s.governors or (s.governor,))
+                if g != ZERO20
+            ]
         for named in fresh:
             if named in self.named:
                 continue

@@ -27,6 +27,7 @@ from ..core.hashing import address_of_private_key
 from ..core.records import Domain, PublishedKey
 from .ballots import sign_ballot
 from .contracts import DaoDeployment, Governance, address_of, connect, deploy_dao, transact
+from .errors import GovernanceRefused
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, poll_s: float = 0.1) -> Any:
@@ -283,4 +284,143 @@ def run_membership_replacement(
         "revocationState": state,
         "revocationTx": None if revoke_receipt is None else revoke_receipt["transactionHash"].to_0x_hex(),
         "verdicts": verdicts,
+    }
+
+
+def _dao_revocation(
+    w3: Web3,
+    gov: Governance,
+    member_keys: Sequence[bytes],
+    payer_key: bytes,
+    subject: bytes,
+    key_id: str,
+    effective_at: int,
+    voting_delay: int,
+    voting_period: int,
+    reason: str,
+) -> tuple[int, dict[str, Any] | None, str | None]:
+    """Propose (without the client's early check), pass with every member's direct vote, execute:
+    (proposal id, execute receipt or None, the contract error if the execution reverted)."""
+    pid, _ = gov.propose_revocation(member_keys[0], subject, key_id, effective_at, reason, check_subject=False)
+    mine(w3, voting_delay + 1)
+    for key in member_keys:
+        gov.cast_vote(key, pid, 1)
+    mine(w3, voting_period + 1)
+    try:
+        return pid, gov.execute(payer_key, pid), None
+    except GovernanceRefused as exc:
+        return pid, None, str(exc.details.get("error"))
+
+
+def run_governor_move(
+    rpc_url: str,
+    registry: str,
+    apis: Sequence[str],
+    *,
+    deployer_key: bytes,
+    member_keys: Sequence[bytes],
+    chain_id: int = 31337,
+    voting_period: int = 10,
+    timeout: float = 60.0,
+    progress: Callable[[str], None] = lambda _s: None,
+) -> dict[str, Any]:
+    """A subject moves from DAO A to DAO B in a rotation (protocol 2, ADR 0028 section 8), anchored
+    directly; then DAO A's revocation reverts on-chain (``NotGovernor``) and DAO B's executes, with
+    a ballot relayed by a node that learnt of DAO B from the rotation, and every node applies it.
+
+    ``member_keys``: members of both DAOs; each votes directly (they need ETH) except member 1 on
+    DAO B's proposal, who signs a ballot that ``apis[1]`` relays.
+    """
+    w3 = connect(rpc_url)
+    domain = Domain(chain_id, bytes.fromhex(registry.removeprefix("0x")))
+    members = [(address_of(k), 1) for k in member_keys]
+    tag = secrets.token_hex(3)
+    dao_a = deploy_dao(w3, deployer_key, registry, members, name=f"DAO A {tag}", voting_period=voting_period)
+    dao_b = deploy_dao(w3, deployer_key, registry, members, name=f"DAO B {tag}", voting_period=voting_period)
+    now = int(w3.eth.get_block("latest")["timestamp"])
+    key_id = f"svc-move-{tag}"
+    controller, successor = secrets.token_bytes(32), secrets.token_bytes(32)
+    key = PublishedKey(key_id, "Ed25519", secrets.token_bytes(32), ("sig",), now - 3600, 0)
+    inception = builder.inception(
+        now - 3600, [address_of_private_key(controller)], 1, next_controllers=[address_of_private_key(successor)],
+        keys=[key], governor=bytes.fromhex(dao_a.executor[2:]),
+    )  # fmt: skip
+    subject = event_digest(domain, inception)
+    sid = "0x" + subject.hex()
+    contract = w3.eth.contract(address=Web3.to_checksum_address(registry), abi=load("KeyRegistry").abi)
+
+    def submit_and_anchor(signed: Any, what: str) -> None:
+        resp = httpx.post(f"{apis[0]}/v1/events", json=event_to_obj(signed), timeout=10)
+        if resp.status_code != 200:
+            raise NetworkError(f"{apis[0]} refused the {what}: {resp.text[:200]}")
+        name, args = call_for(signed)
+        transact(w3, deployer_key, getattr(contract.functions, name)(*args), f"anchor {what}")
+
+    submit_and_anchor(builder.sign_event(domain, inception, [controller]), "inception")
+    # The rotation names DAO B (the controllers' decision); the next set is the pre-committed one.
+    rotation = builder.rotation(
+        subject, 1, subject, now - 1800, [address_of_private_key(successor)], 1,
+        [address_of_private_key(secrets.token_bytes(32))], governor=bytes.fromhex(dao_b.executor[2:]),
+    )  # fmt: skip
+    submit_and_anchor(builder.sign_event(domain, rotation, [successor]), "rotation")
+    for api in apis:
+        wait_for(
+            lambda api=api: httpx.get(f"{api}/v1/subjects/{sid}", timeout=5).json()["seq"] == 1, timeout,
+            f"{api} to receive the rotation",
+        )  # fmt: skip
+    progress(f"subject {sid[:18]}… moved from {dao_a.executor} to {dao_b.executor} (rotation anchored)")
+
+    effective_at = now - 600
+    gov_a, gov_b = Governance(w3, dao_a.governor), Governance(w3, dao_b.governor)
+    try:
+        gov_a.propose_revocation(member_keys[0], subject, key_id, effective_at, "old DAO")
+        early_refusal = None
+    except GovernanceRefused as exc:
+        early_refusal = str(exc.details.get("error"))
+    pid_a, receipt_a, error_a = _dao_revocation(
+        w3, gov_a, member_keys, deployer_key, subject, key_id, effective_at, dao_a.voting_delay, voting_period,
+        "the old DAO tries",
+    )  # fmt: skip
+    progress(f"DAO A's proposal {pid_a}: execution {'reverted ' + str(error_a) if error_a else 'succeeded'}")
+
+    pid_b, _ = gov_b.propose_revocation(member_keys[0], subject, key_id, effective_at, "the new DAO revokes")
+    mine(w3, dao_b.voting_delay + 1)
+    governor_b = bytes.fromhex(dao_b.governor[2:])
+    relay_api = apis[1 % len(apis)]
+    wait_for(
+        lambda: httpx.get(f"{relay_api}/v1/gov/daos/{dao_b.executor}", timeout=5).status_code == 200,
+        timeout,
+        f"{relay_api} to recognise DAO B (named by the rotation)",
+    )
+    b = sign_ballot(member_keys[1], chain_id, governor_b, gov_b.name(), pid_b, 1, gov_b.nonce(members[1][0]))
+    relayed = _relay_ballot(relay_api, b.encode(), timeout)
+    for k in member_keys[:1] + list(member_keys[2:]):
+        gov_b.cast_vote(k, pid_b, 1)
+    mine(w3, voting_period + 1)
+    receipt_b = gov_b.execute(deployer_key, pid_b)
+    verdicts = [
+        wait_for(
+            lambda api=api: (v := key_verdict(api, subject, key_id, now))["status"] == "revoked" and v,
+            timeout,
+            f"{api} to apply DAO B's revocation",
+        )
+        for api in apis
+    ]
+    before = [key_verdict(api, subject, key_id, effective_at - 1) for api in apis]
+    progress(f"DAO B's proposal {pid_b} executed; every node reports {key_id} revoked since {effective_at}")
+    return {
+        "subject": sid,
+        "keyId": key_id,
+        "effectiveAt": effective_at,
+        "daoA": dao_a.to_dict(),
+        "daoB": dao_b.to_dict(),
+        "earlyRefusalA": early_refusal,
+        "proposalA": str(pid_a),
+        "executeErrorA": error_a,
+        "executedA": receipt_a is not None,
+        "proposalB": str(pid_b),
+        "ballotB": relayed,
+        "executeTxB": receipt_b["transactionHash"].to_0x_hex(),
+        "verdicts": verdicts,
+        "justBefore": before,
     }

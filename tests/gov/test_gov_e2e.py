@@ -22,7 +22,13 @@ from node.cli.devnet import anvil_account_key, devnet_down, devnet_up
 from node.core.records import Domain
 from node.gov.ballots import sign_ballot
 from node.gov.contracts import Governance, address_of, connect
-from node.gov.scenario import create_governed_subject, run_governance_revocation, run_membership_replacement, wait_for
+from node.gov.scenario import (
+    create_governed_subject,
+    run_governance_revocation,
+    run_governor_move,
+    run_membership_replacement,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anvil, pytest.mark.slow]
 
@@ -209,3 +215,28 @@ def test_member_replaced_by_vote_on_every_node(devnet: dict[str, Any]) -> None:
     for verdict in s["verdicts"]:
         assert verdict["revoked"]["by"] == "governance"
         assert verdict["revoked"]["proposalId"] == s["revocationProposal"]
+
+
+def test_subject_moves_to_a_new_dao(devnet: dict[str, Any]) -> None:
+    """Issue 16 item 5 / ADR 0028 section 8: the controllers name DAO B in a rotation anchored
+    directly; DAO A's revocation then reverts on-chain (NotGovernor, and the client refuses it before
+    paying), DAO B's executes with a ballot relayed by a node that learnt of DAO B from the rotation,
+    and every node applies it from its effective time."""
+    apis = [n["api"] for n in devnet["nodes"]]
+    s = run_governor_move(
+        devnet["rpc"], devnet["registry"], apis, deployer_key=DEPLOYER, member_keys=[MEMBERS[0], MEMBERS[2]],
+        timeout=TIMEOUT,
+    )  # fmt: skip
+    assert s["earlyRefusalA"] == "NotGovernor"
+    assert s["executeErrorA"] == "NotGovernor"
+    assert not s["executedA"]
+    assert s["ballotB"]["status"] == "relayed", s["ballotB"]
+    for verdict, before in zip(s["verdicts"], s["justBefore"], strict=True):
+        assert verdict["revoked"]["by"] == "governance"
+        assert verdict["revoked"]["proposalId"] == s["proposalB"]
+        assert verdict["revoked"]["governor"].lower() == s["daoB"]["governor"].lower()
+        assert verdict["revoked"]["since"] == s["effectiveAt"]
+        assert before["status"] == "valid"
+    for api in apis:
+        subject = httpx.get(f"{api}/v1/subjects/{s['subject']}", timeout=5).json()
+        assert subject["governor"].lower() == s["daoB"]["executor"].lower(), subject
