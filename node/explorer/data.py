@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..api import views
-from ..core.codec import decode_event
-from ..core.eip712 import event_digest
+from ..core.codec import decode_event, event_from_obj
+from ..core.eip712 import event_digest, typed_data
 from ..core.errors import KeyregError
 from ..core.hashing import recover_address
 from ..core.limits import Limits
-from ..core.records import Domain, Inception, Revocation, Rotation, SignedEvent, Update
+from ..core.records import Delegation, Domain, Inception, OperatorSet, Revocation, Rotation, SignedEvent, Update
 
 if TYPE_CHECKING:
     from ..api.app import ApiContext
@@ -98,6 +98,11 @@ def _summary(ev: Any) -> str:
     if isinstance(ev, Revocation):
         what = f"key {ev.key_id}" if ev.key_id else "the whole subject"
         return f"revoke {what} from {fmt_time(ev.effective_at)}" + (f": {ev.reason}" if ev.reason else "")
+    if isinstance(ev, Delegation):
+        ops = ev.operators
+        if not ops.operators:
+            return "delegation: no operators from now on"
+        return f"delegation: {ops.threshold}-of-{len(ops.operators)} operators for {', '.join(ops.purposes)}"
     return type(ev).__name__
 
 
@@ -196,3 +201,143 @@ def ballots(ctx: ApiContext, limit: int = 20) -> list[dict[str, Any]]:
     if svc is None:
         return []
     return [r.to_dict() for r in list(reversed(svc.relay.results.values()))[:limit]]
+
+
+# ------------------------------------------------------------------ signing ceremonies (page 6)
+
+
+def ceremonies(ctx: ApiContext, subject: bytes | None = None) -> list[dict[str, Any]] | None:
+    """GET /v1/proposals?subject=: the pending proposals of a subject, each as the route shows it;
+    with no subject, every proposal this node holds (at most ``proposals.max_pending``), oldest
+    first. None when ceremonies are off. Runs on the event loop, like the routes (the book is not
+    shared with worker threads)."""
+    if ctx.proposals is None or not ctx.config.proposals.enabled:
+        return None
+    book, view = ctx.proposals
+    now = ctx.registry.clock()
+    if subject is not None:
+        entries = book.for_subject(subject, now)
+    else:
+        book.expire(now)
+        entries = list(book)
+    return [view(e) for e in entries]
+
+
+def ceremony(ctx: ApiContext, pid: bytes) -> dict[str, Any] | None:
+    """GET /v1/proposals/{id}: one pending proposal; None if unknown, expired or ceremonies are off."""
+    if ctx.proposals is None or not ctx.config.proposals.enabled:
+        return None
+    book, view = ctx.proposals
+    entry = book.get(pid, ctx.registry.clock())
+    return None if entry is None else view(entry)
+
+
+# Integers above this lose precision in a browser's JSON.parse (and so in a JavaScript wallet).
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+def _safe_numbers(value: Any) -> Any:
+    """``value`` with every integer beyond JavaScript's safe range as a decimal string (EIP-712
+    wallets take a uint as a number or a decimal string; a rounded number would sign another event)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else str(value)
+    if isinstance(value, dict):
+        return {k: _safe_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_safe_numbers(v) for v in value]
+    return value
+
+
+def ceremony_typed_data(ctx: ApiContext, view: dict[str, Any]) -> dict[str, Any]:
+    """The ``eth_signTypedData_v4`` payload of a proposal's event (what ``keyreg event typed-data``
+    prints for its file), integers beyond 2**53 as decimal strings."""
+    signed = decode_event_obj(ctx, view)
+    return _safe_numbers(typed_data(signed.domain, signed.event))  # type: ignore[no-any-return]
+
+
+def decode_event_obj(ctx: ApiContext, view: dict[str, Any]) -> SignedEvent:
+    """The proposal's unsigned event (its wire form, checked when the node took it)."""
+    return event_from_obj(view["event"], ctx.config.limits, ctx.config.domain)
+
+
+def _addr(b: bytes) -> str:
+    return "0x" + b.hex()
+
+
+def _operators(o: OperatorSet) -> dict[str, Any] | None:
+    if not o.operators:
+        return None
+    return {
+        "operators": [_addr(a) for a in o.operators],
+        "threshold": o.threshold,
+        "purposes": list(o.purposes),
+        "maxValidity": o.max_validity,
+        "maxValidityText": fmt_duration(o.max_validity),
+        "maxKeys": o.max_keys,
+    }
+
+
+def fmt_duration(seconds: int) -> str:
+    """A length of time for people: '32 days', '6 hours', '90 seconds'."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
+def describe(ctx: ApiContext, view: dict[str, Any]) -> dict[str, Any]:
+    """What a proposal's event would do, in parts a template shows as plain words (every string
+    is text for autoescaping: key ids, metadata and reasons are whatever the proposer wrote).
+
+    ``changes``: the before/after of controllers, threshold, governor and operator set against
+    the subject's state now, for the kinds that set them (inception, rotation, delegation).
+    """
+    ev = decode_event_obj(ctx, view).event
+    state = None if isinstance(ev, Inception) else ctx.registry.state(ev.subject)
+    out: dict[str, Any] = {"kind": ev.kind, "timestamp": ev.timestamp, "publish": [], "retire": []}
+    keys = ev.keys if isinstance(ev, Inception) else ev.publish if isinstance(ev, Update) else ()
+    for k in keys:
+        out["publish"].append(
+            {
+                "keyId": k.key_id,
+                "alg": k.alg,
+                "purposes": list(k.purposes),
+                "validFrom": max(k.not_before, ev.timestamp),
+                "notAfter": k.not_after or None,
+            }
+        )
+    if isinstance(ev, Update):
+        for r in ev.retire:
+            rec = state.keys.get(r.key_id) if state is not None else None
+            was = rec.not_after if rec is not None else None
+            out["retire"].append({"keyId": r.key_id, "notAfter": r.not_after, "was": was or None})
+        if ev.set_metadata:
+            out["metadata"] = ev.metadata
+    if isinstance(ev, Inception) and ev.metadata:
+        out["metadata"] = ev.metadata
+    if isinstance(ev, Revocation):
+        out["revoke"] = {"keyId": ev.key_id or None, "effectiveAt": ev.effective_at, "reason": ev.reason}
+    if isinstance(ev, Inception | Rotation):
+        out["controllers"] = {
+            "before": [_addr(c) for c in state.controllers] if state is not None else None,
+            "thresholdBefore": state.threshold if state is not None else None,
+            "after": [_addr(c) for c in ev.controllers],
+            "threshold": ev.threshold,
+            "nextCommitment": _addr(ev.next_commitment) if any(ev.next_commitment) else None,
+        }
+        before = state.governor if state is not None and any(state.governor) else None
+        after = ev.governor if any(ev.governor) else None
+        out["governor"] = {
+            "before": _addr(before) if before else None,
+            "after": _addr(after) if after else None,
+            "changes": state is not None and before != after,
+        }
+    if isinstance(ev, Inception | Rotation | Delegation):
+        before_ops = _operators(state.operators) if state is not None else None
+        after_ops = _operators(ev.operators)
+        out["operators"] = {"before": before_ops, "after": after_ops, "changes": before_ops != after_ops}
+    out["summary"] = _summary(ev)
+    return out

@@ -162,7 +162,9 @@ def routes(ctx: ApiContext) -> list[Route]:
         health = data.health(ctx)
         props = data.proposals(ctx)
         active = [p for p in props or [] if p["state"] in _ACTIVE][:20]
-        return render("overview.html", health=health, active=active, gov_on=props is not None)
+        return render(
+            "overview.html", health=health, active=active, gov_on=props is not None, ceremonies=data.ceremonies(ctx)
+        )
 
     async def search(request: Request) -> Response:
         q = request.query_params.get("q", "").strip()
@@ -220,6 +222,7 @@ def routes(ctx: ApiContext) -> list[Route]:
             raise ExplorerError(400, f"range is one of all, {', '.join(timeline.RANGES)}")
         at_head = request.query_params.get("events") == "head"  # a search by head digest lands here
         raw_page = request.query_params.get("page", "")
+        ceremonies = data.ceremonies(ctx, sid) or []  # the proposal book is read on the event loop only
 
         def build() -> HTMLResponse:
             """The whole page in one worker thread: its store reads, rows, SVG and HTML."""
@@ -239,7 +242,7 @@ def routes(ctx: ApiContext) -> list[Route]:
             return render(
                 "subject.html", view=view, svg=svg, rows=rows, page=pg, last_page=last_page, more=more,
                 span=span or "all", ranges=["all", *timeline.RANGES], evidence=evidence, proposals=props,
-                lanes_hidden=max(0, len(view["keys"]) - cfg.max_lanes),
+                ceremonies=ceremonies, lanes_hidden=max(0, len(view["keys"]) - cfg.max_lanes),
             )  # fmt: skip
 
         response: HTMLResponse = await anyio.to_thread.run_sync(build)
@@ -339,6 +342,62 @@ def routes(ctx: ApiContext) -> list[Route]:
         typed, ballot = ballot_to_sign(ctx.config.network.chain_id, governor, dao.name, pid, code, voter, nonce)
         return JSONResponse({"typedData": typed, "ballot": ballot, "support": SUPPORT_NAMES[code]})
 
+    # ------------------------------------------------------------------ ceremonies (page 6)
+
+    async def ceremonies_page(request: Request) -> Response:
+        raw = request.query_params.get("subject", "").strip()
+        sid = parse_sid(raw) if raw else None
+        props = data.ceremonies(ctx, sid)
+        rows = [{**p, "summary": data.describe(ctx, p)["summary"]} for p in reversed(props or [])]
+        return render(
+            "ceremonies.html", rows=rows, enabled=props is not None, subject=None if sid is None else "0x" + sid.hex(),
+            known=sid is None or registry.state(sid) is not None,
+        )  # fmt: skip
+
+    async def ceremony_page(request: Request) -> Response:
+        pid = _ceremony_id(request.path_params["pid"])
+        p = data.ceremony(ctx, pid)
+        if p is None:
+            raise ExplorerError(
+                404,
+                f"this node holds no pending proposal 0x{pid.hex()}: it expired, was never made here, or the node "
+                "restarted (proposals live on the node that was given them and are never gossiped)",
+            )
+        may = [a for a in p["authority"]["signers"] if a not in set(p["signers"])]  # who still may sign
+        origin = f"{request.url.scheme}://{request.url.netloc}"
+        pid_hex = p["id"]
+        cli = (
+            f"keyreg event fetch {pid_hex} --node {origin} --out proposal.json\n"
+            "keyreg event sign proposal.json --key-file my-key.json\n"
+            f"keyreg event share proposal.json --node {origin}"
+        )
+        cast = (
+            f"keyreg event fetch {pid_hex} --node {origin} --out proposal.json\n"
+            "keyreg event typed-data proposal.json > typed.json\n"
+            "cast wallet sign --data --from-file typed.json --ledger   # or --trezor, or --keystore FILE\n"
+            "keyreg event attach proposal.json --signature 0x<the signature cast printed>\n"
+            f"keyreg event share proposal.json --node {origin}"
+        )
+        return render(
+            "ceremony.html", p=p, what=data.describe(ctx, p), may=may,
+            cli=cli, cast=cast, typed_url=url(f"ceremonies/{pid_hex}/typed-data.json"),
+            open=not p["complete"] and not p["stale"] and p["submitted"] is None,
+        )  # fmt: skip
+
+    async def ceremony_typed_data(request: Request) -> Response:
+        """The event's EIP-712 typed data, what a wallet signs (``eth_signTypedData_v4``) and what
+        ``cast wallet sign --data --from-file`` takes. JSON errors, like the API's."""
+        try:
+            pid = _ceremony_id(request.path_params["pid"])
+        except ExplorerError as exc:
+            return JSONResponse({"code": "malformed_id", "message": exc.message}, status_code=404)
+        p = data.ceremony(ctx, pid)
+        if p is None:
+            return JSONResponse(
+                {"code": "not_found", "message": f"no pending proposal 0x{pid.hex()} on this node"}, status_code=404
+            )
+        return JSONResponse(data.ceremony_typed_data(ctx, p))
+
     async def anchors_page(request: Request) -> Response:
         health = data.health(ctx)
         chain = health["services"].get("chain") or {}
@@ -364,6 +423,9 @@ def routes(ctx: ApiContext) -> list[Route]:
         Route(url("proposals"), page(proposals_page)),
         Route(url("proposals/{pid}"), page(proposal_page)),
         Route(url("proposals/{pid}/ballot.json"), ballot_typed_data),
+        Route(url("ceremonies"), page(ceremonies_page)),
+        Route(url("ceremonies/{pid}"), page(ceremony_page)),
+        Route(url("ceremonies/{pid}/typed-data.json"), ceremony_typed_data),
         Route(url("anchors"), page(anchors_page)),
         Route(url("static/{name}"), page(static)),
     ]
@@ -406,6 +468,14 @@ def _proposal_id(raw: str) -> int:
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 78 or int(raw) >= 2**256:
         raise ExplorerError(404, "a proposal id is a decimal uint256")
     return int(raw)
+
+
+def _ceremony_id(raw: str) -> bytes:
+    """A ceremony's id: its event's EIP-712 digest, 0x + 64 hex digits."""
+    m = _HEX64.fullmatch(raw)
+    if m is None:
+        raise ExplorerError(404, "a proposal id is its event's digest: 0x + 64 hex digits")
+    return bytes.fromhex(m.group(1))
 
 
 def _explain(v: dict[str, Any], published_seq: int | None = None) -> str:

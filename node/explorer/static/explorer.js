@@ -2,7 +2,10 @@
 // 1. live refresh: figures marked data-field inside a [data-live] block follow the API route named there
 //    (every 5 s while the tab is visible: the overview's health, a proposal's tallies);
 // 2. wallet voting: an injected EIP-1193 wallet (window.ethereum) signs a castVoteBySig ballot whose
-//    typed data the node builds, and the ballot goes to POST /v1/gov/ballots. No Ethereum library.
+//    typed data the node builds, and the ballot goes to POST /v1/gov/ballots. No Ethereum library;
+// 3. wallet signing of a ceremony: the wallet signs the proposal's event (eth_signTypedData_v4 over
+//    the typed data the node serves, passed on as the node's own text) and the signature goes to
+//    POST /v1/proposals/{id}/signatures; the page shows what the node answered.
 // Text from the network is only ever set with textContent (never as HTML).
 "use strict";
 
@@ -103,4 +106,92 @@ function startWallet() {
   buttons.forEach((b) => b.addEventListener("click", () => vote(box, b.dataset.vote, buttons)));
 }
 
-document.addEventListener("DOMContentLoaded", () => { startLive(); startWallet(); });
+function fillAddresses(list, addresses, empty) {
+  list.replaceChildren();
+  (addresses.length ? addresses : [null]).forEach((a) => {
+    const li = document.createElement("li");
+    if (a === null) { li.className = "muted"; li.textContent = empty; }
+    else { const code = document.createElement("code"); code.textContent = String(a); li.appendChild(code); }
+    list.appendChild(li);
+  });
+}
+
+function showProposal(p) {
+  // The node's answer: the signatures so far (textContent only: every value is network text).
+  const signers = Array.isArray(p.signers) ? p.signers.map(String) : [];
+  const members = p.authority && Array.isArray(p.authority.signers) ? p.authority.signers.map(String) : [];
+  const count = document.getElementById("c-count");
+  const missing = document.getElementById("c-missing");
+  const bar = document.getElementById("c-progress");
+  if (count) count.textContent = String(signers.length);
+  if (missing) missing.textContent = String(Number(p.missing) || 0);
+  if (bar) { bar.value = signers.length; bar.textContent = signers.length + " of " + bar.max; }
+  const signed = document.getElementById("c-signed");
+  const may = document.getElementById("c-may");
+  if (signed) fillAddresses(signed, signers, "nobody yet");
+  if (may) fillAddresses(may, members.filter((a) => !signers.includes(a)), "nobody");
+}
+
+async function signCeremony(box, button) {
+  const out = document.getElementById("sign-status");
+  if (!window.ethereum || typeof window.ethereum.request !== "function") {
+    say(out, "No browser wallet found. Use one of the commands below instead.");
+    return;
+  }
+  button.disabled = true;
+  let done = false;
+  try {
+    say(out, "asking the wallet for an account…");
+    const accounts = await window.ethereum.request({ method: "eth_requestAccounts" });
+    if (!accounts || !accounts.length) throw new Error("the wallet gave no account");
+    const signer = String(accounts[0]);
+    const r = await fetch(box.dataset.typedUrl, { headers: { accept: "application/json" } });
+    const typed = await r.text();  // handed to the wallet as the node wrote it: no number is re-encoded
+    if (!r.ok) {
+      let message = "HTTP " + r.status;
+      try { message = JSON.parse(typed).message || message; } catch (e) { /* not JSON */ }
+      throw new Error("the node has no typed data for this proposal: " + message);
+    }
+    say(out, "sign the event in your wallet…");
+    const signature = await window.ethereum.request({ method: "eth_signTypedData_v4", params: [signer, typed] });
+    say(out, "handing the signature to the node…");
+    const sent = await fetch(box.dataset.postUrl, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ signature: String(signature) }),
+    });
+    let answer = {};
+    try { answer = await sent.json(); } catch (e) { /* not JSON */ }
+    if (!sent.ok) {
+      say(out, "refused by the node (" + (answer.code || "HTTP " + sent.status) + "): " + (answer.message || ""));
+      return;
+    }
+    showProposal(answer);
+    const s = answer.submitted;
+    if (s && (s.status === "accepted" || s.status === "known")) {
+      done = true;
+      say(out, "applied: the threshold is reached and the node " + s.status + " the " + answer.kind +
+        " at seq " + s.seq + "; the subject's head is now " + s.digest);
+    } else if (s) {
+      done = true;
+      say(out, "not applied: the threshold is reached but the node answered " + s.status +
+        (s.error ? " (" + s.error.code + ": " + s.error.message + ")" : ""));
+    } else {
+      say(out, "attached: " + answer.signers.length + " of " + answer.authority.threshold + " signatures; " +
+        answer.missing + " more needed (signed by " + signer + ")");
+    }
+  } catch (e) {
+    say(out, "not signed: " + (e && e.message ? e.message : String(e)));
+  } finally {
+    button.disabled = done;
+  }
+}
+
+function startCeremony() {
+  const box = document.getElementById("wallet-sign");
+  if (!box) return;
+  const button = document.getElementById("sign-button");
+  button.addEventListener("click", () => signCeremony(box, button));
+}
+
+document.addEventListener("DOMContentLoaded", () => { startLive(); startWallet(); startCeremony(); });
