@@ -58,6 +58,7 @@ from node.cli.devnet import anvil_account_key, devnet_down, devnet_up
 from node.config import DEVNET_REGISTRY, load_config
 from node.core import builder
 from node.core.codec import event_to_obj
+from node.core.hashing import address_of_private_key
 from node.keys.keystore import Keystore, Password
 from node.keys.testing import DrillNode, wait_for
 
@@ -139,3 +140,76 @@ def test_recovery_rehearsal(devnet: dict[str, Any]) -> None:
     wait_for(lambda: all(anchored_directly(n, sid, 1, legit_head) for n in (a, b)), TIMEOUT,
              "the operator's update anchored directly, seen by both nodes")  # fmt: skip
     assert chain_head(rpc, registry, sid) == (1, legit_head)
+
+    # ---- 2. node A is taken: its data dir and its password are the attacker's -----------------------
+    compromise = now()  # from here on, anything signed with what node A holds is the attacker's
+    keyreg(node_env, "keys", "add", "-d", str(dir_a), "--node", a, "--key-id", "svc-rogue", "--not-after", "+1h",
+           "--json")  # fmt: skip
+    seq, rogue_head = head_of(a, sid)  # type: ignore[misc]
+    assert seq == 2
+    wait_head([a, b], sid, 2, rogue_head, "the rogue key on both nodes (operator-signed, within the limits)")
+    keyreg(node_env, "anchor", sid, "--direct", "-d", str(dir_a), "--timeout", str(TIMEOUT), "--json")
+    wait_for(lambda: all(anchored_directly(n, sid, 2, rogue_head) for n in (a, b)), TIMEOUT,
+             "the rogue key anchored directly by the attacker (anchorOperatorUpdate)")  # fmt: skip
+    assert chain_head(rpc, registry, sid) == (2, rogue_head)
+    stolen = Keystore.open(dir_a / "keystore").unlock(Password(node_env["KEYREG_PASSWORD"]))
+    rogue_secret = stolen.service_key("svc-rogue").secret
+    operator_secret = stolen.operator_secret()
+    before = sign_jwt(rogue_secret, "svc-rogue", {"sub": "attacker", "iat": now()})
+    assert jwks_verdict(b, sid, before) is None  # the threat is real: until the controllers act, it passes
+
+    # (a) rotate the controllers, (b) revoke (a key, or the whole subject), (c) change the operator set,
+    # with everything on the node: the CLI has no controller key to sign with
+    refused = refusal(keyreg(node_env, "subject", "rotate-controllers", "-d", str(dir_a), "--node", a, "--json",
+                             ok=False))  # fmt: skip
+    assert refused["code"] == "controllers_off_node", refused
+    refused = refusal(keyreg(node_env, "keys", "revoke", "svc-legit", "-d", str(dir_a), "--node", a, "--json",
+                             ok=False))  # fmt: skip
+    assert refused["code"] == "controllers_off_node", refused
+    operator_file = dir_a / "keystore" / "operator" / "op-00.json"
+    evil = tmp / "attacker"
+    evil.mkdir()
+    attacker_operator = address_of_private_key(b"\x77" * 32)
+    for kind, extra in (
+        ("revocation", ["--whole-subject", "--reason", "mine now"]),
+        ("delegation", ["--operator", "0x" + attacker_operator.hex(), "--operator-threshold", "1",
+                        "--operator-purpose", "sig", "--max-validity", "30d", "--max-keys", "16"]),
+    ):  # fmt: skip
+        p = evil / f"{kind}.json"
+        keyreg(env, "event", "propose", kind, "--subject", sid, "--node", a, "--out", str(p), "-d", str(dir_a),
+               *extra)  # fmt: skip
+        refused = refusal(keyreg(env, "event", "sign", str(p), "--key-file", str(operator_file), "--password-file",
+                                 str(pw["node"]), "--json", ok=False))  # fmt: skip
+        # refused before it signs: the operator is not one of the controllers the proposal collects for
+        assert refused["code"] == "config", (kind, refused)
+        assert "not one of" in refused["message"], refused
+    # ... and the same events forged with the operator key: every node rejects them, so does the registry
+    state = view(b, sid)
+    assert state is not None
+    subject, head, t = bytes.fromhex(sid[2:]), bytes.fromhex(state["head"][2:]), now()
+    controllers = [bytes.fromhex(c[2:]) for c in state["controllers"]]
+    forged = {
+        "rotation": builder.rotation(subject, 3, head, t, [address_of_private_key(operator_secret)], 1, None),
+        "revocation": builder.revocation(subject, 3, head, t, "", t, "mine now"),
+        "delegation": builder.delegation(subject, 3, head, t, builder.operator_set([attacker_operator], 1, ["sig"],
+                                                                                   30 * 86400, 16)),
+    }  # fmt: skip
+    codes: dict[str, list[str]] = {}
+    reverts: dict[str, str] = {}
+    for kind, event in forged.items():
+        signed = builder.sign_event(domain, event, [operator_secret])
+        results = [post_event(n, event_to_obj(signed)) for n in (a, b)]
+        assert all(r["status"] == "rejected" for r in results), (kind, results)
+        codes[kind] = [r["error"]["code"] for r in results]
+        name, call = call_for(signed, controllers, 2)  # claims the real controller set, signed by the operator
+        reverts[kind] = contract_refuses(rpc, registry, anvil_account_key(9), name, call)
+        if kind != "rotation":  # or claims the operator is the controller set (1 of 1)
+            name, call = call_for(signed, [address_of_private_key(operator_secret)], 1)
+            reverts[kind + " as 1-of-1"] = contract_refuses(rpc, registry, anvil_account_key(9), name, call)
+    # a rotation must reveal the pre-committed next set, which never was on the node
+    assert codes == {"rotation": ["commitment_mismatch"] * 2, "revocation": ["unauthorized_signer"] * 2,
+                     "delegation": ["unauthorized_signer"] * 2}, codes  # fmt: skip
+    assert reverts == {"rotation": "CommitmentMismatch", "revocation": "BelowThreshold",
+                       "revocation as 1-of-1": "ControllersMismatch", "delegation": "BelowThreshold",
+                       "delegation as 1-of-1": "ControllersMismatch"}, reverts  # fmt: skip
+    assert head_of(a, sid) == head_of(b, sid) == (2, rogue_head)
