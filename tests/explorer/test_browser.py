@@ -3,8 +3,10 @@
 Every page loads without console errors; search finds a subject by each kind of key; a rotated
 subject's timeline shows both keys overlapping; hostile event text shows as text and runs nothing;
 a ballot signed in the page by an injected EIP-1193 wallet is relayed and counted on-chain, and
-the DAO's revocation then shows on the timeline of every node's explorer; axe-core finds no
-serious or critical accessibility violation. Screenshots go to a temporary folder, or to the folder
+the DAO's revocation then shows on the timeline of every node's explorer; a 2-of-3 signing ceremony
+signed in the page by two controllers' wallets reaches its threshold and is applied, and a wallet
+outside the signer set gets the node's refusal; axe-core finds no serious or critical accessibility
+violation. Screenshots go to a temporary folder, or to the folder
 named by KEYREG_SCREENSHOTS_DIR (``KEYREG_SCREENSHOTS_DIR=docs/explorer`` refreshes the documentation's),
 so a test run never rewrites tracked files.
 """
@@ -13,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +25,14 @@ from typing import Any
 import httpx
 import pytest
 from eth_account import Account
-from explorer_fixture import HOSTILE, TIMEOUT, Net
+from explorer_fixture import HOSTILE, HOSTILE_REASON, TIMEOUT, Net
 
 from node.cli.devnet import anvil_account_key
+from node.core import builder
+from node.core.codec import event_to_obj
+from node.core.eip712 import event_digest
 from node.core.hashing import address_of_private_key
+from node.core.records import PublishedKey, SignedEvent
 from node.gov.contracts import Governance, address_of, connect, deploy_dao
 from node.gov.scenario import create_governed_subject, mine, wait_for
 
@@ -79,6 +87,8 @@ def test_every_page_loads_without_console_errors(net: Net, page: Any) -> None:
         "key-check-form": f"{api}/keys",
         "proposals": f"{api}/proposals",
         "anchors": f"{api}/anchors",
+        "ceremonies": f"{api}/ceremonies",
+        "ceremony": f"{api}/ceremonies/{_hostile_proposals(net)[0]}",
     }
     for name, url in pages.items():
         resp = page.goto(url)
@@ -178,6 +188,28 @@ def test_hostile_event_text_shows_as_text_and_runs_nothing(net: Net, browser: An
             assert len(p.evaluate("Array.from(document.scripts).map(s => s.src)")) == 1  # ours only
             lane = lanes(p)["k-second"]
             assert lane["endedBy"] == "revoked-controllers"
+        # Proposals carry attacker text too (metadata, a revocation's reason): shown as text, inert.
+        meta_id, reason_id = _hostile_proposals(net)
+        api = net.apis[0]  # proposals are node-local: the node they were given to
+        for url, shown in (
+            (f"{api}/ceremonies/{meta_id}", HOSTILE),
+            (f"{api}/ceremonies/{reason_id}", HOSTILE_REASON),
+            (f"{api}/ceremonies", None),
+            (f"{api}/ceremonies?subject={net.hostile.hex}", None),
+            (f"{api}/subjects/{net.hostile.hex}", None),
+        ):
+            p.goto(url)
+            p.wait_for_load_state("load")
+            if shown == HOSTILE:
+                assert p.locator("pre.meta").inner_text() == HOSTILE
+            elif shown is not None:
+                assert p.locator("q.reason").inner_text() == HOSTILE_REASON
+            injected = p.evaluate(
+                "() => ['pwn-img', 'pwn-svg', 'pwn-a'].filter(id => document.getElementById(id))"
+                ".concat(Array.from(document.scripts).filter(s => !s.src).map(s => 'inline script'))"
+            )
+            assert injected == [], url
+            assert len(p.evaluate("Array.from(document.scripts).map(s => s.src)")) == 1, url
             # Hostile text in the query string comes back escaped (or refused), never as markup.
             for url in (
                 f"{api}/keys?subject={net.hostile.hex}&key=k-first&at=%3Cscript%3Ealert(4)%3C/script%3E",
@@ -190,6 +222,18 @@ def test_hostile_event_text_shows_as_text_and_runs_nothing(net: Net, browser: An
         assert dialogs == []
     finally:
         context.close()
+
+
+def _uints(types: dict[str, Any], type_name: str, value: Any) -> Any:
+    """``value`` of EIP-712 type ``type_name`` with every uint given as a decimal string made an int."""
+    if type_name.endswith("[]"):
+        return [_uints(types, type_name[:-2], v) for v in value]
+    if type_name in types:
+        fields = {f["name"]: f["type"] for f in types[type_name]}
+        return {k: _uints(types, fields[k], v) for k, v in value.items()}
+    if type_name.startswith("uint") and isinstance(value, str):
+        return int(value)
+    return value
 
 
 def _install_wallet(page: Any, key: bytes, chain_id: int) -> list[dict[str, Any]]:
@@ -208,9 +252,8 @@ def _install_wallet(page: Any, key: bytes, chain_id: int) -> list[dict[str, Any]
             signer, typed = params[0], json.loads(params[1])
             assert signer.lower() == account.address.lower()
             assert typed["domain"]["chainId"] == chain_id
-            # Like a wallet: uint values may come as decimal strings.
-            fields = {f["name"]: f["type"] for f in typed["types"][typed["primaryType"]]}
-            message = {k: int(v) if fields[k].startswith("uint") else v for k, v in typed["message"].items()}
+            # Like a wallet: uint values may come as decimal strings, at any depth.
+            message = _uints(typed["types"], typed["primaryType"], typed["message"])
             signed = Account.sign_typed_data(key, full_message={**typed, "message": message})
             return "0x" + bytes(signed.signature).hex()
         raise ValueError(f"test wallet: unsupported method {method}")
@@ -295,6 +338,140 @@ def test_wallet_ballot_is_relayed_and_counted_then_revocation_shows_on_every_nod
     assert page.errors == []
 
 
+_HOSTILE_IDS: dict[int, tuple[str, str]] = {}
+
+
+def _hostile_proposals(net: Net) -> tuple[str, str]:
+    """Two proposals on the hostile subject held by node 0 (made once; 200 when held already): an
+    update setting hostile metadata, and a revocation with a hostile reason. Their ids."""
+    if id(net) in _HOSTILE_IDS:
+        return _HOSTILE_IDS[id(net)]
+    s = net.hostile
+    now = int(time.time())
+    seq, head = len(s.signed), s.head()
+    events = (
+        builder.update(s.sid, seq, head, now, metadata=HOSTILE),
+        builder.revocation(s.sid, seq, head, now, "k-first", now, HOSTILE_REASON),
+    )
+    ids = []
+    for ev in events:
+        digest = "0x" + event_digest(net.domain, ev).hex()
+        if httpx.get(f"{net.apis[0]}/v1/proposals/{digest}", timeout=5).status_code != 200:
+            body = {"event": event_to_obj(SignedEvent(ev, (), net.domain))}
+            r = httpx.post(f"{net.apis[0]}/v1/proposals", json=body, timeout=10)
+            assert r.status_code == 201, r.text
+        ids.append(digest)
+    _HOSTILE_IDS[id(net)] = (ids[0], ids[1])
+    return ids[0], ids[1]
+
+
+def _sign_in_page(browser: Any, url: str, key: bytes, chain_id: int, name: str | None = None) -> tuple[str, Any]:
+    """Open a ceremony in a fresh page whose injected wallet holds ``key``, press "Sign with a
+    wallet", and return the page's final message (and the wallet's calls)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        p = context.new_page()
+        p.set_default_timeout(TIMEOUT * MS)
+        errors: list[str] = []
+        p.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        p.on("pageerror", lambda e: errors.append(str(e)))
+        calls = _install_wallet(p, key, chain_id)
+        p.goto(url)
+        p.get_by_role("button", name="Sign with a wallet").click()
+        p.wait_for_function(
+            "() => /^(applied:|attached:|refused by the node|not applied|not signed|No browser wallet)/"
+            ".test(document.getElementById('sign-status').textContent)"
+        )
+        final = p.locator("#sign-status").inner_text()
+        if name is not None:
+            shot(p, name)
+        # A refusal is an HTTP error answer, which chromium logs as a failed resource load; nothing else.
+        assert [e for e in errors if "Failed to load resource" not in e] == [], errors
+        signed = p.locator("#c-signed").inner_text()
+        return final, (calls, signed)
+    finally:
+        context.close()
+
+
+def test_wallet_ceremony_2_of_3_reaches_its_threshold_and_is_applied(net: Net, browser: Any) -> None:
+    api, chain_id = net.apis[0], int(net.info["chainId"])
+    controllers = [secrets.token_bytes(32) for _ in range(3)]
+    addresses = builder.controller_set(controllers)
+    now = int(time.time())
+    first = PublishedKey("ceremony-2026-11", "Ed25519", secrets.token_bytes(32), ("sig",), now - 600, 0)
+    inception = builder.inception(now - 600, addresses, 2, keys=[first], metadata="a 2-of-3 subject")
+    signed = builder.sign_event(net.domain, inception, controllers[:2])
+    sid = "0x" + event_digest(net.domain, inception).hex()
+    r = httpx.post(f"{api}/v1/events", json={"events": [event_to_obj(signed)]}, timeout=10)
+    assert r.json()["accepted"] == 1, r.text
+    # The proposal: publish the next key now, retire the first in an hour (a zero-downtime rotation).
+    second = PublishedKey("ceremony-2026-12", "Ed25519", secrets.token_bytes(32), ("sig",), now, now + 90 * 86400)
+    update = builder.update(
+        bytes.fromhex(sid[2:]), 1, bytes.fromhex(sid[2:]), now, publish=[second], retire=[(first.key_id, now + 3600)]
+    )
+    r = httpx.post(f"{api}/v1/proposals", json={"event": event_to_obj(SignedEvent(update, (), net.domain))}, timeout=10)
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    url = f"{api}/ceremonies/{pid}"
+
+    # A wallet outside the signer set: the page hands its signature in and shows the node's refusal.
+    outsider = secrets.token_bytes(32)
+    final, _ = _sign_in_page(browser, url, outsider, chain_id)
+    assert final.startswith("refused by the node (unauthorized_signer): signer 0x"), final
+    assert f"0x{address_of_private_key(outsider).hex()} is not one of the controllers" in final
+
+    # The first controller: attached, one more needed; the page lists the signer.
+    final, (calls, signed_list) = _sign_in_page(browser, url, controllers[2], chain_id)
+    assert final.startswith("attached: 1 of 2 signatures; 1 more needed"), final
+    assert [c["method"] for c in calls] == ["eth_requestAccounts", "eth_signTypedData_v4"]
+    assert calls[1]["params"][1] == httpx.get(f"{url}/typed-data.json", timeout=5).text  # the node's text, untouched
+    assert "0x" + address_of_private_key(controllers[2]).hex() in signed_list
+    held = httpx.get(f"{api}/v1/proposals/{pid}", timeout=5).json()
+    assert (held["missing"], held["submitted"]) == (1, None)
+
+    # The second controller reaches the threshold: the node applies the event.
+    final, _ = _sign_in_page(browser, url, controllers[0], chain_id, name="ceremony-applied")
+    assert final.startswith(
+        f"applied: the threshold is reached and the node accepted the update at seq 1; the subject's head is now {pid}"
+    ), final
+    for node in net.apis:  # the new head on this node, and by gossip on the other
+        wait_for(
+            lambda node=node: httpx.get(f"{node}/v1/subjects/{sid}", timeout=5).json()["head"] == pid,
+            TIMEOUT,
+            f"{node} to hold the ceremony's event as {sid}'s head",
+        )
+    view = httpx.get(f"{api}/v1/subjects/{sid}", timeout=5).json()
+    assert view["seq"] == 1
+    assert {k["keyId"] for k in view["keys"]} == {first.key_id, second.key_id}
+    page = browser.new_page()
+    try:
+        page.goto(url)  # the ceremony's own page now says so, server-rendered
+        assert "Threshold reached: this node applied the event (accepted, seq 1)" in page.locator("main").inner_text()
+        assert page.locator("#wallet-sign").count() == 0
+        page.goto(f"{api}/subjects/{sid}")
+        assert pid[:10] in page.locator("main .card").nth(1).inner_text()  # the head, shortened
+        assert set(lanes(page)) == {first.key_id, second.key_id}
+    finally:
+        page.close()
+
+
+def test_ceremony_pages_without_a_wallet_say_what_to_run(net: Net, page: Any) -> None:
+    meta_id, _ = _hostile_proposals(net)
+    api = net.apis[0]
+    page.goto(f"{api}/ceremonies/{meta_id}")  # no window.ethereum in this page
+    page.get_by_role("button", name="Sign with a wallet").click()
+    page.locator("#sign-status").filter(has_text="No browser wallet found").wait_for()
+    cli = page.locator("#cmd-keyfile").inner_text()
+    assert cli.startswith(f"keyreg event fetch {meta_id} --node {api} --out proposal.json")
+    assert "keyreg event sign proposal.json --key-file" in cli
+    assert "cast wallet sign --data --from-file typed.json" in page.locator("#cmd-cast").inner_text()
+    shot(page, "ceremony")
+    page.goto(f"{api}/ceremonies")
+    assert page.locator(f'a[href="/ceremonies/{meta_id}"]').count() == 1
+    shot(page, "ceremonies")
+    assert page.errors == []
+
+
 def test_axe_finds_no_serious_or_critical_violation(net: Net, browser: Any) -> None:
     if not AXE.exists():
         pytest.fail(f"{AXE} is missing: run `npm ci --prefix contracts`")
@@ -305,6 +482,9 @@ def test_axe_finds_no_serious_or_critical_violation(net: Net, browser: Any) -> N
         f"{api}/keys?subject={sid}&key=svc-2026-11",
         f"{api}/proposals",
         f"{api}/anchors",
+        f"{api}/ceremonies",
+        f"{api}/ceremonies/{_hostile_proposals(net)[0]}",
+        f"{api}/ceremonies/{_hostile_proposals(net)[1]}",
     ]
     proposals = httpx.get(f"{api}/v1/gov/proposals", timeout=5).json().get("proposals", [])
     if proposals:
