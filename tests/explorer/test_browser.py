@@ -387,8 +387,7 @@ def _sign_in_page(browser: Any, url: str, key: bytes, chain_id: int, name: str |
             shot(p, name)
         # A refusal is an HTTP error answer, which chromium logs as a failed resource load; nothing else.
         assert [e for e in errors if "Failed to load resource" not in e] == [], errors
-        signed = p.locator("#c-signed").inner_text()
-        return final, (calls, signed)
+        return final, (calls, p.locator("#c-signed").inner_text(), p.locator("#c-state").inner_text())
     finally:
         context.close()
 
@@ -421,16 +420,19 @@ def test_wallet_ceremony_2_of_3_reaches_its_threshold_and_is_applied(net: Net, b
     assert f"0x{address_of_private_key(outsider).hex()} is not one of the controllers" in final
 
     # The first controller: attached, one more needed; the page lists the signer.
-    final, (calls, signed_list) = _sign_in_page(browser, url, controllers[2], chain_id)
+    final, (calls, signed_list, state) = _sign_in_page(browser, url, controllers[2], chain_id)
     assert final.startswith("attached: 1 of 2 signatures; 1 more needed"), final
     assert [c["method"] for c in calls] == ["eth_requestAccounts", "eth_signTypedData_v4"]
     assert calls[1]["params"][1] == httpx.get(f"{url}/typed-data.json", timeout=5).text  # the node's text, untouched
     assert "0x" + address_of_private_key(controllers[2]).hex() in signed_list
+    assert state == "collecting"
     held = httpx.get(f"{api}/v1/proposals/{pid}", timeout=5).json()
     assert (held["missing"], held["submitted"]) == (1, None)
 
     # The second controller reaches the threshold: the node applies the event.
-    final, _ = _sign_in_page(browser, url, controllers[0], chain_id, name="ceremony-applied")
+    final, (_, signed_list, state) = _sign_in_page(browser, url, controllers[0], chain_id, name="ceremony-applied")
+    assert state == "applied"
+    assert all("0x" + a.hex() in signed_list for a in builder.controller_set([controllers[0], controllers[2]]))
     assert final.startswith(
         f"applied: the threshold is reached and the node accepted the update at seq 1; the subject's head is now {pid}"
     ), final
@@ -470,6 +472,16 @@ def test_ceremony_pages_without_a_wallet_say_what_to_run(net: Net, page: Any) ->
     assert page.locator(f'a[href="/ceremonies/{meta_id}"]').count() == 1
     shot(page, "ceremonies")
     assert page.errors == []
+    # A phone, in dark mode: the ceremony page fits its width.
+    phone = page.context.browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark")
+    try:
+        p = phone.new_page()
+        p.goto(f"{api}/ceremonies/{meta_id}")
+        width = p.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the ceremony page is {width}px wide on a 390px phone"
+        shot(p, "ceremony-phone-dark")
+    finally:
+        phone.close()
 
 
 def test_axe_finds_no_serious_or_critical_violation(net: Net, browser: Any) -> None:

@@ -129,7 +129,15 @@ function showProposal(p) {
   const signed = document.getElementById("c-signed");
   const may = document.getElementById("c-may");
   if (signed) fillAddresses(signed, signers, "nobody yet");
-  if (may) fillAddresses(may, members.filter((a) => !signers.includes(a)), "nobody");
+  const complete = Number(p.missing) === 0;
+  if (may) fillAddresses(may, complete ? [] : members.filter((a) => !signers.includes(a)), "nobody: the threshold is met");
+  const badge = document.querySelector("#c-state .badge");
+  const s = p.submitted;
+  if (badge && s) {
+    const applied = s.status === "accepted" || s.status === "known";
+    badge.textContent = applied ? "applied" : String(s.status);
+    badge.className = "badge " + (applied ? "state-executed" : "state-defeated");
+  }
 }
 
 async function signCeremony(box, button) {
