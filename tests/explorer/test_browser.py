@@ -420,7 +420,7 @@ def test_wallet_ceremony_2_of_3_reaches_its_threshold_and_is_applied(net: Net, b
     assert f"0x{address_of_private_key(outsider).hex()} is not one of the controllers" in final
 
     # The first controller: attached, one more needed; the page lists the signer.
-    final, (calls, signed_list, state) = _sign_in_page(browser, url, controllers[2], chain_id)
+    final, (calls, signed_list, state) = _sign_in_page(browser, url, controllers[2], chain_id, name="ceremony")
     assert final.startswith("attached: 1 of 2 signatures; 1 more needed"), final
     assert [c["method"] for c in calls] == ["eth_requestAccounts", "eth_signTypedData_v4"]
     assert calls[1]["params"][1] == httpx.get(f"{url}/typed-data.json", timeout=5).text  # the node's text, untouched
@@ -467,7 +467,6 @@ def test_ceremony_pages_without_a_wallet_say_what_to_run(net: Net, page: Any) ->
     assert cli.startswith(f"keyreg event fetch {meta_id} --node {api} --out proposal.json")
     assert "keyreg event sign proposal.json --key-file" in cli
     assert "cast wallet sign --data --from-file typed.json" in page.locator("#cmd-cast").inner_text()
-    shot(page, "ceremony")
     page.goto(f"{api}/ceremonies")
     assert page.locator(f'a[href="/ceremonies/{meta_id}"]').count() == 1
     shot(page, "ceremonies")
