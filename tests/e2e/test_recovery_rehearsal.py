@@ -213,3 +213,75 @@ def test_recovery_rehearsal(devnet: dict[str, Any]) -> None:
                        "revocation as 1-of-1": "ControllersMismatch", "delegation": "BelowThreshold",
                        "delegation as 1-of-1": "ControllersMismatch"}, reverts  # fmt: skip
     assert head_of(a, sid) == head_of(b, sid) == (2, rogue_head)
+
+    # ---- 3. the controllers act, from their own machines, through ceremonies ----------------------
+    # a fresh operator key for a new node (its data dir holds nothing else)
+    dir_c = tmp / "node-c"
+    fresh = as_json(keyreg(env, "init", "--subject", sid, "-d", str(dir_c), "--password-file", str(pw["fresh"]),
+                           "--operator-max-validity", "2h", "--operator-max-keys", "8", "--chain-id", "31337",
+                           "--registry", DEVNET_REGISTRY, "--json"))  # fmt: skip
+    new_ops = fresh["operator"]
+    assert new_ops["operators"] != [old_operator]
+    people = tmp / "controllers"  # the controllers' own machine: no keyreg data dir of a node
+    people.mkdir()
+    cli = ["-d", str(people / "keyreg")]
+    delegation = people / "delegation.json"
+    keyreg(env, "event", "propose", "delegation", "--subject", sid, "--node", b, "--out", str(delegation), *cli,
+           *[x for o in new_ops["operators"] for x in ("--operator", o)],
+           "--operator-threshold", str(new_ops["threshold"]),
+           *[x for p in new_ops["purposes"] for x in ("--operator-purpose", p)],
+           "--max-validity", str(new_ops["maxValidity"]), "--max-keys", str(new_ops["maxKeys"]))  # fmt: skip
+    # controller 1 signs with its keyfile; controller 2 with Foundry's cast (as a Ledger would)
+    keyreg(env, "event", "sign", str(delegation), "--key-file", str(files["controller", 1]), "--password-file",
+           str(pw["c1"]))  # fmt: skip
+    typed = people / "delegation.typed.json"
+    typed.write_text(keyreg(env, "event", "typed-data", str(delegation)).stdout)
+    signature = cast_sign(typed, files["controller", 2], pw["c2"])
+    assert as_json(keyreg(env, "event", "attach", str(delegation), "--signature", signature, "--json"))["complete"]
+    delegation_id = json.loads(delegation.read_text())["id"]
+
+    # the attacker races: an operator-signed update at seq 3, anchored directly before the controllers submit
+    keyreg(node_env, "keys", "add", "-d", str(dir_a), "--node", a, "--key-id", "svc-rogue-2", "--not-after", "+1h",
+           "--json")  # fmt: skip
+    seq, raced = head_of(a, sid)  # type: ignore[misc]
+    assert seq == 3
+    wait_head([a, b], sid, 3, raced, "the attacker's racing update on both nodes")
+    keyreg(node_env, "anchor", sid, "--direct", "-d", str(dir_a), "--timeout", str(TIMEOUT), "--json")
+    wait_for(lambda: chain_head(rpc, registry, sid) == (3, raced), TIMEOUT, "the racing update anchored directly")
+    # the ceremony tool will not send a proposal for a head that moved on ...
+    refused = refusal(keyreg(env, "event", "submit", str(delegation), "--node", b, *cli, "--json", ok=False))
+    assert refused["code"] == "stale_proposal", refused
+    # ... but the signed delegation still competes at seq 3. The registry's head decides first (fork
+    # choice rule 1): the node keeps it as duplicity evidence until the controllers' event is anchored
+    signed_delegation = people / "delegation.signed.json"
+    keyreg(env, "event", "submit", str(delegation), "--out", str(signed_delegation), *cli, "--json")
+    result = post_event(b, json.loads(signed_delegation.read_text()))
+    assert (result["status"], result["digest"]) == ("duplicity", delegation_id), result
+    assert head_of(b, sid) == (3, raced)
+    # anchored directly: `supersede` replaces the registry's operator-signed head at seq 3 with the
+    # controller-signed delegation, and every node follows (the chain, then rule 4, decide for it)
+    keyreg(env, "anchor", sid, "--direct", "-d", node_b["dataDir"], "--timeout", str(TIMEOUT), "--json")
+    wait_for(lambda: chain_head(rpc, registry, sid) == (3, delegation_id), TIMEOUT, "supersede on the registry")
+    wait_for(lambda: all(anchored_directly(n, sid, 3, delegation_id) for n in (a, b)), TIMEOUT,
+             "both nodes to take the delegation as the head at seq 3, anchored directly")  # fmt: skip
+    for n in (a, b):
+        state = view(n, sid)
+        assert state is not None
+        assert state["operators"]["operators"] == new_ops["operators"]
+        assert state["headAuthority"] == "controllers"
+        assert verdict(n, sid, "svc-rogue-2")["status"] != "valid"  # the losing update's key is not the subject's
+
+    # the rogue key, revoked from the moment the node was taken (before it was published)
+    revocation = people / "revocation.json"
+    keyreg(env, "event", "propose", "revocation", "--subject", sid, "--node", b, "--out", str(revocation), *cli,
+           "--key-id", "svc-rogue", "--effective-at", str(compromise), "--reason", "node A compromised")  # fmt: skip
+    for i in (1, 3):  # two other holders this time, each from their own keyfile
+        keyreg(env, "event", "sign", str(revocation), "--key-file", str(files["controller", i]), "--password-file",
+               str(pw[f"c{i}"]))  # fmt: skip
+    submitted = as_json(keyreg(env, "event", "submit", str(revocation), "--node", b, *cli, "--json"))
+    assert submitted["result"]["status"] == "accepted", submitted
+    revocation_id = submitted["result"]["digest"]
+    keyreg(env, "anchor", sid, "--direct", "-d", node_b["dataDir"], "--timeout", str(TIMEOUT), "--json")
+    wait_for(lambda: all(anchored_directly(n, sid, 4, revocation_id) for n in (a, b)), TIMEOUT,
+             "the revocation anchored directly, seen by both nodes")  # fmt: skip
+    assert chain_head(rpc, registry, sid) == (4, revocation_id)
