@@ -14,9 +14,12 @@ controller signature itself, so the relayer cannot write anything the subject di
 service refuses up front when the chain holds a different event than the local log (a conflict).
 
 **Authority reductions of the node's own subject** (ADR 0012). Whoever submits them (the CLI,
-the rotation scheduler, a script against the API), revocations, retirements and rotations of the
-subject in this node's keystore are anchored directly: a registry listener notes them, and the
-service queues a direct request for the subject (unless one is queued already). Only the own
+the rotation scheduler, a script against the API), revocations, retirements, rotations and
+delegations of the subject in this node's keystore are anchored directly: a registry listener
+notes them, and the service queues a direct request for the subject (unless one is queued
+already). New duplicity evidence of the own subject is noted the same way: when the chain holds
+an operator-signed head and the controllers' event at that seq lost locally to it, the direct
+anchor replaces it with ``supersede`` (ADR 0028). Only the own
 subject: relaying other subjects' events would let anyone spend this node's ETH.
 
 **Durable queue.** ``<data_dir>/chain/anchoring.json`` holds the direct requests not yet done,
@@ -310,6 +313,9 @@ class AnchoringService:
         when a reduction is seen and the own subject is not known yet.
         """
         subjects = {acc.subject for acc, _ in report.accepted if reduces_authority(acc.signed.event, {})}
+        # Duplicity of the own subject: the controllers' event may have lost locally to an operator
+        # head the chain holds; a direct anchor supersedes it (or finds nothing to do).
+        subjects.update(d.subject for d in report.evidence)
         if not subjects:
             return
         own = self._known_own()

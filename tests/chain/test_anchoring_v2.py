@@ -5,6 +5,7 @@ node onto it (HeadReplaced)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -125,6 +126,9 @@ def test_controllers_supersede_a_rogue_operator_head(anvil: AnvilProcess, tmp_pa
 
     if not watcher_first:
         ingest_fire()
+    else:  # the node's own subject: its duplicity is anchored directly with no request
+        (tmp_path / "keystore").mkdir()
+        (tmp_path / "keystore" / "keystore.json").write_text(json.dumps({"subject": "0x" + s.id.hex()}))
     service = ChainService(registry, make_config(tmp_path, anvil.url, address, anchor_epoch_s=3600.0), RELAYER_KEY)
 
     async def main() -> None:
@@ -135,14 +139,19 @@ def test_controllers_supersede_a_rogue_operator_head(anvil: AnvilProcess, tmp_pa
                     lambda: any(a.seq == 1 for a in registry.store.anchors(s.id)) or mine(anvil),
                     what="the watcher to confirm the rogue anchor",
                 )
-                ingest_fire()
+                await trio.to_thread.run_sync(ingest_fire)
                 state_then = registry.state(s.id)
                 assert state_then is not None
                 assert state_then.head == s.digest(rogue)  # the chain decides, until the controllers act
-            service.anchoring.request_direct(s.id)
-            await wait_for(lambda: bool(service.anchoring.queue.state.results), what="the direct anchor")
-            result = service.anchoring.queue.state.results[-1]
-            assert result["status"] == ("superseded" if watcher_first else "anchored"), result
+                await wait_for(
+                    lambda: any(r["status"] == "superseded" for r in service.anchoring.queue.state.results),
+                    what="the automatic supersede of the own subject's rogue head",
+                )
+            else:
+                service.anchoring.request_direct(s.id)
+                await wait_for(lambda: bool(service.anchoring.queue.state.results), what="the direct anchor")
+                result = service.anchoring.queue.state.results[-1]
+                assert result["status"] == "anchored", result
             assert await service.client.head_of(s.id) == (1, s.digest(fire))
             state = service.client.contract.functions.subjectState(s.id).call()
             assert state[8] is False  # byOperators
