@@ -210,6 +210,7 @@ class ExplorerConfig:
     events_per_page: int = 50  # event log rows per page (each page recovers its events' signers)
     max_lanes: int = 64  # key lanes drawn in a timeline (the most recently published keys)
     search_results: int = 50  # subjects listed for a controller address
+    ceremonies_per_page: int = 50  # pending proposals listed per page (each is described from its event)
     # Ballot typed data needs the voter's nonce, a chain read: per client address per hour.
     nonce_reads_per_client_per_hour: int = 120
 

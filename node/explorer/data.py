@@ -206,11 +206,13 @@ def ballots(ctx: ApiContext, limit: int = 20) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------ signing ceremonies (page 6)
 
 
-def ceremonies(ctx: ApiContext, subject: bytes | None = None) -> list[dict[str, Any]] | None:
+def ceremonies(
+    ctx: ApiContext, subject: bytes | None = None, skip: int = 0, limit: int | None = None
+) -> tuple[list[dict[str, Any]], int] | None:
     """GET /v1/proposals?subject=: the pending proposals of a subject, each as the route shows it;
-    with no subject, every proposal this node holds (at most ``proposals.max_pending``), oldest
-    first. None when ceremonies are off. Runs on the event loop, like the routes (the book is not
-    shared with worker threads)."""
+    with no subject, those of every subject this node holds. Newest first, ``skip`` and ``limit``
+    select a page (only its entries are viewed), with the total. None when ceremonies are off.
+    Runs on the event loop, like the routes (the book is not shared with worker threads)."""
     if ctx.proposals is None or not ctx.config.proposals.enabled:
         return None
     book, view = ctx.proposals
@@ -220,7 +222,9 @@ def ceremonies(ctx: ApiContext, subject: bytes | None = None) -> list[dict[str, 
     else:
         book.expire(now)
         entries = list(book)
-    return [view(e) for e in entries]
+    entries.reverse()
+    end = None if limit is None else skip + limit
+    return [view(e) for e in entries[skip:end]], len(entries)
 
 
 def ceremony(ctx: ApiContext, pid: bytes) -> dict[str, Any] | None:

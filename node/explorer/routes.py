@@ -162,9 +162,11 @@ def routes(ctx: ApiContext) -> list[Route]:
         health = data.health(ctx)
         props = data.proposals(ctx)
         active = [p for p in props or [] if p["state"] in _ACTIVE][:20]
+        cer = data.ceremonies(ctx, limit=10)
         return render(
-            "overview.html", health=health, active=active, gov_on=props is not None, ceremonies=data.ceremonies(ctx)
-        )
+            "overview.html", health=health, active=active, gov_on=props is not None,
+            ceremonies=None if cer is None else cer[0], ceremonies_total=0 if cer is None else cer[1],
+        )  # fmt: skip
 
     async def search(request: Request) -> Response:
         q = request.query_params.get("q", "").strip()
@@ -222,7 +224,8 @@ def routes(ctx: ApiContext) -> list[Route]:
             raise ExplorerError(400, f"range is one of all, {', '.join(timeline.RANGES)}")
         at_head = request.query_params.get("events") == "head"  # a search by head digest lands here
         raw_page = request.query_params.get("page", "")
-        ceremonies = data.ceremonies(ctx, sid) or []  # the proposal book is read on the event loop only
+        cer = data.ceremonies(ctx, sid, limit=cfg.ceremonies_per_page)  # the book is read on the event loop only
+        ceremonies = [] if cer is None else cer[0]
 
         def build() -> HTMLResponse:
             """The whole page in one worker thread: its store reads, rows, SVG and HTML."""
@@ -347,11 +350,15 @@ def routes(ctx: ApiContext) -> list[Route]:
     async def ceremonies_page(request: Request) -> Response:
         raw = request.query_params.get("subject", "").strip()
         sid = parse_sid(raw) if raw else None
-        props = data.ceremonies(ctx, sid)
-        rows = [{**p, "summary": data.describe(ctx, p)["summary"]} for p in reversed(props or [])]
+        per = cfg.ceremonies_per_page
+        pg = _int_param(request.query_params.get("page", ""), "page", 0, ctx.config.proposals.max_pending)
+        got = data.ceremonies(ctx, sid, pg * per, per)
+        props, total = got if got is not None else ([], 0)
+        rows = [{**p, "summary": data.describe(ctx, p)["summary"]} for p in props]
         return render(
-            "ceremonies.html", rows=rows, enabled=props is not None, subject=None if sid is None else "0x" + sid.hex(),
-            known=sid is None or registry.state(sid) is not None,
+            "ceremonies.html", rows=rows, enabled=got is not None, subject=None if sid is None else "0x" + sid.hex(),
+            known=sid is None or registry.state(sid) is not None, page=pg, total=total,
+            more=(pg + 1) * per < total, per=per,
         )  # fmt: skip
 
     async def ceremony_page(request: Request) -> Response:

@@ -20,7 +20,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from node.api.app import ApiContext, create_app
-from node.config import ApiConfig, Config, ProposalsConfig
+from node.config import ApiConfig, Config, ExplorerConfig, ProposalsConfig
 from node.core import builder
 from node.core.codec import event_to_obj
 from node.core.eip712 import event_digest, typed_data
@@ -48,10 +48,13 @@ def addr(secret: bytes) -> str:
     return "0x" + address_of_private_key(secret).hex()
 
 
-def app(**proposals: Any) -> tuple[TestClient, Registry, Config, bytes]:
+def app(per_page: int = 50, **proposals: Any) -> tuple[TestClient, Registry, Config, bytes]:
     """The API with the explorer, a 2-of-3 subject with a next set, an operator and key k1."""
     config = replace(
-        Config(), api=replace(ApiConfig(), rate_limit_per_s=0), proposals=replace(ProposalsConfig(), **proposals)
+        Config(),
+        api=replace(ApiConfig(), rate_limit_per_s=0),
+        proposals=replace(ProposalsConfig(), **proposals),
+        explorer=replace(ExplorerConfig(), ceremonies_per_page=per_page),
     )
     registry = Registry(config.domain, MemoryStore(), config.limits, clock=Clock())
     client = TestClient(create_app(ApiContext(registry, config)), client=("127.0.0.1", 5000))
@@ -248,3 +251,17 @@ def test_every_kind_renders(kind: str) -> None:
     client, registry, config, sid = app()
     pid = propose(client, registry, config, sid, kind)
     assert client.get(f"/ceremonies/{pid}").status_code == 200
+
+
+def test_the_list_is_paged_newest_first() -> None:
+    client, registry, config, sid = app(per_page=2)
+    ids = [propose(client, registry, config, sid, kind) for kind in ("update", "rotation", "delegation")]
+    first = client.get("/ceremonies").text
+    assert re.findall(r'href="/ceremonies/(0x[0-9a-f]{64})"', first) == ids[::-1][:2]
+    assert "1–2 of 3" in first
+    assert 'href="/ceremonies?page=1" rel="next"' in first
+    second = client.get("/ceremonies?page=1").text
+    assert re.findall(r'href="/ceremonies/(0x[0-9a-f]{64})"', second) == ids[:1]
+    assert 'rel="prev"' in second
+    assert "3 proposals on this node, the 3 newest below" not in text(client.get("/").text)
+    assert client.get("/ceremonies?page=x").status_code == 400
