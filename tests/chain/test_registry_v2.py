@@ -21,6 +21,7 @@ from web3 import Web3
 from node.chain.deploy import (
     UNUSED_OPERATOR_SET,
     call_for,
+    event_body,
     event_input,
     operator_set_arg,
     recovery_call,
@@ -769,3 +770,95 @@ def test_gas_upper_bounds(registry: Registry) -> None:
     print("gas:", gas)
     for name, bound in GAS_BOUNDS.items():
         assert gas[name] <= bound, (name, gas[name], bound)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model-based: any sequence of actions by operators and controllers, against the ADR's rules
+
+ACTIONS = ["op_update", "ctrl_update", "supersede_by_ctrl", "supersede_by_ops", "op_revocation",
+           "delegate_new", "delegate_none", "rotate_drop"]  # fmt: skip
+_seq_counter = [0]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(actions=st.lists(st.sampled_from(ACTIONS), min_size=1, max_size=7))
+def test_authority_model(registry: Registry, actions: list[str]) -> None:
+    """Property: whatever operators and controllers try, in any order, the contract accepts exactly
+    what ADR 0028 allows (operators: updates only, while a set is in force; controllers: anything;
+    supersede only over an operator-signed head and only by the controllers), and its stored
+    state (seq, byOperators, operator commitment) follows the model."""
+    _seq_counter[0] += 1
+    s = new_subject(f"model-{_seq_counter[0]}")
+    incept(registry, s)
+    model = {"seq": 0, "by_ops": False, "ops": s.operators}
+    last: SignedEvent | None = None  # the anchored head when it is operator-signed
+    for i, action in enumerate(actions):
+        ts = s.timestamp + 1
+        allowed: bool
+        if action == "op_update":
+            signed = sign(registry, op_update(s, f"o{i}", dt=1), s.operator_secrets)
+            call = call_for(signed, model["ops"].operators or (addr("none"),), model["ops"].threshold or 1,
+                            by_operators=True)  # fmt: skip
+            allowed = bool(model["ops"])
+        elif action == "ctrl_update":
+            ev = builder.update(s.subject, s.seq + 1, s.head, ts, publish=[svc_key(f"c{i}")])
+            signed = sign(registry, ev, s.current)
+            call = call_for(signed, s.controllers, 1)
+            allowed = True
+        elif action in ("supersede_by_ctrl", "supersede_by_ops"):
+            if last is None:  # nothing operator-signed at the head: aim at the head anyway
+                prev_digest = s.log[-2] if len(s.log) > 1 else None
+                prev = registry.digest(prev_digest) if prev_digest is not None else s.subject
+                displaced = s.log[-1]
+            else:
+                prev, displaced = last.event.prev, last  # type: ignore[union-attr]
+            ev = builder.update(s.subject, s.seq, prev, ts, retire=[("k1", T0 + i + 1)])
+            if action == "supersede_by_ctrl":
+                signed = sign(registry, ev, s.current)
+                item = event_input(signed, s.controllers, 1)
+            else:
+                signed = sign(registry, ev, s.operator_secrets)
+                item = event_input(signed, model["ops"].operators or (addr("none"),), 1, by_operators=True)
+            body = displaced.event
+            disp_body = event_body(displaced) if body.kind == "update" else [ZERO32] * 4
+            call = ("supersede", [item, body.timestamp, disp_body])
+            allowed = action == "supersede_by_ctrl" and model["by_ops"] and s.seq > 0
+        elif action == "op_revocation":
+            ev = builder.revocation(s.subject, s.seq + 1, s.head, ts, "k1", T0)
+            signed = sign(registry, ev, s.operator_secrets)
+            call = call_for(signed, s.controllers, 1)
+            allowed = False
+        elif action in ("delegate_new", "delegate_none"):
+            new = ops_of([f"model-{_seq_counter[0]}/d{i}"]) if action == "delegate_new" else NO_OPERATORS
+            signed = sign(registry, builder.delegation(s.subject, s.seq + 1, s.head, ts, new), s.current)
+            call = call_for(signed, s.controllers, 1)
+            allowed = True
+        else:  # rotate_drop: a rotation dropping the operators
+            signed = sign(registry, next_rotation(s, dt=1, operators=NO_OPERATORS), s.next)
+            call = call_for(signed)
+            allowed = True
+        error = error_of_call(registry, call)
+        assert (error is None) == allowed, (actions[: i + 1], error)
+        if not allowed:
+            continue
+        ok_call(registry, call)
+        e = signed.event
+        if action.startswith("supersede"):
+            s.log.pop()
+            s.seq -= 1
+        if action == "rotate_drop":
+            rotated(registry, s, signed)
+        else:
+            s.advance(registry, signed)
+        if action in ("delegate_new", "delegate_none"):
+            s.operators = e.operators  # type: ignore[union-attr]
+            s.operator_labels = [f"model-{_seq_counter[0]}/d{i}"] if action == "delegate_new" else []
+        model["seq"] = s.seq
+        model["by_ops"] = action == "op_update"
+        model["ops"] = s.operators
+        last = signed if action == "op_update" else None
+        got = state(registry, s.subject)
+        assert got["seq"] == model["seq"]
+        assert got["head"] == s.head
+        assert got["byOperators"] is model["by_ops"]
+        assert got["operators"] == operator_commitment(model["ops"])
