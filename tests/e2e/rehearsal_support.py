@@ -155,3 +155,24 @@ def jwks_verdict(api: str, sid: str, token: str) -> str | None:
 
 def now() -> int:
     return int(time.time())
+
+
+def anchor_directly(
+    env: dict[str, str], data_dir: str, rpc: str, registry: str, sid: str, seq: int, digest: str
+) -> str:
+    """`keyreg anchor SID --direct -d DATA_DIR` until the registry's head is (seq, digest).
+
+    Returns "anchored", or "raced" when the command was refused because its transaction reverted
+    while another relayer anchored the very same head first (the subject's own node anchors every
+    authority-reducing event of its subject directly, ADR 0012): the registry then holds the head
+    this command was asked to anchor, which is checked here, so the outcome is the same.
+    """
+    result = keyreg(env, "anchor", sid, "--direct", "-d", data_dir, "--timeout", str(TIMEOUT), "--json", ok=False)
+    if result.exit_code == 0:
+        wait_for(lambda: chain_head(rpc, registry, sid) == (seq, digest), TIMEOUT, f"seq {seq} on the registry")
+        return "anchored"
+    error = refusal(result)
+    assert error["code"] == "chain", error
+    assert "reverted on-chain" in error["message"], error
+    assert chain_head(rpc, registry, sid) == (seq, digest), (error, chain_head(rpc, registry, sid))
+    return "raced"

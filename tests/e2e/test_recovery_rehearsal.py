@@ -36,6 +36,7 @@ import pytest
 from rehearsal_support import (
     CAST,
     TIMEOUT,
+    anchor_directly,
     anchored_directly,
     as_json,
     cast_sign,
@@ -59,6 +60,7 @@ from node.config import DEVNET_REGISTRY, load_config
 from node.core import builder
 from node.core.codec import event_to_obj
 from node.core.hashing import address_of_private_key
+from node.core.records import PublishedKey
 from node.keys.keystore import Keystore, Password
 from node.keys.testing import DrillNode, wait_for
 
@@ -260,8 +262,7 @@ def test_recovery_rehearsal(devnet: dict[str, Any]) -> None:
     assert head_of(b, sid) == (3, raced)
     # anchored directly: `supersede` replaces the registry's operator-signed head at seq 3 with the
     # controller-signed delegation, and every node follows (the chain, then rule 4, decide for it)
-    keyreg(env, "anchor", sid, "--direct", "-d", node_b["dataDir"], "--timeout", str(TIMEOUT), "--json")
-    wait_for(lambda: chain_head(rpc, registry, sid) == (3, delegation_id), TIMEOUT, "supersede on the registry")
+    anchors = [anchor_directly(env, node_b["dataDir"], rpc, registry, sid, 3, delegation_id)]
     wait_for(lambda: all(anchored_directly(n, sid, 3, delegation_id) for n in (a, b)), TIMEOUT,
              "both nodes to take the delegation as the head at seq 3, anchored directly")  # fmt: skip
     for n in (a, b):
@@ -269,7 +270,9 @@ def test_recovery_rehearsal(devnet: dict[str, Any]) -> None:
         assert state is not None
         assert state["operators"]["operators"] == new_ops["operators"]
         assert state["headAuthority"] == "controllers"
-        assert verdict(n, sid, "svc-rogue-2")["status"] != "valid"  # the losing update's key is not the subject's
+        lost = verdict(n, sid, "svc-rogue-2")
+        print("svc-rogue-2 after supersede:", lost)
+        assert lost["status"] != "valid"  # the losing update's key is not the subject's
 
     # the rogue key, revoked from the moment the node was taken (before it was published)
     revocation = people / "revocation.json"
@@ -281,7 +284,77 @@ def test_recovery_rehearsal(devnet: dict[str, Any]) -> None:
     submitted = as_json(keyreg(env, "event", "submit", str(revocation), "--node", b, *cli, "--json"))
     assert submitted["result"]["status"] == "accepted", submitted
     revocation_id = submitted["result"]["digest"]
-    keyreg(env, "anchor", sid, "--direct", "-d", node_b["dataDir"], "--timeout", str(TIMEOUT), "--json")
+    anchors.append(anchor_directly(env, node_b["dataDir"], rpc, registry, sid, 4, revocation_id))
+    print("controllers' direct anchors through node B:", anchors)
     wait_for(lambda: all(anchored_directly(n, sid, 4, revocation_id) for n in (a, b)), TIMEOUT,
              "the revocation anchored directly, seen by both nodes")  # fmt: skip
     assert chain_head(rpc, registry, sid) == (4, revocation_id)
+
+    # ---- 4. every node, a node that joins later, and an offline verifier reject the rogue key ------
+    after = now()
+    token = sign_jwt(rogue_secret, "svc-rogue", {"sub": "attacker", "iat": after})
+    legit_token = sign_jwt(stolen.service_key("svc-legit").secret, "svc-legit", {"sub": "service", "iat": after})
+    node_c = DrillNode(dir_c, pw["fresh"].read_text().strip(), {
+        "KEYREG_KDF_N": KDF_N, "KEYREG_CHAIN_RPC_URL": rpc, "KEYREG_CHAIN_CONFIRMATIONS": "1",
+        "KEYREG_CHAIN_POLL_INTERVAL_S": "0.3", "KEYREG_P2P_SYNC_INTERVAL_S": "1",
+    })  # fmt: skip
+    try:
+        node_c.start(bootstrap=node_b["p2p"][:1])
+        c = node_c.api
+        wait_for(lambda: anchored_directly(c, sid, 4, revocation_id), TIMEOUT,
+                 "node C (new, empty) to sync the subject and see its registry head")  # fmt: skip
+        for n in (a, b, c):
+            for at in (compromise, after, None):  # from the effective time on, whatever the node's clock
+                assert verdict(n, sid, "svc-rogue", at)["status"] == "revoked", (n, at)
+            assert verdict(n, sid, "svc-legit")["status"] == "valid"
+            kids = {k["kid"] for k in httpx.get(f"{n}/v1/subjects/{sid}/jwks.json", timeout=5).json()["keys"]}
+            assert "svc-rogue" not in kids
+            assert "svc-legit" in kids
+            assert jwks_verdict(n, sid, token) == "unknown kid svc-rogue"
+            assert jwks_verdict(n, sid, before) == "unknown kid svc-rogue"  # signed after the effective time too
+            assert jwks_verdict(n, sid, legit_token) is None
+
+        # offline: a bundle exported from node B, verified against a pinned block hash, no network
+        bundle = tmp / "offline.bundle"
+        exported = as_json(keyreg(env, "export", "-d", node_b["dataDir"], "--rpc", rpc, "--subject", sid, "--out",
+                                  str(bundle), "--json"))  # fmt: skip
+        pin = ["--bundle", str(bundle), "--checkpoint", exported["blockHash"], "--max-staleness", "1h", "--json"]
+        checked = keyreg(env, "verify", sid, "svc-rogue", "--at", str(after), *pin, ok=False)
+        assert checked.exit_code == 12, checked.stdout + checked.stderr  # revoked
+        assert as_json(checked)["verdict"]["status"] == "revoked"
+        signing_input, _, sig = token.rpartition(".")
+        checked = keyreg(env, "verify-signature", sid, "svc-rogue", "--message", signing_input, "--signature", sig,
+                         "--at", str(after), *pin, ok=False)  # fmt: skip
+        assert checked.exit_code == 12, checked.stdout + checked.stderr
+        signing_input, _, sig = legit_token.rpartition(".")
+        checked = keyreg(env, "verify-signature", sid, "svc-legit", "--message", signing_input, "--signature", sig,
+                         "--at", str(after), *pin)  # fmt: skip
+        assert checked.exit_code == 0
+
+        # the stolen operator key signs nothing any more; the new operator's node publishes
+        refused = refusal(keyreg(node_env, "keys", "add", "-d", str(dir_a), "--node", a, "--key-id", "svc-rogue-3",
+                                 "--not-after", "+1h", "--json", ok=False))  # fmt: skip
+        assert refused["code"] == "unauthorized_signer", refused  # the node refused it: not an operator in force
+        state = view(b, sid)
+        assert state is not None
+        t = now()
+        late = builder.sign_event(domain, builder.update(
+            subject, 5, bytes.fromhex(state["head"][2:]), t,
+            publish=[PublishedKey("svc-rogue-3", "Ed25519", bytes(31) + b"\x03", ("sig",), t, t + 600)],
+        ), [operator_secret])  # fmt: skip
+        results = [post_event(n, event_to_obj(late)) for n in (a, b, c)]
+        assert [(r["status"], r["error"]["code"]) for r in results] == [("rejected", "unauthorized_signer")] * 3
+        name, call = call_for(late, [address_of_private_key(operator_secret)], 1, by_operators=True)
+        assert contract_refuses(rpc, registry, anvil_account_key(9), name, call) == "OperatorsMismatch"
+        new_env = {**env, "KEYREG_PASSWORD": pw["fresh"].read_text().strip()}
+        keyreg(new_env, "keys", "add", "-d", str(dir_c), "--node", c, "--key-id", "svc-new", "--not-after", "+1h",
+               "--json")  # fmt: skip
+        seq, new_head = head_of(c, sid)  # type: ignore[misc]
+        assert seq == 5
+        wait_head([a, b, c], sid, 5, new_head, "the new operator's update on every node")
+        assert view(a, sid)["headAuthority"] == "operators"  # type: ignore[index]
+        assert verdict(b, sid, "svc-new")["status"] == "valid"
+    finally:
+        node_c.stop()
+    for d in (dir_a, Path(node_b["dataDir"]), dir_c):
+        assert "Traceback" not in (d / "node.log").read_text(errors="replace"), d
