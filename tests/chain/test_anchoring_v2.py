@@ -157,6 +157,7 @@ def test_controllers_supersede_a_rogue_operator_head(anvil: AnvilProcess, tmp_pa
             assert state[8] is False  # byOperators
             assert bytes(state[9]) == bytes(32)  # the delegation dropped the operators
             assert operator_commitment(s.operators) != bytes(32)
+
             # The watcher confirms the HeadReplaced: the node's head becomes the controllers' event.
             def replaced() -> list[tuple[int, bytes]]:
                 return [(a.seq, a.digest) for a in registry.store.anchors(s.id) if a.mode == "recovery"]

@@ -215,8 +215,13 @@ def test_type_hashes_are_the_adrs_and_the_cores(registry: Registry) -> None:
     expected = keccak(
         abi_encode(
             ["bytes32", "bytes32", "bytes32", "uint256", "address"],
-            [TYPE_HASH["EIP712Domain"], keccak(b"keyreg"), keccak(b"2"), registry.domain.chain_id,
-             registry.contract.address],
+            [
+                TYPE_HASH["EIP712Domain"],
+                keccak(b"keyreg"),
+                keccak(b"2"),
+                registry.domain.chain_id,
+                registry.contract.address,
+            ],
         )
     )
     assert f.domainSeparator().call() == expected == domain_separator(registry.domain)
