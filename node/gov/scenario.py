@@ -394,7 +394,7 @@ def run_governor_move(
     )
     b = sign_ballot(member_keys[1], chain_id, governor_b, gov_b.name(), pid_b, 1, gov_b.nonce(members[1][0]))
     relayed = _relay_ballot(relay_api, b.encode(), timeout)
-    for k in member_keys[:1] + list(member_keys[2:]):
+    for k in [member_keys[0], *member_keys[2:]]:
         gov_b.cast_vote(k, pid_b, 1)
     mine(w3, voting_period + 1)
     receipt_b = gov_b.execute(deployer_key, pid_b)

@@ -10,6 +10,7 @@ from gov_fixture import MEMBERS, OUTSIDER, RELAYER, VOTING_DELAY, GovChain
 from web3 import Web3
 
 from node.core.hashing import address_of_private_key, keccak
+from node.gov import indexer as indexer_module
 from node.gov.ballots import sign_ballot
 from node.gov.contracts import Governance, add_member_calldata, transact
 from node.gov.errors import BallotRejected, GovernanceRefused
@@ -125,3 +126,31 @@ def test_relay_refuses_ballots_for_proposals_the_governor_refused(gov_chain: Gov
     with pytest.raises(BallotRejected) as rejected:
         relay.accept(ballot(other, MEMBERS[0], 1).encode(), "api", client="a")
     assert rejected.value.details["error"] == "UnknownGovernor"
+
+
+def test_members_listed_are_capped(gov_chain: GovChain, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recognised DAO (any may be hostile) cannot make the node list members without bound:
+    past the per-DAO cap they are counted, not held; removals free their place."""
+    monkeypatch.setattr(indexer_module, "MAX_MEMBERS_LISTED", 2)
+    indexer, _ = node_for(gov_chain, gov_chain.dao.governor)
+    info = indexer.dao_info(gov_chain.dao.governor)
+    assert info is not None
+    assert len(info["members"]) == 2
+    assert indexer.status()["membersNotListed"] == 1
+    assert indexer.status()["memberRecords"] == 2
+    listed = {m["address"] for m in info["members"]}
+    gov = Governance(gov_chain.w3, gov_chain.dao.governor)
+    pid, _ = gov.propose_membership(MEMBERS[0], removes=[sorted(listed)[0]])
+    gov_chain.mine(VOTING_DELAY + 1)
+    for key in MEMBERS:
+        if gov.voting_power(addr(key), gov.snapshot(pid)) and gov_chain.w3.eth.get_balance(addr(key)):
+            gov.cast_vote(key, pid, 1)
+    while gov.state(pid) != "Succeeded":
+        gov_chain.mine(1)
+    gov.execute(RELAYER, pid)
+    indexer.poll()
+    assert indexer.status()["memberRecords"] == 1
+    info = indexer.dao_info(gov_chain.dao.governor)
+    assert info is not None
+    assert [m["address"] for m in info["members"]] == [sorted(listed)[1]]
+    assert len(info["recentChanges"]) == 4  # 3 founders added, 1 removed: all changes are kept
