@@ -17,8 +17,20 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from node.gov.ballots import MAX_BALLOT_BYTES, BallotBook, accept_ballot, decode_ballot, sign_ballot
-from node.gov.contracts import revocation_calldata
-from node.gov.decode import REVOKE_SELECTOR, TOPICS, UndecodableLog, decode_governor_log, decode_revocation
+from node.gov.contracts import add_member_calldata, remove_member_calldata, revocation_calldata
+from node.gov.decode import (
+    ADD_MEMBER_SELECTOR,
+    MEMBER_TOPICS,
+    REMOVE_MEMBER_SELECTOR,
+    REVOKE_SELECTOR,
+    TOPICS,
+    UndecodableLog,
+    decode_action,
+    decode_governor_log,
+    decode_membership_change,
+    decode_revocation,
+    decode_token_log,
+)
 from node.gov.errors import BallotRejected
 
 
@@ -128,3 +140,52 @@ def test_governor_logs(topic: bytes, more_topics: list[bytes], data: bytes) -> N
     assert decoded.name == TOPICS[topic]
     if decoded.name == "ProposalCreated":
         assert len(decoded.args["description"].encode()) <= 4 * 16 * 1024
+
+
+@budget(200)
+@given(
+    st.sampled_from([ADD_MEMBER_SELECTOR, REMOVE_MEMBER_SELECTOR, REVOKE_SELECTOR, b"\x00" * 4]),
+    st.binary(max_size=140),
+    st.sampled_from(["registry", "token", "other"]),
+)
+@example(ADD_MEMBER_SELECTOR, bytes(12) + b"\x01" * 20 + (5).to_bytes(32, "big"), "token")
+@example(REMOVE_MEMBER_SELECTOR, bytes(12) + b"\x01" * 20, "token")
+@example(REMOVE_MEMBER_SELECTOR, b"\x01" + bytes(11) + b"\x01" * 20, "token")  # dirty address word
+def test_membership_calldata(selector: bytes, rest: bytes, target: str) -> None:
+    """decode_membership_change / decode_action: a value or None, never an exception; what they
+    accept re-encodes to the same bytes (so what is shown is what executes)."""
+    data = selector + rest
+    change = decode_membership_change(data)
+    if change is not None:
+        again = (
+            add_member_calldata(change["member"], change["weight"])
+            if change["action"] == "add"
+            else remove_member_calldata(change["member"])
+        )
+        assert again == data
+    addresses = {"registry": "0x" + "aa" * 20, "token": "0x" + "bb" * 20, "other": "0x" + "cc" * 20}
+    action = decode_action(addresses[target], data, addresses["registry"], addresses["token"])
+    if target == "other":
+        assert action is None
+    elif action is not None:
+        assert action["kind"] == ("membership" if target == "token" else "revocation")
+
+
+@budget(200)
+@given(
+    st.sampled_from(sorted(MEMBER_TOPICS)) | st.binary(min_size=32, max_size=32),
+    st.lists(st.binary(max_size=40), max_size=3),
+    st.binary(max_size=80),
+)
+def test_token_logs(topic: bytes, more_topics: list[bytes], data: bytes) -> None:
+    """decode_token_log: a GovernorLog, None (not a membership topic) or UndecodableLog, nothing else."""
+    try:
+        decoded = decode_token_log([topic, *more_topics], data)
+    except UndecodableLog:
+        return
+    if decoded is None:
+        assert topic not in MEMBER_TOPICS
+        return
+    assert decoded.name in ("MemberAdded", "MemberRemoved")
+    assert decoded.args["member"] == "0x" + more_topics[0][-20:].hex()
+    assert decoded.args["weight"] == int.from_bytes(data, "big")
