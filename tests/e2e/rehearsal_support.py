@@ -176,3 +176,22 @@ def anchor_directly(
     assert "reverted on-chain" in error["message"], error
     assert chain_head(rpc, registry, sid) == (seq, digest), (error, chain_head(rpc, registry, sid))
     return "raced"
+
+
+def contract_accepts(rpc: str, registry: str, relayer_key: bytes, name: str, args: list[Any]) -> None:
+    """Send ``name(args)`` to the registry as a relayer and wait until it is mined (it must not revert)."""
+    client = ChainClient(rpc, registry, relayer_key=relayer_key, timeout_s=5)
+
+    async def main() -> None:
+        tx = await client.send(name, args)
+        await client.wait_receipt(tx, 0.1, TIMEOUT)
+
+    trio.run(main)
+
+
+def event_at(api: str, sid: str, seq: int) -> dict[str, Any]:
+    """The wire event a node holds at ``seq`` of the subject's log (GET /v1/subjects/{id}/events)."""
+    r = httpx.get(f"{api}/v1/subjects/{sid}/events", params={"from": str(seq), "limit": "1"}, timeout=5)
+    r.raise_for_status()
+    event: dict[str, Any] = r.json()["events"][0]
+    return event

@@ -41,7 +41,9 @@ from rehearsal_support import (
     as_json,
     cast_sign,
     chain_head,
+    contract_accepts,
     contract_refuses,
+    event_at,
     head_of,
     jwks_verdict,
     keyreg,
@@ -55,10 +57,10 @@ from rehearsal_support import (
 )
 
 from node.chain.deploy import anvil_binary, call_for, free_port
-from node.cli.devnet import anvil_account_key, devnet_down, devnet_up
+from node.cli.devnet import _stop_pid, anvil_account_key, devnet_down, devnet_up
 from node.config import DEVNET_REGISTRY, load_config
 from node.core import builder
-from node.core.codec import event_to_obj
+from node.core.codec import event_from_obj, event_to_obj
 from node.core.hashing import address_of_private_key
 from node.core.records import PublishedKey
 from node.keys.keystore import Keystore, Password
@@ -106,7 +108,7 @@ def devnet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
         devnet_down(directory)
 
 
-def test_recovery_rehearsal(devnet: dict[str, Any]) -> None:
+def test_recovery_rehearsal(devnet: dict[str, Any], request: pytest.FixtureRequest) -> None:
     info, init, pw, env = devnet["info"], devnet["init"], devnet["pw"], devnet["env"]
     tmp: Path = devnet["tmp"]
     rpc, registry = info["rpc"], info["registry"]
@@ -242,37 +244,46 @@ def test_recovery_rehearsal(devnet: dict[str, Any]) -> None:
     assert as_json(keyreg(env, "event", "attach", str(delegation), "--signature", signature, "--json"))["complete"]
     delegation_id = json.loads(delegation.read_text())["id"]
 
-    # the attacker races: an operator-signed update at seq 3, anchored directly before the controllers submit
+    # The attacker races for seq 3. From here on they run node A their own way: restarted without the
+    # chain, so that it relays nothing of the controllers' (an honest node A would anchor them).
+    _stop_pid(int(node_a["pid"]), "node.cli.node")
+    attacker_node = DrillNode(dir_a, node_env["KEYREG_PASSWORD"], {"KEYREG_KDF_N": KDF_N})
+    request.addfinalizer(attacker_node.stop)
+    attacker_node.start(bootstrap=node_b["p2p"][:1])
+    a = attacker_node.api
+    wait_for(lambda: attacker_node.health()["services"]["p2p"]["peers"] >= 1, TIMEOUT, "node A back among its peers")
     keyreg(node_env, "keys", "add", "-d", str(dir_a), "--node", a, "--key-id", "svc-rogue-2", "--not-after", "+1h",
            "--json")  # fmt: skip
     seq, raced = head_of(a, sid)  # type: ignore[misc]
     assert seq == 3
     wait_head([a, b], sid, 3, raced, "the attacker's racing update on both nodes")
-    keyreg(node_env, "anchor", sid, "--direct", "-d", str(dir_a), "--timeout", str(TIMEOUT), "--json")
-    wait_for(lambda: chain_head(rpc, registry, sid) == (3, raced), TIMEOUT, "the racing update anchored directly")
+    raced_event = event_from_obj(event_at(a, sid, 3), domain=domain)  # the attacker keeps it
     # the ceremony tool will not send a proposal for a head that moved on ...
     refused = refusal(keyreg(env, "event", "submit", str(delegation), "--node", b, *cli, "--json", ok=False))
     assert refused["code"] == "stale_proposal", refused
-    # ... but the signed delegation still competes at seq 3. The registry's head decides first (fork
-    # choice rule 1): the node keeps it as duplicity evidence until the controllers' event is anchored
+    # ... but the signed delegation still competes at seq 3, and wins on every node: neither competitor
+    # is anchored, and a controller-signed event beats operator-signed ones (fork choice rule 4)
     signed_delegation = people / "delegation.signed.json"
     keyreg(env, "event", "submit", str(delegation), "--out", str(signed_delegation), *cli, "--json")
     result = post_event(b, json.loads(signed_delegation.read_text()))
-    assert (result["status"], result["digest"]) == ("duplicity", delegation_id), result
-    assert head_of(b, sid) == (3, raced)
-    # anchored directly: `supersede` replaces the registry's operator-signed head at seq 3 with the
-    # controller-signed delegation, and every node follows (the chain, then rule 4, decide for it)
+    assert (result["status"], result["digest"], result.get("switched")) == ("duplicity", delegation_id, True), result
+    wait_head([a, b], sid, 3, delegation_id, "fork choice rule 4: the delegation is the head at seq 3 on both nodes")
+    # the attacker anchors the racing update directly first: the registry's head decides (rule 1) ...
+    name, call = call_for(raced_event, [bytes.fromhex(old_operator[2:])], 1, by_operators=True)
+    contract_accepts(rpc, registry, anvil_account_key(9), name, call)
+    assert chain_head(rpc, registry, sid) == (3, raced)
+    wait_for(lambda: head_of(b, sid) == (3, raced), TIMEOUT, "node B to follow the registry's head (rule 1)")
+    # ... until the controllers anchor theirs: `supersede` replaces an operator-signed registry head
+    # with the controller-signed event at its seq, and every node follows
     anchors = [anchor_directly(env, node_b["dataDir"], rpc, registry, sid, 3, delegation_id)]
-    wait_for(lambda: all(anchored_directly(n, sid, 3, delegation_id) for n in (a, b)), TIMEOUT,
-             "both nodes to take the delegation as the head at seq 3, anchored directly")  # fmt: skip
+    wait_for(lambda: anchored_directly(b, sid, 3, delegation_id), TIMEOUT, "node B back on the delegation")
+    assert head_of(a, sid) == (3, delegation_id)  # node A, off the chain, never left it (rule 4)
     for n in (a, b):
         state = view(n, sid)
         assert state is not None
         assert state["operators"]["operators"] == new_ops["operators"]
         assert state["headAuthority"] == "controllers"
-        lost = verdict(n, sid, "svc-rogue-2")
-        print("svc-rogue-2 after supersede:", lost)
-        assert lost["status"] != "valid"  # the losing update's key is not the subject's
+        assert verdict(n, sid, "svc-rogue-2")["status"] == "unknown-key"  # the loser's key is not the subject's
 
     # the rogue key, revoked from the moment the node was taken (before it was published)
     revocation = people / "revocation.json"
@@ -285,9 +296,9 @@ def test_recovery_rehearsal(devnet: dict[str, Any]) -> None:
     assert submitted["result"]["status"] == "accepted", submitted
     revocation_id = submitted["result"]["digest"]
     anchors.append(anchor_directly(env, node_b["dataDir"], rpc, registry, sid, 4, revocation_id))
-    print("controllers' direct anchors through node B:", anchors)
-    wait_for(lambda: all(anchored_directly(n, sid, 4, revocation_id) for n in (a, b)), TIMEOUT,
-             "the revocation anchored directly, seen by both nodes")  # fmt: skip
+    assert set(anchors) <= {"anchored", "raced"}, anchors
+    wait_head([a, b], sid, 4, revocation_id, "the revocation on both nodes")
+    wait_for(lambda: anchored_directly(b, sid, 4, revocation_id), TIMEOUT, "node B to see the revocation anchored")
     assert chain_head(rpc, registry, sid) == (4, revocation_id)
 
     # ---- 4. every node, a node that joins later, and an offline verifier reject the rogue key ------
