@@ -10,7 +10,7 @@ from typing import Literal
 from .core.errors import KeyregError
 from .core.fork import Duplicity
 from .core.log import Accepted
-from .core.records import GovernanceRevocation
+from .core.records import Authority, GovernanceRevocation
 from .store.base import AnchorRecord
 
 Status = Literal["accepted", "known", "duplicity", "rejected"]
@@ -26,6 +26,8 @@ class IngestResult:
     digest: bytes | None = None
     error: KeyregError | None = None
     switched: bool = False  # this event won fork choice and replaced a stored branch
+    # who signed an accepted event (protocol 2, 6.2 step 8); reported only for operator-signed ones
+    authority: Authority | None = None
 
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {"status": self.status}
@@ -39,6 +41,8 @@ class IngestResult:
             out["error"] = self.error.to_dict()
         if self.switched:
             out["switched"] = True
+        if self.authority == "operators":
+            out["authority"] = "operators"
         return out
 
     def __post_init__(self) -> None:

@@ -387,8 +387,11 @@ class Registry:
         work[subject] = new_state
         if not seq:
             self._new_subjects += 1
-        changes.audit.append(AuditEntry("accept", subject, seq, new_digest, {"source": source, "kind": event.kind}))
-        return IngestResult("accepted", subject, seq, new_digest)
+        detail: dict[str, object] = {"source": source, "kind": event.kind}
+        if acc.authority == "operators":  # controller-signed entries keep their pre-protocol-2 form
+            detail["authority"] = "operators"
+        changes.audit.append(AuditEntry("accept", subject, seq, new_digest, detail))
+        return IngestResult("accepted", subject, seq, new_digest, authority=acc.authority)
 
     def _stale(
         self,

@@ -140,3 +140,17 @@ def test_operators_and_governors_survive_a_restart_from_sqlite(tmp_path: Path) -
         assert again.ingest([encode_event(next_up)])[0].status == "accepted"
     finally:
         store.close()
+
+
+def test_ingest_reports_and_audits_an_operator_signed_update(registry: Registry) -> None:
+    subject = registry.ingest([incept()])[0].subject
+    assert subject is not None
+    result = registry.ingest([op_update(subject, 1, subject, NOW - 900, "a", OP_A)])[0]
+    assert result.authority == "operators"
+    assert result.to_dict()["authority"] == "operators"
+    ours = b.sign_event(DOMAIN, b.update(subject, 2, result.digest or b"", NOW - 800, metadata="m"), [CTL])
+    second = registry.ingest([ours])[0]
+    assert second.authority == "controllers"
+    assert "authority" not in second.to_dict()
+    accepts = [r for r in registry.store.audit_records() if r.action == "accept"]
+    assert [r.detail.get("authority") for r in accepts] == [None, "operators", None]
