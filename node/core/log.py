@@ -333,9 +333,7 @@ def _check_operator_limits(state: SubjectState, event: Update, keys: Mapping[str
         if not k.not_after:
             raise OperatorLimit(f"key {k.key_id!r}: operators may not publish a key without expiry")
         if k.not_after > horizon:
-            raise OperatorLimit(
-                f"key {k.key_id!r}: notAfter {k.not_after} is past timestamp + maxValidity ({horizon})"
-            )
+            raise OperatorLimit(f"key {k.key_id!r}: notAfter {k.not_after} is past timestamp + maxValidity ({horizon})")
     for r in event.retire:
         for p in state.keys[r.key_id].key.purposes:  # the update rules made sure it exists
             if p not in scope:

@@ -123,7 +123,7 @@ def test_invalid_cases_cover_the_brief() -> None:
     assert {c["code"] for c in INVALID} == set(ALL_RULE_CODES) - {"duplicity", "rule_violation"}
 
 
-@pytest.mark.parametrize("vector", TYPED["events"], ids=[f'{v["kind"]}-{i}' for i, v in enumerate(TYPED["events"])])
+@pytest.mark.parametrize("vector", TYPED["events"], ids=[f"{v['kind']}-{i}" for i, v in enumerate(TYPED["events"])])
 def test_typed_data_vector(vector: dict[str, Any]) -> None:
     signed = decode_event(dumps_canonical(vector["wire"]))
     assert signed.event.kind == vector["kind"]
