@@ -65,6 +65,7 @@ from node.core.hashing import address_of_private_key
 from node.core.records import PublishedKey
 from node.keys.keystore import Keystore, Password
 from node.keys.testing import DrillNode, wait_for
+from node.verify import Verifier
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anvil, pytest.mark.slow]
 
@@ -341,6 +342,12 @@ def test_recovery_rehearsal(devnet: dict[str, Any], request: pytest.FixtureReque
         checked = keyreg(env, "verify-signature", sid, "svc-legit", "--message", signing_input, "--signature", sig,
                          "--at", str(after), *pin)  # fmt: skip
         assert checked.exit_code == 0
+        # the same bundle read with the verifier SDK: who signed what, and the operators in force
+        verifier = Verifier.from_bundle(bundle.read_bytes(), exported["blockHash"], max_staleness=3600)
+        offline = verifier.view(bytes.fromhex(sid[2:]))
+        assert offline is not None
+        assert offline.authorities == ("controllers", "operators", "operators", "controllers", "controllers")
+        assert ["0x" + o.hex() for o in offline.state.operators.operators] == new_ops["operators"]
 
         # the stolen operator key signs nothing any more; the new operator's node publishes
         refused = refusal(keyreg(node_env, "keys", "add", "-d", str(dir_a), "--node", a, "--key-id", "svc-rogue-3",
@@ -355,6 +362,15 @@ def test_recovery_rehearsal(devnet: dict[str, Any], request: pytest.FixtureReque
         ), [operator_secret])  # fmt: skip
         results = [post_event(n, event_to_obj(late)) for n in (a, b, c)]
         assert [(r["status"], r["error"]["code"]) for r in results] == [("rejected", "unauthorized_signer")] * 3
+        # nor does a bundle that carries it: the offline verifier replays the log and refuses the file
+        doc = json.loads(bundle.read_text())
+        doc["subjects"][0]["events"].append(event_to_obj(late))
+        tampered = tmp / "tampered.bundle"
+        tampered.write_text(json.dumps(doc, sort_keys=True, separators=(",", ":")))
+        checked = keyreg(env, "verify", sid, "svc-rogue-3", "--bundle", str(tampered), *pin[2:], ok=False)
+        assert checked.exit_code == 20, checked.stdout + checked.stderr  # bundle refused
+        error = as_json(checked)["error"]
+        assert (error["code"], error["rule"]) == ("bundle_log", "unauthorized_signer"), error
         name, call = call_for(late, [address_of_private_key(operator_secret)], 1, by_operators=True)
         assert contract_refuses(rpc, registry, anvil_account_key(9), name, call) == "OperatorsMismatch"
         new_env = {**env, "KEYREG_PASSWORD": pw["fresh"].read_text().strip()}
