@@ -20,6 +20,7 @@ from node.core.records import Domain, SignedEvent
 from tests.vectors import generate as gen
 
 POOL = [f"c{i}" for i in range(9)]
+OPERATOR_POOL = [f"o{i}" for i in range(4)]
 ALGS = ["Ed25519", "secp256k1", "P-256"]
 PURPOSES = ["sign", "jwt", "tls", "encrypt"]
 
@@ -32,7 +33,9 @@ class RandomLog:
 
 @st.composite
 def valid_logs(draw: st.DrawFn, max_ops: int = 6) -> RandomLog:
-    """A random valid log: inception then publish / retire / metadata / rotate / revoke operations."""
+    """A random valid log: inception then publish / retire / metadata / rotate / revoke operations,
+    and (protocol 2) operator sets named at inception, by rotation or by delegation, with
+    operator-signed publications within their limits."""
     domain = draw(st.sampled_from([gen.DEVNET, gen.SEPOLIA]))
     w = gen.LogWriter(domain)
     n = draw(st.integers(1, 3))
@@ -52,16 +55,40 @@ def valid_logs(draw: st.DrawFn, max_ops: int = 6) -> RandomLog:
     def signers(labels: list[str], threshold: int) -> list[str]:
         return draw(st.lists(st.sampled_from(labels), min_size=threshold, max_size=len(labels), unique=True))
 
+    def new_operators() -> Any:
+        if draw(st.booleans()):
+            return gen.NO_OPERATORS
+        labels = draw(st.lists(st.sampled_from(OPERATOR_POOL), min_size=1, max_size=3, unique=True))
+        scope = draw(st.lists(st.sampled_from(PURPOSES), min_size=1, max_size=3, unique=True))
+        return gen.operators_of(labels, draw(st.integers(1, len(labels))), scope, 1000, 1024), labels
+
+    def operator_set_and_labels() -> tuple[Any, list[str]]:
+        drawn = new_operators()
+        return (drawn, []) if drawn is gen.NO_OPERATORS else drawn
+
+    operators, op_labels = operator_set_and_labels()
     keys = [new_key(ts) for _ in range(draw(st.integers(0, 2)))]
-    w.incept(ts, ctrl, k, nxt, nk, keys=keys, metadata=draw(st.sampled_from(["", "m"])), signers=signers(ctrl, k))
+    w.incept(
+        ts,
+        ctrl,
+        k,
+        nxt,
+        nk,
+        keys=keys,
+        metadata=draw(st.sampled_from(["", "m"])),
+        signers=signers(ctrl, k),
+        operators=operators,
+    )
     live = {pk.key_id: pk.not_after for pk in keys}
     for _ in range(draw(st.integers(0, max_ops))):
         ts += draw(st.integers(0, 100))
-        ops = ["publish", "metadata"]
+        ops = ["publish", "metadata", "delegate"]
         if live:
             ops += ["retire", "revoke"]
         if nxt:
             ops.append("rotate")
+        if op_labels:
+            ops.append("op-publish")
         op = draw(st.sampled_from(ops))
         who = signers(ctrl, k)
         if op == "publish":
@@ -70,6 +97,14 @@ def valid_logs(draw: st.DrawFn, max_ops: int = 6) -> RandomLog:
             live[pk.key_id] = pk.not_after
         elif op == "metadata":
             w.update(ts, who, metadata=draw(st.text(alphabet="abc", max_size=5)))
+        elif op == "delegate":
+            operators, op_labels = operator_set_and_labels()
+            w.delegate(ts, who, operators)
+        elif op == "op-publish":
+            purposes = draw(st.lists(st.sampled_from(list(operators.purposes)), min_size=1, unique=True))
+            pk = gen.key(f"k{next(counter)}", draw(st.sampled_from(ALGS)), purposes, ts, ts + 1000)
+            w.update(ts, signers(op_labels, operators.threshold), publish=[pk])
+            live[pk.key_id] = pk.not_after
         elif op == "retire":
             kid = draw(st.sampled_from(sorted(live)))
             cap = live[kid] or ts + 1000
@@ -88,7 +123,8 @@ def valid_logs(draw: st.DrawFn, max_ops: int = 6) -> RandomLog:
             ctrl, k = nxt, nk
             nxt = draw(st.one_of(st.none(), st.lists(st.sampled_from(POOL), min_size=1, max_size=3, unique=True)))
             nk = draw(st.integers(1, len(nxt))) if nxt else 0
-            w.rotate(ts, signers(ctrl, k), ctrl, k, nxt, nk)
+            operators, op_labels = operator_set_and_labels()
+            w.rotate(ts, signers(ctrl, k), ctrl, k, nxt, nk, operators=operators)
     if draw(st.booleans()) and draw(st.booleans()):
         w.revoke(ts + 1, signers(ctrl, k), "", ts + 1, "end")  # whole-subject revocation ends the log
     return RandomLog(domain, w.events)
@@ -152,6 +188,9 @@ def _tamper_candidates(obj: dict[str, Any]) -> list[tuple[str, Any, set[str]]]:
             # (5 times in 6 for three), which the rules refuse before the commitment is looked at.
             one.add("unauthorized_signer")
         out.append(("controllers", ["0x" + "33" * 20], one))
+    if kind in ("inception", "rotation", "delegation") and obj["operators"]["operators"]:
+        out.append(("operators.maxKeys", obj["operators"]["maxKeys"] - 1, {"unauthorized_signer"}))
+        out.append(("operators.purposes", [*obj["operators"]["purposes"], "tampered"], {"unauthorized_signer"}))
     if kind == "revocation":
         out.append(("reason", obj["reason"] + "!", {"unauthorized_signer"}))
         out.append(("effectiveAt", obj["effectiveAt"] + 1, {"unauthorized_signer"}))
