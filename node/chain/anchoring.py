@@ -521,17 +521,38 @@ class AnchoringService:
                 return {"status": "anchored", "seq": chain_seq, "digest": "0x" + chain_digest.hex(), "txs": txs}
             return {"status": "already", "seq": chain_seq, "digest": "0x" + chain_digest.hex()}
         inputs = direct_inputs(events, start, self.registry.domain)
+        head = event_digest(self.registry.domain, events[-1].event)
         for i in range(0, len(inputs), MAX_EVENTS_PER_TX):
             chunk = inputs[i : i + MAX_EVENTS_PER_TX]
             self.queue.state.inflight = {"kind": "direct", "subject": "0x" + subject.hex(), "since": self.clock()}
             tx = await self.client.anchor_events(chunk)
             self.queue.state.inflight["tx"] = "0x" + tx.hex()
             self.queue.save()
-            await self.client.wait_receipt(tx, self.poll_interval_s / 4, self.receipt_timeout_s)
+            try:
+                await self.client.wait_receipt(tx, self.poll_interval_s / 4, self.receipt_timeout_s)
+            except TransactionReverted:
+                # Anyone may relay a subject's signed events: another relayer (the subject's other
+                # node, its controllers) may have anchored these very heads while ours was pending,
+                # and ours then reverts on the seq it expected. That is success, not a refusal.
+                raced = await self._anchored_by_others(subject, events, start + i + len(chunk) - 1)
+                if raced is None:
+                    raise
+                if raced == len(events) - 1:
+                    return {"status": "already", "seq": raced, "digest": "0x" + head.hex(), "txs": txs}
+                return await self.anchor_direct(subject)  # the rest of the branch, from the chain's head
             txs.append("0x" + tx.hex())
-        head = event_digest(self.registry.domain, events[-1].event)
         log.info("anchored subject 0x%s directly up to seq %d", subject.hex(), len(events) - 1)
         return {"status": "anchored", "seq": len(events) - 1, "digest": "0x" + head.hex(), "txs": txs}
+
+    async def _anchored_by_others(self, subject: bytes, events: Sequence[SignedEvent], through: int) -> int | None:
+        """The chain's head seq if the chain now holds this node's branch at least ``through``
+        (someone else anchored it), else None."""
+        chain_seq, chain_digest = await self.client.head_of(subject)
+        if chain_seq < through or chain_seq >= len(events):
+            return None
+        if event_digest(self.registry.domain, events[chain_seq].event) != chain_digest:
+            return None
+        return chain_seq
 
     async def _supersede(
         self, subject: bytes, events: Sequence[SignedEvent], seq: int, chain_digest: bytes, local: bytes

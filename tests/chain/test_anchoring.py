@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from node_chain import RELAYER_KEY, Subject, deploy, domain_for, node_registry, private_anvil, wait_for
+from node_chain import OTHER_KEY, RELAYER_KEY, Subject, deploy, domain_for, node_registry, private_anvil, wait_for
 
 from node.chain.anchoring import AnchorQueue, direct_inputs, enqueue_direct
 from node.chain.client import ChainClient
@@ -312,3 +312,41 @@ def test_own_authority_reductions_are_anchored_directly(anvil: AnvilProcess, tmp
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_a_direct_anchor_that_loses_the_race_to_another_relayer_is_already(anvil: AnvilProcess, tmp_path: Path) -> None:
+    """Two relayers anchor the same signed heads in one block: the second transaction reverts on the
+    seq it expected, and the chain holds exactly what it asked for. Its result is "already", not
+    "refused" (the recovery rehearsal saw a false refusal when a subject's two nodes both relayed)."""
+    address = deploy(anvil)
+    now = int(time.time())
+    s = Subject(domain_for(address))
+    events = [s.incept(1, now), s.update(now, "k1")]
+    registries = [node_registry(address), node_registry(address)]
+    for registry in registries:
+        assert all(r.status == "accepted" for r in registry.ingest(events))
+    services = [
+        ChainService(registries[0], make_config(tmp_path / "a", anvil.url, address), RELAYER_KEY),
+        ChainService(registries[1], make_config(tmp_path / "b", anvil.url, address), OTHER_KEY),
+    ]
+    results: list[dict[str, object]] = []
+
+    async def relay(service: ChainService) -> None:
+        results.append(await service.anchoring.anchor_direct(s.id))
+
+    async def main() -> None:
+        anvil.rpc("evm_setAutomine", False)
+        try:
+            async with trio.open_nursery() as nursery:
+                for service in services:
+                    nursery.start_soon(relay, service)
+                # both transactions wait in the pool, then one block mines them in turn
+                await wait_for(lambda: int(anvil.rpc("txpool_status")["pending"], 16) == 2, what="two pending txs")
+                anvil.rpc("evm_mine")
+                await wait_for(lambda: len(results) == 2 or mine(anvil), what="both relayers' results")
+        finally:
+            anvil.rpc("evm_setAutomine", True)
+
+    trio.run(main)
+    assert sorted(r["status"] for r in results) == ["already", "anchored"]
+    assert all(r["seq"] == 1 and r["digest"] == "0x" + s.head.hex() for r in results)
