@@ -552,7 +552,9 @@ def sign_command(
     secret = read_keyfile(key_file, password)
     signer = address_of_private_key(secret)
     if signer not in proposal.authority.signers:
-        raise ConfigError(
+        from ..core.errors import UnauthorizedSigner
+
+        raise UnauthorizedSigner(
             f"{key_file.name} holds 0x{signer.hex()}, not one of the {proposal.authority.name} this proposal "
             f"collects for ({', '.join(_hex(s) for s in proposal.authority.signers)})"
         )
@@ -603,13 +605,22 @@ def submit_command(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the signed event here instead of posting it.")
     ] = None,
+    compete: Annotated[
+        bool,
+        typer.Option(
+            "--compete",
+            help="Send it even if the head moved on: a competitor for its seq, which fork choice settles "
+            "(controllers over operators, protocol 10.3 rule 4). For taking a seq back from a rogue operator.",
+        ),
+    ] = False,
     data_dir: DataDirOpt = DEFAULT_DATA_DIR,
     node: NodeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Submit the signed event of a complete proposal to the node (refused until the threshold is met).
 
-    The node's head is checked first: a proposal for a head that moved on is stale and never sent.
+    The node's head is checked first: a proposal for a head that moved on is stale and never sent,
+    unless --compete says it is meant as a competitor for its seq (recovery from a rogue operator).
     """
     import json
 
@@ -637,10 +648,12 @@ def submit_command(
                 raise StaleProposal(f"subject {_hex(proposal.subject)} already exists on the node")
         elif head is None:
             raise ConfigError(f"the node does not know subject {_hex(proposal.subject)}")
+        elif compete and event.seq <= head["seq"]:
+            pass  # a competitor at an occupied seq: the node checks its prev and signers, fork choice decides
         elif (head["seq"], head["head"]) != (event.seq - 1, _hex(event.prev)):
             raise StaleProposal(
                 f"the proposal extends seq {event.seq - 1} but the node's head is seq {head['seq']} ({head['head']}): "
-                "build a new proposal from the current head"
+                "build a new proposal from the current head (or, to take the seq back from an operator, --compete)"
             )
         summary["result"] = client.post_events([obj])[0]
     if as_json:

@@ -120,7 +120,7 @@ def test_rotation_keeps_governor_and_operators_and_the_store_is_a_head_source(
     assert obj["event"]["nextCommitment"] == "0x" + "00" * 32
     # the keys in force cannot sign it, the revealed ones can; attach takes a wallet's signature
     err = refused(env, "event", "sign", str(r), "--key-file", keyfile(tmp_path / "c0.json", s.current[0]))
-    assert err["code"] == "config"
+    assert err["code"] == "unauthorized_signer"
     assert "not one of the controllers" in err["message"]
     sig = "0x" + sign_digest(s.following[2], bytes.fromhex(obj["id"][2:])).hex()
     keyreg(env, "event", "attach", str(r), "--signature", sig.upper().replace("0X", "0x"))

@@ -186,7 +186,7 @@ def test_recovery_rehearsal(devnet: dict[str, Any], request: pytest.FixtureReque
         refused = refusal(keyreg(env, "event", "sign", str(p), "--key-file", str(operator_file), "--password-file",
                                  str(pw["node"]), "--json", ok=False))  # fmt: skip
         # refused before it signs: the operator is not one of the controllers the proposal collects for
-        assert refused["code"] == "config", (kind, refused)
+        assert refused["code"] == "unauthorized_signer", (kind, refused)
         assert "not one of" in refused["message"], refused
     # ... and the same events forged with the operator key: every node rejects them, so does the registry
     state = view(b, sid)
@@ -264,9 +264,8 @@ def test_recovery_rehearsal(devnet: dict[str, Any], request: pytest.FixtureReque
     assert refused["code"] == "stale_proposal", refused
     # ... but the signed delegation still competes at seq 3, and wins on every node: neither competitor
     # is anchored, and a controller-signed event beats operator-signed ones (fork choice rule 4)
-    signed_delegation = people / "delegation.signed.json"
-    keyreg(env, "event", "submit", str(delegation), "--out", str(signed_delegation), *cli, "--json")
-    result = post_event(b, json.loads(signed_delegation.read_text()))
+    competed = keyreg(env, "event", "submit", str(delegation), "--compete", "--node", b, *cli, "--json")
+    result = json.loads(competed.stdout)["result"]
     assert (result["status"], result["digest"], result.get("switched")) == ("duplicity", delegation_id, True), result
     wait_head([a, b], sid, 3, delegation_id, "fork choice rule 4: the delegation is the head at seq 3 on both nodes")
     # the attacker anchors the racing update directly first: the registry's head decides (rule 1) ...
