@@ -334,7 +334,7 @@ def burner_code(registry: bytes) -> bytes:
 
 
 def attack_ballots(spec: dict[str, Any]) -> dict[str, Any]:
-    from node.gov.ballots import sign_ballot
+    from keyreg.gov.ballots import sign_ballot
 
     rnd = random.Random(3)
     governor = bytes.fromhex(spec["governor"][2:])
@@ -379,10 +379,10 @@ async def _sync_abuse(spec: dict[str, Any]) -> dict[str, Any]:
     import trio
     from libp2p.crypto.ed25519 import create_new_key_pair
 
-    from node.config import P2PConfig
-    from node.p2p.host import build_host, parse_peer_addr
-    from node.p2p.sync import PROTOCOL
-    from node.p2p.wire import FrameReader, frame
+    from keyreg.config import P2PConfig
+    from keyreg.p2p.host import build_host, parse_peer_addr
+    from keyreg.p2p.sync import PROTOCOL
+    from keyreg.p2p.wire import FrameReader, frame
 
     target = parse_peer_addr(spec["peer"])
     rnd = random.Random(5)
@@ -546,10 +546,10 @@ def _start(run: Run) -> dict[str, Any]:
     from eth_account import Account
     from eth_keyfile import create_keyfile_json
 
-    from node.chain.deploy import connect, deploy_registry, start_anvil
-    from node.cli.devnet import anvil_account_key
-    from node.config import DEVNET_REGISTRY
-    from node.p2p.testing import KeyregNode
+    from keyreg.chain.deploy import connect, deploy_registry, start_anvil
+    from keyreg.cli.devnet import anvil_account_key
+    from keyreg.config import DEVNET_REGISTRY
+    from keyreg.p2p.testing import KeyregNode
 
     run.anvil = start_anvil()
     w3 = connect(run.anvil.url)
@@ -678,11 +678,11 @@ def _measure(run: Run, args: argparse.Namespace, phase_s: float, large: int, sca
     import httpx
     from api_query import _preload
 
-    from node.chain.deploy import send_transaction
-    from node.cli.devnet import anvil_account_key
-    from node.config import Config
-    from node.core.codec import event_to_obj
-    from node.p2p.testing import digest_hex, generate, subject_log
+    from keyreg.chain.deploy import send_transaction
+    from keyreg.cli.devnet import anvil_account_key
+    from keyreg.config import Config
+    from keyreg.core.codec import event_to_obj
+    from keyreg.p2p.testing import digest_hex, generate, subject_log
 
     t0 = time.monotonic()
     chain = _start(run)
@@ -713,7 +713,7 @@ def _measure(run: Run, args: argparse.Namespace, phase_s: float, large: int, sca
     )
 
     # --- the attacker's burner "governor" (finding 1)
-    from node.chain.deploy import connect
+    from keyreg.chain.deploy import connect
 
     attacker_key = "0x" + anvil_account_key(8).hex()
     w3 = chain["w3"]

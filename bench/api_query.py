@@ -223,10 +223,10 @@ def _cpu_seconds(pid: int) -> float:
 def _preload(api: str, n: int, domain: object) -> list[str]:
     import httpx
 
-    from node.core import builder
-    from node.core.codec import event_to_obj
-    from node.core.eip712 import event_digest
-    from node.keys.service_keys import ServiceKey
+    from keyreg.core import builder
+    from keyreg.core.codec import event_to_obj
+    from keyreg.core.eip712 import event_digest
+    from keyreg.keys.service_keys import ServiceKey
 
     now = int(time.time())
     paths, batch = [], []
@@ -327,10 +327,10 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from node.cli.demo import spawn_node
-    from node.cli.init import init_data_dir
-    from node.config import load_config
-    from node.keys.keystore import Password
+    from keyreg.cli.demo import spawn_node
+    from keyreg.cli.init import init_data_dir
+    from keyreg.config import load_config
+    from keyreg.keys.keystore import Password
 
     os.environ["KEYREG_KDF_N"] = "1024"
     load_before = round(os.getloadavg()[0], 2)

@@ -4,7 +4,7 @@
     python bench/core_validate.py --quick    # 2,000 events across 200 subjects
 
 The events are generated (and signed) before any timing. What is timed is the pipeline the node
-runs, :class:`node.core.validator.Validator` (the registry, the offline verifier and this bench
+runs, :class:`keyreg.core.validator.Validator` (the registry, the offline verifier and this bench
 share it): decode (strict JSON), EIP-712 digest, signature recovery with coincurve, then the rules
 (``apply_event``), subject by subject in seq order but interleaved across subjects as gossip
 delivers them, on one thread. Events reach a node in batches (a gossip message, a sync frame, an
@@ -38,15 +38,15 @@ from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils import keccak as eth_keccak
 
-import node.core.log as core_log
-from node.core import builder
-from node.core.codec import encode_event
-from node.core.eip712 import event_digest, typed_data
-from node.core.hashing import address_of_private_key, keccak, sign_digest
-from node.core.log import SubjectState
-from node.core.records import Domain, Event, PublishedKey
-from node.core.validator import Validator
-from node.runtime import tune_gc
+import keyreg.core.log as core_log
+from keyreg.core import builder
+from keyreg.core.codec import encode_event
+from keyreg.core.eip712 import event_digest, typed_data
+from keyreg.core.hashing import address_of_private_key, keccak, sign_digest
+from keyreg.core.log import SubjectState
+from keyreg.core.records import Domain, Event, PublishedKey
+from keyreg.core.validator import Validator
+from keyreg.runtime import tune_gc
 
 DOMAIN = Domain(chain_id=31337, verifying_contract=bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3"))
 T0 = 1_735_689_600

@@ -39,12 +39,12 @@ from typing import Any
 import httpx
 from _results import finish
 
-from node.config import Config
-from node.core import builder
-from node.core.codec import encode_event
-from node.core.eip712 import event_digest
-from node.core.records import PublishedKey
-from node.p2p.testing import KeyregNode, process_cpu_seconds
+from keyreg.config import Config
+from keyreg.core import builder
+from keyreg.core.codec import encode_event
+from keyreg.core.eip712 import event_digest
+from keyreg.core.records import PublishedKey
+from keyreg.p2p.testing import KeyregNode, process_cpu_seconds
 
 EVENTS, KEYS = 1000, 50
 

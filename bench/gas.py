@@ -16,7 +16,7 @@ ERC-1056 from npm ``ethr-did-registry`` and measures receipts' gasUsed:
   reported apart;
 - ERC-1056: ``changeOwner``, ``addDelegate``, ``setAttribute`` (a 32-byte key as the value), each
   on a fresh identity and repeated on the same identity.
-Events are built and signed with node.core.builder. The last stdout line is one JSON object (also
+Events are built and signed with keyreg.core.builder. The last stdout line is one JSON object (also
 written to bench/results/gas.json unless --no-save).
 """
 
@@ -35,8 +35,8 @@ from typing import Any
 
 from web3 import Web3
 
-from node.chain import artifacts
-from node.chain.deploy import (
+from keyreg.chain import artifacts
+from keyreg.chain.deploy import (
     ANVIL_CHAIN_ID,
     anvil_binary,
     call_for,
@@ -47,11 +47,11 @@ from node.chain.deploy import (
     running_anvil,
     supersede_call,
 )
-from node.core import builder
-from node.core.eip712 import event_digest
-from node.core.hashing import address_of_private_key, keccak
-from node.core.merkle import SparseMerkleTree
-from node.core.records import NO_OPERATORS, Domain, PublishedKey, SignedEvent
+from keyreg.core import builder
+from keyreg.core.eip712 import event_digest
+from keyreg.core.hashing import address_of_private_key, keccak
+from keyreg.core.merkle import SparseMerkleTree
+from keyreg.core.records import NO_OPERATORS, Domain, PublishedKey, SignedEvent
 
 RESULTS = Path(__file__).resolve().parent / "results"
 T0 = 1_735_689_600

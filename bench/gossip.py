@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/gossip.py [--quick] [--nodes 5] [--events 20000]
 
-Nodes are ``python -m node.p2p.testnode`` processes (Registry + in-memory store + run_p2p) that
+Nodes are ``python -m keyreg.p2p.testnode`` processes (Registry + in-memory store + run_p2p) that
 record when each event was applied; every node bootstraps from all earlier ones (full mesh).
 Events are signed before timing (cached under the temp dir).
 
@@ -30,8 +30,8 @@ from pathlib import Path
 
 from _results import finish
 
-from node.config import Config
-from node.p2p.testing import NodeProcess, digest_hex, generate, wait_until
+from keyreg.config import Config
+from keyreg.p2p.testing import NodeProcess, digest_hex, generate, wait_until
 
 
 def start_profilers(nodes: list[NodeProcess], directory: str, attach_s: float = 1.0) -> list[subprocess.Popen[bytes]]:

@@ -32,12 +32,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the event stream and PostgreSQL helpers live under tests/
 
-from node.config import IngestConfig, StoreConfig  # noqa: E402
-from node.core.codec import encode_event  # noqa: E402
-from node.registry import Registry  # noqa: E402
-from node.runtime import tune_gc  # noqa: E402
-from node.store.memory import MemoryStore  # noqa: E402
-from node.store.sql import SqlStore  # noqa: E402
+from keyreg.config import IngestConfig, StoreConfig  # noqa: E402
+from keyreg.core.codec import encode_event  # noqa: E402
+from keyreg.registry import Registry  # noqa: E402
+from keyreg.runtime import tune_gc  # noqa: E402
+from keyreg.store.memory import MemoryStore  # noqa: E402
+from keyreg.store.sql import SqlStore  # noqa: E402
 from tests.pg import create_database, missing_reason, postgres_server  # noqa: E402
 from tests.store.streams import DOMAIN, interleaved  # noqa: E402
 
@@ -118,7 +118,7 @@ def main() -> int:
         "sqlite NORMAL", lambda: SqlStore(f"sqlite:///{tmp / 'normal.db'}?synchronous=normal"), wire, args.batch_size
     )
     # The node's largest batches: sync/backfill ingests what a peer sends in INGEST_BATCH events.
-    from node.p2p.sync import INGEST_BATCH
+    from keyreg.p2p.sync import INGEST_BATCH
 
     rates["sqlite_sync_batch"] = run(
         f"sqlite FULL {INGEST_BATCH}", lambda: SqlStore(f"sqlite:///{tmp / 'sync.db'}"), wire, INGEST_BATCH, True

@@ -5,7 +5,7 @@ intervals; a service signs a JWT every 0.25 s through node1's `POST /local/v1/si
 checks each token at once with PyJWT's `PyJWKClient` against node2's JWKS, refreshing only on a
 timer (never on an unknown kid). By default the run also restarts node1 during an overlap, restarts
 node2, and steps node1's scheduler clock past a publication (`--no-disruptions` to skip). The
-scenario is node.keys.testing.run_drill, the same one tests/e2e/test_rotation_e2e.py runs.
+scenario is keyreg.keys.testing.run_drill, the same one tests/e2e/test_rotation_e2e.py runs.
 
     .venv/bin/python bench/rotation_soak.py                 # 15 rotations at 20 s (~5.5 min)
     .venv/bin/python bench/rotation_soak.py --quick         # 5 rotations (~2 min; CI)
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _results import finish
 
-from node.keys.testing import run_drill
+from keyreg.keys.testing import run_drill
 
 
 def main() -> None:

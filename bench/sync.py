@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/sync.py [--quick] [--events 100000]
 
-A source node (``python -m node.p2p.testnode``, in-memory store) is loaded with N pre-signed
+A source node (``python -m keyreg.p2p.testnode``, in-memory store) is loaded with N pre-signed
 events (subjects of 5 events each) through its control socket; then a fresh node starts with the
 source as its bootstrap peer and runs its start-up backfill. events_per_s = events / the backfill
 pull's duration (diff + streaming + ingest), as the fresh node reports it; the wall time from the
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from _results import finish
 
-from node.config import Config
-from node.p2p.testing import NodeProcess, generate, wait_until
+from keyreg.config import Config
+from keyreg.p2p.testing import NodeProcess, generate, wait_until
 
 sys.path.insert(0, str(Path(__file__).parent))
 from gossip import start_profilers, stop_profilers

@@ -1,6 +1,6 @@
 """Offline verification benchmark: load + verify a bundle of N subjects, then single-check latency.
 
-The bundle is built before timing on a simulated registry state (node.verify.testing): every
+The bundle is built before timing on a simulated registry state (keyreg.verify.testing): every
 subject has a log of a few events (inception with a key, an update publishing a second key, an
 update retiring the first), all heads sit in one anchored batch (sparse Merkle inclusion proofs +
 the storage proof of the root), every tenth subject is also anchored directly, and every
@@ -34,11 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "verif
 from coincurve import PrivateKey, PublicKey
 from verify_helpers import DOMAIN, T0, make_actor, service_key
 
-from node.core.merkle import SparseMerkleTree
-from node.verify import Verifier, encode_bundle
-from node.verify.bundle import GovernanceEntry
-from node.verify.testing import SimulatedRegistry
-from node.verify.verifier import default_workers
+from keyreg.core.merkle import SparseMerkleTree
+from keyreg.verify import Verifier, encode_bundle
+from keyreg.verify.bundle import GovernanceEntry
+from keyreg.verify.testing import SimulatedRegistry
+from keyreg.verify.verifier import default_workers
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GOVERNOR = bytes.fromhex("00000000000000000000000000000000000000aa")
@@ -177,7 +177,7 @@ def main() -> None:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "time": int(time.time()),
-        "how": "bundle built in-process on node.verify.testing.SimulatedRegistry (real MPT + SMT proofs, "
+        "how": "bundle built in-process on keyreg.verify.testing.SimulatedRegistry (real MPT + SMT proofs, "
         "3 events per subject), then timed Verifier.from_bundle(bytes) and Verifier.check; "
         + ("--quick" if args.quick else "full"),
     }

@@ -3,7 +3,7 @@
 The exporter is the untrusted side: it gathers the subjects' logs, duplicity evidence and
 governance records from the store, asks the chain (``eth_getProof`` at one block) for the registry
 account and the storage slots the verifier will read, and writes the bundle (docs/bundle.md).
-Nothing it writes is trusted by :mod:`node.verify`; it only has to be complete.
+Nothing it writes is trusted by :mod:`keyreg.verify`; it only has to be complete.
 
 Chain access goes through the small :class:`ProofSource` seam; :class:`RpcProofSource` speaks
 JSON-RPC over HTTP with bounded timeouts.

@@ -7,7 +7,7 @@ bound and make every verdict of that subject walk them.
 
 The book keeps exactly what a verdict needs, in a dict per subject:
 - one revocation per (subject, key id): the earliest effective, which is the contract's own rule
-  and the only one ``node.core.keystate.effective_revocation`` can pick;
+  and the only one ``keyreg.core.keystate.effective_revocation`` can pick;
 - only revocations by a governor the subject named in its log (when the subject is known: the contract
   lets no one else revoke, so another governor comes only from a lying RPC endpoint);
 - at most ``per_subject`` key ids per subject (the registry passes ``max_keys_per_subject + 1``:

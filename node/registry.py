@@ -127,7 +127,7 @@ CAPACITY_WARNING = 0.9  # /v1/health warns from this share of limits.max_subject
 
 
 def anchor_rank(a: AnchorRecord) -> int:
-    """Fork-choice rank of an anchor (lower wins), as fed to :func:`node.core.fork.choose`.
+    """Fork-choice rank of an anchor (lower wins), as fed to :func:`keyreg.core.fork.choose`.
 
     The registry contract holds one head per seq and only lets a recovery rotation replace an
     anchored non-establishment head, so: a recovery (HeadReplaced) beats everything, the latest
@@ -273,7 +273,7 @@ class Registry:
         """Decode every item and hash it; when ``parallel``, start recovering signatures meanwhile.
 
         Returns one (signed or decode error, digest or None) per item (stages 1-2 of
-        :class:`node.core.validator.Validator`), and the batch's chunks on the signature workers
+        :class:`keyreg.core.validator.Validator`), and the batch's chunks on the signature workers
         (stage 3, CHUNK items each) if parallel and there are workers.
         """
         prepared: list[Prepared] = []

@@ -19,7 +19,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def anvil_process() -> Iterator[object]:
-    from node.chain.deploy import anvil_binary, start_anvil
+    from keyreg.chain.deploy import anvil_binary, start_anvil
 
     if not anvil_binary().exists():
         reason = f"anvil binary missing at {anvil_binary()}: run `npm ci --prefix contracts`"

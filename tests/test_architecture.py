@@ -19,7 +19,7 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
 def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
-    """Run lint-imports on the ``node`` package found in ``tree`` with the project's contracts."""
+    """Run lint-imports on the ``keyreg`` package found in ``tree`` with the project's contracts."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     return subprocess.run(
         [str(LINT_IMPORTS), str(ROOT / "pyproject.toml"), "--no-cache", "--no-logo"],
@@ -39,9 +39,10 @@ def test_the_import_table_holds() -> None:
 
 
 def _copy_with(tmp_path: Path, module: str, line: str) -> Path:
-    """A copy of node/ with ``line`` appended to ``module`` (a path under node/)."""
-    shutil.copytree(ROOT / "node", tmp_path / "node", ignore=shutil.ignore_patterns("__pycache__", "*.json"))
-    path = tmp_path / "node" / module
+    """A copy of node/ as the package ``keyreg`` (its installed name, found first on PYTHONPATH) with
+    ``line`` appended to ``module`` (a path under node/)."""
+    shutil.copytree(ROOT / "node", tmp_path / "keyreg", ignore=shutil.ignore_patterns("__pycache__", "*.json"))
+    path = tmp_path / "keyreg" / module
     path.write_text(path.read_text() + "\n" + line + "\n")
     return tmp_path
 
@@ -49,12 +50,12 @@ def _copy_with(tmp_path: Path, module: str, line: str) -> Path:
 @pytest.mark.parametrize(
     ("module", "line", "named"),
     [
-        ("chain/service.py", "from ..app import Node", "node.chain.service -> node.app"),
-        ("gov/service.py", "from ..api.app import ApiContext", "node.gov.service -> node.api.app"),
-        ("p2p/sync.py", "from ..chain import client", "node.p2p.sync -> node.chain.client"),
-        ("store/audit.py", "from ..registry import Registry", "node.store.audit -> node.registry"),
-        ("core/log.py", "import trio", "node.core.log -> trio"),
-        ("registry.py", "from .store.sql import SqlStore", "node.registry -> node.store.sql"),
+        ("chain/service.py", "from ..app import Node", "keyreg.chain.service -> keyreg.app"),
+        ("gov/service.py", "from ..api.app import ApiContext", "keyreg.gov.service -> keyreg.api.app"),
+        ("p2p/sync.py", "from ..chain import client", "keyreg.p2p.sync -> keyreg.chain.client"),
+        ("store/audit.py", "from ..registry import Registry", "keyreg.store.audit -> keyreg.registry"),
+        ("core/log.py", "import trio", "keyreg.core.log -> trio"),
+        ("registry.py", "from .store.sql import SqlStore", "keyreg.registry -> keyreg.store.sql"),
     ],
 )
 def test_a_forbidden_import_breaks_a_contract(tmp_path: Path, module: str, line: str, named: str) -> None:

@@ -18,7 +18,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from node.cli import _register, app
+from keyreg.cli import _register, app
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

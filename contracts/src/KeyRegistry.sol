@@ -19,7 +19,7 @@ pragma solidity 0.8.28;
 /// the calldata encoding of each event kind.
 contract KeyRegistry {
     // ------------------------------------------------------------------------------------------
-    // Event kinds (same order as node.core.records.KINDS)
+    // Event kinds (same order as keyreg.core.records.KINDS)
     uint8 public constant KIND_INCEPTION = 0;
     uint8 public constant KIND_UPDATE = 1;
     uint8 public constant KIND_ROTATION = 2;
@@ -32,7 +32,7 @@ contract KeyRegistry {
 
     // ------------------------------------------------------------------------------------------
     // EIP-712 type hashes: encodeType of each primary type followed by its referenced types sorted
-    // by name. They must equal node.core.eip712.TYPE_HASH (tested).
+    // by name. They must equal keyreg.core.eip712.TYPE_HASH (tested).
     bytes32 public constant DOMAIN_TYPEHASH =
         keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
     bytes32 public constant OPERATORSET_TYPEHASH = keccak256(

@@ -1,6 +1,6 @@
 """The public HTTP API (a Starlette app, served by node/api/server.py under trio).
 
-``create_app(registry, config)`` builds the ASGI app; ``node.app`` serves it. Every error answer is
+``create_app(registry, config)`` builds the ASGI app; ``keyreg.app`` serves it. Every error answer is
 JSON ``{"code", "message"}``: ``code`` is stable and machine-readable (the core's error codes plus
 ``malformed_id``, ``bad_query``, ``unknown_subject``, ``rate_limited``, ``oversized``, ``not_found``,
 ``method_not_allowed``, ``unavailable``), ``message`` is for people.
@@ -83,7 +83,7 @@ class ApiContext:
     # /v1/gov routes answer 503 without it.
     gov: GovService | None = None
     # The pending signing-ceremony proposals and the JSON view /v1/proposals answers for one (set by
-    # node.api.proposal_routes.routes; the explorer's Ceremonies page reads them).
+    # keyreg.api.proposal_routes.routes; the explorer's Ceremonies page reads them).
     proposals: tuple[ProposalBook, Callable[[Entry], dict[str, Any]]] | None = None
 
 

@@ -1,11 +1,11 @@
-"""Governance routes of the public API (mounted by node.api.app.create_app).
+"""Governance routes of the public API (mounted by keyreg.api.app.create_app).
 
 - ``GET  /v1/gov/proposals?governor=&subject=&state=``  proposals of the DAOs subjects named, newest
   first, with state, tallies (for/against/abstain), quorum, voters, and the revocations applied
 - ``GET  /v1/gov/proposals/{proposalId}?governor=``     one proposal
 - ``GET  /v1/gov/daos/{address}``                      a recognised DAO (governor or executor address)
   and its current members, from its token's MemberAdded/MemberRemoved logs
-- ``POST /v1/gov/ballots``                              a signed ballot (node.gov.ballots wire format):
+- ``POST /v1/gov/ballots``                              a signed ballot (keyreg.gov.ballots wire format):
   validated, deduplicated, relayed with castVoteBySig and gossiped; answers 202 with its relay record
 - ``GET  /v1/gov/ballots``                              the relay records of this node (newest first)
 - ``GET  /v1/gov/ballots/{id}``                         one record; id = governor:proposalId:voter

@@ -1,8 +1,8 @@
 """The OpenAPI 3.1 document of the public API (hand-written: the API is small and stable).
 
-It describes every route of :func:`node.api.app.create_app` (and the hot route answered before
+It describes every route of :func:`keyreg.api.app.create_app` (and the hot route answered before
 Starlette), every status each can answer and the content type of each answer, including what the
-HTTP front end (:mod:`node.api.server`) answers on any route before the app runs.
+HTTP front end (:mod:`keyreg.api.server`) answers on any route before the app runs.
 tests/api/test_api_openapi.py walks the app's routes and probes statuses against this document.
 """
 

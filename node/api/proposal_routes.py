@@ -1,4 +1,4 @@
-"""Signing-ceremony routes of the public API (mounted by node.api.app.create_app; docs/ceremonies.md).
+"""Signing-ceremony routes of the public API (mounted by keyreg.api.app.create_app; docs/ceremonies.md).
 
 - ``POST /v1/proposals``                    create a proposal from an unsigned event, for the subject's
   current head: ``{"event": {...wire form, "signatures": []}, "authority"?: "controllers"|"operators",
@@ -244,7 +244,7 @@ def openapi_paths(
     json_answer: Callable[..., dict[str, Any]],
     error: Callable[[str], dict[str, Any]],
 ) -> dict[str, Any]:
-    """The OpenAPI path items of these routes, built with node.api.openapi's helpers."""
+    """The OpenAPI path items of these routes, built with keyreg.api.openapi's helpers."""
     pid = {
         "name": "pid",
         "in": "path",

@@ -8,7 +8,7 @@ time, connections per client and in all.
 
 Per connection, :class:`LeanServer` feeds the bytes it reads to an :class:`h11.Connection`
 (h11 parses the request line, headers and body framing, and keeps the keep-alive state), checks
-the head with :func:`node.api.http1.check_head` (our rules on top of h11's), reads the body in
+the head with :func:`keyreg.api.http1.check_head` (our rules on top of h11's), reads the body in
 full within ``max_body`` bytes and ``body_timeout`` seconds (answering ``Expect:
 100-continue``), then calls the ASGI app (Starlette: its middleware, rate limiter and metrics) in
 the connection's own task with the whole body, and sends the response, framed by h11, in one

@@ -32,7 +32,7 @@ class Artifact:
 @cache
 def load(name: str) -> Artifact:
     """A committed artifact by contract name (e.g. "KeyRegistry")."""
-    text = resources.files("node.chain").joinpath("artifacts", f"{name}.json").read_text()
+    text = resources.files("keyreg.chain").joinpath("artifacts", f"{name}.json").read_text()
     data = json.loads(text)
     return Artifact(
         name=data["contractName"],

@@ -11,7 +11,7 @@ the RPC endpoint polite and the nonce consistent:
   Invariant: ``_nonce`` is the next nonce to use for the relayer account, or None when it must be
   re-read from the chain (at start, and after any failed or dropped send).
 
-Every web3/requests failure is mapped onto :class:`node.core.errors.ChainError` subclasses with a
+Every web3/requests failure is mapped onto :class:`keyreg.core.errors.ChainError` subclasses with a
 message that names the endpoint by scheme://host:port only (URLs of hosted RPCs carry API keys in
 their path) and never includes the relayer key.
 """
@@ -394,7 +394,7 @@ MAX_LOG_INDEX = 999_999  # ChainLog.position packs the index below 10**6
 MAX_SEQ = 2**63 - 1  # the store's integer range: a seq past it can match no local event
 MAX_KEY_ID_BYTES = 256  # a protocol key id is at most limits.max_key_id_chars (64 by default)
 _MAX_LOG_DATA = 32 * 8 + MAX_KEY_ID_BYTES + 32
-_KEY_ID = re.compile(rb"[A-Za-z0-9._:\-]*")  # node.core.log's key-id alphabet ("" = whole subject)
+_KEY_ID = re.compile(rb"[A-Za-z0-9._:\-]*")  # keyreg.core.log's key-id alphabet ("" = whole subject)
 _HEX = re.compile(r"0x[0-9a-fA-F]*")
 
 # topic0 -> (name, indexed inputs after topic0, data types)

@@ -21,9 +21,9 @@ import httpx
 from eth_account import Account
 from web3 import Web3
 
-from node.core.eip712 import TYPE_HASH, hash_operator_set, hash_published_key
-from node.core.hashing import keccak
-from node.core.records import (
+from keyreg.core.eip712 import TYPE_HASH, hash_operator_set, hash_published_key
+from keyreg.core.hashing import keccak
+from keyreg.core.records import (
     KIND_NUMBER,
     ZERO32,
     Delegation,

@@ -16,7 +16,7 @@ Each poll:
    (mode "batch"); ``GovernanceRevoked`` -> ``Registry.add_governance_revocations``.
 
 Hostile logs. Anyone can put bytes into a registry log, and a hostile RPC endpoint anything into
-any field, so the client decodes each log on its own (node.chain.client.decode_registry_log): a
+any field, so the client decodes each log on its own (keyreg.chain.client.decode_registry_log): a
 log that does not decode, or holds a value out of its real range, is skipped, counted and kept
 among the last ``SKIPPED_KEPT`` in ``status()["skipped"]`` (``services.chain.watcher`` in
 ``/v1/health``) with a warning in the log; the rest of its range is fed. A range whose
@@ -293,7 +293,7 @@ class Watcher:
                 # The contract replaced its head at this seq: a recovery rotation (recoverRotation)
                 # or a controller-signed event over an operator-signed update (supersede, ADR 0028
                 # section 9). Either way the new head outranks the earlier direct anchor in fork
-                # choice (node.registry.anchor_rank, mode "recovery"): the contract allows it only
+                # choice (keyreg.registry.anchor_rank, mode "recovery"): the contract allows it only
                 # with the authority that wins at the head.
                 anchors.append(
                     AnchorRecord(

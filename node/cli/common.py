@@ -4,7 +4,7 @@ Every command is wrapped by :func:`handles_errors`: a :class:`KeyregError` print
 ``error [code]: message`` (or a JSON object with ``--json``) on stderr and exits with status 2.
 
 Import rule of the CLI (tests/cli/test_cli_startup.py): at module level a topic module imports only
-the standard library, typer, rich, ``node.core.errors`` and this module; everything else a command
+the standard library, typer, rich, ``keyreg.core.errors`` and this module; everything else a command
 imports when it runs, so ``keyreg --help`` and the offline commands start without web3, eth-account,
 libp2p, SQLAlchemy or httpx.
 """

@@ -53,7 +53,7 @@ def spawn_node(
     with contextlib.suppress(FileNotFoundError):
         runfile.unlink()
     log_path = data_dir / "node.log"
-    cmd = [sys.executable, "-m", "node.cli.node", "node", "run", "-d", str(data_dir)]
+    cmd = [sys.executable, "-m", "keyreg.cli.node", "node", "run", "-d", str(data_dir)]
     cmd += ["--host", "127.0.0.1", "--port", "0", "--admin-port", "0", *args]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

@@ -150,7 +150,7 @@ def _spawn_node(data_dir: Path, password_file: Path, env: dict[str, str]) -> int
     runfile = data_dir / "node.json"
     with contextlib.suppress(FileNotFoundError):
         runfile.unlink()
-    cmd = [sys.executable, "-m", "node.cli.node", "node", "run", "-d", str(data_dir)]
+    cmd = [sys.executable, "-m", "keyreg.cli.node", "node", "run", "-d", str(data_dir)]
     cmd += ["--host", "127.0.0.1", "--port", "0", "--admin-port", "0", "--password-file", str(password_file)]
     with open(data_dir / "node.log", "ab") as log:
         proc = subprocess.Popen(
@@ -170,7 +170,7 @@ def _wait_node(data_dir: Path, pid: int, timeout: float = 90.0) -> dict[str, Any
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid, "node.cli.node"):
+        if not _alive(pid, "keyreg.cli.node"):
             tail = (data_dir / "node.log").read_text(errors="replace")[-1500:]
             raise NetworkError(f"node {data_dir.name} exited:\n{tail}")
         try:
@@ -218,7 +218,7 @@ def devnet_up(
     if (directory / "devnet.json").exists():
         old = read_devnet(directory)
         if _alive(old.get("anvil", {}).get("pid"), "anvil") or any(
-            _alive(n.get("pid"), "node.cli.node") for n in old.get("nodes", [])
+            _alive(n.get("pid"), "keyreg.cli.node") for n in old.get("nodes", [])
         ):
             raise ConfigError(f"a devnet already runs in {directory}: `keyreg devnet down --dir {directory}` first")
     chain_settings = {
@@ -324,7 +324,7 @@ def devnet_down(directory: Path) -> list[str]:
     info = read_devnet(directory)
     stopped = []
     for n in info.get("nodes", []):
-        if _stop_pid(int(n.get("pid") or 0), "node.cli.node"):
+        if _stop_pid(int(n.get("pid") or 0), "keyreg.cli.node"):
             stopped.append(n["name"])
     if _stop_pid(int(info.get("anvil", {}).get("pid") or 0), "anvil", timeout=5):
         stopped.append("anvil")
@@ -345,7 +345,7 @@ def devnet_status(directory: Path) -> dict[str, Any]:
         out["anvil"]["block"] = int(_rpc(info["rpc"], "eth_blockNumber", [], timeout=2), 16)
     for n in info.get("nodes", []):
         row: dict[str, Any] = {"name": n["name"], "pid": n["pid"], "api": n.get("api"), "running": False}
-        if _alive(n["pid"], "node.cli.node") and n.get("api"):
+        if _alive(n["pid"], "keyreg.cli.node") and n.get("api"):
             try:
                 health = httpx.get(n["api"] + "/v1/health", timeout=3).json()
                 chain = health.get("services", {}).get("chain", {})

@@ -206,7 +206,7 @@ def _proposal_on(api: str, subject: str) -> dict[str, Any] | None:
 
 
 def run_governance(devnet: dict[str, Any], progress: bool = True, timeout: float = 60.0) -> dict[str, Any]:
-    """The governance step: :func:`node.gov.scenario.run_governance_revocation` on the devnet, then
+    """The governance step: :func:`keyreg.gov.scenario.run_governance_revocation` on the devnet, then
     every node's indexed proposal (state, tally, voters); returns the step's summary."""
     from ..gov.scenario import run_governance_revocation
 

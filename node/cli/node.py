@@ -61,5 +61,5 @@ def run(
     run_node(config, password)
 
 
-if __name__ == "__main__":  # `python -m node.cli.node run ...`: the node alone, without other CLI topics
+if __name__ == "__main__":  # `python -m keyreg.cli.node run ...`: the node alone, without other CLI topics
     root()

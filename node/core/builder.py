@@ -1,7 +1,7 @@
 """Build and sign events: what controllers and operators (CLI, keystore, ceremonies, tests, the
 vector generator) use.
 
-Signing always goes through :func:`node.core.eip712.event_digest`, so what we sign is exactly
+Signing always goes through :func:`keyreg.core.eip712.event_digest`, so what we sign is exactly
 what the validator and the contract check.
 
 Protocol 2 in brief (docs/protocol.md, docs/adr/0028-protocol-v2-operators-and-custody.md):
@@ -16,8 +16,8 @@ Protocol 2 in brief (docs/protocol.md, docs/adr/0028-protocol-v2-operators-and-c
   secrets for an update (which is then operator-signed, within the operator limits).
 - ``next_update``, ``next_rotation`` (keeps the governor and operators unless told),
   ``next_revocation`` and ``next_delegation`` build the next event from a ``SubjectState``.
-- A ceremony collects signatures elsewhere: :func:`node.core.eip712.event_digest` (or
-  :func:`node.core.eip712.typed_data` for a wallet) is what each signer signs, and
+- A ceremony collects signatures elsewhere: :func:`keyreg.core.eip712.event_digest` (or
+  :func:`keyreg.core.eip712.typed_data` for a wallet) is what each signer signs, and
   :func:`attach_signatures` orders the collected signatures as the rules require.
 """
 

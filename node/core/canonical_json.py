@@ -8,7 +8,7 @@ for values built from ``None``, ``bool``, ``int``, ``str``, ``list``/``tuple`` a
 ``str`` keys (exact types, no subclasses). Object members are sorted by code point, there is no
 whitespace, text is UTF-8 with only the escapes JSON requires.
 
-Refused, with :class:`~node.core.errors.MalformedEvent` (the same error the wire decoders raise):
+Refused, with :class:`~keyreg.core.errors.MalformedEvent` (the same error the wire decoders raise):
 
 - floats, NaN and infinities: every number keyreg hashes is an integer, and two implementations
   need not agree on the text of a float;

@@ -306,7 +306,7 @@ def digest_prefix(domain: Domain) -> bytes:
 def event_digest(domain: Domain, event: Event) -> bytes:
     """The digest controllers sign; also the event's identity in the hash chain.
 
-    A :class:`node.core.validator.Validator` computes the same with its domain's prefix made once.
+    A :class:`keyreg.core.validator.Validator` computes the same with its domain's prefix made once.
     """
     return keccak(digest_prefix(domain) + hash_struct(event))
 

@@ -5,7 +5,7 @@ Fork choice between two validly signed events A and B at the same (subject, seq)
 1. **The chain decides.** If either is anchored (its digest, or a descendant's, recorded by the
    registry contract with enough confirmations), the better-ranked anchor wins. The caller ranks
    anchors (``anchored`` maps digest -> rank, lower wins); the node's ranking
-   (:func:`node.registry.anchor_rank`) is: a recovery rotation that replaced the contract's head
+   (:func:`keyreg.registry.anchor_rank`) is: a recovery rotation that replaced the contract's head
    (``HeadReplaced``) first, then direct anchors earliest first, then batch roots earliest first.
    The contract never lets a recovery replace a whole-subject revocation (``recoverRotation``
    reverts ``SubjectIsRevoked``), so an anchored whole-subject revocation is never outranked by one.

@@ -522,7 +522,7 @@ def apply_event(
     Raises a RuleViolation subclass naming the broken rule.
 
     ``precomputed`` = ``(event_digest(domain, signed.event), signers)``, computed by the caller
-    ahead of time (:class:`node.core.validator.Validator` hashes with its domain's prefix made once;
+    ahead of time (:class:`keyreg.core.validator.Validator` hashes with its domain's prefix made once;
     the registry may recover signatures on other cores). ``signers`` is
     ``recover_signers(signed, digest)``, or None where it was not computed or failed: then it is
     recovered here, so its error is raised in rule order, exactly as without precomputation.

@@ -4,7 +4,7 @@ Every way events reach a node hands them over in batches (a gossip message, a sy
 POST), and every consumer runs the same four stages from here: :meth:`Validator.prepare` decodes
 an item and hashes it for this network (stages 1 and 2), :func:`recover_ahead` recovers its
 signers (stage 3, which the registry may run on other cores), and :meth:`Validator.apply` runs the
-state rules of ``node.core.log.apply_event`` (stage 4). :meth:`Validator.validate` chains them
+state rules of ``keyreg.core.log.apply_event`` (stage 4). :meth:`Validator.validate` chains them
 over a batch on one thread; the registry (``node/registry.py``) runs the same stages with storage,
 conflicts and audit around stage 4, the offline verifier replays bundles through
 :meth:`Validator.apply`, and ``bench/core_validate.py`` measures :meth:`Validator.validate`.
@@ -14,7 +14,7 @@ prefix); nothing else in the core keeps state between calls. It never changes af
 so any number of threads may share one.
 
 Results are the rules' results error for error: a digest or recovery that fails in stages 2-3 is
-not reported there but left as None, and :func:`node.core.log.apply_event` recomputes it and
+not reported there but left as None, and :func:`keyreg.core.log.apply_event` recomputes it and
 raises the error in rule order.
 """
 

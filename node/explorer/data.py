@@ -2,7 +2,7 @@
 
 Each function here mirrors one route of node/api (named in its docstring) and returns that route's
 JSON shape as a dict, so a page shows exactly what ``curl`` on the route would: the registry's
-read methods, node.api.views and the governance indexer, never the store's tables directly.
+read methods, keyreg.api.views and the governance indexer, never the store's tables directly.
 The functions that read the store (anchors, a page of events, evidence) block: pages call them in a
 worker thread, all of a page's reads in one.
 """

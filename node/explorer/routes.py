@@ -1,6 +1,6 @@
 """The explorer's pages: Starlette routes rendering Jinja2 templates (docs/explorer.md, ADR 0026).
 
-Mounted by node.api.app.create_app on the public API's port at ``[explorer] path`` ("/" by
+Mounted by keyreg.api.app.create_app on the public API's port at ``[explorer] path`` ("/" by
 default): the pages share the API's rate limiter and metrics, and read only what the API's routes
 read (node/explorer/data.py). Every page is complete HTML without JavaScript; the one script
 (static/explorer.js) refreshes the overview's figures and lets a wallet sign a ballot.
@@ -442,7 +442,7 @@ def ballot_to_sign(
     chain_id: int, governor: str, name: str, pid: int, support: int, voter: str, nonce: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ballot's EIP-712 typed data for ``eth_signTypedData_v4`` and its wire form without the
-    signature (node.gov.ballots): the signature over the first completes the second."""
+    signature (keyreg.gov.ballots): the signature over the first completes the second."""
     governor, voter = governor.lower(), voter.lower()
     typed = {
         "types": {

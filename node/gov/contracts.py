@@ -305,7 +305,7 @@ class Governance:
         """True if the address runs our governor code (plain or timelocked; immutables aside).
 
         Only the code is trusted: any contract can answer ``registry()`` and ``token()``. Whether
-        it governs *our* registry is node.gov.recognition's check.
+        it governs *our* registry is keyreg.gov.recognition's check.
         """
         code = bytes(self._call("eth_getCode", lambda: self.w3.eth.get_code(self.address)))
         return code_kind(code) in (GOVERNOR, TIMELOCK_GOVERNOR)

@@ -28,7 +28,7 @@ REMOVE_MEMBER_SELECTOR = keccak(b"removeMember(address)")[:4]
 
 # Shown and stored per proposal / vote; longer texts are cut (descriptions flagged). A keyreg
 # revocation's description is a few lines; these bound what a DAO's proposers and voters can make
-# every node hold (with node.gov.indexer's caps on proposals and vote records).
+# every node hold (with keyreg.gov.indexer's caps on proposals and vote records).
 MAX_DESCRIPTION_BYTES = 4 * 1024
 MAX_REASON_BYTES = 256
 MAX_ACTIONS = 64  # revocations shown per proposal; more are counted, not listed

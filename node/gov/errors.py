@@ -1,4 +1,4 @@
-"""Governance errors, placed in the keyreg error tree (node.core.errors)::
+"""Governance errors, placed in the keyreg error tree (keyreg.core.errors)::
 
 KeyregError
 ├── RuleViolation
@@ -6,7 +6,7 @@ KeyregError
 │   │                         our pre-check of the same rule); ``details["error"]`` names it
 │   └── BallotRejected        a ballot is malformed, badly signed, a duplicate or a replay
 └── TransportError
-    └── ChainError            (node.chain.client.ChainUnavailable etc.: retrying may help)
+    └── ChainError            (keyreg.chain.client.ChainUnavailable etc.: retrying may help)
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Topic ``/keyreg/ballots/1/<chainId>/<registry>`` on the node's gossipsub (the p2p service's
 ``Pubsub``; nothing in node.p2p changes). One message = one ballot in the wire format of
-node.gov.ballots. The topic validator decodes, checks the signature and dedups through the
+keyreg.gov.ballots. The topic validator decodes, checks the signature and dedups through the
 relay (:meth:`BallotRelay.accept`, which charges the forwarder's hourly budget,
 ``[gov] ballots_per_peer_per_hour``): valid new ballots are forwarded and scheduled for a
 fallback relay; malformed, badly signed, duplicate-key, unknown-DAO or over-budget ballots are

@@ -1,7 +1,7 @@
 """The governance indexer: proposals, votes and tallies of the DAOs that subjects named.
 
 Which DAOs: every non-zero governor the registry's subjects named (at inception, or in a rotation),
-once node.gov.recognition has checked that it runs our governor (or timelock) code, governs this
+once keyreg.gov.recognition has checked that it runs our governor (or timelock) code, governs this
 node's registry and counts our membership token. Anyone can create a subject naming any address,
 so the table of named addresses is capped (``[gov] max_named``), only ``max_resolves_per_poll``
 of them are checked per poll, and one that is not a DAO is re-checked only after a backoff.
@@ -25,7 +25,7 @@ number), or at the slow cadence ``refresh_every_s`` as a safety net; never again
 final state; and at most ``max_refreshes_per_poll`` per poll, the longest-unrefreshed first, the
 rest waiting for the next poll (``status()["refreshesDeferred"]``).
 
-Every log is decoded defensively and on its own (node.gov.decode): a log that does not decode is
+Every log is decoded defensively and on its own (keyreg.gov.decode): a log that does not decode is
 skipped, counted and recorded (``status()["skipped"]``, shown in ``/v1/health``) with its cause,
 and indexing goes on; a proposer chooses those bytes, so one bad log must never stop the node
 (issue 13, finding 2). Tables are capped: proposals (``max_proposals``, the oldest final ones go
@@ -36,9 +36,9 @@ MemberRemoved (the DAO's own votes, executed; the token's deployment emits Membe
 founders), so the node holds each DAO's current members (``members(governor)``, capped per DAO
 and in all) and its latest changes, and links an executed membership proposal to the changes its
 transaction made (``appliedMembership``). A proposal's actions are shown by kind: revocations on
-the registry, membership changes on the DAO's own token (node.gov.decode.decode_action).
+the registry, membership changes on the DAO's own token (keyreg.gov.decode.decode_action).
 
-Revocations themselves are not applied here: the chain watcher (node.chain.watcher) feeds the
+Revocations themselves are not applied here: the chain watcher (keyreg.chain.watcher) feeds the
 registry's ``GovernanceRevoked`` events, with confirmations, into ``Registry.add_governance_revocations``;
 the indexer only links each executed proposal to the revocation the registry recorded.
 """

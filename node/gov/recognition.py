@@ -60,7 +60,7 @@ class CodeTemplate:
 @cache
 def template(name: str) -> CodeTemplate:
     """The code template of a committed artifact (its JSON carries immutableReferences)."""
-    data = json.loads(resources.files("node.chain").joinpath("artifacts", f"{name}.json").read_text())
+    data = json.loads(resources.files("keyreg.chain").joinpath("artifacts", f"{name}.json").read_text())
     refs = data.get("immutableReferences")
     if refs is None:
         raise RuntimeError(f"artifact {name} has no immutableReferences: rebuild with contracts/compile.js")

@@ -12,7 +12,7 @@ signature, dedup by (chain, governor, proposal, voter)), then the relay:
 Untrusted input, priced (issue 13, finding 1). On intake, before any signature recovery or chain
 access: the ballot's size and shape, its network, that its governor is a DAO the indexer
 *recognised* (named by a subject here, running our governor code, governing our registry with our
-token: node.gov.recognition) under the name the ballot was signed for, that it is not a
+token: keyreg.gov.recognition) under the name the ballot was signed for, that it is not a
 duplicate, that the relay queue has room (``max_pending``), and that the submitting client (API
 address, or gossip peer) is within its hourly budget; then the signature, then the voter's
 budget. Before paying, the relay checks what the governor would check (the proposal is Active,

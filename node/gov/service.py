@@ -2,7 +2,7 @@
 
 The composition root (node/app.py) builds one per start, after p2p and chain, when ``[chain]
 rpc_url`` is set, and runs it under the node's supervisor. It relays with the chain relayer's key
-(``[chain] relayer_keystore``, see node.chain.service); without one it still indexes, accepts and
+(``[chain] relayer_keystore``, see keyreg.chain.service); without one it still indexes, accepts and
 gossips ballots, and marks them ``unrelayed``. Status under ``services.gov`` in ``GET /v1/health``;
 the HTTP routes are node/api/gov_routes.py.
 

@@ -8,7 +8,7 @@ default) signs **only updates, with its operator key**, and only updates the ope
 (:func:`operator_limit_problems` checks ADR 0028 section 5 before signing, so the node never signs
 what the network refuses). Anything that needs the controllers (inception, rotation, revocation,
 delegation, metadata, keys outside the operator's scope) raises
-:class:`~node.keys.keystore.ControllersOffNode` naming the ceremony commands. A node in
+:class:`~keyreg.keys.keystore.ControllersOffNode` naming the ceremony commands. A node in
 ``all-on-node`` mode signs everything with its controllers, as before protocol 2.
 """
 

@@ -1,5 +1,5 @@
 """Zero-downtime rotation of service keys: a pure planner (this module) and the node's scheduler
-(:mod:`node.keys.scheduler`).
+(:mod:`keyreg.keys.scheduler`).
 
 The schedule is a grid: key *j* activates at the boundary ``b_j = j * interval`` (Unix time), so
 every node holding the subject's keys computes the same instants::

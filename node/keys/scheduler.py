@@ -14,7 +14,7 @@ signatures are RFC 6979 deterministic, so two nodes that hold the same keystore 
 
 Custody (docs/operations.md "Custody"): a node in operator mode signs its updates with the operator
 key alone, and every key it publishes keeps the operator limits: purposes in scope, a notAfter
-within maxValidity of the update (:func:`~node.keys.rotation.scheduled_not_after`), at most maxKeys
+within maxValidity of the update (:func:`~keyreg.keys.rotation.scheduled_not_after`), at most maxKeys
 live. Limits that cannot carry the ``[rotation]`` schedule are refused when the scheduler starts.
 """
 

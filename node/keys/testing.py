@@ -113,7 +113,7 @@ class DrillNode:
         if self.ports:  # a restart keeps its addresses, as a real deployment's would
             child_env["KEYREG_P2P_LISTEN"] = f"/ip4/127.0.0.1/tcp/{self.ports[2]}"
         api_port, admin_port = (str(self.ports[0]), str(self.ports[1])) if self.ports else ("0", "0")
-        cmd = [sys.executable, "-m", "node.cli.node", "node", "run", "-d", str(self.data_dir)]
+        cmd = [sys.executable, "-m", "keyreg.cli.node", "node", "run", "-d", str(self.data_dir)]
         cmd += ["--port", api_port, "--admin-port", admin_port, "--log-level", "info"]
         launched = time.monotonic()
         with open(self.data_dir / "node.log", "ab") as log:

@@ -37,7 +37,7 @@ INVALID_CAP = 1000.0
 INVALID_DECAY = 0.9
 PUBLISH_THRESHOLD = -20.0  # below: its messages are dropped before validation
 GOSSIP_THRESHOLD = -10.0  # below: no IHAVE/IWANT exchange with it
-GRAYLIST_THRESHOLD = -50.0  # below: disconnected and banned for a while (node.p2p.service)
+GRAYLIST_THRESHOLD = -50.0  # below: disconnected and banned for a while (keyreg.p2p.service)
 # Messages at least this large announce IDONTWANT to the mesh as soon as they arrive (see
 # KeyregPubsub.push_msg); for smaller ones the announcement costs about as much as a duplicate.
 IDONTWANT_MIN_BYTES = 16 * 1024

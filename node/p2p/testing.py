@@ -136,7 +136,7 @@ def dumps(obj: object) -> str:
 
 
 class NodeProcess:
-    """One ``python -m node.p2p.testnode`` OS process and a client for its control socket."""
+    """One ``python -m keyreg.p2p.testnode`` OS process and a client for its control socket."""
 
     def __init__(
         self,
@@ -164,8 +164,8 @@ class NodeProcess:
         port_file = self.data_dir / "control.port"
         port_file.unlink(missing_ok=True)
         # Started like `keyreg` (a main module that imports nothing heavy): spawned signature workers
-        # re-import the main module, and ``-m node.p2p.testnode`` would make each import libp2p.
-        launcher = "from node.p2p.testnode import main; main()"
+        # re-import the main module, and ``-m keyreg.p2p.testnode`` would make each import libp2p.
+        launcher = "from keyreg.p2p.testnode import main; main()"
         cmd = [sys.executable, "-c", launcher, "--data-dir", str(self.data_dir)]
         for b in self.bootstrap:
             cmd += ["--bootstrap", b]
@@ -286,7 +286,7 @@ class KeyregNode:
             env[f"KEYREG_P2P_{k.upper()}"] = str(v)
         env.setdefault("KEYREG_CHAIN_RPC_URL", "")
         # `keyreg node run`, registering only the node sub-command (fast, and independent of the others).
-        launcher = "import sys; from node.cli import app; import node.cli.node; sys.argv[0] = 'keyreg'; app()"
+        launcher = "import sys; from keyreg.cli import app; import keyreg.cli.node; sys.argv[0] = 'keyreg'; app()"
         cmd = [sys.executable, "-c", launcher, "node", "run", "--data-dir", str(self.data_dir)]
         cmd += ["--port", "0", "--admin-port", "0", "--no-keystore", "--log-level", "warning"]
         self._log = open(self.data_dir / "node.log", "ab")  # noqa: SIM115  # closed in stop()

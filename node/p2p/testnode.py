@@ -1,6 +1,6 @@
 """A minimal node process for the p2p end-to-end tests and benchmarks.
 
-    python -m node.p2p.testnode --data-dir D [--bootstrap MULTIADDR ...] [--set p2p.FIELD=VALUE ...]
+    python -m keyreg.p2p.testnode --data-dir D [--bootstrap MULTIADDR ...] [--set p2p.FIELD=VALUE ...]
 
 Runs a Registry (in-memory store) + ``run_p2p`` and a JSON-lines control socket on 127.0.0.1
 (port written to ``<data_dir>/control.port``). Each request line is an object with an ``op``:

@@ -116,7 +116,7 @@ def event_items(objs: list[Any], limits: Limits) -> tuple[list[SignedEvent | Can
     """Parsed event objects as items for ``Registry.ingest``, and how many were malformed.
 
     Each object is decoded here, once, together with its canonical bytes
-    (:func:`node.core.codec.canonical_from_obj`): the registry stores those bytes as they are and
+    (:func:`keyreg.core.codec.canonical_from_obj`): the registry stores those bytes as they are and
     parses nothing again (before, each event was rendered to bytes here, parsed again by the
     registry and rendered once more to prove the bytes canonical: ~15 us per event per node).
     """
@@ -137,7 +137,7 @@ def _decode_each(
 
 
 def parse_message(data: bytes, max_depth: int = DEFAULT_LIMITS.max_json_depth) -> Any:
-    """Parse a gossip message or sync frame strictly (:func:`node.core.codec.loads_strict`)."""
+    """Parse a gossip message or sync frame strictly (:func:`keyreg.core.codec.loads_strict`)."""
     return loads_strict(data, max_depth)
 
 

@@ -100,7 +100,7 @@ def chain_rows(
     """The chained records as the store's table rows (idx, time, action, subject, seq, digest,
     detail JSON, prev_hash, hash), plus the last hash.
 
-    ``blob`` turns the row's bytes values into the driver's form (``node.store.sql._Values``);
+    ``blob`` turns the row's bytes values into the driver's form (``keyreg.store.sql._Values``);
     the returned last hash is always bytes.
     """
     rows: list[AuditRow] = []

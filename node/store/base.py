@@ -1,6 +1,6 @@
 """The storage seam: what the registry needs from a store, and nothing more.
 
-Implementations: :class:`node.store.memory.MemoryStore` (test double, shipped with the code) and
+Implementations: :class:`keyreg.store.memory.MemoryStore` (test double, shipped with the code) and
 the SQLAlchemy store (SQLite / PostgreSQL). Both must pass the same test suite.
 
 Invariant: :meth:`Store.commit` applies a whole :class:`Changes` in one transaction: appended
@@ -43,7 +43,7 @@ class AuditEntry:
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
-    """One chained audit record as stored (see node.store.audit for the hash rule)."""
+    """One chained audit record as stored (see keyreg.store.audit for the hash rule)."""
 
     index: int  # 0, 1, 2... without gaps
     time: int  # unix milliseconds when the store wrote it

@@ -2,7 +2,7 @@
 
 For every subject: its current-branch events run 0..n without gaps; each stored event decodes,
 re-encodes to the same canonical bytes, has the stored digest and kind, and validates through
-:func:`node.core.log.apply_event` on top of the previous one; the stored head row, derived state
+:func:`keyreg.core.log.apply_event` on top of the previous one; the stored head row, derived state
 JSON and ``keys`` rows equal what the replay gives. Events without a subject row, archived events
 or evidence whose digests do not match their events, and a broken audit chain are reported too.
 (The disputed flag is fork-choice state, not a function of one branch: it is not re-derived.)

@@ -34,7 +34,7 @@ events = Table(
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
     Column("digest", LargeBinary(32), nullable=False),
     Column("kind", String(16), nullable=False),
-    Column("raw", LargeBinary, nullable=False),  # canonical wire bytes (node.core.codec)
+    Column("raw", LargeBinary, nullable=False),  # canonical wire bytes (keyreg.core.codec)
     Column("received_at", BigInteger, nullable=False),  # unix ms
 )
 
@@ -60,7 +60,7 @@ subjects = Table(
     Column("head", LargeBinary(32), nullable=False),
     Column("disputed", Boolean, nullable=False, default=False),
     Column("revoked_at", BigInteger, nullable=True),
-    Column("state", Text, nullable=False),  # node.store.serialize.state_to_json
+    Column("state", Text, nullable=False),  # keyreg.store.serialize.state_to_json
 )
 
 keys = Table(
@@ -103,7 +103,7 @@ governance = Table(
     Column("key_id", Text, nullable=False),
     Column("effective_at", BigInteger, nullable=False),  # clamped; ``record`` is exact
     Column("proposal_id", String(80), nullable=False),  # uint256 as decimal text
-    Column("record", Text, nullable=False),  # node.store.serialize.governance_to_json
+    Column("record", Text, nullable=False),  # keyreg.store.serialize.governance_to_json
     Column("recorded_at", BigInteger, nullable=False),
     UniqueConstraint("subject", "key_id", "proposal_id", name="uq_governance"),
 )

@@ -179,7 +179,7 @@ def key_values(
     """:func:`key_row`'s values in ``keys`` column order, blobs through ``blob`` and NULL as ``null``.
 
     The SQL store's hot path (a test holds it equal to key_row); ``blob``/``null`` are the driver's
-    cheap forms (see ``node.store.sql._Values``).
+    cheap forms (see ``keyreg.store.sql._Values``).
     """
     k = rec.key
     published_at, not_after, revoked_at = rec.published_at, rec.not_after, rec.revoked_at

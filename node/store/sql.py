@@ -1,6 +1,6 @@
 """The SQL store: SQLAlchemy 2.x Core over SQLite (embedded default) or PostgreSQL (psycopg 3).
 
-Transaction boundaries (the seam's invariant, see node.store.base):
+Transaction boundaries (the seam's invariant, see keyreg.store.base):
 - :meth:`SqlStore.commit` writes one :class:`Changes` in ONE transaction: archive switched
   branches, append events, upsert derived subject/key rows, evidence, governance, anchors and the
   chained audit records. Nothing is visible, and nothing is acknowledged, before it commits.

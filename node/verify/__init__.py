@@ -1,9 +1,9 @@
 """Offline verifier SDK: check keys of keyreg subjects from a bundle, trusting only a pinned checkpoint.
 
-Depends on :mod:`node.core` and the crypto libraries only: no network, no database, no event loop
+Depends on :mod:`keyreg.core` and the crypto libraries only: no network, no database, no event loop
 (a test imports it in a fresh interpreter and checks ``sys.modules``).
 
-    from node.verify import Verifier
+    from keyreg.verify import Verifier
     v = Verifier.from_bundle("keys.bundle", checkpoint="0x...", max_staleness=3600)
     v.check(subject, "web-2025", purpose="sig").status      # "valid", "revoked", ...
     v.verify_signature(subject, "web-2025", message, sig)   # SignatureCheck

@@ -3,7 +3,7 @@
 A bundle is canonical JSON (sorted keys, no whitespace, UTF-8, lowercase 0x-hex), optionally
 gzipped (detected by its magic bytes). Decoding is strict like the event codec: unknown, missing
 or duplicated fields and wrong types are refused with :class:`BundleFormatError` naming the field.
-Nothing here checks proofs or signatures: that is :mod:`node.verify.loading`'s job.
+Nothing here checks proofs or signatures: that is :mod:`keyreg.verify.loading`'s job.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from node.core.codec import dumps_canonical, event_from_obj, event_to_obj, loads_strict
-from node.core.errors import MalformedEvent
-from node.core.records import Domain, SignedEvent
+from keyreg.core.codec import dumps_canonical, event_from_obj, event_to_obj, loads_strict
+from keyreg.core.errors import MalformedEvent
+from keyreg.core.records import Domain, SignedEvent
 
 from .errors import BundleFormatError
 
@@ -280,7 +280,7 @@ def read_bytes(data: bytes, max_bytes: int = MAX_BUNDLE_BYTES) -> bytes:
 
 
 def parse_json(text: bytes) -> Any:
-    """The JSON value of ``text``, parsed strictly (:func:`node.core.codec.loads_strict`)."""
+    """The JSON value of ``text``, parsed strictly (:func:`keyreg.core.codec.loads_strict`)."""
     try:
         return loads_strict(text)
     except MalformedEvent as exc:

@@ -1,4 +1,4 @@
-"""Errors of the offline verifier, under the keyreg error tree (``node.core.errors``)::
+"""Errors of the offline verifier, under the keyreg error tree (``keyreg.core.errors``)::
 
     RuleViolation
     ├── BundleRefused            the bundle as a whole is not accepted; nothing from it is used
@@ -20,7 +20,7 @@ Every class has a stable ``code``; ``details["part"]`` names the part of the bun
 
 from __future__ import annotations
 
-from node.core.errors import RuleViolation
+from keyreg.core.errors import RuleViolation
 
 
 class BundleRefused(RuleViolation):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from node.core.hashing import keccak
+from keyreg.core.hashing import keccak
 
 from . import rlp
 

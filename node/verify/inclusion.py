@@ -1,13 +1,13 @@
 """Batch inclusion proofs of many subjects under the same roots, checked with shared work.
 
-A bundle carries one sparse Merkle inclusion proof (:mod:`node.core.merkle`) per subject in a
+A bundle carries one sparse Merkle inclusion proof (:mod:`keyreg.core.merkle`) per subject in a
 batch, and all of them climb the same tree: checked one by one, each hashes ~log2(n) levels, and
 the upper levels are hashed again for every subject. :class:`InclusionChecker` remembers, per
 root, the hash at every position a verified proof established, and a later proof stops climbing
 as soon as its own hash at some position equals the remembered one, after checking that every
 sibling it states above that point equals the remembered hash at the sibling's position.
 
-Why that decides exactly like :func:`node.core.merkle.verify_proof`: the climb from a position
+Why that decides exactly like :func:`keyreg.core.merkle.verify_proof`: the climb from a position
 to the root depends only on the hash at that position, the siblings above it and the key's bits
 above it, which are the position's own. If all of them equal those of a proof that reached the
 root, so does this one. Anything else (no match, a differing sibling) climbs all the way through
@@ -17,7 +17,7 @@ about once: ~2 hashes per proof instead of ~14 for 10,000 subjects.
 
 from __future__ import annotations
 
-from node.core.merkle import DEPTH, Proof, leaf_hash, root_from_proof
+from keyreg.core.merkle import DEPTH, Proof, leaf_hash, root_from_proof
 
 # Keys whose first bit is 0 / 1: with one sibling, root_from_proof is exactly the core's rule for
 # one level, (node, sibling) or (sibling, node). Hashing through it keeps one definition of a node.

@@ -1,15 +1,15 @@
 """Loading a bundle: the one pass that checks everything against the pinned checkpoint.
 
-:meth:`node.verify.Verifier.from_bundle` runs this pass and refuses the whole bundle on the first
-fault (a specific :class:`~node.verify.errors.BundleRefused`):
+:meth:`keyreg.verify.Verifier.from_bundle` runs this pass and refuses the whole bundle on the first
+fault (a specific :class:`~keyreg.verify.errors.BundleRefused`):
 
 1. the checkpoint header hashes to the pinned block hash; its state root anchors every proof;
 2. the registry account is proven in that state, and each subject's head slots (seq, digest) and,
    for subjects that named a governor, each governance-revocation slot are proven in its storage;
 3. batch roots are proven anchored, and each batch head's sparse Merkle proof leads to its root;
-4. every log replays through the core's pipeline (:class:`node.core.validator.Validator`, one
+4. every log replays through the core's pipeline (:class:`keyreg.core.validator.Validator`, one
    implementation of the rules),
-   duplicity evidence goes through :class:`node.core.fork.SubjectLog` with the proven anchors;
+   duplicity evidence goes through :class:`keyreg.core.fork.SubjectLog` with the proven anchors;
 5. every governance record matches the storage exactly (none missing, none invented).
 
 Afterwards each subject is classified: consistent with its anchors, *disputed* (the log and an
@@ -28,13 +28,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from node.core.errors import RuleViolation
-from node.core.fork import SubjectLog
-from node.core.hashing import keccak
-from node.core.limits import Limits
-from node.core.log import SubjectState
-from node.core.records import ZERO32, Authority, Domain, GovernanceRevocation, Inception, SignedEvent
-from node.core.validator import Validator
+from keyreg.core.errors import RuleViolation
+from keyreg.core.fork import SubjectLog
+from keyreg.core.hashing import keccak
+from keyreg.core.limits import Limits
+from keyreg.core.log import SubjectState
+from keyreg.core.records import ZERO32, Authority, Domain, GovernanceRevocation, Inception, SignedEvent
+from keyreg.core.validator import Validator
 
 from . import layout
 from .bundle import Bundle, SubjectEntry, decode_subject

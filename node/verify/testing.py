@@ -1,7 +1,7 @@
 """Test double: a simulated registry chain state that produces real proofs, without a chain.
 
 :class:`SimulatedRegistry` keeps the registry contract's storage as {slot: value} (written in the
-contract's layout), builds the storage and state tries with :func:`node.verify.mpt.build_trie`,
+contract's layout), builds the storage and state tries with :func:`keyreg.verify.mpt.build_trie`,
 wraps the state root in a block header, and emits a bundle whose proofs are exactly what
 ``eth_getProof`` would return for that state. Tests of the verifier's rules and the benchmark
 run on it in milliseconds; the anvil integration test proves the same code against a real node.
@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from node.core.eip712 import event_digest
-from node.core.hashing import keccak
-from node.core.merkle import SparseMerkleTree
-from node.core.records import Domain, SignedEvent
+from keyreg.core.eip712 import event_digest
+from keyreg.core.hashing import keccak
+from keyreg.core.merkle import SparseMerkleTree
+from keyreg.core.records import Domain, SignedEvent
 
 from . import layout, mpt, rlp
 from .bundle import (

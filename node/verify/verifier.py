@@ -1,11 +1,11 @@
 """The offline verifier: load a bundle, check it against a pinned checkpoint, answer key questions.
 
 Trust: only cryptography and the block hash the caller pins. :meth:`Verifier.from_bundle` checks
-everything once, in one pass (:mod:`node.verify.loading`: checkpoint, account and storage proofs,
+everything once, in one pass (:mod:`keyreg.verify.loading`: checkpoint, account and storage proofs,
 batch inclusion proofs, log replay, duplicity evidence, governance), and refuses the whole bundle
-on the first fault with a specific :class:`~node.verify.errors.BundleRefused`. Afterwards it
+on the first fault with a specific :class:`~keyreg.verify.errors.BundleRefused`. Afterwards it
 answers key questions from the verified views; checks of a subject whose anchored head is newer
-than its log (the exporter hid it) raise :class:`~node.verify.errors.StaleView`.
+than its log (the exporter hid it) raise :class:`~keyreg.verify.errors.StaleView`.
 
 Every answer rests on an anchored head, which :meth:`Verifier.basis` names: the registry's own head
 (a *direct* anchor, read from the contract's storage through the proofs) and any batch root shown.
@@ -24,11 +24,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from node.core.eip712 import event_digest
-from node.core.keystate import Verdict, key_verdict, valid_keys
-from node.core.limits import DEFAULT_LIMITS, Limits
-from node.core.log import KeyRecord
-from node.core.records import Domain, Revocation, SignedEvent, Update
+from keyreg.core.eip712 import event_digest
+from keyreg.core.keystate import Verdict, key_verdict, valid_keys
+from keyreg.core.limits import DEFAULT_LIMITS, Limits
+from keyreg.core.log import KeyRecord
+from keyreg.core.records import Domain, Revocation, SignedEvent, Update
 
 from . import signatures
 from .bundle import Bundle, SubjectEntry, decode_envelope

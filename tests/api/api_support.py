@@ -14,15 +14,15 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
 
-from node.api.app import ApiContext, create_app
-from node.config import ApiConfig, Config
-from node.core import builder
-from node.core.codec import event_to_obj
-from node.core.eip712 import event_digest
-from node.core.records import SignedEvent
-from node.keys.service_keys import ServiceKey
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.api.app import ApiContext, create_app
+from keyreg.config import ApiConfig, Config
+from keyreg.core import builder
+from keyreg.core.codec import event_to_obj
+from keyreg.core.eip712 import event_digest
+from keyreg.core.records import SignedEvent
+from keyreg.keys.service_keys import ServiceKey
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 
 NOW = 1_700_000_000
 SECRETS = [bytes([i]) * 32 for i in (1, 2, 3)]

@@ -11,11 +11,11 @@ import trio
 from api_support import Clock, Subject, obj
 from hypercorn.config import Config as HypercornConfig
 
-from node.api.app import ApiContext, create_app
-from node.api.server import LeanServer
-from node.config import ApiConfig, Config
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.api.app import ApiContext, create_app
+from keyreg.api.server import LeanServer
+from keyreg.config import ApiConfig, Config
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 
 
 def _hc(**over: Any) -> HypercornConfig:

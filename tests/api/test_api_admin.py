@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from api_support import TestClient
 
-from node.api.admin import check_admin_host, create_admin_app
-from node.core.errors import ConfigError
-from node.core.log import KeyRecord
-from node.keys.handout import Handout
-from node.keys.jwt import verify_jwt
-from node.keys.service_keys import ServiceKey, b64url, b64url_decode, verify_signature
+from keyreg.api.admin import check_admin_host, create_admin_app
+from keyreg.core.errors import ConfigError
+from keyreg.core.log import KeyRecord
+from keyreg.keys.handout import Handout
+from keyreg.keys.jwt import verify_jwt
+from keyreg.keys.service_keys import ServiceKey, b64url, b64url_decode, verify_signature
 
 TOKEN = "t" * 43
 KEY = ServiceKey.generate("Ed25519", "svc-1")

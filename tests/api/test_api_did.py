@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from pydid import DIDDocument, VerificationMethod
 from starlette.testclient import TestClient
 
-from node.core.purposes import DID_RELATIONSHIPS, PURPOSES, did_relationships, jwk_usage
-from node.keys.service_keys import ServiceKey
-from node.verify import signatures
+from keyreg.core.purposes import DID_RELATIONSHIPS, PURPOSES, did_relationships, jwk_usage
+from keyreg.keys.service_keys import ServiceKey
+from keyreg.verify import signatures
 
 # The DID Core property names of the relationships, as pydid's model spells them.
 _PYDID_FIELD = {

@@ -8,10 +8,10 @@ import pytest
 from api_support import NOW, Subject, make_api, obj
 from starlette.testclient import TestClient
 
-from node.core import builder
-from node.core.records import Domain
-from node.keys.service_keys import ServiceKey
-from node.registry import Registry
+from keyreg.core import builder
+from keyreg.core.records import Domain
+from keyreg.keys.service_keys import ServiceKey
+from keyreg.registry import Registry
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from api_support import Subject, make_api, obj
 from prometheus_client import generate_latest
 from server_support import Conn, _hc, get, run
 
-from node.api.server import LeanServer, serve_api
-from node.registry import Registry
+from keyreg.api.server import LeanServer, serve_api
+from keyreg.registry import Registry
 
 SMUGGLED = b"GET /v1/health HTTP/1.1\r\nhost: t\r\nx-smuggled: 1\r\n\r\n"
 

@@ -9,9 +9,9 @@ import pytest
 from api_support import NOW, Subject, make_api, obj
 from starlette.testclient import TestClient
 
-from node.api.app import MAX_SEQ, MAX_TIME
-from node.keys.service_keys import ServiceKey
-from node.registry import Registry
+from keyreg.api.app import MAX_SEQ, MAX_TIME
+from keyreg.keys.service_keys import ServiceKey
+from keyreg.registry import Registry
 
 
 @pytest.fixture
@@ -200,7 +200,7 @@ def test_submitted_events_are_budgeted_per_event_not_per_request() -> None:
 
 
 def test_ipv6_clients_are_budgeted_per_64() -> None:
-    from node.api.middleware import client_key
+    from keyreg.api.middleware import client_key
 
     assert client_key({"client": ("2001:db8:1:2::1", 1)}) == client_key({"client": ("2001:db8:1:2:ffff::9", 2)})
     assert client_key({"client": ("2001:db8:1:3::1", 1)}) != client_key({"client": ("2001:db8:1:2::1", 1)})
@@ -220,8 +220,8 @@ def test_deep_json_and_lone_surrogates_are_malformed(api: tuple[TestClient, Regi
 
 def test_a_ballot_with_a_non_ascii_digit_proposal_id_is_rejected_not_a_500() -> None:
     """POST /v1/gov/ballots decodes with decode_ballot: '²' passed str.isdigit() and int() raised."""
-    from node.gov.ballots import _FIELDS, BALLOT_TYPE, BALLOT_VERSION, decode_ballot
-    from node.gov.errors import BallotRejected
+    from keyreg.gov.ballots import _FIELDS, BALLOT_TYPE, BALLOT_VERSION, decode_ballot
+    from keyreg.gov.errors import BallotRejected
 
     for pid in ("²", "١٢", "１"):
         ballot = dict.fromkeys(_FIELDS, "x") | {"type": BALLOT_TYPE, "v": BALLOT_VERSION, "governorName": "g"}

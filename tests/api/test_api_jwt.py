@@ -8,9 +8,9 @@ import jwt
 import pytest
 from api_support import NOW, Subject, make_api, obj
 
-from node.keys.jwt import JWTError, sign_jwt, verify_jwt
-from node.keys.rotation import KeyWindow, plan_manual_rotation
-from node.keys.service_keys import ServiceKey
+from keyreg.keys.jwt import JWTError, sign_jwt, verify_jwt
+from keyreg.keys.rotation import KeyWindow, plan_manual_rotation
+from keyreg.keys.service_keys import ServiceKey
 
 ALGS = {"Ed25519": "EdDSA", "P-256": "ES256", "secp256k1": "ES256K"}
 

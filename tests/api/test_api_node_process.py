@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from node.p2p.testing import KeyregNode
+from keyreg.p2p.testing import KeyregNode
 
 
 def _connect(api: str) -> socket.socket:

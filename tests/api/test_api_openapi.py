@@ -17,11 +17,11 @@ from server_support import run
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from node.api.middleware import HotRoutes
-from node.api.openapi import openapi_document
-from node.api.server import LeanServer
-from node.explorer.routes import routes as explorer_routes
-from node.registry import Registry
+from keyreg.api.middleware import HotRoutes
+from keyreg.api.openapi import openapi_document
+from keyreg.api.server import LeanServer
+from keyreg.explorer.routes import routes as explorer_routes
+from keyreg.registry import Registry
 
 DOC = openapi_document()
 

@@ -15,15 +15,15 @@ import pytest
 from api_support import NOW, Clock, Subject, TestClient, obj
 from sqlalchemy import event
 
-import node.api.app as app_module
-from node.api.app import ApiContext, create_app
-from node.api.middleware import LogBudget
-from node.config import ApiConfig, Config
-from node.keys.service_keys import ServiceKey
-from node.p2p.testing import KeyregNode
-from node.registry import ConflictBudget, Registry
-from node.store.memory import MemoryStore
-from node.store.sql import SqlStore
+import keyreg.api.app as app_module
+from keyreg.api.app import ApiContext, create_app
+from keyreg.api.middleware import LogBudget
+from keyreg.config import ApiConfig, Config
+from keyreg.keys.service_keys import ServiceKey
+from keyreg.p2p.testing import KeyregNode
+from keyreg.registry import ConflictBudget, Registry
+from keyreg.store.memory import MemoryStore
+from keyreg.store.sql import SqlStore
 
 # --- M7: storage faults -----------------------------------------------------------------------
 
@@ -67,7 +67,7 @@ def test_a_storage_fault_answers_a_generic_503_and_health_reports_it_until_a_wri
     assert client.post("/v1/events", json=obj(first.inception)).status_code == 200
     assert client.get("/v1/health").json()["ok"] is True
     victim = Subject.make(config)
-    with ReadOnly(store), caplog.at_level(logging.ERROR, logger="node.store.sql"):
+    with ReadOnly(store), caplog.at_level(logging.ERROR, logger="keyreg.store.sql"):
         r = client.post("/v1/events", json=obj(victim.inception))
         again = client.post("/v1/events", json=obj(victim.inception))
     assert r.status_code == again.status_code == 503, r.text
@@ -254,7 +254,7 @@ def test_unexpected_errors_answer_500_and_are_logged_at_most_n_per_interval(
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(registry, "state", bug)
-    with caplog.at_level(logging.ERROR, logger="node.api.middleware"):
+    with caplog.at_level(logging.ERROR, logger="keyreg.api.middleware"):
         answers = [client.get(f"/v1/subjects/{s.id}") for _ in range(40)]
     assert {r.status_code for r in answers} == {500}
     assert answers[0].json() == {"code": "internal", "message": "internal server error"}

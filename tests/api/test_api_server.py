@@ -11,12 +11,12 @@ import trio
 from api_support import NOW, Subject, make_api, obj
 from server_support import _hc, get, run
 
-from node.api.app import ApiContext, create_app
-from node.api.http1 import Head, Refusal, check_head, refusal_for
-from node.api.server import LeanServer, serve_api
-from node.config import Config
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.api.app import ApiContext, create_app
+from keyreg.api.http1 import Head, Refusal, check_head, refusal_for
+from keyreg.api.server import LeanServer, serve_api
+from keyreg.config import Config
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 
 
 def head(raw: bytes, max_head: int = 65536) -> Head:

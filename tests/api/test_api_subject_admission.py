@@ -11,12 +11,12 @@ from dataclasses import replace
 
 from api_support import NOW, Clock, Subject, TestClient, make_api, obj
 
-from node.api.app import ApiContext, create_app
-from node.config import ApiConfig, Config
-from node.core.limits import Limits
-from node.keys.service_keys import ServiceKey
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.api.app import ApiContext, create_app
+from keyreg.config import ApiConfig, Config
+from keyreg.core.limits import Limits
+from keyreg.keys.service_keys import ServiceKey
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 
 
 def test_a_client_creating_subjects_past_its_budget_gets_429_and_the_node_stays_bounded() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from node.chain.deploy import anvil_binary
+from keyreg.chain.deploy import anvil_binary
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anvil, pytest.mark.slow]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from node.core import builder
-from node.core.eip712 import event_digest
-from node.core.hashing import SECP256K1_N, address_of_private_key
-from node.core.log import SubjectState, apply_event
-from node.core.records import Domain, PublishedKey, SignedEvent
+from keyreg.core import builder
+from keyreg.core.eip712 import event_digest
+from keyreg.core.hashing import SECP256K1_N, address_of_private_key
+from keyreg.core.log import SubjectState, apply_event
+from keyreg.core.records import Domain, PublishedKey, SignedEvent
 
 DOMAIN = Domain(31337, bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3"))
 NOW = 1_700_000_000

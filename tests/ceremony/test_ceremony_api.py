@@ -12,14 +12,14 @@ from typing import Any
 from api_support import NEXT, NOW, SECRETS, Clock, Subject, obj
 from starlette.testclient import TestClient
 
-from node.api.app import ApiContext, create_app
-from node.config import ApiConfig, Config, ProposalsConfig
-from node.core import builder
-from node.core.codec import event_to_obj
-from node.core.hashing import SECP256K1_N, sign_digest
-from node.core.records import SignedEvent
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.api.app import ApiContext, create_app
+from keyreg.config import ApiConfig, Config, ProposalsConfig
+from keyreg.core import builder
+from keyreg.core.codec import event_to_obj
+from keyreg.core.hashing import SECP256K1_N, sign_digest
+from keyreg.core.records import SignedEvent
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 
 OUTSIDER = bytes([9]) * 32
 
@@ -41,7 +41,7 @@ def make(api: dict[str, Any] | None = None, **proposals: Any) -> tuple[TestClien
 
 def unsigned(s: Subject, kind: str = "revocation", t: int = NOW + 1, tag: str = "") -> tuple[dict[str, Any], bytes]:
     """The wire form of an unsigned event after the subject's head, and its digest."""
-    from node.core.eip712 import event_digest
+    from keyreg.core.eip712 import event_digest
 
     if kind == "revocation":
         ev: Any = builder.revocation(s.subject, s.seq + 1, s.head, t, "k1", NOW, "lost" + tag)
@@ -125,7 +125,7 @@ def test_a_proposal_whose_head_moved_on_is_stale_and_refused_before_any_recovery
     assert client.post("/v1/events", json=obj(s.next_update(NOW + 2, retire=[("k1", NOW + 100)]))).status_code == 200
     pid = "0x" + digest.hex()
     assert client.get(f"/v1/proposals/{pid}").json()["stale"] is True
-    from node.core.log import signatures_recovered
+    from keyreg.core.log import signatures_recovered
 
     before = signatures_recovered()
     r = client.post(f"/v1/proposals/{pid}/signatures", json={"signature": sig(SECRETS[0], digest)})

@@ -11,10 +11,10 @@ from ceremony_support import DOMAIN, NOW
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.ceremony.book import BookLimits, Entry, ProposalBook
-from node.ceremony.proposal import Authority, Proposal
-from node.core import builder
-from node.core.errors import OverCapacity
+from keyreg.ceremony.book import BookLimits, Entry, ProposalBook
+from keyreg.ceremony.proposal import Authority, Proposal
+from keyreg.core import builder
+from keyreg.core.errors import OverCapacity
 
 SUBJECTS = [hashlib.sha256(b"book-%d" % i).digest() for i in range(3)]
 AUTHORITY = Authority("controllers", (b"\x01" * 20, b"\x02" * 20), 2)

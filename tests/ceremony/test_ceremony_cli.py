@@ -12,11 +12,11 @@ import pytest
 from ceremony_support import DOMAIN, ED_KEY, NOW, make_subject, secret
 from typer.testing import CliRunner, Result
 
-from node.cli import app
-from node.core.codec import encode_event, event_to_obj
-from node.core.hashing import address_of_private_key, sign_digest
+from keyreg.cli import app
+from keyreg.core.codec import encode_event, event_to_obj
+from keyreg.core.hashing import address_of_private_key, sign_digest
 
-importlib.import_module("node.cli.event")
+importlib.import_module("keyreg.cli.event")
 
 PASSWORD = "cli-ceremony-password-not-secret"
 
@@ -45,7 +45,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 
 def keyfile(path: Path, key: bytes) -> str:
-    from node.keys.keystore import Password, write_keyfile
+    from keyreg.keys.keystore import Password, write_keyfile
 
     write_keyfile(path, key, Password(PASSWORD))
     return str(path)
@@ -96,9 +96,9 @@ def test_operator_update_and_delegation_from_a_log_file(tmp_path: Path, env: dic
 def test_rotation_keeps_governor_and_operators_and_the_store_is_a_head_source(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
-    from node.config import load_config
-    from node.registry import Registry
-    from node.store.sql import SqlStore
+    from keyreg.config import load_config
+    from keyreg.registry import Registry
+    from keyreg.store.sql import SqlStore
 
     s = make_subject("store", operators=1)
     data = tmp_path / "d"

@@ -19,15 +19,15 @@ import pytest
 from ceremony_support import by_address, secret
 from typer.testing import CliRunner, Result
 
-from node.cli import app
-from node.core import builder
-from node.core.codec import encode_event, event_to_obj
-from node.core.eip712 import event_digest
-from node.core.hashing import address_of_private_key, sign_digest
-from node.core.records import PublishedKey, SignedEvent
-from node.p2p.testing import KeyregNode
+from keyreg.cli import app
+from keyreg.core import builder
+from keyreg.core.codec import encode_event, event_to_obj
+from keyreg.core.eip712 import event_digest
+from keyreg.core.hashing import address_of_private_key, sign_digest
+from keyreg.core.records import PublishedKey, SignedEvent
+from keyreg.p2p.testing import KeyregNode
 
-importlib.import_module("node.cli.event")  # registers `keyreg event` on the root app
+importlib.import_module("keyreg.cli.event")  # registers `keyreg event` on the root app
 
 ROOT = Path(__file__).resolve().parents[2]
 CAST = ROOT / "contracts/node_modules/@foundry-rs/cast-linux-amd64/bin/cast"
@@ -36,7 +36,7 @@ ED_KEY = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68
 
 
 def keyfile(path: Path, key: bytes) -> Path:
-    from node.keys.keystore import Password, write_keyfile
+    from keyreg.keys.keystore import Password, write_keyfile
 
     write_keyfile(path, key, Password(PASSWORD))
     return path
@@ -102,7 +102,7 @@ def test_two_of_three_keyfiles_rotate_and_revoke_through_ceremonies_one_signing_
     try:
         # The inception, through the node's proposal API: one controller creates it with its
         # signature, another attaches; the node ingests it at the threshold.
-        from node.config import Config
+        from keyreg.config import Config
 
         domain = Config().domain
         inc = builder.inception(
@@ -207,7 +207,7 @@ def test_proposals_on_a_node_process_are_bounded_and_hostile_input_costs_nothing
     current = by_address([secret(f"bound-c{i}") for i in range(3)])
     node = KeyregNode(tmp_path / "node").start()
     try:
-        from node.config import Config
+        from keyreg.config import Config
 
         domain = Config().domain
         inc = builder.inception(_now(), builder.controller_set(current), 2,

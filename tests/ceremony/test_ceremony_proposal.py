@@ -13,7 +13,7 @@ from ceremony_support import DOMAIN, ED_KEY, NOW, Subject, high_s, make_subject,
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.ceremony import (
+from keyreg.ceremony import (
     DuplicateSignature,
     IncompleteProposal,
     Proposal,
@@ -22,9 +22,9 @@ from node.ceremony import (
     StaleProposal,
     propose,
 )
-from node.ceremony.proposal import parse_signature
-from node.core import builder
-from node.core.errors import (
+from keyreg.ceremony.proposal import parse_signature
+from keyreg.core import builder
+from keyreg.core.errors import (
     BadSignature,
     ChainBroken,
     CommitmentMismatch,
@@ -33,9 +33,9 @@ from node.core.errors import (
     OperatorLimit,
     UnauthorizedSigner,
 )
-from node.core.hashing import address_of_private_key, sign_digest
-from node.core.log import apply_event
-from node.core.records import PublishedKey
+from keyreg.core.hashing import address_of_private_key, sign_digest
+from keyreg.core.log import apply_event
+from keyreg.core.records import PublishedKey
 
 
 def _revocation(s: Subject, key_id: str = "k1", ts: int = NOW + 10) -> Proposal:

@@ -8,8 +8,8 @@ import pytest
 from registry_fixture import Registry, error_selectors
 from web3 import Web3
 
-from node.chain.deploy import ANVIL_CHAIN_ID, AnvilProcess, connect, deploy_registry
-from node.core.records import Domain
+from keyreg.chain.deploy import ANVIL_CHAIN_ID, AnvilProcess, connect, deploy_registry
+from keyreg.core.records import Domain
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 
-from node.chain.deploy import (
+from keyreg.chain.deploy import (
     ANVIL_CHAIN_ID,
     ANVIL_DEV_KEY,
     AnvilProcess,
@@ -20,11 +20,11 @@ from node.chain.deploy import (
     deploy_registry,
     start_anvil,
 )
-from node.core import builder
-from node.core.eip712 import event_digest
-from node.core.records import ZERO20, Domain, PublishedKey, SignedEvent
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.core import builder
+from keyreg.core.eip712 import event_digest
+from keyreg.core.records import ZERO20, Domain, PublishedKey, SignedEvent
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 
 RELAYER_KEY = bytes.fromhex(ANVIL_DEV_KEY[2:])
 # anvil default account 1 (public test key)

@@ -10,10 +10,10 @@ from web3 import Web3
 from web3.exceptions import ContractCustomError
 from web3.logs import DISCARD
 
-from node.chain.deploy import AnvilProcess, call_for, event_input
-from node.core.eip712 import event_digest
-from node.core.hashing import keccak
-from node.core.records import Domain, SignedEvent
+from keyreg.chain.deploy import AnvilProcess, call_for, event_input
+from keyreg.core.eip712 import event_digest
+from keyreg.core.hashing import keccak
+from keyreg.core.records import Domain, SignedEvent
 
 
 def error_selectors(abi: list[dict[str, Any]]) -> dict[str, str]:

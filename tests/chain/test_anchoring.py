@@ -12,12 +12,12 @@ import pytest
 import trio
 from node_chain import OTHER_KEY, RELAYER_KEY, Subject, deploy, domain_for, node_registry, private_anvil, wait_for
 
-from node.chain.anchoring import AnchorQueue, direct_inputs, enqueue_direct
-from node.chain.client import ChainClient
-from node.chain.deploy import AnvilProcess, start_anvil
-from node.chain.service import ChainService
-from node.config import ChainConfig, Config, NetworkConfig
-from node.core.merkle import verify_proof
+from keyreg.chain.anchoring import AnchorQueue, direct_inputs, enqueue_direct
+from keyreg.chain.client import ChainClient
+from keyreg.chain.deploy import AnvilProcess, start_anvil
+from keyreg.chain.service import ChainService
+from keyreg.config import ChainConfig, Config, NetworkConfig
+from keyreg.core.merkle import verify_proof
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 
@@ -155,7 +155,7 @@ def test_conflict_and_forgery_are_refused(anvil: AnvilProcess, tmp_path: Path) -
             signatures=forged_event.signatures,
             domain=forged_event.domain,
         )
-        from node.chain.client import TransactionReverted
+        from keyreg.chain.client import TransactionReverted
 
         with pytest.raises(TransactionReverted) as err:
             await client.anchor_events(direct_inputs([inc, other, tampered], 2))
@@ -229,8 +229,8 @@ def test_rpc_down_keeps_work_and_recovers(tmp_path: Path) -> None:
 
 def test_anchor_status_compares_the_chain_with_the_local_log() -> None:
     """No chain needed: anchors are recorded by hand."""
-    from node.chain.status import anchor_status
-    from node.store.base import AnchorRecord
+    from keyreg.chain.status import anchor_status
+    from keyreg.store.base import AnchorRecord
 
     address = "0x" + "42" * 20
     registry = node_registry(address)

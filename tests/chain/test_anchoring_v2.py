@@ -16,18 +16,18 @@ import trio
 from node_chain import RELAYER_KEY, deploy, domain_for, node_registry, private_anvil, wait_for
 from test_anchoring import make_config, mine
 
-from node.chain import artifacts
-from node.chain.anchoring import direct_inputs
-from node.chain.client import ChainClient
-from node.chain.deploy import AnvilProcess, connect
-from node.chain.deploy import deploy as deploy_contract
-from node.chain.service import ChainService
-from node.core import builder
-from node.core.eip712 import event_digest, operator_commitment
-from node.core.hashing import address_of_private_key, keccak
-from node.core.records import NO_OPERATORS, Domain, PublishedKey, SignedEvent
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.chain import artifacts
+from keyreg.chain.anchoring import direct_inputs
+from keyreg.chain.client import ChainClient
+from keyreg.chain.deploy import AnvilProcess, connect
+from keyreg.chain.deploy import deploy as deploy_contract
+from keyreg.chain.service import ChainService
+from keyreg.core import builder
+from keyreg.core.eip712 import event_digest, operator_commitment
+from keyreg.core.hashing import address_of_private_key, keccak
+from keyreg.core.records import NO_OPERATORS, Domain, PublishedKey, SignedEvent
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 

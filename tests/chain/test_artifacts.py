@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from node.chain import artifacts
+from keyreg.chain import artifacts
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,17 +8,17 @@ import pytest
 import trio
 from node_chain import OTHER_KEY, RELAYER_KEY, deploy, private_anvil
 
-from node.chain.client import (
+from keyreg.chain.client import (
     ChainClient,
     ChainUnavailable,
     NoRelayer,
     TransactionReverted,
     redact_url,
 )
-from node.chain.deploy import AnvilProcess, free_port
-from node.core.errors import ChainError
-from node.core.hashing import keccak
-from node.core.records import ZERO32
+from keyreg.chain.deploy import AnvilProcess, free_port
+from keyreg.core.errors import ChainError
+from keyreg.core.hashing import keccak
+from keyreg.core.records import ZERO32
 
 
 def test_redact_url_keeps_only_scheme_host_port() -> None:

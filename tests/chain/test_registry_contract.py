@@ -1,7 +1,7 @@
 """KeyRegistry against a real anvil: every rule, and every way a relayer could try to cheat it.
 
-Events are built and signed with node.core.builder; every digest the contract computes must equal
-node.core.eip712.event_digest.
+Events are built and signed with keyreg.core.builder; every digest the contract computes must equal
+keyreg.core.eip712.event_digest.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import pytest
 from registry_fixture import Registry
 from web3 import Web3
 
-from node.chain.deploy import ANVIL_CHAIN_ID, call_for, deploy_registry, event_input, recovery_call
-from node.core import builder
-from node.core.eip712 import TYPE_HASH, controller_commitment, domain_separator, event_digest
-from node.core.hashing import SECP256K1_N, address_of_private_key, keccak, sign_digest
-from node.core.merkle import SparseMerkleTree, verify_proof
-from node.core.records import ZERO20, ZERO32, Domain, Event, Inception, PublishedKey, SignedEvent
+from keyreg.chain.deploy import ANVIL_CHAIN_ID, call_for, deploy_registry, event_input, recovery_call
+from keyreg.core import builder
+from keyreg.core.eip712 import TYPE_HASH, controller_commitment, domain_separator, event_digest
+from keyreg.core.hashing import SECP256K1_N, address_of_private_key, keccak, sign_digest
+from keyreg.core.merkle import SparseMerkleTree, verify_proof
+from keyreg.core.records import ZERO20, ZERO32, Domain, Event, Inception, PublishedKey, SignedEvent
 
 pytestmark = pytest.mark.anvil
 

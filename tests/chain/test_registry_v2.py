@@ -2,8 +2,8 @@
 delegations, supersede, governor changes in rotations, every kind in anchorEvents, the storage
 layout offline verifiers read, and gas upper bounds.
 
-Events are built and signed with node.core.builder; the contract's digests must equal
-node.core.eip712.event_digest, and its type hashes the ADR's type strings.
+Events are built and signed with keyreg.core.builder; the contract's digests must equal
+keyreg.core.eip712.event_digest, and its type hashes the ADR's type strings.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from registry_fixture import Registry
 from web3 import Web3
 
-from node.chain.deploy import (
+from keyreg.chain.deploy import (
     UNUSED_OPERATOR_SET,
     call_for,
     event_body,
@@ -27,13 +27,13 @@ from node.chain.deploy import (
     recovery_call,
     supersede_call,
 )
-from node.core import builder
-from node.core.eip712 import TYPE_HASH, domain_separator, hash_operator_set, operator_commitment
-from node.core.errors import KeyregError
-from node.core.hashing import address_of_private_key, keccak
-from node.core.log import check_operator_set
-from node.core.records import NO_OPERATORS, ZERO20, ZERO32, Event, OperatorSet, PublishedKey, SignedEvent
-from node.verify import layout
+from keyreg.core import builder
+from keyreg.core.eip712 import TYPE_HASH, domain_separator, hash_operator_set, operator_commitment
+from keyreg.core.errors import KeyregError
+from keyreg.core.hashing import address_of_private_key, keccak
+from keyreg.core.log import check_operator_set
+from keyreg.core.records import NO_OPERATORS, ZERO20, ZERO32, Event, OperatorSet, PublishedKey, SignedEvent
+from keyreg.verify import layout
 
 pytestmark = pytest.mark.anvil
 

@@ -16,8 +16,8 @@ import trio
 from node_chain import wait_for
 from rpc_servers import BigAnswerEndpoint, TricklingEndpoint
 
-from node.chain.client import ChainClient, ChainUnavailable, rpc_calls_in_flight
-from node.core.errors import ChainError
+from keyreg.chain.client import ChainClient, ChainUnavailable, rpc_calls_in_flight
+from keyreg.core.errors import ChainError
 
 REGISTRY = "0x" + "11" * 20
 TIMEOUT_S = 1.0

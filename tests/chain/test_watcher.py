@@ -12,13 +12,13 @@ import pytest
 import trio
 from node_chain import RELAYER_KEY, Subject, deploy, domain_for, node_registry, private_anvil
 
-from node.chain.anchoring import direct_inputs
-from node.chain.batches import BatchTracker
-from node.chain.client import ChainClient
-from node.chain.deploy import AnvilProcess
-from node.chain.watcher import Watcher
-from node.core.hashing import address_of_private_key, keccak
-from node.registry import Registry
+from keyreg.chain.anchoring import direct_inputs
+from keyreg.chain.batches import BatchTracker
+from keyreg.chain.client import ChainClient
+from keyreg.chain.deploy import AnvilProcess
+from keyreg.chain.watcher import Watcher
+from keyreg.core.hashing import address_of_private_key, keccak
+from keyreg.registry import Registry
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 

@@ -23,16 +23,16 @@ from node_chain import OTHER_KEY, RELAYER_KEY, Subject, deploy, domain_for, priv
 from rpc_servers import LogsEndpoint, block_hash
 from web3 import Web3
 
-from node.chain.anchoring import direct_inputs
-from node.chain.batches import BatchTracker
-from node.chain.client import ChainClient
-from node.chain.deploy import AnvilProcess, connect
-from node.chain.watcher import MAX_BLOCK_FAILURES, Watcher
-from node.core.errors import ChainError
-from node.core.hashing import address_of_private_key, keccak
-from node.registry import Registry
-from node.store.memory import MemoryStore
-from node.store.sql import SqlStore
+from keyreg.chain.anchoring import direct_inputs
+from keyreg.chain.batches import BatchTracker
+from keyreg.chain.client import ChainClient
+from keyreg.chain.deploy import AnvilProcess, connect
+from keyreg.chain.watcher import MAX_BLOCK_FAILURES, Watcher
+from keyreg.core.errors import ChainError
+from keyreg.core.hashing import address_of_private_key, keccak
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
+from keyreg.store.sql import SqlStore
 
 REVOKE = keccak(b"revokeByGovernance(bytes32,string,uint64,bytes32,uint256)")[:4]
 

@@ -8,8 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from node.cli.common import NodeClient, RemoteError
-from node.core.errors import ConfigError, NetworkError
+from keyreg.cli.common import NodeClient, RemoteError
+from keyreg.core.errors import ConfigError, NetworkError
 
 HITS: list[str] = []
 

@@ -11,11 +11,11 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
-from node.cli import app
-from node.cli.demo import spawn_node
+from keyreg.cli import app
+from keyreg.cli.demo import spawn_node
 
 for topic in ("init", "keys", "node", "subject"):  # register the topics under test on the root app
-    importlib.import_module(f"node.cli.{topic}")
+    importlib.import_module(f"keyreg.cli.{topic}")
 
 PASSWORD = "e2e-password-not-secret"
 ENV = {"KEYREG_PASSWORD": PASSWORD, "KEYREG_KDF_N": "16", "NO_COLOR": "1", "COLUMNS": "200"}
@@ -156,10 +156,10 @@ def test_operator_custody_node_publishes_and_refuses_controller_actions(tmp_path
         assert 0 < added["notAfter"] <= added["notBefore"] + init["operator"]["maxValidity"] + 5
         log = httpx.get(f"{node.api}/v1/subjects/{sid}/events").json()["events"]
         assert [e["kind"] for e in log] == ["inception", "update", "update"]
-        from node.config import load_config
-        from node.core.codec import event_from_obj
-        from node.core.eip712 import event_digest
-        from node.core.hashing import recover_address
+        from keyreg.config import load_config
+        from keyreg.core.codec import event_from_obj
+        from keyreg.core.eip712 import event_digest
+        from keyreg.core.hashing import recover_address
 
         domain = load_config(d).domain
         for e in log[1:]:  # each update carries one signature, by the operator key
@@ -198,7 +198,7 @@ def test_every_command_has_help(env: dict[str, str]) -> None:
 @pytest.mark.e2e
 def test_demo_runs_green() -> None:
     """`keyreg demo` (the README's main command) ends with both keys valid in the overlap, one after."""
-    from node.cli.demo import run_demo
+    from keyreg.cli.demo import run_demo
 
     summary = run_demo(as_json=True)
     assert summary["ok"], summary

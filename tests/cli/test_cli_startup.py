@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from node.core import builder
-from node.core.codec import dumps_canonical
-from node.core.eip712 import event_digest
-from node.core.records import Domain
-from node.keys.service_keys import ServiceKey
-from node.verify.bundle import bundle_to_obj
-from node.verify.testing import SimulatedRegistry
+from keyreg.core import builder
+from keyreg.core.codec import dumps_canonical
+from keyreg.core.eip712 import event_digest
+from keyreg.core.records import Domain
+from keyreg.keys.service_keys import ServiceKey
+from keyreg.verify.bundle import bundle_to_obj
+from keyreg.verify.testing import SimulatedRegistry
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 LOG = json.loads((VECTORS / "valid_logs.json").read_text())["logs"][0]
@@ -27,7 +27,7 @@ LOG = json.loads((VECTORS / "valid_logs.json").read_text())["logs"][0]
 # Run `keyreg ARGS...` as the console script does, then write the loaded modules to $MODULES_OUT.
 LAUNCH = """
 import json, os, sys
-from node.cli import main
+from keyreg.cli import main
 sys.argv = ["keyreg", *sys.argv[1:]]
 try:
     main()
@@ -37,9 +37,9 @@ finally:
 """
 
 # What no command listed here may load: the chain, p2p and storage stacks, and the node's services.
-HEAVY = ("web3", "eth_account", "eth_keyfile", "libp2p", "sqlalchemy", "py_ecc", "trio", "node.chain", "node.p2p")
+HEAVY = ("web3", "eth_account", "eth_keyfile", "libp2p", "sqlalchemy", "py_ecc", "trio", "keyreg.chain", "keyreg.p2p")
 # Nor, for --help and the offline commands, the HTTP client and the node's services.
-NODE_SIDE = ("httpx", "node.store", "node.gov", "node.api", "node.app", "node.keys")
+NODE_SIDE = ("httpx", "keyreg.store", "keyreg.gov", "keyreg.api", "keyreg.app", "keyreg.keys")
 
 
 def _run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
@@ -65,7 +65,7 @@ def test_help_loads_nothing_heavy(tmp_path: Path, args: tuple[str, ...]) -> None
     assert result.returncode == 0, result.stderr
     assert "Usage: keyreg" in result.stdout
     assert _loaded(modules, HEAVY + NODE_SIDE) == []
-    assert {"node.cli.gov", "node.cli.store", "node.cli.devnet"} <= modules  # every topic registered
+    assert {"keyreg.cli.gov", "keyreg.cli.store", "keyreg.cli.devnet"} <= modules  # every topic registered
 
 
 def test_root_help_lists_every_topic(tmp_path: Path) -> None:
@@ -95,7 +95,7 @@ def test_keys_check_loads_no_chain_or_storage_stack(tmp_path: Path) -> None:
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "cannot reach the node at http://127.0.0.1:9" in result.stderr
-    assert _loaded(modules, (*HEAVY, "httpx", "node.store", "node.gov", "node.api")) == []
+    assert _loaded(modules, (*HEAVY, "httpx", "keyreg.store", "keyreg.gov", "keyreg.api")) == []
 
 
 def test_verify_offline_loads_nothing_heavy(tmp_path: Path) -> None:

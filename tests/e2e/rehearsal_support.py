@@ -20,12 +20,12 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner, Result
 
-from node.chain.client import ChainClient, TransactionReverted
-from node.cli import TOPICS, app
-from node.keys.testing import wait_for
+from keyreg.chain.client import ChainClient, TransactionReverted
+from keyreg.cli import TOPICS, app
+from keyreg.keys.testing import wait_for
 
-for _topic in TOPICS:  # every command on the root app, as `keyreg` (node.cli.main) registers them
-    importlib.import_module(f"node.cli.{_topic}")
+for _topic in TOPICS:  # every command on the root app, as `keyreg` (keyreg.cli.main) registers them
+    importlib.import_module(f"keyreg.cli.{_topic}")
 
 ROOT = Path(__file__).resolve().parents[2]
 CAST = ROOT / "contracts/node_modules/@foundry-rs/cast-linux-amd64/bin/cast"

@@ -19,15 +19,15 @@ import httpx
 import pytest
 import trio
 
-from node.chain.anchoring import enqueue_direct, read_queue
-from node.chain.client import ChainClient, TransactionReverted
-from node.chain.deploy import anvil_binary, free_port
-from node.cli.devnet import anvil_account_key, devnet_down, devnet_up, restart_anvil
-from node.cli.devnet_demo import create_and_rotate, subject_view, wait_until
-from node.config import load_config
-from node.core import builder
-from node.core.codec import event_to_obj
-from node.core.records import PublishedKey
+from keyreg.chain.anchoring import enqueue_direct, read_queue
+from keyreg.chain.client import ChainClient, TransactionReverted
+from keyreg.chain.deploy import anvil_binary, free_port
+from keyreg.cli.devnet import anvil_account_key, devnet_down, devnet_up, restart_anvil
+from keyreg.cli.devnet_demo import create_and_rotate, subject_view, wait_until
+from keyreg.config import load_config
+from keyreg.core import builder
+from keyreg.core.codec import event_to_obj
+from keyreg.core.records import PublishedKey
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anvil, pytest.mark.slow]
 
@@ -93,7 +93,7 @@ def cheat(devnet: dict[str, Any], sid: str) -> None:
         [intruder],
     )
     controllers = tuple(bytes.fromhex(c[2:]) for c in view["controllers"])
-    from node.chain.deploy import event_input
+    from keyreg.chain.deploy import event_input
 
     forged_input = event_input(forged, controllers, view["threshold"])
     client = ChainClient(devnet["rpc"], devnet["registry"], relayer_key=anvil_account_key(9), timeout_s=5)
@@ -138,8 +138,8 @@ def test_rotation_is_anchored_and_survives_an_rpc_outage(devnet: dict[str, Any])
     # anvil dies mid-run; nodes keep serving and gossiping, anchors queue up
     os.kill(devnet["anvil"]["pid"], signal.SIGKILL)
     wait_until(lambda: all(chain_of(n)["rpc"] == "down" for n in nodes), TIMEOUT, "every node to report rpc down")
-    from node.keys.keystore import Keystore, Password
-    from node.keys.operations import Head, sign_update
+    from keyreg.keys.keystore import Keystore, Password
+    from keyreg.keys.operations import Head, sign_update
 
     ks = Keystore.open(first / "keystore").unlock(Password(password))
     view = subject_view(nodes[0]["api"], sid)

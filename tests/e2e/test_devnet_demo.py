@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from node.chain.deploy import anvil_binary
+from keyreg.chain.deploy import anvil_binary
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anvil, pytest.mark.slow]
 
@@ -29,7 +29,7 @@ def summary(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if not anvil_binary().exists():
         pytest.skip(f"anvil binary missing at {anvil_binary()}: run `npm ci --prefix contracts`")
     keyreg = Path(sys.executable).with_name("keyreg")
-    cmd = [str(keyreg)] if keyreg.exists() else [sys.executable, "-c", "from node.cli import main; main()"]
+    cmd = [str(keyreg)] if keyreg.exists() else [sys.executable, "-c", "from keyreg.cli import main; main()"]
     tmp = tmp_path_factory.mktemp("demo")
     env = {**os.environ, "TMPDIR": str(tmp)}  # the throwaway devnet goes here, so its removal is checkable
     proc = subprocess.run(

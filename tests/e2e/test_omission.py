@@ -22,12 +22,12 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
-from node.chain.deploy import anvil_binary, free_port
-from node.cli import _register, app
-from node.cli.common import NodeClient
-from node.cli.devnet import devnet_down, devnet_up
-from node.cli.devnet_demo import subject_view, wait_until
-from node.verify import ProofInvalid, Verifier
+from keyreg.chain.deploy import anvil_binary, free_port
+from keyreg.cli import _register, app
+from keyreg.cli.common import NodeClient
+from keyreg.cli.devnet import devnet_down, devnet_up
+from keyreg.cli.devnet_demo import subject_view, wait_until
+from keyreg.verify import ProofInvalid, Verifier
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anvil, pytest.mark.slow]
 
@@ -150,11 +150,11 @@ def test_omitting_a_revocation_is_caught_when_it_is_anchored_directly(devnet: di
 
 def test_control_a_revocation_in_a_batch_root_only_can_still_be_omitted(devnet: dict[str, Any], tmp_path: Path) -> None:
     """A subject that is not the node's own, its revocation posted to the API: only batch roots anchor it."""
-    from node.config import load_config
-    from node.core import builder
-    from node.core.codec import event_to_obj
-    from node.core.eip712 import event_digest
-    from node.core.records import PublishedKey
+    from keyreg.config import load_config
+    from keyreg.core import builder
+    from keyreg.core.codec import event_to_obj
+    from keyreg.core.eip712 import event_digest
+    from keyreg.core.records import PublishedKey
 
     node = devnet["nodes"][1]
     domain = load_config(Path(node["dataDir"])).domain

@@ -56,16 +56,16 @@ from rehearsal_support import (
     wait_head,
 )
 
-from node.chain.deploy import anvil_binary, call_for, free_port
-from node.cli.devnet import _stop_pid, anvil_account_key, devnet_down, devnet_up
-from node.config import DEVNET_REGISTRY, load_config
-from node.core import builder
-from node.core.codec import event_from_obj, event_to_obj
-from node.core.hashing import address_of_private_key
-from node.core.records import PublishedKey
-from node.keys.keystore import Keystore, Password
-from node.keys.testing import DrillNode, wait_for
-from node.verify import Verifier
+from keyreg.chain.deploy import anvil_binary, call_for, free_port
+from keyreg.cli.devnet import _stop_pid, anvil_account_key, devnet_down, devnet_up
+from keyreg.config import DEVNET_REGISTRY, load_config
+from keyreg.core import builder
+from keyreg.core.codec import event_from_obj, event_to_obj
+from keyreg.core.hashing import address_of_private_key
+from keyreg.core.records import PublishedKey
+from keyreg.keys.keystore import Keystore, Password
+from keyreg.keys.testing import DrillNode, wait_for
+from keyreg.verify import Verifier
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anvil, pytest.mark.slow]
 
@@ -247,7 +247,7 @@ def test_recovery_rehearsal(devnet: dict[str, Any], request: pytest.FixtureReque
 
     # The attacker races for seq 3. From here on they run node A their own way: restarted without the
     # chain, so that it relays nothing of the controllers' (an honest node A would anchor them).
-    _stop_pid(int(node_a["pid"]), "node.cli.node")
+    _stop_pid(int(node_a["pid"]), "keyreg.cli.node")
     attacker_node = DrillNode(dir_a, node_env["KEYREG_PASSWORD"], {"KEYREG_KDF_N": KDF_N})
     request.addfinalizer(attacker_node.stop)
     attacker_node.start(bootstrap=node_b["p2p"][:1])

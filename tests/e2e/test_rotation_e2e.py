@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from node.keys.testing import run_twin_drill
+from keyreg.keys.testing import run_twin_drill
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_rotation_soak_quick_rejects_no_token(tmp_path: Path) -> None:
-    """`bench/rotation_soak.py --quick` (the drill, node.keys.testing.run_drill) as CI runs it:
+    """`bench/rotation_soak.py --quick` (the drill, keyreg.keys.testing.run_drill) as CI runs it:
     5 rotations at 20 s, node1 restarted in an overlap, node2 restarted, node1's scheduler clock
     stepped past a publication."""
     env = {**os.environ, "KEYREG_KDF_N": "16", "TMPDIR": str(tmp_path)}

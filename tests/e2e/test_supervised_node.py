@@ -24,14 +24,14 @@ import httpx
 import pytest
 from hostile_rpc import serve
 
-from node.cli.demo import spawn_node
-from node.cli.init import init_data_dir
-from node.config import load_config
-from node.core import builder
-from node.core.codec import event_to_obj
-from node.core.eip712 import event_digest
-from node.keys.keystore import Password
-from node.keys.service_keys import ServiceKey
+from keyreg.cli.demo import spawn_node
+from keyreg.cli.init import init_data_dir
+from keyreg.config import load_config
+from keyreg.core import builder
+from keyreg.core.codec import event_to_obj
+from keyreg.core.eip712 import event_digest
+from keyreg.keys.keystore import Password
+from keyreg.keys.service_keys import ServiceKey
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

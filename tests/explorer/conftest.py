@@ -17,10 +17,10 @@ import httpx
 import pytest
 from explorer_fixture import HOSTILE, HOSTILE_REASON, TIMEOUT, Net, Subject
 
-from node.chain.deploy import anvil_binary, free_port
-from node.cli.devnet import devnet_down, devnet_up
-from node.core.records import Domain
-from node.gov.scenario import wait_for
+from keyreg.chain.deploy import anvil_binary, free_port
+from keyreg.cli.devnet import devnet_down, devnet_up
+from keyreg.core.records import Domain
+from keyreg.gov.scenario import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 

@@ -7,11 +7,11 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from node.core import builder
-from node.core.codec import encode_event
-from node.core.eip712 import event_digest
-from node.core.hashing import address_of_private_key
-from node.core.records import ZERO20, Domain, PublishedKey, SignedEvent
+from keyreg.core import builder
+from keyreg.core.codec import encode_event
+from keyreg.core.eip712 import event_digest
+from keyreg.core.hashing import address_of_private_key
+from keyreg.core.records import ZERO20, Domain, PublishedKey, SignedEvent
 
 # Text an attacker controls (metadata, revocation reasons): each would run script if a page
 # inserted it as HTML or as SVG markup.

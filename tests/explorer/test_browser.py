@@ -27,14 +27,14 @@ import pytest
 from eth_account import Account
 from explorer_fixture import HOSTILE, HOSTILE_REASON, TIMEOUT, Net
 
-from node.cli.devnet import anvil_account_key
-from node.core import builder
-from node.core.codec import event_to_obj
-from node.core.eip712 import event_digest
-from node.core.hashing import address_of_private_key
-from node.core.records import PublishedKey, SignedEvent
-from node.gov.contracts import Governance, address_of, connect, deploy_dao
-from node.gov.scenario import create_governed_subject, mine, wait_for
+from keyreg.cli.devnet import anvil_account_key
+from keyreg.core import builder
+from keyreg.core.codec import event_to_obj
+from keyreg.core.eip712 import event_digest
+from keyreg.core.hashing import address_of_private_key
+from keyreg.core.records import PublishedKey, SignedEvent
+from keyreg.gov.contracts import Governance, address_of, connect, deploy_dao
+from keyreg.gov.scenario import create_governed_subject, mine, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anvil, pytest.mark.slow]
 

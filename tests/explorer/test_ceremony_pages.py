@@ -19,15 +19,15 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from node.api.app import ApiContext, create_app
-from node.config import ApiConfig, Config, ExplorerConfig, ProposalsConfig
-from node.core import builder
-from node.core.codec import event_to_obj
-from node.core.eip712 import event_digest, typed_data
-from node.core.hashing import address_of_private_key, sign_digest
-from node.core.records import PublishedKey, SignedEvent
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.api.app import ApiContext, create_app
+from keyreg.config import ApiConfig, Config, ExplorerConfig, ProposalsConfig
+from keyreg.core import builder
+from keyreg.core.codec import event_to_obj
+from keyreg.core.eip712 import event_digest, typed_data
+from keyreg.core.hashing import address_of_private_key, sign_digest
+from keyreg.core.records import PublishedKey, SignedEvent
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 
 NOW = 1_700_000_000
 CONTROLLERS = [bytes([i]) * 32 for i in (1, 2, 3)]
@@ -182,7 +182,7 @@ def test_typed_data_is_what_the_signers_sign() -> None:
     pid = propose(client, registry, config, sid, "delegation")  # maxValidity 2**60: past JavaScript's safe integers
     typed = client.get(f"/ceremonies/{pid}/typed-data.json").json()
     held = client.get(f"/v1/proposals/{pid}").json()
-    from node.core.codec import event_from_obj
+    from keyreg.core.codec import event_from_obj
 
     ev = event_from_obj(held["event"], config.limits, config.domain).event
     expected = typed_data(config.domain, ev)

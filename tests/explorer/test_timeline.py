@@ -13,10 +13,10 @@ from eth_account.messages import encode_typed_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.config import Config, ExplorerConfig
-from node.explorer import timeline
-from node.explorer.routes import ExplorerError, ballot_to_sign, parse_time
-from node.gov.ballots import Ballot, decode_ballot, validate_ballot
+from keyreg.config import Config, ExplorerConfig
+from keyreg.explorer import timeline
+from keyreg.explorer.routes import ExplorerError, ballot_to_sign, parse_time
+from keyreg.gov.ballots import Ballot, decode_ballot, validate_ballot
 
 SVG = "{http://www.w3.org/2000/svg}"
 T0 = 1_800_000_000
@@ -120,10 +120,10 @@ def test_other_times_are_refused_without_echo(raw: str) -> None:
 
 
 def test_the_explorer_cannot_shadow_the_api() -> None:
-    from node.api.app import ApiContext
-    from node.explorer.routes import routes
-    from node.registry import Registry
-    from node.store.memory import MemoryStore
+    from keyreg.api.app import ApiContext
+    from keyreg.explorer.routes import routes
+    from keyreg.registry import Registry
+    from keyreg.store.memory import MemoryStore
 
     for path in ("/v1", "/v1/x", "/metrics"):
         cfg = replace(Config(), explorer=ExplorerConfig(path=path))

@@ -14,9 +14,9 @@ from fuzzing import JSON_VALUES, examples, mutated_bytes, mutated_object
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.core.errors import KeyregError
-from node.core.hashing import keccak
-from node.gov.ballots import MAX_BALLOT_BYTES, BallotBook, accept_ballot, decode_ballot, sign_ballot
+from keyreg.core.errors import KeyregError
+from keyreg.core.hashing import keccak
+from keyreg.gov.ballots import MAX_BALLOT_BYTES, BallotBook, accept_ballot, decode_ballot, sign_ballot
 
 VOTER = keccak(b"fuzz voter")
 SEEDS = [

@@ -20,11 +20,11 @@ from fuzzing import examples, mutated_bytes, mutated_object
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.core.errors import KeyregError
-from node.core.merkle import SparseMerkleTree
-from node.verify import Verifier
-from node.verify.bundle import bundle_to_obj, decode_envelope, decode_subject, encode_bundle
-from node.verify.testing import SimulatedRegistry
+from keyreg.core.errors import KeyregError
+from keyreg.core.merkle import SparseMerkleTree
+from keyreg.verify import Verifier
+from keyreg.verify.bundle import bundle_to_obj, decode_envelope, decode_subject, encode_bundle
+from keyreg.verify.testing import SimulatedRegistry
 
 
 def _helpers() -> Any:

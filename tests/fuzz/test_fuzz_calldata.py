@@ -16,7 +16,7 @@ from fuzzing import examples
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.gov.decode import (
+from keyreg.gov.decode import (
     REVOKE_SELECTOR,
     TOPICS,
     GovernorLog,

@@ -14,11 +14,11 @@ from fuzzing import JSON_VALUES, VALID_EVENT_BYTES, VALID_EVENTS, examples, json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.core.codec import CanonicalEvent, canonical_from_obj, decode_event, encode_event, event_from_obj
-from node.core.errors import KeyregError
-from node.core.records import Domain, SignedEvent
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.core.codec import CanonicalEvent, canonical_from_obj, decode_event, encode_event, event_from_obj
+from keyreg.core.errors import KeyregError
+from keyreg.core.records import Domain, SignedEvent
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 
 ANY_BYTES = st.binary(max_size=512) | mutated_bytes(VALID_EVENT_BYTES)
 ANY_OBJECT = JSON_VALUES | mutated_object(VALID_EVENTS)

@@ -14,13 +14,13 @@ from fuzzing import JSON_VALUES, examples, mutated_bytes, mutated_object
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.config import Config
-from node.core.codec import CanonicalEvent, encode_event, loads_strict
-from node.core.errors import KeyregError
-from node.core.fork import Duplicity
-from node.core.limits import DEFAULT_LIMITS
-from node.p2p.testing import conflicting_update, subject_log
-from node.p2p.wire import Decoded, compress_message, decode_message, encode_batch, encode_duplicity, parse_message
+from keyreg.config import Config
+from keyreg.core.codec import CanonicalEvent, encode_event, loads_strict
+from keyreg.core.errors import KeyregError
+from keyreg.core.fork import Duplicity
+from keyreg.core.limits import DEFAULT_LIMITS
+from keyreg.p2p.testing import conflicting_update, subject_log
+from keyreg.p2p.wire import Decoded, compress_message, decode_message, encode_batch, encode_duplicity, parse_message
 
 DOMAIN = Config().domain
 _LOG = subject_log(DOMAIN, b"\x21" * 32, 3, 1_700_000_000)

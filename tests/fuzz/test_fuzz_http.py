@@ -32,12 +32,12 @@ from hypercorn.config import Config as HypercornConfig
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.api.app import ApiContext, create_app
-from node.api.http1 import Head, Refusal, check_head, read_body, refusal_for
-from node.api.server import LeanServer
-from node.config import ApiConfig, Config
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.api.app import ApiContext, create_app
+from keyreg.api.http1 import Head, Refusal, check_head, read_body, refusal_for
+from keyreg.api.server import LeanServer
+from keyreg.config import ApiConfig, Config
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 
 EXAMPLES = int(os.environ.get("KEYREG_FUZZ_EXAMPLES", "200"))
 FAST = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

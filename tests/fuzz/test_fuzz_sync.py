@@ -22,14 +22,14 @@ from fuzzing import JSON_VALUES, examples, mutated_bytes
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.config import Config, P2PConfig
-from node.core.codec import encode_event
-from node.core.errors import KeyregError
-from node.p2p.sync import SyncError, SyncProtocol, SyncRefused
-from node.p2p.testing import subject_log
-from node.p2p.wire import FrameError, FrameReader, FrameWriter, encode_batch, frame, frame_raw
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.config import Config, P2PConfig
+from keyreg.core.codec import encode_event
+from keyreg.core.errors import KeyregError
+from keyreg.p2p.sync import SyncError, SyncProtocol, SyncRefused
+from keyreg.p2p.testing import subject_log
+from keyreg.p2p.wire import FrameError, FrameReader, FrameWriter, encode_batch, frame, frame_raw
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 
 DOMAIN = Config().domain
 NOW = 1_700_000_000
@@ -128,14 +128,14 @@ class _Catchall(logging.Handler):
 
 def _watch() -> _Catchall:
     handler = _Catchall()
-    logger = logging.getLogger("node.p2p.sync")
+    logger = logging.getLogger("keyreg.p2p.sync")
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     return handler
 
 
 def _unwatch(handler: _Catchall) -> None:
-    logging.getLogger("node.p2p.sync").removeHandler(handler)
+    logging.getLogger("keyreg.p2p.sync").removeHandler(handler)
 
 
 @examples(200)

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from node.config import Config
-from node.core.codec import encode_event
-from node.p2p.testing import KeyregNode, subject_log
+from keyreg.config import Config
+from keyreg.core.codec import encode_event
+from keyreg.p2p.testing import KeyregNode, subject_log
 
 DEEP = b"[" * 100_000 + b"]" * 100_000  # the review's input
-LAUNCH = "import sys; from node.cli import main; sys.argv[0] = 'keyreg'; main()"  # the real `keyreg`
+LAUNCH = "import sys; from keyreg.cli import main; sys.argv[0] = 'keyreg'; main()"  # the real `keyreg`
 
 # Run in a fresh interpreter: import web3 first (the limit goes to 100,000), then hit each entry point.
 ENTRY_POINTS = textwrap.dedent(
@@ -32,13 +32,13 @@ ENTRY_POINTS = textwrap.dedent(
     import sys, zlib, gzip
     import trio, web3  # noqa: F401
     assert sys.getrecursionlimit() >= 100_000, sys.getrecursionlimit()
-    from node.core.codec import decode_event, loads_strict
-    from node.core.errors import KeyregError
-    from node.core.limits import DEFAULT_LIMITS, Limits
-    from node.gov.ballots import decode_ballot
-    from node.p2p.wire import FrameReader, canonical_batch, decode_message, parse_message
-    from node.verify import Verifier
-    from node.verify.bundle import decode_envelope
+    from keyreg.core.codec import decode_event, loads_strict
+    from keyreg.core.errors import KeyregError
+    from keyreg.core.limits import DEFAULT_LIMITS, Limits
+    from keyreg.gov.ballots import decode_ballot
+    from keyreg.p2p.wire import FrameReader, canonical_batch, decode_message, parse_message
+    from keyreg.verify import Verifier
+    from keyreg.verify.bundle import decode_envelope
 
     DEEP = b"[" * 100_000 + b"]" * 100_000
     WRAPPED = b'{"events":' + DEEP + b',"type":"events"}'
@@ -89,11 +89,11 @@ HOSTILE_RPC = textwrap.dedent(
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     import web3  # noqa: F401
     assert sys.getrecursionlimit() >= 100_000, sys.getrecursionlimit()
-    from node.chain.client import ChainClient
-    from node.cli.common import NodeClient
-    from node.core.errors import ChainError, NetworkError
-    from node.export import RpcProofSource
-    from node.gov.tx import connect
+    from keyreg.chain.client import ChainClient
+    from keyreg.cli.common import NodeClient
+    from keyreg.core.errors import ChainError, NetworkError
+    from keyreg.export import RpcProofSource
+    from keyreg.gov.tx import connect
 
     BODY = b'{"id":1,"jsonrpc":"2.0","result":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 
@@ -164,7 +164,7 @@ def test_rpc_answers_nested_deep_are_refused_not_parsed() -> None:
 def test_the_node_process_raises_the_recursion_limit() -> None:
     # The precondition of the node test below: the services `keyreg node run` loads at start
     # import web3, so the node runs with the 100,000 limit the review found.
-    code = "import sys, node.chain.service, node.gov.service; print(sys.getrecursionlimit())"
+    code = "import sys, keyreg.chain.service, keyreg.gov.service; print(sys.getrecursionlimit())"
     r = _run([sys.executable, "-c", code])
     assert r.returncode == 0, r.stderr
     assert int(r.stdout) >= 100_000

@@ -8,10 +8,10 @@ import pytest
 from gov_fixture import DEPLOYER, MEMBERS, VOTING_DELAY, VOTING_PERIOD, GovChain
 from web3 import Web3
 
-from node.chain.deploy import ANVIL_CHAIN_ID, AnvilProcess, deploy_registry
-from node.core.hashing import address_of_private_key
-from node.core.records import Domain
-from node.gov.contracts import connect, deploy_dao
+from keyreg.chain.deploy import ANVIL_CHAIN_ID, AnvilProcess, deploy_registry
+from keyreg.core.hashing import address_of_private_key
+from keyreg.core.records import Domain
+from keyreg.gov.contracts import connect, deploy_dao
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,8 @@ from typing import Any
 
 from web3 import Web3
 
-from node.core.hashing import keccak
-from node.gov.contracts import transact
+from keyreg.core.hashing import keccak
+from keyreg.gov.contracts import transact
 
 EMIT_SELECTOR = bytes.fromhex("00000001")
 PROPOSAL_CREATED = keccak(

@@ -13,13 +13,13 @@ from typing import Any
 
 from web3 import Web3
 
-from node.chain.deploy import AnvilProcess, call_for
-from node.cli.devnet import anvil_account_key
-from node.core import builder
-from node.core.eip712 import event_digest
-from node.core.hashing import address_of_private_key
-from node.core.records import ZERO20, Domain, PublishedKey, SignedEvent
-from node.gov.contracts import DaoDeployment
+from keyreg.chain.deploy import AnvilProcess, call_for
+from keyreg.cli.devnet import anvil_account_key
+from keyreg.core import builder
+from keyreg.core.eip712 import event_digest
+from keyreg.core.hashing import address_of_private_key
+from keyreg.core.records import ZERO20, Domain, PublishedKey, SignedEvent
+from keyreg.gov.contracts import DaoDeployment
 
 DEPLOYER = anvil_account_key(0)
 MEMBERS = [anvil_account_key(4), anvil_account_key(5), bytes.fromhex("11" * 32)]  # the last one has no ETH

@@ -9,9 +9,9 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 
-from node.core.hashing import address_of_private_key
-from node.gov.ballots import MAX_BALLOT_BYTES, BallotBook, accept_ballot, decode_ballot, sign_ballot, validate_ballot
-from node.gov.errors import BallotRejected
+from keyreg.core.hashing import address_of_private_key
+from keyreg.gov.ballots import MAX_BALLOT_BYTES, BallotBook, accept_ballot, decode_ballot, sign_ballot, validate_ballot
+from keyreg.gov.errors import BallotRejected
 
 KEY = bytes.fromhex("33" * 32)
 GOVERNOR = bytes.fromhex("ab" * 20)

@@ -12,10 +12,10 @@ from gov_fixture import MEMBERS, OUTSIDER, RELAYER, GovChain
 from typer.testing import CliRunner
 from web3 import Web3
 
-from node.cli import _register, app
-from node.core.hashing import address_of_private_key
-from node.gov.ballots import decode_ballot, validate_ballot
-from node.gov.contracts import Governance
+from keyreg.cli import _register, app
+from keyreg.core.hashing import address_of_private_key
+from keyreg.gov.ballots import decode_ballot, validate_ballot
+from keyreg.gov.contracts import Governance
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 

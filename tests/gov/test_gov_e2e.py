@@ -17,12 +17,12 @@ import httpx
 import pytest
 from gov_attacker import deploy_attacker
 
-from node.chain.deploy import anvil_binary, free_port
-from node.cli.devnet import anvil_account_key, devnet_down, devnet_up
-from node.core.records import Domain
-from node.gov.ballots import sign_ballot
-from node.gov.contracts import Governance, address_of, connect
-from node.gov.scenario import (
+from keyreg.chain.deploy import anvil_binary, free_port
+from keyreg.cli.devnet import anvil_account_key, devnet_down, devnet_up
+from keyreg.core.records import Domain
+from keyreg.gov.ballots import sign_ballot
+from keyreg.gov.contracts import Governance, address_of, connect
+from keyreg.gov.scenario import (
     create_governed_subject,
     run_governance_revocation,
     run_governor_move,

@@ -16,9 +16,9 @@ from eth_abi import encode as abi_encode
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from node.gov.ballots import MAX_BALLOT_BYTES, BallotBook, accept_ballot, decode_ballot, sign_ballot
-from node.gov.contracts import add_member_calldata, remove_member_calldata, revocation_calldata
-from node.gov.decode import (
+from keyreg.gov.ballots import MAX_BALLOT_BYTES, BallotBook, accept_ballot, decode_ballot, sign_ballot
+from keyreg.gov.contracts import add_member_calldata, remove_member_calldata, revocation_calldata
+from keyreg.gov.decode import (
     ADD_MEMBER_SELECTOR,
     MEMBER_TOPICS,
     REMOVE_MEMBER_SELECTOR,
@@ -31,7 +31,7 @@ from node.gov.decode import (
     decode_revocation,
     decode_token_log,
 )
-from node.gov.errors import BallotRejected
+from keyreg.gov.errors import BallotRejected
 
 
 def budget(default: int) -> settings:

@@ -8,11 +8,11 @@ from gov_fixture import DEPLOYER, MEMBERS, OUTSIDER, RELAYER, VOTING_DELAY, VOTI
 from web3 import Web3
 from web3.logs import DISCARD
 
-from node.chain.artifacts import load
-from node.core.hashing import address_of_private_key, keccak
-from node.gov.ballots import sign_ballot
-from node.gov.contracts import Governance, deploy_dao, revocation_calldata, transact
-from node.gov.errors import GovernanceRefused
+from keyreg.chain.artifacts import load
+from keyreg.core.hashing import address_of_private_key, keccak
+from keyreg.gov.ballots import sign_ballot
+from keyreg.gov.contracts import Governance, deploy_dao, revocation_calldata, transact
+from keyreg.gov.errors import GovernanceRefused
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 

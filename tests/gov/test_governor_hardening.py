@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from web3 import Web3
 from web3.logs import DISCARD
 
-from node.chain.artifacts import load
-from node.core.hashing import address_of_private_key, keccak
-from node.gov.contracts import Governance, call, decode_revocation, deploy_dao, revocation_calldata, transact
-from node.gov.errors import GovernanceRefused
+from keyreg.chain.artifacts import load
+from keyreg.core.hashing import address_of_private_key, keccak
+from keyreg.gov.contracts import Governance, call, decode_revocation, deploy_dao, revocation_calldata, transact
+from keyreg.gov.errors import GovernanceRefused
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 

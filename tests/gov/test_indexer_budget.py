@@ -14,12 +14,12 @@ import pytest
 from counting_proxy import CountingProxy
 from gov_fixture import MEMBERS, VOTING_DELAY, VOTING_PERIOD, GovChain
 
-from node.gov.contracts import Governance
-from node.gov.indexer import GovernanceIndexer, IndexerLimits
-from node.gov.recognition import Recogniser
-from node.gov.tx import connect
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.gov.contracts import Governance
+from keyreg.gov.indexer import GovernanceIndexer, IndexerLimits
+from keyreg.gov.recognition import Recogniser
+from keyreg.gov.tx import connect
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 

@@ -15,15 +15,15 @@ from gov_attacker import deploy_attacker, emit_log
 from gov_fixture import MEMBERS, OUTSIDER, VOTING_DELAY, GovChain
 from web3 import Web3
 
-from node.config import ChainConfig, Config, NetworkConfig
-from node.core.hashing import address_of_private_key, keccak
-from node.gov import indexer as indexer_module
-from node.gov.contracts import Governance, revocation_calldata
-from node.gov.indexer import GovernanceIndexer, IndexerLimits
-from node.gov.recognition import RecognisedDao, Recogniser
-from node.gov.service import GovService
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.config import ChainConfig, Config, NetworkConfig
+from keyreg.core.hashing import address_of_private_key, keccak
+from keyreg.gov import indexer as indexer_module
+from keyreg.gov.contracts import Governance, revocation_calldata
+from keyreg.gov.indexer import GovernanceIndexer, IndexerLimits
+from keyreg.gov.recognition import RecognisedDao, Recogniser
+from keyreg.gov.service import GovService
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 

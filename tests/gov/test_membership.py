@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from web3 import Web3
 from web3.logs import DISCARD
 
-from node.chain.artifacts import load
-from node.core.hashing import address_of_private_key, keccak
-from node.gov.contracts import (
+from keyreg.chain.artifacts import load
+from keyreg.core.hashing import address_of_private_key, keccak
+from keyreg.gov.contracts import (
     Governance,
     add_member_calldata,
     decode_membership_change,
@@ -30,8 +30,8 @@ from node.gov.contracts import (
     revocation_calldata,
     transact,
 )
-from node.gov.decode import ADD_MEMBER_SELECTOR, REMOVE_MEMBER_SELECTOR, decode_action
-from node.gov.errors import GovernanceRefused
+from keyreg.gov.decode import ADD_MEMBER_SELECTOR, REMOVE_MEMBER_SELECTOR, decode_action
+from keyreg.gov.errors import GovernanceRefused
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 

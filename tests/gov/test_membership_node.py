@@ -9,16 +9,16 @@ import pytest
 from gov_fixture import MEMBERS, OUTSIDER, RELAYER, VOTING_DELAY, GovChain
 from web3 import Web3
 
-from node.core.hashing import address_of_private_key, keccak
-from node.gov import indexer as indexer_module
-from node.gov.ballots import sign_ballot
-from node.gov.contracts import Governance, add_member_calldata, transact
-from node.gov.errors import BallotRejected, GovernanceRefused
-from node.gov.indexer import GovernanceIndexer
-from node.gov.recognition import Recogniser
-from node.gov.relay import BallotRelay
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.core.hashing import address_of_private_key, keccak
+from keyreg.gov import indexer as indexer_module
+from keyreg.gov.ballots import sign_ballot
+from keyreg.gov.contracts import Governance, add_member_calldata, transact
+from keyreg.gov.errors import BallotRejected, GovernanceRefused
+from keyreg.gov.indexer import GovernanceIndexer
+from keyreg.gov.recognition import Recogniser
+from keyreg.gov.relay import BallotRelay
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 

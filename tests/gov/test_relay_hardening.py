@@ -3,7 +3,7 @@ budgets and under a gas cap.
 
 The attacker is a contract (tests/gov/gov_attacker.py) that answers registry()/token()/name() and
 every pre-check view like a real governor and burns ~2.1M gas in castVoteBySig; 287c9cc relayed
-its ballots. Recognition (node.gov.recognition) goes by deployed code instead.
+its ballots. Recognition (keyreg.gov.recognition) goes by deployed code instead.
 """
 
 from __future__ import annotations
@@ -13,17 +13,17 @@ from gov_attacker import deploy_attacker
 from gov_fixture import DEPLOYER, MEMBERS, OUTSIDER, RELAYER, VOTING_DELAY, VOTING_PERIOD, GovChain
 from web3 import Web3
 
-from node.chain.artifacts import load
-from node.chain.deploy import deploy_registry
-from node.core.hashing import address_of_private_key
-from node.gov.ballots import sign_ballot
-from node.gov.contracts import Governance, deploy_contract, deploy_dao
-from node.gov.errors import BallotRejected, GovernanceRefused
-from node.gov.indexer import GovernanceIndexer
-from node.gov.recognition import RecognisedDao, Recogniser
-from node.gov.relay import BallotRelay, RelayLimits
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.chain.artifacts import load
+from keyreg.chain.deploy import deploy_registry
+from keyreg.core.hashing import address_of_private_key
+from keyreg.gov.ballots import sign_ballot
+from keyreg.gov.contracts import Governance, deploy_contract, deploy_dao
+from keyreg.gov.errors import BallotRejected, GovernanceRefused
+from keyreg.gov.indexer import GovernanceIndexer
+from keyreg.gov.recognition import RecognisedDao, Recogniser
+from keyreg.gov.relay import BallotRelay, RelayLimits
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 

@@ -16,14 +16,14 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.core import builder
-from node.core.eip712 import event_digest
-from node.core.keystate import key_verdict
-from node.core.limits import Limits
-from node.core.records import Domain, GovernanceRevocation, PublishedKey
-from node.registry import Registry
-from node.store.memory import MemoryStore
-from node.store.sql import SqlStore
+from keyreg.core import builder
+from keyreg.core.eip712 import event_digest
+from keyreg.core.keystate import key_verdict
+from keyreg.core.limits import Limits
+from keyreg.core.records import Domain, GovernanceRevocation, PublishedKey
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
+from keyreg.store.sql import SqlStore
 
 DOMAIN = Domain(31337, bytes.fromhex("44" * 20))
 GOVERNOR = bytes.fromhex("55" * 20)

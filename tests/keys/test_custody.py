@@ -23,15 +23,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.api.views import key_jwk
-from node.cli.init import OffNodeCustody, init_data_dir, pending_inception
-from node.config import Config, RotationConfig
-from node.core import builder
-from node.core.hashing import address_of_private_key
-from node.core.records import PublishedKey
-from node.keys.handout import handout_for
-from node.keys.keystore import ControllersOffNode, Keystore, KeystoreError, Password, read_keyfile
-from node.keys.operations import (
+from keyreg.api.views import key_jwk
+from keyreg.cli.init import OffNodeCustody, init_data_dir, pending_inception
+from keyreg.config import Config, RotationConfig
+from keyreg.core import builder
+from keyreg.core.hashing import address_of_private_key
+from keyreg.core.records import PublishedKey
+from keyreg.keys.handout import handout_for
+from keyreg.keys.keystore import ControllersOffNode, Keystore, KeystoreError, Password, read_keyfile
+from keyreg.keys.operations import (
     Head,
     LiveKey,
     OperatorLimitError,
@@ -41,11 +41,11 @@ from node.keys.operations import (
     sign_revocation,
     sign_update,
 )
-from node.keys.rotation import PolicyError
-from node.keys.scheduler import RotationScheduler
-from node.keys.service_keys import ServiceKey
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.keys.rotation import PolicyError
+from keyreg.keys.scheduler import RotationScheduler
+from keyreg.keys.service_keys import ServiceKey
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_PW = "node password 1"
@@ -211,7 +211,7 @@ def test_operator_node_signs_only_operator_updates_the_core_accepts(tmp_path: Pa
 )
 def test_operator_limits_rule(n_live: int, max_keys: int, validity: int, in_scope: bool) -> None:
     """The local pre-check is ADR 0028 section 5: scope, expiry within maxValidity, maxKeys after."""
-    from node.keys.keystore import OperatorPolicy
+    from keyreg.keys.keystore import OperatorPolicy
 
     policy = OperatorPolicy(b"\x01" * 20, ("sig",), 100, max_keys)
     ts = 1000
@@ -344,7 +344,7 @@ def test_a_format_1_keystore_loads_as_all_on_node_with_a_warning(
 
 def _keyreg(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from node.cli import main; main()", *args],
+        [sys.executable, "-c", "from keyreg.cli import main; main()", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -442,8 +442,8 @@ def test_cli_init_with_wallet_controllers_writes_a_proposal(tmp_path: Path) -> N
     assert summary["inception"]["signed"] is False
     with pytest.raises(Exception, match="0 of 2 controller signatures"):
         pending_inception(tmp_path / "node")
-    from node.ceremony.proposal import Proposal
-    from node.core.hashing import sign_digest
+    from keyreg.ceremony.proposal import Proposal
+    from keyreg.core.hashing import sign_digest
 
     path = tmp_path / summary["inception"]["path"]
     proposal = Proposal.from_obj(json.loads(path.read_text()))
@@ -460,7 +460,7 @@ def test_recovery_delegation_to_a_fresh_operator_key_from_init_subject(tmp_path:
     on a new data dir; the new node rotates, the stolen operator key can no longer sign anything."""
     import time
 
-    from node.keys.operations import operator_set_of
+    from keyreg.keys.operations import operator_set_of
 
     clock = Clock(time.time())
     config, registry, old_ks, old_scheduler = _operator_twin(tmp_path, clock)

@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from node.config import load_config
-from node.core.codec import event_from_obj
-from node.core.eip712 import event_digest
-from node.core.hashing import recover_address
-from node.keys.keystore import Keystore, Password, read_keyfile
-from node.keys.testing import (
+from keyreg.config import load_config
+from keyreg.core.codec import event_from_obj
+from keyreg.core.eip712 import event_digest
+from keyreg.core.hashing import recover_address
+from keyreg.keys.keystore import Keystore, Password, read_keyfile
+from keyreg.keys.testing import (
     DrillNode,
     SigningService,
     TimerJWKSVerifier,

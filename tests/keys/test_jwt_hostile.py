@@ -15,8 +15,8 @@ SCRIPT = textwrap.dedent(
     """
     import base64, json, sys
     import web3  # noqa: F401  (lifts sys.getrecursionlimit() to 100,000)
-    from node.keys.jwt import JWTError, verify_jwt
-    from node.keys.service_keys import ServiceKey
+    from keyreg.keys.jwt import JWTError, verify_jwt
+    from keyreg.keys.service_keys import ServiceKey
 
     assert sys.getrecursionlimit() >= 100_000
     b64 = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=").decode()

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from eth_keyfile import create_keyfile_json, decode_keyfile_json
 
-from node.core.builder import controller_set
-from node.keys.keystore import Keystore, KeystoreError, Password, resolve_password
-from node.keys.service_keys import ServiceKey
+from keyreg.core.builder import controller_set
+from keyreg.keys.keystore import Keystore, KeystoreError, Password, resolve_password
+from keyreg.keys.service_keys import ServiceKey
 
 PW = "correct horse battery staple"
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.keys.rotation import (
+from keyreg.keys.rotation import (
     KeyWindow,
     PolicyError,
     RotationPolicy,

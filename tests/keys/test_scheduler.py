@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from node.api.views import key_jwk
-from node.config import Config, RotationConfig
-from node.core.eip712 import event_digest
-from node.keys.handout import handout_for
-from node.keys.keystore import Keystore, Password
-from node.keys.operations import Head, sign_inception, sign_update
-from node.keys.rotation import PolicyError
-from node.keys.scheduler import RotationCollector, RotationScheduler, scheduled_key
-from node.keys.service_keys import ServiceKey
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.api.views import key_jwk
+from keyreg.config import Config, RotationConfig
+from keyreg.core.eip712 import event_digest
+from keyreg.keys.handout import handout_for
+from keyreg.keys.keystore import Keystore, Password
+from keyreg.keys.operations import Head, sign_inception, sign_update
+from keyreg.keys.rotation import PolicyError
+from keyreg.keys.scheduler import RotationCollector, RotationScheduler, scheduled_key
+from keyreg.keys.service_keys import ServiceKey
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 
 PW = "rotation test password"
 T0 = 1_800_000_000  # a multiple of 60 and of 20

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from node.config import Config
-from node.core.codec import encode_event
-from node.core.eip712 import event_digest
-from node.core.records import SignedEvent
-from node.p2p.testing import KeyregNode, NodeProcess, conflicting_update, generate, subject_log, wait_until
+from keyreg.config import Config
+from keyreg.core.codec import encode_event
+from keyreg.core.eip712 import event_digest
+from keyreg.core.records import SignedEvent
+from keyreg.p2p.testing import KeyregNode, NodeProcess, conflicting_update, generate, subject_log, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

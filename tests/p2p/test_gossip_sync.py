@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 import trio
 
-from node.config import Config, P2PConfig
-from node.core.codec import encode_event
-from node.core.records import SignedEvent
-from node.p2p.gossip import Gossip
-from node.p2p.testing import conflicting_update, subject_log
-from node.p2p.wire import COMPRESS_MIN_BYTES, compress_message, encode_batch, encode_duplicity
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.config import Config, P2PConfig
+from keyreg.core.codec import encode_event
+from keyreg.core.records import SignedEvent
+from keyreg.p2p.gossip import Gossip
+from keyreg.p2p.testing import conflicting_update, subject_log
+from keyreg.p2p.wire import COMPRESS_MIN_BYTES, compress_message, encode_batch, encode_duplicity
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 
 DOMAIN = Config().domain
 NOW = 1_700_000_000
@@ -166,7 +166,7 @@ def test_duplicity_message_makes_the_receiver_record_evidence(logs: list) -> Non
     reg.ingest(logs[0][:2], "api")
     a = conflicting_update(DOMAIN, secret(0), logs[0][1], "a")
     b = conflicting_update(DOMAIN, secret(0), logs[0][1], "b")
-    from node.core.fork import Duplicity
+    from keyreg.core.fork import Duplicity
 
     msg = encode_duplicity(Duplicity(logs[0][1].event.subject, 2, a, b"", b, b""))
     verdicts, _, _ = run_validator(reg, P2PConfig(), [msg])
@@ -190,7 +190,7 @@ def test_listener_queues_local_events_and_evidence_but_not_gossip(logs: list) ->
 
 
 async def _pair(tmp: Path, ra: Registry, rb: Registry, body: Any) -> Any:
-    from node.p2p.service import run_p2p
+    from keyreg.p2p.service import run_p2p
 
     cfg = Config(data_dir=tmp / "a", p2p=P2PConfig(sync_interval_s=3600))
     # Stop B (the dialer) before A: otherwise B may redial A while A shuts down and py-libp2p
@@ -213,7 +213,7 @@ async def _pair(tmp: Path, ra: Registry, rb: Registry, body: Any) -> Any:
 def test_sync_pulls_exactly_the_difference_and_finds_duplicity(
     tmp_path: Path, logs: list, compress: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import node.p2p.sync as sync_mod
+    import keyreg.p2p.sync as sync_mod
 
     compressed: list[int] = []
     real_compress, real_request = sync_mod.compress_message, sync_mod._events_request

@@ -22,19 +22,19 @@ import pytest
 import trio
 from libp2p.pubsub.pb import rpc_pb2
 
-from node.config import Config, P2PConfig
-from node.core import builder
-from node.core.codec import encode_event
-from node.core.eip712 import event_digest
-from node.core.errors import OversizedInput
-from node.core.log import signatures_recovered
-from node.core.records import SignedEvent
-from node.p2p.gossip import Gossip
-from node.p2p.router import UNSIGNED_LOG_INTERVAL_S, RateLimitedLog
-from node.p2p.testing import NodeProcess, conflicting_update, subject_log, wait_until
-from node.p2p.wire import MAX_INFLATE_RATIO, compress_message, encode_batch, expand_message
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.config import Config, P2PConfig
+from keyreg.core import builder
+from keyreg.core.codec import encode_event
+from keyreg.core.eip712 import event_digest
+from keyreg.core.errors import OversizedInput
+from keyreg.core.log import signatures_recovered
+from keyreg.core.records import SignedEvent
+from keyreg.p2p.gossip import Gossip
+from keyreg.p2p.router import UNSIGNED_LOG_INTERVAL_S, RateLimitedLog
+from keyreg.p2p.testing import NodeProcess, conflicting_update, subject_log, wait_until
+from keyreg.p2p.wire import MAX_INFLATE_RATIO, compress_message, encode_batch, expand_message
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 
 DOMAIN = Config().domain
 NOW = 1_700_000_000
@@ -295,7 +295,7 @@ def test_rate_limited_log_says_how_many_it_stands_for(caplog: pytest.LogCaptureF
 def test_unsigned_gossip_is_dropped_logged_once_and_penalised(
     tmp_path: Path, logs: list, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from node.p2p.service import run_p2p
+    from keyreg.p2p.service import run_p2p
 
     ra, rb = Registry(DOMAIN, MemoryStore()), Registry(DOMAIN, MemoryStore())
     cfg = Config(data_dir=tmp_path / "a", p2p=P2PConfig(sync_interval_s=3600))
@@ -325,7 +325,7 @@ def test_unsigned_gossip_is_dropped_logged_once_and_penalised(
             outer.cancel_scope.cancel()
         return out
 
-    with caplog.at_level(logging.INFO, logger="node.p2p.router"):
+    with caplog.at_level(logging.INFO, logger="keyreg.p2p.router"):
         total, invalid, validated = trio.run(main)
     gc.collect()  # attribute py-libp2p's unclosed dialed socket (if any) to this test, where it is ignored
     assert total == 30
@@ -345,7 +345,7 @@ def test_a_peer_ahead_is_not_penalised_for_what_a_lagging_node_cannot_check(tmp_
     apply yet (a gap on B). B ignores the message: A's invalid-message count (P4) stays 0 (before,
     every such message cost A one, and an attacker could make honest nodes graylist each other),
     and B repairs the gap by a targeted sync from A."""
-    from node.p2p.service import run_p2p
+    from keyreg.p2p.service import run_p2p
 
     key = hashlib.sha256(b"h2-libp2p").digest()
     log = subject_log(DOMAIN, key, 2, NOW, "h2")

@@ -18,8 +18,8 @@ from libp2p.pubsub.gossipsub import PROTOCOL_ID_V12
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 
-from node.config import P2PConfig
-from node.p2p.router import KeyregPubsub, build_router, message_id
+from keyreg.config import P2PConfig
+from keyreg.p2p.router import KeyregPubsub, build_router, message_id
 
 TOPIC = "keyreg/test"
 ME, A, B, C, D = (ID(hashlib.sha256(bytes([i])).digest()[:20]) for i in range(5))

@@ -27,13 +27,13 @@ import pytest
 import trio
 import trio.testing
 
-from node.config import Config, P2PConfig
-from node.core.codec import encode_event
-from node.core.eip712 import event_digest
-from node.core.hashing import keccak
-from node.core.merkle import DEPTH
-from node.p2p.sync import INVALID_EVENTS_TO_STOP, KNOWN_EVENTS_TO_STOP, PREPARED_AHEAD, PROTOCOL, SyncProtocol
-from node.p2p.sync_limits import (
+from keyreg.config import Config, P2PConfig
+from keyreg.core.codec import encode_event
+from keyreg.core.eip712 import event_digest
+from keyreg.core.hashing import keccak
+from keyreg.core.merkle import DEPTH
+from keyreg.p2p.sync import INVALID_EVENTS_TO_STOP, KNOWN_EVENTS_TO_STOP, PREPARED_AHEAD, PROTOCOL, SyncProtocol
+from keyreg.p2p.sync_limits import (
     LEAF_PAGE,
     UNITS_PREFIX,
     UNITS_REQUEST,
@@ -43,10 +43,10 @@ from node.p2p.sync_limits import (
     check_page,
     ranges_of,
 )
-from node.p2p.testing import NodeProcess, generate, subject_log, wait_until
-from node.p2p.wire import FrameError, FrameReader, encode_batch, frame, frame_raw
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.p2p.testing import NodeProcess, generate, subject_log, wait_until
+from keyreg.p2p.wire import FrameError, FrameReader, encode_batch, frame, frame_raw
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 from tests.unit.test_merkle_hostile_reads import CountingKeys
 
 DOMAIN = Config().domain
@@ -498,7 +498,7 @@ def test_puller_bounds_a_hostile_server(tmp_path: Path, fresh_logs: list[list[An
 
 async def _pair(tmp: Path, ra: Registry, rb: Registry, body: Any) -> Any:
     """Two in-process nodes (A pulls, B serves); B dials A."""
-    from node.p2p.service import run_p2p
+    from keyreg.p2p.service import run_p2p
 
     cfg = Config(data_dir=tmp / "a", p2p=P2PConfig(sync_interval_s=3600))
     async with trio.open_nursery() as outer:
@@ -593,7 +593,7 @@ def test_check_page_accepts_only_ascending_leaves_within_the_asked_prefixes() ->
 def test_the_server_reads_ahead_a_bounded_number_of_events(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each thread hop of an events answer reads at most READ_AHEAD_EVENTS from the store (before, a
     chunk of 128 wants read up to 10,000 events each: 1.28M events in memory for one request)."""
-    import node.p2p.sync as sync_mod
+    import keyreg.p2p.sync as sync_mod
 
     monkeypatch.setattr(sync_mod, "READ_AHEAD_EVENTS", 10)
     monkeypatch.setattr(sync_mod, "MAX_EVENTS_PER_SUBJECT", 15)

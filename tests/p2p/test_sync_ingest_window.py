@@ -11,12 +11,12 @@ from collections import deque
 
 import pytest
 
-import node.p2p.sync_ingest as sync_mod
-from node.config import P2PConfig
-from node.p2p.sync import SyncProtocol, SyncResult
-from node.p2p.wire import encode_batch
-from node.registry import Registry
-from node.store.memory import MemoryStore
+import keyreg.p2p.sync_ingest as sync_mod
+from keyreg.config import P2PConfig
+from keyreg.p2p.sync import SyncProtocol, SyncResult
+from keyreg.p2p.wire import encode_batch
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 from tests.store.streams import DOMAIN, interleaved, mixed_items
 
 CLOCK = lambda: 1_800_000_000  # noqa: E731
@@ -26,7 +26,7 @@ CLOCK = lambda: 1_800_000_000  # noqa: E731
 def test_frames_ingested_through_the_window_match_one_ingest(monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
     monkeypatch.setattr(sync_mod, "INGEST_BATCH", 70)
     monkeypatch.setattr(sync_mod, "PREPARED_AHEAD", 150)
-    from node.core.codec import encode_event
+    from keyreg.core.codec import encode_event
 
     good = [encode_event(e.signed) for e in interleaved(31, 60, 6)]
     # Forgeries and replays of another stream, in a frame with a space: not canonical, so the strict path.

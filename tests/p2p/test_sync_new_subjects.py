@@ -11,14 +11,14 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 
-from node.config import Config
-from node.core.codec import encode_event
-from node.core.log import signatures_recovered
-from node.p2p.sync_ingest import SyncResult, ingest_frames
-from node.p2p.testing import subject_log
-from node.p2p.wire import encode_batch
-from node.registry import PreparedBatch, Registry
-from node.store.memory import MemoryStore
+from keyreg.config import Config
+from keyreg.core.codec import encode_event
+from keyreg.core.log import signatures_recovered
+from keyreg.p2p.sync_ingest import SyncResult, ingest_frames
+from keyreg.p2p.testing import subject_log
+from keyreg.p2p.wire import encode_batch
+from keyreg.registry import PreparedBatch, Registry
+from keyreg.store.memory import MemoryStore
 
 DOMAIN = Config().domain
 NOW = 1_700_000_000

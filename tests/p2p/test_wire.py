@@ -10,14 +10,14 @@ import zlib
 import pytest
 import trio
 
-from node.config import Config
-from node.core.codec import dumps_canonical, encode_event, loads_strict
-from node.core.errors import MalformedEvent, OversizedInput
-from node.core.fork import Duplicity
-from node.core.limits import DEFAULT_LIMITS
-from node.p2p.host import load_or_create_key
-from node.p2p.testing import conflicting_update, subject_log
-from node.p2p.wire import (
+from keyreg.config import Config
+from keyreg.core.codec import dumps_canonical, encode_event, loads_strict
+from keyreg.core.errors import MalformedEvent, OversizedInput
+from keyreg.core.fork import Duplicity
+from keyreg.core.limits import DEFAULT_LIMITS
+from keyreg.p2p.host import load_or_create_key
+from keyreg.p2p.testing import conflicting_update, subject_log
+from keyreg.p2p.wire import (
     DUPLICITY,
     EVENTS,
     FrameError,
@@ -167,7 +167,7 @@ def _outcome(data: bytes) -> object:
 
 def _general(data: bytes, monkeypatch: pytest.MonkeyPatch) -> object:
     with monkeypatch.context() as m:
-        m.setattr("node.p2p.wire.canonical_batch", lambda *a, **k: None)
+        m.setattr("keyreg.p2p.wire.canonical_batch", lambda *a, **k: None)
         return _outcome(data)
 
 

@@ -8,7 +8,7 @@ signer set in force (checked with at most one recovery per signature, after ever
 before fork choice replays anything, and within a per-subject budget.
 
 Costs are counted, not mocked: recoveries by the process-wide counter every recovery goes through
-(``node.core.log.signatures_recovered``), replays and commits by a MemoryStore that counts the
+(``keyreg.core.log.signatures_recovered``), replays and commits by a MemoryStore that counts the
 calls of its own real methods.
 """
 
@@ -23,11 +23,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.config import load_config
-from node.core import builder as b
-from node.core.codec import encode_event
-from node.core.eip712 import event_digest
-from node.core.errors import (
+from keyreg.config import load_config
+from keyreg.core import builder as b
+from keyreg.core.codec import encode_event
+from keyreg.core.eip712 import event_digest
+from keyreg.core.errors import (
     BelowThreshold,
     ChainBroken,
     CommitmentMismatch,
@@ -35,12 +35,12 @@ from node.core.errors import (
     Throttled,
     UnauthorizedSigner,
 )
-from node.core.hashing import keccak
-from node.core.log import signatures_recovered
-from node.core.records import Domain, PublishedKey, SignedEvent
-from node.registry import ConflictBudget, Registry
-from node.store.base import AnchorRecord, Changes
-from node.store.memory import MemoryStore
+from keyreg.core.hashing import keccak
+from keyreg.core.log import signatures_recovered
+from keyreg.core.records import Domain, PublishedKey, SignedEvent
+from keyreg.registry import ConflictBudget, Registry
+from keyreg.store.base import AnchorRecord, Changes
+from keyreg.store.memory import MemoryStore
 
 DOMAIN = Domain(31337, bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3"))
 NOW = 1_700_000_000
@@ -399,7 +399,7 @@ def test_junk_adds_a_bounded_number_of_audit_records_per_batch() -> None:
 
 
 def test_an_api_client_over_the_conflict_budget_gets_429_not_500() -> None:
-    from node.api.app import status_for
+    from keyreg.api.app import status_for
 
     assert status_for(Throttled("over budget")) == 429
 
@@ -486,7 +486,7 @@ def test_a_deep_look_back_is_charged_to_its_own_budget_never_the_conflict_budget
     """The signer set in force far behind a later rotation is found by reading the log back in
     pages: the first _FREE_SCAN_PAGES are free, further pages charge the look-back budget (which
     junk may spend: it is charged before the signatures are checked), never the conflict budget."""
-    from node import registry as registry_module
+    from keyreg import registry as registry_module
 
     pages = registry_module._FREE_SCAN_PAGES
     depth = pages * registry_module._SCAN_PAGE + 50
@@ -540,7 +540,7 @@ def test_a_batch_alternating_extensions_and_junk_makes_one_commit() -> None:
 def test_valid_conflicts_in_a_batch_that_extends_their_subject_make_a_bounded_number_of_commits() -> None:
     """A validly signed conflict on a subject the batch extended needs the batch stored first (fork
     choice replays the store): at most MAX_CONFLICT_COMMITS_PER_BATCH such commits, then throttled."""
-    from node.registry import MAX_CONFLICT_COMMITS_PER_BATCH
+    from keyreg.registry import MAX_CONFLICT_COMMITS_PER_BATCH
 
     store = CountingStore()
     reg = Registry(DOMAIN, store, clock=lambda: NOW, conflicts=ConflictBudget(100, 60.0, clock=lambda: 0.0))
@@ -567,8 +567,8 @@ def test_new_subjects_past_limits_max_subjects_are_refused_before_any_recovery()
     """Review H3: a node-wide cap on subjects (limits.max_subjects, code "capacity")."""
     from dataclasses import replace
 
-    from node.core.errors import OverCapacity
-    from node.core.limits import DEFAULT_LIMITS
+    from keyreg.core.errors import OverCapacity
+    from keyreg.core.limits import DEFAULT_LIMITS
 
     reg = Registry(DOMAIN, CountingStore(), replace(DEFAULT_LIMITS, max_subjects=3), clock=lambda: NOW)
     incs = [subject_log(0, keccak(b"cap-%d" % i))[0] for i in range(5)]
@@ -638,7 +638,7 @@ def test_the_digest_cache_follows_a_branch_switch() -> None:
 
 def test_the_digest_cache_is_capped(loaded: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
     reg, _store, subject = loaded
-    monkeypatch.setattr("node.registry.DIGEST_CACHE_ENTRIES", 8)
+    monkeypatch.setattr("keyreg.registry.DIGEST_CACHE_ENTRIES", 8)
     for seq in range(1, 40):
         reg.ingest(junk_at(subject, seq, hashlib.sha256(b"x").digest(), 1), "api")
     assert len(reg._digests) == 8

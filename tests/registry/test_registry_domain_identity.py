@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from node.core.codec import CanonicalEvent, decode_event, encode_event
-from node.core.records import Domain, SignedEvent
-from node.outcomes import IngestResult
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.core.codec import CanonicalEvent, decode_event, encode_event
+from keyreg.core.records import Domain, SignedEvent
+from keyreg.outcomes import IngestResult
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 from tests.store.streams import DOMAIN, interleaved, mixed_items
 
 OTHER = Domain(DOMAIN.chain_id + 1, DOMAIN.verifying_contract)

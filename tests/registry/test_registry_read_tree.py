@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import threading
 
-from node.core.codec import encode_event
-from node.core.merkle import SparseMerkleTree
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.core.codec import encode_event
+from keyreg.core.merkle import SparseMerkleTree
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 from tests.store.streams import DOMAIN, interleaved
 
 STREAM = interleaved(7, 3, 6)

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from node import registry as registry_module
-from node.registry import Registry
-from node.signature_workers import SignatureWorkers, SignerBatch, recover_chunk
-from node.store.memory import MemoryStore
+from keyreg import registry as registry_module
+from keyreg.registry import Registry
+from keyreg.signature_workers import SignatureWorkers, SignerBatch, recover_chunk
+from keyreg.store.memory import MemoryStore
 from tests.store.streams import DOMAIN, mixed_items
 
 CLOCK = lambda: 1_800_000_000  # noqa: E731
@@ -171,8 +171,8 @@ def test_workers_exit_when_the_node_is_killed_outright(tmp_path: Path) -> None:
     script = tmp_path / "a_node.py"  # not node.py: that would shadow the package
     script.write_text(
         "import sys\n"
-        "from node.registry import Registry\n"
-        "from node.store.memory import MemoryStore\n"
+        "from keyreg.registry import Registry\n"
+        "from keyreg.store.memory import MemoryStore\n"
         "from tests.store.streams import DOMAIN, mixed_items\n"
         "if __name__ == '__main__':\n"
         "    reg = Registry(DOMAIN, MemoryStore(), clock=lambda: 1_800_000_000, signature_workers=2)\n"
@@ -195,7 +195,7 @@ def test_workers_exit_when_the_node_is_killed_outright(tmp_path: Path) -> None:
         pids = [int(x) for x in proc.stdout.readline().split()]
         assert len(pids) == 2
         assert all(_alive(pid) for pid in pids)
-        from node.p2p.testing import child_pids, process_cpu_seconds
+        from keyreg.p2p.testing import child_pids, process_cpu_seconds
 
         assert set(pids) <= set(child_pids(proc.pid))  # NodeProcess.cpu_seconds counts them
         assert process_cpu_seconds(pids[0]) > 0
@@ -289,8 +289,8 @@ def test_an_error_outside_the_rules_reaches_the_caller() -> None:
 def test_signature_workers_are_configured_checked_and_read_from_the_old_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from node.config import load_config
-    from node.core.errors import ConfigError
+    from keyreg.config import load_config
+    from keyreg.core.errors import ConfigError
 
     assert load_config(tmp_path).ingest.signature_workers == 2
     monkeypatch.setenv("KEYREG_INGEST_SIGNATURE_WORKERS", "0")

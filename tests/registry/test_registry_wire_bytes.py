@@ -8,9 +8,9 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.core.codec import decode_event, dumps_canonical, encode_event, event_to_obj
-from node.registry import Registry, wire_bytes
-from node.store.memory import MemoryStore
+from keyreg.core.codec import decode_event, dumps_canonical, encode_event, event_to_obj
+from keyreg.registry import Registry, wire_bytes
+from keyreg.store.memory import MemoryStore
 from tests.store.streams import DOMAIN, interleaved
 
 STREAM = interleaved(7, 3, 6)

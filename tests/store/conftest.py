@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # make tests.pg / tests.store.streams importable under any runner
     sys.path.insert(0, str(ROOT))
 
-from node.store.memory import MemoryStore  # noqa: E402
-from node.store.sql import SqlStore  # noqa: E402
+from keyreg.store.memory import MemoryStore  # noqa: E402
+from keyreg.store.sql import SqlStore  # noqa: E402
 from tests.pg import create_database, postgres_server  # noqa: E402
 
 

@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from sqlalchemy import event
 
-from node.core.codec import encode_event
-from node.registry import Registry
-from node.store.sql import SqlStore
+from keyreg.core.codec import encode_event
+from keyreg.registry import Registry
+from keyreg.store.sql import SqlStore
 from tests.store.streams import DOMAIN, interleaved
 
 SEED = 77

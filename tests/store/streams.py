@@ -10,11 +10,21 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from node.core.builder import commitment_for, controller_set, sign_event
-from node.core.codec import encode_event
-from node.core.eip712 import event_digest
-from node.core.hashing import keccak
-from node.core.records import ZERO20, Domain, Event, Inception, PublishedKey, Revocation, Rotation, SignedEvent, Update
+from keyreg.core.builder import commitment_for, controller_set, sign_event
+from keyreg.core.codec import encode_event
+from keyreg.core.eip712 import event_digest
+from keyreg.core.hashing import keccak
+from keyreg.core.records import (
+    ZERO20,
+    Domain,
+    Event,
+    Inception,
+    PublishedKey,
+    Revocation,
+    Rotation,
+    SignedEvent,
+    Update,
+)
 
 DOMAIN = Domain(31337, bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3"))
 BASE_TIME = 1_700_000_000

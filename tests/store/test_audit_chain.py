@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.core.canonical_json import canonical_json
-from node.core.errors import MalformedEvent
-from node.core.hashing import keccak
-from node.store.audit import GENESIS, chain, chain_rows, jsonable, verify_audit
-from node.store.base import AuditEntry, AuditRecord
-from node.store.memory import MemoryStore
+from keyreg.core.canonical_json import canonical_json
+from keyreg.core.errors import MalformedEvent
+from keyreg.core.hashing import keccak
+from keyreg.store.audit import GENESIS, chain, chain_rows, jsonable, verify_audit
+from keyreg.store.base import AuditEntry, AuditRecord
+from keyreg.store.memory import MemoryStore
 
 json_leaf = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=12) | st.binary(max_size=8)
 details = st.dictionaries(

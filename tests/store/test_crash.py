@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from node.store.check import check_database
-from node.store.sql import SqlStore
+from keyreg.store.check import check_database
+from keyreg.store.sql import SqlStore
 from tests.store.streams import DOMAIN
 
 WORKER = Path(__file__).with_name("crash_ingest.py")

@@ -8,13 +8,13 @@ from collections.abc import Callable, Iterator
 import pytest
 from sqlalchemy import delete, update
 
-from node.core.codec import encode_event
-from node.registry import Registry
-from node.store import schema as t
-from node.store.audit import verify_audit
-from node.store.base import AuditEntry
-from node.store.check import check_database
-from node.store.sql import SqlStore
+from keyreg.core.codec import encode_event
+from keyreg.registry import Registry
+from keyreg.store import schema as t
+from keyreg.store.audit import verify_audit
+from keyreg.store.base import AuditEntry
+from keyreg.store.check import check_database
+from keyreg.store.sql import SqlStore
 from tests.store.streams import DOMAIN, interleaved
 
 

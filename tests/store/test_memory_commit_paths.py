@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from node.core.codec import encode_event
-from node.core.hashing import keccak
-from node.core.log import Accepted, replay
-from node.store.audit import chain
-from node.store.base import AuditEntry, Changes, EventConflict
-from node.store.memory import MemoryStore
+from keyreg.core.codec import encode_event
+from keyreg.core.hashing import keccak
+from keyreg.core.log import Accepted, replay
+from keyreg.store.audit import chain
+from keyreg.store.base import AuditEntry, Changes, EventConflict
+from keyreg.store.memory import MemoryStore
 from tests.store.streams import DOMAIN, subject_events
 
 

@@ -9,9 +9,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from node.core.errors import ConfigError
-from node.store import schema
-from node.store.sql import SqlStore, migrate
+from keyreg.core.errors import ConfigError
+from keyreg.store import schema
+from keyreg.store.sql import SqlStore, migrate
 
 
 def test_migrated_schema_matches_runtime_tables(sql_url: str) -> None:

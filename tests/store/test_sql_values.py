@@ -1,7 +1,7 @@
 """The hot-path rows reach the database as the right SQL values on both backends.
 
 SQLite gets blobs as bytearray, NULL as an empty bytearray turned back into NULL by ``NULLIF``
-and booleans as 0/1 (node.store.sql._Values): the stored values must be exactly what plain
+and booleans as 0/1 (keyreg.store.sql._Values): the stored values must be exactly what plain
 bytes/None/bool would have stored.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from node.registry import Registry
-from node.store import schema as t
-from node.store.sql import SqlStore
+from keyreg.registry import Registry
+from keyreg.store import schema as t
+from keyreg.store.sql import SqlStore
 from tests.store.streams import DOMAIN, interleaved
 
 

@@ -8,9 +8,9 @@ from types import MappingProxyType
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.core.log import KeyRecord, SubjectState
-from node.core.records import ALGORITHMS, PublishedKey
-from node.store.serialize import I64_MAX, key_row, key_values, state_from_json, state_to_json, state_to_obj
+from keyreg.core.log import KeyRecord, SubjectState
+from keyreg.core.records import ALGORITHMS, PublishedKey
+from keyreg.store.serialize import I64_MAX, key_row, key_values, state_from_json, state_to_json, state_to_obj
 
 u64 = st.integers(0, 2**64 - 1)
 b32 = st.binary(min_size=32, max_size=32)
@@ -96,7 +96,7 @@ def test_key_rows_fit_signed_64_bit_columns(state: SubjectState) -> None:
 @settings(max_examples=60, deadline=None)
 @given(states())
 def test_key_values_are_key_row_in_column_order(state: SubjectState) -> None:
-    from node.store.schema import keys as keys_table
+    from keyreg.store.schema import keys as keys_table
 
     cols = [c.name for c in keys_table.columns]
     null = bytearray()

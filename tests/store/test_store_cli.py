@@ -8,14 +8,14 @@ from pathlib import Path
 from sqlalchemy import update
 from typer.testing import CliRunner
 
-from node.cli import app
-from node.cli import store as store_cli  # registers `db` and `audit` on app (no other topic needed)
-from node.config import load_config
-from node.core.codec import encode_event
-from node.registry import Registry
-from node.store import schema as t
-from node.store.base import AuditEntry
-from node.store.sql import SqlStore
+from keyreg.cli import app
+from keyreg.cli import store as store_cli  # registers `db` and `audit` on app (no other topic needed)
+from keyreg.config import load_config
+from keyreg.core.codec import encode_event
+from keyreg.registry import Registry
+from keyreg.store import schema as t
+from keyreg.store.base import AuditEntry
+from keyreg.store.sql import SqlStore
 from tests.store.streams import interleaved
 
 runner = CliRunner()

@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from node.core.builder import commitment_for, controller_set, sign_event
-from node.core.codec import encode_event
-from node.core.log import Accepted, apply_event, replay
-from node.core.records import GovernanceRevocation, Rotation
-from node.registry import Registry
-from node.store.audit import verify_audit
-from node.store.base import AnchorRecord, AuditEntry, Changes, EventConflict
-from node.store.check import check_store
-from node.store.sql import SqlStore
+from keyreg.core.builder import commitment_for, controller_set, sign_event
+from keyreg.core.codec import encode_event
+from keyreg.core.log import Accepted, apply_event, replay
+from keyreg.core.records import GovernanceRevocation, Rotation
+from keyreg.registry import Registry
+from keyreg.store.audit import verify_audit
+from keyreg.store.base import AnchorRecord, AuditEntry, Changes, EventConflict
+from keyreg.store.check import check_store
+from keyreg.store.sql import SqlStore
 from tests.store.streams import DOMAIN, interleaved, secret, subject_events
 
 Open = Callable[[], Any]

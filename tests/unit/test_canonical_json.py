@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.core.canonical_json import MAX_DEPTH, canonical_json
-from node.core.errors import MalformedEvent
+from keyreg.core.canonical_json import MAX_DEPTH, canonical_json
+from keyreg.core.errors import MalformedEvent
 
 
 def reference(value: Any) -> bytes:

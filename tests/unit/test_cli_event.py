@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import node.cli.event  # noqa: F401  registers the "event" sub-app on the root app
-from node.cli import app
-from node.core.codec import decode_event, dumps_canonical
-from node.core.eip712 import event_digest
+import keyreg.cli.event  # noqa: F401  registers the "event" sub-app on the root app
+from keyreg.cli import app
+from keyreg.core.codec import decode_event, dumps_canonical
+from keyreg.core.eip712 import event_digest
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 runner = CliRunner()

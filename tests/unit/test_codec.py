@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.core.codec import (
+from keyreg.core.codec import (
     JSON_DEPTH_CEILING,
     CanonicalEvent,
     canonical_from_obj,
@@ -26,8 +26,8 @@ from node.core.codec import (
     json_depth,
     loads_strict,
 )
-from node.core.errors import MalformedEvent, OversizedInput
-from node.core.limits import DEFAULT_LIMITS, Limits
+from keyreg.core.errors import MalformedEvent, OversizedInput
+from keyreg.core.limits import DEFAULT_LIMITS, Limits
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 LOGS = json.loads((VECTORS / "valid_logs.json").read_text())["logs"]

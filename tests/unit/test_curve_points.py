@@ -16,14 +16,14 @@ from types import MappingProxyType
 
 import pytest
 
-from node.api import views
-from node.core import builder
-from node.core.errors import MalformedEvent
-from node.core.hashing import keccak
-from node.core.log import KeyRecord, apply_event
-from node.core.points import is_curve_point
-from node.core.records import Domain, PublishedKey
-from node.keys.service_keys import ServiceKey
+from keyreg.api import views
+from keyreg.core import builder
+from keyreg.core.errors import MalformedEvent
+from keyreg.core.hashing import keccak
+from keyreg.core.log import KeyRecord, apply_event
+from keyreg.core.points import is_curve_point
+from keyreg.core.records import Domain, PublishedKey
+from keyreg.keys.service_keys import ServiceKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 

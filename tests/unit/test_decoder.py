@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.core.codec import (
+from keyreg.core.codec import (
     CanonicalEvent,
     canonical_from_obj,
     decode_event,
@@ -29,9 +29,9 @@ from node.core.codec import (
     event_to_obj,
     loads_strict,
 )
-from node.core.errors import KeyregError, MalformedEvent, OversizedInput
-from node.core.limits import DEFAULT_LIMITS, Limits
-from node.core.records import Domain
+from keyreg.core.errors import KeyregError, MalformedEvent, OversizedInput
+from keyreg.core.limits import DEFAULT_LIMITS, Limits
+from keyreg.core.records import Domain
 from tests.unit.event_objects import SHAPES, WIRE, json_paths, with_value
 
 # Values that are wrong in some way for some field: types JSON can carry, bool-vs-int, hex variants.

@@ -19,12 +19,12 @@ from eth_utils import keccak as eth_keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.core import builder
-from node.core.codec import decode_event, dumps_canonical, encode_event
-from node.core.eip712 import domain_separator, event_digest, hash_struct, typed_data
-from node.core.errors import BelowThreshold
-from node.core.log import apply_event, recover_signers, replay
-from node.core.records import (
+from keyreg.core import builder
+from keyreg.core.codec import decode_event, dumps_canonical, encode_event
+from keyreg.core.eip712 import domain_separator, event_digest, hash_struct, typed_data
+from keyreg.core.errors import BelowThreshold
+from keyreg.core.log import apply_event, recover_signers, replay
+from keyreg.core.records import (
     Delegation,
     Domain,
     Event,

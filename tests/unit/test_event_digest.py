@@ -7,11 +7,11 @@ import json
 import threading
 from pathlib import Path
 
-from node.core.codec import event_from_obj
-from node.core.eip712 import domain_separator, event_digest, hash_struct
-from node.core.hashing import keccak
-from node.core.records import Domain
-from node.core.validator import Validator
+from keyreg.core.codec import event_from_obj
+from keyreg.core.eip712 import domain_separator, event_digest, hash_struct
+from keyreg.core.hashing import keccak
+from keyreg.core.records import Domain
+from keyreg.core.validator import Validator
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 SIGNED = [

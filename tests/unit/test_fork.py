@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.core.errors import StaleEvent, UnauthorizedSigner
-from node.core.fork import SubjectLog, choose
-from node.core.keystate import key_verdict
-from node.core.log import apply_event
+from keyreg.core.errors import StaleEvent, UnauthorizedSigner
+from keyreg.core.fork import SubjectLog, choose
+from keyreg.core.keystate import key_verdict
+from keyreg.core.log import apply_event
 from tests.vectors import generate as gen
 
 T0 = gen.T0

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.core import hashing
-from node.core.errors import BadSignature
-from node.core.hashing import SECP256K1_N, address_of_private_key, keccak, recover_address, sign_digest
+from keyreg.core import hashing
+from keyreg.core.errors import BadSignature
+from keyreg.core.hashing import SECP256K1_N, address_of_private_key, keccak, recover_address, sign_digest
 
 HALF_N = SECP256K1_N // 2
 

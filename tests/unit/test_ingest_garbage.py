@@ -11,12 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from node.core import builder as b
-from node.core.codec import encode_event
-from node.core.hashing import keccak
-from node.core.records import Domain, PublishedKey
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.core import builder as b
+from keyreg.core.codec import encode_event
+from keyreg.core.hashing import keccak
+from keyreg.core.records import Domain, PublishedKey
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 
 DOMAIN = Domain(31337, bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3"))
 NOW = 1_700_000_000

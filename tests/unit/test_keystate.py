@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from node.core.keystate import STATUSES, key_verdict, valid_keys
-from node.core.log import SubjectState, replay
-from node.core.records import GovernanceRevocation
+from keyreg.core.keystate import STATUSES, key_verdict, valid_keys
+from keyreg.core.log import SubjectState, replay
+from keyreg.core.records import GovernanceRevocation
 from tests.vectors import generate as gen
 
 T0 = gen.T0

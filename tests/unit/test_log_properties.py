@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.core.codec import decode_event, dumps_canonical, encode_event, event_to_obj
-from node.core.errors import KeyregError, RuleViolation
-from node.core.log import SubjectState, apply_event, replay
-from node.core.records import Domain, SignedEvent
+from keyreg.core.codec import decode_event, dumps_canonical, encode_event, event_to_obj
+from keyreg.core.errors import KeyregError, RuleViolation
+from keyreg.core.log import SubjectState, apply_event, replay
+from keyreg.core.records import Domain, SignedEvent
 from tests.vectors import generate as gen
 
 POOL = [f"c{i}" for i in range(9)]

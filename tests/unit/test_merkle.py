@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.core.hashing import keccak
-from node.core.merkle import DEPTH, Proof, SparseMerkleTree, leaf_hash, root_from_proof, verify_proof
-from node.core.records import ZERO32
+from keyreg.core.hashing import keccak
+from keyreg.core.merkle import DEPTH, Proof, SparseMerkleTree, leaf_hash, root_from_proof, verify_proof
+from keyreg.core.records import ZERO32
 
 
 def _subject(i: int) -> bytes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from node.core.hashing import keccak
-from node.core.merkle import DEPTH, SparseMerkleTree
+from keyreg.core.hashing import keccak
+from keyreg.core.merkle import DEPTH, SparseMerkleTree
 
 
 def fresh(heads: dict[bytes, tuple[int, bytes]]) -> SparseMerkleTree:

@@ -13,9 +13,9 @@ from typing import Any, SupportsIndex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.core.hashing import keccak
-from node.core.merkle import DEPTH, SparseMerkleTree
-from node.core.records import ZERO32
+from keyreg.core.hashing import keccak
+from keyreg.core.merkle import DEPTH, SparseMerkleTree
+from keyreg.core.records import ZERO32
 
 
 class CountingKeys(list[int]):

@@ -7,9 +7,9 @@ from bisect import bisect_left, insort
 
 import pytest
 
-from node.core.hashing import keccak
-from node.core.merkle import DEPTH, SparseMerkleTree, _node, leaf_hash
-from node.core.records import ZERO32
+from keyreg.core.hashing import keccak
+from keyreg.core.merkle import DEPTH, SparseMerkleTree, _node, leaf_hash
+from keyreg.core.records import ZERO32
 
 
 class ReferenceTree:

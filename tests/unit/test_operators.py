@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.core.eip712 import event_digest
-from node.core.errors import RuleViolation
-from node.core.fork import SubjectLog, choose
-from node.core.keystate import key_verdict
-from node.core.log import SubjectState, apply_event, replay
-from node.core.records import NO_OPERATORS, SignedEvent
+from keyreg.core.eip712 import event_digest
+from keyreg.core.errors import RuleViolation
+from keyreg.core.fork import SubjectLog, choose
+from keyreg.core.keystate import key_verdict
+from keyreg.core.log import SubjectState, apply_event, replay
+from keyreg.core.records import NO_OPERATORS, SignedEvent
 from tests.vectors import generate as gen
 
 T0 = gen.T0
@@ -310,7 +310,7 @@ def test_controllers_take_the_head_back_from_a_rogue_operator(n_op: int, n_ctl: 
 
 
 def test_builder_next_events_extend_the_state_and_a_rotation_keeps_governor_and_operators() -> None:
-    from node.core import builder
+    from keyreg.core import builder
 
     gov = gen.address("dao-keep")
     w = gen.LogWriter(D)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from node.core import builder as b
-from node.core.codec import encode_event
-from node.core.hashing import address_of_private_key, keccak
-from node.core.records import Domain, GovernanceRevocation, PublishedKey
-from node.outcomes import Report
-from node.registry import Registry
-from node.store.base import AnchorRecord
-from node.store.memory import MemoryStore
+from keyreg.core import builder as b
+from keyreg.core.codec import encode_event
+from keyreg.core.hashing import address_of_private_key, keccak
+from keyreg.core.records import Domain, GovernanceRevocation, PublishedKey
+from keyreg.outcomes import Report
+from keyreg.registry import Registry
+from keyreg.store.base import AnchorRecord
+from keyreg.store.memory import MemoryStore
 
 DOMAIN = Domain(31337, bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3"))
 OTHER = Domain(1, DOMAIN.verifying_contract)
@@ -175,7 +175,7 @@ def test_registry_reloads_its_read_model_from_the_store(registry: Registry) -> N
 
 
 def test_anchor_rank_prefers_recovery_then_direct_then_batch() -> None:
-    from node.registry import anchor_rank
+    from keyreg.registry import anchor_rank
 
     def rec(mode: str, position: int) -> AnchorRecord:
         return AnchorRecord(b"\x01" * 32, 1, b"\x02" * 32, position, mode, position // 1_000_000, b"")
@@ -215,7 +215,7 @@ def test_recovery_anchor_overrides_an_earlier_direct_anchor(registry: Registry) 
 def test_large_batch_matches_one_by_one_ingest() -> None:
     """A large batch (in-line; bulk ones on workers: tests/registry/test_registry_signature_workers.py):
     same results, same errors as one event at a time."""
-    from node.signature_workers import MIN_BATCH
+    from keyreg.signature_workers import MIN_BATCH
     from tests.store.streams import DOMAIN as STREAM_DOMAIN
     from tests.store.streams import mixed_items
 

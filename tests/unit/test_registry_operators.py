@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from node.core import builder as b
-from node.core.codec import encode_event
-from node.core.hashing import address_of_private_key, keccak
-from node.core.records import Domain, GovernanceRevocation, OperatorSet, PublishedKey, SignedEvent
-from node.registry import Registry
-from node.store.memory import MemoryStore
-from node.store.sql import SqlStore
+from keyreg.core import builder as b
+from keyreg.core.codec import encode_event
+from keyreg.core.hashing import address_of_private_key, keccak
+from keyreg.core.records import Domain, GovernanceRevocation, OperatorSet, PublishedKey, SignedEvent
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
+from keyreg.store.sql import SqlStore
 
 DOMAIN = Domain(31337, bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3"))
 NOW = 1_700_000_000

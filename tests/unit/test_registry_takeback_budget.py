@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from test_registry_operators import CTL, DOMAIN, NOW, OP_A, incept, op_update
 
-from node.core import builder as b
-from node.registry import Registry
-from node.store.memory import MemoryStore
+from keyreg.core import builder as b
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
 
 
 def test_controllers_take_a_seq_back_after_operators_spent_the_conflict_budget() -> None:

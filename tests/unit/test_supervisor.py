@@ -18,11 +18,11 @@ import trio
 import trio.testing
 from prometheus_client import CollectorRegistry, generate_latest
 
-from node.app import open_node
-from node.config import Config, SupervisorConfig
-from node.core.errors import ChainError, ConfigError
-from node.store.memory import MemoryStore
-from node.supervisor import (
+from keyreg.app import open_node
+from keyreg.config import Config, SupervisorConfig
+from keyreg.core.errors import ChainError, ConfigError
+from keyreg.store.memory import MemoryStore
+from keyreg.supervisor import (
     BACKING_OFF,
     RUNNING,
     STOPPED,

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node import supervisor
-from node.supervisor import MAX_CAUSE_CHARS, SCRUB_WINDOW, describe, scrub_urls
+from keyreg import supervisor
+from keyreg.supervisor import MAX_CAUSE_CHARS, SCRUB_WINDOW, describe, scrub_urls
 
 SECRETS = ("hunter2", "SECRETAPIKEY", "tok3n")
 URL = "https://operator:hunter2@rpc.example.org:8545/v3/SECRETAPIKEY?token=tok3n"

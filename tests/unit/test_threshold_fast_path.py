@@ -6,11 +6,11 @@ import itertools
 
 import pytest
 
-from node.core import builder
-from node.core.eip712 import event_digest
-from node.core.errors import RuleViolation
-from node.core.log import _require_threshold, apply_event
-from node.core.records import Domain, SignedEvent
+from keyreg.core import builder
+from keyreg.core.eip712 import event_digest
+from keyreg.core.errors import RuleViolation
+from keyreg.core.log import _require_threshold, apply_event
+from keyreg.core.records import Domain, SignedEvent
 
 DOMAIN = Domain(31337, b"\x11" * 20)
 ADDRS = [bytes([i]) * 20 for i in (1, 2, 3, 9)]  # 9 never a controller below

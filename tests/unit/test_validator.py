@@ -17,12 +17,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.core.codec import decode_event, dumps_canonical
-from node.core.eip712 import event_digest
-from node.core.errors import RuleViolation
-from node.core.log import Accepted, SubjectState, apply_event
-from node.core.records import Domain, Inception
-from node.core.validator import Validator
+from keyreg.core.codec import decode_event, dumps_canonical
+from keyreg.core.eip712 import event_digest
+from keyreg.core.errors import RuleViolation
+from keyreg.core.log import Accepted, SubjectState, apply_event
+from keyreg.core.records import Domain, Inception
+from keyreg.core.validator import Validator
 from tests.vectors.generate import domain_from_obj
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from node.core.codec import decode_event, dumps_canonical, encode_event
-from node.core.eip712 import TYPE_HASH, domain_separator, encode_type, event_digest, hash_struct, typed_data
-from node.core.errors import ALL_RULE_CODES, KeyregError
-from node.core.log import apply_event, replay
+from keyreg.core.codec import decode_event, dumps_canonical, encode_event
+from keyreg.core.eip712 import TYPE_HASH, domain_separator, encode_type, event_digest, hash_struct, typed_data
+from keyreg.core.errors import ALL_RULE_CODES, KeyregError
+from keyreg.core.log import apply_event, replay
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 

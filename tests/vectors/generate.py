@@ -26,14 +26,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from node.core import builder
-from node.core.codec import decode_event, dumps_canonical, event_to_obj, operator_set_to_obj
-from node.core.eip712 import TYPE_HASH, domain_separator, encode_type, event_digest, hash_struct, typed_data
-from node.core.errors import KeyregError
-from node.core.hashing import SECP256K1_N, address_of_private_key, keccak
-from node.core.keystate import key_verdict
-from node.core.log import SubjectState, replay
-from node.core.records import (
+from keyreg.core import builder
+from keyreg.core.codec import decode_event, dumps_canonical, event_to_obj, operator_set_to_obj
+from keyreg.core.eip712 import TYPE_HASH, domain_separator, encode_type, event_digest, hash_struct, typed_data
+from keyreg.core.errors import KeyregError
+from keyreg.core.hashing import SECP256K1_N, address_of_private_key, keccak
+from keyreg.core.keystate import key_verdict
+from keyreg.core.log import SubjectState, replay
+from keyreg.core.records import (
     NO_OPERATORS,
     ZERO20,
     Delegation,
@@ -609,7 +609,7 @@ def _flip_high_s(sig: bytes) -> bytes:
 
 
 def _expect(domain: Domain, prior: list[SignedEvent], raw: bytes, code: str, now: int | None) -> None:
-    from node.core.log import apply_event
+    from keyreg.core.log import apply_event
 
     state = replay(prior, domain)[-1].state if prior else None
     try:

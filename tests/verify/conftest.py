@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from verify_helpers import DOMAIN, T0, Actor, make_actor, service_key
 
-from node.core.builder import sign_event
-from node.core.eip712 import event_digest
-from node.core.merkle import SparseMerkleTree
-from node.core.records import Update
-from node.verify.bundle import EvidenceEntry, GovernanceEntry, bundle_to_obj
-from node.verify.testing import SimulatedRegistry
+from keyreg.core.builder import sign_event
+from keyreg.core.eip712 import event_digest
+from keyreg.core.merkle import SparseMerkleTree
+from keyreg.core.records import Update
+from keyreg.verify.bundle import EvidenceEntry, GovernanceEntry, bundle_to_obj
+from keyreg.verify.testing import SimulatedRegistry
 
 GOVERNOR = bytes.fromhex("00000000000000000000000000000000000000aa")
 NOW = T0 + 10_000  # the verifier's clock; the checkpoint block is at T0 + 9_000

@@ -12,9 +12,9 @@ from conftest import CHECKPOINT_TIME, Scenario
 from typer.testing import CliRunner
 from verify_helpers import T0
 
-import node.cli.verify as cli_verify
-from node.cli import app
-from node.verify.requests import sign_message
+import keyreg.cli.verify as cli_verify
+from keyreg.cli import app
+from keyreg.verify.requests import sign_message
 
 # Runs the CLI in a fresh interpreter whose audit hook refuses to create any socket.
 NO_NETWORK = """
@@ -23,7 +23,7 @@ def _audit(event, args):
     if event.startswith("socket."):  # socket.__new__, connect, bind, getaddrinfo, sendto, ...
         raise RuntimeError("network access blocked by the test: " + event)
 sys.addaudithook(_audit)
-from node.cli import main
+from keyreg.cli import main
 sys.argv = ["keyreg", *sys.argv[1:]]
 main()
 """

@@ -10,20 +10,20 @@ from typing import Any
 import pytest
 from verify_helpers import T0, Actor, make_actor, service_key
 
-from node.core.builder import controller_set
-from node.core.merkle import SparseMerkleTree
-from node.core.records import Domain, GovernanceRevocation
-from node.registry import Registry
-from node.store.memory import MemoryStore
-from node.verify import StaleView, Verifier, encode_bundle
-from node.verify.mpt import NodePool, account_at, storage_at
+from keyreg.core.builder import controller_set
+from keyreg.core.merkle import SparseMerkleTree
+from keyreg.core.records import Domain, GovernanceRevocation
+from keyreg.registry import Registry
+from keyreg.store.memory import MemoryStore
+from keyreg.verify import StaleView, Verifier, encode_bundle
+from keyreg.verify.mpt import NodePool, account_at, storage_at
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 
 
 @pytest.fixture
 def chain(anvil_process: Any) -> Iterator[tuple[Any, Any, Domain]]:
-    from node.chain.deploy import connect, deploy_registry
+    from keyreg.chain.deploy import connect, deploy_registry
 
     snapshot = anvil_process.rpc("evm_snapshot")
     try:
@@ -42,7 +42,7 @@ def _send(w3: Any, contract: Any, name: str, args: list[Any], sender: str | None
 
 
 def _anchor(w3: Any, contract: Any, actor: Actor, index: int) -> None:
-    from node.chain.deploy import call_for
+    from keyreg.chain.deploy import call_for
 
     name, args = call_for(actor.events[index], controller_set(actor.controllers), 1)
     _send(w3, contract, name, args)
@@ -53,7 +53,7 @@ def test_mpt_proofs_of_any_storage(chain: tuple[Any, Any, Domain], anvil_process
     w3, contract, domain = chain
     _send(w3, contract, "anchorBatch", [b"\x05" * 32, 3])
     block = w3.eth.get_block("latest")
-    from node.verify import layout
+    from keyreg.verify import layout
 
     slots = [2, layout.batch_slot(b"\x05" * 32), 12345]
     proof = anvil_process.rpc("eth_getProof", contract.address, [f"0x{s:064x}" for s in slots], hex(block["number"]))
@@ -73,7 +73,7 @@ def test_mpt_proofs_of_any_storage(chain: tuple[Any, Any, Domain], anvil_process
 def test_export_then_verify_offline(
     chain: tuple[Any, Any, Domain], anvil_process: Any, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
-    from node.export import RpcProofSource, build_bundle
+    from keyreg.export import RpcProofSource, build_bundle
 
     w3, contract, domain = chain
     governor = w3.eth.accounts[1]
@@ -158,9 +158,9 @@ def test_cli_export_from_data_dir_then_verify(
 
     from typer.testing import CliRunner
 
-    import node.cli.verify  # noqa: F401  (registers the commands)
-    from node.cli import app
-    from node.store.sql import SqlStore
+    import keyreg.cli.verify  # noqa: F401  (registers the commands)
+    from keyreg.cli import app
+    from keyreg.store.sql import SqlStore
 
     w3, contract, domain = chain
     data_dir = tmp_path / "node"

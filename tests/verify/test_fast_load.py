@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_tamper import CASES, Obj
 
-from node.core.codec import dumps_canonical
-from node.verify import BundleFormatError, BundleRefused, Verifier
-from node.verify.bundle import _hex, _hex_list, decode_subject, parse_json
+from keyreg.core.codec import dumps_canonical
+from keyreg.verify import BundleFormatError, BundleRefused, Verifier
+from keyreg.verify.bundle import _hex, _hex_list, decode_subject, parse_json
 
 
 def _canonical(obj: Obj) -> bytes:

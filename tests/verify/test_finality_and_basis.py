@@ -8,14 +8,14 @@ import json
 import pytest
 from verify_helpers import DOMAIN, T0, Actor, make_actor, service_key
 
-from node.core import builder
-from node.core.builder import sign_event
-from node.core.eip712 import event_digest
-from node.core.merkle import SparseMerkleTree
-from node.core.records import SignedEvent
-from node.verify import StaleView, Verifier
-from node.verify.bundle import EvidenceEntry, bundle_to_obj
-from node.verify.testing import SimulatedRegistry
+from keyreg.core import builder
+from keyreg.core.builder import sign_event
+from keyreg.core.eip712 import event_digest
+from keyreg.core.merkle import SparseMerkleTree
+from keyreg.core.records import SignedEvent
+from keyreg.verify import StaleView, Verifier
+from keyreg.verify.bundle import EvidenceEntry, bundle_to_obj
+from keyreg.verify.testing import SimulatedRegistry
 
 NOW = T0 + 10_000
 
@@ -152,8 +152,8 @@ def test_omitting_a_directly_anchored_revocation_is_a_stale_view() -> None:
 def test_cli_verify_says_what_the_verdict_rests_on(tmp_path: pytest.TempPathFactory) -> None:
     from typer.testing import CliRunner
 
-    import node.cli.verify  # noqa: F401  (registers the command)
-    from node.cli import app
+    import keyreg.cli.verify  # noqa: F401  (registers the command)
+    from keyreg.cli import app
 
     sim, actor = _revoked_after_direct(0)
     bundle, block_hash = sim.export()

@@ -1,13 +1,13 @@
-"""The shared-work inclusion checker answers exactly like node.core.merkle.verify_proof."""
+"""The shared-work inclusion checker answers exactly like keyreg.core.merkle.verify_proof."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.core.hashing import keccak
-from node.core.merkle import Proof, SparseMerkleTree, verify_proof
-from node.verify.inclusion import InclusionChecker
+from keyreg.core.hashing import keccak
+from keyreg.core.merkle import Proof, SparseMerkleTree, verify_proof
+from keyreg.verify.inclusion import InclusionChecker
 
 
 def _subject(i: int) -> bytes:

@@ -8,14 +8,14 @@ import json
 
 from verify_helpers import DOMAIN, T0, secret, service_key
 
-from node.core import builder
-from node.core.builder import sign_event
-from node.core.eip712 import event_digest
-from node.core.hashing import address_of_private_key
-from node.core.records import SignedEvent
-from node.verify import Verifier
-from node.verify.bundle import EvidenceEntry, GovernanceEntry, bundle_to_obj
-from node.verify.testing import SimulatedRegistry
+from keyreg.core import builder
+from keyreg.core.builder import sign_event
+from keyreg.core.eip712 import event_digest
+from keyreg.core.hashing import address_of_private_key
+from keyreg.core.records import SignedEvent
+from keyreg.verify import Verifier
+from keyreg.verify.bundle import EvidenceEntry, GovernanceEntry, bundle_to_obj
+from keyreg.verify.testing import SimulatedRegistry
 
 NOW = T0 + 10_000
 CTL, NEXT, OP = secret("v2-controller"), secret("v2-next"), secret("v2-operator")

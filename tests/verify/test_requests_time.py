@@ -10,7 +10,7 @@ import pytest
 from conftest import NOW, Scenario
 from verify_helpers import T0
 
-from node.verify import RequestRejected, RequestSigner, RequestVerifier, Verifier
+from keyreg.verify import RequestRejected, RequestSigner, RequestVerifier, Verifier
 
 
 class Clock:

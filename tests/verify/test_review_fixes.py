@@ -19,13 +19,13 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 from verify_helpers import T0
 
-import node.cli.verify as cli_verify
-from node.cli import app
-from node.core.hashing import keccak
-from node.verify import RequestRejected, RequestSigner, RequestVerifier, Verifier, bundle, rlp
-from node.verify import requests as rq
-from node.verify.errors import BundleFormatError
-from node.verify.header import HeaderError, decode_header
+import keyreg.cli.verify as cli_verify
+from keyreg.cli import app
+from keyreg.core.hashing import keccak
+from keyreg.verify import RequestRejected, RequestSigner, RequestVerifier, Verifier, bundle, rlp
+from keyreg.verify import requests as rq
+from keyreg.verify.errors import BundleFormatError
+from keyreg.verify.header import HeaderError, decode_header
 
 
 @pytest.fixture(scope="module")

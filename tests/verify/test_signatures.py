@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from verify_helpers import T0
 
-from node.verify import RequestRejected, RequestSigner, RequestVerifier, StaleView, Verifier
-from node.verify.requests import sign_message
-from node.verify.signatures import verify
+from keyreg.verify import RequestRejected, RequestSigner, RequestVerifier, StaleView, Verifier
+from keyreg.verify.requests import sign_message
+from keyreg.verify.signatures import verify
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_ecdsa_der_and_high_s_accepted(scenario: Scenario) -> None:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-    from node.verify.requests import public_key_of
+    from keyreg.verify.requests import public_key_of
 
     secret = scenario.actors["alice"].secrets["k2"]
     key = ec.derive_private_key(int.from_bytes(secret, "big"), ec.SECP256R1())
@@ -182,12 +182,12 @@ def test_request_by_revoked_key_and_stale_view(scenario: Scenario, verifier: Ver
 
 def test_sdk_imports_core_only() -> None:
     code = (
-        "import sys, node.verify, node.verify.testing\n"
+        "import sys, keyreg.verify, keyreg.verify.testing\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('trio', 'sqlalchemy', 'libp2p', 'web3', 'httpx', 'eth_account', 'eth_rlp', 'rlp',"
         " 'alembic', 'hypercorn', 'starlette'))\n"
         "mine = sorted(m for m in sys.modules"
-        " if m.startswith('node.') and not m.startswith(('node.core', 'node.verify')))\n"
+        " if m.startswith('node.') and not m.startswith(('keyreg.core', 'keyreg.verify')))\n"
         "print(bad, mine)\n"
         "sys.exit(1 if bad or mine else 0)\n"
     )

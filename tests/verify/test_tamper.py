@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from conftest import NOW, Scenario
 
-from node.verify import (
+from keyreg.verify import (
     AnchorMismatch,
     BundleFormatError,
     BundleRefused,

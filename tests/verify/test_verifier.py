@@ -6,9 +6,9 @@ import pytest
 from conftest import CHECKPOINT_TIME, NOW, Scenario
 from verify_helpers import DOMAIN, T0
 
-from node.core.records import Domain
-from node.verify import BundleStale, DomainMismatch, LogInvalid, StaleView, Verifier, encode_bundle
-from node.verify.bundle import decode_bundle
+from keyreg.core.records import Domain
+from keyreg.verify import BundleStale, DomainMismatch, LogInvalid, StaleView, Verifier, encode_bundle
+from keyreg.verify.bundle import decode_bundle
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_bundle_from_file(scenario: Scenario, tmp_path: pytest.TempPathFactory) 
 
 
 def test_parallel_load_gives_the_same_views(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> None:
-    import node.verify.loading as loading_module
+    import keyreg.verify.loading as loading_module
 
     monkeypatch.setattr(loading_module, "_PARALLEL_MIN_SUBJECTS", 1)
     serial = Verifier.from_bundle(scenario.data(), scenario.block_hash, now=NOW, workers=1)

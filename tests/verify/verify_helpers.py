@@ -6,11 +6,11 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from node.core import builder
-from node.core.builder import sign_event
-from node.core.eip712 import event_digest
-from node.core.records import ZERO20, Domain, PublishedKey, SignedEvent
-from node.verify.requests import public_key_of
+from keyreg.core import builder
+from keyreg.core.builder import sign_event
+from keyreg.core.eip712 import event_digest
+from keyreg.core.records import ZERO20, Domain, PublishedKey, SignedEvent
+from keyreg.verify.requests import public_key_of
 
 DOMAIN = Domain(31337, bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3"))
 T0 = 1_700_000_000

@@ -1,1 +1,1 @@
-"""Alembic migrations of the SQL store, run programmatically by :func:`node.store.sql.migrate`."""
+"""Alembic migrations of the SQL store, run programmatically by :func:`keyreg.store.sql.migrate`."""

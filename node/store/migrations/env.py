@@ -1,6 +1,6 @@
 """Alembic environment: always run programmatically with a connection handed in (no alembic.ini).
 
-``node.store.sql.migrate`` puts an open SQLAlchemy connection in ``config.attributes["connection"]``;
+``keyreg.store.sql.migrate`` puts an open SQLAlchemy connection in ``config.attributes["connection"]``;
 migrations run inside the caller's transaction.
 """
 
@@ -10,7 +10,7 @@ from alembic import context
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("keyreg migrations run through node.store.sql.migrate(), which passes a connection")
+    raise RuntimeError("keyreg migrations run through keyreg.store.sql.migrate(), which passes a connection")
 
 context.configure(
     connection=connection,

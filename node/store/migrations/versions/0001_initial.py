@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2025-01-01
 
-Frozen: this file states the schema as first shipped and does not import node.store.schema.
+Frozen: this file states the schema as first shipped and does not import keyreg.store.schema.
 """
 
 from __future__ import annotations
