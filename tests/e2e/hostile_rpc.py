@@ -1,9 +1,10 @@
 """A hostile Ethereum JSON-RPC endpoint for tests: a tiny real HTTP server on loopback.
 
 It serves a consistent little chain (``eth_chainId``, ``eth_blockNumber``, ``eth_getBlockByNumber``
-with linked hashes, code at every address) whose registry logs are well-formed ABI but hostile in
-value: every block carries a ``HeadAnchored`` event for a subject with ``seq = 2**64 - 1`` (a valid
-uint64 that no SQL integer column holds) and a ``GovernanceRevoked`` event with
+with linked hashes, code at every address, and a ``domainSeparator()`` that is a protocol-2 keyreg
+registry's at whatever address is called, so a node takes it for its registry) whose registry logs
+are well-formed ABI but hostile in value: every block carries a ``HeadAnchored`` event for a subject
+with ``seq = 2**64 - 1`` (a valid uint64 that no SQL integer column holds) and a ``GovernanceRevoked`` event with
 ``effectiveAt = 2**64 - 1``. Anything else is answered with a JSON-RPC error. Run as a module
 (``python hostile_rpc.py PORTFILE``) it writes its port to PORTFILE and serves until killed.
 """
@@ -26,12 +27,26 @@ MAX_U64 = 2**64 - 1
 SUBJECT = bytes.fromhex("ab" * 32)
 
 
-def block_hash(n: int) -> bytes:
-    return keccak(b"hostile block %d" % n)
-
-
 def _hex(b: bytes) -> str:
     return "0x" + b.hex()
+
+
+DOMAIN_SEPARATOR_CALL = _hex(keccak(text="domainSeparator()")[:4])
+
+
+def domain_separator(address: str) -> bytes:
+    """The EIP-712 domain separator of a protocol-2 keyreg registry at ``address`` on CHAIN_ID."""
+    typehash = keccak(text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
+    return keccak(
+        encode(
+            ["bytes32", "bytes32", "bytes32", "uint256", "address"],
+            [typehash, keccak(text="keyreg"), keccak(text="2"), CHAIN_ID, address],
+        )
+    )
+
+
+def block_hash(n: int) -> bytes:
+    return keccak(b"hostile block %d" % n)
 
 
 def _topic(signature: str) -> str:
@@ -97,6 +112,8 @@ def answer(method: str, params: list[Any]) -> Any:
         return hex(HEAD)
     if method == "eth_getCode":
         return "0x6001600101"
+    if method == "eth_call" and params[0].get("data", params[0].get("input", ""))[:10] == DOMAIN_SEPARATOR_CALL:
+        return _hex(domain_separator(params[0]["to"]))
     if method == "eth_getBlockByNumber":
         tag = params[0]
         return _block(HEAD if tag in ("latest", "safe", "finalized") else int(tag, 16))

@@ -114,35 +114,46 @@ def wait_anchored(node: dict[str, Any], sid: str, seq: int) -> None:
 def test_omitting_a_revocation_is_caught_when_it_is_anchored_directly(devnet: dict[str, Any], tmp_path: Path) -> None:
     node = devnet["nodes"][0]
     d = node["dataDir"]
-    created = json.loads(keyreg(devnet, "subject", "create", "-d", d, "--key-id", "web-1", "--json").stdout)
+    created = json.loads(keyreg(devnet, "subject", "create", "-d", d, "--json").stdout)
     sid = created["subject"]
     wait_until(lambda: subject_view(node["api"], sid) is not None, TIMEOUT, "the inception on the node")
+    [kid] = [k["keyId"] for k in subject_view(node["api"], sid)["keys"]]  # the key the controllers signed at init
     anchored = json.loads(
         keyreg(devnet, "anchor", sid, "-d", d, "--direct", "--timeout", str(TIMEOUT), "--json").stdout
     )
     assert anchored["anchor"]["seq"] == 0
-    revoked = json.loads(keyreg(devnet, "keys", "revoke", "web-1", "--at", "-1h", "-d", d, "--json").stdout)
-    # the CLI anchored the revocation directly and waited for the registry head
-    assert revoked["anchor"]["mode"] == "direct"
-    assert revoked["anchor"]["status"] == "anchored"
-    assert revoked["anchor"]["anchor"]["seq"] >= 1
+    # the node holds only its operator key: the controller revokes through a ceremony, with the keyfile
+    # `keyreg devnet up` left in its custody directory
+    custody = Path(devnet["dir"]) / "custody"
+    password = tmp_path / "controller-1.password"
+    password.write_text(json.loads((custody / "node1-devnet-only-passwords.json").read_text())["controller-1"])
+    proposal = tmp_path / "revocation.json"
+    keyreg(devnet, "event", "propose", "revocation", "--subject", sid, "-d", d, "--key-id", kid,
+           "--effective-at", "-1h", "--reason", "compromised", "--out", str(proposal))  # fmt: skip
+    keyreg(devnet, "event", "sign", str(proposal), "--key-file", str(custody / "node1" / "controller-1.json"),
+           "--password-file", str(password))  # fmt: skip
+    keyreg(devnet, "event", "submit", str(proposal), "-d", d)
+    # the node anchors its own subject's revocation directly (ADR 0012); the CLI waits for the head
+    revoked = json.loads(keyreg(devnet, "anchor", sid, "-d", d, "--direct", "--timeout", str(TIMEOUT), "--json").stdout)
+    assert revoked["anchor"]["status"] == "equal"  # the registry's head is the local head
+    assert revoked["anchor"]["seq"] >= 1
     wait_anchored(node, sid, 1)
     bundle = export(devnet, node, sid, tmp_path)
 
-    honest = verify(devnet, bundle, tmp_path / "honest.json", sid, "web-1")
+    honest = verify(devnet, bundle, tmp_path / "honest.json", sid, kid)
     assert honest["exitCode"] == 12, honest
     assert honest["status"] == "revoked"
     assert honest["basedOn"]["direct"]["seq"] == 1
     assert honest["basedOn"]["direct"]["how"] == "direct"
     assert honest["basedOn"]["unproven"] == []
 
-    online = httpx.get(f"{node['api']}/v1/subjects/{sid}/keys/web-1", timeout=10).json()
+    online = httpx.get(f"{node['api']}/v1/subjects/{sid}/keys/{kid}", timeout=10).json()
     assert online["status"] == "revoked"
     assert online["basedOn"]["direct"]["seq"] == 1  # the node's answer names the registry head it rests on
     assert online["basedOn"]["unprovenFrom"] is None
     assert online["basedOn"]["verdictUnproven"] is False
 
-    doctored = verify(devnet, omit_head(bundle, sid), tmp_path / "doctored.json", sid, "web-1")
+    doctored = verify(devnet, omit_head(bundle, sid), tmp_path / "doctored.json", sid, kid)
     assert doctored["exitCode"] in (17, 12), doctored
     assert doctored["exitCode"] != 0
     assert doctored["status"] == "stale-view"

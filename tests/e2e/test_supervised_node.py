@@ -80,6 +80,7 @@ def test_node_survives_a_failing_chain_service(tmp_path: Path, hostile_rpc: str)
         "KEYREG_P2P_ENABLED": "false",
         "KEYREG_SUPERVISOR_RESTART_INITIAL_S": "0.2",
         "KEYREG_SUPERVISOR_RESTART_MAX_S": "0.8",
+        "KEYREG_API_RATE_LIMIT_PER_S": "0",  # the test polls as fast as the node answers
     }
     event, verdict_path = _subject(load_config(data_dir).domain)
     with spawn_node(data_dir, env, args=("--no-keystore",)) as node, httpx.Client(base_url=node.api, timeout=10) as c:
