@@ -21,9 +21,9 @@ import httpx
 from eth_account import Account
 from web3 import Web3
 
-from keyreg.core.eip712 import TYPE_HASH, hash_operator_set, hash_published_key
-from keyreg.core.hashing import keccak
-from keyreg.core.records import (
+from ..core.eip712 import TYPE_HASH, hash_operator_set, hash_published_key
+from ..core.hashing import keccak
+from ..core.records import (
     KIND_NUMBER,
     ZERO32,
     Delegation,
@@ -36,7 +36,6 @@ from keyreg.core.records import (
     SignedEvent,
     Update,
 )
-
 from .artifacts import Artifact, contracts_dir, key_registry
 
 # anvil's default mnemonic, account 0 (public test key, never for real funds).

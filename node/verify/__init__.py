@@ -3,7 +3,7 @@
 Depends on :mod:`keyreg.core` and the crypto libraries only: no network, no database, no event loop
 (a test imports it in a fresh interpreter and checks ``sys.modules``).
 
-    from keyreg.verify import Verifier
+    from . import Verifier
     v = Verifier.from_bundle("keys.bundle", checkpoint="0x...", max_staleness=3600)
     v.check(subject, "web-2025", purpose="sig").status      # "valid", "revoked", ...
     v.verify_signature(subject, "web-2025", message, sig)   # SignatureCheck

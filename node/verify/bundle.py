@@ -14,10 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from keyreg.core.codec import dumps_canonical, event_from_obj, event_to_obj, loads_strict
-from keyreg.core.errors import MalformedEvent
-from keyreg.core.records import Domain, SignedEvent
-
+from ..core.codec import dumps_canonical, event_from_obj, event_to_obj, loads_strict
+from ..core.errors import MalformedEvent
+from ..core.records import Domain, SignedEvent
 from .errors import BundleFormatError
 
 FORMAT = "keyreg-bundle"

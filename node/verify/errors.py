@@ -20,7 +20,7 @@ Every class has a stable ``code``; ``details["part"]`` names the part of the bun
 
 from __future__ import annotations
 
-from keyreg.core.errors import RuleViolation
+from ..core.errors import RuleViolation
 
 
 class BundleRefused(RuleViolation):

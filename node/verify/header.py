@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from keyreg.core.hashing import keccak
-
+from ..core.hashing import keccak
 from . import rlp
 
 _STATE_ROOT, _NUMBER, _TIMESTAMP = 3, 8, 11

@@ -17,7 +17,7 @@ about once: ~2 hashes per proof instead of ~14 for 10,000 subjects.
 
 from __future__ import annotations
 
-from keyreg.core.merkle import DEPTH, Proof, leaf_hash, root_from_proof
+from ..core.merkle import DEPTH, Proof, leaf_hash, root_from_proof
 
 # Keys whose first bit is 0 / 1: with one sibling, root_from_proof is exactly the core's rule for
 # one level, (node, sibling) or (sibling, node). Hashing through it keeps one definition of a node.

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from keyreg.core.hashing import keccak
-from keyreg.core.records import ZERO20, Inception, Rotation, SignedEvent, Update
+from ..core.hashing import keccak
+from ..core.records import ZERO20, Inception, Rotation, SignedEvent, Update
 
 SUBJECTS_SLOT = 0
 BATCHES_SLOT = 1

@@ -28,14 +28,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from keyreg.core.errors import RuleViolation
-from keyreg.core.fork import SubjectLog
-from keyreg.core.hashing import keccak
-from keyreg.core.limits import Limits
-from keyreg.core.log import SubjectState
-from keyreg.core.records import ZERO32, Authority, Domain, GovernanceRevocation, Inception, SignedEvent
-from keyreg.core.validator import Validator
-
+from ..core.errors import RuleViolation
+from ..core.fork import SubjectLog
+from ..core.hashing import keccak
+from ..core.limits import Limits
+from ..core.log import SubjectState
+from ..core.records import ZERO32, Authority, Domain, GovernanceRevocation, Inception, SignedEvent
+from ..core.validator import Validator
 from . import layout
 from .bundle import Bundle, SubjectEntry, decode_subject
 from .errors import (

@@ -15,8 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from keyreg.core.hashing import keccak
-
+from ..core.hashing import keccak
 from . import rlp
 from .rlp import Item
 

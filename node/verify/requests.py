@@ -51,8 +51,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from keyreg.core.errors import RuleViolation
-
+from ..core.errors import RuleViolation
 from .errors import StaleView
 from .signatures import b64url
 from .verifier import SignatureCheck

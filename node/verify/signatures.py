@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from keyreg.core.hashing import SECP256K1_N
-from keyreg.core.purposes import jwk_usage
+from ..core.hashing import SECP256K1_N
+from ..core.purposes import jwk_usage
 
 JOSE_ALG = {"Ed25519": "EdDSA", "P-256": "ES256", "secp256k1": "ES256K"}
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from keyreg.core.eip712 import event_digest
-from keyreg.core.hashing import keccak
-from keyreg.core.merkle import SparseMerkleTree
-from keyreg.core.records import Domain, SignedEvent
-
+from ..core.eip712 import event_digest
+from ..core.hashing import keccak
+from ..core.merkle import SparseMerkleTree
+from ..core.records import Domain, SignedEvent
 from . import layout, mpt, rlp
 from .bundle import (
     BatchAnchor,

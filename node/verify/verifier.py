@@ -24,12 +24,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from keyreg.core.eip712 import event_digest
-from keyreg.core.keystate import Verdict, key_verdict, valid_keys
-from keyreg.core.limits import DEFAULT_LIMITS, Limits
-from keyreg.core.log import KeyRecord
-from keyreg.core.records import Domain, Revocation, SignedEvent, Update
-
+from ..core.eip712 import event_digest
+from ..core.keystate import Verdict, key_verdict, valid_keys
+from ..core.limits import DEFAULT_LIMITS, Limits
+from ..core.log import KeyRecord
+from ..core.records import Domain, Revocation, SignedEvent, Update
 from . import signatures
 from .bundle import Bundle, SubjectEntry, decode_envelope
 from .errors import BundleFormatError, BundleStale, DomainMismatch, StaleView
