@@ -88,7 +88,8 @@ def generate(
 
     Deterministic secrets; timestamps are fixed per cache file so cached events stay valid.
     """
-    key = f"{domain.chain_id}-{domain.verifying_contract.hex()}-{subjects}-{updates}"
+    # the protocol version too: events signed under another version's domain are refused (malformed)
+    key = f"v{domain.version}-{domain.chain_id}-{domain.verifying_contract.hex()}-{subjects}-{updates}"
     path = Path(cache_dir) / f"events-{key}.jsonl" if cache_dir else None
     if path is not None and path.exists():
         return [line.encode() for line in path.read_text().splitlines()]
