@@ -368,8 +368,12 @@ def run_drill(
         view = node2.subject(sid)
         acts = scheduled_activations(view)
         per = activations_per_interval(acts, interval)
-        # intervals elapsed on the scheduler's clock: boundaries in (created, ended + offset)
-        elapsed = int((ended + offset - 1) // interval - created // interval)
+        # Intervals elapsed on the scheduler's clock, counted from the interval of the first scheduled
+        # activation: the inception's key was signed at `keyreg init`, before the nodes started, so
+        # the boundaries passed before the scheduler ran get one overdue key between them (moved to
+        # the first slot publish_ahead_s away); from then on, one key per boundary.
+        first = acts[0] if acts else int(created)
+        elapsed = int((ended + offset - 1) // interval - first // interval + 1)
         status = node1.rotation()
         evidence = node2.duplicity(sid)
         return {
