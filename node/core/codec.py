@@ -21,7 +21,6 @@ import orjson
 from .errors import MalformedEvent, OversizedInput
 from .limits import DEFAULT_LIMITS, Limits
 from .records import (
-    NO_OPERATORS,
     PROTOCOL_VERSION,
     Delegation,
     Domain,
@@ -342,14 +341,13 @@ def _operator_set(obj: Any, limits: Limits) -> OperatorSet:
     for p in purposes:
         if type(p) is not str:
             raise MalformedEvent("field 'purposes' must be a list of strings")
-    ops = OperatorSet(
+    return OperatorSet(
         tuple([_hex(a, "operators", 20) for a in _list(o["operators"], "operators", limits.max_operators)]),
         _uint(o["threshold"], "threshold", 255),
         tuple(purposes),
         _uint(o["maxValidity"], "maxValidity"),
         _uint(o["maxKeys"], "maxKeys", 65535),
     )
-    return NO_OPERATORS if ops == NO_OPERATORS else ops  # states share the one empty set
 
 
 def _keys(v: Any, name: str, limits: Limits) -> tuple[PublishedKey, ...]:

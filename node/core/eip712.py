@@ -14,7 +14,6 @@ from typing import Any
 from .errors import MalformedEvent
 from .hashing import keccak
 from .records import (
-    NO_OPERATORS,
     ZERO20,
     Delegation,
     Domain,
@@ -205,14 +204,6 @@ def hash_operator_set(o: OperatorSet) -> bytes:
     )
 
 
-# hashStruct of the empty operator set, the common case of every establishment event.
-_NO_OPERATORS_HASH = hash_operator_set(NO_OPERATORS)
-
-
-def _hash_ops(o: OperatorSet) -> bytes:
-    return _NO_OPERATORS_HASH if o is NO_OPERATORS or o == NO_OPERATORS else hash_operator_set(o)
-
-
 def operator_commitment(o: OperatorSet) -> bytes:
     """What the contract stores for an operator set: keccak256(abi.encodePacked(uint256(threshold),
     address[])), or 32 zero bytes when there is none (docs/protocol.md 11)."""
@@ -252,7 +243,7 @@ def hash_struct(event: Event) -> bytes:
             _u(event.threshold),
             event.next_commitment,
             _addr(event.governor),
-            _hash_ops(event.operators),
+            hash_operator_set(event.operators),
             _hash_array([hash_published_key(k) for k in event.keys]),
             _hash_string(event.metadata),
         ]
@@ -267,7 +258,7 @@ def hash_struct(event: Event) -> bytes:
             _u(event.threshold),
             event.next_commitment,
             _addr(event.governor),
-            _hash_ops(event.operators),
+            hash_operator_set(event.operators),
         ]
     elif isinstance(event, Revocation):
         parts = [
@@ -281,7 +272,14 @@ def hash_struct(event: Event) -> bytes:
             _hash_string(event.reason),
         ]
     elif isinstance(event, Delegation):
-        parts = [_DEL_TH, event.subject, _u(event.seq), event.prev, _u(event.timestamp), _hash_ops(event.operators)]
+        parts = [
+            _DEL_TH,
+            event.subject,
+            _u(event.seq),
+            event.prev,
+            _u(event.timestamp),
+            hash_operator_set(event.operators),
+        ]
     else:
         raise TypeError(f"not an event: {type(event).__name__}")
     return keccak(b"".join(parts))

@@ -213,8 +213,7 @@ def check_shape(event: Event, limits: Limits = DEFAULT_LIMITS) -> None:
     """Raise MalformedEvent/OversizedInput for anything wrong with the event on its own."""
     if isinstance(event, Inception):
         _check_controllers(event.controllers, event.threshold, limits)
-        if event.operators is not NO_OPERATORS:
-            check_operator_set(event.operators, limits)
+        check_operator_set(event.operators, limits)
         _check_keys(event.keys, limits)
         _check_text(event.metadata, limits.max_metadata_bytes, "metadata")
         return
@@ -233,8 +232,7 @@ def check_shape(event: Event, limits: Limits = DEFAULT_LIMITS) -> None:
         _check_text(event.metadata, limits.max_metadata_bytes, "metadata")
     elif isinstance(event, Rotation):
         _check_controllers(event.controllers, event.threshold, limits)
-        if event.operators is not NO_OPERATORS:
-            check_operator_set(event.operators, limits)
+        check_operator_set(event.operators, limits)
     elif isinstance(event, Delegation):
         check_operator_set(event.operators, limits)
     elif isinstance(event, Revocation):
