@@ -57,13 +57,6 @@ def _head(state: dict[str, Any]) -> Head:
     return Head(bytes.fromhex(state["subject"][2:]), state["seq"], bytes.fromhex(state["head"][2:]), state["timestamp"])
 
 
-def _live(state: dict[str, Any]) -> list[Any]:
-    """The subject's keys as the operator limits see them (node/keys/operations.py)."""
-    from ..keys.operations import LiveKey
-
-    return [LiveKey(k["keyId"], tuple(k["purposes"]), k["notAfter"], k["revokedAt"] is not None) for k in state["keys"]]
-
-
 def _operator_not_after(s: Session, timestamp: int, wanted: int) -> int:
     """On an operator-custody node a key must expire within maxValidity of the update: the default
     end (``wanted`` 0) is the longest the operator may publish; an explicit one is kept (and
@@ -113,7 +106,7 @@ def add(
     state = s.state()
     head = _head(state)
     na = _operator_not_after(s, head.next_timestamp(now), parse_time(not_after, now) or 0)
-    signed = sign_update(s.keystore, s.config.domain, head, now, [key.published(purposes, nb, na)], keys=_live(state))
+    signed = sign_update(s.keystore, s.config.domain, head, now, [key.published(purposes, nb, na)])
     s.keystore.add_service_key(key, purposes)
     _submit(s, [signed])
     out = {"keyId": key.key_id, "alg": key.alg, "purposes": list(purposes), "notBefore": nb, "notAfter": na}
@@ -149,7 +142,7 @@ def retire(
     if when < now:
         raise ConfigError("a retirement cannot be in the past; use `keyreg keys revoke --at` for that")
     state = s.state()
-    signed = sign_update(s.keystore, s.config.domain, _head(state), now, retire=[(key_id, when)], keys=_live(state))
+    signed = sign_update(s.keystore, s.config.domain, _head(state), now, retire=[(key_id, when)])
     results = _submit(s, [signed])
     err_console.print(f"[green]retired[/] {key_id}: valid until {fmt_time(when)}")
     anchor: dict[str, Any] = {"mode": "none", "status": "not needed"}
@@ -241,7 +234,6 @@ def rotate(
                 now,
                 [new.published(purposes, plan.activate_at, na)],
                 plan.retire,
-                keys=_live(state),
             )
         ]
         results = _submit(s, events)

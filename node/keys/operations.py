@@ -5,8 +5,8 @@ rotate-controllers``) and by the rotation scheduler, so both sign the same way.
 
 Custody (docs/operations.md "Custody", ADR 0028 section 11): a node in ``operator`` mode (the
 default) signs **only updates, with its operator key**, and only updates the operator set allows
-(:func:`operator_limit_problems` checks ADR 0028 section 5 before signing, so the node never signs
-what the network refuses). Anything that needs the controllers (inception, rotation, revocation,
+(:func:`sign_update` runs the core's own rules on the update before signing, so the node never
+signs what the network refuses). Anything that needs the controllers (inception, rotation, revocation,
 delegation, metadata, keys outside the operator's scope) raises
 :class:`~keyreg.keys.keystore.ControllersOffNode` naming the ceremony commands. A node in
 ``all-on-node`` mode signs everything with its controllers, as before protocol 2.
@@ -14,11 +14,13 @@ delegation, metadata, keys outside the operator's scope) raises
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from ..core import builder
-from ..core.eip712 import controller_commitment
+from ..core.eip712 import controller_commitment, event_digest
+from ..core.errors import OperatorLimit
+from ..core.log import SubjectState, apply_event
 from ..core.records import (
     NO_OPERATORS,
     ZERO20,
@@ -59,16 +61,6 @@ class Head:
 
     def next_timestamp(self, now: int) -> int:
         return max(now, self.timestamp)
-
-
-@dataclass(frozen=True)
-class LiveKey:
-    """What the maxKeys rule looks at for one published key (ADR 0028 section 5.4)."""
-
-    key_id: str
-    purposes: tuple[str, ...]
-    not_after: int  # 0 = none
-    revoked: bool
 
 
 def operator_set_of(policy: OperatorPolicy) -> OperatorSet:
@@ -115,61 +107,6 @@ def sign_inception(
     return builder.sign_event(domain, event, ks.controller_secrets())
 
 
-def live_in_scope(keys: Iterable[LiveKey], purposes: Iterable[str], at: int) -> set[str]:
-    """Key ids in the operator scope (every purpose in ``purposes``) that are live at ``at``."""
-    scope = frozenset(purposes)
-    return {
-        k.key_id
-        for k in keys
-        if not k.revoked and (k.not_after == 0 or k.not_after > at) and frozenset(k.purposes) <= scope
-    }
-
-
-def operator_limit_problems(
-    policy: OperatorPolicy,
-    event: Update,
-    keys: Iterable[LiveKey] | None = None,
-) -> list[str]:
-    """Why the operator may not sign ``event`` (ADR 0028 section 5), empty if it may.
-
-    ``keys``: the subject's keys before the update (for retired keys' purposes and maxKeys); None
-    skips those two checks (the validator still makes them).
-    """
-    scope = frozenset(policy.purposes)
-    out: list[str] = []
-    if event.set_metadata:
-        out.append("an operator may not set the metadata")
-    for k in event.publish:
-        outside = sorted(set(k.purposes) - scope)
-        if outside:
-            out.append(f"key {k.key_id!r}: purposes {outside} are outside the operator scope {sorted(scope)}")
-        if k.not_after == 0:
-            out.append(f"key {k.key_id!r} has no notAfter (an operator's keys must expire)")
-        elif k.not_after > event.timestamp + policy.max_validity:
-            out.append(
-                f"key {k.key_id!r}: notAfter {k.not_after} is past the update's timestamp + maxValidity "
-                f"({event.timestamp} + {policy.max_validity})"
-            )
-    if keys is None:
-        return out
-    before = {k.key_id: k for k in keys}
-    for r in event.retire:
-        known = before.get(r.key_id)
-        if known is not None and not frozenset(known.purposes) <= scope:
-            out.append(f"key {r.key_id!r}: its purposes {sorted(known.purposes)} are outside the operator scope")
-    if event.publish:
-        after = dict(before)
-        for r in event.retire:
-            if r.key_id in after:
-                after[r.key_id] = replace(after[r.key_id], not_after=r.not_after)
-        for k in event.publish:
-            after[k.key_id] = LiveKey(k.key_id, tuple(k.purposes), k.not_after, False)
-        live = live_in_scope(after.values(), scope, event.timestamp)
-        if len(live) > policy.max_keys:
-            out.append(f"{len(live)} live keys in the operator scope afterwards, more than maxKeys {policy.max_keys}")
-    return out
-
-
 def sign_update(
     ks: Keystore,
     domain: Domain,
@@ -178,24 +115,28 @@ def sign_update(
     publish: Sequence[PublishedKey] = (),
     retire: Sequence[tuple[str, int]] = (),
     metadata: str | None = None,
-    keys: Iterable[LiveKey] | None = None,
+    state: SubjectState | None = None,
 ) -> SignedEvent:
     """Publish and/or retire service keys: operator-signed (operator mode) or controller-signed.
 
-    In operator mode the update must keep the operator limits (``keys``: the subject's keys, for the
-    retirement-scope and maxKeys checks); otherwise :class:`OperatorLimitError` says why and that
-    the controllers must sign it.
+    In operator mode, with the subject's ``state`` (the head the update extends), the update goes
+    through the protocol's rules with the operator as its signer before anything is signed; one
+    beyond the operator limits raises :class:`OperatorLimitError`, with the core's reason and the
+    ceremony commands. Without ``state`` the node that receives the event judges it by the same rules.
     """
     event = builder.update(head.subject, head.seq + 1, head.digest, head.next_timestamp(now), publish, retire, metadata)
     policy = ks.operator_policy
     if ks.holds_controllers or policy is None:
         return builder.sign_event(domain, event, ks.controller_secrets())
-    problems = operator_limit_problems(policy, event, keys)
-    if problems:
-        raise OperatorLimitError(
-            "this update is beyond what the node's operator key may sign (" + "; ".join(problems) + "): "
-            "only the controllers can sign it; " + CEREMONY_HINT
-        )
+    if state is not None:
+        unsigned = SignedEvent(event, (), domain)
+        try:
+            apply_event(state, unsigned, domain, precomputed=(event_digest(domain, event), (policy.address,)))
+        except OperatorLimit as exc:
+            raise OperatorLimitError(
+                f"this update is beyond what the node's operator key may sign ({exc.message}): "
+                "only the controllers can sign it; " + CEREMONY_HINT
+            ) from None
     return builder.sign_event(domain, event, [ks.operator_secret()])
 
 

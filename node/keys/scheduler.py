@@ -33,7 +33,7 @@ from ..core.errors import KeyregError
 from ..core.log import SubjectState
 from .handout import Handout, write_key_file
 from .keystore import Keystore
-from .operations import Head, LiveKey, operator_set_of, sign_update
+from .operations import Head, operator_set_of, sign_update
 from .rotation import (
     KeyWindow,
     PolicyError,
@@ -272,10 +272,7 @@ class RotationScheduler:
             plan.timestamp,
             [key.published(self.purposes, plan.activate_at, not_after)],
             plan.retire,
-            keys=[
-                LiveKey(kid, tuple(rec.key.purposes), rec.not_after, rec.revoked_at is not None)
-                for kid, rec in state.keys.items()
-            ],
+            state=state,
         )
         latest = registry.state(subject)
         if latest is None or latest.head != state.head:
