@@ -222,6 +222,7 @@ class ProposalsConfig:
     enabled: bool = True
     max_pending: int = 256  # in all; a proposal holds one event (<= limits.max_event_bytes)
     max_pending_per_subject: int = 8
+    max_pending_per_client: int = 16  # created by one API client: one client cannot fill the book
     ttl_s: float = 3 * 24 * 3600.0  # a pending proposal expires this long after it was created
     max_body_bytes: int = 128 * 1024  # a create request (the event and any signatures)
     # Per API client (token buckets; off, like the API's, when api.rate_limit_per_s is 0): creating

@@ -57,7 +57,7 @@ def routes(ctx: ApiContext, body_buckets: TokenBuckets | None) -> list[Route]:
     """The proposal routes over the registry of ``ctx``; ``body_buckets``: the API's per-client byte budget."""
     registry, config = ctx.registry, ctx.config
     cfg = config.proposals
-    book = ProposalBook(BookLimits(cfg.max_pending, cfg.max_pending_per_subject, cfg.ttl_s))
+    book = ProposalBook(BookLimits(cfg.max_pending, cfg.max_pending_per_subject, cfg.ttl_s, cfg.max_pending_per_client))
     # GET /v1/health shows the book's counts under services.proposals (how ApiContext.status is fed).
     ctx.status.setdefault("proposals", lambda: {"ok": True, "enabled": cfg.enabled, **book.status()})
     throttled = config.api.rate_limit_per_s > 0
@@ -164,7 +164,7 @@ def routes(ctx: ApiContext, body_buckets: TokenBuckets | None) -> list[Route]:
         for sig in parsed:
             if held is None or sig not in {s for _, s in proposal.signatures}:
                 proposal = proposal.attach(sig)
-        entry, new = book.add(proposal, clock(), stale)
+        entry, new = book.add(proposal, clock(), stale, client_key(request.scope))
         if not new and entry.submitted is None and entry.proposal != proposal:
             book.update(entry, proposal)
         if entry.proposal.complete and entry.submitted is None:

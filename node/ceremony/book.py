@@ -3,14 +3,17 @@
 Anyone may create a proposal (it is unauthenticated until signed), so the book must never let an
 outsider crowd out a real ceremony or grow without bound:
 
-- at most ``max_pending`` proposals in all and ``max_pending_per_subject`` per subject;
+- at most ``max_pending`` proposals in all, ``max_pending_per_subject`` per subject and
+  ``max_pending_per_client`` per creating client (so one client cannot fill the book with proposals
+  for subjects it controls, each signed by its own keys);
 - each expires ``ttl_s`` after it was created (one TTL for all, so creation order is expiry order
   and expired entries leave from the front of one ordered dict: O(1) per entry);
 - when a cap is reached, the book makes room by dropping, oldest first, an entry that is *stale*
   (its subject's head moved on: it can never complete), *done* (submitted), or *unbacked* (no
-  signature yet). A proposal holding a signature of its signer set is never dropped for a newcomer:
-  creating one needs a real signer, so junk cannot evict a ceremony that has begun. With nothing to
-  drop, the newcomer is refused (``OverCapacity``).
+  signature yet). A proposal holding a signature of its signer set is never dropped for a newcomer,
+  so junk cannot evict a ceremony that has begun; an inception's signature does not count (its
+  proposer chose the signer set, so anyone can sign one). With nothing to drop, the newcomer is
+  refused (``OverCapacity``).
 
 A restart forgets every pending proposal: signatures stay valid while the head does not move, so
 signers (or the ``keyreg event`` files they hold) attach them again. Pure: the caller passes the
@@ -33,6 +36,7 @@ class BookLimits:
     max_pending: int = 256
     max_pending_per_subject: int = 8
     ttl_s: float = 3 * 24 * 3600.0
+    max_pending_per_client: int = 16
 
 
 @dataclass(slots=True)
@@ -44,6 +48,7 @@ class Entry:
     expires: float
     # The node's ingest result (IngestResult.to_dict()) once the proposal completed and was submitted.
     submitted: dict[str, Any] | None = field(default=None)
+    client: str = ""  # who created it (the API's client key)
 
     @property
     def id(self) -> bytes:
@@ -51,7 +56,8 @@ class Entry:
 
     @property
     def backed(self) -> bool:
-        return bool(self.proposal.signatures)
+        # An inception's signers are whoever its proposer named: their signature proves nothing.
+        return bool(self.proposal.signatures) and self.proposal.event.kind != "inception"
 
 
 Stale = Callable[[Entry], bool]
@@ -64,6 +70,7 @@ class ProposalBook:
         self.limits = limits
         self._entries: OrderedDict[bytes, Entry] = OrderedDict()
         self._by_subject: dict[bytes, list[bytes]] = {}
+        self._by_client: dict[str, list[bytes]] = {}
         self.dropped = 0  # entries dropped to make room (not counting expiry)
         self.expired = 0
 
@@ -90,7 +97,7 @@ class ProposalBook:
         self.expire(now)
         return [self._entries[i] for i in self._by_subject.get(subject, ())]
 
-    def add(self, proposal: Proposal, now: float, stale: Stale) -> tuple[Entry, bool]:
+    def add(self, proposal: Proposal, now: float, stale: Stale, client: str = "") -> tuple[Entry, bool]:
         """The entry for ``proposal`` and whether it is new; an existing id returns the entry held.
 
         Raises OverCapacity when a cap is reached and no entry can be dropped (see the module doc).
@@ -99,6 +106,11 @@ class ProposalBook:
         held = self._entries.get(proposal.digest)
         if held is not None:
             return held, False
+        theirs = self._by_client.get(client, [])
+        if len(theirs) >= self.limits.max_pending_per_client and not self._drop_one(theirs, stale):
+            raise OverCapacity(
+                f"this client created {len(theirs)} pending proposals, its limit (proposals.max_pending_per_client)"
+            )
         subject = proposal.subject
         mine = self._by_subject.get(subject, [])
         if len(mine) >= self.limits.max_pending_per_subject and not self._drop_one(mine, stale):
@@ -110,9 +122,10 @@ class ProposalBook:
             raise OverCapacity(
                 f"this node holds {len(self._entries)} pending proposals, its limit (proposals.max_pending)"
             )
-        entry = Entry(proposal, now, now + self.limits.ttl_s)
+        entry = Entry(proposal, now, now + self.limits.ttl_s, client=client)
         self._entries[entry.id] = entry
         self._by_subject.setdefault(subject, []).append(entry.id)
+        self._by_client.setdefault(client, []).append(entry.id)
         return entry, True
 
     def update(self, entry: Entry, proposal: Proposal) -> None:
@@ -138,6 +151,10 @@ class ProposalBook:
         ids.remove(pid)
         if not ids:
             del self._by_subject[entry.proposal.subject]
+        created = self._by_client[entry.client]
+        created.remove(pid)
+        if not created:
+            del self._by_client[entry.client]
 
     def status(self) -> dict[str, int]:
         return {

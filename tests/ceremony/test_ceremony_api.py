@@ -281,3 +281,31 @@ def test_a_proposal_completed_while_the_same_event_is_proposed_again_is_ingested
     health = client.get("/v1/health").json()["services"]["proposals"]
     assert health["pending"] == 1
     assert health["enabled"] is True
+
+
+def test_one_client_cannot_fill_the_book_with_self_signed_inceptions() -> None:
+    """An inception proposal names its own signers, so anyone can sign one: such a signature does not
+    protect it, and one client holds at most proposals.max_pending_per_client of the book."""
+    from keyreg.core.eip712 import event_digest
+    from keyreg.core.hashing import keccak
+
+    honest, _, _, s = make(max_pending=6, max_pending_per_client=4)
+    attacker = TestClient(honest.app, client=("10.0.0.9", 4000))
+    held: list[str] = []
+    for i in range(10):
+        mine = [keccak(f"filler-{i}-{j}".encode()) for j in range(2)]
+        ev = builder.inception(NOW, builder.controller_set(mine), 2, builder.controller_set(mine[:1]), 1)
+        digest = event_digest(s.config.domain, ev)
+        own = sig(sorted(mine, key=lambda k: builder.controller_set([k])[0])[0], digest)
+        event = event_to_obj(SignedEvent(ev, (), s.config.domain))
+        r = attacker.post("/v1/proposals", json={"event": event, "signatures": [own]})
+        assert r.status_code == 201, r.text  # it only ever recycles its own slots
+        held.append("0x" + digest.hex())
+    mine_held = [p for p in held if attacker.get(f"/v1/proposals/{p}").status_code == 200]
+    assert mine_held == held[-4:]
+    # the honest ceremonies still find room, and push the attacker's inceptions out as the book fills
+    for tag in "abc":
+        event, digest = unsigned(s, tag=tag)
+        r = honest.post("/v1/proposals", json={"event": event, "signatures": [sig(SECRETS[0], digest)]})
+        assert r.status_code == 201, r.text
+    assert sum(attacker.get(f"/v1/proposals/{p}").status_code == 200 for p in held) == 3  # 4 + 3 > 6
