@@ -21,7 +21,7 @@ import httpx
 from eth_account import Account
 from web3 import Web3
 
-from ..core.eip712 import TYPE_HASH, hash_operator_set, hash_published_key
+from ..core.eip712 import TYPE_HASH, hash_operator_set, hash_published_key, hash_strings
 from ..core.hashing import keccak
 from ..core.records import (
     KIND_NUMBER,
@@ -42,8 +42,6 @@ from .artifacts import Artifact, contracts_dir, key_registry
 ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 ANVIL_CHAIN_ID = 31337
 RPC_TIMEOUT_S = 10
-
-KIND_CODE = KIND_NUMBER  # kind name -> the contract's KIND_* number
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,11 +201,6 @@ def _word(v: int) -> bytes:
 def hash_string(s: str) -> bytes:
     """EIP-712 encoding of a string member."""
     return keccak(s.encode())
-
-
-def hash_strings(items: Sequence[str]) -> bytes:
-    """EIP-712 encoding of a string[] member (keccak256 of "" for an empty array)."""
-    return keccak(b"".join(hash_string(x) for x in items))
 
 
 def hash_keys(keys: Sequence[PublishedKey]) -> bytes:

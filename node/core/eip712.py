@@ -9,6 +9,7 @@ Tests prove the hashing equal to eth-account's ``encode_typed_data`` on every ve
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .errors import MalformedEvent
@@ -153,8 +154,9 @@ def _hash_string(s: str) -> bytes:
     return keccak(encoded)
 
 
-def _hash_purposes(purposes: tuple[str, ...]) -> bytes:
-    return keccak(b"".join([_hash_string(p) for p in purposes]))
+def hash_strings(items: Sequence[str]) -> bytes:
+    """EIP-712 encoding of a string[] member (keccak256 of "" for an empty array)."""
+    return keccak(b"".join([_hash_string(p) for p in items]))
 
 
 def _u(v: int) -> bytes:
@@ -184,7 +186,7 @@ def hash_published_key(k: PublishedKey) -> bytes:
                 _hash_string(k.key_id),
                 _hash_string(k.alg),
                 keccak(k.public_key),
-                _hash_purposes(k.purposes),
+                hash_strings(k.purposes),
                 _u(k.not_before),
                 _u(k.not_after),
             ]
@@ -198,7 +200,7 @@ def hash_operator_set(o: OperatorSet) -> bytes:
         _OPS_TH
         + hash_address_array(o.operators)
         + _u(o.threshold)
-        + _hash_purposes(o.purposes)
+        + hash_strings(o.purposes)
         + _u(o.max_validity)
         + _u(o.max_keys)
     )
