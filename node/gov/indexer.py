@@ -210,7 +210,9 @@ class GovernanceIndexer:
         self.governors: dict[str, Governance] = {}  # lowercase governor address -> client
         self.daos: dict[str, RecognisedDao] = {}  # lowercase governor address -> the checked DAO
         self.tokens: dict[str, str] = {}  # lowercase membership token -> lowercase governor
-        self.members: dict[str, dict[str, int]] = {}  # lowercase governor -> lowercase member -> weight
+        # lowercase governor -> checksummed member -> weight (checksummed once, when the log is read:
+        # GET /v1/gov/daos/{address} lists up to MAX_MEMBERS_LISTED of them per request)
+        self.members: dict[str, dict[str, int]] = {}
         self.member_changes: dict[str, deque[dict[str, Any]]] = {}  # lowercase governor -> latest changes
         self.member_records = 0  # sum of len(m) over members
         self.members_not_listed = 0
@@ -456,7 +458,7 @@ class GovernanceIndexer:
         decoded = decode_token_log(list(lg["topics"]), bytes(lg["data"]))
         if decoded is None:
             return
-        member, weight = decoded.args["member"].lower(), decoded.args["weight"]
+        member, weight = Web3.to_checksum_address(decoded.args["member"]), decoded.args["weight"]
         table = self.members[governor]
         if decoded.name == "MemberAdded":
             if member not in table and (len(table) >= MAX_MEMBERS_LISTED or self.member_records >= MAX_MEMBER_RECORDS):
@@ -468,7 +470,7 @@ class GovernanceIndexer:
             self.member_records -= 1
         self.member_changes[governor].append({
             "action": "add" if decoded.name == "MemberAdded" else "remove",
-            "member": Web3.to_checksum_address(member), "weight": weight,
+            "member": member, "weight": weight,
             "block": int(lg["blockNumber"]), "txHash": _hex(lg["transactionHash"]),
         })  # fmt: skip
 
@@ -559,7 +561,7 @@ class GovernanceIndexer:
             "executor": dao.executor,
             "token": dao.token,
             "name": dao.name,
-            "members": [{"address": Web3.to_checksum_address(m), "weight": w} for m, w in members],
+            "members": [{"address": m, "weight": w} for m, w in members],
             "recentChanges": changes,
         }
 
